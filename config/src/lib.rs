@@ -1,0 +1,106 @@
+//! The edgebox deployment file: raw TOML structs, one validation step, checked types.
+//!
+//! Every daemon and the CLI load configuration through [`load`], so `edgebox
+//! check-config` runs exactly the checks a daemon runs at start-up and on reload.
+
+mod diagnostics;
+pub mod model;
+mod pattern;
+mod raw;
+pub mod units;
+mod validate;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use model::*;
+pub use pattern::PathPattern;
+pub use validate::parse;
+
+/// The default deployment shipped inside the binary, with its comments.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Name used for the embedded default in messages.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// Exit code for configuration errors (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Where a deployment is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigLocation {
+    Embedded,
+    File(PathBuf),
+}
+
+impl ConfigLocation {
+    pub fn from_arg(path: Option<PathBuf>) -> Self {
+        path.map_or(Self::Embedded, Self::File)
+    }
+}
+
+/// Reads and checks a deployment. Relative paths in a file resolve against its
+/// directory; in the embedded default, against the current directory.
+pub fn load(location: &ConfigLocation) -> Result<Deployment, ConfigErrors> {
+    match location {
+        ConfigLocation::Embedded => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, &cwd)
+        }
+        ConfigLocation::File(path) => load_file(path),
+    }
+}
+
+/// Reads and checks a deployment file.
+pub fn load_file(path: &Path) -> Result<Deployment, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
+        file: path.display().to_string(),
+        diagnostics: vec![Diagnostic {
+            path: String::new(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {err}"),
+        }],
+    })?;
+    let base_dir = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    parse(&text, &path.display().to_string(), &base_dir)
+}
+
+/// Tells whoever started this daemon that a listener is bound, as one line on stdout:
+/// `edgebox-listening node=NAME service=SERVICE addr=IP:PORT`. `edgebox up` and the test
+/// support read these to learn the ports actually bound (listeners may ask for port 0).
+pub fn announce_listening(node: &str, service: &str, addr: SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "edgebox-listening node={node} service={service} addr={addr}"
+    );
+    let _ = stdout.flush();
+}
+
+/// Parses a line written by [`announce_listening`].
+pub fn parse_announcement(line: &str) -> Option<(String, String, SocketAddr)> {
+    let rest = line.trim().strip_prefix("edgebox-listening ")?;
+    let mut node = None;
+    let mut service = None;
+    let mut addr = None;
+    for field in rest.split_whitespace() {
+        match field.split_once('=')? {
+            ("node", value) => node = Some(value.to_owned()),
+            ("service", value) => service = Some(value.to_owned()),
+            ("addr", value) => addr = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((node?, service?, addr?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! The checked deployment: every reference resolved, every value in range.
+//!
+//! Daemons only ever see these types, so anything they rely on (a parent exists, a
+//! listener address is unique, a policy name is known) holds by construction.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::pattern::PathPattern;
+
+/// A whole deployment, as every daemon sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    /// Where the config came from, for messages.
+    pub source: String,
+    /// The TOML text it was read from, kept so it can be handed on unchanged.
+    #[serde(skip)]
+    pub text: String,
+    pub name: String,
+    /// Absolute directory under which every node keeps its state.
+    pub data_dir: PathBuf,
+    pub regions: Vec<Region>,
+    pub latency: LatencyModel,
+    pub nodes: Vec<Node>,
+    pub origin_groups: BTreeMap<String, OriginGroup>,
+    pub origin: OriginSettings,
+    pub edge: EdgeSettings,
+    pub cache: CacheSettings,
+    pub tls: TlsSettings,
+    pub sandbox: SandboxSettings,
+    pub control_plane: ControlPlaneSettings,
+}
+
+impl Deployment {
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// The directory a node keeps its own state in.
+    pub fn node_data_dir(&self, node: &str) -> PathBuf {
+        self.data_dir.join("nodes").join(node)
+    }
+
+    /// The control plane's API address, if the deployment has one.
+    pub fn control_plane_addr(&self) -> Option<SocketAddr> {
+        self.nodes.iter().find_map(|node| match node.role {
+            Role::ControlPlane(ref cp) => Some(cp.listen),
+            _ => None,
+        })
+    }
+
+    pub fn edges(&self) -> impl Iterator<Item = (&Node, &EdgeNode)> {
+        self.nodes.iter().filter_map(|node| match &node.role {
+            Role::Edge(edge) => Some((node, edge)),
+            _ => None,
+        })
+    }
+}
+
+/// A place nodes and clients live in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Region {
+    pub name: String,
+    pub description: String,
+}
+
+/// One process of the deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub region: String,
+    pub role: Role,
+}
+
+impl Node {
+    /// Every address this node listens on, labelled by what it serves.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        match &self.role {
+            Role::Edge(edge) => {
+                let mut listeners = Vec::new();
+                if let Some(http) = edge.http {
+                    listeners.push(("http", http));
+                }
+                if let Some(https) = edge.https {
+                    listeners.push(("https", https));
+                }
+                listeners.push(("admin", edge.admin));
+                listeners
+            }
+            Role::Origin(origin) => vec![("http", origin.listen)],
+            Role::Sandbox(sandbox) => vec![("api", sandbox.listen)],
+            Role::ControlPlane(cp) => vec![("api", cp.listen)],
+        }
+    }
+
+    pub fn role_name(&self) -> &'static str {
+        match self.role {
+            Role::Edge(_) => "edge",
+            Role::Origin(_) => "origin",
+            Role::Sandbox(_) => "sandbox",
+            Role::ControlPlane(_) => "control-plane",
+        }
+    }
+}
+
+/// What a node does, with the settings only that role has.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Role {
+    Edge(EdgeNode),
+    Origin(OriginNode),
+    Sandbox(SandboxNode),
+    ControlPlane(ControlPlaneNode),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeNode {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    /// The group this edge fetches from when it has no parent, and the group its
+    /// parent chain ends in.
+    pub origin_group: String,
+    /// The shield edge misses go to first.
+    pub parent: Option<String>,
+    pub l1_capacity: u64,
+    pub l2_capacity: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginNode {
+    pub listen: SocketAddr,
+    /// Directory served; `None` serves the bundled sample site.
+    pub root: Option<PathBuf>,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxNode {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlPlaneNode {
+    pub listen: SocketAddr,
+}
+
+/// The simulated network.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyModel {
+    pub enabled: bool,
+    pub intra_region: Link,
+    /// Keyed by the two region names in sorted order.
+    pub links: BTreeMap<(String, String), Link>,
+}
+
+impl LatencyModel {
+    /// The link between two regions; unlisted pairs of distinct regions have none
+    /// (validation requires every pair to be listed when simulation is on).
+    pub fn link(&self, a: &str, b: &str) -> Option<&Link> {
+        if a == b {
+            return Some(&self.intra_region);
+        }
+        let key = if a <= b {
+            (a.to_owned(), b.to_owned())
+        } else {
+            (b.to_owned(), a.to_owned())
+        };
+        self.links.get(&key)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Link {
+    pub rtt: Duration,
+    pub jitter: Duration,
+    /// Probability in `0.0..1.0`.
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginGroup {
+    pub policy: LbPolicy,
+    pub members: Vec<OriginMember>,
+    pub health: HealthCheck,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    RoundRobin,
+    Weighted,
+    ConsistentHash { key: HashKey },
+    LeastConnections,
+    LatencyAware,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    Path,
+    Header(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginMember {
+    pub target: OriginTarget,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginTarget {
+    /// An origin node of this deployment, at its listen address.
+    Node { name: String, addr: SocketAddr },
+    /// A host name (or literal IP) resolved through DNS.
+    Host { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginSettings {
+    pub rules: Vec<HeaderRule>,
+}
+
+impl OriginSettings {
+    /// The first rule whose pattern matches `path`.
+    pub fn rule_for(&self, path: &str) -> Option<&HeaderRule> {
+        self.rules.iter().find(|rule| rule.pattern.matches(path))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderRule {
+    pub pattern: PathPattern,
+    pub cache_control: Option<String>,
+    pub surrogate_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeSettings {
+    pub max_header_size: u64,
+    pub max_body_size: u64,
+    pub client_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Compression {
+    pub enabled: bool,
+    pub min_size: u64,
+    pub algorithms: Vec<Encoding>,
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Gzip,
+    Br,
+    Zstd,
+}
+
+impl Encoding {
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Gzip => "gzip",
+            Self::Br => "br",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// Default memory-tier capacity; each edge's own is on `EdgeNode`.
+    pub l1_capacity: u64,
+    /// Default disk-tier budget; each edge's own is on `EdgeNode`.
+    pub l2_capacity: u64,
+    pub max_object_size: u64,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub rules: Vec<TtlRule>,
+}
+
+impl CacheSettings {
+    /// The default TTL for `path` when the origin gives none.
+    pub fn default_ttl(&self, path: &str) -> Option<Duration> {
+        self.rules
+            .iter()
+            .find(|rule| rule.pattern.matches(path))
+            .map(|rule| rule.ttl)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TtlRule {
+    pub pattern: PathPattern,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsSettings {
+    pub certificates: Vec<Certificate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Certificate {
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxSettings {
+    /// Resolved: never 0.
+    pub max_concurrent_jobs: usize,
+    pub queue_length: usize,
+    pub keep_finished: Duration,
+    pub max_source_size: u64,
+    pub max_stdin_size: u64,
+    pub scratch_size: u64,
+    pub defaults: JobLimits,
+    pub maximums: JobLimits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct JobLimits {
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub memory: u64,
+    pub output: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlPlaneSettings {
+    pub tokens: Vec<Token>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    Operator,
+    Submitter,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Token {
+    pub name: String,
+    pub role: TokenRole,
+    #[serde(skip)]
+    pub secret: TokenSecret,
+}
+
+/// Where a token's secret comes from; read when the control plane starts.
+#[derive(Debug, Clone)]
+pub enum TokenSecret {
+    Inline(String),
+    Env(String),
+    /// Absolute path; the control plane generates the file when it is missing.
+    File(PathBuf),
+}

@@ -1,0 +1,583 @@
+//! The deployment file exactly as written: serde structs that reject unknown keys.
+//!
+//! Nothing here is checked beyond its TOML type; `validate` turns these into the
+//! checked types in `model` and reports every problem with its key path.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, Duration};
+
+/// `[deployment]`: what this deployment is called and where its nodes keep state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    /// Human name, shown by `edgebox up` and the control plane.
+    #[serde(default = "default_deployment_name")]
+    pub name: String,
+    /// Directory for node state (certificates, disk cache, runtimes, config history).
+    /// Relative paths are resolved against the directory holding the config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for RawDeployment {
+    fn default() -> Self {
+        Self {
+            name: default_deployment_name(),
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_deployment_name() -> String {
+    "edgebox".to_owned()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".edgebox")
+}
+
+/// `[regions.NAME]`: a place nodes and clients live in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    /// Free text shown in reports.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `[latency]`: the simulated network between regions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatency {
+    /// When false the edge adds no delay and the latency code is not on the request path.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Round trip between two nodes of the same region.
+    #[serde(default = "default_intra_region")]
+    pub intra_region: RawLink,
+    /// Round trips between pairs of regions; symmetric.
+    #[serde(default)]
+    pub links: Vec<RawRegionLink>,
+}
+
+impl Default for RawLatency {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            intra_region: default_intra_region(),
+            links: Vec::new(),
+        }
+    }
+}
+
+fn default_intra_region() -> RawLink {
+    RawLink {
+        rtt: Duration::from_millis(1),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+    }
+}
+
+/// A link's round-trip time, jitter and packet loss.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    /// Mean round-trip time, e.g. `"80ms"`.
+    pub rtt: Duration,
+    /// Uniform jitter added or removed around the mean, e.g. `"5ms"`.
+    #[serde(default)]
+    pub jitter: Duration,
+    /// Probability (0..1) that a round trip is lost once and retransmitted.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// `[[latency.links]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegionLink {
+    /// The two regions this link joins.
+    pub between: [String; 2],
+    /// Mean round-trip time, e.g. `"80ms"`.
+    pub rtt: Duration,
+    /// Uniform jitter around the mean.
+    #[serde(default)]
+    pub jitter: Duration,
+    /// Probability (0..1) that a round trip is lost once and retransmitted.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// The role a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawRole {
+    Edge,
+    Origin,
+    Sandbox,
+    ControlPlane,
+}
+
+/// `[[nodes]]`: one process of the deployment. Which keys apply depends on `role`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// Unique name, used in logs, `--node` and references.
+    pub name: String,
+    /// `edge`, `origin`, `sandbox` or `control-plane`.
+    pub role: RawRole,
+    /// Region the node lives in (one of `[regions]`).
+    pub region: String,
+    /// Main listener: plain HTTP for edges, the API for the other roles.
+    pub listen: Option<String>,
+    /// Edge only: TLS listener. Edges without it serve plain HTTP only.
+    pub https: Option<String>,
+    /// Edge only: admin listener (health, stats, purge, reload, metrics).
+    pub admin: Option<String>,
+    /// Edge only: the origin group this edge (or its parent chain) fetches from.
+    pub origin_group: Option<String>,
+    /// Edge only: the shield edge that misses go to before the origin.
+    pub parent: Option<String>,
+    /// Edge only: memory cache capacity, overriding `[cache] l1_capacity`.
+    pub l1_capacity: Option<ByteSize>,
+    /// Edge only: disk cache budget, overriding `[cache] l2_capacity`.
+    pub l2_capacity: Option<ByteSize>,
+    /// Origin only: directory to serve. Without it the origin serves the bundled sample site.
+    pub root: Option<PathBuf>,
+    /// Origin only: simulated processing delay added to every response.
+    pub delay: Option<Duration>,
+}
+
+/// `[origin_groups.NAME]`: origins an edge balances across.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOriginGroup {
+    /// `round_robin`, `weighted`, `consistent_hash`, `least_connections` or `latency_aware`.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// `consistent_hash` only: `"path"` (default) or `"header:NAME"`.
+    pub hash_key: Option<String>,
+    /// The origins: `{ node = "origin-1" }` or `{ host = "origin.example", port = 80 }`.
+    pub members: Vec<RawMember>,
+    /// Active health checking.
+    #[serde(default)]
+    pub health: RawHealth,
+    /// Connecting to an origin gives up after this long.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Waiting for an origin's response headers gives up after this long.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Duration,
+    /// How many other origins an idempotent request is retried on.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_policy() -> String {
+    "round_robin".to_owned()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_millis(1000)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_millis(10_000)
+}
+fn default_retries() -> u32 {
+    2
+}
+
+/// One member of an origin group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    /// An origin node of this deployment.
+    pub node: Option<String>,
+    /// A host name or IP address, resolved through DNS (every A/AAAA record is a backend).
+    pub host: Option<String>,
+    /// Port for `host`.
+    pub port: Option<u16>,
+    /// Share of traffic under the `weighted` policy.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `[origin_groups.NAME.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path probed with GET; a 2xx or 3xx is healthy.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Consecutive successes before an unhealthy origin is used again.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures before an origin is taken out.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            healthy_threshold: default_healthy_threshold(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+        }
+    }
+}
+
+fn default_health_path() -> String {
+    "/healthz".to_owned()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_millis(2000)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_millis(1000)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// `[origin]`: what every origin node sets on its responses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrigin {
+    /// Header rules by path pattern; the first match wins.
+    #[serde(default)]
+    pub rules: Vec<RawHeaderRule>,
+}
+
+/// `[[origin.rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRule {
+    /// Path glob: `*` within a segment, `**` across segments, e.g. `"/assets/**"`.
+    pub pattern: String,
+    /// `Cache-Control` value to send.
+    pub cache_control: Option<String>,
+    /// `Surrogate-Key` tags to send, for purging by tag.
+    #[serde(default)]
+    pub surrogate_keys: Vec<String>,
+}
+
+/// `[edge]`: request-path settings shared by every edge.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdge {
+    #[serde(default)]
+    pub limits: RawEdgeLimits,
+    #[serde(default)]
+    pub compression: RawCompression,
+    /// How long a stopping edge waits for in-flight requests.
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// `[edge.limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdgeLimits {
+    /// Request line plus headers beyond this get 431.
+    #[serde(default = "default_max_header")]
+    pub max_header_size: ByteSize,
+    /// Request bodies beyond this get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_size: ByteSize,
+    /// A client that does not send its request within this gets 408.
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout: Duration,
+}
+
+impl Default for RawEdgeLimits {
+    fn default() -> Self {
+        Self {
+            max_header_size: default_max_header(),
+            max_body_size: default_max_body(),
+            client_timeout: default_client_timeout(),
+        }
+    }
+}
+
+fn default_max_header() -> ByteSize {
+    ByteSize::from_bytes(32 * 1024)
+}
+fn default_max_body() -> ByteSize {
+    ByteSize::from_bytes(16 * 1024 * 1024)
+}
+fn default_client_timeout() -> Duration {
+    Duration::from_millis(30_000)
+}
+
+/// `[edge.compression]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Responses smaller than this are sent as they are.
+    #[serde(default = "default_min_compress")]
+    pub min_size: ByteSize,
+    /// Algorithms offered, in order of preference when the client's q-values tie.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Content types worth compressing; `text/*` style prefixes allowed.
+    #[serde(default = "default_compressible")]
+    pub content_types: Vec<String>,
+}
+
+impl Default for RawCompression {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_size: default_min_compress(),
+            algorithms: default_algorithms(),
+            content_types: default_compressible(),
+        }
+    }
+}
+
+fn default_min_compress() -> ByteSize {
+    ByteSize::from_bytes(1024)
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["zstd".into(), "br".into(), "gzip".into()]
+}
+fn default_compressible() -> Vec<String> {
+    [
+        "text/*",
+        "application/javascript",
+        "application/json",
+        "application/xml",
+        "image/svg+xml",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// `[cache]`: the tiers and their policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Memory tier capacity per edge.
+    #[serde(default = "default_l1")]
+    pub l1_capacity: ByteSize,
+    /// Disk tier budget per edge; `"0B"` turns the disk tier off.
+    #[serde(default = "default_l2")]
+    pub l2_capacity: ByteSize,
+    /// Objects larger than this are not cached.
+    #[serde(default = "default_max_object")]
+    pub max_object_size: ByteSize,
+    /// Serve stale while revalidating for this long, unless the origin says otherwise.
+    #[serde(default = "default_swr")]
+    pub stale_while_revalidate: Duration,
+    /// Serve stale when the origin fails for this long, unless the origin says otherwise.
+    #[serde(default = "default_sie")]
+    pub stale_if_error: Duration,
+    /// TTLs for responses whose origin gives no freshness information.
+    #[serde(default)]
+    pub rules: Vec<RawTtlRule>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            l1_capacity: default_l1(),
+            l2_capacity: default_l2(),
+            max_object_size: default_max_object(),
+            stale_while_revalidate: default_swr(),
+            stale_if_error: default_sie(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn default_l1() -> ByteSize {
+    ByteSize::from_bytes(64 * 1024 * 1024)
+}
+fn default_l2() -> ByteSize {
+    ByteSize::from_bytes(1024 * 1024 * 1024)
+}
+fn default_max_object() -> ByteSize {
+    ByteSize::from_bytes(256 * 1024 * 1024)
+}
+fn default_swr() -> Duration {
+    Duration::from_millis(10_000)
+}
+fn default_sie() -> Duration {
+    Duration::from_millis(300_000)
+}
+
+/// `[[cache.rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTtlRule {
+    /// Path glob, as in `[[origin.rules]]`.
+    pub pattern: String,
+    /// Freshness lifetime when the origin sends none; `"0s"` means do not cache.
+    pub ttl: Duration,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificates served by every edge's HTTPS listener, chosen by SNI. Without any, a
+    /// local CA and a certificate for `localhost` are generated in each edge's data dir.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+/// `[[tls.certificates]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// Server names this certificate answers for (`*.example.com` allowed).
+    pub names: Vec<String>,
+    /// PEM certificate chain; relative to the config file.
+    pub cert: PathBuf,
+    /// PEM private key; relative to the config file.
+    pub key: PathBuf,
+}
+
+/// `[sandbox]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    /// Jobs running at once; 0 means one per CPU core.
+    #[serde(default)]
+    pub max_concurrent_jobs: usize,
+    /// Jobs waiting beyond the running ones; more get 429.
+    #[serde(default = "default_queue")]
+    pub queue_length: usize,
+    /// How long finished jobs stay readable.
+    #[serde(default = "default_keep_finished")]
+    pub keep_finished: Duration,
+    /// Submitted sources beyond this get 413.
+    #[serde(default = "default_max_source")]
+    pub max_source_size: ByteSize,
+    /// Submitted stdin beyond this gets 413.
+    #[serde(default = "default_max_stdin")]
+    pub max_stdin_size: ByteSize,
+    /// Size budget of a job's scratch directory.
+    #[serde(default = "default_scratch")]
+    pub scratch_size: ByteSize,
+    /// Limits a job gets when it asks for none.
+    #[serde(default = "RawJobLimits::defaults")]
+    pub defaults: RawJobLimits,
+    /// The most a job may ask for.
+    #[serde(default = "RawJobLimits::maximums")]
+    pub maximums: RawJobLimits,
+}
+
+impl Default for RawSandbox {
+    fn default() -> Self {
+        Self {
+            max_concurrent_jobs: 0,
+            queue_length: default_queue(),
+            keep_finished: default_keep_finished(),
+            max_source_size: default_max_source(),
+            max_stdin_size: default_max_stdin(),
+            scratch_size: default_scratch(),
+            defaults: RawJobLimits::defaults(),
+            maximums: RawJobLimits::maximums(),
+        }
+    }
+}
+
+fn default_queue() -> usize {
+    64
+}
+fn default_keep_finished() -> Duration {
+    Duration::from_millis(600_000)
+}
+fn default_max_source() -> ByteSize {
+    ByteSize::from_bytes(1024 * 1024)
+}
+fn default_max_stdin() -> ByteSize {
+    ByteSize::from_bytes(1024 * 1024)
+}
+fn default_scratch() -> ByteSize {
+    ByteSize::from_bytes(16 * 1024 * 1024)
+}
+
+/// Per-job limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobLimits {
+    /// Wall-clock time from start to forced stop.
+    pub wall: Duration,
+    /// CPU time the guest may use.
+    pub cpu: Duration,
+    /// Linear memory the guest may grow to.
+    pub memory: ByteSize,
+    /// Bytes kept from each of stdout and stderr.
+    pub output: ByteSize,
+}
+
+impl RawJobLimits {
+    fn defaults() -> Self {
+        Self {
+            wall: Duration::from_millis(10_000),
+            cpu: Duration::from_millis(10_000),
+            memory: ByteSize::from_bytes(256 * 1024 * 1024),
+            output: ByteSize::from_bytes(1024 * 1024),
+        }
+    }
+    fn maximums() -> Self {
+        Self {
+            wall: Duration::from_millis(60_000),
+            cpu: Duration::from_millis(60_000),
+            memory: ByteSize::from_bytes(1024 * 1024 * 1024),
+            output: ByteSize::from_bytes(16 * 1024 * 1024),
+        }
+    }
+}
+
+/// `[control_plane]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControlPlane {
+    /// Bearer tokens and the role each grants.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+/// `[[control_plane.tokens]]`: exactly one of `token`, `token_env`, `token_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Name shown in logs; never the secret.
+    pub name: String,
+    /// `operator` (config, purge, nodes, stats) or `submitter` (sandbox jobs).
+    pub role: String,
+    /// The secret itself.
+    pub token: Option<String>,
+    /// Environment variable holding the secret.
+    pub token_env: Option<String>,
+    /// File holding the secret (relative to the data dir); generated when missing.
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,385 @@
+//! `edgebox up`: run a whole deployment as supervised child processes.
+//!
+//! Each node runs as `edgebox <role> --node NAME` in its own process group, so a Ctrl-C
+//! in the terminal reaches only the supervisor, which then stops the nodes in order and
+//! within a deadline. Children announce their bound listeners on stdout (see
+//! `edgebox_config::announce_listening`); the supervisor prints the table once every node
+//! has announced, and restarts a node that exits on its own, with exponential backoff.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgebox_config::{Deployment, Node, Role};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Deployment file. Without it, the embedded default deployment is started.
+    #[arg(long, short, value_name = "FILE", env = "EDGEBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Start only these nodes (repeatable); by default every node of the deployment.
+    #[arg(long = "only", value_name = "NODE")]
+    pub only: Vec<String>,
+    /// How long to wait for every node to announce its listeners.
+    #[arg(long, default_value = "120s", value_parser = humantime_arg)]
+    pub ready_timeout: Duration,
+    /// How long stopping nodes get before they are killed.
+    #[arg(long, default_value = "15s", value_parser = humantime_arg)]
+    pub stop_timeout: Duration,
+}
+
+fn humantime_arg(text: &str) -> Result<Duration, String> {
+    text.parse::<edgebox_config::units::Duration>()
+        .map(|duration| duration.get())
+}
+
+/// Backoff between restarts of a crashing node; reset once it has run this long.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let deployment = match super::load_deployment(args.config.clone()) {
+        Ok(deployment) => deployment,
+        Err(code) => return Ok(code),
+    };
+    for name in &args.only {
+        if deployment.node(name).is_none() {
+            eprintln!(
+                "edgebox up: --only {name:?}: no such node in {}",
+                deployment.source
+            );
+            return Ok(ExitCode::from(64));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the supervisor's runtime")?;
+    runtime.block_on(supervise(args, deployment))
+}
+
+enum Event {
+    Listening {
+        node: String,
+        service: String,
+        addr: SocketAddr,
+    },
+    Exited {
+        node: String,
+        status: String,
+    },
+}
+
+struct Supervised {
+    node: Node,
+    /// Pid of the running process; `None` while it waits to be restarted.
+    pid: Option<u32>,
+    started: Instant,
+    backoff: Duration,
+    restart_at: Option<tokio::time::Instant>,
+    restarts: u32,
+}
+
+async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding the edgebox executable")?;
+    std::fs::create_dir_all(&deployment.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            deployment.data_dir.display()
+        )
+    })?;
+
+    let mut nodes: Vec<Node> = deployment
+        .nodes
+        .iter()
+        .filter(|node| args.only.is_empty() || args.only.contains(&node.name))
+        .cloned()
+        .collect();
+    // Origins first so that edges find them healthy; the control plane last so that it
+    // finds every node up.
+    nodes.sort_by_key(|node| match node.role {
+        Role::Origin(_) => 0,
+        Role::Edge(ref edge) if edge.parent.is_none() => 1,
+        Role::Edge(_) => 2,
+        Role::Sandbox(_) => 3,
+        Role::ControlPlane(_) => 4,
+    });
+
+    println!(
+        "edgebox: starting deployment {:?} ({} nodes) from {}",
+        deployment.name,
+        nodes.len(),
+        deployment.source
+    );
+    println!("edgebox: data directory {}", deployment.data_dir.display());
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
+    for node in nodes {
+        let pid = spawn_node(&exe, args.config.as_ref(), &node, events_tx.clone())?;
+        supervised.insert(
+            node.name.clone(),
+            Supervised {
+                node,
+                pid: Some(pid),
+                started: Instant::now(),
+                backoff: BACKOFF_START,
+                restart_at: None,
+                restarts: 0,
+            },
+        );
+    }
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
+    let expected: usize = supervised.values().map(|s| s.node.listeners().len()).sum();
+    let mut bound: BTreeMap<(String, String), SocketAddr> = BTreeMap::new();
+    let ready_deadline = tokio::time::Instant::now() + args.ready_timeout;
+    let mut announced_ready = false;
+
+    loop {
+        let next_restart = supervised.values().filter_map(|s| s.restart_at).min();
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = tokio::time::sleep_until(ready_deadline), if !announced_ready => {
+                let missing: Vec<String> = supervised
+                    .values()
+                    .flat_map(|s| s.node.listeners().into_iter().map(move |(service, _)| (s.node.name.clone(), service)))
+                    .filter(|(node, service)| !bound.contains_key(&(node.clone(), service.to_string())))
+                    .map(|(node, service)| format!("{node}/{service}"))
+                    .collect();
+                eprintln!("edgebox up: not ready after {:?}; still waiting for: {}", args.ready_timeout, missing.join(", "));
+                announced_ready = true;
+            }
+            _ = sleep_until_opt(next_restart) => {
+                let now = tokio::time::Instant::now();
+                for entry in supervised.values_mut() {
+                    if entry.restart_at.is_some_and(|at| at <= now) {
+                        entry.restart_at = None;
+                        entry.restarts += 1;
+                        eprintln!("edgebox up: restarting {} (restart #{})", entry.node.name, entry.restarts);
+                        match spawn_node(&exe, args.config.as_ref(), &entry.node, events_tx.clone()) {
+                            Ok(pid) => {
+                                entry.pid = Some(pid);
+                                entry.started = Instant::now();
+                            }
+                            Err(error) => {
+                                eprintln!("edgebox up: cannot restart {}: {error:#}", entry.node.name);
+                                entry.restart_at = Some(now + entry.backoff);
+                                entry.backoff = (entry.backoff * 2).min(BACKOFF_MAX);
+                            }
+                        }
+                    }
+                }
+            }
+            Some(event) = events.recv() => match event {
+                Event::Listening { node, service, addr } => {
+                    bound.insert((node, service), addr);
+                    if !announced_ready && bound.len() >= expected {
+                        announced_ready = true;
+                        print_table(&supervised, &bound, &deployment);
+                    }
+                }
+                Event::Exited { node, status } => {
+                    if let Some(entry) = supervised.get_mut(&node) {
+                        entry.pid = None;
+                        if entry.started.elapsed() >= STABLE_AFTER {
+                            entry.backoff = BACKOFF_START;
+                        }
+                        eprintln!("edgebox up: node {node} exited ({status}); restarting in {:?}", entry.backoff);
+                        entry.restart_at = Some(tokio::time::Instant::now() + entry.backoff);
+                        entry.backoff = (entry.backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            },
+        }
+    }
+
+    println!(
+        "edgebox: stopping {} nodes (deadline {:?})",
+        supervised.len(),
+        args.stop_timeout
+    );
+    let clean = stop_all(&mut supervised, &mut events, args.stop_timeout).await;
+    println!("edgebox: stopped");
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_node(
+    exe: &std::path::Path,
+    config: Option<&PathBuf>,
+    node: &Node,
+    events: mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<u32> {
+    let mut command = Command::new(exe);
+    command.arg(node.role_name()).arg("--node").arg(&node.name);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .env_remove("EDGEBOX_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Own process group: a terminal's Ctrl-C reaches the supervisor only, which then
+        // stops the nodes in order.
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+    // which is async-signal-safe; it allocates nothing and touches no locks.
+    unsafe {
+        command.pre_exec(|| {
+            // If the supervisor dies without stopping us (SIGKILL), do not linger.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting node {}", node.name))?;
+    let name = node.name.clone();
+
+    let stdout = child.stdout.take().context("child stdout")?;
+    let stderr = child.stderr.take().context("child stderr")?;
+    let events_out = events.clone();
+    let out_name = name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match edgebox_config::parse_announcement(&line) {
+                Some((node, service, addr)) => {
+                    let _ = events_out.send(Event::Listening {
+                        node,
+                        service,
+                        addr,
+                    });
+                }
+                None => println!("{out_name:>10} | {line}"),
+            }
+        }
+    });
+    let err_name = name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{err_name:>10} | {line}");
+        }
+    });
+
+    let pid = child.id().context("child pid")?;
+    tracing::debug!(node = %name, pid, "node started");
+    // The watcher owns the child and reaps it; the supervisor signals it by pid.
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(error) => format!("wait failed: {error}"),
+        };
+        let _ = events.send(Event::Exited { node: name, status });
+    });
+    Ok(pid)
+}
+
+fn print_table(
+    supervised: &BTreeMap<String, Supervised>,
+    bound: &BTreeMap<(String, String), SocketAddr>,
+    deployment: &Deployment,
+) {
+    println!();
+    println!(
+        "  {:<12} {:<14} {:<10} {:<8} {}",
+        "NODE", "ROLE", "REGION", "SERVICE", "ADDRESS"
+    );
+    let mut rows: Vec<&Supervised> = supervised.values().collect();
+    rows.sort_by_key(|s| (s.node.role_name(), s.node.name.clone()));
+    for entry in rows {
+        for (service, configured) in entry.node.listeners() {
+            let addr = bound
+                .get(&(entry.node.name.clone(), service.to_owned()))
+                .copied()
+                .unwrap_or(configured);
+            let scheme = if service == "https" { "https" } else { "http" };
+            println!(
+                "  {:<12} {:<14} {:<10} {:<8} {scheme}://{addr}",
+                entry.node.name,
+                entry.node.role_name(),
+                entry.node.region,
+                service
+            );
+        }
+    }
+    println!();
+    println!(
+        "edgebox: all {} nodes ready (deployment {:?}); Ctrl-C stops them",
+        supervised.len(),
+        deployment.name
+    );
+}
+
+/// Sends SIGTERM to every node, waits up to `deadline` for them to exit, then SIGKILLs
+/// what is left. Returns whether every node stopped on its own.
+async fn stop_all(
+    supervised: &mut BTreeMap<String, Supervised>,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    deadline: Duration,
+) -> bool {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    // Front to back: the control plane and edges before origins, so that in-flight
+    // requests can still reach their origins while edges drain.
+    let mut order: Vec<&mut Supervised> = supervised.values_mut().collect();
+    order.sort_by_key(|s| match s.node.role {
+        Role::ControlPlane(_) => 0,
+        Role::Edge(ref edge) if edge.parent.is_some() => 1,
+        Role::Edge(_) => 2,
+        Role::Sandbox(_) => 3,
+        Role::Origin(_) => 4,
+    });
+    let mut running = BTreeMap::new();
+    for entry in order {
+        entry.restart_at = None;
+        if let Some(pid) = entry.pid.take() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            running.insert(entry.node.name.clone(), pid);
+        }
+    }
+    let until = tokio::time::Instant::now() + deadline;
+    while !running.is_empty() {
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Ok(Some(Event::Exited { node, status })) => {
+                if running.remove(&node).is_some() && !status.contains("exit status: 0") {
+                    eprintln!("edgebox up: {node} stopped ({status})");
+                }
+            }
+            Ok(Some(Event::Listening { .. })) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    for (node, pid) in &running {
+        eprintln!("edgebox up: {node} did not stop within {deadline:?}; killing it");
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    running.is_empty()
+}

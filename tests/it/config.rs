@@ -1,0 +1,1 @@
+//! Deployment config: every mistake reported with file, line and key; exit codes.

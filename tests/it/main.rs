@@ -1,0 +1,8 @@
+//! edgebox's integration tests: one binary that starts the real daemons on port 0 and
+//! talks to them over real HTTP, TLS and WebSockets.
+
+mod support;
+
+mod config;
+mod origin;
+mod up;

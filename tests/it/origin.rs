@@ -1,0 +1,1 @@
+//! The origin daemon over real HTTP.

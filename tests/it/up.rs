@@ -1,0 +1,1 @@
+//! `edgebox up`: start, supervise and stop a deployment.
