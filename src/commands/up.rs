@@ -321,11 +321,13 @@ fn print_table(
                 .copied()
                 .unwrap_or(configured);
             let scheme = if service == "https" { "https" } else { "http" };
+            let pid = entry.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
             println!(
-                "  {:<12} {:<14} {:<10} {:<8} {scheme}://{addr}",
+                "  {:<12} {:<14} {:<10} {:<8} {:<8} {scheme}://{addr}",
                 entry.node.name,
                 entry.node.role_name(),
                 entry.node.region,
+                pid,
                 service
             );
         }

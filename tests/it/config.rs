@@ -1,1 +1,190 @@
 //! Deployment config: every mistake reported with file, line and key; exit codes.
+
+use std::path::Path;
+
+use crate::support::{TestDir, edgebox};
+
+/// A small valid deployment that the mistakes below are made in.
+const VALID: &str = r#"
+[deployment]
+name = "t"
+
+[regions.eu]
+[regions.us]
+
+[latency]
+enabled = true
+
+[[latency.links]]
+between = ["eu", "us"]
+rtt = "80ms"
+
+[[nodes]]
+name = "edge-1"
+role = "edge"
+region = "eu"
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+origin_group = "web"
+
+[[nodes]]
+name = "origin-1"
+role = "origin"
+region = "us"
+listen = "127.0.0.1:0"
+
+[origin_groups.web]
+members = [{ node = "origin-1" }]
+"#;
+
+/// Replaces `from` (which must occur in VALID) with `to`, checks the result and returns
+/// its diagnostics as `(line, path, message)`.
+fn diagnostics(from: &str, to: &str) -> Vec<(Option<usize>, String, String)> {
+    assert!(VALID.contains(from), "test bug: {from:?} not in VALID");
+    let text = VALID.replacen(from, to, 1);
+    match edgebox_config::parse(&text, "test.toml", Path::new("/tmp")) {
+        Ok(_) => Vec::new(),
+        Err(errors) => {
+            assert_eq!(errors.file, "test.toml");
+            errors.diagnostics.into_iter().map(|d| (d.line, d.path, d.message)).collect()
+        }
+    }
+}
+
+/// Checks that the mistake is reported under `path`, on the last line of the edited text
+/// that contains `at`, with a message containing `message`.
+#[track_caller]
+fn check(from: &str, to: &str, at: &str, path: &str, message: &str) {
+    let text = VALID.replacen(from, to, 1);
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.iter().rposition(|l| l.contains(at)).expect("test bug: marker not found") + 1;
+    let found = diagnostics(from, to);
+    assert!(
+        found.iter().any(|(l, p, m)| *l == Some(line) && p == path && m.contains(message)),
+        "expected line {line} `{path}`: ...{message}...; got {found:#?}"
+    );
+}
+
+#[test]
+fn valid_config_has_no_errors() {
+    assert_eq!(diagnostics("", ""), Vec::new());
+}
+
+#[test]
+fn each_mistake_is_reported_with_line_and_key() {
+    check("name = \"t\"", "name = \"t\"\ncolour = \"blue\"", "colour", "deployment.colour", "unknown field `colour`");
+    check("[regions.us]", "[regions.us]\n[colours]", "[colours]", "colours", "unknown section `colours`");
+    check("rtt = \"80ms\"", "rtt = \"80 parsecs\"", "80 parsecs", "latency.links[0].rtt", "invalid duration");
+    check("between = [\"eu\", \"us\"]", "between = [\"eu\", \"mars\"]", "mars", "latency.links[0].between", "unknown region \"mars\"");
+    check("region = \"eu\"", "region = \"atlantis\"", "atlantis", "nodes[0].region", "unknown region \"atlantis\"");
+    check("origin_group = \"web\"", "origin_group = \"webb\"", "webb", "nodes[0].origin_group", "unknown origin group \"webb\"");
+    check("admin = \"127.0.0.1:0\"", "admin = \"localhost\"", "localhost", "nodes[0].admin", "not a listen address");
+    check("role = \"origin\"", "role = \"origin\"\nparent = \"edge-1\"", "parent = \"edge-1\"", "nodes[1].parent", "does not apply");
+    check("role = \"edge\"", "role = \"edge\"\nparent = \"nowhere\"", "nowhere", "nodes[0].parent", "\"nowhere\" does not exist");
+    check("role = \"edge\"", "role = \"edge\"\nparent = \"origin-1\"", "parent = \"origin-1\"", "nodes[0].parent", "is not an edge");
+    check("members = [{ node = \"origin-1\" }]", "policy = \"random\"\nmembers = [{ node = \"origin-1\" }]", "random", "origin_groups.web.policy", "unknown policy");
+    check("members = [{ node = \"origin-1\" }]", "members = [{ node = \"origin-9\" }]", "origin-9", "origin_groups.web.members[0].node", "unknown node \"origin-9\"");
+    check("members = [{ node = \"origin-1\" }]", "members = [{ host = \"o.example\" }]", "o.example", "origin_groups.web.members[0].port", "needs a `port`");
+    check("name = \"origin-1\"", "name = \"edge-1\"", "name = \"edge-1\"", "nodes[1].name", "already used");
+    check("rtt = \"80ms\"", "rtt = \"80ms\"\nloss = 1.5", "loss = 1.5", "latency.links[0].loss", "probability");
+    check("role = \"origin\"", "role = \"cache\"", "cache", "nodes[1].role", "unknown variant `cache`");
+    check("listen = \"127.0.0.1:0\"\nadmin", "listen = 8080\nadmin", "listen = 8080", "nodes[0].listen", "invalid type");
+}
+
+#[test]
+fn parent_loops_are_rejected() {
+    let looped = VALID.replacen("role = \"edge\"", "role = \"edge\"\nparent = \"edge-2\"", 1)
+        + r#"
+[[nodes]]
+name = "edge-2"
+role = "edge"
+region = "eu"
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+origin_group = "web"
+parent = "edge-1"
+"#;
+    let errors = edgebox_config::parse(&looped, "loop.toml", Path::new("/tmp")).unwrap_err();
+    let loop_error = errors.diagnostics.iter().find(|d| d.message.contains("parent loop")).expect("a parent loop error");
+    assert_eq!(loop_error.path, "nodes[0].parent");
+    assert!(loop_error.message.contains("edge-1 -> edge-2 -> edge-1"), "{}", loop_error.message);
+}
+
+#[test]
+fn two_listeners_on_one_address_are_rejected() {
+    let text = VALID.replacen("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"", "listen = \"127.0.0.1:7000\"\nadmin = \"127.0.0.1:7000\"", 1);
+    let errors = edgebox_config::parse(&text, "dup.toml", Path::new("/tmp")).unwrap_err();
+    assert!(
+        errors.diagnostics.iter().any(|d| d.path == "nodes[0].admin" && d.message.contains("127.0.0.1:7000 is already")),
+        "{errors}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let text = VALID
+        .replacen("region = \"eu\"", "region = \"atlantis\"", 1)
+        .replacen("origin_group = \"web\"", "origin_group = \"webb\"", 1)
+        .replacen("rtt = \"80ms\"", "rtt = \"soon\"", 1);
+    let errors = edgebox_config::parse(&text, "many.toml", Path::new("/tmp")).unwrap_err();
+    let paths: Vec<&str> = errors.diagnostics.iter().map(|d| d.path.as_str()).collect();
+    for expected in ["latency.links[0].rtt", "nodes[0].region", "nodes[0].origin_group"] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let errors = edgebox_config::parse("[deployment\nname = 1\n", "broken.toml", Path::new("/tmp")).unwrap_err();
+    assert_eq!(errors.diagnostics[0].line, Some(1), "{errors}");
+}
+
+#[test]
+fn check_config_exit_codes_and_output() {
+    let dir = TestDir::new();
+    let good = dir.write("good.toml", VALID);
+    let output = edgebox(&["check-config", good.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+
+    let bad = dir.write("bad.toml", VALID.replacen("region = \"eu\"", "region = \"atlantis\"", 1));
+    let output = edgebox(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:18:1: nodes[0].region: unknown region \"atlantis\"", bad.display());
+    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+
+    let output = edgebox(&["check-config", "--json", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"][0]["path"], "nodes[0].region");
+    assert_eq!(report["errors"][0]["line"], 18);
+
+    let missing = dir.path().join("missing.toml");
+    let output = edgebox(&["check-config", missing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
+}
+
+#[test]
+fn embedded_default_round_trips_through_check_config() {
+    let dir = TestDir::new();
+    let output = edgebox(&["config", "default"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("127.0.0.1:9090") && text.contains("127.0.0.1:8443"));
+    let file = dir.write("default.toml", &text);
+    let output = edgebox(&["check-config", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn daemons_refuse_a_broken_config_with_exit_78() {
+    let dir = TestDir::new();
+    let bad = dir.write("bad.toml", VALID.replacen("region = \"eu\"", "region = \"atlantis\"", 1));
+    let output = edgebox(&["origin", "--config", bad.to_str().unwrap(), "--node", "origin-1"]);
+    assert_eq!(output.status.code(), Some(78));
+    let output = edgebox(&["up", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown region \"atlantis\""));
+}
