@@ -88,3 +88,20 @@ fn ranges_resolve_against_the_length() {
     let many = format!("bytes={}", vec!["0-0"; range::MAX_RANGES + 1].join(","));
     assert_eq!(resolve(&many, 100), Resolved::Whole);
 }
+
+#[test]
+fn the_large_sample_file_is_deterministic_and_mixed() {
+    let generate = || {
+        let mut out = Vec::new();
+        crate::sample::write_large(&mut out, 1_000_000).unwrap();
+        out
+    };
+    let first = generate();
+    assert_eq!(first.len(), 1_000_000);
+    assert_eq!(first, generate(), "same seed, same bytes on every node");
+    let zeros = first.iter().filter(|b| **b == 0).count();
+    assert!(zeros < first.len() / 100, "not a file of zeros");
+    // Text blocks make it partly compressible: the word list shows up.
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("origin ") && text.contains("cache "));
+}
