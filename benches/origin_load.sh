@@ -4,13 +4,15 @@
 #
 #   benches/origin_load.sh            # writes benches/results/origin.md
 #
-# Environment: DURATION (default 10s per run), CONNECTIONS (32), THREADS (2: wrk threads),
-# REPORT (output file). Installs wrk and nginx-light with apt-get when missing (needs
+# Environment: DURATION (default 8s per run), ROUNDS (3: every row is measured this many
+# times, interleaved, and the median round is reported), CONNECTIONS (32), THREADS (2: wrk
+# threads), REPORT (output file). Installs wrk and nginx-light with apt-get when missing (needs
 # root); builds target/release/edgebox when missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-8s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 REPORT=${REPORT:-benches/results/origin.md}
@@ -145,7 +147,7 @@ to_ms() {
     awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }; printf "%.3f", v }'
 }
 
-run_wrk() { # $1 label, $2 url, $3 file label
+run_wrk() { # $1 label, $2 url, $3 file label, $4 round
     local out="$WORK/wrk.txt"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$2" >/dev/null # warm-up
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2" >"$out"
@@ -155,8 +157,8 @@ run_wrk() { # $1 label, $2 url, $3 file label
     p50=$(awk '$1 == "50%" { print $2 }' "$out" | to_ms)
     p99=$(awk '$1 == "99%" { print $2 }' "$out" | to_ms)
     errors=$(awk '/Non-2xx|Socket errors/ { $1 = $1; print }' "$out" | paste -sd ';' -)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$3" "$rps" "$p50" "$p99" "$transfer" "${errors:-none}" >>"$RESULTS"
-    log "$1 $3: $rps req/s, p50 $p50 ms, p99 $p99 ms, $transfer/s, errors: ${errors:-none}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$3" "$rps" "$p50" "$p99" "$transfer" "${errors:-none}" "$4" >>"$RESULTS"
+    log "round $4: $1 $3: $rps req/s, p50 $p50 ms, p99 $p99 ms, $transfer/s, errors: ${errors:-none}"
 }
 
 check_same() { # both servers send the same bytes
@@ -166,18 +168,28 @@ check_same() { # both servers send the same bytes
     done
 }
 
-start_origin warn
-check_same
-for file in "$SMALL" "$LARGE"; do
-    run_wrk "edgebox origin" "http://$ORIGIN_ADDR$file" "$file"
-    run_wrk "nginx" "http://127.0.0.1:$NGINX_PORT$file" "$file"
-done
-stop_origin
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for round in $(seq 1 "$ROUNDS"); do
+    start_origin warn
+    [ "$round" = 1 ] && check_same
+    for file in "$SMALL" "$LARGE"; do
+        # Alternate who goes first, so that drift in background load hits both alike.
+        if [ $((round % 2)) = 1 ]; then
+            run_wrk "edgebox origin" "http://$ORIGIN_ADDR$file" "$file" "$round"
+            run_wrk "nginx" "http://127.0.0.1:$NGINX_PORT$file" "$file" "$round"
+        else
+            run_wrk "nginx" "http://127.0.0.1:$NGINX_PORT$file" "$file" "$round"
+            run_wrk "edgebox origin" "http://$ORIGIN_ADDR$file" "$file" "$round"
+        fi
+    done
+    stop_origin
 
-# The same origin with its per-request info log on (written to a file), as deployed.
-start_origin info
-run_wrk "edgebox origin, request log on" "http://$ORIGIN_ADDR$SMALL" "$SMALL"
-stop_origin
+    # The same origin with its per-request info log on (written to a file), as deployed.
+    start_origin info
+    run_wrk "edgebox origin, request log on" "http://$ORIGIN_ADDR$SMALL" "$SMALL" "$round"
+    stop_origin
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------------------
 {
@@ -185,13 +197,26 @@ stop_origin
     echo
     echo "Written by \`benches/origin_load.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
     echo
-    echo "| server | file | requests/s | p50 ms | p99 ms | transfer/s | errors |"
-    echo "|---|---|---:|---:|---:|---:|---|"
-    awk -F'\t' '{ printf "| %s | `%s` | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$RESULTS"
+    echo "Each row is the median (by requests/s) of $ROUNDS interleaved rounds; the last column lists every round."
+    echo
+    python3 - "$RESULTS" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    server, file, rps, p50, p99, transfer, errors, round_ = line.rstrip("\n").split("\t")
+    rows.setdefault((file, server), []).append((int(rps), p50, p99, transfer, errors))
+print("| file | server | requests/s | p50 ms | p99 ms | transfer/s | errors | requests/s per round |")
+print("|---|---|---:|---:|---:|---:|---|---|")
+for (file, server), runs in rows.items():
+    ordered = sorted(runs)
+    rps, p50, p99, transfer, errors = ordered[len(ordered) // 2]
+    errors = sorted({run[4] for run in runs})
+    print(f"| `{file}` | {server} | {rps} | {p50} | {p99} | {transfer} | {'; '.join(errors)} | {', '.join(str(run[0]) for run in runs)} |")
+PY
     echo
     echo "## Setup"
     echo
-    echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr). The load generator and the server share these CPUs, and other work may have been running on the machine: compare rows of one run, not absolute numbers across runs."
+    echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr). The load generator and the server share these CPUs, and other work was running on the machine (load average $LOAD_BEFORE before, $LOAD_AFTER after): compare rows of one run, not absolute numbers across runs."
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (HTTP/1.1 keep-alive) after a 2 s warm-up per row; $(wrk -v 2>&1 | head -1)."
     echo "- Files: \`$SMALL\` ($SMALL_SIZE bytes, the sample site's start page) and \`$LARGE\` (1 MiB of random bytes), in one directory served by both."
     echo "- edgebox origin: \`target/release/edgebox origin\` (release build), multi-threaded tokio runtime, hyper 1 via hyper-util's auto (HTTP/1.1 + h2c) server, \`EDGEBOX_LOG=warn\` except the row marked \"request log on\" (\`info\`: one log line per request to a file). Files are opened per request through cap-std; files up to 64 KiB are read in the same blocking-pool call, larger ones are streamed in 128 KiB positional reads."
