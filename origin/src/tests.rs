@@ -105,3 +105,10 @@ fn the_large_sample_file_is_deterministic_and_mixed() {
     let text = String::from_utf8_lossy(&first);
     assert!(text.contains("origin ") && text.contains("cache "));
 }
+
+#[test]
+fn entity_tag_lists_split_on_commas_outside_quotes() {
+    let tags: Vec<&str> = crate::service::entity_tags(r#""a", W/"b" ,"c,d",, "e""#).collect();
+    assert_eq!(tags, [r#""a""#, r#"W/"b""#, r#""c,d""#, r#""e""#]);
+    assert_eq!(crate::service::entity_tags(" , ").count(), 0);
+}

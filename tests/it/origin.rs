@@ -667,6 +667,31 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     assert_eq!(response.bytes().await.unwrap(), INDEX.as_bytes());
 }
 
+#[test]
+fn sigint_stops_an_idle_daemon_with_exit_0() {
+    let mut site = Site::start("", "");
+    let pid = site.daemon.pid();
+    support::signal(pid, 2);
+    // Wait for the process to become a zombie (exited, not yet reaped) before collecting
+    // its status, so that the SIGTERM `terminate` sends cannot be what stopped it.
+    support::eventually_blocking(
+        "the daemon to exit on SIGINT",
+        Duration::from_secs(15),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            (state == 'Z').then_some(())
+        },
+    );
+    let status = site.daemon.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        site.daemon.logs().contains("received SIGINT"),
+        "{}",
+        site.daemon.logs()
+    );
+}
+
 /// The sample site: materialised at start-up, identical validators on every origin of a
 /// deployment, and the 24 MiB file streamed with flat memory.
 #[tokio::test]
