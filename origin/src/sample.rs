@@ -96,7 +96,7 @@ fn set_fixed_mtime(path: &Path) -> io::Result<()> {
 /// Writes `size` deterministic bytes: blocks of pseudo-random bytes alternating with
 /// blocks of pseudo-random words, so that compressing it behaves like real mixed content
 /// (neither all zeros nor entirely incompressible).
-fn write_large(out: &mut impl Write, size: u64) -> io::Result<()> {
+pub(crate) fn write_large(out: &mut impl Write, size: u64) -> io::Result<()> {
     const WORDS: &[&[u8]] = &[
         b"edge ",
         b"origin ",

@@ -62,8 +62,9 @@ pub async fn serve(
                 let service = service_fn(move |request| service::handle(app.clone(), request));
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 if let Err(err) = watcher.watch(connection).await {
-                    // Malformed requests end here, after hyper has answered them with 400.
-                    tracing::debug!(error = %err, "connection ended with an error");
+                    // Malformed requests end here, after hyper has answered them with 400
+                    // (or 431 for oversized heads), as do header read timeouts.
+                    tracing::info!(error = %err, "connection closed on a protocol error");
                 }
             }
             .instrument(span),

@@ -412,7 +412,7 @@ fn etag_list_matches(list: &str, ours: &str, comparison: Comparison) -> bool {
 }
 
 /// Splits a list of entity tags, respecting quotes (a tag may contain a comma).
-fn entity_tags(list: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn entity_tags(list: &str) -> impl Iterator<Item = &str> {
     let mut rest = list;
     std::iter::from_fn(move || {
         rest = rest.trim_start_matches([' ', '\t', ',']);

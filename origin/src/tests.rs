@@ -88,3 +88,27 @@ fn ranges_resolve_against_the_length() {
     let many = format!("bytes={}", vec!["0-0"; range::MAX_RANGES + 1].join(","));
     assert_eq!(resolve(&many, 100), Resolved::Whole);
 }
+
+#[test]
+fn the_large_sample_file_is_deterministic_and_mixed() {
+    let generate = || {
+        let mut out = Vec::new();
+        crate::sample::write_large(&mut out, 1_000_000).unwrap();
+        out
+    };
+    let first = generate();
+    assert_eq!(first.len(), 1_000_000);
+    assert_eq!(first, generate(), "same seed, same bytes on every node");
+    let zeros = first.iter().filter(|b| **b == 0).count();
+    assert!(zeros < first.len() / 100, "not a file of zeros");
+    // Text blocks make it partly compressible: the word list shows up.
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("origin ") && text.contains("cache "));
+}
+
+#[test]
+fn entity_tag_lists_split_on_commas_outside_quotes() {
+    let tags: Vec<&str> = crate::service::entity_tags(r#""a", W/"b" ,"c,d",, "e""#).collect();
+    assert_eq!(tags, [r#""a""#, r#"W/"b""#, r#""c,d""#, r#""e""#]);
+    assert_eq!(crate::service::entity_tags(" , ").count(), 0);
+}

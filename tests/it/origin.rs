@@ -207,6 +207,48 @@ async fn head_has_the_headers_of_get_and_no_body() {
         "HEAD sent {} body bytes",
         raw.body.len()
     );
+
+    // An error answer to HEAD has no body either: a pipelined GET on the same connection
+    // is parsed right after its head.
+    let raw = raw_request(
+        site.daemon.addr("http"),
+        b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(raw.status, 404);
+    let rest = String::from_utf8_lossy(&raw.body);
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "after HEAD 404: {rest:?}"
+    );
+    assert!(rest.ends_with(INDEX), "{rest:?}");
+}
+
+#[test]
+fn a_missing_root_stops_the_daemon_with_a_clear_error() {
+    let dir = TestDir::new();
+    let config = dir.config(&format!(
+        "{ONE_REGION}\n[[nodes]]\nname = \"origin-a\"\nrole = \"origin\"\nregion = \"local\"\n\
+         listen = \"127.0.0.1:0\"\nroot = \"does-not-exist\"\n"
+    ));
+    let mut child = std::process::Command::new(support::edgebox_bin())
+        .args(["origin", "--node", "origin-a", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status =
+        support::eventually_blocking("the origin to exit", Duration::from_secs(30), || {
+            child.try_wait().unwrap()
+        });
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!status.success());
+    assert!(stderr.contains("opening the origin root"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "announced despite failing"
+    );
 }
 
 #[tokio::test]
@@ -623,6 +665,31 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let response = slow.await.unwrap().expect("in-flight request completed");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap(), INDEX.as_bytes());
+}
+
+#[test]
+fn sigint_stops_an_idle_daemon_with_exit_0() {
+    let mut site = Site::start("", "");
+    let pid = site.daemon.pid();
+    support::signal(pid, 2);
+    // Wait for the process to become a zombie (exited, not yet reaped) before collecting
+    // its status, so that the SIGTERM `terminate` sends cannot be what stopped it.
+    support::eventually_blocking(
+        "the daemon to exit on SIGINT",
+        Duration::from_secs(15),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            (state == 'Z').then_some(())
+        },
+    );
+    let status = site.daemon.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        site.daemon.logs().contains("received SIGINT"),
+        "{}",
+        site.daemon.logs()
+    );
 }
 
 /// The sample site: materialised at start-up, identical validators on every origin of a
