@@ -12,7 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Value, json};
 
-use crate::state::{EdgeState, ReloadError};
+use crate::state::EdgeState;
 
 /// Largest reload body accepted.
 const MAX_BODY: usize = 4 << 20;
