@@ -1,8 +1,10 @@
 //! Response compression: the encoding is negotiated from `Accept-Encoding` with
 //! q-values against the configured algorithms (configured order breaks ties), only for
-//! the configured content types and at least `min_size` bytes. The encoders are
-//! pingora's (gzip, brotli, zstd); pingora's negotiation module is not used because it
-//! ignores q-values and has fixed size and type rules.
+//! the configured content types and at least `min_size` bytes. The gzip and zstd
+//! encoders are pingora's; brotli has its own here because pingora's only flushes at the
+//! end of the body and never finishes the stream, which strict decoders reject.
+//! pingora's negotiation module is not used: it ignores q-values and has fixed size and
+//! type rules.
 
 use edgebox_config::{Compression, Encoding};
 use pingora::http::ResponseHeader;
@@ -112,10 +114,53 @@ pub fn parse_accept_encoding(header: &str) -> Vec<(String, f32)> {
 pub fn encoder(encoding: Encoding) -> Option<Box<dyn Encode + Send + Sync>> {
     let algorithm = match encoding {
         Encoding::Gzip => Algorithm::Gzip,
-        Encoding::Br => Algorithm::Brotli,
+        Encoding::Br => return Some(Box::new(Brotli::new())),
         Encoding::Zstd => Algorithm::Zstd,
     };
     algorithm.compressor(LEVEL)
+}
+
+/// Streaming brotli that terminates the stream properly at the end of the body.
+struct Brotli {
+    writer: Option<brotli::CompressorWriter<Vec<u8>>>,
+    total_in: usize,
+    total_out: usize,
+}
+
+impl Brotli {
+    fn new() -> Self {
+        Self {
+            writer: Some(brotli::CompressorWriter::new(Vec::new(), 4096, LEVEL, 22)),
+            total_in: 0,
+            total_out: 0,
+        }
+    }
+}
+
+impl Encode for Brotli {
+    fn encode(&mut self, input: &[u8], end: bool) -> pingora::Result<bytes::Bytes> {
+        use pingora::{OkOrErr, OrErr};
+        use std::io::Write;
+        let writer = self
+            .writer
+            .as_mut()
+            .or_err(pingora::ErrorType::InternalError, "brotli stream already finished")?;
+        writer
+            .write_all(input)
+            .or_err(pingora::ErrorType::InternalError, "while compressing brotli")?;
+        self.total_in += input.len();
+        let out = if end {
+            self.writer.take().map(|w| w.into_inner()).unwrap_or_default()
+        } else {
+            std::mem::take(writer.get_mut())
+        };
+        self.total_out += out.len();
+        Ok(out.into())
+    }
+
+    fn stat(&self) -> (&'static str, usize, usize, std::time::Duration) {
+        ("brotli", self.total_in, self.total_out, std::time::Duration::ZERO)
+    }
 }
 
 /// Adds `Accept-Encoding` to `Vary`, keeping what the origin put there.
@@ -162,6 +207,26 @@ mod tests {
         assert_eq!(p.negotiate("identity"), None);
         assert_eq!(p.negotiate("br;q=0, gzip;q=0, zstd;q=0"), None);
         assert_eq!(p.negotiate(""), None);
+    }
+
+    #[test]
+    fn every_encoder_produces_a_complete_stream() {
+        use std::io::Read;
+        let input: Vec<u8> = b"hello brotli ".iter().copied().cycle().take(50_000).collect();
+        for encoding in [Encoding::Gzip, Encoding::Br, Encoding::Zstd] {
+            let mut encoder = encoder(encoding).unwrap();
+            let mut out = Vec::new();
+            for chunk in input.chunks(7000) {
+                out.extend_from_slice(&encoder.encode(chunk, false).unwrap());
+            }
+            out.extend_from_slice(&encoder.encode(&[], true).unwrap());
+            if encoding == Encoding::Br {
+                let mut decoded = Vec::new();
+                brotli::Decompressor::new(&out[..], 4096).read_to_end(&mut decoded).unwrap();
+                assert_eq!(decoded, input);
+            }
+            assert!(out.len() < input.len() / 10, "{encoding:?}");
+        }
     }
 
     #[test]

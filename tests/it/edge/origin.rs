@@ -122,20 +122,25 @@ async fn handle(
     name: String,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    // Read the whole body first, like an origin that processes uploads would.
+    let body_len = match http_body_util::BodyExt::collect(req.into_body()).await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(_) => return Ok(Response::builder().status(400).body(Full::new(Bytes::new())).unwrap()),
+    };
     if path == "/healthz" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
     }
     shared.requests.fetch_add(1, Ordering::SeqCst);
     *shared.by_path.lock().unwrap().entry(path.clone()).or_default() += 1;
-    shared.headers_seen.lock().unwrap().push(req.headers().clone());
+    shared.headers_seen.lock().unwrap().push(headers.clone());
     let delay = shared.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let mut builder = Response::builder().header("x-origin", name.as_str());
     let body: Bytes = if path == "/echo" {
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers()
+        let headers: serde_json::Map<String, serde_json::Value> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
             .collect();
@@ -158,7 +163,11 @@ async fn handle(
         Bytes::from(format!("status {code} from {name}"))
     } else {
         builder = builder.header("content-type", "text/plain");
-        Bytes::from(format!("origin {name} {path}"))
+        if body_len > 0 {
+            Bytes::from(format!("origin {name} {path} received {body_len} bytes"))
+        } else {
+            Bytes::from(format!("origin {name} {path}"))
+        }
     };
     Ok(builder.body(Full::new(body)).unwrap())
 }
