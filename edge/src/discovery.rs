@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+/// Environment variable naming a DNS server to use instead of the system's.
+pub const DNS_SERVER_ENV: &str = "EDGEBOX_DNS_SERVER";
 
 use crate::state::EdgeState;
 
@@ -24,7 +28,21 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new() -> Self {
-        let inner = TokioResolver::builder_tokio()
+        let builder = match std::env::var(DNS_SERVER_ENV).ok().and_then(|v| v.parse::<std::net::SocketAddr>().ok()) {
+            Some(server) => {
+                let mut name_server = NameServerConfig::udp(server.ip());
+                for connection in &mut name_server.connections {
+                    connection.port = server.port();
+                }
+                tracing::info!(%server, "resolving origin host names with the configured DNS server");
+                Ok(TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![name_server]),
+                    TokioRuntimeProvider::default(),
+                ))
+            }
+            None => TokioResolver::builder_tokio(),
+        };
+        let inner = builder
             .map(|mut builder| {
                 builder.options_mut().use_hosts_file = ResolveHosts::Always;
                 builder

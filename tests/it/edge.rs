@@ -4,6 +4,7 @@
 
 mod admin;
 mod balancing;
+mod discovery;
 mod hygiene;
 mod origin;
 mod tls;

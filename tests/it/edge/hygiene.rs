@@ -149,10 +149,8 @@ async fn slow_client_body_times_out_with_408() {
         b"POST /slow HTTP/1.1\r\nHost: edge\r\nContent-Length: 100\r\n\r\nonly-a-little",
     )
     .await;
-    assert!(
-        answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 502") || answer.is_empty(),
-        "{answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("client_timeout"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5), "the timeout fired");
 }
 
