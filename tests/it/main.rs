@@ -4,5 +4,6 @@
 mod support;
 
 mod config;
+mod edge;
 mod origin;
 mod up;
