@@ -2,6 +2,7 @@
 
 mod check_config;
 mod config;
+mod control_plane;
 mod origin;
 mod up;
 
@@ -54,6 +55,9 @@ pub enum Command {
     Up(up::Args),
     /// Run one origin node: static files with validators, ranges and per-path headers.
     Origin(origin::Args),
+    /// Run the control plane: config lifecycle, nodes, purge, stats, sandbox relay,
+    /// OpenAPI at /openapi.json and the dashboard at /.
+    ControlPlane(control_plane::Args),
 }
 
 /// Options every daemon subcommand takes.
@@ -73,6 +77,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config(command) => config::run(command),
         Command::Up(args) => up::run(args),
         Command::Origin(args) => origin::run(args),
+        Command::ControlPlane(args) => control_plane::run(args),
     }
 }
 
