@@ -110,7 +110,14 @@ fn read_or_generate(name: &str, path: &Path, generate: bool) -> Result<String, T
         Err(err) => return Err(error("read", err)),
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|err| error("create directory for", err))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(parent).map_err(|err| error("create directory for", err))?;
     }
     let secret: String = {
         let bytes: [u8; 32] = rand::random();

@@ -4,5 +4,6 @@
 mod support;
 
 mod config;
+mod control_plane;
 mod origin;
 mod up;

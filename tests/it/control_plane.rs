@@ -1,0 +1,469 @@
+//! The control plane as a real process on port 0: auth, config lifecycle with node
+//! agents, persistence across restarts, nodes, purge fan-out, stats, the sandbox relay,
+//! the OpenAPI document and the CLI.
+//!
+//! Edge admin endpoints and the sandbox are in-test stand-ins (`standins.rs`) until the
+//! real daemons are merged from their branches.
+
+mod standins;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use edgebox_control_plane::agent;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, TestDir, client, eventually};
+
+const OPERATOR: &str = "operator-secret-0123456789";
+const SUBMITTER: &str = "submitter-secret-0123456789";
+
+/// A deployment body: a control plane, one origin, the given edges (name, admin
+/// address) and optionally a sandbox.
+fn deployment(edges: &[(&str, String)], sandbox: Option<SocketAddr>, extra: &str) -> String {
+    let mut text = String::from(
+        r#"[regions.local]
+
+[latency]
+enabled = false
+
+[[nodes]]
+name = "control"
+role = "control-plane"
+region = "local"
+listen = "127.0.0.1:0"
+
+[[nodes]]
+name = "origin-1"
+role = "origin"
+region = "local"
+listen = "127.0.0.1:0"
+"#,
+    );
+    for (name, admin) in edges {
+        text.push_str(&format!(
+            "\n[[nodes]]\nname = \"{name}\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{admin}\"\norigin_group = \"web\"\n"
+        ));
+    }
+    if let Some(sandbox) = sandbox {
+        text.push_str(&format!(
+            "\n[[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\nlisten = \"{sandbox}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        r#"
+[origin_groups.web]
+members = [{{ node = "origin-1" }}]
+
+[[control_plane.tokens]]
+name = "ops"
+role = "operator"
+token = "{OPERATOR}"
+
+[[control_plane.tokens]]
+name = "jobs"
+role = "submitter"
+token = "{SUBMITTER}"
+
+[[control_plane.tokens]]
+name = "generated"
+role = "operator"
+token_file = "tokens/generated"
+{extra}"#
+    ));
+    text
+}
+
+/// A running control plane and a client for it.
+struct Cp {
+    daemon: Daemon,
+    http: reqwest::Client,
+    config: PathBuf,
+}
+
+impl Cp {
+    fn start(dir: &TestDir, body: &str) -> Self {
+        let config = dir.config(body);
+        Self::start_file(config)
+    }
+
+    fn start_file(config: PathBuf) -> Self {
+        let daemon = Daemon::start("control-plane", &config, "control", &["api"]);
+        Self {
+            daemon,
+            http: client(),
+            config,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.daemon.url("api"))
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request to the control plane");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(OPERATOR), None).await
+    }
+
+    async fn put_config(&self, toml: &str) -> (StatusCode, Value) {
+        self.call(Method::PUT, "/v1/config", Some(OPERATOR), Some(json!({"toml": toml}))).await
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_matrix_and_json_errors() {
+    let dir = TestDir::new();
+    let cp = Cp::start(&dir, &deployment(&[], None, ""));
+
+    // Open reads.
+    for path in ["/healthz", "/v1/nodes", "/v1/config/status", "/openapi.json", "/metrics", "/"] {
+        let (status, _) = cp.call(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    // No token, unknown token, malformed header: 401 with a challenge.
+    let response = cp.http.get(cp.url("/v1/config")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let (status, body) = cp.call(Method::GET, "/v1/config", Some("not-a-token-at-all"), None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let response = cp.http.get(cp.url("/v1/config")).header("authorization", "Basic Zm9vOmJhcg==").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Submitter: jobs yes (no sandbox in this deployment: 503, but past auth), the rest 403.
+    let operator_only: [(Method, &str, Option<Value>); 7] = [
+        (Method::GET, "/v1/config", None),
+        (Method::PUT, "/v1/config", Some(json!({"toml": ""}))),
+        (Method::POST, "/v1/config/validate", Some(json!({"toml": ""}))),
+        (Method::GET, "/v1/config/history", None),
+        (Method::POST, "/v1/purge", Some(json!({"all": true}))),
+        (Method::GET, "/v1/stats", None),
+        (Method::POST, "/v1/nodes/origin-1/drain", None),
+    ];
+    for (method, path, body) in operator_only {
+        let (status, response) = cp.call(method.clone(), path, Some(SUBMITTER), body.clone()).await;
+        assert_error(status, &response, StatusCode::FORBIDDEN, "forbidden");
+        let (status, _) = cp.call(method.clone(), path, None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    let (status, body) = cp.call(Method::POST, "/v1/jobs", Some(SUBMITTER), Some(json!({"language": "python", "source": "print(1)"}))).await;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "no_sandbox");
+    let (status, _) = cp.call(Method::POST, "/v1/jobs", None, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Operators may do everything, including jobs.
+    let (status, _) = cp.call(Method::POST, "/v1/jobs", Some(OPERATOR), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // The generated token file: private, in the data dir, and it works.
+    let token_path = dir.path().join("data/tokens/generated");
+    let generated = std::fs::read_to_string(&token_path).expect("token file generated");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (status, _) = cp.call(Method::GET, "/v1/config", Some(generated.trim()), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Bad bodies: malformed JSON, unknown fields, wrong content type, oversized.
+    let bad = |body: &'static str, content_type: &'static str| {
+        cp.http
+            .post(cp.url("/v1/config/validate"))
+            .bearer_auth(OPERATOR)
+            .header("content-type", content_type)
+            .body(body)
+    };
+    for (request, expected, code) in [
+        (bad("{\"toml\": ", "application/json"), StatusCode::BAD_REQUEST, "malformed_json"),
+        (bad("{\"toml\": \"\", \"extra\": 1}", "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (bad("{\"toml\": 5}", "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (bad("toml = 1", "text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+    ] {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON error body");
+        assert_error(status, &body, expected, code);
+    }
+    let huge = format!("{{\"toml\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
+    let response = cp.http.put(cp.url("/v1/config")).bearer_auth(OPERATOR)
+        .header("content-type", "application/json").body(huge).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+
+    let (status, body) = cp.call(Method::GET, "/v1/nope", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no_route");
+    let (status, body) = cp.call(Method::DELETE, "/v1/config", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let (status, body) = cp.call(Method::POST, "/v1/config/rollback/abc", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_path");
+
+    // Still alive and counting.
+    let metrics = cp.http.get(cp.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("edgebox_cp_requests_total{route=\"/v1/config\",method=\"GET\",status=\"403\"}"), "{metrics}");
+    assert!(metrics.contains("edgebox_cp_config_version 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_matches_the_routes() {
+    let dir = TestDir::new();
+    let cp = Cp::start(&dir, &deployment(&[], None, ""));
+    let (status, document) = cp.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut documented = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    // The router's own list of what it registered.
+    let (mut registered, _) = edgebox_control_plane::openapi_document();
+    registered.sort();
+    assert_eq!(documented, registered);
+
+    // And over HTTP: every documented operation is routed (whatever it answers, it is
+    // not the router's "no route" or "method not allowed")...
+    for (method, path) in &documented {
+        let concrete = path.replace("{version}", "1").replace("{name}", "origin-1").replace("{id}", "job-1");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (method == Method::POST || method == Method::PUT).then(|| json!({}));
+        let mut request = cp.http.request(method.clone(), cp.url(&concrete)).bearer_auth(OPERATOR);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if concrete.ends_with("/watch") {
+            request = cp.http.get(cp.url("/v1/config/watch?after=0")).bearer_auth(OPERATOR);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {concrete}: {body}");
+        assert_ne!(body["error"]["code"], "no_route", "{method} {concrete}");
+    }
+    // ...and a path the document does not have is not routed.
+    let (status, body) = cp.call(Method::GET, "/v1/config/everything", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no_route");
+    // Operations carry their security requirement where they need a token.
+    assert!(document["paths"]["/v1/config"]["put"]["security"].is_array());
+    assert!(document["components"]["schemas"]["PutConfig"].is_object());
+}
+
+/// Starts an agent for `node` that records what it applies and fails configs for
+/// which `reject` says so.
+fn spawn_agent(
+    cp: &Cp,
+    dir: &TestDir,
+    node: &str,
+    admin: Option<SocketAddr>,
+    reject: fn(&edgebox_config::Deployment) -> Option<String>,
+) -> agent::AgentHandle {
+    let mut addresses = BTreeMap::new();
+    if let Some(admin) = admin {
+        addresses.insert("admin".to_owned(), admin);
+    }
+    let config = agent::AgentConfig {
+        control_plane: cp.daemon.url("api"),
+        node: node.to_owned(),
+        token: Some(("ops".into(), edgebox_config::TokenSecret::Inline(OPERATOR.into()))),
+        base_dir: dir.path().to_path_buf(),
+        addresses,
+        poll_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+    };
+    agent::spawn(config, move |deployment, _version| {
+        let verdict = reject(&deployment);
+        async move { verdict.map_or(Ok(()), Err) }
+    })
+}
+
+async fn status_of(cp: &Cp, node: &str) -> Value {
+    let (_, status) = cp.call(Method::GET, "/v1/config/status", None, None).await;
+    status["nodes"].as_array().unwrap().iter().find(|n| n["node"] == node).cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_put_is_applied_by_agents_and_reported_per_node() {
+    let dir = TestDir::new();
+    let edge_a = standins::edge_admin("edge-a").await;
+    let edge_b = standins::edge_admin("edge-b").await;
+    let edges = [("edge-a", "127.0.0.1:0".to_owned()), ("edge-b", edge_b.addr.to_string())];
+    let cp = Cp::start(&dir, &deployment(&edges, None, ""));
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let (_, current) = cp.get("/v1/config").await;
+    assert_eq!(current["version"], 1);
+    assert_eq!(current["toml"], v1.as_str());
+
+    // edge-a reports its port-0 admin address; edge-b refuses configs with cache off.
+    let a = spawn_agent(&cp, &dir, "edge-a", Some(edge_a.addr), |_| None);
+    let b = spawn_agent(&cp, &dir, "edge-b", None, |d| (!d.cache.enabled).then(|| "cannot turn the cache off here".to_owned()));
+    for node in ["edge-a", "edge-b"] {
+        eventually(&format!("{node} in sync on v1"), Duration::from_secs(20), || async {
+            status_of(&cp, node).await["in_sync"].as_bool().unwrap().then_some(())
+        })
+        .await;
+    }
+    assert_eq!(a.applied_version(), Some(1));
+
+    // A new version reaches every node through the watch.
+    let v2 = format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n");
+    let (status, applied) = cp.put_config(&v2).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied, json!({"version": 2, "changed": true}));
+    for node in ["edge-a", "edge-b"] {
+        eventually(&format!("{node} reports v2"), Duration::from_secs(20), || async {
+            let s = status_of(&cp, node).await;
+            (s["version"] == 2 && s["in_sync"] == true).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(a.applied_version(), Some(2));
+    assert_eq!(b.applied_version(), Some(2));
+
+    // Valid, but edge-b cannot apply it: reported per node, edge-a carries on.
+    let v3 = format!("{v2}\n[cache]\nenabled = false\n");
+    let (status, applied) = cp.put_config(&v3).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["version"], 3);
+    let b_status = eventually("edge-b reports its failure", Duration::from_secs(20), || async {
+        let s = status_of(&cp, "edge-b").await;
+        (s["version"] == 3).then_some(s)
+    })
+    .await;
+    assert_eq!(b_status["applied"], false);
+    assert_eq!(b_status["in_sync"], false);
+    assert!(b_status["error"].as_str().unwrap().contains("cannot turn the cache off"));
+    assert_eq!(b.applied_version(), Some(2), "edge-b keeps running v2");
+    eventually("edge-a on v3", Duration::from_secs(20), || async {
+        (status_of(&cp, "edge-a").await["in_sync"] == true).then_some(())
+    })
+    .await;
+
+    // The address edge-a reported makes it reachable: listed with it and probed up.
+    let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None, None).await;
+    let listed = nodes["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "edge-a").unwrap();
+    let admin = listed["listeners"].as_array().unwrap().iter().find(|l| l["service"] == "admin").unwrap();
+    assert_eq!(admin["addr"], edge_a.addr.to_string());
+    assert_eq!(listed["health"], "up", "{listed}");
+    assert_eq!(listed["config_version"], 3);
+    assert_eq!(listed["uptime_ms"], 4242);
+
+    // Unchanged text: no new version.
+    let (_, applied) = cp.put_config(&v3).await;
+    assert_eq!(applied, json!({"version": 3, "changed": false}));
+    // Optimistic concurrency.
+    let (status, body) = cp.call(Method::PUT, "/v1/config", Some(OPERATOR), Some(json!({"toml": v1, "expected_version": 2}))).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "version_conflict");
+    // Reports for nodes that do not exist are refused.
+    let (status, body) = cp.call(Method::POST, "/v1/config/status", Some(OPERATOR),
+        Some(json!({"node": "ghost", "version": 3, "applied": true}))).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() {
+    let dir = TestDir::new();
+    let cp = Cp::start(&dir, &deployment(&[("edge-a", "127.0.0.1:0".to_owned())], None, ""));
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let agent = spawn_agent(&cp, &dir, "edge-a", None, |_| None);
+    eventually("agent on v1", Duration::from_secs(20), || async { (agent.applied_version() == Some(1)).then_some(()) }).await;
+
+    // Two problems at once: an unknown parent and a bad duration.
+    let invalid = v1.replace("origin_group = \"web\"", "origin_group = \"web\"\nparent = \"nowhere\"")
+        + "\n[edge]\nshutdown_grace = \"soon\"\n";
+    let (status, validation) = cp.call(Method::POST, "/v1/config/validate", Some(OPERATOR), Some(json!({"toml": invalid}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(validation["valid"], false);
+    let diagnostics = validation["diagnostics"].as_array().unwrap();
+    assert!(diagnostics.len() >= 2, "{validation}");
+    for diagnostic in diagnostics {
+        assert!(diagnostic["line"].as_u64().is_some(), "{diagnostic}");
+        assert!(!diagnostic["path"].as_str().unwrap().is_empty(), "{diagnostic}");
+    }
+
+    let (status, body) = cp.put_config(&invalid).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_config");
+    assert_eq!(body["error"]["diagnostics"], validation["diagnostics"]);
+    let (status, body) = cp.put_config("this is = = not toml").await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_config");
+    assert_eq!(body["error"]["diagnostics"][0]["line"], 1);
+    // A config without this control plane in it cannot be applied here.
+    let without_cp = v1.replace("role = \"control-plane\"", "role = \"sandbox\"");
+    let (status, body) = cp.put_config(&without_cp).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_config");
+
+    let (_, current) = cp.get("/v1/config").await;
+    assert_eq!(current["version"], 1);
+    assert_eq!(current["toml"], v1.as_str());
+    let (_, history) = cp.get("/v1/config/history").await;
+    assert_eq!(history["versions"].as_array().unwrap().len(), 1);
+    let (_, valid) = cp.call(Method::POST, "/v1/config/validate", Some(OPERATOR), Some(json!({"toml": v1}))).await;
+    assert_eq!(valid, json!({"valid": true, "diagnostics": []}));
+    assert_eq!(agent.applied_version(), Some(1));
+    assert_eq!(status_of(&cp, "edge-a").await["in_sync"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_and_restart_keep_every_version() {
+    let dir = TestDir::new();
+    let mut cp = Cp::start(&dir, &deployment(&[], None, ""));
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let v2 = format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n");
+    let v3 = format!("{v1}\n[edge]\nshutdown_grace = \"4s\"\n");
+    assert_eq!(cp.put_config(&v2).await.1["version"], 2);
+    assert_eq!(cp.put_config(&v3).await.1["version"], 3);
+
+    let (status, applied) = cp.call(Method::POST, "/v1/config/rollback/2", Some(OPERATOR), None).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied, json!({"version": 4, "changed": true}));
+    let (_, current) = cp.get("/v1/config").await;
+    assert_eq!(current["toml"], v2.as_str());
+    assert_eq!(current["source"], "rollback to 2");
+    let (status, body) = cp.call(Method::POST, "/v1/config/rollback/99", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    let (_, history_before) = cp.get("/v1/config/history").await;
+    let versions: Vec<u64> = history_before["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+
+    // Restart: SIGTERM exits 0; the new process prefers the persisted state.
+    let exit = cp.daemon.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "{exit:?}");
+    cp = Cp::start_file(cp.config.clone());
+    let (_, current) = cp.get("/v1/config").await;
+    assert_eq!(current["version"], 4);
+    assert_eq!(current["toml"], v2.as_str());
+    let (_, history_after) = cp.get("/v1/config/history").await;
+    assert_eq!(history_after, history_before);
+    assert!(cp.daemon.logs().contains("using the persisted current config"), "{}", cp.daemon.logs());
+    assert_eq!(cp.get("/healthz").await.1["config_version"], 4);
+
+    // Files on disk: one text + metadata per version, and the pointer.
+    let store = dir.path().join("data/nodes/control/config");
+    assert_eq!(std::fs::read_to_string(store.join("current")).unwrap().trim(), "4");
+    assert_eq!(std::fs::read_to_string(store.join("versions/000003.toml")).unwrap(), v3);
+}
