@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use edgebox_control_plane::agent;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -207,7 +207,9 @@ async fn auth_matrix_and_json_errors() {
         assert_error(status, &body, expected, code);
     }
     let huge = format!("{{\"toml\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
-    let response = cp.http.put(cp.url("/v1/config")).bearer_auth(OPERATOR)
+    // Its own connection: the server answers before reading the whole body and then
+    // closes that connection, which a pooled client could otherwise try to reuse.
+    let response = client().put(cp.url("/v1/config")).bearer_auth(OPERATOR)
         .header("content-type", "application/json").body(huge).send().await.unwrap();
     let status = response.status();
     let body: Value = response.json().await.expect("JSON error body");
@@ -466,4 +468,222 @@ async fn rollback_and_restart_keep_every_version() {
     let store = dir.path().join("data/nodes/control/config");
     assert_eq!(std::fs::read_to_string(store.join("current")).unwrap().trim(), "4");
     assert_eq!(std::fs::read_to_string(store.join("versions/000003.toml")).unwrap(), v3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_fans_out_to_every_edge_with_per_edge_results() {
+    let dir = TestDir::new();
+    let edge_a = standins::edge_admin("edge-a").await;
+    let shield = standins::edge_admin("shield").await;
+    let down = standins::closed_port();
+    let cp = Cp::start(&dir, &deployment(
+        &[("edge-a", edge_a.addr.to_string()), ("shield", shield.addr.to_string())],
+        None,
+        "",
+    ));
+
+    for request in [json!({"url": "/a.html"}), json!({"prefix": "/assets/"}), json!({"tag": "html"}), json!({"all": true})] {
+        let (status, body) = cp.call(Method::POST, "/v1/purge", Some(OPERATOR), Some(request.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["ok"], true);
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        for result in results {
+            assert_eq!(result["ok"], true, "{result}");
+            assert_eq!(result["purged"], 3);
+        }
+    }
+    // Each edge got exactly the four requests, as sent.
+    for edge in [&edge_a, &shield] {
+        let purges = edge.state.purges.lock().unwrap().clone();
+        assert_eq!(purges, [json!({"url": "/a.html"}), json!({"prefix": "/assets/"}), json!({"tag": "html"}), json!({"all": true})]);
+    }
+
+    // Bad requests never reach an edge.
+    for request in [json!({}), json!({"url": "/a", "tag": "x"}), json!({"all": false}), json!({"url": "a"})] {
+        let (status, body) = cp.call(Method::POST, "/v1/purge", Some(OPERATOR), Some(request)).await;
+        assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_purge");
+    }
+    let (status, body) = cp.call(Method::POST, "/v1/purge", Some(OPERATOR), Some(json!({"everything": true}))).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    assert_eq!(edge_a.state.purges.lock().unwrap().len(), 4);
+
+    // One edge down, one failing: reported per edge, 207, the healthy one still purged.
+    shield.state.fail_purge.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let with_down = v1.replace(
+        "[origin_groups.web]",
+        &format!("[[nodes]]\nname = \"edge-down\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{down}\"\norigin_group = \"web\"\n\n[origin_groups.web]"),
+    );
+    assert_eq!(cp.put_config(&with_down).await.0, StatusCode::OK);
+    let started = Instant::now();
+    let (status, body) = cp.call(Method::POST, "/v1/purge", Some(OPERATOR), Some(json!({"tag": "assets"}))).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "purge waited {:?}", started.elapsed());
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{body}");
+    assert_eq!(body["ok"], false);
+    let by_node: BTreeMap<String, Value> = body["results"].as_array().unwrap().iter()
+        .map(|r| (r["node"].as_str().unwrap().to_owned(), r.clone())).collect();
+    assert_eq!(by_node.len(), 3);
+    assert_eq!(by_node["edge-a"]["ok"], true);
+    assert_eq!(by_node["shield"]["ok"], false);
+    assert_eq!(by_node["shield"]["status"], 500);
+    assert_eq!(by_node["shield"]["error"], "disk on fire");
+    assert_eq!(by_node["edge-down"]["ok"], false);
+    assert!(by_node["edge-down"]["error"].as_str().unwrap().contains("refused"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
+    let dir = TestDir::new();
+    let up = standins::edge_admin("edge-up").await;
+    let hung = standins::black_hole().await;
+    let down = standins::closed_port();
+    let sandbox = standins::sandbox().await;
+    let cp = Cp::start(&dir, &deployment(
+        &[("edge-up", up.addr.to_string()), ("edge-hung", hung.to_string()), ("edge-down", down.to_string())],
+        Some(sandbox.addr),
+        "",
+    ));
+    let started = Instant::now();
+    let (status, list) = cp.call(Method::GET, "/v1/nodes", None, None).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK);
+    // Probes run concurrently with a short timeout: one hung node does not add up.
+    assert!(took < Duration::from_secs(5), "listing took {took:?}");
+    let nodes: BTreeMap<String, Value> = list["nodes"].as_array().unwrap().iter()
+        .map(|n| (n["name"].as_str().unwrap().to_owned(), n.clone())).collect();
+    assert_eq!(nodes.len(), 6, "{list}");
+    assert_eq!(nodes["control"]["health"], "up");
+    assert_eq!(nodes["control"]["role"], "control-plane");
+    assert_eq!(nodes["control"]["config_version"], 1);
+    assert_eq!(nodes["edge-up"]["health"], "up");
+    assert_eq!(nodes["edge-up"]["uptime_ms"], 4242);
+    assert_eq!(nodes["edge-up"]["region"], "local");
+    assert_eq!(nodes["sandbox"]["health"], "up");
+    assert_eq!(nodes["edge-hung"]["health"], "down");
+    assert_eq!(nodes["edge-hung"]["health_error"], "timed out");
+    assert_eq!(nodes["edge-down"]["health"], "down");
+    // Port-0 listeners nobody reported: unknown, with no made-up address.
+    assert_eq!(nodes["origin-1"]["health"], "unknown");
+    assert_eq!(nodes["origin-1"]["listeners"][0]["addr"], Value::Null);
+    let admin = nodes["edge-up"]["listeners"].as_array().unwrap().iter().find(|l| l["service"] == "admin").unwrap().clone();
+    assert_eq!(admin["url"], format!("http://{}", up.addr));
+
+    // Drain: forwarded to the edge's admin, which then reports draining.
+    let (status, body) = cp.call(Method::POST, "/v1/nodes/edge-up/drain", Some(OPERATOR), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"node": "edge-up", "draining": true}));
+    assert_eq!(up.state.drained.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let (_, list) = cp.call(Method::GET, "/v1/nodes", None, None).await;
+    let edge_up = list["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "edge-up").unwrap();
+    assert_eq!(edge_up["health"], "draining");
+    let (status, body) = cp.call(Method::POST, "/v1/nodes/edge-down/drain", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY, "node_unreachable");
+    let (status, body) = cp.call(Method::POST, "/v1/nodes/origin-1/drain", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "not_an_edge");
+    let (status, body) = cp.call(Method::POST, "/v1/nodes/ghost/drain", Some(OPERATOR), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_aggregate_edges_and_sandbox_and_list_the_unreachable() {
+    let dir = TestDir::new();
+    let a = standins::edge_admin("edge-a").await;
+    let b = standins::edge_admin("edge-b").await;
+    let down = standins::closed_port();
+    let sandbox = standins::sandbox().await;
+    let cp = Cp::start(&dir, &deployment(
+        &[("edge-a", a.addr.to_string()), ("edge-b", b.addr.to_string()), ("edge-down", down.to_string())],
+        Some(sandbox.addr),
+        "",
+    ));
+    let (status, stats) = cp.get("/v1/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["edges"]["reporting"], 2);
+    assert_eq!(stats["edges"]["requests"]["total"], 20);
+    assert_eq!(stats["edges"]["requests"]["2xx"], 16);
+    assert_eq!(stats["edges"]["bytes_sent"], 2000);
+    assert_eq!(stats["edges"]["cache"]["l1"], json!({"hits": 12, "misses": 4}));
+    assert_eq!(stats["edges"]["hit_ratio"]["l1"], 0.75);
+    assert_eq!(stats["edges"]["hit_ratio"]["l2"], 0.5);
+    assert_eq!(stats["jobs"], json!({"queued": 1, "running": 2, "succeeded": 5}));
+    assert_eq!(stats["per_node"]["edge-a"]["node"], "edge-a");
+    let unreachable = stats["unreachable"].as_array().unwrap();
+    assert_eq!(unreachable.len(), 1);
+    assert_eq!(unreachable[0]["node"], "edge-down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up() {
+    let dir = TestDir::new();
+    let sandbox = standins::sandbox().await;
+    let cp = Cp::start(&dir, &deployment(&[], Some(sandbox.addr), ""));
+
+    let (status, job) = cp.call(Method::POST, "/v1/jobs", Some(SUBMITTER),
+        Some(json!({"language": "python", "source": "print('hi')"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["id"], "job-1");
+    // Absolute sandbox URLs become paths on the control plane.
+    assert_eq!(job["status_url"], "/v1/jobs/job-1");
+    assert_eq!(job["events_url"], "/v1/jobs/job-1/events");
+    let (status, body) = cp.call(Method::POST, "/v1/jobs", Some(SUBMITTER), Some(json!({"language": "cobol", "source": ""}))).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "unknown_language");
+    let (status, body) = cp.call(Method::GET, "/v1/jobs/job-1", Some(SUBMITTER), None).await;
+    assert_eq!((status, body["current_line"].clone()), (StatusCode::OK, json!(3)));
+    let (status, body) = cp.call(Method::GET, "/v1/jobs/nope", Some(SUBMITTER), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = cp.call(Method::GET, "/v1/jobs/..%2Fetc", Some(SUBMITTER), None).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_job_id");
+    let (status, body) = cp.call(Method::DELETE, "/v1/jobs/job-1", Some(SUBMITTER), None).await;
+    assert_eq!((status, body["state"].clone()), (StatusCode::OK, json!("cancelled")));
+    let (status, body) = cp.call(Method::POST, "/v1/run", Some(SUBMITTER), Some(json!({"language": "python", "source": "print('hi')"}))).await;
+    assert_eq!((status, body["stdout"].clone()), (StatusCode::OK, json!("hi\n")));
+
+    // Events: every message, in order, then the close.
+    let ws_url = format!("ws://{}/v1/jobs/job-1/events", cp.daemon.addr("api"));
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {SUBMITTER}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket through the control plane");
+    let mut seqs = Vec::new();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("events keep coming") {
+        match message.unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                seqs.push(event["seq"].as_u64().unwrap());
+            }
+            tokio_tungstenite::tungstenite::Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, (0..standins::EVENTS).collect::<Vec<_>>());
+
+    // Without a token (header or query): refused before any upgrade. With the query
+    // token browsers use: accepted. An unknown job: the sandbox's 404.
+    let unauthenticated = tokio_tungstenite::connect_async(ws_url.as_str()).await;
+    assert!(matches!(unauthenticated, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 401));
+    let missing = format!("ws://{}/v1/jobs/gone/events?access_token={SUBMITTER}", cp.daemon.addr("api"));
+    let missing = tokio_tungstenite::connect_async(missing.as_str()).await;
+    assert!(matches!(missing, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 404));
+
+    // Abandoned sockets: clients that go away (cleanly or not) close the upstream
+    // stream too; nothing stays open.
+    for clean in [true, false] {
+        let url = format!("ws://{}/v1/jobs/endless/events?access_token={SUBMITTER}", cp.daemon.addr("api"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        socket.next().await.unwrap().unwrap();
+        eventually("the sandbox stream is open", Duration::from_secs(10), || async {
+            (sandbox.state.streams.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+        }).await;
+        if clean {
+            socket.close(None).await.unwrap();
+        }
+        drop(socket);
+        eventually("the relay closed the sandbox stream", Duration::from_secs(10), || async {
+            (sandbox.state.streams.load(std::sync::atomic::Ordering::SeqCst) == 0).then_some(())
+        }).await;
+    }
+    eventually("no relay left open", Duration::from_secs(10), || async {
+        let metrics = cp.http.get(cp.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        metrics.contains("edgebox_cp_event_relays 0").then_some(())
+    }).await;
 }
