@@ -645,17 +645,22 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
     request.headers_mut().insert("authorization", format!("Bearer {SUBMITTER}").parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket through the control plane");
     let mut seqs = Vec::new();
+    let mut last = Value::Null;
     while let Some(message) = tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("events keep coming") {
         match message.unwrap() {
             tokio_tungstenite::tungstenite::Message::Text(text) => {
                 let event: Value = serde_json::from_str(text.as_str()).unwrap();
-                seqs.push(event["seq"].as_u64().unwrap());
+                if let Some(seq) = event["seq"].as_u64() {
+                    seqs.push(seq);
+                }
+                last = event;
             }
             tokio_tungstenite::tungstenite::Message::Close(_) => break,
             _ => {}
         }
     }
     assert_eq!(seqs, (0..standins::EVENTS).collect::<Vec<_>>());
+    assert_eq!(last["state"], "succeeded", "the result comes last");
 
     // Without a token (header or query): refused before any upgrade. With the query
     // token browsers use: accepted. An unknown job: the sandbox's 404.
@@ -686,4 +691,124 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
         let metrics = cp.http.get(cp.url("/metrics")).send().await.ok()?.text().await.ok()?;
         metrics.contains("edgebox_cp_event_relays 0").then_some(())
     }).await;
+}
+
+/// Runs the CLI off the async workers.
+async fn cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::edgebox(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(cp: &Cp, list: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    all.extend(["--control-plane".into(), cp.daemon.url("api"), "--config".into(), cp.config.display().to_string()]);
+    all
+}
+
+fn stdout_json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!("{err}: stdout {:?}, stderr {:?}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_drives_the_control_plane() {
+    let dir = TestDir::new();
+    let edge = standins::edge_admin("edge-a").await;
+    let sandbox = standins::sandbox().await;
+    let cp = Cp::start(&dir, &deployment(&[("edge-a", edge.addr.to_string())], Some(sandbox.addr), ""));
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+
+    // status --json: every node, the config version; exit 1 because origin-1 has not
+    // reported (it is not running in this test).
+    let output = cli(args(&cp, &["status", "--json"])).await;
+    let status = stdout_json(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(status["config_version"], 1);
+    assert_eq!(status["control_plane"], cp.daemon.url("api"));
+    let names: Vec<&str> = status["nodes"]["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["control", "origin-1", "edge-a", "sandbox"]);
+    assert_eq!(status["nodes"]["nodes"][2]["health"], "up");
+    // The table for people.
+    let output = cli(args(&cp, &["status"])).await;
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("NODE") && table.contains("edge-a") && table.contains("config version 1"), "{table}");
+    let output = cli(args(&cp, &["nodes", "--json"])).await;
+    assert!(output.status.success());
+    assert_eq!(stdout_json(&output)["nodes"].as_array().unwrap().len(), 4);
+
+    // The address from the environment, the token from the config's inline token.
+    let output = tokio::task::spawn_blocking({
+        let url = cp.daemon.url("api");
+        let config = cp.config.clone();
+        move || {
+            std::process::Command::new(crate::support::edgebox_bin())
+                .args(["config", "get", "--json", "--config"])
+                .arg(config)
+                .env("EDGEBOX_CONTROL_PLANE", url)
+                .env_remove("EDGEBOX_TOKEN")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout_json(&output)["version"], 1);
+    // A wrong token: the API's message, non-zero exit.
+    let mut wrong = args(&cp, &["config", "get"]);
+    wrong.extend(["--token".into(), "wrong-token-wrong-token".into()]);
+    let output = cli(wrong).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unauthorized"));
+
+    // reload FILE: a new version; an invalid file: every error with its line, exit 78.
+    let v2 = dir.write("v2.toml", format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n"));
+    let output = cli(args(&cp, &["reload", v2.to_str().unwrap()])).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("applied as config version 2"));
+    let bad = dir.write("bad.toml", format!("{v1}\n[edge]\nshutdown_grace = \"later\"\nbogus = 1\n"));
+    let output = cli(args(&cp, &["reload", bad.to_str().unwrap()])).await;
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:") && stderr.contains("shutdown_grace") && stderr.contains("bogus"), "{stderr}");
+    let output = cli(args(&cp, &["config", "validate", bad.to_str().unwrap()])).await;
+    assert_eq!(output.status.code(), Some(78));
+    let output = cli(args(&cp, &["config", "validate", v2.to_str().unwrap()])).await;
+    assert!(output.status.success());
+
+    // reload without FILE re-sends the file given with --config (v1): version 3.
+    let output = cli(args(&cp, &["reload", "--json"])).await;
+    assert_eq!(stdout_json(&output), json!({"version": 3, "changed": true}));
+    let output = cli(args(&cp, &["config", "rollback", "2", "--json"])).await;
+    assert_eq!(stdout_json(&output)["version"], 4);
+    let output = cli(args(&cp, &["config", "history", "--json"])).await;
+    let history = stdout_json(&output);
+    assert_eq!(history["current_version"], 4);
+    assert_eq!(history["versions"].as_array().unwrap().len(), 4);
+    let output = cli(args(&cp, &["config", "get"])).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), std::fs::read_to_string(&v2).unwrap());
+
+    // purge
+    let output = cli(args(&cp, &["purge", "--tag", "assets", "--json"])).await;
+    assert!(output.status.success());
+    assert_eq!(stdout_json(&output)["results"][0]["purged"], 3);
+    assert_eq!(edge.state.purges.lock().unwrap().clone(), [json!({"tag": "assets"})]);
+    let output = cli(args(&cp, &["purge", "--tag", "a", "--all"])).await;
+    assert_eq!(output.status.code(), Some(2), "clap refuses two kinds at once");
+
+    // run, and run --follow (output as it streams, then the result's exit code).
+    let program = dir.write("hello.py", "print('hi')\n");
+    let output = cli(args(&cp, &["run", program.to_str().unwrap()])).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n");
+    let output = cli(args(&cp, &["run", program.to_str().unwrap(), "--follow"])).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected: String = (0..standins::EVENTS).map(|seq| format!("chunk {seq}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("job job-1 succeeded"));
 }

@@ -149,13 +149,24 @@ pub async fn sandbox() -> Sandbox {
 async fn events(state: Arc<SandboxState>, id: String, mut socket: WebSocket) {
     state.streams.fetch_add(1, Ordering::SeqCst);
     let mut seq = 0u64;
+    let mut stdout = String::new();
     loop {
-        let event = json!({"type": "output", "seq": seq, "line": seq % 7 + 1, "data": format!("chunk {seq}\n")});
+        let data = format!("chunk {seq}\n");
+        stdout.push_str(&data);
+        let event = json!({"type": "output", "stream": "stdout", "seq": seq, "data": data});
         if socket.send(Message::Text(event.to_string().into())).await.is_err() {
             break;
         }
+        if seq % 10 == 0 {
+            let status = json!({"type": "status", "state": "running", "runtime_ms": seq, "current_line": seq % 3 + 1});
+            if socket.send(Message::Text(status.to_string().into())).await.is_err() {
+                break;
+            }
+        }
         seq += 1;
         if id == "job-1" && seq == EVENTS {
+            let done = json!({"type": "result", "state": "succeeded", "exit_code": 0, "runtime_ms": 1234, "stdout": stdout, "stderr": ""});
+            let _ = socket.send(Message::Text(done.to_string().into())).await;
             let _ = socket.send(Message::Close(None)).await;
             break;
         }
