@@ -5,6 +5,7 @@
 //! Edge admin endpoints and the sandbox are in-test stand-ins (`standins.rs`) until the
 //! real daemons are merged from their branches.
 
+mod dashboard;
 mod standins;
 
 use std::collections::BTreeMap;

@@ -111,10 +111,12 @@ pub async fn sandbox() -> Sandbox {
                 if job.get("language").and_then(Value::as_str) == Some("cobol") {
                     return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"error": {"code": "unknown_language", "message": "no cobol"}})));
                 }
+                // Sources mentioning "slow" get a paced job, as a loop would produce.
+                let id = if job["source"].as_str().is_some_and(|s| s.contains("slow")) { "slow" } else { "job-1" };
                 (StatusCode::ACCEPTED, axum::Json(json!({
-                    "id": "job-1",
-                    "status_url": "http://sandbox.invalid:1/v1/jobs/job-1",
-                    "events_url": "ws://sandbox.invalid:1/v1/jobs/job-1/events",
+                    "id": id,
+                    "status_url": format!("http://sandbox.invalid:1/v1/jobs/{id}"),
+                    "events_url": format!("ws://sandbox.invalid:1/v1/jobs/{id}/events"),
                 })))
             }),
         )
@@ -133,6 +135,9 @@ pub async fn sandbox() -> Sandbox {
         .route(
             "/v1/jobs/{id}/events",
             get(|State(s): State<Arc<SandboxState>>, Path(id): Path<String>, ws: WebSocketUpgrade| async move {
+                if id == "slow" {
+                    return ws.on_upgrade(slow_events).into_response();
+                }
                 if id != "job-1" && id != "endless" {
                     return (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"code": "not_found", "message": "no such job"}}))).into_response();
                 }
@@ -175,6 +180,34 @@ async fn events(state: Arc<SandboxState>, id: String, mut socket: WebSocket) {
         }
     }
     state.streams.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A job that runs for about two seconds: status every 50 ms moving through lines
+/// 4 to 7 of its source, a line of output every 250 ms, then the result.
+async fn slow_events(mut socket: WebSocket) {
+    let start = std::time::Instant::now();
+    let mut stdout = String::new();
+    for tick in 0..40u64 {
+        let runtime_ms = start.elapsed().as_millis() as u64;
+        let status = json!({"type": "status", "state": "running", "start_time": "2026-01-01T00:00:00Z",
+            "runtime_ms": runtime_ms, "current_line": 4 + (tick / 10)});
+        if socket.send(Message::Text(status.to_string().into())).await.is_err() {
+            return;
+        }
+        if tick % 5 == 0 {
+            let data = format!("tick {}\n", tick / 5);
+            stdout.push_str(&data);
+            let chunk = json!({"type": "output", "stream": "stdout", "data": data});
+            if socket.send(Message::Text(chunk.to_string().into())).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = json!({"type": "result", "state": "succeeded", "exit_code": 0,
+        "runtime_ms": start.elapsed().as_millis() as u64, "current_line": null, "stdout": stdout, "stderr": ""});
+    let _ = socket.send(Message::Text(done.to_string().into())).await;
+    let _ = socket.send(Message::Close(None)).await;
 }
 
 async fn serve(app: Router) -> SocketAddr {
