@@ -115,7 +115,10 @@ enum AgentError {
     #[error("{0}")]
     Http(#[from] reqwest::Error),
     #[error("control plane answered {status}: {body}")]
-    Status { status: reqwest::StatusCode, body: String },
+    Status {
+        status: reqwest::StatusCode,
+        body: String,
+    },
     #[error("token: {0}")]
     Token(#[from] crate::auth::TokenError),
 }

@@ -61,10 +61,12 @@ impl Routes {
         let mut method_router = MethodRouter::new();
         for method in &methods {
             method_router = method_router.on(filter(method), handler.clone());
-            self.operations.push((method_name(method).to_owned(), path.clone()));
+            self.operations
+                .push((method_name(method).to_owned(), path.clone()));
         }
         self.router = self.router.route(&path, method_router);
-        self.paths.add_path_operation(&path, methods, P::operation());
+        self.paths
+            .add_path_operation(&path, methods, P::operation());
         P::schemas(&mut self.schemas);
         self
     }

@@ -117,7 +117,9 @@ fn read_or_generate(name: &str, path: &Path, generate: bool) -> Result<String, T
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
         }
-        builder.create(parent).map_err(|err| error("create directory for", err))?;
+        builder
+            .create(parent)
+            .map_err(|err| error("create directory for", err))?;
     }
     let secret: String = {
         let bytes: [u8; 32] = rand::random();
@@ -238,7 +240,10 @@ impl FromRequestParts<Arc<AppState>> for Operator {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("token {:?} has role submitter; this route needs operator", caller.token),
+                format!(
+                    "token {:?} has role submitter; this route needs operator",
+                    caller.token
+                ),
             ));
         }
         Ok(Self(caller))

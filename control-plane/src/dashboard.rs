@@ -16,7 +16,26 @@ const STYLE: &str = include_str!("dashboard/style.css");
 /// Undocumented in OpenAPI on purpose: these are a web page, not API.
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response() }))
-        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response() }))
-        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response() }))
+        .route(
+            "/",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response()
+            }),
+        )
+        .route(
+            "/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/style.css",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+            }),
+        )
 }

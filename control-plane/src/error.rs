@@ -60,7 +60,13 @@ impl ApiError {
                 "{count} error{} in deployment config; nothing was changed",
                 if count == 1 { "" } else { "s" }
             ),
-            diagnostics: Some(errors.diagnostics.iter().map(ConfigDiagnostic::from).collect()),
+            diagnostics: Some(
+                errors
+                    .diagnostics
+                    .iter()
+                    .map(ConfigDiagnostic::from)
+                    .collect(),
+            ),
         }
     }
 }

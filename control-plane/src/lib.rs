@@ -63,7 +63,8 @@ async fn serve(deployment: Deployment, node: &str) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     let app = api::app(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(state.shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(state.shutdown.clone().cancelled_owned());
     tokio::select! {
         result = server => result.context("serving the API")?,
         () = async { state.shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {

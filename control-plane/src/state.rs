@@ -153,7 +153,11 @@ impl AppState {
     }
 
     /// Validates `text` as the deployment this control plane would run.
-    pub fn validate(&self, text: &str, source: &str) -> Result<Deployment, edgebox_config::ConfigErrors> {
+    pub fn validate(
+        &self,
+        text: &str,
+        source: &str,
+    ) -> Result<Deployment, edgebox_config::ConfigErrors> {
         check(text, source, &self.base_dir, &self.node)
     }
 
@@ -169,7 +173,10 @@ impl AppState {
             .validate(text, "<submitted config>")
             .map_err(|errors| ApiError::invalid_config(&errors))?;
         let tokens = Tokens::load(&deployment).map_err(|err| {
-            let mut error = ApiError::unprocessable("invalid_config", "the config's tokens cannot be used; nothing was changed");
+            let mut error = ApiError::unprocessable(
+                "invalid_config",
+                "the config's tokens cannot be used; nothing was changed",
+            );
             error.diagnostics = Some(vec![ConfigDiagnostic {
                 path: "control_plane.tokens".into(),
                 line: None,
@@ -182,17 +189,17 @@ impl AppState {
         // see the same current version.
         let mut store = self.store.lock().expect("store lock");
         let current = self.current();
-        if let Some(expected) = expected_version {
-            if expected != current.meta.version {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "version_conflict",
-                    format!(
-                        "expected current version {expected}, but it is {}",
-                        current.meta.version
-                    ),
-                ));
-            }
+        if let Some(expected) = expected_version
+            && expected != current.meta.version
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "version_conflict",
+                format!(
+                    "expected current version {expected}, but it is {}",
+                    current.meta.version
+                ),
+            ));
         }
         if current.text == text {
             return Ok(Applied {
@@ -203,9 +210,12 @@ impl AppState {
         let meta = store
             .append(text, source)
             .map_err(|err| ApiError::internal(format!("could not persist the config: {err}")))?;
-        let listen_changed = current.deployment.control_plane_addr() != deployment.control_plane_addr();
+        let listen_changed =
+            current.deployment.control_plane_addr() != deployment.control_plane_addr();
         if listen_changed {
-            tracing::warn!("the control plane's listen address changed; it takes effect on restart");
+            tracing::warn!(
+                "the control plane's listen address changed; it takes effect on restart"
+            );
         }
         *self.tokens.write().expect("tokens lock") = Arc::new(tokens);
         self.metrics.set_config_version(meta.version);
@@ -229,15 +239,18 @@ impl AppState {
             if store.meta(version).is_none() {
                 return Err(ApiError::not_found(format!("no config version {version}")));
             }
-            store
-                .text(version)
-                .map_err(|err| ApiError::internal(format!("cannot read version {version}: {err}")))?
+            store.text(version).map_err(|err| {
+                ApiError::internal(format!("cannot read version {version}: {err}"))
+            })?
         };
         self.apply(&text, format!("rollback to {version}"), None)
     }
 
     pub fn record_report(&self, node: String, report: NodeReport) {
-        self.reports.lock().expect("reports lock").insert(node, report);
+        self.reports
+            .lock()
+            .expect("reports lock")
+            .insert(node, report);
         self.metrics
             .set_nodes_reporting(self.reports.lock().expect("reports lock").len() as u64);
     }
@@ -249,10 +262,11 @@ impl AppState {
     /// Where `service` of `node` can be reached: the configured address, or for
     /// port-0 listeners the one the node reported; wildcard IPs become loopback.
     pub fn service_addr(&self, node: &Node, service: &str) -> Option<SocketAddr> {
-        if node.name == self.node && service == "api" {
-            if let Some(addr) = self.self_addr.get() {
-                return Some(reachable(*addr));
-            }
+        if node.name == self.node
+            && service == "api"
+            && let Some(addr) = self.self_addr.get()
+        {
+            return Some(reachable(*addr));
         }
         let configured = node
             .listeners()
@@ -282,8 +296,12 @@ impl AppState {
 
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
         _ => addr,
     }
 }

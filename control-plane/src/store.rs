@@ -78,10 +78,13 @@ impl Store {
         };
         let current_path = dir.join("current");
         let current = match fs::read_to_string(&current_path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| StoreError::Corrupt {
-                path: current_path.clone(),
-                message: format!("not a version number: {:?}", text.trim()),
-            })?,
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| StoreError::Corrupt {
+                    path: current_path.clone(),
+                    message: format!("not a version number: {:?}", text.trim()),
+                })?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((store, None)),
             Err(source) => {
                 return Err(StoreError::Io {

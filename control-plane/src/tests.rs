@@ -7,7 +7,11 @@ fn every_route_is_in_the_openapi_document_and_back() {
     let mut documented = Vec::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, _) in item.as_object().unwrap() {
-            if ["get", "post", "put", "delete", "patch", "head", "options", "trace"].contains(&method.as_str()) {
+            if [
+                "get", "post", "put", "delete", "patch", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
                 documented.push((method.to_uppercase(), path.clone()));
             }
         }

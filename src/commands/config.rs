@@ -8,7 +8,9 @@ use edgebox_config::TokenRole;
 use edgebox_control_plane::wire::{Applied, ConfigText, CurrentConfig, History, Validation};
 use reqwest::Method;
 
-use super::cp_client::{Client, ClientArgs, EXIT_CONFIG, explain_invalid_config, print_diagnostics, table};
+use super::cp_client::{
+    Client, ClientArgs, EXIT_CONFIG, explain_invalid_config, print_diagnostics, table,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -64,14 +66,20 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let client = Client::new(&args.client, TokenRole::Operator)?;
             let toml = std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading {}", args.file.display()))?;
-            let validation: Validation =
-                client.call(Method::POST, "/v1/config/validate", Some(&ConfigText { toml }))?;
+            let validation: Validation = client.call(
+                Method::POST,
+                "/v1/config/validate",
+                Some(&ConfigText { toml }),
+            )?;
             let file = args.file.display().to_string();
             client.output(&validation, |validation| {
                 if validation.valid {
                     println!("{file}: valid");
                 } else {
-                    eprintln!("{file}: {} error(s) in deployment config", validation.diagnostics.len());
+                    eprintln!(
+                        "{file}: {} error(s) in deployment config",
+                        validation.diagnostics.len()
+                    );
                     let diagnostics: Vec<_> = validation
                         .diagnostics
                         .iter()
@@ -80,7 +88,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     print_diagnostics(&file, &diagnostics);
                 }
             });
-            Ok(if validation.valid { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CONFIG) })
+            Ok(if validation.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CONFIG)
+            })
         }
         Command::History(args) => {
             let client = Client::new(&args.client, TokenRole::Operator)?;
@@ -90,7 +102,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .versions
                     .iter()
                     .map(|v| {
-                        let marker = if v.version == history.current_version { "*" } else { "" };
+                        let marker = if v.version == history.current_version {
+                            "*"
+                        } else {
+                            ""
+                        };
                         vec![
                             format!("{}{marker}", v.version),
                             v.created_at.clone(),
@@ -110,11 +126,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             match client.call::<Applied>(Method::POST, &path, None::<&()>) {
                 Ok(applied) => {
                     client.output(&applied, |applied| {
-                        println!("version {} is current again as version {}", args.version, applied.version)
+                        println!(
+                            "version {} is current again as version {}",
+                            args.version, applied.version
+                        )
                     });
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(error) => explain_invalid_config(error, &format!("version {}", args.version), client.json),
+                Err(error) => {
+                    explain_invalid_config(error, &format!("version {}", args.version), client.json)
+                }
             }
         }
     }

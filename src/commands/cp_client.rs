@@ -25,10 +25,22 @@ pub struct ClientArgs {
     #[arg(long, value_name = "URL", env = "EDGEBOX_CONTROL_PLANE", global = true)]
     pub control_plane: Option<String>,
     /// Bearer token.
-    #[arg(long, value_name = "TOKEN", env = "EDGEBOX_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EDGEBOX_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub token: Option<String>,
     /// Deployment file to take the address and token from when not given.
-    #[arg(long, short, value_name = "FILE", env = "EDGEBOX_CONFIG", global = true)]
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        env = "EDGEBOX_CONFIG",
+        global = true
+    )]
     pub config: Option<PathBuf>,
     /// Print JSON (for scripts) instead of tables.
     #[arg(long, global = true)]
@@ -67,8 +79,10 @@ impl Client {
     pub fn new(args: &ClientArgs, role: TokenRole) -> anyhow::Result<Self> {
         edgebox_control_plane::install_crypto();
         let deployment = || {
-            edgebox_config::load(&edgebox_config::ConfigLocation::from_arg(args.config.clone()))
-                .map_err(|errors| anyhow!("{errors}"))
+            edgebox_config::load(&edgebox_config::ConfigLocation::from_arg(
+                args.config.clone(),
+            ))
+            .map_err(|errors| anyhow!("{errors}"))
         };
         let base = match &args.control_plane {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -77,7 +91,11 @@ impl Client {
                 let addr = deployment
                     .control_plane_addr()
                     .ok_or_else(|| anyhow!("{} has no control-plane node", deployment.source))?;
-                let ip = if addr.ip().is_unspecified() { "127.0.0.1".parse().unwrap() } else { addr.ip() };
+                let ip = if addr.ip().is_unspecified() {
+                    "127.0.0.1".parse().unwrap()
+                } else {
+                    addr.ip()
+                };
                 format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
             }
         };
@@ -155,7 +173,10 @@ impl Client {
         }
         let (code, mut message) = match serde_json::from_value::<ErrorBody>(value.clone()) {
             Ok(body) => (body.error.code, body.error.message),
-            Err(_) => ("http_error".to_owned(), format!("{method} {path} answered {status}")),
+            Err(_) => (
+                "http_error".to_owned(),
+                format!("{method} {path} answered {status}"),
+            ),
         };
         if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
             message.push_str(" (no token found: pass --token, set EDGEBOX_TOKEN, or run where the deployment's token files are)");
@@ -172,7 +193,10 @@ impl Client {
     /// Prints `value` as JSON when `--json` was given; otherwise runs `table`.
     pub fn output<T: Serialize>(&self, value: &T, table: impl FnOnce(&T)) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             table(value);
         }
@@ -181,16 +205,31 @@ impl Client {
 
 /// Prints the config diagnostics carried by an `invalid_config` failure, compiler
 /// style, and returns exit code 78; other failures go up as errors.
-pub fn explain_invalid_config(error: anyhow::Error, file: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(failure) = error.downcast_ref::<ApiFailure>() else { return Err(error) };
+pub fn explain_invalid_config(
+    error: anyhow::Error,
+    file: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(failure) = error.downcast_ref::<ApiFailure>() else {
+        return Err(error);
+    };
     if failure.code != "invalid_config" {
         return Err(error);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&failure.body).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&failure.body).unwrap_or_default()
+        );
     } else {
         eprintln!("{file}: {}", failure.message);
-        print_diagnostics(file, failure.body["error"]["diagnostics"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+        print_diagnostics(
+            file,
+            failure.body["error"]["diagnostics"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        );
     }
     Ok(ExitCode::from(EXIT_CONFIG))
 }

@@ -53,5 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         table(&["EDGE", "RESULT", "PURGED", "TIME", "ERROR"], &rows);
     });
-    Ok(if response.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if response.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -26,7 +26,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(file) => file,
         None => started_with(&client)?,
     };
-    let toml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let toml =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let body = PutConfig {
         toml,
         expected_version: None,
@@ -35,9 +36,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(applied) => {
             client.output(&applied, |applied| {
                 if applied.changed {
-                    println!("{}: applied as config version {}", file.display(), applied.version);
+                    println!(
+                        "{}: applied as config version {}",
+                        file.display(),
+                        applied.version
+                    );
                 } else {
-                    println!("{}: unchanged (config version {})", file.display(), applied.version);
+                    println!(
+                        "{}: unchanged (config version {})",
+                        file.display(),
+                        applied.version
+                    );
                 }
             });
             Ok(ExitCode::SUCCESS)

@@ -33,7 +33,12 @@ pub struct Args {
 }
 
 const TERMINAL_STATES: &[&str] = &[
-    "succeeded", "failed", "timed_out", "memory_exceeded", "output_exceeded", "cancelled",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "memory_exceeded",
+    "output_exceeded",
+    "cancelled",
 ];
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -42,12 +47,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(lang) => lang.clone(),
         None => language_of(&args.file)?,
     };
-    let source = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let source = String::from_utf8(source)
-        .map_err(|_| anyhow!("{} is not UTF-8 text; submit WebAssembly as WAT text", args.file.display()))?;
+    let source =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let source = String::from_utf8(source).map_err(|_| {
+        anyhow!(
+            "{} is not UTF-8 text; submit WebAssembly as WAT text",
+            args.file.display()
+        )
+    })?;
     let mut job = json!({"language": language, "source": source});
     if let Some(stdin) = &args.stdin {
-        let stdin = std::fs::read_to_string(stdin).with_context(|| format!("reading {}", stdin.display()))?;
+        let stdin = std::fs::read_to_string(stdin)
+            .with_context(|| format!("reading {}", stdin.display()))?;
         job["stdin"] = Value::String(stdin);
     }
     if !args.follow {
@@ -65,12 +76,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn follow(client: &Client, job: Value, source: &str) -> anyhow::Result<ExitCode> {
-    let accepted = client.call_async(Method::POST, "/v1/jobs", Some(&job)).await?;
-    let id = accepted["id"].as_str().ok_or_else(|| anyhow!("the sandbox gave no job id: {accepted}"))?.to_owned();
+    let accepted = client
+        .call_async(Method::POST, "/v1/jobs", Some(&job))
+        .await?;
+    let id = accepted["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the sandbox gave no job id: {accepted}"))?
+        .to_owned();
     let ws_base = client.base.replacen("http", "ws", 1);
     let mut request = format!("{ws_base}/v1/jobs/{id}/events").into_client_request()?;
     if let Some(token) = client.token() {
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
     }
     let (mut events, _) = tokio_tungstenite::connect_async(request)
         .await
@@ -94,24 +112,36 @@ async fn follow(client: &Client, job: Value, source: &str) -> anyhow::Result<Exi
             Some(Ok(_)) => continue,
             Some(Err(err)) => bail!("event stream broke: {err}"),
         };
-        let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
         if client.json {
             println!("{event}");
         }
         view.event(&event, &lines);
-        if event["state"].as_str().is_some_and(|s| TERMINAL_STATES.contains(&s)) {
+        if event["state"]
+            .as_str()
+            .is_some_and(|s| TERMINAL_STATES.contains(&s))
+        {
             final_result = Some(event);
         }
     }
     view.clear();
     let result = match final_result {
         Some(result) => result,
-        None => client.call_async(Method::GET, &format!("/v1/jobs/{id}"), None::<&()>).await?,
+        None => {
+            client
+                .call_async(Method::GET, &format!("/v1/jobs/{id}"), None::<&()>)
+                .await?
+        }
     };
     view.rest(&result);
     if !client.json {
         let state = result["state"].as_str().unwrap_or("unknown");
-        let runtime = result["runtime_ms"].as_u64().map(super::cp_client::duration_ms).unwrap_or_default();
+        let runtime = result["runtime_ms"]
+            .as_u64()
+            .map(super::cp_client::duration_ms)
+            .unwrap_or_default();
         eprintln!("job {id} {state} in {runtime}");
     }
     Ok(exit_code(&result))
@@ -143,7 +173,9 @@ impl LiveView {
         }
         // Output chunk: `{"stream": "stdout", "data": "..."}` (or `text`/`chunk`).
         if let Some(stream) = event["stream"].as_str() {
-            let data = ["data", "text", "chunk"].iter().find_map(|key| event[*key].as_str());
+            let data = ["data", "text", "chunk"]
+                .iter()
+                .find_map(|key| event[*key].as_str());
             if let Some(data) = data {
                 self.clear();
                 self.write(stream, data);
@@ -199,7 +231,11 @@ impl LiveView {
         }
         for stream in ["stdout", "stderr"] {
             if let Some(all) = result[stream].as_str() {
-                let printed = if stream == "stdout" { self.printed_stdout } else { self.printed_stderr };
+                let printed = if stream == "stdout" {
+                    self.printed_stdout
+                } else {
+                    self.printed_stderr
+                };
                 if let Some(rest) = all.get(printed..) {
                     self.write(stream, rest);
                 }
@@ -217,13 +253,19 @@ fn exit_code(result: &Value) -> ExitCode {
 }
 
 fn language_of(file: &std::path::Path) -> anyhow::Result<String> {
-    let extension = file.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    let extension = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     Ok(match extension {
         "py" => "python",
         "js" | "mjs" => "javascript",
         "wat" => "wat",
         "wasm" => "wasm",
-        _ => bail!("cannot tell the language of {}; pass --lang", file.display()),
+        _ => bail!(
+            "cannot tell the language of {}; pass --lang",
+            file.display()
+        ),
     }
     .to_owned())
 }

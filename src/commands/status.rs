@@ -71,9 +71,16 @@ pub fn status(args: Args) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table(&["NODE", "ROLE", "REGION", "HEALTH", "CONFIG", "UPTIME"], &rows);
+        table(
+            &["NODE", "ROLE", "REGION", "HEALTH", "CONFIG", "UPTIME"],
+            &rows,
+        );
     });
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Every node with its addresses.
@@ -102,7 +109,18 @@ pub fn nodes(args: Args) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        table(&["NODE", "ROLE", "REGION", "HEALTH", "CONFIG", "UPTIME", "LISTENERS"], &rows);
+        table(
+            &[
+                "NODE",
+                "ROLE",
+                "REGION",
+                "HEALTH",
+                "CONFIG",
+                "UPTIME",
+                "LISTENERS",
+            ],
+            &rows,
+        );
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -52,7 +52,11 @@ pub async fn validate(
 ) -> Json<Validation> {
     let diagnostics = match state.validate(&body.toml, "<submitted config>") {
         Ok(_) => Vec::new(),
-        Err(errors) => errors.diagnostics.iter().map(ConfigDiagnostic::from).collect(),
+        Err(errors) => errors
+            .diagnostics
+            .iter()
+            .map(ConfigDiagnostic::from)
+            .collect(),
     };
     Json(Validation {
         valid: diagnostics.is_empty(),

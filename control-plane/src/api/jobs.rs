@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edgebox_config::Role;
@@ -72,7 +72,14 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    forward(&state, Method::GET, &format!("/v1/jobs/{id}"), None, CALL_TIMEOUT).await
+    forward(
+        &state,
+        Method::GET,
+        &format!("/v1/jobs/{id}"),
+        None,
+        CALL_TIMEOUT,
+    )
+    .await
 }
 
 /// Cancels a job.
@@ -86,7 +93,14 @@ pub async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    forward(&state, Method::DELETE, &format!("/v1/jobs/{id}"), None, CALL_TIMEOUT).await
+    forward(
+        &state,
+        Method::DELETE,
+        &format!("/v1/jobs/{id}"),
+        None,
+        CALL_TIMEOUT,
+    )
+    .await
 }
 
 /// The job's events (status, current line, output chunks) over a WebSocket, relayed
@@ -102,23 +116,40 @@ pub async fn events(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let upgrade = upgrade.map_err(|rejection| {
-        ApiError::bad_request("websocket_required", rejection.body_text())
-    })?;
+    let upgrade = upgrade
+        .map_err(|rejection| ApiError::bad_request("websocket_required", rejection.body_text()))?;
     let addr = sandbox_addr(&state)?;
     let url = format!("ws://{addr}/v1/jobs/{id}/events");
-    let config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
+    let config =
+        tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
     // Connect upstream before accepting the client, so a missing job or a down
     // sandbox is an HTTP error the client can read, not a socket that closes at once.
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Err(_) => return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", "the sandbox did not answer in time")),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "sandbox_timeout",
+                "the sandbox did not answer in time",
+            ));
+        }
         Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
             return Ok(passthrough(status, Bytes::from(body), "application/json"));
         }
-        Ok(Err(err)) => return Err(ApiError::bad_gateway("sandbox_unreachable", format!("sandbox: {err}"))),
+        Ok(Err(err)) => {
+            return Err(ApiError::bad_gateway(
+                "sandbox_unreachable",
+                format!("sandbox: {err}"),
+            ));
+        }
         Ok(Ok((upstream, _))) => upstream,
     };
     Ok(upgrade
@@ -126,7 +157,8 @@ pub async fn events(
         .on_upgrade(move |client| relay(state, id, client, upstream)))
 }
 
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn relay(state: Arc<AppState>, id: String, client: WebSocket, upstream: Upstream) {
     state.metrics.relays.fetch_add(1, Ordering::Relaxed);
@@ -153,19 +185,26 @@ async fn relay(state: Arc<AppState>, id: String, client: WebSocket, upstream: Up
             message = client_rx.next() => match message {
                 Some(Ok(ws::Message::Close(_))) | None | Some(Err(_)) => break "client closed",
                 Some(Ok(message)) => {
-                    if let Some(message) = to_upstream(message) {
-                        if tokio::time::timeout(SEND_TIMEOUT, upstream_tx.send(message)).await.map_or(true, |r| r.is_err()) {
+                    if let Some(message) = to_upstream(message)
+                        && tokio::time::timeout(SEND_TIMEOUT, upstream_tx.send(message)).await.map_or(true, |r| r.is_err()) {
                             break "sandbox went away";
                         }
-                    }
                 }
             },
             () = state.shutdown.cancelled() => break "shutting down",
         }
     };
     tracing::debug!(job = %id, forwarded, reason, "event relay closed");
-    let _ = tokio::time::timeout(Duration::from_secs(1), client_tx.send(ws::Message::Close(None))).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), upstream_tx.send(tungstenite::Message::Close(None))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        client_tx.send(ws::Message::Close(None)),
+    )
+    .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        upstream_tx.send(tungstenite::Message::Close(None)),
+    )
+    .await;
     state.metrics.relays.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -173,10 +212,12 @@ fn to_client(message: tungstenite::Message) -> Option<ws::Message> {
     Some(match message {
         tungstenite::Message::Text(text) => ws::Message::Text(text.as_str().into()),
         tungstenite::Message::Binary(bytes) => ws::Message::Binary(bytes),
-        tungstenite::Message::Close(frame) => ws::Message::Close(frame.map(|frame| ws::CloseFrame {
-            code: frame.code.into(),
-            reason: frame.reason.as_str().into(),
-        })),
+        tungstenite::Message::Close(frame) => {
+            ws::Message::Close(frame.map(|frame| ws::CloseFrame {
+                code: frame.code.into(),
+                reason: frame.reason.as_str().into(),
+            }))
+        }
         // Pings and pongs are per hop; each side's library answers its own.
         _ => return None,
     })
@@ -193,11 +234,16 @@ fn to_upstream(message: ws::Message) -> Option<tungstenite::Message> {
 fn check_id(id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request("invalid_job_id", "job ids are letters, digits, `-` and `_`"))
+        Err(ApiError::bad_request(
+            "invalid_job_id",
+            "job ids are letters, digits, `-` and `_`",
+        ))
     }
 }
 
@@ -219,7 +265,12 @@ fn sandbox_addr(state: &AppState) -> Result<SocketAddr, ApiError> {
     }
     sandboxes
         .find_map(|node| state.service_addr(node, "api"))
-        .ok_or_else(|| ApiError::bad_gateway("sandbox_address_unknown", "the sandbox has not reported its address yet"))
+        .ok_or_else(|| {
+            ApiError::bad_gateway(
+                "sandbox_address_unknown",
+                "the sandbox has not reported its address yet",
+            )
+        })
 }
 
 async fn forward(
@@ -239,22 +290,32 @@ async fn forward(
     }
     let response = request.send().await.map_err(|err| {
         if err.is_timeout() {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", format!("sandbox: {}", describe(&err)))
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "sandbox_timeout",
+                format!("sandbox: {}", describe(&err)),
+            )
         } else {
-            ApiError::bad_gateway("sandbox_unreachable", format!("sandbox: {}", describe(&err)))
+            ApiError::bad_gateway(
+                "sandbox_unreachable",
+                format!("sandbox: {}", describe(&err)),
+            )
         }
     })?;
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|err| ApiError::bad_gateway("sandbox_unreachable", format!("sandbox: {}", describe(&err))))?;
+    let bytes = response.bytes().await.map_err(|err| {
+        ApiError::bad_gateway(
+            "sandbox_unreachable",
+            format!("sandbox: {}", describe(&err)),
+        )
+    })?;
     tracing::debug!(%method, path, %status, "relayed to sandbox");
     Ok(passthrough(status, rewrite_urls(bytes), &content_type))
 }
@@ -268,12 +329,12 @@ fn rewrite_urls(bytes: Bytes) -> Bytes {
     let mut changed = false;
     if let Value::Object(map) = &mut value {
         for key in ["status_url", "events_url"] {
-            if let Some(Value::String(url)) = map.get_mut(key) {
-                if let Some(rest) = url.split_once("://").map(|(_, rest)| rest) {
-                    let path = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
-                    *url = path;
-                    changed = true;
-                }
+            if let Some(Value::String(url)) = map.get_mut(key)
+                && let Some(rest) = url.split_once("://").map(|(_, rest)| rest)
+            {
+                let path = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
+                *url = path;
+                changed = true;
             }
         }
     }

@@ -80,7 +80,10 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<NodeList> {
                     let status = response.status();
                     let body: serde_json::Value = response.json().await.unwrap_or_default();
                     info.uptime_ms = body.get("uptime_ms").and_then(serde_json::Value::as_u64);
-                    if let Some(version) = body.get("config_version").and_then(serde_json::Value::as_u64) {
+                    if let Some(version) = body
+                        .get("config_version")
+                        .and_then(serde_json::Value::as_u64)
+                    {
                         info.config_version = Some(version);
                     }
                     if status.is_success() {
@@ -126,11 +129,17 @@ pub async fn drain(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_an_edge",
-            format!("{name} is a {} node; only edges can be drained", node.role_name()),
+            format!(
+                "{name} is a {} node; only edges can be drained",
+                node.role_name()
+            ),
         ));
     }
     let addr = state.service_addr(node, "admin").ok_or_else(|| {
-        ApiError::bad_gateway("node_address_unknown", format!("{name}'s admin address is not known yet"))
+        ApiError::bad_gateway(
+            "node_address_unknown",
+            format!("{name}'s admin address is not known yet"),
+        )
     })?;
     let response = state
         .http
@@ -139,7 +148,10 @@ pub async fn drain(
         .send()
         .await
         .map_err(|err| {
-            state.metrics.fanout_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .metrics
+                .fanout_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ApiError::bad_gateway("node_unreachable", format!("{name}: {}", describe(&err)))
         })?;
     if !response.status().is_success() {

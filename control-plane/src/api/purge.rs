@@ -45,7 +45,9 @@ pub async fn purge(
                 elapsed_ms: 0,
             };
             match state.service_addr(node, "admin") {
-                None => result.error = Some("admin address not known yet (port 0, not reported)".into()),
+                None => {
+                    result.error = Some("admin address not known yet (port 0, not reported)".into())
+                }
                 Some(addr) => {
                     let response = state
                         .http
@@ -61,12 +63,16 @@ pub async fn purge(
                             let body: serde_json::Value = response.json().await.unwrap_or_default();
                             if status.is_success() {
                                 result.ok = true;
-                                result.purged = body.get("purged").and_then(serde_json::Value::as_u64);
+                                result.purged =
+                                    body.get("purged").and_then(serde_json::Value::as_u64);
                             } else {
                                 result.error = Some(
                                     body.pointer("/error/message")
                                         .and_then(serde_json::Value::as_str)
-                                        .map_or_else(|| format!("answered {status}"), str::to_owned),
+                                        .map_or_else(
+                                            || format!("answered {status}"),
+                                            str::to_owned,
+                                        ),
                                 );
                             }
                         }
@@ -76,7 +82,10 @@ pub async fn purge(
             }
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             if !result.ok {
-                state.metrics.fanout_failures.fetch_add(1, Ordering::Relaxed);
+                state
+                    .metrics
+                    .fanout_failures
+                    .fetch_add(1, Ordering::Relaxed);
             }
             result
         }
@@ -84,7 +93,11 @@ pub async fn purge(
     let results = join_all(calls).await;
     let ok = results.iter().all(|result| result.ok);
     tracing::info!(?request, ok, edges = results.len(), "purge fanned out");
-    let status = if ok { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
     Ok((status, Json(PurgeResponse { ok, results })))
 }
 
@@ -105,10 +118,16 @@ fn check(request: &PurgeRequest) -> Result<(), ApiError> {
         ));
     }
     if request.all == Some(false) {
-        return Err(ApiError::unprocessable("invalid_purge", "`all` must be true"));
+        return Err(ApiError::unprocessable(
+            "invalid_purge",
+            "`all` must be true",
+        ));
     }
     for (field, value) in [("url", &request.url), ("prefix", &request.prefix)] {
-        if value.as_deref().is_some_and(|value| !value.starts_with('/')) {
+        if value
+            .as_deref()
+            .is_some_and(|value| !value.starts_with('/'))
+        {
             return Err(ApiError::unprocessable(
                 "invalid_purge",
                 format!("`{field}` must be a path starting with `/`"),
@@ -116,7 +135,10 @@ fn check(request: &PurgeRequest) -> Result<(), ApiError> {
         }
     }
     if request.tag.as_deref().is_some_and(str::is_empty) {
-        return Err(ApiError::unprocessable("invalid_purge", "`tag` must not be empty"));
+        return Err(ApiError::unprocessable(
+            "invalid_purge",
+            "`tag` must not be empty",
+        ));
     }
     Ok(())
 }

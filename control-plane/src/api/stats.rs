@@ -51,7 +51,10 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
         let document = match result {
             Ok(document) => document,
             Err(error) => {
-                state.metrics.fanout_failures.fetch_add(1, Ordering::Relaxed);
+                state
+                    .metrics
+                    .fanout_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 unreachable.push(Unreachable {
                     node: node.name.clone(),
                     error,
@@ -69,7 +72,10 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
                         }
                     }
                 }
-                edges.bytes_sent += document.get("bytes_sent").and_then(Value::as_u64).unwrap_or(0);
+                edges.bytes_sent += document
+                    .get("bytes_sent")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
                 if let Some(node_cache) = document.get("cache") {
                     add_numbers(&mut cache, node_cache);
                 }
@@ -130,8 +136,10 @@ fn add_numbers(into: &mut Value, from: &Value) {
         (into @ Value::Number(_), Value::Number(from)) => {
             let sum = match (into.as_u64(), from.as_u64()) {
                 (Some(a), Some(b)) => Value::from(a.saturating_add(b)),
-                _ => serde_json::Number::from_f64(into.as_f64().unwrap_or(0.0) + from.as_f64().unwrap_or(0.0))
-                    .map_or(Value::Null, Value::Number),
+                _ => serde_json::Number::from_f64(
+                    into.as_f64().unwrap_or(0.0) + from.as_f64().unwrap_or(0.0),
+                )
+                .map_or(Value::Null, Value::Number),
             };
             *into = sum;
         }
@@ -146,14 +154,17 @@ fn hit_ratios(value: &Value, path: &str, out: &mut BTreeMap<String, f64>) {
     if let (Some(hits), Some(misses)) = (
         map.get("hits").and_then(Value::as_f64),
         map.get("misses").and_then(Value::as_f64),
-    ) {
-        if hits + misses > 0.0 {
-            let name = if path.is_empty() { "total" } else { path };
-            out.insert(name.to_owned(), hits / (hits + misses));
-        }
+    ) && hits + misses > 0.0
+    {
+        let name = if path.is_empty() { "total" } else { path };
+        out.insert(name.to_owned(), hits / (hits + misses));
     }
     for (key, child) in map {
-        let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        let child_path = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         hit_ratios(child, &child_path, out);
     }
 }
@@ -165,9 +176,18 @@ mod tests {
     #[test]
     fn sums_counters_of_any_shape_and_derives_ratios() {
         let mut total = Value::Object(Map::new());
-        add_numbers(&mut total, &serde_json::json!({"l1": {"hits": 3, "misses": 1}, "note": "x"}));
-        add_numbers(&mut total, &serde_json::json!({"l1": {"hits": 1, "misses": 3}, "l2": {"hits": 2, "misses": 0}}));
-        assert_eq!(total, serde_json::json!({"l1": {"hits": 4, "misses": 4}, "l2": {"hits": 2, "misses": 0}}));
+        add_numbers(
+            &mut total,
+            &serde_json::json!({"l1": {"hits": 3, "misses": 1}, "note": "x"}),
+        );
+        add_numbers(
+            &mut total,
+            &serde_json::json!({"l1": {"hits": 1, "misses": 3}, "l2": {"hits": 2, "misses": 0}}),
+        );
+        assert_eq!(
+            total,
+            serde_json::json!({"l1": {"hits": 4, "misses": 4}, "l2": {"hits": 2, "misses": 0}})
+        );
         let mut ratios = BTreeMap::new();
         hit_ratios(&total, "", &mut ratios);
         assert_eq!(ratios["l1"], 0.5);

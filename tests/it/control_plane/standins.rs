@@ -159,12 +159,20 @@ async fn events(state: Arc<SandboxState>, id: String, mut socket: WebSocket) {
         let data = format!("chunk {seq}\n");
         stdout.push_str(&data);
         let event = json!({"type": "output", "stream": "stdout", "seq": seq, "data": data});
-        if socket.send(Message::Text(event.to_string().into())).await.is_err() {
+        if socket
+            .send(Message::Text(event.to_string().into()))
+            .await
+            .is_err()
+        {
             break;
         }
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             let status = json!({"type": "status", "state": "running", "runtime_ms": seq, "current_line": seq % 3 + 1});
-            if socket.send(Message::Text(status.to_string().into())).await.is_err() {
+            if socket
+                .send(Message::Text(status.to_string().into()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -191,14 +199,22 @@ async fn slow_events(mut socket: WebSocket) {
         let runtime_ms = start.elapsed().as_millis() as u64;
         let status = json!({"type": "status", "state": "running", "start_time": "2026-01-01T00:00:00Z",
             "runtime_ms": runtime_ms, "current_line": 4 + (tick / 10)});
-        if socket.send(Message::Text(status.to_string().into())).await.is_err() {
+        if socket
+            .send(Message::Text(status.to_string().into()))
+            .await
+            .is_err()
+        {
             return;
         }
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             let data = format!("tick {}\n", tick / 5);
             stdout.push_str(&data);
             let chunk = json!({"type": "output", "stream": "stdout", "data": data});
-            if socket.send(Message::Text(chunk.to_string().into())).await.is_err() {
+            if socket
+                .send(Message::Text(chunk.to_string().into()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
