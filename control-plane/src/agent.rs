@@ -153,15 +153,29 @@ where
     let mut seen = 0u64;
     let mut backoff = config.backoff_min;
     let mut failing = false;
+    // The last status and whether the control plane has it. A report that did not
+    // arrive (the control plane was away, or restarted and lost its in-memory
+    // reports) is sent again before the next poll; that also probes reconnection.
+    let mut last_report: Option<StatusReport> = None;
+    let mut delivered = true;
     loop {
-        match poll(&http, &config, seen).await {
-            Ok(None) => {}
-            Ok(Some(update)) => {
+        let step = async {
+            if !delivered {
+                if let Some(report) = &last_report {
+                    send_report(&http, &config, report).await?;
+                }
+                delivered = true;
+            }
+            poll(&http, &config, seen).await
+        };
+        match step.await {
+            Ok(update) => {
                 if failing {
                     tracing::info!(parent: &span, "control plane reachable again");
                     failing = false;
                 }
                 backoff = config.backoff_min;
+                let Some(update) = update else { continue };
                 let source = format!("control plane version {}", update.version);
                 let outcome = match edgebox_config::parse(&update.toml, &source, &config.base_dir) {
                     Ok(deployment) => apply(deployment, update.version).await,
@@ -180,13 +194,21 @@ where
                 // Not retried on failure: the same text would fail again. The next
                 // version (or a rollback) comes through the watch.
                 seen = update.version;
-                report(&http, &config, update.version, outcome, &span).await;
+                last_report = Some(status_report(&config, update.version, outcome));
+                delivered = false;
+            }
+            Err(AgentError::Status { status, body }) if status.is_client_error() && !delivered => {
+                // The control plane refuses this report (e.g. it no longer knows
+                // this node); sending it again would not help.
+                tracing::warn!(parent: &span, %status, %body, "config status report refused");
+                delivered = true;
             }
             Err(error) => {
                 if !failing {
                     tracing::warn!(parent: &span, %error, "control plane unreachable; serving the last config and retrying");
                     failing = true;
                 }
+                delivered = false;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(config.backoff_max);
             }
@@ -228,14 +250,8 @@ async fn poll(
     }
 }
 
-async fn report(
-    http: &reqwest::Client,
-    config: &AgentConfig,
-    version: u64,
-    outcome: Result<(), String>,
-    span: &tracing::Span,
-) {
-    let body = StatusReport {
+fn status_report(config: &AgentConfig, version: u64, outcome: Result<(), String>) -> StatusReport {
+    StatusReport {
         node: config.node.clone(),
         version,
         applied: outcome.is_ok(),
@@ -245,37 +261,28 @@ async fn report(
             .iter()
             .map(|(service, addr)| (service.clone(), addr.to_string()))
             .collect(),
-    };
-    let mut backoff = config.backoff_min;
-    // A few tries; if the control plane stays away the next successful watch will
-    // hand this version out again only if it changed, so the status would be lost —
-    // acceptable, the node re-reports on its next version.
-    for _ in 0..5 {
-        let attempt = async {
-            let mut request = http
-                .post(format!("{}/v1/config/status", config.control_plane))
-                .json(&body)
-                .timeout(Duration::from_secs(5));
-            if let Some(token) = token(config)? {
-                request = request.bearer_auth(token);
-            }
-            let response = request.send().await?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(AgentError::Status {
-                    status: response.status(),
-                    body: response.text().await.unwrap_or_default(),
-                })
-            }
-        };
-        match attempt.await {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::warn!(parent: span, %error, version, "could not report config status; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.backoff_max);
-            }
-        }
+    }
+}
+
+async fn send_report(
+    http: &reqwest::Client,
+    config: &AgentConfig,
+    report: &StatusReport,
+) -> Result<(), AgentError> {
+    let mut request = http
+        .post(format!("{}/v1/config/status", config.control_plane))
+        .json(report)
+        .timeout(Duration::from_secs(5));
+    if let Some(token) = token(config)? {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(AgentError::Status {
+            status: response.status(),
+            body: response.text().await.unwrap_or_default(),
+        })
     }
 }

@@ -1349,3 +1349,158 @@ async fn cli_drives_the_control_plane() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
     assert!(String::from_utf8_lossy(&output.stderr).contains("job job-1 succeeded"));
 }
+
+/// A TCP forwarder with a stable address whose target can change, so an agent can
+/// follow a control plane that restarts on a new port-0 address.
+async fn forwarder(target: std::sync::Arc<std::sync::Mutex<SocketAddr>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = *target.lock().unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() {
+    let dir = TestDir::new();
+    let mut cp = Cp::start(
+        &dir,
+        &deployment(&[("edge-a", "127.0.0.1:0".to_owned())], None, ""),
+    );
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let target = std::sync::Arc::new(std::sync::Mutex::new(cp.daemon.addr("api")));
+    let stable = forwarder(target.clone()).await;
+    let mut config = agent::AgentConfig {
+        control_plane: format!("http://{stable}"),
+        node: "edge-a".into(),
+        token: Some((
+            "ops".into(),
+            edgebox_config::TokenSecret::Inline(OPERATOR.into()),
+        )),
+        base_dir: dir.path().to_path_buf(),
+        addresses: BTreeMap::new(),
+        poll_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(300),
+    };
+    config
+        .addresses
+        .insert("admin".into(), "127.0.0.1:4321".parse().unwrap());
+    let applied = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let agent = agent::spawn(config, {
+        let applied = applied.clone();
+        move |deployment, version| {
+            applied
+                .lock()
+                .unwrap()
+                .push((version, deployment.edge.shutdown_grace));
+            async { Ok(()) }
+        }
+    });
+    eventually("v1 applied", Duration::from_secs(20), || async {
+        (agent.applied_version() == Some(1)).then_some(())
+    })
+    .await;
+    let v2 = format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n");
+    assert_eq!(cp.put_config(&v2).await.1["version"], 2);
+    eventually("v2 applied", Duration::from_secs(20), || async {
+        (agent.applied_version() == Some(2)).then_some(())
+    })
+    .await;
+
+    // The control plane crashes. The node keeps what it applied and keeps trying.
+    cp.daemon.kill();
+    let before = applied.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(800)).await; // several retry rounds, deliberately
+    assert_eq!(agent.applied_version(), Some(2));
+    assert_eq!(
+        applied.lock().unwrap().len(),
+        before,
+        "nothing re-applied while away"
+    );
+
+    // It comes back (new port, persisted v2). The agent re-reports, so the new process
+    // knows the node is in sync without a new version; then follows v3.
+    cp = Cp::start_file(cp.config.clone());
+    *target.lock().unwrap() = cp.daemon.addr("api");
+    eventually(
+        "edge-a re-reported v2 to the restarted control plane",
+        Duration::from_secs(20),
+        || async {
+            let s = status_of(&cp, "edge-a").await;
+            (s["version"] == 2 && s["in_sync"] == true).then_some(())
+        },
+    )
+    .await;
+    let v3 = format!("{v1}\n[edge]\nshutdown_grace = \"4s\"\n");
+    assert_eq!(cp.put_config(&v3).await.1["version"], 3);
+    eventually(
+        "v3 applied after the restart",
+        Duration::from_secs(20),
+        || async { (agent.applied_version() == Some(3)).then_some(()) },
+    )
+    .await;
+    let versions: Vec<u64> = applied.lock().unwrap().iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(applied.lock().unwrap()[2].1, Duration::from_secs(4));
+    // The reported address survives too.
+    let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None, None).await;
+    let edge = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "edge-a")
+        .unwrap()
+        .clone();
+    assert!(
+        edge["listeners"].to_string().contains("127.0.0.1:4321"),
+        "{edge}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_follow_the_config() {
+    let dir = TestDir::new();
+    let cp = Cp::start(&dir, &deployment(&[], None, ""));
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let rotated = "rotated-operator-secret-0123";
+    let v2 = v1.replace(OPERATOR, rotated);
+    assert_eq!(cp.put_config(&v2).await.0, StatusCode::OK);
+    let (status, _) = cp
+        .call(Method::GET, "/v1/config", Some(OPERATOR), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old secret is gone");
+    let (status, body) = cp
+        .call(Method::POST, "/v1/config/rollback/1", Some(rotated), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = cp
+        .call(Method::GET, "/v1/config", Some(OPERATOR), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "rolled back to the first secret");
+    // A token that cannot be resolved is a config error, and nothing changes.
+    let broken = v1.replace(
+        &format!("token = \"{SUBMITTER}\""),
+        "token_env = \"EDGEBOX_TEST_SURELY_UNSET\"",
+    );
+    let (status, body) = cp.put_config(&broken).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_config",
+    );
+    assert_eq!(
+        body["error"]["diagnostics"][0]["path"],
+        "control_plane.tokens"
+    );
+    assert_eq!(cp.get("/v1/config").await.1["version"], 3);
+}
