@@ -686,9 +686,24 @@ async fn rollback_and_restart_keep_every_version() {
         .collect();
     assert_eq!(versions, [1, 2, 3, 4]);
 
-    // Restart: SIGTERM exits 0; the new process prefers the persisted state.
-    let exit = cp.daemon.terminate(Duration::from_secs(10));
+    // Restart: SIGTERM exits 0 promptly even with a node's long poll open (the poll
+    // is answered 204); the new process prefers the persisted state.
+    let watch = tokio::spawn(
+        cp.http
+            .get(cp.url("/v1/config/watch?after=4&timeout_ms=60000"))
+            .bearer_auth(OPERATOR)
+            .send(),
+    );
+    eventually("the long poll is waiting", Duration::from_secs(10), || async {
+        let metrics = cp.http.get(cp.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        metrics.contains("edgebox_cp_config_watchers 1").then_some(())
+    })
+    .await;
+    let stopping = Instant::now();
+    let exit = tokio::task::block_in_place(|| cp.daemon.terminate(Duration::from_secs(10)));
     assert!(exit.success(), "{exit:?}");
+    assert!(stopping.elapsed() < Duration::from_secs(5), "took {:?}", stopping.elapsed());
+    assert_eq!(watch.await.unwrap().unwrap().status(), StatusCode::NO_CONTENT);
     cp = Cp::start_file(cp.config.clone());
     let (_, current) = cp.get("/v1/config").await;
     assert_eq!(current["version"], 4);
