@@ -52,6 +52,13 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Cancelled on SIGTERM/SIGINT so that long polls and relays end promptly.
     pub shutdown: CancellationToken,
+    /// The last node listing and when it was probed. `GET /v1/nodes` is open, so
+    /// probes are shared: concurrent callers wait for one round, and a round is reused
+    /// briefly, so callers cannot turn the control plane into a probe amplifier.
+    pub node_listing: tokio::sync::Mutex<Option<(Instant, u64, crate::wire::NodeList)>>,
+    /// Bumped whenever what the listing shows changes (reports, drains, configs);
+    /// a cached listing from an older generation is not reused.
+    pub listing_generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +140,8 @@ impl AppState {
             http,
             metrics,
             shutdown: CancellationToken::new(),
+            node_listing: tokio::sync::Mutex::new(None),
+            listing_generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -246,7 +255,14 @@ impl AppState {
         self.apply(&text, format!("rollback to {version}"), None)
     }
 
+    /// Forgets the cached node listing (something it shows changed).
+    pub fn invalidate_listing(&self) {
+        self.listing_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn record_report(&self, node: String, report: NodeReport) {
+        self.invalidate_listing();
         self.reports
             .lock()
             .expect("reports lock")

@@ -25,6 +25,8 @@ use crate::wire::{
 /// How long a watch waits for a change by default, and at most.
 const WATCH_DEFAULT: Duration = Duration::from_secs(25);
 const WATCH_MAX: Duration = Duration::from_secs(60);
+/// Open long polls at most.
+const MAX_WATCHERS: i64 = 4096;
 
 /// The current deployment config and its version.
 #[utoipa::path(get, path = "/v1/config", tag = "config", security(("bearer" = [])),
@@ -134,7 +136,17 @@ pub async fn watch(
         .map_or(WATCH_DEFAULT, Duration::from_millis)
         .min(WATCH_MAX);
     let mut current = state.subscribe();
-    state.metrics.watchers.fetch_add(1, Ordering::Relaxed);
+    // Each waiting poll holds a connection; bound them so a misbehaving fleet (or
+    // client) cannot exhaust the control plane.
+    if state.metrics.watchers.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHERS {
+        state.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_watchers",
+            "too many config watches are open; retry later",
+        )
+        .into_response();
+    }
     let _guard = Gauge(&state.metrics.watchers);
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);

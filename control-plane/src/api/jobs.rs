@@ -31,6 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// so an abandoned socket cannot hold the relay forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Event relays open at once (each holds two sockets).
+const MAX_RELAYS: i64 = 1024;
 
 /// Submits a job to the sandbox: `{language, source, stdin?, args?, limits?, scratch?}`.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
@@ -118,6 +120,13 @@ pub async fn events(
     check_id(&id)?;
     let upgrade = upgrade
         .map_err(|rejection| ApiError::bad_request("websocket_required", rejection.body_text()))?;
+    if state.metrics.relays.load(Ordering::Relaxed) >= MAX_RELAYS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many event streams are open; retry later",
+        ));
+    }
     let addr = sandbox_addr(&state)?;
     let url = format!("ws://{addr}/v1/jobs/{id}/events");
     let config =

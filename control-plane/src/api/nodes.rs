@@ -17,12 +17,31 @@ use crate::wire::{DrainResponse, ErrorBody, Listener, NodeInfo, NodeList};
 /// is reported down rather than holding up the listing.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one round of probes answers `GET /v1/nodes`.
+const LISTING_REUSE: Duration = Duration::from_millis(500);
 
 /// Every node of the deployment with its role, region, addresses, health, config
 /// version and uptime (open: a health read). Probes run concurrently.
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
     responses((status = 200, body = NodeList)))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<NodeList> {
+    let mut cached = state.node_listing.lock().await;
+    let generation = state
+        .listing_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    if let Some((at, made_in, listing)) = cached.as_ref()
+        && at.elapsed() < LISTING_REUSE
+        && *made_in == generation
+        && listing.config_version == state.current().meta.version
+    {
+        return Json(listing.clone());
+    }
+    let listing = probe_all(&state).await;
+    *cached = Some((Instant::now(), generation, listing.clone()));
+    Json(listing)
+}
+
+async fn probe_all(state: &Arc<AppState>) -> NodeList {
     let current = state.current();
     let reports = state.reports();
     let version = current.meta.version;
@@ -104,10 +123,10 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<NodeList> {
         }
     });
     let nodes = join_all(probes).await;
-    Json(NodeList {
+    NodeList {
         config_version: current.meta.version,
         nodes,
-    })
+    }
 }
 
 /// Drains an edge: its healthz turns 503 while it finishes in-flight work.
@@ -161,6 +180,7 @@ pub async fn drain(
         ));
     }
     tracing::info!(node = %name, "drain requested");
+    state.invalidate_listing();
     Ok(Json(DrainResponse {
         node: name,
         draining: true,
