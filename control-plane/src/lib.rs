@@ -43,7 +43,10 @@ pub fn install_crypto() {
 async fn serve(deployment: Deployment, node: &str) -> anyhow::Result<()> {
     let listen = match deployment.node(node).map(|n| &n.role) {
         Some(Role::ControlPlane(cp)) => cp.listen,
-        Some(other) => anyhow::bail!("node {node} is not a control plane ({other:?})"),
+        Some(_) => anyhow::bail!(
+            "node {node} is not a control plane in {}; start it with `edgebox <its role>`",
+            deployment.source
+        ),
         None => anyhow::bail!("no node {node} in {}", deployment.source),
     };
     install_crypto();

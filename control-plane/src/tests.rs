@@ -21,4 +21,16 @@ fn every_route_is_in_the_openapi_document_and_back() {
     documented.sort();
     assert_eq!(registered, documented);
     assert!(registered.len() >= 20, "{registered:?}");
+    // OpenAPI 3.1 requires a description on every response.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    !description.is_empty(),
+                    "{method} {path} {status} has no description"
+                );
+            }
+        }
+    }
 }

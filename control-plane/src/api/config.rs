@@ -30,7 +30,7 @@ const MAX_WATCHERS: i64 = 4096;
 
 /// The current deployment config and its version.
 #[utoipa::path(get, path = "/v1/config", tag = "config", security(("bearer" = [])),
-    responses((status = 200, body = CurrentConfig), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = CurrentConfig), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody)))]
 pub async fn get_config(_: Operator, State(state): State<Arc<AppState>>) -> Json<CurrentConfig> {
     let current = state.current();
     Json(CurrentConfig {
@@ -45,8 +45,8 @@ pub async fn get_config(_: Operator, State(state): State<Arc<AppState>>) -> Json
 /// Validates a config without applying it; lists every problem.
 #[utoipa::path(post, path = "/v1/config/validate", tag = "config", security(("bearer" = [])),
     request_body = ConfigText,
-    responses((status = 200, body = Validation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Validation), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
 pub async fn validate(
     _: Operator,
     State(state): State<Arc<AppState>>,
@@ -70,8 +70,8 @@ pub async fn validate(
 /// diagnostic, and nothing changes.
 #[utoipa::path(put, path = "/v1/config", tag = "config", security(("bearer" = [])),
     request_body = PutConfig,
-    responses((status = 200, body = Applied), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Applied), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 409, description = "Conflict with the current state", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
 pub async fn put_config(
     caller: Operator,
     State(state): State<Arc<AppState>>,
@@ -84,7 +84,7 @@ pub async fn put_config(
 
 /// Every version, oldest first.
 #[utoipa::path(get, path = "/v1/config/history", tag = "config", security(("bearer" = [])),
-    responses((status = 200, body = History), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = History), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody)))]
 pub async fn history(_: Operator, State(state): State<Arc<AppState>>) -> Json<History> {
     let versions: Vec<HistoryEntry> = state.history().iter().map(HistoryEntry::from).collect();
     Json(History {
@@ -96,8 +96,8 @@ pub async fn history(_: Operator, State(state): State<Arc<AppState>>) -> Json<Hi
 /// Makes an old version's text current again, as a new version (history only grows).
 #[utoipa::path(post, path = "/v1/config/rollback/{version}", tag = "config", security(("bearer" = [])),
     params(("version" = u64, Path, description = "Version to return to")),
-    responses((status = 200, body = Applied), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Applied), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
 pub async fn rollback(
     _: Operator,
     State(state): State<Arc<AppState>>,
@@ -124,8 +124,8 @@ pub struct WatchQuery {
 /// appears, 204 when nothing changed within the timeout.
 #[utoipa::path(get, path = "/v1/config/watch", tag = "config", security(("bearer" = [])),
     params(WatchQuery),
-    responses((status = 200, body = WatchResponse), (status = 204, description = "No change within the timeout"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = WatchResponse), (status = 204, description = "No change within the timeout"),
+        (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody)))]
 pub async fn watch(
     _: Operator,
     State(state): State<Arc<AppState>>,
@@ -183,8 +183,8 @@ impl Drop for Gauge<'_> {
 /// it bound.
 #[utoipa::path(post, path = "/v1/config/status", tag = "config", security(("bearer" = [])),
     request_body = StatusReport,
-    responses((status = 204, description = "Recorded"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 204, description = "Recorded"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
 pub async fn report_status(
     _: Operator,
     State(state): State<Arc<AppState>>,
@@ -226,7 +226,7 @@ pub async fn report_status(
 
 /// Which node runs which version (open: a health read).
 #[utoipa::path(get, path = "/v1/config/status", tag = "config",
-    responses((status = 200, body = ConfigStatus)))]
+    responses((status = 200, description = "OK", body = ConfigStatus)))]
 pub async fn status(State(state): State<Arc<AppState>>) -> Json<ConfigStatus> {
     let current = state.current();
     let reports = state.reports();

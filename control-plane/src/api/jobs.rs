@@ -38,8 +38,8 @@ const MAX_RELAYS: i64 = 1024;
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body(content = Object, description = "Job as the sandbox takes it"),
     responses((status = 202, description = "Accepted: `{id, status_url, events_url}`"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
+        (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
 pub async fn submit(
     caller: Submitter,
     State(state): State<Arc<AppState>>,
@@ -53,8 +53,8 @@ pub async fn submit(
 #[utoipa::path(post, path = "/v1/run", tag = "jobs", security(("bearer" = [])),
     request_body(content = Object, description = "Job as the sandbox takes it"),
     responses((status = 200, description = "The finished job"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
+        (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
 pub async fn run(
     _: Submitter,
     State(state): State<Arc<AppState>>,
@@ -66,8 +66,8 @@ pub async fn run(
 /// A job's state, times, current line and output.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "The job"), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, description = "The job"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn get_job(
     _: Submitter,
     State(state): State<Arc<AppState>>,
@@ -87,8 +87,8 @@ pub async fn get_job(
 /// Cancels a job.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "Cancelled"), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, description = "Cancelled"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn cancel_job(
     _: Submitter,
     State(state): State<Arc<AppState>>,
@@ -109,8 +109,8 @@ pub async fn cancel_job(
 /// from the sandbox in order. Browsers may pass the token as `?access_token=`.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 101, description = "WebSocket of JSON events"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 101, description = "WebSocket of JSON events"), (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn events(
     _: Submitter,
     State(state): State<Arc<AppState>>,

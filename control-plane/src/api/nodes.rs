@@ -23,7 +23,7 @@ const LISTING_REUSE: Duration = Duration::from_millis(500);
 /// Every node of the deployment with its role, region, addresses, health, config
 /// version and uptime (open: a health read). Probes run concurrently.
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
-    responses((status = 200, body = NodeList)))]
+    responses((status = 200, description = "OK", body = NodeList)))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<NodeList> {
     let mut cached = state.node_listing.lock().await;
     let generation = state
@@ -81,9 +81,7 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
             }
             let service = AppState::health_service(node);
             let Some(addr) = state.service_addr(node, service) else {
-                info.health_error = Some(format!(
-                    "{service} listens on port 0 and the node has not reported its address"
-                ));
+                info.health_error = Some(format!("{service} on port 0, address not reported"));
                 return info;
             };
             let started = Instant::now();
@@ -132,8 +130,8 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
 /// Drains an edge: its healthz turns 503 while it finishes in-flight work.
 #[utoipa::path(post, path = "/v1/nodes/{name}/drain", tag = "nodes", security(("bearer" = [])),
     params(("name" = String, Path, description = "Edge node name")),
-    responses((status = 200, body = DrainResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = DrainResponse), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflict with the current state", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn drain(
     _: Operator,
     State(state): State<Arc<AppState>>,

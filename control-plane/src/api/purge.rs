@@ -21,9 +21,9 @@ const PURGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// included). 200 when every edge purged, 207 with the per-edge results otherwise.
 #[utoipa::path(post, path = "/v1/purge", tag = "cache", security(("bearer" = [])),
     request_body = PurgeRequest,
-    responses((status = 200, body = PurgeResponse), (status = 207, body = PurgeResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = PurgeResponse), (status = 207, description = "Some edges failed; see the per-edge results", body = PurgeResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody),
+        (status = 422, description = "Invalid body or config", body = ErrorBody)))]
 pub async fn purge(
     _: Operator,
     State(state): State<Arc<AppState>>,

@@ -21,7 +21,7 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests, bytes, cache counters and hit ratio per tier summed over edges; jobs by
 /// state from the sandbox; each node's own document; nodes that did not answer.
 #[utoipa::path(get, path = "/v1/stats", tag = "stats", security(("bearer" = [])),
-    responses((status = 200, body = StatsResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = StatsResponse), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody)))]
 pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<StatsResponse> {
     let current = state.current();
     let targets = current.deployment.nodes.iter().filter_map(|node| {
