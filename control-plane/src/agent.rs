@@ -286,3 +286,26 @@ async fn send_report(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_of_the_embedded_default_finds_the_control_plane_and_its_operator_token() {
+        let deployment = edgebox_config::parse(
+            edgebox_config::EMBEDDED_DEFAULT,
+            edgebox_config::EMBEDDED_NAME,
+            std::path::Path::new("/srv/edgebox"),
+        )
+        .unwrap();
+        let config = AgentConfig::from_deployment(&deployment, "edge-eu")
+            .unwrap()
+            .address("admin", "127.0.0.1:9180".parse().unwrap());
+        assert_eq!(config.control_plane, "http://127.0.0.1:9090");
+        let (name, secret) = config.token.unwrap();
+        assert_eq!(name, "operator");
+        assert!(matches!(secret, TokenSecret::File(path) if path.ends_with("tokens/operator")));
+        assert_eq!(config.addresses["admin"].port(), 9180);
+    }
+}

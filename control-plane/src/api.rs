@@ -163,17 +163,27 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// A span per request, and its count and time in the metrics.
+/// A span per request (with its request id, taken from `X-Request-Id` or made
+/// up, and echoed in the response), and its count and time in the metrics.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= 128)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let method = request.method().to_string();
-    let span = tracing::info_span!("request", %method, path = %request.uri().path());
-    let response = next.run(request).instrument(span.clone()).await;
+    let span = tracing::info_span!("request", %method, path = %request.uri().path(), %request_id);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.observe(&route, &method, status, elapsed);

@@ -322,6 +322,18 @@ async fn auth_matrix_and_json_errors() {
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_path");
 
+    // Request ids: echoed when given, made up otherwise.
+    let response = cp
+        .http
+        .get(cp.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let response = cp.http.get(cp.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"].len(), 36);
+
     // Still alive and counting.
     let metrics = cp
         .http
@@ -694,16 +706,37 @@ async fn rollback_and_restart_keep_every_version() {
             .bearer_auth(OPERATOR)
             .send(),
     );
-    eventually("the long poll is waiting", Duration::from_secs(10), || async {
-        let metrics = cp.http.get(cp.url("/metrics")).send().await.ok()?.text().await.ok()?;
-        metrics.contains("edgebox_cp_config_watchers 1").then_some(())
-    })
+    eventually(
+        "the long poll is waiting",
+        Duration::from_secs(10),
+        || async {
+            let metrics = cp
+                .http
+                .get(cp.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
+                .contains("edgebox_cp_config_watchers 1")
+                .then_some(())
+        },
+    )
     .await;
     let stopping = Instant::now();
     let exit = tokio::task::block_in_place(|| cp.daemon.terminate(Duration::from_secs(10)));
     assert!(exit.success(), "{exit:?}");
-    assert!(stopping.elapsed() < Duration::from_secs(5), "took {:?}", stopping.elapsed());
-    assert_eq!(watch.await.unwrap().unwrap().status(), StatusCode::NO_CONTENT);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        watch.await.unwrap().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
     cp = Cp::start_file(cp.config.clone());
     let (_, current) = cp.get("/v1/config").await;
     assert_eq!(current["version"], 4);
