@@ -5,5 +5,6 @@ mod support;
 
 mod config;
 mod edge;
+mod control_plane;
 mod origin;
 mod up;
