@@ -1,0 +1,147 @@
+//! The edge's cache storage: L1 memory (moka) → L2 disk, behind pingora-cache's `Storage`,
+//! with a purge index (URL, prefix, surrogate tag, everything) and counters.
+//!
+//! pingora-cache does the HTTP caching (freshness, Vary, revalidation, stale serving, the
+//! cache lock, ranges); this module only stores objects. Modules: [`memory`] (L1), [`disk`]
+//! (L2 file format, budget, restart), [`tiered`] (the `Storage` impl and its hit/miss
+//! handlers), [`index`] (purge selection), [`key`] (cache keys), [`metrics`].
+//!
+//! # Wiring it into the proxy (`ProxyHttp`)
+//!
+//! 1. **At start**, once per process:
+//!    ```ignore
+//!    let options = cache::CacheOptions::for_node(&deployment, &node_name, edge_node);
+//!    let storage: &'static TieredStorage = TieredStorage::open_static(&options);
+//!    let lock: &'static CacheKeyLockImpl =
+//!        Box::leak(CacheLock::new_boxed(Duration::from_secs(10)));   // pingora::cache::lock
+//!    ```
+//!    Keep `storage` in the proxy struct (the admin server needs it too). Pass no eviction
+//!    manager: both tiers evict by themselves (moka for L1, LRU by byte budget for L2).
+//! 2. **`request_cache_filter`**: for cacheable methods (GET/HEAD) when `cache.enabled`:
+//!    `session.cache.enable(storage, None, None, Some(lock), None);` and, for the bound on
+//!    stored objects, `session.cache.set_max_file_size_bytes(options.max_object_size as usize)`.
+//! 3. **`cache_key_callback`**: `Ok(cache::key::cache_key(host, path_and_query))` with the
+//!    request's `Host` (or `:authority`) and `uri.path_and_query()`. The URL purge index relies
+//!    on this format (host, then a path starting with `/`).
+//! 4. **`response_cache_filter`**: build the meta with pingora's
+//!    `pingora::cache::filters::resp_cacheable(cache_control.as_ref(), resp.clone(), authorization_present, &defaults)`
+//!    where `defaults` is a `CacheMetaDefaults` (TTL from `CacheSettings::default_ttl(path)`,
+//!    swr / sie from the config). `Surrogate-Key` tags are read from the stored response
+//!    headers automatically; strip the header from client responses in `response_filter` if
+//!    wanted (the stored copy keeps it, which is what the index and restarts read).
+//! 5. **`cache_vary_filter`**: `VarianceBuilder` over the response's `Vary` header names
+//!    (Accept-Encoding included); all variants of a URL are purged together by this module.
+//! 6. **`cache_hit_filter(session, meta, hit_handler, is_fresh, ctx)`**: record the tier for
+//!    `X-Cache-Tier`: `ctx.tier = cache::tier_of(hit_handler)` (`Tier::as_str()` gives `l1`/`l2`);
+//!    a miss served from the parent edge or origin is `parent`/`origin`, decided by the proxy.
+//!    `X-Cache` comes from `session.cache.phase()` in `response_filter` (Hit → HIT, Miss → MISS,
+//!    Stale/StaleUpdating → STALE, Revalidated → REVALIDATED, Expired → EXPIRED, disabled → BYPASS),
+//!    `Age` from `meta.age()` on hits.
+//! 7. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
+//!    [`PurgeRequest::from_fields`] and answer `{"purged": storage.purge(&request).await}`.
+//! 8. **Stats**: `storage.snapshot()` is the `cache` object of `/stats` (serde), and
+//!    `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//!
+//! Failure behaviour: an unusable cache directory at start disables L2 (logged once, memory
+//! caching goes on); a failed disk write (full disk...) is logged once, counted, and the object
+//! is served uncached on disk; a damaged entry is detected on read, deleted, counted, and
+//! treated as a miss. Keys are stored by 128-bit hash, so a huge URL costs nothing extra.
+
+pub mod disk;
+pub mod index;
+pub mod key;
+pub mod memory;
+pub mod metrics;
+pub mod tiered;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use metrics::CacheStats;
+pub use tiered::{tier_of, TieredHit, TieredStorage};
+
+/// A storage tier, as reported in `X-Cache-Tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    L1,
+    L2,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::L1 => "l1",
+            Tier::L2 => "l2",
+        }
+    }
+}
+
+/// What to build the tiers with.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// L1 byte capacity (0 = no memory tier).
+    pub l1_capacity: u64,
+    /// Largest object (meta + body) admitted to L1.
+    pub l1_max_object: u64,
+    /// Where L2 lives; `None` = no disk tier.
+    pub l2_dir: Option<PathBuf>,
+    /// L2 byte budget (0 = no disk tier).
+    pub l2_capacity: u64,
+    /// Largest object kept on disk.
+    pub max_object_size: u64,
+}
+
+impl CacheOptions {
+    /// Options for edge `node` of `deployment`: L2 under `<node data dir>/cache/`.
+    ///
+    /// L1's per-object cap is an eighth of L1 (at most the configured max object size), so one
+    /// object can never flush more than a small part of the memory tier.
+    pub fn for_node(deployment: &edgebox_config::Deployment, node: &str, edge: &edgebox_config::model::EdgeNode) -> Self {
+        let settings = &deployment.cache;
+        Self {
+            l1_capacity: edge.l1_capacity,
+            l1_max_object: (edge.l1_capacity / 8).min(settings.max_object_size),
+            l2_dir: Some(deployment.node_data_dir(node).join("cache")),
+            l2_capacity: edge.l2_capacity,
+            max_object_size: settings.max_object_size,
+        }
+    }
+}
+
+/// What an admin purge selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeRequest {
+    /// Every variant of this URL (`/path?query`, or absolute: its path is used).
+    Url(String),
+    /// Every object whose URL starts with this.
+    Prefix(String),
+    /// Every object whose `Surrogate-Key` named this tag.
+    Tag(String),
+    All,
+}
+
+impl PurgeRequest {
+    /// From the admin body's fields (`{"url"}` | `{"prefix"}` | `{"tag"}` | `{"all": true}`);
+    /// exactly one must be given. The error is a message for a 400/422 JSON body.
+    pub fn from_fields(url: Option<String>, prefix: Option<String>, tag: Option<String>, all: Option<bool>) -> Result<Self, &'static str> {
+        match (url, prefix, tag, all.unwrap_or(false)) {
+            (Some(url), None, None, false) if !url.is_empty() => Ok(Self::Url(url)),
+            (None, Some(prefix), None, false) if !prefix.is_empty() => Ok(Self::Prefix(prefix)),
+            (None, None, Some(tag), false) if !tag.is_empty() => Ok(Self::Tag(tag)),
+            (None, None, None, true) => Ok(Self::All),
+            _ => Err("give exactly one of a non-empty \"url\", \"prefix\" or \"tag\", or \"all\": true"),
+        }
+    }
+}
+
+/// State the tiers share: counters and the purge index.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) index: index::PurgeIndex,
+}
