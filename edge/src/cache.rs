@@ -9,7 +9,7 @@
 //! # Wiring it into the proxy (`ProxyHttp`)
 //!
 //! 1. **At start**, once per process:
-//!    ```ignore
+//!    ```text
 //!    let options = cache::CacheOptions::for_node(&deployment, &node_name, edge_node);
 //!    let storage: &'static TieredStorage = TieredStorage::open_static(&options);
 //!    let lock: &'static CacheKeyLockImpl =
@@ -38,7 +38,7 @@
 //!    Stale/StaleUpdating → STALE, Revalidated → REVALIDATED, Expired → EXPIRED, disabled → BYPASS),
 //!    `Age` from `meta.age()` on hits.
 //! 7. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
-//!    [`PurgeRequest::from_fields`] and answer `{"purged": storage.purge(&request).await}`.
+//!    [`PurgeRequest::from_fields`] and answer `{"purged": storage.purge_by(&request).await}`.
 //! 8. **Stats**: `storage.snapshot()` is the `cache` object of `/stats` (serde), and
 //!    `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
 //!
@@ -62,7 +62,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use metrics::CacheStats;
-pub use tiered::{tier_of, TieredHit, TieredStorage};
+pub use tiered::{TieredHit, TieredStorage, tier_of};
 
 /// A storage tier, as reported in `X-Cache-Tier`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,7 +101,11 @@ impl CacheOptions {
     ///
     /// L1's per-object cap is an eighth of L1 (at most the configured max object size), so one
     /// object can never flush more than a small part of the memory tier.
-    pub fn for_node(deployment: &edgebox_config::Deployment, node: &str, edge: &edgebox_config::model::EdgeNode) -> Self {
+    pub fn for_node(
+        deployment: &edgebox_config::Deployment,
+        node: &str,
+        edge: &edgebox_config::model::EdgeNode,
+    ) -> Self {
         let settings = &deployment.cache;
         Self {
             l1_capacity: edge.l1_capacity,
@@ -128,13 +132,20 @@ pub enum PurgeRequest {
 impl PurgeRequest {
     /// From the admin body's fields (`{"url"}` | `{"prefix"}` | `{"tag"}` | `{"all": true}`);
     /// exactly one must be given. The error is a message for a 400/422 JSON body.
-    pub fn from_fields(url: Option<String>, prefix: Option<String>, tag: Option<String>, all: Option<bool>) -> Result<Self, &'static str> {
+    pub fn from_fields(
+        url: Option<String>,
+        prefix: Option<String>,
+        tag: Option<String>,
+        all: Option<bool>,
+    ) -> Result<Self, &'static str> {
         match (url, prefix, tag, all.unwrap_or(false)) {
             (Some(url), None, None, false) if !url.is_empty() => Ok(Self::Url(url)),
             (None, Some(prefix), None, false) if !prefix.is_empty() => Ok(Self::Prefix(prefix)),
             (None, None, Some(tag), false) if !tag.is_empty() => Ok(Self::Tag(tag)),
             (None, None, None, true) => Ok(Self::All),
-            _ => Err("give exactly one of a non-empty \"url\", \"prefix\" or \"tag\", or \"all\": true"),
+            _ => Err(
+                "give exactly one of a non-empty \"url\", \"prefix\" or \"tag\", or \"all\": true",
+            ),
         }
     }
 }

@@ -181,13 +181,15 @@ impl ChunkedBody {
         let start = index * self.chunk_size;
         let len = self.chunk_size.min(self.body_len - start) as usize;
         let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, self.body_offset + start).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                DiskError::Corrupt("truncated body")
-            } else {
-                DiskError::Io(e)
-            }
-        })?;
+        self.file
+            .read_exact_at(&mut buf, self.body_offset + start)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    DiskError::Corrupt("truncated body")
+                } else {
+                    DiskError::Io(e)
+                }
+            })?;
         if crc32fast::hash(&buf) != self.crcs[index as usize] {
             return Err(DiskError::Corrupt("body chunk checksum mismatch"));
         }
@@ -223,7 +225,13 @@ impl State {
     fn insert(&mut self, key: HashBinary, size: u64) {
         self.remove(&key);
         self.clock += 1;
-        self.entries.insert(key, Slot { size, tick: self.clock });
+        self.entries.insert(
+            key,
+            Slot {
+                size,
+                tick: self.clock,
+            },
+        );
         self.lru.insert(self.clock, key);
         self.bytes += size;
     }
@@ -243,7 +251,9 @@ impl State {
     fn evict_to(&mut self, budget: u64) -> Vec<HashBinary> {
         let mut victims = Vec::new();
         while self.bytes > budget {
-            let Some((_, key)) = self.lru.pop_first() else { break };
+            let Some((_, key)) = self.lru.pop_first() else {
+                break;
+            };
             if let Some(slot) = self.entries.remove(&key) {
                 self.bytes -= slot.size;
             }
@@ -316,12 +326,17 @@ impl DiskTier {
                     stale_temps += 1;
                     continue;
                 }
-                let Some(key) = name.strip_suffix(".ent").and_then(pingora::cache::key::str2hex) else {
+                let Some(key) = name
+                    .strip_suffix(".ent")
+                    .and_then(pingora::cache::key::str2hex)
+                else {
                     continue;
                 };
                 match read_prefix(&path, &key) {
                     Ok((header, url, meta, _file)) => {
-                        let used = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                        let used = fs::metadata(&path)
+                            .and_then(|m| m.modified())
+                            .unwrap_or(SystemTime::UNIX_EPOCH);
                         found.push((used, header.total_len(), Rebuilt { key, url, meta }));
                     }
                     Err(e) => {
@@ -348,7 +363,11 @@ impl DiskTier {
         }
         let victims: std::collections::HashSet<_> = victims.into_iter().collect();
         info!(dir = %self.root.display(), objects, bytes, stale_temps, damaged, evicted = victims.len(), "disk cache index rebuilt");
-        Ok(found.into_iter().map(|(_, _, e)| e).filter(|e| !victims.contains(&e.key)).collect())
+        Ok(found
+            .into_iter()
+            .map(|(_, _, e)| e)
+            .filter(|e| !victims.contains(&e.key))
+            .collect())
     }
 
     fn path_of(&self, key: &HashBinary) -> PathBuf {
@@ -433,7 +452,8 @@ impl DiskTier {
         }
         let temp = self.temp_path(&key);
         let path = self.path_of(&key);
-        let result = tokio::task::spawn_blocking(move || rewrite_meta(&path, &temp, &key, &meta)).await;
+        let result =
+            tokio::task::spawn_blocking(move || rewrite_meta(&path, &temp, &key, &meta)).await;
         match result {
             Ok(Ok(size)) => {
                 let mut state = self.state.lock().unwrap();
@@ -457,7 +477,9 @@ impl DiskTier {
     fn temp_path(&self, key: &HashBinary) -> PathBuf {
         let hex = hex(key);
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        self.root.join(&hex[..2]).join(format!("{hex}.{}.{n}.tmp", std::process::id()))
+        self.root
+            .join(&hex[..2])
+            .join(format!("{hex}.{}.{n}.tmp", std::process::id()))
     }
 
     /// Log a failed write: at warn level the first time, then at debug; always counted.
@@ -471,7 +493,12 @@ impl DiskTier {
     }
 
     /// Start writing `key`. Nothing is visible to readers until [`DiskWriter::commit`].
-    pub async fn writer(&'static self, key: HashBinary, url: String, meta: (Vec<u8>, Vec<u8>)) -> Option<DiskWriter> {
+    pub async fn writer(
+        &'static self,
+        key: HashBinary,
+        url: String,
+        meta: (Vec<u8>, Vec<u8>),
+    ) -> Option<DiskWriter> {
         if meta.0.len() > MAX_META_BYTES || meta.1.len() > MAX_META_BYTES {
             return None;
         }
@@ -496,7 +523,10 @@ impl DiskTier {
                 if let Some(dir) = temp.parent() {
                     fs::create_dir_all(dir)?;
                 }
-                let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&temp)?;
                 // Placeholder header (zero checksum, never valid): rewritten at commit.
                 file.write_all(&header.encode())?;
                 file.write_all(&prefix_)?;
@@ -551,7 +581,10 @@ impl DiskWriter {
     /// which deletes the temp file.
     pub async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
         if self.len() + data.len() as u64 > self.tier.max_object {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "object exceeds the disk cache's per-object limit"));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "object exceeds the disk cache's per-object limit",
+            ));
         }
         while !data.is_empty() {
             let room = CHUNK_SIZE - self.pending.len();
@@ -572,7 +605,10 @@ impl DiskWriter {
         self.crcs.push(crc32fast::hash(&chunk));
         let offset = HEADER_LEN as u64 + self.prefix.len() as u64 + self.written;
         self.written += chunk.len() as u64;
-        let file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("writer already failed"))?;
         let (file, result) = tokio::task::spawn_blocking(move || {
             let result = file.write_all_at(&chunk, offset);
             (file, result)
@@ -592,7 +628,10 @@ impl DiskWriter {
         let table: Vec<u8> = self.crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
         header.crc = header_crc(&header.encode(), &self.prefix, &table);
         let size = header.total_len();
-        let file = self.file.take().ok_or_else(|| io::Error::other("writer already failed"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("writer already failed"))?;
         let temp = self.temp.clone();
         let tier = self.tier;
         let key = header.key;
@@ -636,17 +675,23 @@ impl Drop for DiskWriter {
 
 /// Read and check an entry's header, URL, meta and chunk table (not the body).
 #[allow(clippy::type_complexity)]
-fn read_prefix(path: &Path, key: &HashBinary) -> Result<(Header, String, (Vec<u8>, Vec<u8>), (File, Vec<u32>)), DiskError> {
+fn read_prefix(
+    path: &Path,
+    key: &HashBinary,
+) -> Result<(Header, String, (Vec<u8>, Vec<u8>), (File, Vec<u32>)), DiskError> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut raw = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut raw, 0).map_err(|_| DiskError::Corrupt("truncated header"))?;
+    file.read_exact_at(&mut raw, 0)
+        .map_err(|_| DiskError::Corrupt("truncated header"))?;
     let header = Header::decode(&raw)?;
     if &header.key != key {
         return Err(DiskError::Corrupt("key mismatch"));
     }
     if file_len != header.total_len() {
-        return Err(DiskError::Corrupt("file length does not match its header (truncated?)"));
+        return Err(DiskError::Corrupt(
+            "file length does not match its header (truncated?)",
+        ));
     }
     let mut prefix = vec![0u8; header.prefix_len() as usize];
     file.read_exact_at(&mut prefix, HEADER_LEN as u64)?;
@@ -655,7 +700,10 @@ fn read_prefix(path: &Path, key: &HashBinary) -> Result<(Header, String, (Vec<u8
     if header_crc(&raw, &prefix, &table) != header.crc {
         return Err(DiskError::Corrupt("header checksum mismatch"));
     }
-    let crcs = table.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let crcs = table
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let meta_header = prefix.split_off((header.url_len + header.meta_internal_len) as usize);
     let meta_internal = prefix.split_off(header.url_len as usize);
     let url = String::from_utf8_lossy(&prefix).into_owned();
@@ -687,7 +735,12 @@ fn open_entry(path: &Path, key: &HashBinary) -> Result<DiskObject, DiskError> {
 
 /// Copy entry `path` into `temp` with a new meta, verifying the body while copying, then
 /// rename it over `path`. Returns the new file size.
-fn rewrite_meta(path: &Path, temp: &Path, key: &HashBinary, meta: &(Vec<u8>, Vec<u8>)) -> Result<u64, DiskError> {
+fn rewrite_meta(
+    path: &Path,
+    temp: &Path,
+    key: &HashBinary,
+    meta: &(Vec<u8>, Vec<u8>),
+) -> Result<u64, DiskError> {
     let (old, url, _, (file, crcs)) = read_prefix(path, key)?;
     let body = ChunkedBody {
         file: Arc::new(file),
@@ -710,7 +763,8 @@ fn rewrite_meta(path: &Path, temp: &Path, key: &HashBinary, meta: &(Vec<u8>, Vec
     };
     header.crc = header_crc(&header.encode(), &prefix, &table);
     let result = (|| -> Result<(), DiskError> {
-        let mut out = io::BufWriter::new(OpenOptions::new().write(true).create_new(true).open(temp)?);
+        let mut out =
+            io::BufWriter::new(OpenOptions::new().write(true).create_new(true).open(temp)?);
         out.write_all(&header.encode())?;
         out.write_all(&prefix)?;
         for index in 0..old.chunks() {

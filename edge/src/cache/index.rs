@@ -22,7 +22,11 @@ pub fn tags_from_headers(headers: &pingora::http::ResponseHeader) -> Vec<String>
     let mut tags = Vec::new();
     for value in headers.headers.get_all("surrogate-key") {
         let Ok(text) = value.to_str() else { continue };
-        for tag in text.split([' ', ',']).map(str::trim).filter(|t| !t.is_empty()) {
+        for tag in text
+            .split([' ', ','])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             if tags.len() == MAX_TAGS {
                 return tags;
             }
@@ -72,7 +76,11 @@ impl PurgeIndex {
             unlink(&mut inner.by_url, &record.url, &key);
             record.url = url.to_owned();
         }
-        inner.by_url.entry(record.url.clone()).or_default().insert(key);
+        inner
+            .by_url
+            .entry(record.url.clone())
+            .or_default()
+            .insert(key);
         for old in &record.tags {
             unlink(&mut inner.by_tag, old, &key);
         }
@@ -85,7 +93,9 @@ impl PurgeIndex {
     /// Note that `tier` no longer holds `key`; the record goes when no tier does.
     pub fn forget(&self, key: &HashBinary, tier: Tier) {
         let mut inner = self.inner.lock().unwrap();
-        let Some(record) = inner.records.get_mut(key) else { return };
+        let Some(record) = inner.records.get_mut(key) else {
+            return;
+        };
         match tier {
             Tier::L1 => record.in_l1 = false,
             Tier::L2 => record.in_l2 = false,
@@ -104,7 +114,11 @@ impl PurgeIndex {
     /// The objects whose URL is exactly `url` (all their variants).
     pub fn by_url(&self, url: &str) -> Vec<HashBinary> {
         let inner = self.inner.lock().unwrap();
-        inner.by_url.get(url).map(|set| set.iter().copied().collect()).unwrap_or_default()
+        inner
+            .by_url
+            .get(url)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The objects whose URL starts with `prefix`.
@@ -113,7 +127,10 @@ impl PurgeIndex {
         // URLs sharing a prefix are contiguous in the ordered map, from the prefix itself on.
         inner
             .by_url
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(url, _)| url.starts_with(prefix))
             .flat_map(|(_, set)| set.iter().copied())
             .collect()
@@ -122,7 +139,11 @@ impl PurgeIndex {
     /// The objects tagged `tag`.
     pub fn by_tag(&self, tag: &str) -> Vec<HashBinary> {
         let inner = self.inner.lock().unwrap();
-        inner.by_tag.get(tag).map(|set| set.iter().copied().collect()).unwrap_or_default()
+        inner
+            .by_tag
+            .get(tag)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Every indexed object.

@@ -41,7 +41,9 @@ impl MemoryTier {
         let cache = moka::sync::Cache::builder()
             .max_capacity(capacity)
             // Entries are capped at `max_object` (< 4 GiB), so the weight fits in u32.
-            .weigher(|_key, entry: &Arc<MemEntry>| u32::try_from(entry.weight()).unwrap_or(u32::MAX))
+            .weigher(|_key, entry: &Arc<MemEntry>| {
+                u32::try_from(entry.weight()).unwrap_or(u32::MAX)
+            })
             .eviction_listener(move |key: Arc<HashBinary>, _entry, cause| match cause {
                 // A replacement keeps the key in L1; anything else means L1 no longer has it.
                 RemovalCause::Replaced => {}
@@ -52,7 +54,11 @@ impl MemoryTier {
                 RemovalCause::Explicit => shared.index.forget(&key, Tier::L1),
             })
             .build();
-        Self { cache, capacity, max_object: max_object.min(u32::MAX as u64 / 2) }
+        Self {
+            cache,
+            capacity,
+            max_object: max_object.min(u32::MAX as u64 / 2),
+        }
     }
 
     /// Whether an object of `size` bytes (meta + body) may enter L1 at all.
@@ -91,7 +97,11 @@ impl MemoryTier {
     /// (objects, bytes, capacity), after applying pending admissions and evictions.
     pub fn usage(&self) -> (u64, u64, u64) {
         self.cache.run_pending_tasks();
-        (self.cache.entry_count(), self.cache.weighted_size(), self.capacity)
+        (
+            self.cache.entry_count(),
+            self.cache.weighted_size(),
+            self.capacity,
+        )
     }
 
     /// Apply pending admissions and evictions now (moka does them in batches).

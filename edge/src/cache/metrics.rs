@@ -66,7 +66,12 @@ pub struct CacheStats {
 }
 
 impl Metrics {
-    pub(crate) fn snapshot(&self, l1: (u64, u64, u64), l2: (u64, u64, u64), l2_enabled: bool) -> CacheStats {
+    pub(crate) fn snapshot(
+        &self,
+        l1: (u64, u64, u64),
+        l2: (u64, u64, u64),
+        l2_enabled: bool,
+    ) -> CacheStats {
         let get = |c: &AtomicU64| c.load(Relaxed);
         CacheStats {
             l1: TierStats {
@@ -114,19 +119,84 @@ impl CacheStats {
             }
         };
         let (l1, l2) = (&self.l1, &self.l2);
-        family("edgebox_cache_hits_total", "counter", "Cache hits per tier.", &[("l1", l1.hits), ("l2", l2.hits)]);
-        family("edgebox_cache_tier_misses_total", "counter", "Lookups a tier could not answer.", &[("l1", l1.misses), ("l2", l2.misses)]);
-        family("edgebox_cache_misses_total", "counter", "Lookups no tier could answer.", &[("", self.misses)]);
-        family("edgebox_cache_served_bytes_total", "counter", "Body bytes served from each tier.", &[("l1", l1.bytes_served), ("l2", l2.bytes_served)]);
-        family("edgebox_cache_objects", "gauge", "Objects held per tier.", &[("l1", l1.objects), ("l2", l2.objects)]);
-        family("edgebox_cache_bytes", "gauge", "Bytes held per tier.", &[("l1", l1.bytes), ("l2", l2.bytes)]);
-        family("edgebox_cache_capacity_bytes", "gauge", "Byte capacity per tier.", &[("l1", l1.capacity), ("l2", l2.capacity)]);
-        family("edgebox_cache_evictions_total", "counter", "Objects evicted for space per tier.", &[("l1", l1.evictions), ("l2", l2.evictions)]);
-        family("edgebox_cache_promotions_total", "counter", "L2 hits copied into L1.", &[("", self.promotions)]);
-        family("edgebox_cache_corrupt_entries_total", "counter", "Damaged disk entries detected and deleted.", &[("", self.corrupt_entries)]);
-        family("edgebox_cache_l2_write_errors_total", "counter", "Disk writes that failed.", &[("", self.l2_write_errors)]);
-        family("edgebox_cache_stored_total", "counter", "Objects stored on a miss.", &[("", self.stored)]);
-        family("edgebox_cache_purged_total", "counter", "Objects removed by purge.", &[("", self.purged)]);
+        family(
+            "edgebox_cache_hits_total",
+            "counter",
+            "Cache hits per tier.",
+            &[("l1", l1.hits), ("l2", l2.hits)],
+        );
+        family(
+            "edgebox_cache_tier_misses_total",
+            "counter",
+            "Lookups a tier could not answer.",
+            &[("l1", l1.misses), ("l2", l2.misses)],
+        );
+        family(
+            "edgebox_cache_misses_total",
+            "counter",
+            "Lookups no tier could answer.",
+            &[("", self.misses)],
+        );
+        family(
+            "edgebox_cache_served_bytes_total",
+            "counter",
+            "Body bytes served from each tier.",
+            &[("l1", l1.bytes_served), ("l2", l2.bytes_served)],
+        );
+        family(
+            "edgebox_cache_objects",
+            "gauge",
+            "Objects held per tier.",
+            &[("l1", l1.objects), ("l2", l2.objects)],
+        );
+        family(
+            "edgebox_cache_bytes",
+            "gauge",
+            "Bytes held per tier.",
+            &[("l1", l1.bytes), ("l2", l2.bytes)],
+        );
+        family(
+            "edgebox_cache_capacity_bytes",
+            "gauge",
+            "Byte capacity per tier.",
+            &[("l1", l1.capacity), ("l2", l2.capacity)],
+        );
+        family(
+            "edgebox_cache_evictions_total",
+            "counter",
+            "Objects evicted for space per tier.",
+            &[("l1", l1.evictions), ("l2", l2.evictions)],
+        );
+        family(
+            "edgebox_cache_promotions_total",
+            "counter",
+            "L2 hits copied into L1.",
+            &[("", self.promotions)],
+        );
+        family(
+            "edgebox_cache_corrupt_entries_total",
+            "counter",
+            "Damaged disk entries detected and deleted.",
+            &[("", self.corrupt_entries)],
+        );
+        family(
+            "edgebox_cache_l2_write_errors_total",
+            "counter",
+            "Disk writes that failed.",
+            &[("", self.l2_write_errors)],
+        );
+        family(
+            "edgebox_cache_stored_total",
+            "counter",
+            "Objects stored on a miss.",
+            &[("", self.stored)],
+        );
+        family(
+            "edgebox_cache_purged_total",
+            "counter",
+            "Objects removed by purge.",
+            &[("", self.purged)],
+        );
         out
     }
 }

@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use pingora::cache::eviction::CacheEntryKey;
 use pingora::cache::key::{CacheHashKey, HashBinary};
 use pingora::cache::storage::{
-    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType,
 };
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta, Storage};
@@ -23,8 +24,8 @@ use tracing::{debug, warn};
 use super::disk::{self, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
 use super::index::tags_from_headers;
 use super::memory::{MemEntry, MemoryTier};
-use super::metrics::{add, bump, CacheStats};
-use super::{key, CacheOptions, PurgeRequest, Shared, Tier};
+use super::metrics::{CacheStats, add, bump};
+use super::{CacheOptions, PurgeRequest, Shared, Tier, key};
 
 /// The edge's cache storage. Build one per process with [`TieredStorage::open`] and leak it
 /// (pingora wants `&'static dyn Storage`).
@@ -42,12 +43,20 @@ impl TieredStorage {
         let l1 = MemoryTier::new(options.l1_capacity, options.l1_max_object, shared.clone());
         let l2 = match &options.l2_dir {
             Some(dir) if options.l2_capacity > 0 => {
-                match DiskTier::open(dir, options.l2_capacity, options.max_object_size, shared.clone()) {
+                match DiskTier::open(
+                    dir,
+                    options.l2_capacity,
+                    options.max_object_size,
+                    shared.clone(),
+                ) {
                     Ok((tier, rebuilt)) => {
                         for entry in rebuilt {
-                            let tags = pingora::cache::CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)
-                                .map(|meta| tags_from_headers(meta.response_header()))
-                                .unwrap_or_default();
+                            let tags = pingora::cache::CacheMeta::deserialize(
+                                &entry.meta.0,
+                                &entry.meta.1,
+                            )
+                            .map(|meta| tags_from_headers(meta.response_header()))
+                            .unwrap_or_default();
                             shared.index.record(entry.key, &entry.url, &tags, Tier::L2);
                         }
                         Some(tier)
@@ -71,7 +80,9 @@ impl TieredStorage {
     /// Counters and occupancy for `/stats` and `/metrics`.
     pub fn snapshot(&self) -> CacheStats {
         let l2 = self.l2.as_ref().map_or((0, 0, 0), DiskTier::usage);
-        self.shared.metrics.snapshot(self.l1.usage(), l2, self.l2.is_some())
+        self.shared
+            .metrics
+            .snapshot(self.l1.usage(), l2, self.l2.is_some())
     }
 
     /// Whether the disk tier is in use.
@@ -106,7 +117,7 @@ impl TieredStorage {
 
     /// Purge objects selected by URL (all variants), path prefix, surrogate tag or everything.
     /// Returns how many stored objects (variants count separately) were removed.
-    pub async fn purge(&'static self, request: &PurgeRequest) -> usize {
+    pub async fn purge_by(&'static self, request: &PurgeRequest) -> usize {
         let index = &self.shared.index;
         let keys = match request {
             PurgeRequest::Url(url) => index.by_url(&key::purge_url(url)),
@@ -130,19 +141,30 @@ impl TieredStorage {
     }
 
     fn hit(&'static self, tier: Tier, body: HitBody) -> HitHandler {
-        Box::new(TieredHit { tier, body, storage: self })
+        Box::new(TieredHit {
+            tier,
+            body,
+            storage: self,
+        })
     }
 }
 
 #[async_trait]
 impl Storage for TieredStorage {
-    async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
         let metrics = &self.shared.metrics;
         if let Some(entry) = self.l1.get(&hash) {
             let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
             bump(&metrics.l1_hits);
-            return Ok(Some((meta, self.hit(Tier::L1, HitBody::memory(entry.body.clone())))));
+            return Ok(Some((
+                meta,
+                self.hit(Tier::L1, HitBody::memory(entry.body.clone())),
+            )));
         }
         bump(&metrics.l1_misses);
         let Some(disk) = &self.l2 else {
@@ -159,7 +181,8 @@ impl Storage for TieredStorage {
             Err(_) => {
                 // Checksums passed but pingora cannot read the meta (e.g. written by another
                 // pingora version): unusable, so it goes like a damaged entry.
-                disk.discard_corrupt(&hash, &DiskError::Corrupt("unreadable cache meta")).await;
+                disk.discard_corrupt(&hash, &DiskError::Corrupt("unreadable cache meta"))
+                    .await;
                 bump(&metrics.l2_misses);
                 bump(&metrics.misses);
                 return Ok(None);
@@ -171,7 +194,10 @@ impl Storage for TieredStorage {
                 let size = (object.meta.0.len() + object.meta.1.len() + body.len()) as u64;
                 if self.l1.fits(size) {
                     let tags = tags_from_headers(meta.response_header());
-                    let entry = Arc::new(MemEntry { meta: object.meta, body: body.clone() });
+                    let entry = Arc::new(MemEntry {
+                        meta: object.meta,
+                        body: body.clone(),
+                    });
                     if self.l1.insert(hash, entry) {
                         self.shared.index.record(hash, &object.url, &tags, Tier::L1);
                         bump(&metrics.promotions);
@@ -179,12 +205,21 @@ impl Storage for TieredStorage {
                 }
                 HitBody::memory(body)
             }
-            DiskBody::Chunked(body) => HitBody::Disk { end: body.body_len, body, pos: 0 },
+            DiskBody::Chunked(body) => HitBody::Disk {
+                end: body.body_len,
+                body,
+                pos: 0,
+            },
         };
         Ok(Some((meta, self.hit(Tier::L2, body))))
     }
 
-    async fn get_miss_handler(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<MissHandler> {
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
         let hash = key.combined_bin();
         let url = key::url_of_primary(key.primary_key());
         let tags = tags_from_headers(meta.response_header());
@@ -195,26 +230,53 @@ impl Storage for TieredStorage {
             Some(disk) => disk.writer(hash, url.clone(), serialized.clone()).await,
             None => None,
         };
-        Ok(Box::new(TieredMiss { storage: self, hash, url, tags, meta: serialized, meta_len, l1_body, disk, size: 0 }))
+        Ok(Box::new(TieredMiss {
+            storage: self,
+            hash,
+            url,
+            tags,
+            meta: serialized,
+            meta_len,
+            l1_body,
+            disk,
+            size: 0,
+        }))
     }
 
-    async fn purge(&'static self, target: PurgeTarget<'_>, _purge_type: PurgeType, _trace: &SpanHandle) -> Result<PurgeOutcome> {
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
         // We assign no entry IDs, so an identified target cannot be one of ours.
         if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
             return Ok(PurgeOutcome::NotFound);
         }
         let hash = target.key().combined_bin();
-        Ok(if self.remove(&hash).await { PurgeOutcome::Purged(None) } else { PurgeOutcome::NotFound })
+        Ok(if self.remove(&hash).await {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
     }
 
-    async fn update_meta(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<bool> {
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
         let hash = key.combined_bin();
         let serialized = meta.serialize()?;
         let tags = tags_from_headers(meta.response_header());
         let url = key::url_of_primary(key.primary_key());
         let mut updated = false;
         if let Some(old) = self.l1.get(&hash) {
-            let entry = Arc::new(MemEntry { meta: serialized.clone(), body: old.body.clone() });
+            let entry = Arc::new(MemEntry {
+                meta: serialized.clone(),
+                body: old.body.clone(),
+            });
             if self.l1.insert(hash, entry) {
                 self.shared.index.record(hash, &url, &tags, Tier::L1);
                 updated = true;
@@ -222,11 +284,11 @@ impl Storage for TieredStorage {
                 self.l1.remove(&hash);
             }
         }
-        if let Some(disk) = &self.l2 {
-            if disk.update_meta(hash, serialized).await {
-                self.shared.index.record(hash, &url, &tags, Tier::L2);
-                updated = true;
-            }
+        if let Some(disk) = &self.l2
+            && disk.update_meta(hash, serialized).await
+        {
+            self.shared.index.record(hash, &url, &tags, Tier::L2);
+            updated = true;
         }
         Ok(updated)
     }
@@ -251,15 +313,29 @@ pub struct TieredHit {
 enum HitBody {
     /// The whole body in memory (an L1 hit, or a small verified L2 hit); `start..end` is what
     /// is left to send.
-    Memory { body: Bytes, start: usize, end: usize, done: bool },
+    Memory {
+        body: Bytes,
+        start: usize,
+        end: usize,
+        done: bool,
+    },
     /// A large L2 body read chunk by chunk; `pos..end` is what is left to send.
-    Disk { body: ChunkedBody, pos: u64, end: u64 },
+    Disk {
+        body: ChunkedBody,
+        pos: u64,
+        end: u64,
+    },
 }
 
 impl HitBody {
     fn memory(body: Bytes) -> Self {
         let end = body.len();
-        HitBody::Memory { body, start: 0, end, done: false }
+        HitBody::Memory {
+            body,
+            start: 0,
+            end,
+            done: false,
+        }
     }
 }
 
@@ -282,7 +358,12 @@ impl TieredHit {
 impl HandleHit for TieredHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         let chunk = match &mut self.body {
-            HitBody::Memory { body, start, end, done } => {
+            HitBody::Memory {
+                body,
+                start,
+                end,
+                done,
+            } => {
                 if *done || *start >= *end {
                     *done = true;
                     return Ok(None);
@@ -305,7 +386,10 @@ impl HandleHit for TieredHit {
                         if let (DiskError::Corrupt(_), Some(disk)) = (&error, &self.storage.l2) {
                             disk.discard_corrupt(body.key(), &error).await;
                         }
-                        return Error::e_explain(ErrorType::InternalError, format!("disk cache read: {error}"));
+                        return Error::e_explain(
+                            ErrorType::InternalError,
+                            format!("disk cache read: {error}"),
+                        );
                     }
                 };
                 let offset = (*pos - index * body.chunk_size()) as usize;
@@ -318,7 +402,12 @@ impl HandleHit for TieredHit {
         Ok(Some(chunk))
     }
 
-    async fn finish(self: Box<Self>, _storage: &'static (dyn Storage + Sync), _key: &CacheKey, _trace: &SpanHandle) -> Result<()> {
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -333,11 +422,19 @@ impl HandleHit for TieredHit {
             HitBody::Disk { body, .. } => body.body_len as usize,
         };
         if start >= len {
-            return Error::e_explain(ErrorType::InternalError, format!("seek start out of range {start} >= {len}"));
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek start out of range {start} >= {len}"),
+            );
         }
         let end = end.map_or(len, |end| end.min(len));
         match &mut self.body {
-            HitBody::Memory { start: s, end: e, done, .. } => {
+            HitBody::Memory {
+                start: s,
+                end: e,
+                done,
+                ..
+            } => {
                 (*s, *e, *done) = (start, end, false);
             }
             HitBody::Disk { pos, end: e, .. } => {
@@ -382,22 +479,26 @@ impl HandleMiss for TieredMiss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
         self.size += data.len();
         if let Some(buffer) = &mut self.l1_body {
-            if self.storage.l1.fits(self.meta_len + (buffer.len() + data.len()) as u64) {
+            if self
+                .storage
+                .l1
+                .fits(self.meta_len + (buffer.len() + data.len()) as u64)
+            {
                 buffer.extend_from_slice(&data);
             } else {
                 self.l1_body = None;
             }
         }
-        if let Some(writer) = &mut self.disk {
-            if let Err(error) = writer.write(data).await {
-                if error.kind() != std::io::ErrorKind::FileTooLarge {
-                    if let Some(disk) = &self.storage.l2 {
-                        disk.write_failed(&error);
-                    }
-                }
-                // Dropping the writer deletes its temp file.
-                self.disk = None;
+        if let Some(writer) = &mut self.disk
+            && let Err(error) = writer.write(data).await
+        {
+            if error.kind() != std::io::ErrorKind::FileTooLarge
+                && let Some(disk) = &self.storage.l2
+            {
+                disk.write_failed(&error);
             }
+            // Dropping the writer deletes its temp file.
+            self.disk = None;
         }
         Ok(())
     }
@@ -425,7 +526,10 @@ impl HandleMiss for TieredMiss {
         }
         let in_l1 = match self.l1_body.take() {
             Some(body) => {
-                let entry = Arc::new(MemEntry { meta: std::mem::take(&mut self.meta), body: body.freeze() });
+                let entry = Arc::new(MemEntry {
+                    meta: std::mem::take(&mut self.meta),
+                    body: body.freeze(),
+                });
                 storage.l1.insert(self.hash, entry)
             }
             None => false,
