@@ -8,39 +8,48 @@
 //!
 //! # Wiring it into the proxy (`ProxyHttp`)
 //!
-//! 1. **At start**, once per process:
+//! 1. **At start**, once per process (not on reload: capacities and the directory are fixed
+//!    for the life of the process; the TTL rules and serve-stale defaults are read per request
+//!    from the config snapshot, so they do reload):
 //!    ```text
 //!    let options = cache::CacheOptions::for_node(&deployment, &node_name, edge_node);
 //!    let storage: &'static TieredStorage = TieredStorage::open_static(&options);
 //!    let lock: &'static CacheKeyLockImpl =
-//!        Box::leak(CacheLock::new_boxed(Duration::from_secs(10)));   // pingora::cache::lock
+//!        Box::leak(pingora::cache::lock::CacheLock::new_boxed(Duration::from_secs(10)));
 //!    ```
-//!    Keep `storage` in the proxy struct (the admin server needs it too). Pass no eviction
-//!    manager: both tiers evict by themselves (moka for L1, LRU by byte budget for L2).
-//! 2. **`request_cache_filter`**: for cacheable methods (GET/HEAD) when `cache.enabled`:
-//!    `session.cache.enable(storage, None, None, Some(lock), None);` and, for the bound on
-//!    stored objects, `session.cache.set_max_file_size_bytes(options.max_object_size as usize)`.
+//!    Keep `storage` in the shared edge state (the admin server needs it too). Pass no
+//!    eviction manager: both tiers evict by themselves (moka for L1, LRU by byte budget for L2).
+//! 2. **`request_cache_filter`**: when `cache.enabled` and the method is GET or HEAD
+//!    (`pingora::cache::filters::request_cacheable`):
+//!    `session.cache.enable(storage, None, None, Some(lock), None)` and
+//!    `session.cache.set_max_file_size_bytes(max_object_size as usize)`.
 //! 3. **`cache_key_callback`**: `Ok(cache::key::cache_key(host, path_and_query))` with the
 //!    request's `Host` (or `:authority`) and `uri.path_and_query()`. The URL purge index relies
 //!    on this format (host, then a path starting with `/`).
-//! 4. **`response_cache_filter`**: build the meta with pingora's
-//!    `pingora::cache::filters::resp_cacheable(cache_control.as_ref(), resp.clone(), authorization_present, &defaults)`
-//!    where `defaults` is a `CacheMetaDefaults` (TTL from `CacheSettings::default_ttl(path)`,
-//!    swr / sie from the config). `Surrogate-Key` tags are read from the stored response
-//!    headers automatically; strip the header from client responses in `response_filter` if
-//!    wanted (the stored copy keeps it, which is what the index and restarts read).
-//! 5. **`cache_vary_filter`**: `VarianceBuilder` over the response's `Vary` header names
-//!    (Accept-Encoding included); all variants of a URL are purged together by this module.
-//! 6. **`cache_hit_filter(session, meta, hit_handler, is_fresh, ctx)`**: record the tier for
-//!    `X-Cache-Tier`: `ctx.tier = cache::tier_of(hit_handler)` (`Tier::as_str()` gives `l1`/`l2`);
-//!    a miss served from the parent edge or origin is `parent`/`origin`, decided by the proxy.
-//!    `X-Cache` comes from `session.cache.phase()` in `response_filter` (Hit → HIT, Miss → MISS,
-//!    Stale/StaleUpdating → STALE, Revalidated → REVALIDATED, Expired → EXPIRED, disabled → BYPASS),
-//!    `Age` from `meta.age()` on hits.
-//! 7. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
-//!    [`PurgeRequest::from_fields`] and answer `{"purged": storage.purge_by(&request).await}`.
-//! 8. **Stats**: `storage.snapshot()` is the `cache` object of `/stats` (serde), and
-//!    `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//! 4. **`response_cache_filter(session, resp, ctx)`**:
+//!    `Ok(cache::policy::response_cacheable(resp, req_has_authorization,
+//!    settings.default_ttl(path), settings.stale_while_revalidate, settings.stale_if_error))`
+//!    — origin headers first (`s-maxage`, `max-age`, `Expires`, `no-store`, `no-cache`,
+//!    `private`, swr/sie overriding the configured defaults), then the path's TTL rule; an
+//!    unparsable `Cache-Control` or `Vary: *` is not stored. `Surrogate-Key` tags are read from
+//!    the stored response headers automatically (strip the header from client responses in
+//!    `response_filter` if wanted; the stored copy keeps it, which restarts rely on).
+//! 5. **`cache_vary_filter(meta, ctx, req)`**: a `pingora::cache::VarianceBuilder` over the
+//!    request values of the names in the stored response's `Vary` (Accept-Encoding included);
+//!    every variant of a URL is purged together by this module.
+//! 6. **`cache_hit_filter(session, meta, hit_handler, is_fresh, ctx)`**: remember the tier:
+//!    `ctx.cache_tier = cache::tier_of(hit_handler)` (`Tier::as_str()` → `l1`/`l2`); on a miss
+//!    the proxy sets `parent` or `origin` itself from the peer it used.
+//! 7. **`response_filter`**: `X-Cache: cache::policy::x_cache(session.cache.phase())`
+//!    (HIT, MISS, STALE, EXPIRED, REVALIDATED, BYPASS), `X-Cache-Tier` from step 6, and on hits
+//!    `Age: session.cache.cache_meta().age().as_secs()`. If `session.cache.lock_duration()` is
+//!    `Some`, call `storage.note_lock_wait()` (once per request, e.g. in `logging`). Skip
+//!    compression for 206 responses (ranges served from cache by `seek`).
+//! 8. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
+//!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
+//!    `{"purged": storage.purge_by(&request).await}`.
+//! 9. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
+//!    and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
 //!
 //! Failure behaviour: an unusable cache directory at start disables L2 (logged once, memory
 //! caching goes on); a failed disk write (full disk...) is logged once, counted, and the object
@@ -52,6 +61,7 @@ pub mod index;
 pub mod key;
 pub mod memory;
 pub mod metrics;
+pub mod policy;
 pub mod tiered;
 
 #[cfg(test)]

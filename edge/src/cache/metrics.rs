@@ -28,6 +28,8 @@ pub struct Metrics {
     pub stored: AtomicU64,
     /// Objects removed by purge requests.
     pub purged: AtomicU64,
+    /// Requests that waited on the cache lock for another request's fetch (reported by the proxy).
+    pub lock_waits: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -63,6 +65,7 @@ pub struct CacheStats {
     pub l2_write_errors: u64,
     pub stored: u64,
     pub purged: u64,
+    pub lock_waits: u64,
 }
 
 impl Metrics {
@@ -99,6 +102,7 @@ impl Metrics {
             l2_write_errors: get(&self.l2_write_errors),
             stored: get(&self.stored),
             purged: get(&self.purged),
+            lock_waits: get(&self.lock_waits),
         }
     }
 }
@@ -196,6 +200,12 @@ impl CacheStats {
             "counter",
             "Objects removed by purge.",
             &[("", self.purged)],
+        );
+        family(
+            "edgebox_cache_lock_waits_total",
+            "counter",
+            "Requests that waited for another request's fetch.",
+            &[("", self.lock_waits)],
         );
         out
     }

@@ -801,3 +801,161 @@ fn urls_are_recovered_from_keys_and_bounded() {
     assert!(bounded.len() <= key::MAX_URL_BYTES && long.starts_with(&bounded));
     let _: HashBinary = cache_key("h", "/").combined_bin();
 }
+
+fn response(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+    let mut header = ResponseHeader::build(status, None).unwrap();
+    for (name, value) in headers {
+        header.append_header(name.to_string(), *value).unwrap();
+    }
+    header
+}
+
+/// `response_cacheable` → Some(seconds of freshness) or None (not stored).
+fn check(
+    status: u16,
+    headers: &[(&str, &str)],
+    auth: bool,
+    default_ttl: Option<u64>,
+) -> Option<u64> {
+    let resp = response(status, headers);
+    let ttl = default_ttl.map(Duration::from_secs);
+    match policy::response_cacheable(
+        &resp,
+        auth,
+        ttl,
+        Duration::from_secs(10),
+        Duration::from_secs(300),
+    ) {
+        pingora::cache::RespCacheable::Cacheable(meta) => Some(meta.fresh_sec()),
+        pingora::cache::RespCacheable::Uncacheable(_) => None,
+    }
+}
+
+#[test]
+fn the_origin_decides_freshness_and_the_path_rule_fills_in() {
+    let near = |got: Option<u64>, want: u64| got.is_some_and(|s| s.abs_diff(want) <= 1);
+    assert!(near(
+        check(200, &[("cache-control", "max-age=100")], false, Some(60)),
+        100
+    ));
+    assert!(near(
+        check(
+            200,
+            &[("cache-control", "max-age=100, s-maxage=200")],
+            false,
+            None
+        ),
+        200
+    ));
+    assert!(
+        near(check(200, &[], false, Some(60)), 60),
+        "origin silent: the TTL rule"
+    );
+    assert!(near(
+        check(200, &[("cache-control", "public")], false, Some(60)),
+        60
+    ));
+    assert_eq!(
+        check(200, &[], false, None),
+        None,
+        "silent origin, no rule: not stored"
+    );
+    assert_eq!(
+        check(200, &[("cache-control", "no-store")], false, Some(60)),
+        None
+    );
+    assert_eq!(
+        check(
+            200,
+            &[("cache-control", "private, max-age=100")],
+            false,
+            Some(60)
+        ),
+        None
+    );
+    assert_eq!(
+        check(200, &[("cache-control", "no-cache")], false, Some(60)),
+        Some(0),
+        "stored, always revalidated"
+    );
+    assert_eq!(
+        check(200, &[("cache-control", "max-age=\"oops")], false, Some(60)),
+        None,
+        "unparsable: not stored"
+    );
+    assert_eq!(
+        check(200, &[("cache-control", "max-age=abc")], false, Some(60)),
+        None
+    );
+    assert_eq!(
+        check(
+            200,
+            &[("cache-control", "public, s-maxage=")],
+            false,
+            Some(60)
+        ),
+        None
+    );
+    assert_eq!(check(200, &[("vary", "*")], false, Some(60)), None);
+    assert_eq!(
+        check(200, &[], true, Some(60)),
+        None,
+        "Authorization without permission"
+    );
+    assert!(near(
+        check(
+            200,
+            &[("cache-control", "public, max-age=50")],
+            true,
+            Some(60)
+        ),
+        50
+    ));
+    assert_eq!(
+        check(500, &[], false, Some(60)),
+        None,
+        "errors get no default TTL"
+    );
+    assert!(near(check(404, &[], false, Some(60)), 60));
+    let expires = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(500));
+    assert!(near(
+        check(200, &[("expires", expires.as_str())], false, Some(60)),
+        500
+    ));
+}
+
+#[test]
+fn serve_stale_defaults_are_overridden_by_the_origin() {
+    let resp = response(200, &[("cache-control", "max-age=5, stale-if-error=7")]);
+    let pingora::cache::RespCacheable::Cacheable(meta) = policy::response_cacheable(
+        &resp,
+        false,
+        None,
+        Duration::from_secs(10),
+        Duration::from_secs(300),
+    ) else {
+        panic!("not cacheable")
+    };
+    assert_eq!(
+        (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+        (10, 7)
+    );
+}
+
+#[test]
+fn x_cache_names_every_phase() {
+    use pingora::cache::{CachePhase, NoCacheReason};
+    let cases = [
+        (CachePhase::Hit, "HIT"),
+        (CachePhase::Miss, "MISS"),
+        (CachePhase::Stale, "STALE"),
+        (CachePhase::StaleUpdating, "STALE"),
+        (CachePhase::Expired, "EXPIRED"),
+        (CachePhase::Revalidated, "REVALIDATED"),
+        (CachePhase::Disabled(NoCacheReason::NeverEnabled), "BYPASS"),
+        (CachePhase::Bypass, "BYPASS"),
+    ];
+    for (phase, want) in cases {
+        assert_eq!(policy::x_cache(phase), want);
+    }
+}

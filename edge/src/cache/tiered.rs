@@ -85,6 +85,12 @@ impl TieredStorage {
             .snapshot(self.l1.usage(), l2, self.l2.is_some())
     }
 
+    /// Count a request that waited on the cache lock (the proxy calls this when
+    /// `session.cache.lock_duration()` is `Some` for the request).
+    pub fn note_lock_wait(&self) {
+        bump(&self.shared.metrics.lock_waits);
+    }
+
     /// Whether the disk tier is in use.
     pub fn has_l2(&self) -> bool {
         self.l2.is_some()
