@@ -17,13 +17,27 @@ pub const MAX_URL_BYTES: usize = 4096;
 
 /// The cache key for a request to `host` for `path_and_query` (e.g. `/a/b.css?v=2`).
 ///
-/// The host is lower-cased (host names are case-insensitive); the path is kept as sent.
+/// The host is lower-cased (host names are case-insensitive) and loses its port (a site is
+/// the same object on :80 and :443, and behind any listener port); the path is kept as sent.
 pub fn cache_key(host: &str, path_and_query: &str) -> CacheKey {
-    let host = host.to_ascii_lowercase();
+    let host = strip_port(host).to_ascii_lowercase();
     let mut primary = Vec::with_capacity(host.len() + path_and_query.len());
     primary.extend_from_slice(host.as_bytes());
     primary.extend_from_slice(path_and_query.as_bytes());
     CacheKey::new(primary, "")
+}
+
+/// `host` without a trailing `:port` (`[v6]:port` keeps its brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(at)
+            if host[at + 1..].bytes().all(|b| b.is_ascii_digit())
+                && (!host.starts_with('[') || host[..at].ends_with(']')) =>
+        {
+            &host[..at]
+        }
+        _ => host,
+    }
 }
 
 /// The URL (path and query) part of a primary key made by [`cache_key`], bounded to

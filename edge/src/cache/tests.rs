@@ -15,6 +15,8 @@ use super::disk::{CHUNK_SIZE, hex};
 use super::key::cache_key;
 use super::*;
 
+mod proxy;
+
 const MIB: u64 = 1024 * 1024;
 
 fn span() -> SpanHandle {
@@ -796,6 +798,9 @@ fn urls_are_recovered_from_keys_and_bounded() {
     assert_eq!(key::url_of_primary(b"example.com/a?b=1"), "/a?b=1");
     assert_eq!(key::purge_url("https://x.example/p/q"), "/p/q");
     assert_eq!(key::purge_url("http://x.example"), "/");
+    assert_eq!(cache_key("[::1]:80", "/").primary_key(), b"[::1]/");
+    assert_eq!(cache_key("[::1]", "/").primary_key(), b"[::1]/");
+    assert_eq!(cache_key("a.b:x", "/").primary_key(), b"a.b:x/");
     let long = format!("/{}", "é".repeat(5000));
     let bounded = key::bounded(&long);
     assert!(bounded.len() <= key::MAX_URL_BYTES && long.starts_with(&bounded));
