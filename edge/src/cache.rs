@@ -45,11 +45,21 @@
 //!    `Age: session.cache.cache_meta().age().as_secs()`. If `session.cache.lock_duration()` is
 //!    `Some`, call `storage.note_lock_wait()` (once per request, e.g. in `logging`). Skip
 //!    compression for 206 responses (ranges served from cache by `seek`).
-//! 8. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
+//! 8. **`should_serve_stale(session, ctx, error)`**: pingora's default serves stale only on
+//!    upstream errors; to also serve within `stale-while-revalidate` return
+//!    `error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)` (pingora checks the stored
+//!    windows before asking). stale-if-error with an unreachable origin is covered by
+//!    `tests::proxy::stale_if_error_and_head_through_the_proxy`; stale-while-revalidate did not
+//!    trigger pingora's background refresh in that harness (served `EXPIRED` synchronously) and
+//!    is not verified yet.
+//! 9. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
 //!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
 //!    `{"purged": storage.purge_by(&request).await}`.
-//! 9. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
+//! 10. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
 //!    and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//!
+//! `tests::proxy` runs exactly this wiring in an in-process pingora proxy (a reference
+//! implementation to copy from).
 //!
 //! Failure behaviour: an unusable cache directory at start disables L2 (logged once, memory
 //! caching goes on); a failed disk write (full disk...) is logged once, counted, and the object

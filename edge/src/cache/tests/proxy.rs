@@ -63,6 +63,14 @@ async fn origin_handler(
         .entry(path.clone())
         .or_default() += 1;
     let fresh = [("cache-control", "max-age=60".to_owned())];
+    if let Some(directives) = path.strip_prefix("/cc/") {
+        // The response's Cache-Control is the path: /cc/max-age=0,stale-if-error=60
+        return (
+            [("cache-control", directives.to_owned())],
+            format!("v{}", origin.count(&path)),
+        )
+            .into_response();
+    }
     if path.starts_with("/slow/") {
         // Long enough that concurrent clients all arrive while the first fetch is running.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -127,7 +135,8 @@ async fn start_origin() -> (SocketAddr, Arc<Origin>) {
 struct CacheProxy {
     storage: &'static TieredStorage,
     lock: &'static CacheKeyLockImpl,
-    origin: SocketAddr,
+    /// Switchable, so a test can make the origin unreachable (connection refused).
+    origin: Arc<Mutex<SocketAddr>>,
 }
 
 #[derive(Default)]
@@ -148,7 +157,8 @@ impl ProxyHttp for CacheProxy {
         _session: &mut Session,
         _ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.origin, false, String::new())))
+        let origin = *self.origin.lock().unwrap();
+        Ok(Box::new(HttpPeer::new(origin, false, String::new())))
     }
 
     fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<()> {
@@ -248,6 +258,13 @@ impl ProxyHttp for CacheProxy {
 }
 
 async fn start_proxy(storage: &'static TieredStorage, origin: SocketAddr) -> String {
+    start_switchable_proxy(storage, Arc::new(Mutex::new(origin))).await
+}
+
+async fn start_switchable_proxy(
+    storage: &'static TieredStorage,
+    origin: Arc<Mutex<SocketAddr>>,
+) -> String {
     static LOCK: std::sync::OnceLock<&'static CacheKeyLockImpl> = std::sync::OnceLock::new();
     let lock = *LOCK.get_or_init(|| Box::leak(CacheLock::new_boxed(Duration::from_secs(10))));
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -489,4 +506,51 @@ async fn revalidation_vary_and_purge_through_the_proxy() {
         get(&client, &format!("{base}/tag/2"), &[]).await.cache,
         "MISS"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_and_head_through_the_proxy() {
+    let (origin_addr, _origin) = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = storage(dir.path(), 8 * 1024 * 1024);
+    let upstream = Arc::new(Mutex::new(origin_addr));
+    let base = start_switchable_proxy(store, upstream.clone()).await;
+    let client = client();
+
+    // HEAD is answered from the cached GET.
+    assert_eq!(
+        get(&client, &format!("{base}/h.txt"), &[]).await.cache,
+        "MISS"
+    );
+    let head = client.head(format!("{base}/h.txt")).send().await.unwrap();
+    assert_eq!(head.headers()["x-cache"], "HIT");
+    assert_eq!(head.headers()["content-length"], "11"); // "body:/h.txt"
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    // stale-if-error: with the origin unreachable the stale copy is served; when the origin
+    // forbade it, the client gets the error.
+    let sie = format!("{base}/cc/max-age=0,stale-if-error=60");
+    // The configured default stale-if-error (300 s here) applies unless the origin overrides it.
+    let plain = format!("{base}/cc/max-age=0,stale-if-error=0");
+    assert_eq!(get(&client, &sie, &[]).await.cache, "MISS");
+    assert_eq!(get(&client, &plain, &[]).await.cache, "MISS");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    *upstream.lock().unwrap() = closed; // nothing listens there any more
+    // A new client: pingora may close a connection after an upstream failure, and a pooled
+    // connection being closed under a new request is not what this test is about.
+    let client = self::client();
+    let served = get(&client, &sie, &[]).await;
+    assert_eq!(
+        (served.status, served.cache.as_str(), &served.body[..]),
+        (200, "STALE", &b"v1"[..])
+    );
+    // This harness has no error page (the edge's proxy answers 502/504 JSON): pingora resets
+    // the connection or answers 5xx; either way the stale copy is not served.
+    match self::client().get(&plain).send().await {
+        Ok(response) => assert!(response.status().is_server_error(), "{response:?}"),
+        Err(error) => assert!(error.is_request(), "{error}"),
+    }
 }
