@@ -10,6 +10,7 @@
 //! instead of pingora's fixed grace sleep.
 
 mod admin;
+pub mod cache;
 mod compress;
 mod discovery;
 mod health;
