@@ -3,6 +3,7 @@
 mod check_config;
 mod config;
 mod origin;
+mod simulate;
 mod up;
 
 use std::path::PathBuf;
@@ -54,6 +55,14 @@ pub enum Command {
     Up(up::Args),
     /// Run one origin node: static files with validators, ranges and per-path headers.
     Origin(origin::Args),
+    /// Drive a CDN workload from clients in regions against a deployment and report.
+    ///
+    /// Runs the scenario's workload once per variant (tiering on/off, cache sizes, LB
+    /// policy, latency model) and reports hit ratio per tier, origin offload, latency
+    /// percentiles and errors per region: a table, report.json and a self-contained
+    /// report.html. Exits 78 on scenario errors, 69 when the deployment cannot be reached
+    /// or started, 130 after Ctrl-C (the partial report is still written).
+    Simulate(simulate::Args),
 }
 
 /// Options every daemon subcommand takes.
@@ -73,6 +82,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config(command) => config::run(command),
         Command::Up(args) => up::run(args),
         Command::Origin(args) => origin::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 
