@@ -27,7 +27,8 @@ pub struct Started {
 
 enum Event {
     Listening(String, String, SocketAddr),
-    Exited(String, String),
+    /// The node's output closed: it exited.
+    Exited(String),
 }
 
 /// Starts every node of `deployment` (read from `config_path`) and waits until all are
@@ -93,7 +94,14 @@ pub async fn start(
                 Some(Event::Listening(node, service, addr)) => {
                     started.addrs.insert((node, service), addr);
                 }
-                Some(Event::Exited(node, status)) => {
+                Some(Event::Exited(node)) => {
+                    let status = match started.children.iter_mut().find(|(name, _)| *name == node) {
+                        Some((_, child)) => match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                            Ok(Ok(status)) => status.to_string(),
+                            _ => "closed its output".to_owned(),
+                        },
+                        None => "closed its output".to_owned(),
+                    };
                     let log = logs.get(&node).map(|path| tail(path, 15)).unwrap_or_default();
                     started.stop(Duration::from_secs(10)).await;
                     return Err(SimError::Deployment(format!(
@@ -187,7 +195,7 @@ async fn spawn(
             let _ = log.write_all(format!("{line}\n").as_bytes()).await;
         }
         // Stdout closes when the node exits (or closes it); report the exit then.
-        let _ = events.send(Event::Exited(name, "stdout closed".to_owned()));
+        let _ = events.send(Event::Exited(name));
     });
     Ok(child)
 }

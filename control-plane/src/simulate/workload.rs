@@ -212,6 +212,9 @@ struct RegionStream {
     rng: Rng,
     rate: f64,
     next_at: f64,
+    /// Requests planned so far; constant arrivals are at `sent / rate` exactly, so
+    /// that rounding never accumulates.
+    sent: u64,
 }
 
 /// The planned requests in time order.
@@ -234,6 +237,7 @@ impl Plan {
                     rng: Rng::stream(scenario.seed, &client.name),
                     rate: client.rate,
                     next_at: 0.0,
+                    sent: 0,
                 })
                 .collect(),
             sampler,
@@ -244,7 +248,7 @@ impl Plan {
         };
         let arrivals = plan.arrivals;
         for stream in &mut plan.streams {
-            stream.next_at = gap(arrivals, stream);
+            stream.next_at = next_arrival(arrivals, stream, 0.0);
         }
         plan
     }
@@ -258,10 +262,12 @@ impl Plan {
     }
 }
 
-fn gap(arrivals: Arrivals, stream: &mut RegionStream) -> f64 {
+/// When the stream's next request is due: constant arrivals at 0, 1/rate, 2/rate...;
+/// Poisson arrivals after an exponential gap from the previous one.
+fn next_arrival(arrivals: Arrivals, stream: &mut RegionStream, previous: f64) -> f64 {
     match arrivals {
-        Arrivals::Constant => 1.0 / stream.rate,
-        Arrivals::Poisson => -(1.0 - stream.rng.next_f64()).ln() / stream.rate,
+        Arrivals::Constant => stream.sent as f64 / stream.rate,
+        Arrivals::Poisson => previous - (1.0 - stream.rng.next_f64()).ln() / stream.rate,
     }
 }
 
@@ -287,7 +293,8 @@ impl Iterator for Plan {
         }
         let cacheable = !(self.uncacheable > 0.0 && stream.rng.next_f64() < self.uncacheable);
         let object = self.sampler.sample(&mut stream.rng);
-        stream.next_at = at + gap(self.arrivals, stream);
+        stream.sent += 1;
+        stream.next_at = next_arrival(self.arrivals, stream, at);
         let index = self.emitted;
         self.emitted += 1;
         Some(PlannedRequest {
