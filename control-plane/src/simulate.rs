@@ -70,6 +70,12 @@ pub struct Outcome {
     pub html_path: PathBuf,
 }
 
+/// Makes rustls' ring provider the process default, which reqwest (built without a
+/// provider of its own) needs before any client is built. Idempotent.
+pub(crate) fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -104,6 +110,7 @@ pub async fn run(
         what: format!("creating {}", options.out_dir.display()),
         source,
     })?;
+    install_crypto();
     let started_at = now_rfc3339();
 
     let (prepared, target_text) = prepare(&mut scenario, options).await?;
@@ -171,7 +178,10 @@ pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, 
     })
 }
 
-async fn prepare(scenario: &mut Scenario, options: &Options) -> Result<(Prepared, String), SimError> {
+async fn prepare(
+    scenario: &mut Scenario,
+    options: &Options,
+) -> Result<(Prepared, String), SimError> {
     match scenario.target.clone() {
         Target::Edges { edges } => {
             let targets = target::direct(&edges, &scenario.clients);
@@ -218,7 +228,10 @@ async fn prepare(scenario: &mut Scenario, options: &Options) -> Result<(Prepared
                     original: current.toml,
                     targets,
                 },
-                format!("running deployment at {control_plane} (config version {})", current.version),
+                format!(
+                    "running deployment at {control_plane} (config version {})",
+                    current.version
+                ),
             ))
         }
         Target::Start {
@@ -236,13 +249,15 @@ async fn prepare(scenario: &mut Scenario, options: &Options) -> Result<(Prepared
             let objects = scenario.catalogue.objects.clone();
             let seed = scenario.seed;
             let root = catalogue_root.clone();
-            let bytes = tokio::task::spawn_blocking(move || workload::write_catalogue(&objects, seed, &root))
-                .await
-                .expect("catalogue writer does not panic")
-                .map_err(|source| SimError::Io {
-                    what: format!("writing the catalogue under {}", catalogue_root.display()),
-                    source,
-                })?;
+            let bytes = tokio::task::spawn_blocking(move || {
+                workload::write_catalogue(&objects, seed, &root)
+            })
+            .await
+            .expect("catalogue writer does not panic")
+            .map_err(|source| SimError::Io {
+                what: format!("writing the catalogue under {}", catalogue_root.display()),
+                source,
+            })?;
             tracing::info!(bytes, root = %catalogue_root.display(), "catalogue written");
             let _ = options;
             let text = format!(
@@ -302,10 +317,7 @@ async fn run_variants(
                 catalogue_root,
                 base,
             } => {
-                let text = variant
-                    .deployment_text
-                    .as_deref()
-                    .unwrap_or(&base.text);
+                let text = variant.deployment_text.as_deref().unwrap_or(&base.text);
                 let dir = work.path().join(format!("variant-{index}"));
                 let data_dir = dir.join("data");
                 let rewritten = variant::for_started(text, base_dir, &data_dir, catalogue_root)
@@ -356,7 +368,16 @@ async fn run_variants(
                 chosen
             }
         };
-        let outcome = run_one(scenario, variant, index, &targets, sampler.clone(), options, cancel).await;
+        let outcome = run_one(
+            scenario,
+            variant,
+            index,
+            &targets,
+            sampler.clone(),
+            options,
+            cancel,
+        )
+        .await;
         if let Some(mut running) = started {
             running.stop(Duration::from_secs(15)).await;
         }
@@ -416,7 +437,12 @@ fn progress_bar(
     )
     .expect("valid template");
     bar.set_style(style);
-    bar.set_prefix(format!("[{}/{}] {}", index + 1, scenario.variants.len(), variant.name));
+    bar.set_prefix(format!(
+        "[{}/{}] {}",
+        index + 1,
+        scenario.variants.len(),
+        variant.name
+    ));
     let ticking = bar.clone();
     let ticker = tokio::spawn(async move {
         loop {
@@ -426,7 +452,11 @@ fn progress_bar(
             let dropped = counters.dropped.load(Ordering::Relaxed);
             let offloaded = counters.offloaded.load(Ordering::Relaxed);
             let ok = done.saturating_sub(errors);
-            let hit = if ok == 0 { 0.0 } else { offloaded as f64 / ok as f64 * 100.0 };
+            let hit = if ok == 0 {
+                0.0
+            } else {
+                offloaded as f64 / ok as f64 * 100.0
+            };
             ticking.set_position(sent + dropped);
             ticking.set_message(format!(
                 "in flight {} · errors {errors} · dropped {dropped} · served from cache {hit:.1}%",
@@ -440,7 +470,13 @@ fn progress_bar(
 
 fn slug(name: &str) -> String {
     name.chars()
-        .map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '-' })
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                ch
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 

@@ -55,7 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = match (&args.scenario, &args.example) {
         (Some(path), _) => {
             if args.print {
-                print!("{}", std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+                print!(
+                    "{}",
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             simulate::scenario::load_file(path)
@@ -89,23 +93,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         scenario.workload.limit = Limit::Requests(requests);
     }
     let planned = simulate::workload::Plan::len_hint(&scenario);
-    if args.duration.is_some() || args.requests.is_some() {
-        if planned == 0 || planned as f64 > simulate::scenario::MAX_PLANNED {
-            eprintln!(
-                "edgebox simulate: the override plans {planned} requests; it must plan between 1 and {}",
-                simulate::scenario::MAX_PLANNED
-            );
-            return Ok(ExitCode::from(64));
-        }
+    let overridden = args.duration.is_some() || args.requests.is_some();
+    if overridden && (planned == 0 || planned as f64 > simulate::scenario::MAX_PLANNED) {
+        eprintln!(
+            "edgebox simulate: the override plans {planned} requests; it must plan between 1 and {}",
+            simulate::scenario::MAX_PLANNED
+        );
+        return Ok(ExitCode::from(64));
     }
     if args.check {
         println!(
             "scenario {:?} is valid: {} variant(s) [{}], about {planned} requests per variant at {}/s from {}",
             scenario.name,
             scenario.variants.len(),
-            scenario.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+            scenario
+                .variants
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             scenario.total_rate(),
-            scenario.clients.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+            scenario
+                .clients
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -126,8 +139,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the simulator's runtime")?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
-        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             tokio::select! {

@@ -86,6 +86,7 @@ impl ControlPlane {
                     .map(|token| token.trim().to_owned())
             }),
         };
+        super::install_crypto();
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -143,14 +144,22 @@ impl ControlPlane {
     }
 
     pub async fn config(&self) -> Result<CurrentConfig, SimError> {
-        self.json("reading the config", self.request(reqwest::Method::GET, "/v1/config"))
-            .await
+        self.json(
+            "reading the config",
+            self.request(reqwest::Method::GET, "/v1/config"),
+        )
+        .await
     }
 
     /// Bound addresses of every node's services, as the nodes reported them.
-    pub async fn addresses(&self) -> Result<BTreeMap<(String, String), SocketAddr>, SocketAddrError> {
+    pub async fn addresses(
+        &self,
+    ) -> Result<BTreeMap<(String, String), SocketAddr>, SocketAddrError> {
         let list: NodeList = self
-            .json("listing nodes", self.request(reqwest::Method::GET, "/v1/nodes"))
+            .json(
+                "listing nodes",
+                self.request(reqwest::Method::GET, "/v1/nodes"),
+            )
             .await
             .map_err(SocketAddrError)?;
         let mut addrs = BTreeMap::new();

@@ -61,17 +61,28 @@ pub async fn start(
     for node in nodes {
         let log_path = log_dir.join(format!("{}.log", node.name));
         logs.insert(node.name.clone(), log_path.clone());
-        let child = spawn(exe, config_path, &node.name, node.role_name(), &log_path, events_tx.clone())
-            .await
-            .map_err(|source| SimError::Io {
-                what: format!("starting node {}", node.name),
-                source,
-            })?;
+        let child = spawn(
+            exe,
+            config_path,
+            &node.name,
+            node.role_name(),
+            &log_path,
+            events_tx.clone(),
+        )
+        .await
+        .map_err(|source| SimError::Io {
+            what: format!("starting node {}", node.name),
+            source,
+        })?;
         started.children.push((node.name.clone(), child));
     }
     drop(events_tx);
 
-    let expected: usize = deployment.nodes.iter().map(|node| node.listeners().len()).sum();
+    let expected: usize = deployment
+        .nodes
+        .iter()
+        .map(|node| node.listeners().len())
+        .sum();
     let deadline = tokio::time::Instant::now() + timeout;
     while started.addrs.len() < expected {
         tokio::select! {
@@ -114,6 +125,7 @@ pub async fn start(
     }
 
     // Edges answer their admin health check once they can serve.
+    super::install_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))

@@ -28,5 +28,10 @@ pub fn text(name: &str) -> Option<&'static str> {
 pub fn load(name: &str) -> Option<Result<Scenario, ScenarioErrors>> {
     let text = text(name)?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    Some(scenario::parse(text, &format!("<example {name}>"), &cwd, name))
+    Some(scenario::parse(
+        text,
+        &format!("<example {name}>"),
+        &cwd,
+        name,
+    ))
 }

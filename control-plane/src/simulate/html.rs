@@ -65,9 +65,7 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
         let _ = writeln!(html, "<p>{}</p>", escape(&s.description));
     }
     if report.interrupted {
-        html.push_str(
-            "<p class=\"warn\">The run was interrupted: this report is partial.</p>\n",
-        );
+        html.push_str("<p class=\"warn\">The run was interrupted: this report is partial.</p>\n");
     }
     let clients: Vec<String> = s
         .clients
@@ -91,7 +89,11 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
         html.push_str("<h2>Variants compared</h2>\n");
         comparison_table(&mut html, &report.variants);
         let names: Vec<String> = report.variants.iter().map(|v| v.name.clone()).collect();
-        let hit: Vec<f64> = report.variants.iter().map(|v| v.total.hit_ratio * 100.0).collect();
+        let hit: Vec<f64> = report
+            .variants
+            .iter()
+            .map(|v| v.total.hit_ratio * 100.0)
+            .collect();
         let offload_bytes: Vec<f64> = report
             .variants
             .iter()
@@ -115,7 +117,11 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
             "Latency, all regions",
             "ms",
             &names,
-            &[("p50", p(|p| p.p50)), ("p90", p(|p| p.p90)), ("p99", p(|p| p.p99))],
+            &[
+                ("p50", p(|p| p.p50)),
+                ("p90", p(|p| p.p90)),
+                ("p99", p(|p| p.p99)),
+            ],
             None,
         ));
 
@@ -160,7 +166,10 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
             escape(&settings),
             variant.elapsed_s,
             if variant.interrupted {
-                format!(", interrupted ({} planned requests not sent)", variant.unsent)
+                format!(
+                    ", interrupted ({} planned requests not sent)",
+                    variant.unsent
+                )
             } else {
                 String::new()
             }
@@ -172,7 +181,11 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
             .map(|region| {
                 (
                     region.region.clone(),
-                    region.latency_cdf.iter().map(|[x, y]| (*x, *y * 100.0)).collect(),
+                    region
+                        .latency_cdf
+                        .iter()
+                        .map(|[x, y]| (*x, *y * 100.0))
+                        .collect(),
                 )
             })
             .collect();
@@ -243,7 +256,11 @@ fn comparison_table(html: &mut String, variants: &[VariantReport]) {
 
 fn region_table(html: &mut String, variant: &VariantReport) {
     html.push_str("<table>\n<tr><th>region</th><th>requests</th><th>rate/s</th><th>l1</th><th>l2</th><th>parent</th><th>origin</th><th>unknown</th><th>offload req / bytes</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>sim p50 / p90 / p99 ms</th><th>errors</th><th>dropped</th><th>late</th></tr>\n");
-    for region in variant.regions.iter().chain(std::iter::once(&variant.total)) {
+    for region in variant
+        .regions
+        .iter()
+        .chain(std::iter::once(&variant.total))
+    {
         row(html, region);
     }
     html.push_str("</table>\n");
@@ -254,7 +271,11 @@ fn row(html: &mut String, r: &RegionReport) {
     let errors = if r.errors_by_kind.is_empty() {
         r.errors.to_string()
     } else {
-        let kinds: Vec<String> = r.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kinds: Vec<String> = r
+            .errors_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         format!("{} ({})", r.errors, kinds.join(", "))
     };
     let _ = writeln!(
@@ -360,8 +381,12 @@ pub fn line_chart(
 ) -> String {
     let mut svg = frame(title, x_label, y_label);
     let points = series.iter().flat_map(|(_, points)| points.iter());
-    let (mut x_min, mut x_max, mut y_min, mut y_max) =
-        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for (x, y) in points {
         x_min = x_min.min(*x);
         x_max = x_max.max(*x);

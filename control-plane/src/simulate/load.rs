@@ -34,10 +34,19 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 5] = [Tier::L1, Tier::L2, Tier::Parent, Tier::Origin, Tier::Unknown];
+    pub const ALL: [Tier; 5] = [
+        Tier::L1,
+        Tier::L2,
+        Tier::Parent,
+        Tier::Origin,
+        Tier::Unknown,
+    ];
 
     pub fn parse(value: Option<&str>) -> Self {
-        match value.map(|value| value.trim().to_ascii_lowercase()).as_deref() {
+        match value
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref()
+        {
             Some("l1") => Self::L1,
             Some("l2") => Self::L2,
             Some("parent") => Self::Parent,
@@ -119,7 +128,7 @@ pub struct Counters {
 
 /// Builds the HTTP client used for a run.
 pub fn client(scenario: &Scenario) -> Result<reqwest::Client, SimError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    super::install_crypto();
     let workload = &scenario.workload;
     let mut builder = reqwest::Client::builder()
         .no_proxy()
@@ -135,7 +144,10 @@ pub fn client(scenario: &Scenario) -> Result<reqwest::Client, SimError> {
                     source,
                 })?;
                 let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| {
-                    SimError::Deployment(format!("{} is not a PEM certificate: {err}", path.display()))
+                    SimError::Deployment(format!(
+                        "{} is not a PEM certificate: {err}",
+                        path.display()
+                    ))
                 })?;
                 builder = builder.tls_certs_only([certificate]);
             }

@@ -165,7 +165,12 @@ pub struct EdgeStats {
     pub error: Option<String>,
 }
 
-pub fn summarize(scenario: &Scenario, digest: String, planned: u64, target: String) -> ScenarioSummary {
+pub fn summarize(
+    scenario: &Scenario,
+    digest: String,
+    planned: u64,
+    target: String,
+) -> ScenarioSummary {
     ScenarioSummary {
         name: scenario.name.clone(),
         description: scenario.description.clone(),
@@ -254,7 +259,9 @@ fn region_report(name: &str, samples: &[&Sample], elapsed_s: f64) -> RegionRepor
     let mut offloaded_requests = 0u64;
     let mut offloaded_bytes = 0u64;
     for tier in Tier::ALL {
-        report.tiers.insert(tier.name().to_owned(), TierStats::default());
+        report
+            .tiers
+            .insert(tier.name().to_owned(), TierStats::default());
     }
     for sample in samples {
         report.requests += 1;
@@ -279,7 +286,10 @@ fn region_report(name: &str, samples: &[&Sample], elapsed_s: f64) -> RegionRepor
                 }
                 report.ok += 1;
                 report.bytes += sample.bytes;
-                let tier = report.tiers.entry(sample.tier.name().to_owned()).or_default();
+                let tier = report
+                    .tiers
+                    .entry(sample.tier.name().to_owned())
+                    .or_default();
                 tier.requests += 1;
                 tier.bytes += sample.bytes;
                 *report
@@ -353,7 +363,11 @@ fn cdf(values: &mut [f64], points: usize) -> Vec<[f64; 2]> {
     (0..=points)
         .map(|step| {
             let q = step as f64 / points as f64;
-            let value = if step == 0 { values[0] } else { rank(values, q) };
+            let value = if step == 0 {
+                values[0]
+            } else {
+                rank(values, q)
+            };
             [round3(value), round3(q)]
         })
         .collect()
@@ -386,21 +400,26 @@ fn timeline(samples: &[Sample], scenario: &Scenario) -> Timeline {
         if sample.tier.offloaded() {
             point.offloaded += 1;
         }
-        *point.by_tier.entry(sample.tier.name().to_owned()).or_default() += 1;
+        *point
+            .by_tier
+            .entry(sample.tier.name().to_owned())
+            .or_default() += 1;
     }
     Timeline { bucket_s, points }
 }
 
 fn nice_bucket(raw: f64) -> f64 {
-    const STEPS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0];
-    STEPS
-        .into_iter()
-        .find(|step| *step >= raw)
-        .unwrap_or(600.0)
+    const STEPS: [f64; 12] = [
+        0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+    ];
+    STEPS.into_iter().find(|step| *step >= raw).unwrap_or(600.0)
 }
 
 /// Reads every edge's admin `/stats` (before or after a run).
-pub async fn edge_counters(targets: &Targets) -> BTreeMap<String, Result<serde_json::Value, String>> {
+pub async fn edge_counters(
+    targets: &Targets,
+) -> BTreeMap<String, Result<serde_json::Value, String>> {
+    super::install_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(3))
@@ -435,7 +454,8 @@ pub fn edge_stats(
     before: &BTreeMap<String, Result<serde_json::Value, String>>,
     after: &BTreeMap<String, Result<serde_json::Value, String>>,
 ) -> Vec<EdgeStats> {
-    let total = |value: &serde_json::Value| value.pointer("/requests/total").and_then(|v| v.as_u64());
+    let total =
+        |value: &serde_json::Value| value.pointer("/requests/total").and_then(|v| v.as_u64());
     targets
         .all_edges
         .iter()
@@ -443,7 +463,9 @@ pub fn edge_stats(
         .map(|edge| {
             let (requests, cache, error) = match (before.get(&edge.name), after.get(&edge.name)) {
                 (Some(Ok(before)), Some(Ok(after))) => (
-                    total(after).zip(total(before)).map(|(a, b)| a.saturating_sub(b)),
+                    total(after)
+                        .zip(total(before))
+                        .map(|(a, b)| a.saturating_sub(b)),
                     after.get("cache").cloned(),
                     None,
                 ),
@@ -492,14 +514,38 @@ pub fn table(report: &Report) -> String {
                 format!(" ({})", variant.description)
             },
             variant.elapsed_s,
-            if variant.interrupted { ", interrupted" } else { "" }
+            if variant.interrupted {
+                ", interrupted"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             out,
             "  {:<10} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}",
-            "REGION", "REQS", "RATE/s", "L1", "L2", "PARENT", "ORIGIN", "UNKNOWN", "HIT", "OFFLOAD r/b", "P50ms", "P90ms", "P99ms", "SIMp50", "SIMp99", "ERR", "DROP"
+            "REGION",
+            "REQS",
+            "RATE/s",
+            "L1",
+            "L2",
+            "PARENT",
+            "ORIGIN",
+            "UNKNOWN",
+            "HIT",
+            "OFFLOAD r/b",
+            "P50ms",
+            "P90ms",
+            "P99ms",
+            "SIMp50",
+            "SIMp99",
+            "ERR",
+            "DROP"
         );
-        for region in variant.regions.iter().chain(std::iter::once(&variant.total)) {
+        for region in variant
+            .regions
+            .iter()
+            .chain(std::iter::once(&variant.total))
+        {
             let tier = |name: &str| pct(region.tiers.get(name).map_or(0.0, |t| t.ratio));
             let _ = writeln!(
                 out,

@@ -113,7 +113,9 @@ pub enum Target {
         deployment: Option<Box<Deployment>>,
     },
     /// Edges of a running deployment addressed directly, by region.
-    Edges { edges: BTreeMap<String, Vec<String>> },
+    Edges {
+        edges: BTreeMap<String, Vec<String>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -294,7 +296,7 @@ impl Scenario {
         {
             *slot = Some(Box::new(deployment));
         }
-        finish(c.diagnostics, &self.source).map(|()| ())
+        finish(c.diagnostics, &self.source)
     }
 }
 
@@ -414,7 +416,12 @@ pub fn parse(
     let (target, target_known) = check_target(&mut c, raw_deployment, base_dir);
     let workload = check_workload(&mut c, raw_workload.unwrap_or_default(), base_dir);
     let clients = check_clients(&mut c, raw_clients, &workload);
-    let catalogue = check_catalogue(&mut c, raw_catalogue.unwrap_or_default(), &target, &workload);
+    let catalogue = check_catalogue(
+        &mut c,
+        raw_catalogue.unwrap_or_default(),
+        &target,
+        &workload,
+    );
 
     let mut variants = Vec::new();
     let mut names = BTreeSet::new();
@@ -495,7 +502,10 @@ pub fn parse(
     // that failed to decode are left out above, so they cause no follow-up errors.
     if target_known {
         match &scenario.target {
-            Target::Start { deployment, location } => {
+            Target::Start {
+                deployment,
+                location,
+            } => {
                 let deployment = (**deployment).clone();
                 let base_dir = deployment_base_dir(location);
                 bind_deployment(&mut c, &mut scenario, &deployment, &base_dir);
@@ -597,9 +607,9 @@ fn check_url(c: &mut Collector<'_>, path: &str, url: &str) -> bool {
         .or_else(|| url.strip_prefix("https://"));
     let authority = rest.map(|rest| rest.split('/').next().unwrap_or_default());
     let valid = authority.is_some_and(|authority| {
-        authority
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+        authority.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        })
     });
     if !valid {
         c.error(
@@ -727,10 +737,7 @@ fn check_target(c: &mut Collector<'_>, raw: RawDeployment, base_dir: &Path) -> (
 fn check_workload(c: &mut Collector<'_>, raw: RawWorkload, base_dir: &Path) -> Workload {
     let limit = match (raw.duration, raw.requests) {
         (Some(_), Some(_)) => {
-            c.error(
-                "workload",
-                "give `duration` or `requests`, not both",
-            );
+            c.error("workload", "give `duration` or `requests`, not both");
             Limit::Requests(1)
         }
         (None, None) => {
@@ -803,7 +810,10 @@ fn check_workload(c: &mut Collector<'_>, raw: RawWorkload, base_dir: &Path) -> W
     let ca_file = raw.ca_file.map(|file| base_dir.join(file));
     if let Some(file) = &ca_file {
         if protocol != Protocol::Https {
-            c.error("workload.ca_file", "ca_file only applies to protocol = \"https\"");
+            c.error(
+                "workload.ca_file",
+                "ca_file only applies to protocol = \"https\"",
+            );
         }
         if !file.is_file() {
             c.error(
@@ -913,7 +923,11 @@ fn check_catalogue(
                 );
             }
             Popularity::Zipf {
-                s: if s.is_finite() { s.clamp(0.01, 10.0) } else { 1.0 },
+                s: if s.is_finite() {
+                    s.clamp(0.01, 10.0)
+                } else {
+                    1.0
+                },
             }
         }
         Some("uniform") => {
@@ -975,7 +989,11 @@ fn check_catalogue(
         let objects = CatalogueObjects::Generated {
             count: count.clamp(1, MAX_OBJECTS) as u32,
             median_size,
-            size_sigma: if size_sigma.is_finite() { size_sigma.clamp(0.0, 4.0) } else { 0.0 },
+            size_sigma: if size_sigma.is_finite() {
+                size_sigma.clamp(0.0, 4.0)
+            } else {
+                0.0
+            },
             min_size: min_size.max(1),
             max_size: max_size.max(min_size.max(1)),
         };
@@ -983,7 +1001,11 @@ fn check_catalogue(
         if total > MAX_CATALOGUE_BYTES {
             c.error(
                 "catalogue",
-                format!("the catalogue would need {} on disk; at most {}", edgebox_config::units::ByteSize(total), edgebox_config::units::ByteSize(MAX_CATALOGUE_BYTES)),
+                format!(
+                    "the catalogue would need {} on disk; at most {}",
+                    edgebox_config::units::ByteSize(total),
+                    edgebox_config::units::ByteSize(MAX_CATALOGUE_BYTES)
+                ),
             );
         }
         objects
@@ -1011,7 +1033,9 @@ fn check_catalogue(
         }
         for (key, list) in [("paths", &paths), ("uncacheable_paths", &uncacheable_paths)] {
             for (index, path) in list.iter().enumerate() {
-                if !path.starts_with('/') || path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                if !path.starts_with('/')
+                    || path.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                {
                     c.error(
                         format!("catalogue.{key}[{index}]"),
                         format!("{path:?} is not a request path; write e.g. \"/index.html\""),
@@ -1046,7 +1070,10 @@ const POLICIES: &[&str] = &[
 
 fn check_settings(c: &mut Collector<'_>, path: &str, raw: RawSettings, variant: bool) -> Settings {
     if !variant {
-        for (key, given) in [("name", raw.name.is_some()), ("description", raw.description.is_some())] {
+        for (key, given) in [
+            ("name", raw.name.is_some()),
+            ("description", raw.description.is_some()),
+        ] {
             if given {
                 c.error(
                     format!("{path}.{key}"),
@@ -1060,7 +1087,10 @@ fn check_settings(c: &mut Collector<'_>, path: &str, raw: RawSettings, variant: 
     {
         c.error(
             format!("{path}.lb_policy"),
-            format!("unknown policy {policy:?}; expected {}", POLICIES.join(", ")),
+            format!(
+                "unknown policy {policy:?}; expected {}",
+                POLICIES.join(", ")
+            ),
         );
     }
     if let Some(scale) = raw.latency_scale
@@ -1150,7 +1180,10 @@ fn bind_deployment(
         {
             c.error(
                 format!("{path}.tiering"),
-                format!("{} has no parent tier to turn on (no edge names a `parent`)", deployment.source),
+                format!(
+                    "{} has no parent tier to turn on (no edge names a `parent`)",
+                    deployment.source
+                ),
             );
         }
         if settings
@@ -1180,7 +1213,10 @@ fn bind_deployment(
     }
 }
 
-fn known_list<'a>(what: &str, names: impl Iterator<Item = &'a (impl AsRef<str> + ?Sized + 'a)>) -> String {
+fn known_list<'a>(
+    what: &str,
+    names: impl Iterator<Item = &'a (impl AsRef<str> + ?Sized + 'a)>,
+) -> String {
     let quoted: Vec<String> = names.map(|name| format!("{:?}", name.as_ref())).collect();
     if quoted.is_empty() {
         format!("no {what} are defined")

@@ -130,7 +130,10 @@ pub fn choose(
 }
 
 /// Targets for edges named directly in the scenario.
-pub fn direct(edges: &std::collections::BTreeMap<String, Vec<String>>, clients: &[ClientRegion]) -> Targets {
+pub fn direct(
+    edges: &std::collections::BTreeMap<String, Vec<String>>,
+    clients: &[ClientRegion],
+) -> Targets {
     let mut all_edges = Vec::new();
     let per_region = clients
         .iter()

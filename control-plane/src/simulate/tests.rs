@@ -53,7 +53,10 @@ fn a_region_keeps_its_requests_when_another_is_added() {
         EDGES.replace("b = [", "c = \"http://127.0.0.1:4\", b = [")
     )));
     let region_a = |plan: &[super::workload::PlannedRequest]| -> Vec<(Duration, u32)> {
-        plan.iter().filter(|r| r.region == 0).map(|r| (r.at, r.object)).collect()
+        plan.iter()
+            .filter(|r| r.region == 0)
+            .map(|r| (r.at, r.object))
+            .collect()
     };
     assert_eq!(region_a(&two), region_a(&three));
 }
@@ -76,8 +79,19 @@ fn the_plan_follows_the_rates_and_is_in_time_order() {
 
 #[test]
 fn constant_arrivals_are_evenly_spaced() {
-    let scenario = scenario(&EDGES.replace("duration = \"10s\"", "duration = \"1s\"\narrivals = \"constant\"").replace("rate = 50", "rate = 10"));
-    let b: Vec<Duration> = plan(&scenario).iter().filter(|r| r.region == 1).map(|r| r.at).collect();
+    let scenario = scenario(
+        &EDGES
+            .replace(
+                "duration = \"10s\"",
+                "duration = \"1s\"\narrivals = \"constant\"",
+            )
+            .replace("rate = 50", "rate = 10"),
+    );
+    let b: Vec<Duration> = plan(&scenario)
+        .iter()
+        .filter(|r| r.region == 1)
+        .map(|r| r.at)
+        .collect();
     assert_eq!(b.len(), 10, "10/s for 1s, the first at 0: {b:?}");
     assert_eq!(b[0], Duration::ZERO);
     assert!(((b[7] - b[6]).as_secs_f64() - 0.1).abs() < 1e-9);
@@ -95,7 +109,10 @@ fn zipf_sampling_matches_its_probabilities() {
     for rank in [0, 1, 2, 9, 49] {
         let expected = sampler.probability(rank) * f64::from(draws);
         let got = f64::from(counts[rank as usize]);
-        assert!((got - expected).abs() < 5.0 * expected.sqrt() + 5.0, "rank {rank}: {got} vs {expected}");
+        assert!(
+            (got - expected).abs() < 5.0 * expected.sqrt() + 5.0,
+            "rank {rank}: {got} vs {expected}"
+        );
     }
     // 1/H(100) of the draws go to the first object.
     assert!((sampler.probability(0) - 0.1928).abs() < 0.001);
@@ -117,61 +134,128 @@ fn variants_rewrite_the_deployment() {
     };
     let text = variant::apply(base, &settings).unwrap();
     let cwd = std::env::current_dir().unwrap();
-    let deployment = edgebox_config::parse(&text, "rewritten", &cwd).unwrap_or_else(|e| panic!("{e}"));
-    assert!(deployment.edges().all(|(_, edge)| edge.parent.is_none() && edge.l1_capacity == 1 << 20));
-    assert!(deployment.origin_groups.values().all(|g| g.policy == edgebox_config::LbPolicy::RoundRobin));
+    let deployment =
+        edgebox_config::parse(&text, "rewritten", &cwd).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        deployment
+            .edges()
+            .all(|(_, edge)| edge.parent.is_none() && edge.l1_capacity == 1 << 20)
+    );
+    assert!(
+        deployment
+            .origin_groups
+            .values()
+            .all(|g| g.policy == edgebox_config::LbPolicy::RoundRobin)
+    );
     assert!(!deployment.cache.enabled);
-    let Some(edgebox_config::Role::Origin(origin)) = deployment.node("origin-1").map(|n| &n.role) else { panic!() };
+    let Some(edgebox_config::Role::Origin(origin)) = deployment.node("origin-1").map(|n| &n.role)
+    else {
+        panic!()
+    };
     assert_eq!(origin.delay, Duration::from_millis(250));
-    assert_eq!(deployment.latency.link("eu-west", "us-east").unwrap().rtt, Duration::from_millis(140));
+    assert_eq!(
+        deployment.latency.link("eu-west", "us-east").unwrap().rtt,
+        Duration::from_millis(140)
+    );
 }
 
 #[test]
 fn a_started_deployment_gets_free_ports_its_own_data_and_the_catalogue() {
     let dir = tempfile::tempdir().unwrap();
-    let text = variant::for_started(edgebox_config::EMBEDDED_DEFAULT, dir.path(), &dir.path().join("data"), &dir.path().join("cat")).unwrap();
-    let deployment = edgebox_config::parse(&text, "started", dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let text = variant::for_started(
+        edgebox_config::EMBEDDED_DEFAULT,
+        dir.path(),
+        &dir.path().join("data"),
+        &dir.path().join("cat"),
+    )
+    .unwrap();
+    let deployment =
+        edgebox_config::parse(&text, "started", dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(deployment.data_dir, dir.path().join("data"));
-    assert!(deployment.nodes.iter().all(|node| node.listeners().iter().all(|(_, addr)| addr.port() == 0)));
-    assert!(deployment.nodes.iter().all(|node| matches!(node.role, edgebox_config::Role::Edge(_) | edgebox_config::Role::Origin(_))));
-    let rule = |path: &str| deployment.origin.rule_for(path).and_then(|r| r.cache_control.clone());
+    assert!(
+        deployment
+            .nodes
+            .iter()
+            .all(|node| node.listeners().iter().all(|(_, addr)| addr.port() == 0))
+    );
+    assert!(deployment.nodes.iter().all(|node| matches!(
+        node.role,
+        edgebox_config::Role::Edge(_) | edgebox_config::Role::Origin(_)
+    )));
+    let rule = |path: &str| {
+        deployment
+            .origin
+            .rule_for(path)
+            .and_then(|r| r.cache_control.clone())
+    };
     assert_eq!(rule("/sim/nocache/000001.bin").as_deref(), Some("no-store"));
-    assert_eq!(rule("/sim/objects/000001.bin").as_deref(), Some("public, max-age=86400"));
-    assert_eq!(rule("/assets/app.css").as_deref(), Some("public, max-age=3600"), "the deployment's own rules stay");
+    assert_eq!(
+        rule("/sim/objects/000001.bin").as_deref(),
+        Some("public, max-age=86400")
+    );
+    assert_eq!(
+        rule("/assets/app.css").as_deref(),
+        Some("public, max-age=3600"),
+        "the deployment's own rules stay"
+    );
 }
 
 #[test]
 fn the_catalogue_is_written_with_its_planned_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let objects = scenario::CatalogueObjects::Generated { count: 20, median_size: 1000, size_sigma: 1.0, min_size: 10, max_size: 5000 };
+    let objects = scenario::CatalogueObjects::Generated {
+        count: 20,
+        median_size: 1000,
+        size_sigma: 1.0,
+        min_size: 10,
+        max_size: 5000,
+    };
     let total = super::workload::write_catalogue(&objects, 3, dir.path()).unwrap();
     let sizes = super::workload::object_sizes(&objects, 3);
     assert_eq!(total, sizes.iter().sum::<u64>());
     for (index, size) in sizes.iter().enumerate() {
-        let cached = std::fs::metadata(dir.path().join(format!("sim/objects/{index:06}.bin"))).unwrap();
-        let uncached = std::fs::metadata(dir.path().join(format!("sim/nocache/{index:06}.bin"))).unwrap();
+        let cached =
+            std::fs::metadata(dir.path().join(format!("sim/objects/{index:06}.bin"))).unwrap();
+        let uncached =
+            std::fs::metadata(dir.path().join(format!("sim/nocache/{index:06}.bin"))).unwrap();
         assert_eq!((cached.len(), uncached.len()), (*size, *size));
     }
-    assert!(sizes.iter().any(|s| *s != sizes[0]), "sizes vary with sigma 1");
+    assert!(
+        sizes.iter().any(|s| *s != sizes[0]),
+        "sizes vary with sigma 1"
+    );
 }
 
 #[test]
 fn the_examples_are_valid_against_the_embedded_default() {
     for name in examples::names() {
-        let scenario = examples::load(name).unwrap().unwrap_or_else(|errors| panic!("{errors}"));
+        let scenario = examples::load(name)
+            .unwrap()
+            .unwrap_or_else(|errors| panic!("{errors}"));
         assert!(scenario.variants.len() >= 2, "{name} compares variants");
-        assert!(scenario.variants.iter().all(|v| v.deployment_text.is_some()));
+        assert!(
+            scenario
+                .variants
+                .iter()
+                .all(|v| v.deployment_text.is_some())
+        );
         assert!(matches!(scenario.target, scenario::Target::Start { .. }));
     }
 }
 
 #[test]
 fn server_timing_and_tiers_are_read_leniently() {
-    let values = vec!["edge;dur=1.5, sim;dur=12.3".to_owned(), "total;dur=20".to_owned()];
+    let values = vec![
+        "edge;dur=1.5, sim;dur=12.3".to_owned(),
+        "total;dur=20".to_owned(),
+    ];
     assert_eq!(parse_server_timing(&values), (Some(12.3), Some(20.0)));
     let parts = vec!["sim-client;dur=2, sim-origin;dur=3;desc=\"x\", total;dur=9".to_owned()];
     assert_eq!(parse_server_timing(&parts), (Some(5.0), Some(9.0)));
-    assert_eq!(parse_server_timing(&["garbage;;,".to_owned()]), (None, None));
+    assert_eq!(
+        parse_server_timing(&["garbage;;,".to_owned()]),
+        (None, None)
+    );
     assert_eq!(Tier::parse(Some(" L2 ")), Tier::L2);
     assert_eq!(Tier::parse(Some("shield")), Tier::Unknown);
     assert_eq!(Tier::parse(None), Tier::Unknown);
@@ -179,7 +263,13 @@ fn server_timing_and_tiers_are_read_leniently() {
 
 #[test]
 fn charts_escape_their_text() {
-    let svg = html::line_chart("a<b & \"c\"", "x", "y", &[("<s>".into(), vec![(0.0, 1.0), (1.0, 2.0)])], None);
+    let svg = html::line_chart(
+        "a<b & \"c\"",
+        "x",
+        "y",
+        &[("<s>".into(), vec![(0.0, 1.0), (1.0, 2.0)])],
+        None,
+    );
     assert!(svg.contains("a&lt;b &amp; &quot;c&quot;") && svg.contains("&lt;s&gt;"));
     assert!(!svg.contains("<s>"));
     let empty = html::bar_chart("t", "%", &[], &[], Some(100.0));

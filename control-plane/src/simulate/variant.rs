@@ -25,7 +25,11 @@ pub fn apply(text: &str, settings: &Settings) -> Result<String, String> {
         return Ok(text.to_owned());
     }
     for node in nodes_mut(&mut doc) {
-        let role = node.get("role").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let role = node
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if role == "edge" {
             if settings.tiering == Some(false) {
                 node.remove("parent");

@@ -143,7 +143,11 @@ pub fn catalogue_bytes(objects: &CatalogueObjects, seed: u64) -> u64 {
 pub fn object_path(objects: &CatalogueObjects, object: u32, cacheable: bool) -> String {
     match objects {
         CatalogueObjects::Generated { .. } => {
-            let prefix = if cacheable { OBJECTS_PREFIX } else { NOCACHE_PREFIX };
+            let prefix = if cacheable {
+                OBJECTS_PREFIX
+            } else {
+                NOCACHE_PREFIX
+            };
             format!("{prefix}{object:06}.bin")
         }
         CatalogueObjects::Listed {
@@ -257,7 +261,9 @@ impl Plan {
     pub fn len_hint(scenario: &Scenario) -> u64 {
         match scenario.workload.limit {
             Limit::Requests(count) => count,
-            Limit::Duration(duration) => (scenario.total_rate() * duration.as_secs_f64()).round() as u64,
+            Limit::Duration(duration) => {
+                (scenario.total_rate() * duration.as_secs_f64()).round() as u64
+            }
         }
     }
 }
