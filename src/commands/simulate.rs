@@ -18,7 +18,7 @@ const EXIT_UNAVAILABLE: u8 = 69;
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["scenario", "example"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["scenario", "example", "from_json"])))]
 pub struct Args {
     /// Scenario file (TOML): deployment, workload, clients per region, catalogue, variants.
     #[arg(value_name = "SCENARIO")]
@@ -26,6 +26,9 @@ pub struct Args {
     /// Run a built-in scenario instead: `tiering` or `lb-policies`.
     #[arg(long, value_name = "NAME")]
     pub example: Option<String>,
+    /// Re-render the table and report.html (into --out) from an earlier report.json.
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub from_json: Option<PathBuf>,
     /// Directory for report.json, report.html and node logs [default: simulate-NAME].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -52,6 +55,17 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.from_json {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: simulate::report::Report =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a simulate report", path.display()))?;
+        let out_dir = args.out.clone().unwrap_or_else(|| path.parent().map(PathBuf::from).unwrap_or_default());
+        std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let outcome = simulate::write_report(&report, &out_dir)?;
+        print!("{}", simulate::report::table(&report));
+        println!("\nreport: {}", outcome.html_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let loaded = match (&args.scenario, &args.example) {
         (Some(path), _) => {
             if args.print {
@@ -77,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 None => return Ok(unknown_example(name)),
             }
         }
-        (None, None) => unreachable!("clap requires a scenario or --example"),
+        (None, None) => unreachable!("clap requires a scenario, --example or --from-json"),
     };
     let mut scenario = match loaded {
         Ok(scenario) => scenario,
