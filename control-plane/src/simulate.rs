@@ -368,8 +368,10 @@ async fn run_variants(
                 chosen
             }
         };
+        let planned = report.scenario.planned_requests;
         let outcome = run_one(
             scenario,
+            planned,
             variant,
             index,
             &targets,
@@ -386,8 +388,10 @@ async fn run_variants(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn run_one(
     scenario: &Scenario,
+    planned: u64,
     variant: &scenario::Variant,
     index: usize,
     targets: &target::Targets,
@@ -398,7 +402,14 @@ async fn run_one(
     let client = load::client(scenario)?;
     let before = report::edge_counters(targets).await;
     let counters = Arc::new(load::Counters::default());
-    let progress = progress_bar(scenario, variant, index, options.progress, counters.clone());
+    let progress = progress_bar(
+        scenario,
+        planned,
+        variant,
+        index,
+        options.progress,
+        counters.clone(),
+    );
     let run = load::run(scenario, sampler, targets, client, counters, cancel).await;
     if let Some((bar, ticker)) = progress {
         ticker.abort();
@@ -419,6 +430,7 @@ async fn run_one(
 
 fn progress_bar(
     scenario: &Scenario,
+    planned: u64,
     variant: &scenario::Variant,
     index: usize,
     show: bool,
@@ -427,13 +439,12 @@ fn progress_bar(
     if !show {
         return None;
     }
-    let total = workload::Plan::len_hint(scenario);
     let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
+        Some(planned),
         indicatif::ProgressDrawTarget::stderr(),
     );
     let style = indicatif::ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
     )
     .expect("valid template");
     bar.set_style(style);
@@ -459,7 +470,7 @@ fn progress_bar(
             };
             ticking.set_position(sent + dropped);
             ticking.set_message(format!(
-                "in flight {} · errors {errors} · dropped {dropped} · served from cache {hit:.1}%",
+                "in flight {} · err {errors} · dropped {dropped} · from cache {hit:.1}%",
                 sent.saturating_sub(done)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -56,11 +56,16 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.from_json {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let report: simulate::report::Report =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a simulate report", path.display()))?;
-        let out_dir = args.out.clone().unwrap_or_else(|| path.parent().map(PathBuf::from).unwrap_or_default());
-        std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: simulate::report::Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a simulate report", path.display()))?;
+        let out_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| path.parent().map(PathBuf::from).unwrap_or_default());
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
         let outcome = simulate::write_report(&report, &out_dir)?;
         print!("{}", simulate::report::table(&report));
         println!("\nreport: {}", outcome.html_path.display());
