@@ -208,7 +208,11 @@ async fn prepare(
             )
             .map_err(|errors| SimError::Deployment(errors.to_string()))?;
             scenario.bind(deployment.clone())?;
-            let addrs = cp.addresses().await.unwrap_or_default();
+            // Nodes report the addresses they bound; configured ones stand in otherwise.
+            let addrs = cp.addresses().await.unwrap_or_else(|err| {
+                tracing::warn!("cannot list nodes, using configured addresses: {err}");
+                Default::default()
+            });
             let targets = target::choose(
                 &deployment,
                 &scenario.clients,

@@ -154,14 +154,13 @@ impl ControlPlane {
     /// Bound addresses of every node's services, as the nodes reported them.
     pub async fn addresses(
         &self,
-    ) -> Result<BTreeMap<(String, String), SocketAddr>, SocketAddrError> {
+    ) -> Result<BTreeMap<(String, String), SocketAddr>, SimError> {
         let list: NodeList = self
             .json(
                 "listing nodes",
                 self.request(reqwest::Method::GET, "/v1/nodes"),
             )
-            .await
-            .map_err(SocketAddrError)?;
+            .await?;
         let mut addrs = BTreeMap::new();
         for node in list.nodes {
             for listener in node.listeners {
@@ -234,7 +233,3 @@ impl ControlPlane {
         Ok(())
     }
 }
-
-/// Listing nodes failed; the caller falls back to configured addresses.
-#[derive(Debug)]
-pub struct SocketAddrError(pub SimError);

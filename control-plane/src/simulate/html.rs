@@ -99,8 +99,30 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
             .iter()
             .map(|v| v.total.origin_offload.bytes * 100.0)
             .collect();
+        let tier_share = |tier: &str| -> Vec<f64> {
+            report
+                .variants
+                .iter()
+                .map(|v| v.total.tiers.get(tier).map_or(0.0, |t| t.ratio * 100.0))
+                .collect()
+        };
+        html.push_str(&bar_chart(
+            "Who answered: share of successful requests by tier, all regions",
+            "variant",
+            "%",
+            &names,
+            &[
+                ("l1", tier_share("l1")),
+                ("l2", tier_share("l2")),
+                ("parent", tier_share("parent")),
+                ("origin", tier_share("origin")),
+                ("unknown", tier_share("unknown")),
+            ],
+            Some(100.0),
+        ));
         html.push_str(&bar_chart(
             "Cache hit ratio and origin offload (bytes), all regions",
+            "variant",
             "%",
             &names,
             &[("hit ratio", hit), ("offload (bytes)", offload_bytes)],
@@ -115,6 +137,7 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
         };
         html.push_str(&bar_chart(
             "Latency, all regions",
+            "variant",
             "ms",
             &names,
             &[
@@ -124,6 +147,36 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
             ],
             None,
         ));
+        if report.variants.len() > 1 {
+            let regions: Vec<String> = report.variants[0]
+                .regions
+                .iter()
+                .map(|r| r.region.clone())
+                .collect();
+            let per_region = |pick: &dyn Fn(&RegionReport) -> f64| -> Vec<(&str, Vec<f64>)> {
+                report
+                    .variants
+                    .iter()
+                    .map(|v| (v.name.as_str(), v.regions.iter().map(pick).collect()))
+                    .collect()
+            };
+            html.push_str(&bar_chart(
+                "Origin offload (requests) per region, by variant",
+                "client region",
+                "%",
+                &regions,
+                &per_region(&|r| r.origin_offload.requests * 100.0),
+                Some(100.0),
+            ));
+            html.push_str(&bar_chart(
+                "p99 latency per region, by variant",
+                "client region",
+                "ms",
+                &regions,
+                &per_region(&|r| r.latency_ms.as_ref().map_or(0.0, |p| p.p99)),
+                None,
+            ));
+        }
 
         html.push_str("<h2>Hit ratio over time</h2>\n");
         let series: Vec<(String, Vec<(f64, f64)>)> = report
@@ -331,10 +384,11 @@ fn ticks(min: f64, max: f64) -> Vec<f64> {
 }
 
 fn label(value: f64) -> String {
-    if value.abs() >= 100.0 || value.fract().abs() < 1e-9 {
+    if value.abs() >= 100.0 {
         format!("{value:.0}")
     } else {
-        format!("{value:.1}")
+        let text = format!("{value:.1}");
+        text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
     }
 }
 
@@ -462,12 +516,13 @@ fn axes(svg: &mut String, x_min: f64, x_max: f64, y_min: f64, y_max: f64) {
 /// Grouped bars: one group per category, one bar per metric.
 pub fn bar_chart(
     title: &str,
+    x_label: &str,
     y_label: &str,
     categories: &[String],
     metrics: &[(&str, Vec<f64>)],
     y_max: Option<f64>,
 ) -> String {
-    let mut svg = frame(title, "variant", y_label);
+    let mut svg = frame(title, x_label, y_label);
     let highest = metrics
         .iter()
         .flat_map(|(_, values)| values.iter().copied())

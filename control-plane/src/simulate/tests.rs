@@ -272,6 +272,6 @@ fn charts_escape_their_text() {
     );
     assert!(svg.contains("a&lt;b &amp; &quot;c&quot;") && svg.contains("&lt;s&gt;"));
     assert!(!svg.contains("<s>"));
-    let empty = html::bar_chart("t", "%", &[], &[], Some(100.0));
+    let empty = html::bar_chart("t", "x", "%", &[], &[], Some(100.0));
     assert!(empty.ends_with("</svg>\n"));
 }
