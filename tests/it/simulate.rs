@@ -451,8 +451,8 @@ async fn the_cli_prints_a_table_and_writes_json_and_self_contained_html() {
     assert_self_contained_markup(&html);
     assert_eq!(
         html.matches("<svg").count(),
-        4,
-        "comparison bars (2), hit ratio over time, a latency CDF per variant:\n{html}"
+        5,
+        "tiers, hit ratio and latency bars, hit ratio over time, a latency CDF per variant:\n{html}"
     );
     assert!(html.contains("Latency CDF per region"));
 }
