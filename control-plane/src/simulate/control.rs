@@ -59,6 +59,8 @@ struct ConfigStatus {
 #[derive(Debug, Deserialize)]
 struct NodeConfigStatus {
     node: String,
+    #[serde(default)]
+    role: Option<String>,
     version: Option<u64>,
     applied: Option<bool>,
     error: Option<String>,
@@ -201,9 +203,12 @@ impl ControlPlane {
                     failed.error.as_deref().unwrap_or("no reason given")
                 )));
             }
+            // Edges and origins carry what a variant changes; the sandbox and the
+            // control plane itself need not apply it.
             let behind: Vec<&str> = status
                 .nodes
                 .iter()
+                .filter(|node| matches!(node.role.as_deref(), None | Some("edge" | "origin")))
                 .filter(|node| node.version != Some(applied.version))
                 .map(|node| node.node.as_str())
                 .collect();
