@@ -113,7 +113,7 @@ pub async fn run(
     install_crypto();
     let started_at = now_rfc3339();
 
-    let (prepared, target_text) = prepare(&mut scenario, options).await?;
+    let (prepared, target_text) = prepare(&mut scenario).await?;
     let sampler = Arc::new(workload::Sampler::new(
         scenario.catalogue.popularity,
         workload::object_count(&scenario.catalogue.objects),
@@ -125,6 +125,7 @@ pub async fn run(
         started_at,
         finished_at: String::new(),
         interrupted: false,
+        error: None,
         variants: Vec::new(),
     };
 
@@ -147,7 +148,7 @@ pub async fn run(
             return Err(err);
         }
         eprintln!("edgebox simulate: {err}; writing the partial report");
-        report.interrupted = true;
+        report.error = Some(err.to_string());
     }
     report.interrupted |= cancel.is_cancelled();
     report.finished_at = now_rfc3339();
@@ -161,7 +162,9 @@ pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, 
     let json = serde_json::to_string_pretty(report).expect("reports serialise");
     let write = |path: &Path, contents: &str| {
         // Write beside, then rename: a reader never sees half a report.
-        let temp = path.with_extension("tmp");
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(".tmp");
+        let temp = PathBuf::from(temp);
         std::fs::write(&temp, contents)
             .and_then(|()| std::fs::rename(&temp, path))
             .map_err(|source| SimError::Io {
@@ -178,10 +181,10 @@ pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, 
     })
 }
 
-async fn prepare(
-    scenario: &mut Scenario,
-    options: &Options,
-) -> Result<(Prepared, String), SimError> {
+/// Makes the target ready for load (or fails before any is sent): checks that it can
+/// be reached, binds a running deployment's config, writes the catalogue for a deployment
+/// the simulator starts. Returns it with a description for the report.
+async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError> {
     match scenario.target.clone() {
         Target::Edges { edges } => {
             let targets = target::direct(&edges, &scenario.clients);
@@ -263,7 +266,6 @@ async fn prepare(
                 source,
             })?;
             tracing::info!(bytes, root = %catalogue_root.display(), "catalogue written");
-            let _ = options;
             let text = format!(
                 "{} started by the simulator (edges and origins, on free ports)",
                 deployment.source

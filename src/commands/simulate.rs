@@ -180,6 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("json:   {}", outcome.json_path.display());
                 Ok(if outcome.report.interrupted {
                     ExitCode::from(EXIT_INTERRUPTED)
+                } else if outcome.report.error.is_some() {
+                    ExitCode::from(EXIT_UNAVAILABLE)
                 } else {
                     ExitCode::SUCCESS
                 })

@@ -67,6 +67,13 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
     if report.interrupted {
         html.push_str("<p class=\"warn\">The run was interrupted: this report is partial.</p>\n");
     }
+    if let Some(error) = &report.error {
+        let _ = writeln!(
+            html,
+            "<p class=\"warn\">The run stopped early: {}</p>",
+            escape(error)
+        );
+    }
     let clients: Vec<String> = s
         .clients
         .iter()

@@ -20,6 +20,10 @@ pub struct Report {
     pub finished_at: String,
     /// The run was stopped (Ctrl-C) before every variant finished: the report is partial.
     pub interrupted: bool,
+    /// Why the run stopped early other than Ctrl-C (e.g. a variant's deployment failed
+    /// to start); the variants before it are reported.
+    #[serde(default)]
+    pub error: Option<String>,
     pub variants: Vec<VariantReport>,
 }
 
@@ -502,6 +506,9 @@ pub fn table(report: &Report) -> String {
     );
     if report.interrupted {
         let _ = writeln!(out, "INTERRUPTED: this report is partial");
+    }
+    if let Some(error) = &report.error {
+        let _ = writeln!(out, "STOPPED EARLY: {error}");
     }
     for variant in &report.variants {
         let _ = writeln!(
