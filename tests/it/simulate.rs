@@ -239,6 +239,43 @@ async fn requests_over_the_concurrency_bound_are_dropped_not_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_edges_are_verified_against_the_given_ca() {
+    let (edge, ca) = StandIn::start_tls(Duration::ZERO).await;
+    let (other, _) = StandIn::start_tls(Duration::ZERO).await;
+    let dir = TestDir::new();
+    let ca_path = dir.write("ca.pem", &ca);
+    let workload = format!(
+        "requests = 20\nprotocol = \"https\"\nca_file = {:?}",
+        ca_path.to_str().unwrap()
+    );
+    let text = scenario_text(&[("a", edge.https_url())], &[("a", 100.0)], 1, &workload);
+    let report = run_library(&text, dir.path()).await;
+    assert_eq!(
+        report.variants[0].total.ok, 20,
+        "{:?}",
+        report.variants[0].total.errors_by_kind
+    );
+    assert_eq!(edge.count(), 20);
+
+    // A server whose certificate the CA did not sign: every request fails, none is
+    // answered, and the failures are counted as errors.
+    let text = scenario_text(&[("a", other.https_url())], &[("a", 100.0)], 1, &workload);
+    let report = run_library(&text, dir.path()).await;
+    assert_eq!(report.variants[0].total.errors, 20);
+    assert_eq!(other.count(), 0);
+
+    // Mixing schemes is a scenario error.
+    let mixed = scenario_text(&[("a", edge.url())], &[("a", 100.0)], 1, &workload);
+    let errors = simulate::scenario::parse(&mixed, "mixed.toml", dir.path(), "mixed").unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("deployment.edges.a: workload.protocol is \"https://\""),
+        "{errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_without_cache_headers_count_as_unknown_tier() {
     let dir = TestDir::new();
     let edge = StandIn::start(Duration::ZERO).await;

@@ -154,9 +154,7 @@ impl ControlPlane {
     }
 
     /// Bound addresses of every node's services, as the nodes reported them.
-    pub async fn addresses(
-        &self,
-    ) -> Result<BTreeMap<(String, String), SocketAddr>, SimError> {
+    pub async fn addresses(&self) -> Result<BTreeMap<(String, String), SocketAddr>, SimError> {
         let list: NodeList = self
             .json(
                 "listing nodes",

@@ -511,6 +511,20 @@ pub fn parse(
                 bind_deployment(&mut c, &mut scenario, &deployment, &base_dir);
             }
             Target::Edges { edges } => {
+                let scheme = match scenario.workload.protocol {
+                    Protocol::Http => "http://",
+                    Protocol::Https => "https://",
+                };
+                for (region, urls) in edges {
+                    if urls.iter().any(|url| !url.starts_with(scheme)) {
+                        c.error(
+                            join_key_path("deployment.edges", region),
+                            format!(
+                                "workload.protocol is {scheme:?} but this edge's URL is not; give the same scheme to both"
+                            ),
+                        );
+                    }
+                }
                 for client in &scenario.clients {
                     if !edges.contains_key(&client.name) {
                         c.error(

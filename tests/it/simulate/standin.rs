@@ -53,6 +53,27 @@ pub struct StandIn {
 impl StandIn {
     /// Starts a stand-in that answers after `delay`.
     pub async fn start(delay: Duration) -> Self {
+        Self::serve(delay, None).await
+    }
+
+    /// Starts a stand-in serving HTTPS with a fresh self-signed certificate for
+    /// 127.0.0.1; returns it with that certificate in PEM.
+    pub async fn start_tls(delay: Duration) -> (Self, String) {
+        crate::support::install_crypto();
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let pem = generated.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![generated.cert.der().clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Self::serve(delay, Some(acceptor)).await, pem)
+    }
+
+    async fn serve(delay: Duration, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind stand-in");
@@ -66,13 +87,22 @@ impl StandIn {
                     continue;
                 };
                 let state = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         answer(request, state.clone(), started, delay)
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -81,6 +111,10 @@ impl StandIn {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
