@@ -469,6 +469,12 @@ async fn the_cli_prints_a_table_and_writes_json_and_self_contained_html() {
         Some(a.count() as u64)
     );
     assert_eq!(report["interrupted"], false);
+    let routes = variant["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["url"], a.url());
+    assert_eq!(routes[0]["requests"].as_u64(), Some(a.count() as u64));
+    assert_eq!(routes[1]["requests"].as_u64(), Some(b.count() as u64));
+    assert!(routes[0]["edge_reported"].is_null(), "edges named directly have no admin stats");
     for tier in ["l1", "l2", "parent", "origin", "unknown"] {
         assert!(
             variant["total"]["tiers"][tier]["ratio"].is_f64(),

@@ -260,7 +260,15 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
             let routes: Vec<String> = variant
                 .routes
                 .iter()
-                .map(|r| format!("{} → {} ({})", r.region, r.edge, r.url))
+                .map(|r| {
+                    let counted = r
+                        .edge_reported
+                        .map_or_else(|| "not reported".to_owned(), |n| n.to_string());
+                    format!(
+                        "{} → {} ({}): sent {}, counted by the edge {counted}",
+                        r.region, r.edge, r.url, r.requests
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 html,

@@ -75,6 +75,8 @@ impl Tier {
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub region: usize,
+    /// Position in the plan; also picks the region's edge (`index % edges`).
+    pub index: u64,
     pub object: u32,
     pub cacheable: bool,
     /// Planned send time from the start of the run.
@@ -302,6 +304,7 @@ fn record(counters: &Counters, sample: &Sample) {
 fn cancelled(request: PlannedRequest, lag: Duration) -> Sample {
     Sample {
         region: request.region,
+        index: request.index,
         object: request.object,
         cacheable: request.cacheable,
         at: request.at,

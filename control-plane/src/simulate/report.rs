@@ -77,6 +77,11 @@ pub struct Route {
     pub region: String,
     pub edge: String,
     pub url: String,
+    /// Requests the simulator sent to this edge.
+    pub requests: u64,
+    /// Requests this edge counted itself over the run (admin `/stats`), when available;
+    /// equal to `requests` when nothing else sent it traffic.
+    pub edge_reported: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -229,12 +234,27 @@ pub fn variant_report(
         .clients
         .iter()
         .zip(&targets.per_region)
-        .flat_map(|(client, edges)| {
-            edges.iter().map(|edge: &Edge| Route {
-                region: client.name.clone(),
-                edge: edge.name.clone(),
-                url: edge.url.clone(),
-            })
+        .enumerate()
+        .flat_map(|(region, (client, region_edges))| {
+            let count = region_edges.len() as u64;
+            let samples = &run.samples;
+            let edges = &edges;
+            region_edges
+                .iter()
+                .enumerate()
+                .map(move |(slot, edge): (usize, &Edge)| Route {
+                    region: client.name.clone(),
+                    edge: edge.name.clone(),
+                    url: edge.url.clone(),
+                    requests: samples
+                        .iter()
+                        .filter(|s| s.region == region && s.index % count == slot as u64)
+                        .count() as u64,
+                    edge_reported: edges
+                        .iter()
+                        .find(|stats| stats.edge == edge.name)
+                        .and_then(|stats| stats.requests),
+                })
         })
         .collect();
     VariantReport {
