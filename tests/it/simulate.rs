@@ -106,6 +106,11 @@ async fn the_generator_sends_the_planned_count_at_the_planned_rate_and_popularit
         (count_b - 150.0).abs() < 5.0 * 150f64.sqrt(),
         "region b: {count_b} requests in 2 s at 75/s"
     );
+    let achieved = variant.regions[0].achieved_rate;
+    assert!(
+        (achieved - count_a / 2.0).abs() < 0.05 * count_a / 2.0,
+        "achieved rate {achieved}/s for {count_a} requests over 2 s"
+    );
     let seen_a = a.seen();
     let first_second = seen_a
         .iter()

@@ -115,6 +115,9 @@ pub struct LoadRun {
     /// Requests of the plan not reached because the run was interrupted.
     pub unsent: u64,
     pub elapsed: Duration,
+    /// From the start to the last request sent (the whole duration for duration runs
+    /// that were not interrupted): what achieved rates are measured over.
+    pub send_window: Duration,
     pub interrupted: bool,
 }
 
@@ -209,6 +212,7 @@ pub async fn run(
         late: vec![0; regions],
         unsent: 0,
         elapsed: Duration::ZERO,
+        send_window: Duration::ZERO,
         interrupted: false,
     };
     let limit = Arc::new(Semaphore::new(scenario.workload.concurrency));
@@ -274,6 +278,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(start + duration) => {}
         }
     }
+    run.send_window = start.elapsed();
     while let Some(done) = in_flight.join_next().await {
         if let Ok(sample) = done {
             record(&counters, &sample);

@@ -88,7 +88,7 @@ pub struct Route {
 pub struct RegionReport {
     pub region: String,
     pub planned_rate: f64,
-    /// Requests sent per second of the run.
+    /// Requests sent per second, over the time requests were being sent.
     pub achieved_rate: f64,
     /// Requests sent (including ones cancelled by an interruption).
     pub requests: u64,
@@ -215,7 +215,7 @@ pub fn variant_report(
     targets: &Targets,
     edges: Vec<EdgeStats>,
 ) -> VariantReport {
-    let elapsed = run.elapsed.as_secs_f64().max(1e-9);
+    let elapsed = run.send_window.as_secs_f64().max(1e-9);
     let mut regions = Vec::new();
     for (index, client) in scenario.clients.iter().enumerate() {
         let samples: Vec<&Sample> = run.samples.iter().filter(|s| s.region == index).collect();
