@@ -14,10 +14,14 @@ use crate::support::{ONE_REGION, TestDir};
 const NODE_SCRIPT: &str = r#"#!/bin/sh
 # Called as: ROLE --config FILE --node NAME
 node="$5"
+dir=$(dirname "$3")
+echo $$ > "$dir/$node.pid"
 case "$node" in
-  broken*) echo "$node: cannot bind its listener" >&2; exit 3 ;;
+  # Fails once origin-a is up, so that there is a running node to be stopped.
+  broken*) while [ ! -f "$dir/origin-a.pid" ]; do sleep 0.02; done
+           echo "$node: cannot bind its listener" >&2; exit 3 ;;
   *) echo "starting $node" >&2
-     echo "edgebox-listening node=$node service=http addr=127.0.0.1:$$"
+     echo "edgebox-listening node=$node service=http addr=127.0.0.1:$(( $$ % 60000 + 1024 ))"
      exec sleep 30 ;;
 esac
 "#;
@@ -34,6 +38,15 @@ fn script(dir: &TestDir) -> std::path::PathBuf {
     let path = dir.write("fake-edgebox.sh", NODE_SCRIPT);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// The pid a node written by the script recorded (it does so first thing).
+fn pid_of(dir: &TestDir, node: &str) -> u32 {
+    std::fs::read_to_string(dir.path().join(format!("{node}.pid")))
+        .unwrap_or_else(|err| panic!("{node} wrote no pid file: {err}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn alive(pid: u32) -> bool {
@@ -63,7 +76,8 @@ async fn nodes_are_started_read_for_their_addresses_and_stopped() {
         .addr("origin-b", "http")
         .expect("origin-b announced");
     assert_ne!(a, b, "each node's own announcement is kept");
-    let pids = [a.port() as u32, b.port() as u32]; // the script announces its pid as port
+    let pids = [pid_of(&dir, "origin-a"), pid_of(&dir, "origin-b")];
+    assert_eq!(a.port() as u32, pids[0] % 60000 + 1024, "the script announces a port made from its pid");
     assert!(pids.iter().all(|pid| alive(*pid)));
     assert!(
         std::fs::read_to_string(logs.join("origin-a.log"))
@@ -110,14 +124,7 @@ async fn a_node_that_fails_to_start_is_named_with_its_log_and_the_rest_are_stopp
         started.elapsed() < Duration::from_secs(10),
         "a failed node is noticed at once"
     );
-    let log = std::fs::read_to_string(dir.path().join("logs/origin-a.log")).unwrap();
-    let pid: u32 = log
-        .lines()
-        .find_map(|line| {
-            line.rsplit_once("127.0.0.1:")
-                .map(|(_, pid)| pid.trim().parse().unwrap())
-        })
-        .expect("origin-a announced");
+    let pid = pid_of(&dir, "origin-a");
     crate::support::eventually(
         "origin-a to be stopped",
         Duration::from_secs(10),
