@@ -479,7 +479,10 @@ async fn the_cli_prints_a_table_and_writes_json_and_self_contained_html() {
     assert_eq!(routes[0]["url"], a.url());
     assert_eq!(routes[0]["requests"].as_u64(), Some(a.count() as u64));
     assert_eq!(routes[1]["requests"].as_u64(), Some(b.count() as u64));
-    assert!(routes[0]["edge_reported"].is_null(), "edges named directly have no admin stats");
+    assert!(
+        routes[0]["edge_reported"].is_null(),
+        "edges named directly have no admin stats"
+    );
     for tier in ["l1", "l2", "parent", "origin", "unknown"] {
         assert!(
             variant["total"]["tiers"][tier]["ratio"].is_f64(),
@@ -589,50 +592,79 @@ fn built_in_examples_check_and_print() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("tiering, lb-policies"));
 }
 
-/// The tiering example end to end on a small scale. Until the edge daemon is merged,
-/// starting the embedded default fails at its first node without one: then the run must
-/// stop before any load with exit 69, naming the node and quoting its log, and write no
-/// report. Once edges run, it must finish and report both variants with traffic.
+/// The built-in examples end to end on a small scale (5 s per variant). Until the edge
+/// daemon is merged, starting the embedded default fails at a node that cannot run: then
+/// the run must stop before any load with exit 69, naming the node and quoting its log,
+/// and write no report. Once edges run, each must finish, report every variant with
+/// traffic, and show the difference it is about: the shield tier raising origin offload,
+/// latency-aware balancing lowering tail latency when one origin is slow.
 #[test]
-fn the_tiering_example_runs_end_to_end_or_fails_before_load() {
-    let dir = TestDir::new();
-    let out = dir.path().join("out");
-    let output = Command::new(edgebox_bin())
-        .args([
-            "simulate",
-            "--example",
-            "tiering",
-            "--duration",
-            "2s",
-            "--no-progress",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    match output.status.code() {
-        Some(0) => {
-            let report: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
-                    .unwrap();
-            let variants = report["variants"].as_array().unwrap();
-            assert_eq!(variants.len(), 2);
-            for variant in variants {
-                assert!(variant["total"]["ok"].as_u64().unwrap() > 50, "{variant}");
+fn the_examples_run_end_to_end_or_fail_before_load() {
+    for example in ["tiering", "lb-policies"] {
+        let dir = TestDir::new();
+        let out = dir.path().join("out");
+        let output = Command::new(edgebox_bin())
+            .args([
+                "simulate",
+                "--example",
+                example,
+                "--duration",
+                "5s",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(&out)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.code() {
+            Some(0) => {
+                let report: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(out.join("report.json")).unwrap(),
+                )
+                .unwrap();
+                let variants: BTreeMap<String, &serde_json::Value> = report["variants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| (v["name"].as_str().unwrap().to_owned(), &v["total"]))
+                    .collect();
+                for (name, total) in &variants {
+                    let ok = total["ok"].as_u64().unwrap();
+                    assert!(
+                        ok as f64 > 0.9 * 500.0,
+                        "{example}/{name}: only {ok} successful requests\n{stderr}"
+                    );
+                }
+                let offload = |name: &str| {
+                    variants[name]["origin_offload"]["requests"]
+                        .as_f64()
+                        .unwrap()
+                };
+                let p90 = |name: &str| variants[name]["latency_ms"]["p90"].as_f64().unwrap();
+                match example {
+                    "tiering" => assert!(
+                        offload("tiered") > offload("flat"),
+                        "the shield must raise offload: {variants:?}"
+                    ),
+                    _ => assert!(
+                        p90("latency-aware") < p90("round-robin"),
+                        "latency-aware must avoid the slow origin: {variants:?}"
+                    ),
+                }
             }
+            Some(69) => {
+                assert!(
+                    stderr.contains("before announcing its listeners")
+                        && stderr.contains("its log ends"),
+                    "{stderr}"
+                );
+                assert!(stderr.contains("no load was sent"), "{stderr}");
+                assert!(!out.join("report.json").exists());
+                assert!(out.join("logs").is_dir(), "node logs are kept");
+            }
+            other => panic!("{example}: unexpected exit {other:?}:\n{stderr}"),
         }
-        Some(69) => {
-            assert!(
-                stderr.contains("before announcing its listeners")
-                    && stderr.contains("its log ends"),
-                "{stderr}"
-            );
-            assert!(stderr.contains("no load was sent"), "{stderr}");
-            assert!(!out.join("report.json").exists());
-            assert!(out.join("logs/tiered").is_dir(), "node logs are kept");
-        }
-        other => panic!("unexpected exit {other:?}:\n{stderr}"),
     }
 }

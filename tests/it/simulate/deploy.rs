@@ -77,7 +77,11 @@ async fn nodes_are_started_read_for_their_addresses_and_stopped() {
         .expect("origin-b announced");
     assert_ne!(a, b, "each node's own announcement is kept");
     let pids = [pid_of(&dir, "origin-a"), pid_of(&dir, "origin-b")];
-    assert_eq!(a.port() as u32, pids[0] % 60000 + 1024, "the script announces a port made from its pid");
+    assert_eq!(
+        a.port() as u32,
+        pids[0] % 60000 + 1024,
+        "the script announces a port made from its pid"
+    );
     assert!(pids.iter().all(|pid| alive(*pid)));
     assert!(
         std::fs::read_to_string(logs.join("origin-a.log"))
