@@ -120,8 +120,14 @@ impl ControlPlane {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if !status.is_success() {
+            let hint = match status.as_u16() {
+                401 | 403 => {
+                    " (this needs an operator token: set deployment.token_file, token_env or token, or EDGEBOX_TOKEN)"
+                }
+                _ => "",
+            };
             return Err(SimError::Deployment(format!(
-                "control plane {}: {what}: {status}: {}",
+                "control plane {}: {what}: {status}: {}{hint}",
                 self.base,
                 body.chars().take(500).collect::<String>()
             )));
