@@ -392,6 +392,39 @@ async fn an_unreachable_deployment_fails_before_any_load() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_target_that_is_not_a_control_plane_fails_before_any_load() {
+    let edge = StandIn::start(Duration::ZERO).await;
+    let dir = TestDir::new();
+    let path = dir.write(
+        "scenario.toml",
+        format!("[deployment]\nrunning = \"{}\"\ntoken = \"0123456789abcdef\"\n[workload]\nrequests = 10\n[clients.a]\nrate = 5\n", edge.url()),
+    );
+    let out = dir.path().join("out");
+    let output = tokio::task::spawn_blocking(move || {
+        edgebox(&[
+            "simulate",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("reading the config: unexpected answer"),
+        "{stderr}"
+    );
+    let paths: Vec<String> = edge.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        ["/healthz", "/v1/config"],
+        "only the control plane API was asked"
+    );
+}
+
 /// Checks that `html` is well-formed: every element closed in order (void elements
 /// aside), and nothing loaded from elsewhere.
 fn assert_self_contained_markup(html: &str) {
