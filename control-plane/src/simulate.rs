@@ -395,6 +395,7 @@ async fn run_variants(
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+#[tracing::instrument(name = "variant", skip_all, fields(variant = %variant.name))]
 async fn run_one(
     scenario: &Scenario,
     planned: u64,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::SimError;
 use super::scenario::{Limit, Protocol, Scenario};
@@ -261,13 +262,18 @@ pub async fn run(
         let client = client.clone();
         let region = region_names[request.region].clone();
         let cancel = cancel.clone();
-        in_flight.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                sample = send(&client, &url, &region, seed, request, lag) => sample,
-                _ = cancel.cancelled() => cancelled(request, lag),
+        let span =
+            tracing::debug_span!("request", region = %region, index = request.index, url = %url);
+        in_flight.spawn(
+            async move {
+                let _permit = permit;
+                tokio::select! {
+                    sample = send(&client, &url, &region, seed, request, lag) => sample,
+                    _ = cancel.cancelled() => cancelled(request, lag),
+                }
             }
-        });
+            .instrument(span),
+        );
     }
     if let Limit::Duration(duration) = scenario.workload.limit
         && !run.interrupted
@@ -345,6 +351,7 @@ async fn send(
         Err(err) => {
             sample.latency = started.elapsed();
             sample.outcome = Outcome::Failed(classify(&err));
+            tracing::debug!(error = %err, "request failed");
             return sample;
         }
     };
