@@ -275,3 +275,38 @@ fn charts_escape_their_text() {
     let empty = html::bar_chart("t", "x", "%", &[], &[], Some(100.0));
     assert!(empty.ends_with("</svg>\n"));
 }
+
+#[test]
+fn a_running_deployment_is_checked_once_its_config_is_known() {
+    let text = "[deployment]\nrunning = \"http://127.0.0.1:9090\"\n\n[workload]\nrequests = 10\n\n[clients.eu-west]\nrate = 5\n[clients.mars]\nrate = 5\n\n[[variants]]\nname = \"slow\"\norigin_delay = { origin-7 = \"1s\" }\n";
+    let mut scenario = scenario(text);
+    let cwd = std::env::current_dir().unwrap();
+    let deployment = edgebox_config::parse(edgebox_config::EMBEDDED_DEFAULT, "cp", &cwd).unwrap();
+    let errors = scenario.bind(deployment).unwrap_err().to_string();
+    assert!(
+        errors.contains("test.toml:9:10: clients.mars: unknown region \"mars\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("test.toml:14:18: variants[0].origin_delay.origin-7: unknown node"),
+        "{errors}"
+    );
+
+    let mut fine = self::scenario(
+        &text
+            .replace("[clients.mars]\nrate = 5\n", "")
+            .replace("origin-7", "origin-2"),
+    );
+    let cwd = std::env::current_dir().unwrap();
+    fine.bind(edgebox_config::parse(edgebox_config::EMBEDDED_DEFAULT, "cp", &cwd).unwrap())
+        .unwrap();
+    let variant_text = fine.variants[0]
+        .deployment_text
+        .as_deref()
+        .expect("the variant's config is built");
+    assert!(
+        variant_text.contains("delay = \"1000000us\""),
+        "{variant_text}"
+    );
+    assert!(fine.deployment().is_some());
+}
