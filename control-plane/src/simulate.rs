@@ -325,31 +325,19 @@ async fn run_variants(
             } => {
                 let text = variant.deployment_text.as_deref().unwrap_or(&base.text);
                 let dir = work.path().join(format!("variant-{index}"));
-                let data_dir = dir.join("data");
-                let rewritten = variant::for_started(text, base_dir, &data_dir, catalogue_root)
-                    .map_err(SimError::Deployment)?;
-                std::fs::create_dir_all(&dir).map_err(|source| SimError::Io {
-                    what: format!("creating {}", dir.display()),
-                    source,
-                })?;
-                let config_path = dir.join("deployment.toml");
-                std::fs::write(&config_path, &rewritten).map_err(|source| SimError::Io {
-                    what: format!("writing {}", config_path.display()),
-                    source,
-                })?;
-                let deployment = edgebox_config::load_file(&config_path)
-                    .map_err(|errors| SimError::Deployment(errors.to_string()))?;
                 let log_dir = options.out_dir.join("logs").join(slug(&variant.name));
-                let running = match deploy::start(
-                    &options.exe,
-                    &config_path,
-                    &deployment,
+                let started_variant = start_variant(
+                    text,
+                    base_dir,
+                    catalogue_root,
+                    &dir,
                     &log_dir,
                     scenario.ready_timeout,
+                    &options.exe,
                     cancel,
                 )
-                .await
-                {
+                .await;
+                let running = match started_variant {
                     Ok(running) => running,
                     Err(SimError::Interrupted) => break,
                     Err(err) => return Err(err),
@@ -392,6 +380,55 @@ async fn run_variants(
         report.variants.push(outcome?);
     }
     Ok(())
+}
+
+/// Writes a variant's deployment (free ports, its own data directory) and starts it.
+/// A port taken by someone else between choosing and binding makes a node fail with
+/// "address in use"; then new ports are chosen and the start is tried again.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn start_variant(
+    text: &str,
+    base_dir: &Path,
+    catalogue_root: &Path,
+    dir: &Path,
+    log_dir: &Path,
+    ready_timeout: Duration,
+    exe: &Path,
+    cancel: &CancellationToken,
+) -> Result<deploy::Started, SimError> {
+    const ATTEMPTS: usize = 3;
+    let io = |what: String| move |source| SimError::Io { what, source };
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let config_path = dir.join("deployment.toml");
+    for attempt in 1..=ATTEMPTS {
+        let rewritten = variant::for_started(text, base_dir, &dir.join("data"), catalogue_root)
+            .map_err(SimError::Deployment)?;
+        std::fs::write(&config_path, &rewritten)
+            .map_err(io(format!("writing {}", config_path.display())))?;
+        let deployment = edgebox_config::load_file(&config_path)
+            .map_err(|errors| SimError::Deployment(errors.to_string()))?;
+        match deploy::start(
+            exe,
+            &config_path,
+            &deployment,
+            log_dir,
+            ready_timeout,
+            cancel,
+        )
+        .await
+        {
+            Err(SimError::Deployment(message))
+                if attempt < ATTEMPTS && message.to_ascii_lowercase().contains("in use") =>
+            {
+                tracing::warn!(
+                    attempt,
+                    "a port was taken meanwhile; starting again on other ports"
+                );
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them

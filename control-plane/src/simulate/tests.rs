@@ -172,12 +172,20 @@ fn a_started_deployment_gets_free_ports_its_own_data_and_the_catalogue() {
     let deployment =
         edgebox_config::parse(&text, "started", dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(deployment.data_dir, dir.path().join("data"));
+    let addrs: Vec<std::net::SocketAddr> = deployment
+        .nodes
+        .iter()
+        .flat_map(|node| node.listeners())
+        .map(|(_, addr)| addr)
+        .collect();
     assert!(
-        deployment
-            .nodes
+        addrs
             .iter()
-            .all(|node| node.listeners().iter().all(|(_, addr)| addr.port() == 0))
+            .all(|addr| addr.ip().is_loopback() && addr.port() != 0),
+        "{addrs:?}"
     );
+    let distinct: std::collections::BTreeSet<_> = addrs.iter().collect();
+    assert_eq!(distinct.len(), addrs.len(), "every listener its own port");
     assert!(deployment.nodes.iter().all(|node| matches!(
         node.role,
         edgebox_config::Role::Edge(_) | edgebox_config::Role::Origin(_)

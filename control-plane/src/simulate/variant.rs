@@ -115,7 +115,9 @@ fn table_mut<'a>(doc: &'a mut Table, key: &str) -> &'a mut Table {
 }
 
 /// Rewrites a deployment for the simulator to start on one machine beside anything
-/// else: every listener on `127.0.0.1:0` (the daemons announce the ports they get), node
+/// else: every listener on a free port of 127.0.0.1 (not port 0: edges find their parent
+/// and origins by the addresses in the config, so those must be real; a port taken
+/// between choosing and binding makes the node fail, and the caller retries), node
 /// state under `data_dir`, no sandbox or control plane (the simulator applies variants by
 /// restarting, and neither serves content), every origin serving `catalogue_root`, with
 /// origin rules that make `/sim/objects/` cacheable and `/sim/nocache/` `no-store`, and
@@ -139,10 +141,22 @@ pub fn for_started(
             role != "sandbox" && role != "control-plane"
         });
     }
+    let listeners = nodes_mut(&mut doc)
+        .map(|node| {
+            ["listen", "https", "admin"]
+                .iter()
+                .filter(|key| node.contains_key(**key))
+                .count()
+        })
+        .sum();
+    let mut ports = free_ports(listeners)
+        .map_err(|err| format!("cannot find free ports: {err}"))?
+        .into_iter();
     for node in nodes_mut(&mut doc) {
         for key in ["listen", "https", "admin"] {
             if node.contains_key(key) {
-                node.insert(key.into(), Value::String("127.0.0.1:0".into()));
+                let port = ports.next().expect("one port per listener");
+                node.insert(key.into(), Value::String(format!("127.0.0.1:{port}")));
             }
         }
         if node.get("role").and_then(Value::as_str) == Some("origin") {
@@ -176,6 +190,18 @@ pub fn for_started(
         }
     }
     toml::to_string(&doc).map_err(|err| format!("cannot write the deployment file: {err}"))
+}
+
+/// `count` distinct ports free on 127.0.0.1 right now: all are held open together so
+/// that none is handed out twice, then released for the nodes to bind.
+fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().map(|addr| addr.port()))
+        .collect()
 }
 
 fn rule(pattern: &str, cache_control: &str) -> Value {
