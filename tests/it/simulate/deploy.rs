@@ -136,3 +136,189 @@ async fn a_node_that_fails_to_start_is_named_with_its_log_and_the_rest_are_stopp
     )
     .await;
 }
+
+/// A deployment of two regions behind a shield, plus a sandbox the simulator leaves out.
+const SHIELDED: &str = r#"[regions.a]
+[regions.b]
+
+[latency]
+enabled = false
+
+[[nodes]]
+name = "origin-1"
+role = "origin"
+region = "a"
+listen = "127.0.0.1:0"
+
+[[nodes]]
+name = "origin-2"
+role = "origin"
+region = "b"
+listen = "127.0.0.1:0"
+
+[[nodes]]
+name = "shield"
+role = "edge"
+region = "a"
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+origin_group = "web"
+
+[[nodes]]
+name = "edge-a"
+role = "edge"
+region = "a"
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+origin_group = "web"
+parent = "shield"
+
+[[nodes]]
+name = "edge-b"
+role = "edge"
+region = "b"
+listen = "127.0.0.1:0"
+https = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+origin_group = "web"
+parent = "shield"
+
+[[nodes]]
+name = "sandbox"
+role = "sandbox"
+region = "a"
+listen = "127.0.0.1:0"
+
+[origin_groups.web]
+members = [{ node = "origin-1" }, { node = "origin-2" }]
+"#;
+
+const VARIANTS: &str = r#"name = "orchestration"
+seed = 3
+
+[deployment]
+file = "edgebox.toml"
+ready_timeout = "30s"
+
+[workload]
+duration = "2s"
+uncacheable = 0.1
+
+[clients.a]
+rate = 40
+[clients.b]
+rate = 40
+
+[catalogue]
+objects = 30
+size = "2KiB"
+size_sigma = 0.5
+max_size = "8KiB"
+
+[[variants]]
+name = "tiered"
+
+[[variants]]
+name = "flat"
+tiering = false
+"#;
+
+/// The whole path for a deployment the simulator starts, with `fake_node.py` standing in
+/// for the daemons (see its docstring): the catalogue is written and served, each variant
+/// gets its own processes on free ports, clients reach their region's client-facing edge
+/// (never the shield, even when a variant removes it as a parent), what the simulator
+/// sent agrees with each edge's own counter, and every node is stopped at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
+    use edgebox_control_plane::simulate;
+    let dir = TestDir::new();
+    dir.config(SHIELDED);
+    let scenario_path = dir.write("scenario.toml", VARIANTS);
+    let fake = dir.write("fake_node.py", include_str!("fake_node.py"));
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scenario = simulate::scenario::load_file(&scenario_path).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("out");
+    let options = simulate::Options {
+        out_dir: out.clone(),
+        exe: fake,
+        progress: false,
+    };
+    let report = simulate::run(scenario, &options, CancellationToken::new())
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
+        .report;
+
+    assert_eq!(report.variants.len(), 2);
+    for variant in &report.variants {
+        let total = &variant.total;
+        assert!(
+            total.requests > 100,
+            "{}: {} requests",
+            variant.name,
+            total.requests
+        );
+        assert_eq!(
+            (total.ok, total.errors),
+            (total.requests, 0),
+            "{}: {:?}",
+            variant.name,
+            total.errors_by_kind
+        );
+        let routes: Vec<(&str, &str)> = variant
+            .routes
+            .iter()
+            .map(|r| (r.region.as_str(), r.edge.as_str()))
+            .collect();
+        assert_eq!(
+            routes,
+            [("a", "edge-a"), ("b", "edge-b")],
+            "{}",
+            variant.name
+        );
+        for route in &variant.routes {
+            assert_eq!(
+                route.edge_reported,
+                Some(route.requests),
+                "{}: {route:?} and the edge's own count",
+                variant.name
+            );
+        }
+        assert!(total.tiers["origin"].requests > 0 && total.tiers["l1"].requests > 0);
+        assert!(
+            out.join(format!("logs/{}/edge-a.log", variant.name))
+                .is_file()
+        );
+        assert!(
+            !out.join(format!("logs/{}/sandbox.log", variant.name))
+                .exists(),
+            "only edges and origins are started"
+        );
+    }
+    let (tiered, flat) = (&report.variants[0].total, &report.variants[1].total);
+    assert!(
+        tiered.tiers["parent"].requests > 0,
+        "edge-b's misses reach the shield: {:?}",
+        tiered.tiers
+    );
+    assert_eq!(
+        flat.tiers["parent"].requests, 0,
+        "no shield in the flat variant"
+    );
+    assert!(tiered.origin_offload.requests > flat.origin_offload.requests);
+    assert_eq!(
+        report.scenario.planned_requests, tiered.requests,
+        "the same workload ran against each"
+    );
+    assert_eq!(tiered.requests, flat.requests);
+
+    for variant in &report.variants {
+        for route in &variant.routes {
+            let addr = route.url.trim_start_matches("http://").to_owned();
+            assert!(
+                std::net::TcpStream::connect(&addr).is_err(),
+                "{} still listens at {addr}",
+                route.edge
+            );
+        }
+    }
+}
