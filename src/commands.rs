@@ -2,6 +2,7 @@
 
 mod check_config;
 mod config;
+mod edge;
 mod origin;
 mod simulate;
 mod up;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Prints where each node listens, restarts nodes that crash (with backoff), and on
     /// Ctrl-C or SIGTERM stops them all within a deadline.
     Up(up::Args),
+    /// Run one edge node: the pingora proxy clients talk to, with TLS and an admin port.
+    Edge(edge::Args),
     /// Run one origin node: static files with validators, ranges and per-path headers.
     Origin(origin::Args),
     /// Drive a CDN workload from clients in regions against a deployment and report.
@@ -81,6 +84,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Config(command) => config::run(command),
         Command::Up(args) => up::run(args),
+        Command::Edge(args) => edge::run(args),
         Command::Origin(args) => origin::run(args),
         Command::Simulate(args) => simulate::run(args),
     }

@@ -1,1 +1,189 @@
-//! placeholder
+//! edgebox edge: a pingora reverse proxy in front of an origin group (or a parent
+//! edge), with TLS by SNI, load-balancing policies, health, compression, latency
+//! simulation and an admin listener.
+//!
+//! The process runs pingora's services on its own tokio runtime instead of pingora's
+//! `Server`, for two reasons: listeners are bound here first and handed to pingora
+//! through its listen-fd table (pingora's own mechanism for inherited sockets), so a
+//! port-0 address is announced with its real port without a bind race; and shutdown
+//! waits exactly as long as in-flight requests need (up to `edge.shutdown_grace`)
+//! instead of pingora's fixed grace sleep.
+
+mod admin;
+mod compress;
+mod discovery;
+mod health;
+mod latency;
+mod proxy;
+mod state;
+mod tls;
+mod upstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgebox_config::{ConfigLocation, Deployment, Role};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Fds, ListenFds};
+use pingora::services::Service as _;
+
+pub use tls::ensure_local_ca;
+
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_millis(500);
+
+/// Runs edge `node` of `deployment` until SIGTERM or SIGINT, then drains.
+/// `location` is where `POST /reload` with an empty body re-reads the config from.
+pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> anyhow::Result<()> {
+    let me = deployment
+        .node(node)
+        .with_context(|| format!("no node named {node} in the deployment"))?;
+    let Role::Edge(edge) = &me.role else {
+        anyhow::bail!("node {node} is a {}, not an edge", me.role_name());
+    };
+    let edge = edge.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edge")
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(deployment, node.to_owned(), edge, location));
+    // In-flight work has finished or its grace has run out; do not wait on stragglers.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+/// Binds `addr` (port 0 allowed) and registers the socket in pingora's fd table under
+/// the key its listener will look up.
+fn bind(fds: &ListenFds, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    fds.lock().add(bound.to_string(), listener.into_raw_fd());
+    Ok(bound)
+}
+
+async fn serve(
+    deployment: Deployment,
+    node: String,
+    edge: edgebox_config::EdgeNode,
+    location: ConfigLocation,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let grace = deployment.edge.shutdown_grace;
+    let certs = match edge.https {
+        Some(_) => {
+            let store = tls::CertStore::load(&deployment.tls, &deployment.node_data_dir(&node))
+                .context("loading TLS certificates")?;
+            if let Some(ca) = &store.generated_ca {
+                println!("edgebox-tls-ca node={node} path={}", ca.display());
+                tracing::info!(ca = %ca.display(), "no certificate configured: serving a certificate from the local CA; trust this CA file");
+            }
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    let state = Arc::new(state::EdgeState::new(deployment, &node, location, certs.clone())?);
+    // Host members must have addresses before traffic arrives.
+    discovery::refresh(&state).await;
+
+    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
+    let conf = Arc::new(ServerConf {
+        // Our error_while_proxy/fail_to_connect bound retries by the group's `retries`.
+        max_retries: 16,
+        ..ServerConf::default()
+    });
+    let mut announce = Vec::new();
+
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &conf,
+        proxy::EdgeProxy {
+            state: state.clone(),
+        },
+    );
+    if let Some(addr) = edge.http {
+        let bound = bind(&fds, addr)?;
+        proxy.add_tcp(&bound.to_string());
+        announce.push(("http", bound));
+    }
+    if let (Some(addr), Some(certs)) = (edge.https, &certs) {
+        let bound = bind(&fds, addr)?;
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+        settings.set_cert_resolver(certs.resolver.clone());
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&bound.to_string(), None, settings);
+        announce.push(("https", bound));
+    }
+    let mut admin = pingora::services::listening::Service::new(
+        "edge admin".to_owned(),
+        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp {
+            state: state.clone(),
+        }),
+    );
+    let admin_addr = bind(&fds, edge.admin)?;
+    admin.add_tcp(&admin_addr.to_string());
+    announce.push(("admin", admin_addr));
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut services = Vec::new();
+    {
+        let (fds, rx) = (fds.clone(), shutdown_rx.clone());
+        services.push(tokio::spawn(async move {
+            proxy.start_service(Some(fds), rx, 1).await;
+        }));
+    }
+    {
+        let (fds, rx) = (fds.clone(), shutdown_rx.clone());
+        services.push(tokio::spawn(async move {
+            admin.start_service(Some(fds), rx, 1).await;
+        }));
+    }
+    for (service, addr) in &announce {
+        tracing::info!(service, %addr, "listening");
+        edgebox_config::announce_listening(&node, service, *addr);
+    }
+
+    let background = [
+        tokio::spawn(health::run(state.clone())),
+        tokio::spawn(discovery::run(state.clone())),
+    ];
+    let watcher = certs.map(|c| tokio::spawn(c.watch(CERT_POLL)));
+
+    wait_for_signal().await?;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing in-flight requests");
+    state.draining.store(true, Ordering::SeqCst);
+    let _ = shutdown_tx.send(true);
+    let deadline = Instant::now() + grace;
+    loop {
+        let in_flight = state.in_flight.load(Ordering::SeqCst);
+        if in_flight <= 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(in_flight, "shutdown grace over; abandoning in-flight requests");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in background.iter().chain(watcher.iter()) {
+        task.abort();
+    }
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,6 +1,82 @@
 //! edgebox origin: serves a directory over HTTP with validators, ranges and per-path headers.
+//!
+//! [`run`] is the whole life of an origin node: pick the directory (the configured root
+//! or the bundled sample site), bind, announce, serve until SIGTERM/SIGINT, drain.
 
-/// Runs the origin node `node` of `deployment` until SIGTERM or SIGINT.
-pub fn run(_deployment: edgebox_config::Deployment, node: &str) -> anyhow::Result<()> {
-    anyhow::bail!("origin node {node}: not implemented yet")
+mod body;
+mod files;
+mod range;
+mod request_path;
+pub mod sample;
+mod server;
+mod service;
+mod stats;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Context;
+use edgebox_config::{Deployment, Role};
+
+pub use server::SHUTDOWN_GRACE;
+
+use crate::files::Root;
+use crate::service::App;
+
+/// Runs the origin node `node` of `deployment` until SIGTERM or SIGINT, then drains
+/// in-flight requests for up to [`SHUTDOWN_GRACE`].
+pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
+    let settings = match deployment.node(node).map(|n| &n.role) {
+        Some(Role::Origin(settings)) => settings.clone(),
+        Some(_) => anyhow::bail!("node {node:?} is not an origin node"),
+        None => anyhow::bail!("the deployment has no node named {node:?}"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("origin")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let root_dir = match &settings.root {
+            Some(root) => root.clone(),
+            None => {
+                let dir = deployment.node_data_dir(node).join("sample");
+                tokio::task::spawn_blocking(move || sample::materialise(&dir))
+                    .await
+                    .context("writing the sample site")?
+                    .context("writing the sample site")?
+            }
+        };
+        let root = open_root(&root_dir)?;
+        let app = Arc::new(App {
+            node: node.to_owned(),
+            root,
+            rules: deployment.origin.clone(),
+            delay: settings.delay,
+            stats: Default::default(),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        let shutdown = server::shutdown_signal()
+            .await
+            .context("installing signal handlers")?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(node, %addr, root = %root_dir.display(), "origin listening");
+        edgebox_config::announce_listening(node, "http", addr);
+        server::serve(listener, app, shutdown, SHUTDOWN_GRACE).await;
+        tracing::info!(node, "origin stopped");
+        Ok(())
+    })
+}
+
+fn open_root(dir: &Path) -> anyhow::Result<Root> {
+    Root::open_ambient(dir).with_context(|| format!("opening the origin root {}", dir.display()))
 }

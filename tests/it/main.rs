@@ -4,6 +4,7 @@
 mod support;
 
 mod config;
+mod edge;
 mod origin;
 mod simulate;
 mod up;

@@ -1,0 +1,566 @@
+//! The request path as a pingora `ProxyHttp`: limits and request id, simulated
+//! client↔edge latency, origin choice by policy with retries on another origin,
+//! forwarding headers, simulated edge↔origin latency, passive health, compression, and
+//! JSON errors saying why a request could not be served.
+//!
+//! The cache issue plugs in between `request_filter` and `upstream_peer`
+//! (`request_cache_filter` and friends); nothing here assumes every request goes
+//! upstream, and `Server-Timing` is assembled from the per-request context.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use edgebox_config::HashKey;
+use pingora::ErrorType;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::http::compression::Encode;
+use pingora::upstreams::peer::Peer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, Result};
+use tracing::Instrument;
+
+use crate::compress;
+use crate::state::{EdgeState, Snapshot};
+use crate::upstream::ActiveGuard;
+
+/// Region header a client uses to say where it is.
+pub const REGION_HEADER: &str = "x-edgebox-region";
+const REQUEST_ID: &str = "x-request-id";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+pub struct EdgeProxy {
+    pub state: Arc<EdgeState>,
+}
+
+/// Why no upstream response could be had.
+#[derive(Debug, Clone)]
+enum Failure {
+    NoOrigin,
+    Timeout(String),
+    Unreachable(String),
+}
+
+/// Counts a request as in flight for graceful shutdown, for exactly its lifetime.
+pub struct InFlight(Arc<EdgeState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct RequestCtx {
+    _in_flight: InFlight,
+    snapshot: Arc<Snapshot>,
+    request_id: String,
+    started: Instant,
+    /// Total simulated delay applied so far.
+    simulated: Duration,
+    client_region: String,
+    tried: Vec<SocketAddr>,
+    active: Option<ActiveGuard>,
+    upstream_sent: Option<Instant>,
+    origin_time: Duration,
+    encoder: Option<Box<dyn Encode + Send + Sync>>,
+    failure: Option<Failure>,
+    request_body: u64,
+    response_bytes: u64,
+    span: tracing::Span,
+}
+
+impl RequestCtx {
+    fn server_timing(&self) -> String {
+        let total = self.started.elapsed();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let edge = total.saturating_sub(self.simulated + self.origin_time);
+        format!(
+            "sim;dur={:.1};desc=\"simulated network\", origin;dur={:.1}, edge;dur={:.1}, total;dur={:.1}",
+            ms(self.simulated),
+            ms(self.origin_time),
+            ms(edge),
+            ms(total)
+        )
+    }
+}
+
+fn via(state: &EdgeState, session: &Session) -> String {
+    let version = if session.is_http2() { "2" } else { "1.1" };
+    format!("{version} edgebox-{}", state.node)
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Hop-by-hop headers present in `headers`, including those `Connection` names.
+fn hop_by_hop(headers: &http::HeaderMap) -> Vec<String> {
+    let mut named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    named.extend(HOP_BY_HOP.iter().map(|h| (*h).to_owned()));
+    named.retain(|name| headers.contains_key(name.as_str()));
+    named
+}
+
+impl EdgeProxy {
+    /// Writes a JSON error response with the edge's usual headers.
+    async fn respond_json(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> Result<()> {
+        let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+        let mut response = ResponseHeader::build(status, Some(6))?;
+        response.insert_header("content-type", "application/json")?;
+        response.insert_header("content-length", body.len().to_string())?;
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        response.insert_header("via", via(&self.state, session))?;
+        response.insert_header("server-timing", ctx.server_timing())?;
+        response.insert_header("cache-control", "no-store")?;
+        if status == 431 || status == 413 || status == 400 || status == 408 {
+            response.insert_header("connection", "close")?;
+            session.set_keepalive(None);
+        }
+        session
+            .write_response_header(Box::new(response), false)
+            .await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await
+    }
+
+    async fn simulate(&self, ctx: &mut RequestCtx, from: &str, to: &str) {
+        if let Some(sim) = &ctx.snapshot.latency {
+            let delay = sim.sample(from, to);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+                ctx.simulated += delay;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+        let snapshot = self.state.snapshot();
+        RequestCtx {
+            _in_flight: InFlight(self.state.clone()),
+            client_region: snapshot.region.clone(),
+            snapshot,
+            request_id: String::new(),
+            started: Instant::now(),
+            simulated: Duration::ZERO,
+            tried: Vec::new(),
+            active: None,
+            upstream_sent: None,
+            origin_time: Duration::ZERO,
+            encoder: None,
+            failure: None,
+            request_body: 0,
+            response_bytes: 0,
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// Our compression replaces pingora's module (see `compress`), so none is installed.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = header_str(req, REQUEST_ID)
+            .filter(|id| !id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        ctx.span = tracing::info_span!(
+            "request",
+            node = %self.state.node,
+            request_id = %ctx.request_id,
+            method = %req.method,
+            path = %req.uri.path(),
+            origin = tracing::field::Empty,
+        );
+        let header_size: usize = req.uri.to_string().len()
+            + req
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if header_size as u64 > ctx.snapshot.max_header_size {
+            let message = format!(
+                "request header is {header_size} bytes; the limit is {}",
+                ctx.snapshot.max_header_size
+            );
+            self.respond_json(session, ctx, 431, "header_too_large", &message)
+                .await?;
+            return Ok(true);
+        }
+        if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            if length > ctx.snapshot.max_body_size {
+                let message = format!(
+                    "request body is {length} bytes; the limit is {}",
+                    ctx.snapshot.max_body_size
+                );
+                self.respond_json(session, ctx, 413, "body_too_large", &message)
+                    .await?;
+                return Ok(true);
+            }
+        }
+        if let Some(sim) = &ctx.snapshot.latency {
+            if let Some(region) = header_str(req, REGION_HEADER) {
+                if sim.knows(region) || region == ctx.snapshot.region {
+                    ctx.client_region = region.to_owned();
+                }
+            }
+        }
+        let client_timeout = ctx.snapshot.client_timeout;
+        session.set_read_timeout(Some(client_timeout));
+        let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
+        let span = ctx.span.clone();
+        self.simulate(ctx, &from, &to).instrument(span).await;
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.request_body += chunk.len() as u64;
+            if ctx.request_body > ctx.snapshot.max_body_size {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // A retry ends the previous attempt's accounting.
+        ctx.active = None;
+        let upstream = ctx.snapshot.upstream.clone();
+        let req = session.req_header();
+        let key: &[u8] = match upstream.hash_key() {
+            Some(HashKey::Header(name)) => req
+                .headers
+                .get(name.as_str())
+                .map_or(req.uri.path().as_bytes(), |v| v.as_bytes()),
+            _ => req.uri.path().as_bytes(),
+        };
+        let Some(origin) = upstream.pick(key, &ctx.tried) else {
+            if ctx.failure.is_none() {
+                ctx.failure = Some(Failure::NoOrigin);
+            }
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                format!("no usable origin in {}", upstream.label),
+            );
+        };
+        ctx.tried.push(origin.addr);
+        ctx.span.record("origin", tracing::field::display(origin.addr));
+        let mut peer = HttpPeer::new(origin.addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        ctx.active = Some(origin.begin());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        for name in hop_by_hop(&upstream_request.headers) {
+            upstream_request.remove_header(name.as_str());
+        }
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        if let Some(ip) = client_ip {
+            let forwarded = match upstream_request
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(previous) => format!("{previous}, {ip}"),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        let tls = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let hop = via(&self.state, session);
+        let via_value = match upstream_request.headers.get("via").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {hop}"),
+            None => hop,
+        };
+        upstream_request.insert_header("via", via_value)?;
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(region) = ctx.active.as_ref().map(|a| a.stats().region.clone()) {
+            let own = ctx.snapshot.region.clone();
+            let span = ctx.span.clone();
+            self.simulate(ctx, &own, &region).instrument(span).await;
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent {
+            ctx.origin_time = sent.elapsed();
+        }
+        if let Some(active) = &ctx.active {
+            let stats = active.stats();
+            stats.observe_latency(ctx.origin_time);
+            if upstream_response.status.is_server_error() {
+                let upstream = &ctx.snapshot.upstream;
+                stats.passive_failure(upstream.eject_for(), upstream.health.unhealthy_threshold, false);
+            } else {
+                stats.passive_success();
+            }
+        }
+        for name in hop_by_hop(&upstream_response.headers) {
+            upstream_response.remove_header(name.as_str());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(policy) = &ctx.snapshot.compression {
+            if session.req_header().method != http::Method::HEAD && policy.eligible(response) {
+                compress::add_vary(response);
+                let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
+                if let Some(encoding) = policy.negotiate(accept) {
+                    if let Some(encoder) = compress::encoder(encoding) {
+                        ctx.encoder = Some(encoder);
+                        response.remove_header(&http::header::CONTENT_LENGTH);
+                        response.remove_header(&http::header::ACCEPT_RANGES);
+                        response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
+                        // The bytes differ, so a strong validator no longer holds.
+                        if let Some(etag) = response
+                            .headers
+                            .get(http::header::ETAG)
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|e| !e.starts_with("W/"))
+                            .map(|e| format!("W/{e}"))
+                        {
+                            response.insert_header(http::header::ETAG, etag)?;
+                        }
+                        if !session.is_http2() {
+                            response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                        }
+                    }
+                }
+            }
+        }
+        let hop = via(&self.state, session);
+        let via_value = match response.headers.get("via").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {hop}"),
+            None => hop,
+        };
+        response.insert_header("via", via_value)?;
+        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        response.insert_header("server-timing", ctx.server_timing())?;
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(encoder) = ctx.encoder.as_mut() {
+            let input = body.take().unwrap_or_default();
+            let output = encoder.encode(&input, end_of_stream)?;
+            *body = (!output.is_empty() || end_of_stream).then_some(output);
+        }
+        if let Some(chunk) = body {
+            ctx.response_bytes += chunk.len() as u64;
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let upstream = &ctx.snapshot.upstream;
+        if let Some(active) = ctx.active.take() {
+            active
+                .stats()
+                .passive_failure(upstream.eject_for(), upstream.health.unhealthy_threshold, true);
+        }
+        let reason = format!("connecting to {}: {}", peer.address(), e.etype().as_str());
+        ctx.failure = Some(if matches!(e.etype(), ErrorType::ConnectTimedout) {
+            Failure::Timeout(reason)
+        } else {
+            Failure::Unreachable(reason)
+        });
+        // Nothing was sent, so any method may go to another origin.
+        if ctx.tried.len() <= upstream.retries as usize {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("origin {}", peer.address()));
+        let upstream = &ctx.snapshot.upstream;
+        let timeout = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(active) = ctx.active.take() {
+                // A pooled connection the origin closed while idle says nothing about
+                // its health; a fresh connection failing does.
+                if !client_reused || timeout {
+                    active.stats().passive_failure(
+                        upstream.eject_for(),
+                        upstream.health.unhealthy_threshold,
+                        true,
+                    );
+                }
+            }
+            let reason = format!("origin {}: {}", peer.address(), e.etype().as_str());
+            ctx.failure = Some(if timeout {
+                Failure::Timeout(reason)
+            } else {
+                Failure::Unreachable(reason)
+            });
+        }
+        let idempotent = session.req_header().method.is_idempotent();
+        let retry = e.esource() == &ErrorSource::Upstream
+            && idempotent
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.tried.len() <= upstream.retries as usize;
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let upstream_label = ctx.snapshot.upstream.label.clone();
+        let (status, code, message): (u16, &str, String) = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(413), _) => (413, "body_too_large", "request body exceeds the limit".into()),
+            (_, ErrorSource::Downstream) => match e.etype() {
+                ErrorType::ReadTimedout => (408, "client_timeout", "the client was too slow sending its request".into()),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, "", String::new()),
+                _ => (400, "bad_request", format!("malformed request: {}", e.etype().as_str())),
+            },
+            _ => match ctx.failure.clone() {
+                Some(Failure::NoOrigin) if ctx.tried.is_empty() => (
+                    502,
+                    "no_healthy_origin",
+                    format!("no healthy origin in {upstream_label}"),
+                ),
+                Some(Failure::NoOrigin) => (
+                    502,
+                    "origins_failed",
+                    format!("every usable origin in {upstream_label} failed ({} tried)", ctx.tried.len()),
+                ),
+                Some(Failure::Timeout(reason)) => (
+                    504,
+                    "origin_timeout",
+                    format!("{reason} ({} tried in {upstream_label})", ctx.tried.len()),
+                ),
+                Some(Failure::Unreachable(reason)) => (
+                    502,
+                    "origin_unreachable",
+                    format!("{reason} ({} tried in {upstream_label})", ctx.tried.len()),
+                ),
+                None => match e.etype() {
+                    ErrorType::HTTPStatus(code) => (*code, "error", e.to_string()),
+                    _ => (500, "internal_error", format!("edge error: {}", e.etype().as_str())),
+                },
+            },
+        };
+        let written = session.response_written().is_some();
+        if status > 0 && !written {
+            if let Err(error) = self.respond_json(session, ctx, status, code, &message).await {
+                tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: if written { 0 } else { status },
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        self.state.stats.record(status, ctx.response_bytes);
+        let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        match e {
+            Some(error) => tracing::warn!(parent: &ctx.span, status, elapsed_ms, tried = ctx.tried.len(), error = %error, "request failed"),
+            None => tracing::debug!(parent: &ctx.span, status, elapsed_ms, bytes = ctx.response_bytes, "request served"),
+        }
+        ctx.active = None;
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Logged once, with the request's span, in `logging`.
+        true
+    }
+}

@@ -1,0 +1,166 @@
+//! The edge's shared state: the hot-reloadable [`Snapshot`] (behind an `ArcSwap`),
+//! counters that live for the process, and the reload path (the same build path as
+//! start-up).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use edgebox_config::{ConfigLocation, Deployment, EdgeNode, Role};
+
+use crate::compress;
+use crate::discovery::Resolver;
+use crate::latency::Simulator;
+use crate::tls::{CertStore, TlsError};
+use crate::upstream::{OriginRegistry, Upstream};
+
+/// Everything a request needs from config, swapped whole on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub deployment: Arc<Deployment>,
+    pub region: String,
+    pub edge: EdgeNode,
+    pub upstream: Arc<Upstream>,
+    pub latency: Option<Simulator>,
+    pub compression: Option<compress::Policy>,
+    pub max_header_size: u64,
+    pub max_body_size: u64,
+    pub client_timeout: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("node {0} is not an edge in the new configuration")]
+    NotAnEdge(String),
+    #[error("certificates: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// Counters for `/stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub total: AtomicU64,
+    /// Index 0 = 1xx ... 4 = 5xx.
+    pub by_class: [AtomicU64; 5],
+    pub bytes_sent: AtomicU64,
+}
+
+impl Stats {
+    pub fn record(&self, status: u16, bytes: u64) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if (100..600).contains(&status) {
+            self.by_class[(status / 100 - 1) as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+pub struct EdgeState {
+    pub node: String,
+    pub location: ConfigLocation,
+    pub started: Instant,
+    snapshot: ArcSwap<Snapshot>,
+    pub stats: Stats,
+    pub origins: OriginRegistry,
+    pub draining: AtomicBool,
+    pub in_flight: AtomicI64,
+    pub certs: Option<Arc<CertStore>>,
+    pub resolver: Resolver,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl EdgeState {
+    pub fn new(
+        deployment: Deployment,
+        node: &str,
+        location: ConfigLocation,
+        certs: Option<Arc<CertStore>>,
+    ) -> anyhow::Result<Self> {
+        let origins = OriginRegistry::default();
+        let snapshot = build_snapshot(deployment, node, 1, &origins)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            node: node.to_owned(),
+            location,
+            started: Instant::now(),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stats: Stats::default(),
+            origins,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicI64::new(0),
+            certs,
+            resolver: Resolver::new(),
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Applies a new deployment: everything is built and checked first, then swapped in
+    /// at once; on any error nothing changes.
+    pub async fn reload(&self, deployment: Deployment) -> Result<u64, ReloadError> {
+        let _serialised = self.reload_lock.lock().await;
+        let current = self.snapshot();
+        let version = current.version + 1;
+        let next = build_snapshot(deployment, &self.node, version, &self.origins)?;
+        if let Some(certs) = &self.certs {
+            certs.check(&next.deployment.tls)?;
+        }
+        if next.edge.http != current.edge.http
+            || next.edge.https != current.edge.https
+            || next.edge.admin != current.edge.admin
+        {
+            tracing::warn!("listener addresses changed; they take effect at the next restart");
+        }
+        // Resolve host members before the new upstream takes traffic.
+        let hosts = next.upstream.hosts();
+        if !hosts.is_empty() {
+            let mut resolved = std::collections::HashMap::new();
+            for (host, _) in hosts {
+                if let Ok((addrs, _)) = self.resolver.resolve(&host).await {
+                    resolved.insert(host, addrs);
+                }
+            }
+            next.upstream.set_addresses(&self.origins, &resolved);
+        }
+        if let Some(certs) = &self.certs {
+            certs.apply(&next.deployment.tls)?;
+        }
+        tracing::info!(version, policy = ?next.upstream.policy, upstream = %next.upstream.label, "configuration applied");
+        self.snapshot.store(Arc::new(next));
+        Ok(version)
+    }
+}
+
+fn build_snapshot(
+    deployment: Deployment,
+    node: &str,
+    version: u64,
+    origins: &OriginRegistry,
+) -> Result<Snapshot, ReloadError> {
+    let me = deployment
+        .node(node)
+        .ok_or_else(|| ReloadError::NotAnEdge(node.to_owned()))?;
+    let Role::Edge(edge) = &me.role else {
+        return Err(ReloadError::NotAnEdge(node.to_owned()));
+    };
+    let edge = edge.clone();
+    let region = me.region.clone();
+    let upstream = Arc::new(Upstream::build(&deployment, node, origins));
+    Ok(Snapshot {
+        version,
+        region,
+        edge,
+        upstream,
+        latency: Simulator::new(&deployment.latency),
+        compression: compress::Policy::new(&deployment.edge.compression),
+        max_header_size: deployment.edge.max_header_size,
+        max_body_size: deployment.edge.max_body_size,
+        client_timeout: deployment.edge.client_timeout,
+        deployment: Arc::new(deployment),
+    })
+}

@@ -1,0 +1,114 @@
+//! Unit tests for the parsers that guard the origin: request paths and ranges.
+
+// Single-range vectors are exactly what a one-range request resolves to.
+#![allow(clippy::single_range_in_vec_init)]
+
+use crate::range::{self, Resolved, Spec};
+use crate::request_path::{PathError, decode};
+
+#[test]
+fn request_paths_decode_to_segments_under_the_root() {
+    let check = |raw: &str, expected: &str| {
+        assert_eq!(decode(raw).unwrap().as_str(), expected, "decoding {raw:?}");
+    };
+    check("/", "");
+    check("/index.html", "index.html");
+    check("//etc/passwd", "etc/passwd");
+    check("/a/./b/", "a/b");
+    check("/a%2fb", "a/b");
+    check("/caf%C3%A9.html", "café.html");
+    check("/with%20space", "with space");
+}
+
+#[test]
+fn request_paths_that_could_escape_are_refused() {
+    let check = |raw: &str, expected: PathError| {
+        assert_eq!(decode(raw), Err(expected), "decoding {raw:?}");
+    };
+    check("/../etc/passwd", PathError::DotDot);
+    check("/a/..", PathError::DotDot);
+    check("/%2e%2e/etc/passwd", PathError::DotDot);
+    check("/%2E%2E%2fetc", PathError::DotDot);
+    check("/a%2f..%2f..%2fetc", PathError::DotDot);
+    check("/a%5c..%5cb", PathError::Backslash);
+    check("/a\\b", PathError::Backslash);
+    check("/a%00b", PathError::Nul);
+    check("/a%zz", PathError::BadEscape);
+    check("/a%2", PathError::BadEscape);
+    check("/a%ff", PathError::NotUtf8);
+}
+
+#[test]
+fn range_headers_parse_or_are_ignored() {
+    assert_eq!(
+        range::parse("bytes=0-9, 20-, -5"),
+        Some(vec![
+            Spec::From {
+                first: 0,
+                last: Some(9)
+            },
+            Spec::From {
+                first: 20,
+                last: None
+            },
+            Spec::Suffix(5),
+        ])
+    );
+    for invalid in [
+        "bytes=",
+        "bytes=5-1",
+        "items=0-1",
+        "bytes=a-b",
+        "bytes=-",
+        "0-1",
+        "bytes=1-2-3",
+    ] {
+        assert_eq!(range::parse(invalid), None, "parsing {invalid:?}");
+    }
+}
+
+#[test]
+fn ranges_resolve_against_the_length() {
+    let resolve = |header: &str, len: u64| range::resolve(&range::parse(header).unwrap(), len);
+    assert_eq!(resolve("bytes=0-9", 100), Resolved::Partial(vec![0..10]));
+    assert_eq!(
+        resolve("bytes=90-200", 100),
+        Resolved::Partial(vec![90..100])
+    );
+    assert_eq!(resolve("bytes=-10", 100), Resolved::Partial(vec![90..100]));
+    assert_eq!(resolve("bytes=-1000", 100), Resolved::Partial(vec![0..100]));
+    assert_eq!(resolve("bytes=100-", 100), Resolved::Unsatisfiable);
+    assert_eq!(resolve("bytes=-0", 100), Resolved::Unsatisfiable);
+    assert_eq!(resolve("bytes=0-0", 0), Resolved::Unsatisfiable);
+    assert_eq!(resolve("bytes=-5", 0), Resolved::Unsatisfiable);
+    assert_eq!(
+        resolve("bytes=200-300, 0-0", 100),
+        Resolved::Partial(vec![0..1])
+    );
+    let many = format!("bytes={}", vec!["0-0"; range::MAX_RANGES + 1].join(","));
+    assert_eq!(resolve(&many, 100), Resolved::Whole);
+}
+
+#[test]
+fn the_large_sample_file_is_deterministic_and_mixed() {
+    let generate = || {
+        let mut out = Vec::new();
+        crate::sample::write_large(&mut out, 1_000_000).unwrap();
+        out
+    };
+    let first = generate();
+    assert_eq!(first.len(), 1_000_000);
+    assert_eq!(first, generate(), "same seed, same bytes on every node");
+    let zeros = first.iter().filter(|b| **b == 0).count();
+    assert!(zeros < first.len() / 100, "not a file of zeros");
+    // Text blocks make it partly compressible: the word list shows up.
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("origin ") && text.contains("cache "));
+}
+
+#[test]
+fn entity_tag_lists_split_on_commas_outside_quotes() {
+    let tags: Vec<&str> = crate::service::entity_tags(r#""a", W/"b" ,"c,d",, "e""#).collect();
+    assert_eq!(tags, [r#""a""#, r#"W/"b""#, r#""c,d""#, r#""e""#]);
+    assert_eq!(crate::service::entity_tags(" , ").count(), 0);
+}

@@ -1,0 +1,272 @@
+//! What the edge does to requests and responses on the way through: forwarding
+//! headers, request ids, hop-by-hop stripping, limits, smuggling, compression and the
+//! latency simulation.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::origin::text_body;
+use super::{Deploy, TestOrigin};
+use crate::support::{TestDir, client};
+
+#[tokio::test]
+async fn forwarding_headers_request_id_and_hop_by_hop() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&[&origin], "").start(&dir);
+    let response = client()
+        .get(format!("{}/echo", edge.url("http")))
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("x-forwarded-for", "10.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!id.is_empty());
+    assert_eq!(response.headers()["via"], "1.1 edgebox-edge");
+    assert!(response.headers()["server-timing"].to_str().unwrap().contains("total;dur="));
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(seen["x-request-id"], id.as_str(), "the generated id went upstream");
+    assert_eq!(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["via"], "1.1 edgebox-edge");
+    assert!(seen.get("x-private").is_none(), "headers named by Connection are stripped: {seen}");
+    assert!(seen.get("keep-alive").is_none(), "{seen}");
+
+    // A client's own request id is kept.
+    let response = client()
+        .get(format!("{}/echo", edge.url("http")))
+        .header("x-request-id", "client-chosen-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-chosen-1");
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(seen["x-request-id"], "client-chosen-1");
+}
+
+const LIMITS: &str = "[edge.limits]\nmax_header_size = \"4KiB\"\nmax_body_size = \"64KiB\"\nclient_timeout = \"1s\"\n";
+
+#[tokio::test]
+async fn oversized_headers_431_and_bodies_413() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&[&origin], "").extra(LIMITS).start(&dir);
+    let client = client();
+    let response = client
+        .get(format!("{}/big-header", edge.url("http")))
+        .header("x-big", "a".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "header_too_large");
+
+    let response = client
+        .post(format!("{}/upload", edge.url("http")))
+        .body(vec![b'x'; 100 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large");
+
+    // Chunked, so the size is only known while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b'y'; 16 * 1024])).collect();
+    let response = client
+        .post(format!("{}/upload", edge.url("http")))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 413);
+    } // else: the edge closed the connection mid-upload, also a refusal.
+    assert_eq!(origin.requests_for("/big-header"), 0);
+
+    // Within the limits, everything passes.
+    let response = client
+        .post(format!("{}/upload", edge.url("http")))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Sends raw bytes and returns everything the edge answers until it closes.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_attempts_are_never_forwarded_ambiguously() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&[&origin], "").start(&dir);
+    // CL.TE: Content-Length says the body is the whole tail, chunked says it ends at 0.
+    let attack = b"POST /echo HTTP/1.1\r\nHost: edge\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: edge\r\n\r\n";
+    let answer = raw(edge.addr("http"), attack).await;
+    assert_eq!(origin.requests_for("/smuggled"), 0, "edge answered: {answer}");
+    for headers in origin.headers_seen() {
+        assert!(
+            !(headers.contains_key("content-length") && headers.contains_key("transfer-encoding")),
+            "a request with both framings reached the origin: {headers:?}"
+        );
+    }
+    // Two Content-Length values that disagree: rejected outright.
+    let answer = raw(
+        edge.addr("http"),
+        b"POST /echo HTTP/1.1\r\nHost: edge\r\nContent-Length: 3\r\nContent-Length: 7\r\n\r\nabcdefg",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Garbage is a 400 (or a closed connection), never a crash.
+    let answer = raw(edge.addr("http"), b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let ok = client().get(format!("{}/after", edge.url("http"))).send().await.unwrap();
+    assert_eq!(ok.status(), 200, "the edge still serves");
+}
+
+#[tokio::test]
+async fn slow_client_body_times_out_with_408() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&[&origin], "").extra(LIMITS).start(&dir);
+    let started = Instant::now();
+    let answer = raw(
+        edge.addr("http"),
+        b"POST /slow HTTP/1.1\r\nHost: edge\r\nContent-Length: 100\r\n\r\nonly-a-little",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("client_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the timeout fired");
+}
+
+fn decode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => {
+            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+        }
+        "br" => {
+            brotli::Decompressor::new(bytes, 4096).read_to_end(&mut out).unwrap();
+        }
+        "zstd" => out = zstd::stream::decode_all(bytes).unwrap(),
+        other => panic!("unexpected encoding {other}"),
+    }
+    out
+}
+
+#[tokio::test]
+async fn compression_round_trips_for_each_algorithm() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let compression = "[edge.compression]\nenabled = true\nmin_size = \"1KiB\"\nalgorithms = [\"zstd\", \"br\", \"gzip\"]\ncontent_types = [\"text/*\", \"application/json\"]\n";
+    let (edge, _) = Deploy::local(&[&origin], "").extra(compression).start(&dir);
+    let client = client();
+    let url = format!("{}/text/20000", edge.url("http"));
+    for (accept, expected) in [
+        ("gzip", "gzip"),
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("gzip;q=0.5, br;q=0.9", "br"),
+        ("gzip, br, zstd", "zstd"),
+        ("zstd;q=0, br;q=0, *;q=0.1", "gzip"),
+    ] {
+        let response = client.get(&url).header("accept-encoding", accept).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-encoding"], expected, "Accept-Encoding: {accept}");
+        assert!(headers["vary"].to_str().unwrap().contains("Accept-Encoding"));
+        let body = response.bytes().await.unwrap();
+        assert!(body.len() < 20000 / 4, "{expected} compressed {} bytes", body.len());
+        assert_eq!(decode(expected, &body), text_body(20000), "{expected} round-trips");
+    }
+    // HTTP/1.1 keep-alive survives compressed (chunked) responses: same client again.
+    let plain = client.get(&url).header("accept-encoding", "identity").send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["vary"], "Accept-Encoding");
+    assert_eq!(plain.bytes().await.unwrap().len(), 20000);
+    // Below min_size: untouched.
+    let small = client
+        .get(format!("{}/text/100", edge.url("http")))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(small.headers().get("content-encoding").is_none());
+    // Already encoded by the origin: passed through byte for byte.
+    let encoded = client
+        .get(format!("{}/encoded", edge.url("http")))
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encoded.headers()["content-encoding"], "gzip");
+    assert_eq!(decode("gzip", &encoded.bytes().await.unwrap()), text_body(4096));
+}
+
+fn sim_ms(server_timing: &str) -> f64 {
+    server_timing
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("sim;dur="))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sim entry in {server_timing}"))
+}
+
+#[tokio::test]
+async fn simulated_latency_shows_in_server_timing_and_in_measured_time() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let regions = "[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
+    let deploy = Deploy {
+        regions,
+        edge_region: "near",
+        origins: vec![(&origin, "far")],
+        group: "",
+        extra: "",
+    };
+    let (edge, _) = deploy.start(&dir);
+    let client = client();
+    let url = format!("{}/sim", edge.url("http"));
+    // Client in the edge's region: 2 ms to the edge, 80 ms edge -> far origin.
+    let started = Instant::now();
+    let response = client.get(&url).send().await.unwrap();
+    let elapsed = started.elapsed();
+    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    let sim = sim_ms(&timing);
+    assert!((sim - 82.0).abs() < 1.0, "{timing}");
+    assert!(timing.contains("origin;dur="), "{timing}");
+    assert!(elapsed >= Duration::from_millis(82), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(82 + 1500), "{elapsed:?}");
+    // Client in the far region: 80 ms more on the client hop.
+    let started = Instant::now();
+    let response = client.get(&url).header("x-edgebox-region", "far").send().await.unwrap();
+    let elapsed = started.elapsed();
+    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert!((sim_ms(&timing) - 160.0).abs() < 1.0, "{timing}");
+    assert!(elapsed >= Duration::from_millis(160), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn disabled_simulation_adds_nothing() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&[&origin], "").start(&dir);
+    let response = client().get(format!("{}/nosim", edge.url("http"))).header("x-edgebox-region", "local").send().await.unwrap();
+    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert_eq!(sim_ms(&timing), 0.0, "{timing}");
+}
