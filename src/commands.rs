@@ -10,6 +10,7 @@ mod purge;
 mod reload;
 mod run;
 mod status;
+mod simulate;
 mod up;
 
 use std::path::PathBuf;
@@ -76,6 +77,14 @@ pub enum Command {
     Purge(purge::Args),
     /// Run a program in the sandbox; `--follow` streams output and the live line.
     Run(run::Args),
+    /// Drive a CDN workload from clients in regions against a deployment and report.
+    ///
+    /// Runs the scenario's workload once per variant (tiering on/off, cache sizes, LB
+    /// policy, latency model) and reports hit ratio per tier, origin offload, latency
+    /// percentiles and errors per region: a table, report.json and a self-contained
+    /// report.html. Exits 78 on scenario errors, 69 when the deployment cannot be reached
+    /// or started, 130 after Ctrl-C (the partial report is still written).
+    Simulate(simulate::Args),
 }
 
 /// Options every daemon subcommand takes.
@@ -102,6 +111,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => reload::run(args),
         Command::Purge(args) => purge::run(args),
         Command::Run(args) => run::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

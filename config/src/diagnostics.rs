@@ -53,14 +53,17 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Collects diagnostics while a file is checked, placing each by its key path.
-pub(crate) struct Collector<'s> {
+///
+/// Public so that other TOML files edgebox reads (simulation scenarios) report their
+/// problems the same way.
+pub struct Collector<'s> {
     source: &'s str,
     spans: HashMap<String, Range<usize>>,
-    pub(crate) diagnostics: Vec<Diagnostic>,
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 impl<'s> Collector<'s> {
-    pub(crate) fn new(source: &'s str, root: &DeTable<'_>) -> Self {
+    pub fn new(source: &'s str, root: &DeTable<'_>) -> Self {
         let mut spans = HashMap::new();
         index_table(root, "", &mut spans);
         Self {
@@ -70,7 +73,7 @@ impl<'s> Collector<'s> {
         }
     }
 
-    pub(crate) fn without_index(source: &'s str) -> Self {
+    pub fn without_index(source: &'s str) -> Self {
         Self {
             source,
             spans: HashMap::new(),
@@ -80,14 +83,14 @@ impl<'s> Collector<'s> {
 
     /// Reports a problem with the key at `path`, placed at that key (or its nearest
     /// parent that appears in the file, for keys that were left out).
-    pub(crate) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let span = self.span_of(&path);
         self.push(path, span, message.into());
     }
 
     /// Reports a problem at a known byte range.
-    pub(crate) fn error_at(
+    pub fn error_at(
         &mut self,
         path: impl Into<String>,
         span: Option<Range<usize>>,
@@ -153,7 +156,7 @@ fn index_value(
 }
 
 /// Joins a key onto a path, quoting keys that are not bare TOML keys.
-pub(crate) fn join(prefix: &str, key: &str) -> String {
+pub fn join(prefix: &str, key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .chars()

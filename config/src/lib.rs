@@ -14,7 +14,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use diagnostics::{Collector, ConfigErrors, Diagnostic, join as join_key_path};
 pub use model::*;
 pub use pattern::PathPattern;
 pub use validate::parse;

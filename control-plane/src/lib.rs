@@ -8,6 +8,7 @@ mod auth;
 mod dashboard;
 mod error;
 mod metrics;
+pub mod simulate;
 mod state;
 mod store;
 pub mod wire;

@@ -7,4 +7,5 @@ mod config;
 mod edge;
 mod control_plane;
 mod origin;
+mod simulate;
 mod up;

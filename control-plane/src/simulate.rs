@@ -1,0 +1,539 @@
+//! `edgebox simulate`: drive a workload from clients in regions against a deployment,
+//! once per variant of its config, and report hit ratio per tier, origin offload,
+//! latency and errors per region.
+//!
+//! The life of a run: a scenario file is checked in one place ([`scenario`]); the
+//! workload is a pure function of its seed ([`workload`]); the target is prepared — a
+//! deployment the simulator starts itself ([`deploy`], each variant a rewritten config
+//! ([`variant`]) on a fresh data directory), a running one driven through its control
+//! plane ([`control`]), or edges named directly; the load generator ([`load`]) runs the
+//! same plan against each variant, open loop; and the report ([`report`], [`html`]) is
+//! written even when the run is interrupted.
+
+pub mod control;
+pub mod deploy;
+pub mod examples;
+pub mod html;
+pub mod load;
+mod raw;
+pub mod report;
+pub mod scenario;
+pub mod target;
+pub mod variant;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use edgebox_config::Deployment;
+use tokio_util::sync::CancellationToken;
+
+pub use scenario::{Scenario, ScenarioErrors, Target};
+
+/// Why a simulation could not run (problems in the scenario file are [`ScenarioErrors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioErrors),
+    #[error("cannot reach the deployment: {0}")]
+    Unreachable(String),
+    #[error("deployment: {0}")]
+    Deployment(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted before any load was sent")]
+    Interrupted,
+}
+
+/// How to run, beyond what the scenario says.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where `report.json`, `report.html` and node logs go.
+    pub out_dir: PathBuf,
+    /// The `edgebox` executable, to start deployment nodes with.
+    pub exe: PathBuf,
+    /// Show a progress bar on stderr (only drawn on a terminal).
+    pub progress: bool,
+}
+
+/// A finished (or interrupted) simulation.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: report::Report,
+    pub json_path: PathBuf,
+    pub html_path: PathBuf,
+}
+
+/// Makes rustls' ring provider the process default, which reqwest (built without a
+/// provider of its own) needs before any client is built. Idempotent.
+pub(crate) fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// What the load goes to while one variant runs.
+enum Prepared {
+    Started {
+        work: tempfile::TempDir,
+        base_dir: PathBuf,
+        catalogue_root: PathBuf,
+        base: Box<Deployment>,
+    },
+    Running {
+        control_plane: control::ControlPlane,
+        original: String,
+        targets: target::Targets,
+    },
+    Edges(target::Targets),
+}
+
+/// Runs a checked scenario: every variant in turn, then writes the report. Fails before
+/// sending any load when the target cannot be reached or the scenario does not fit it.
+/// Cancelling `cancel` stops the load promptly; the partial report is still written.
+pub async fn run(
+    mut scenario: Scenario,
+    options: &Options,
+    cancel: CancellationToken,
+) -> Result<Outcome, SimError> {
+    std::fs::create_dir_all(&options.out_dir).map_err(|source| SimError::Io {
+        what: format!("creating {}", options.out_dir.display()),
+        source,
+    })?;
+    install_crypto();
+    let started_at = now_rfc3339();
+
+    let (prepared, target_text) = prepare(&mut scenario).await?;
+    let sampler = Arc::new(workload::Sampler::new(
+        scenario.catalogue.popularity,
+        workload::object_count(&scenario.catalogue.objects),
+    ));
+    let (digest, planned) = workload::digest(&scenario, sampler.clone());
+    let summary = report::summarize(&scenario, digest, planned, target_text);
+    let mut report = report::Report {
+        scenario: summary,
+        started_at,
+        finished_at: String::new(),
+        interrupted: false,
+        error: None,
+        variants: Vec::new(),
+    };
+
+    let result = run_variants(&scenario, options, &prepared, sampler, &cancel, &mut report).await;
+
+    if let Prepared::Running {
+        control_plane,
+        original,
+        ..
+    } = &prepared
+        && scenario.variants.iter().any(|v| !v.settings.is_empty())
+        && let Err(err) = control_plane.apply(original, scenario.ready_timeout).await
+    {
+        tracing::error!("could not restore the original config: {err}");
+        eprintln!("edgebox simulate: could not restore the original config: {err}");
+    }
+    drop(prepared);
+    if let Err(err) = result {
+        if report.variants.is_empty() {
+            return Err(err);
+        }
+        eprintln!("edgebox simulate: {err}; writing the partial report");
+        report.error = Some(err.to_string());
+    }
+    report.interrupted |= cancel.is_cancelled();
+    report.finished_at = now_rfc3339();
+    write_report(&report, &options.out_dir)
+}
+
+/// Writes `report.json` and `report.html` into `out_dir`.
+pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, SimError> {
+    let json_path = out_dir.join("report.json");
+    let html_path = out_dir.join("report.html");
+    let json = serde_json::to_string_pretty(report).expect("reports serialise");
+    let write = |path: &Path, contents: &str| {
+        // Write beside, then rename: a reader never sees half a report.
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(".tmp");
+        let temp = PathBuf::from(temp);
+        std::fs::write(&temp, contents)
+            .and_then(|()| std::fs::rename(&temp, path))
+            .map_err(|source| SimError::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            })
+    };
+    write(&json_path, &json)?;
+    write(&html_path, &html::render(report))?;
+    Ok(Outcome {
+        report: report.clone(),
+        json_path,
+        html_path,
+    })
+}
+
+/// Makes the target ready for load (or fails before any is sent): checks that it can
+/// be reached, binds a running deployment's config, writes the catalogue for a deployment
+/// the simulator starts. Returns it with a description for the report.
+async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError> {
+    match scenario.target.clone() {
+        Target::Edges { edges } => {
+            let targets = target::direct(&edges, &scenario.clients);
+            load::check_reachable(&targets).await?;
+            let text = edges
+                .iter()
+                .map(|(region, urls)| format!("{region}: {}", urls.join(" ")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Ok((Prepared::Edges(targets), format!("edges {text}")))
+        }
+        Target::Running {
+            control_plane,
+            token,
+            ..
+        } => {
+            let cp = control::ControlPlane::new(&control_plane, &token)?;
+            cp.check_reachable().await?;
+            let current = cp.config().await?;
+            let deployment = edgebox_config::parse(
+                &current.toml,
+                &format!("config version {} of {control_plane}", current.version),
+                &std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            )
+            .map_err(|errors| SimError::Deployment(errors.to_string()))?;
+            scenario.bind(deployment.clone())?;
+            // Nodes report the addresses they bound; configured ones stand in otherwise.
+            let addrs = cp.addresses().await.unwrap_or_else(|err| {
+                tracing::warn!("cannot list nodes, using configured addresses: {err}");
+                Default::default()
+            });
+            let targets = target::choose(
+                &deployment,
+                &scenario.clients,
+                scenario.workload.protocol,
+                &|node, service| {
+                    addrs
+                        .get(&(node.to_owned(), service.to_owned()))
+                        .copied()
+                        .or_else(|| target::configured_addr(&deployment, node, service))
+                },
+            )
+            .map_err(SimError::Deployment)?;
+            load::check_reachable(&targets).await?;
+            Ok((
+                Prepared::Running {
+                    control_plane: cp,
+                    original: current.toml,
+                    targets,
+                },
+                format!(
+                    "running deployment at {control_plane} (config version {})",
+                    current.version
+                ),
+            ))
+        }
+        Target::Start {
+            location,
+            deployment,
+        } => {
+            let work = tempfile::Builder::new()
+                .prefix("edgebox-simulate-")
+                .tempdir()
+                .map_err(|source| SimError::Io {
+                    what: "creating a work directory".to_owned(),
+                    source,
+                })?;
+            let catalogue_root = work.path().join("catalogue");
+            let objects = scenario.catalogue.objects.clone();
+            let seed = scenario.seed;
+            let root = catalogue_root.clone();
+            let bytes = tokio::task::spawn_blocking(move || {
+                workload::write_catalogue(&objects, seed, &root)
+            })
+            .await
+            .expect("catalogue writer does not panic")
+            .map_err(|source| SimError::Io {
+                what: format!("writing the catalogue under {}", catalogue_root.display()),
+                source,
+            })?;
+            tracing::info!(bytes, root = %catalogue_root.display(), "catalogue written");
+            let text = format!(
+                "{} started by the simulator (edges and origins, on free ports)",
+                deployment.source
+            );
+            Ok((
+                Prepared::Started {
+                    work,
+                    base_dir: scenario::deployment_base_dir(&location),
+                    catalogue_root,
+                    base: deployment,
+                },
+                text,
+            ))
+        }
+    }
+}
+
+async fn run_variants(
+    scenario: &Scenario,
+    options: &Options,
+    prepared: &Prepared,
+    sampler: Arc<workload::Sampler>,
+    cancel: &CancellationToken,
+    report: &mut report::Report,
+) -> Result<(), SimError> {
+    for (index, variant) in scenario.variants.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        eprintln!(
+            "edgebox simulate: variant {}/{} {:?}",
+            index + 1,
+            scenario.variants.len(),
+            variant.name
+        );
+        let mut started = None;
+        let targets = match prepared {
+            Prepared::Edges(targets) => targets.clone(),
+            Prepared::Running {
+                control_plane,
+                targets,
+                ..
+            } => {
+                if let Some(text) = &variant.deployment_text
+                    && !variant.settings.is_empty()
+                {
+                    control_plane.apply(text, scenario.ready_timeout).await?;
+                }
+                control_plane.purge_all().await?;
+                targets.clone()
+            }
+            Prepared::Started {
+                work,
+                base_dir,
+                catalogue_root,
+                base,
+            } => {
+                let text = variant.deployment_text.as_deref().unwrap_or(&base.text);
+                let dir = work.path().join(format!("variant-{index}"));
+                let log_dir = options.out_dir.join("logs").join(slug(&variant.name));
+                let started_variant = start_variant(
+                    text,
+                    base_dir,
+                    catalogue_root,
+                    &dir,
+                    &log_dir,
+                    scenario.ready_timeout,
+                    &options.exe,
+                    cancel,
+                )
+                .await;
+                let running = match started_variant {
+                    Ok(running) => running,
+                    Err(SimError::Interrupted) => break,
+                    Err(err) => return Err(err),
+                };
+                // Routes come from the base deployment so that every variant sends the
+                // same request to the same edge, even one that removes the shield.
+                let chosen = target::choose(
+                    base,
+                    &scenario.clients,
+                    scenario.workload.protocol,
+                    &|node, service| running.addr(node, service),
+                );
+                let chosen = match chosen {
+                    Ok(chosen) => chosen,
+                    Err(err) => {
+                        let mut running = running;
+                        running.stop(Duration::from_secs(15)).await;
+                        return Err(SimError::Deployment(err));
+                    }
+                };
+                started = Some(running);
+                chosen
+            }
+        };
+        let planned = report.scenario.planned_requests;
+        let outcome = run_one(
+            scenario,
+            planned,
+            variant,
+            index,
+            &targets,
+            sampler.clone(),
+            options,
+            cancel,
+        )
+        .await;
+        if let Some(mut running) = started {
+            running.stop(Duration::from_secs(15)).await;
+        }
+        report.variants.push(outcome?);
+    }
+    Ok(())
+}
+
+/// Writes a variant's deployment (free ports, its own data directory) and starts it.
+/// A port taken by someone else between choosing and binding makes a node fail with
+/// "address in use"; then new ports are chosen and the start is tried again.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn start_variant(
+    text: &str,
+    base_dir: &Path,
+    catalogue_root: &Path,
+    dir: &Path,
+    log_dir: &Path,
+    ready_timeout: Duration,
+    exe: &Path,
+    cancel: &CancellationToken,
+) -> Result<deploy::Started, SimError> {
+    const ATTEMPTS: usize = 3;
+    let io = |what: String| move |source| SimError::Io { what, source };
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let config_path = dir.join("deployment.toml");
+    for attempt in 1..=ATTEMPTS {
+        let rewritten = variant::for_started(text, base_dir, &dir.join("data"), catalogue_root)
+            .map_err(SimError::Deployment)?;
+        std::fs::write(&config_path, &rewritten)
+            .map_err(io(format!("writing {}", config_path.display())))?;
+        let deployment = edgebox_config::load_file(&config_path)
+            .map_err(|errors| SimError::Deployment(errors.to_string()))?;
+        match deploy::start(
+            exe,
+            &config_path,
+            &deployment,
+            log_dir,
+            ready_timeout,
+            cancel,
+        )
+        .await
+        {
+            Err(SimError::Deployment(message))
+                if attempt < ATTEMPTS && message.to_ascii_lowercase().contains("in use") =>
+            {
+                tracing::warn!(
+                    attempt,
+                    "a port was taken meanwhile; starting again on other ports"
+                );
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+#[tracing::instrument(name = "variant", skip_all, fields(variant = %variant.name))]
+async fn run_one(
+    scenario: &Scenario,
+    planned: u64,
+    variant: &scenario::Variant,
+    index: usize,
+    targets: &target::Targets,
+    sampler: Arc<workload::Sampler>,
+    options: &Options,
+    cancel: &CancellationToken,
+) -> Result<report::VariantReport, SimError> {
+    let client = load::client(scenario)?;
+    let before = report::edge_counters(targets).await;
+    let counters = Arc::new(load::Counters::default());
+    let progress = progress_bar(
+        scenario,
+        planned,
+        variant,
+        index,
+        options.progress,
+        counters.clone(),
+    );
+    let run = load::run(scenario, sampler, targets, client, counters, cancel).await;
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let after = report::edge_counters(targets).await;
+    let edges = report::edge_stats(targets, &before, &after);
+    Ok(report::variant_report(
+        scenario,
+        &variant.name,
+        &variant.description,
+        &variant.settings,
+        &run,
+        targets,
+        edges,
+    ))
+}
+
+fn progress_bar(
+    scenario: &Scenario,
+    planned: u64,
+    variant: &scenario::Variant,
+    index: usize,
+    show: bool,
+    counters: Arc<load::Counters>,
+) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
+    if !show {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(planned),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+    )
+    .expect("valid template");
+    bar.set_style(style);
+    bar.set_prefix(format!(
+        "[{}/{}] {}",
+        index + 1,
+        scenario.variants.len(),
+        variant.name
+    ));
+    let ticking = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            let sent = counters.sent.load(Ordering::Relaxed);
+            let done = counters.done.load(Ordering::Relaxed);
+            let errors = counters.errors.load(Ordering::Relaxed);
+            let dropped = counters.dropped.load(Ordering::Relaxed);
+            let offloaded = counters.offloaded.load(Ordering::Relaxed);
+            let ok = done.saturating_sub(errors);
+            let hit = if ok == 0 {
+                0.0
+            } else {
+                offloaded as f64 / ok as f64 * 100.0
+            };
+            ticking.set_position(sent + dropped);
+            ticking.set_message(format!(
+                "in flight {} · err {errors} · dropped {dropped} · from cache {hit:.1}%",
+                sent.saturating_sub(done)
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Some((bar, ticker))
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                ch
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,435 @@
+//! The load generator: open loop, by the clock. Each planned request is sent at its
+//! planned time whatever happened to earlier ones; at most `concurrency` are in flight,
+//! and a request due while the bound is reached is dropped and counted, never queued.
+//! A request sent more than [`LATE_AFTER`] after its time (the scheduler fell behind)
+//! is counted as late.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::SimError;
+use super::scenario::{Limit, Protocol, Scenario};
+use super::target::Targets;
+use super::workload::{Plan, PlannedRequest, Sampler, object_path};
+
+/// A request sent this long after its planned time counts as late.
+pub const LATE_AFTER: Duration = Duration::from_millis(100);
+
+/// Which tier answered, from `X-Cache-Tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    L1,
+    L2,
+    Parent,
+    Origin,
+    /// No (or an unknown) `X-Cache-Tier` header.
+    Unknown,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 5] = [
+        Tier::L1,
+        Tier::L2,
+        Tier::Parent,
+        Tier::Origin,
+        Tier::Unknown,
+    ];
+
+    pub fn parse(value: Option<&str>) -> Self {
+        match value
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("l1") => Self::L1,
+            Some("l2") => Self::L2,
+            Some("parent") => Self::Parent,
+            Some("origin") => Self::Origin,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::L1 => "l1",
+            Self::L2 => "l2",
+            Self::Parent => "parent",
+            Self::Origin => "origin",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Served without reaching an origin.
+    pub fn offloaded(self) -> bool {
+        matches!(self, Self::L1 | Self::L2 | Self::Parent)
+    }
+}
+
+/// What happened to one request.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub region: usize,
+    /// Position in the plan; also picks the region's edge (`index % edges`).
+    pub index: u64,
+    pub object: u32,
+    pub cacheable: bool,
+    /// Planned send time from the start of the run.
+    pub at: Duration,
+    /// How late it was actually sent.
+    pub lag: Duration,
+    /// Send to last body byte, as the client saw it.
+    pub latency: Duration,
+    /// The simulated part from `Server-Timing` (`sim`, or the sum of `sim*` entries).
+    pub simulated_ms: Option<f64>,
+    /// The edge's own `total` from `Server-Timing`.
+    pub server_total_ms: Option<f64>,
+    pub outcome: Outcome,
+    pub tier: Tier,
+    pub x_cache: Option<String>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Status(u16),
+    /// Transport failure: `timeout`, `connect`, `body`, `request`.
+    Failed(&'static str),
+    /// Still in flight when the run was interrupted.
+    Cancelled,
+}
+
+/// Everything a run of one variant produced.
+#[derive(Debug)]
+pub struct LoadRun {
+    pub samples: Vec<Sample>,
+    /// Per region: requests due while `concurrency` were in flight.
+    pub dropped: Vec<u64>,
+    /// Per region: requests sent more than [`LATE_AFTER`] after their time.
+    pub late: Vec<u64>,
+    /// Requests of the plan not reached because the run was interrupted.
+    pub unsent: u64,
+    pub elapsed: Duration,
+    /// From the start to the last request sent (the whole duration for duration runs
+    /// that were not interrupted): what achieved rates are measured over.
+    pub send_window: Duration,
+    pub interrupted: bool,
+}
+
+/// Live counters for the progress display.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub done: AtomicU64,
+    pub errors: AtomicU64,
+    pub dropped: AtomicU64,
+    pub offloaded: AtomicU64,
+}
+
+/// Builds the HTTP client used for a run.
+pub fn client(scenario: &Scenario) -> Result<reqwest::Client, SimError> {
+    super::install_crypto();
+    let workload = &scenario.workload;
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(workload.timeout)
+        .connect_timeout(workload.timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(workload.concurrency);
+    if workload.protocol == Protocol::Https {
+        match &workload.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| SimError::Io {
+                    what: format!("reading the CA file {}", path.display()),
+                    source,
+                })?;
+                let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| {
+                    SimError::Deployment(format!(
+                        "{} is not a PEM certificate: {err}",
+                        path.display()
+                    ))
+                })?;
+                builder = builder.tls_certs_only([certificate]);
+            }
+            None => builder = builder.tls_danger_accept_invalid_certs(true),
+        }
+    }
+    builder
+        .build()
+        .map_err(|err| SimError::Deployment(format!("building the HTTP client: {err}")))
+}
+
+/// Checks that every edge accepts TCP connections, without sending a request.
+pub async fn check_reachable(targets: &Targets) -> Result<(), SimError> {
+    for edge in targets.per_region.iter().flatten() {
+        let authority = edge
+            .url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&edge.url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let connect = tokio::net::TcpStream::connect(authority.clone());
+        match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                return Err(SimError::Unreachable(format!(
+                    "edge {} at {}: {err}",
+                    edge.name, edge.url
+                )));
+            }
+            Err(_) => {
+                return Err(SimError::Unreachable(format!(
+                    "edge {} at {}: no answer within 3s",
+                    edge.name, edge.url
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the scenario's plan once against `targets`.
+pub async fn run(
+    scenario: &Scenario,
+    sampler: Arc<Sampler>,
+    targets: &Targets,
+    client: reqwest::Client,
+    counters: Arc<Counters>,
+    cancel: &CancellationToken,
+) -> LoadRun {
+    let regions = scenario.clients.len();
+    let mut run = LoadRun {
+        samples: Vec::new(),
+        dropped: vec![0; regions],
+        late: vec![0; regions],
+        unsent: 0,
+        elapsed: Duration::ZERO,
+        send_window: Duration::ZERO,
+        interrupted: false,
+    };
+    let limit = Arc::new(Semaphore::new(scenario.workload.concurrency));
+    let mut in_flight: JoinSet<Sample> = JoinSet::new();
+    let region_names: Arc<Vec<String>> =
+        Arc::new(scenario.clients.iter().map(|c| c.name.clone()).collect());
+    let objects = Arc::new(scenario.catalogue.objects.clone());
+    let seed = scenario.seed;
+    let start = tokio::time::Instant::now();
+    let mut plan = Plan::new(scenario, sampler);
+
+    while let Some(request) = plan.next() {
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok(sample) = done {
+                record(&counters, &sample);
+                run.samples.push(sample);
+            }
+        }
+        let due = start + request.at;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                run.interrupted = true;
+                run.unsent = 1 + plan.by_ref().count() as u64;
+                break;
+            }
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let lag = tokio::time::Instant::now().saturating_duration_since(due);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            run.dropped[request.region] += 1;
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if lag > LATE_AFTER {
+            run.late[request.region] += 1;
+        }
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        let edges = &targets.per_region[request.region];
+        let edge = &edges[(request.index % edges.len() as u64) as usize];
+        let url = format!(
+            "{}{}",
+            edge.url,
+            object_path(&objects, request.object, request.cacheable)
+        );
+        let client = client.clone();
+        let region = region_names[request.region].clone();
+        let cancel = cancel.clone();
+        let span =
+            tracing::debug_span!("request", region = %region, index = request.index, url = %url);
+        in_flight.spawn(
+            async move {
+                let _permit = permit;
+                tokio::select! {
+                    sample = send(&client, &url, &region, seed, request, lag) => sample,
+                    _ = cancel.cancelled() => cancelled(request, lag),
+                }
+            }
+            .instrument(span),
+        );
+    }
+    if let Limit::Duration(duration) = scenario.workload.limit
+        && !run.interrupted
+    {
+        // The plan ends with its last request; the run lasts its whole duration.
+        tokio::select! {
+            _ = cancel.cancelled() => run.interrupted = true,
+            _ = tokio::time::sleep_until(start + duration) => {}
+        }
+    }
+    run.send_window = start.elapsed();
+    while let Some(done) = in_flight.join_next().await {
+        if let Ok(sample) = done {
+            record(&counters, &sample);
+            run.samples.push(sample);
+        }
+    }
+    run.interrupted |= cancel.is_cancelled();
+    run.elapsed = start.elapsed();
+    run.samples.sort_by_key(|sample| sample.at);
+    run
+}
+
+fn record(counters: &Counters, sample: &Sample) {
+    counters.done.fetch_add(1, Ordering::Relaxed);
+    match sample.outcome {
+        Outcome::Status(status) if status < 400 => {
+            if sample.tier.offloaded() {
+                counters.offloaded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Outcome::Cancelled => {}
+        _ => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn cancelled(request: PlannedRequest, lag: Duration) -> Sample {
+    Sample {
+        region: request.region,
+        index: request.index,
+        object: request.object,
+        cacheable: request.cacheable,
+        at: request.at,
+        lag,
+        latency: Duration::ZERO,
+        simulated_ms: None,
+        server_total_ms: None,
+        outcome: Outcome::Cancelled,
+        tier: Tier::Unknown,
+        x_cache: None,
+        bytes: 0,
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    region: &str,
+    seed: u64,
+    request: PlannedRequest,
+    lag: Duration,
+) -> Sample {
+    let mut sample = cancelled(request, lag);
+    let started = Instant::now();
+    let response = client
+        .get(url)
+        .header("X-Edgebox-Region", region)
+        .header("X-Request-Id", format!("sim-{seed}-{}", request.index))
+        .send()
+        .await;
+    let mut response = match response {
+        Ok(response) => response,
+        Err(err) => {
+            sample.latency = started.elapsed();
+            sample.outcome = Outcome::Failed(classify(&err));
+            tracing::debug!(error = %err, "request failed");
+            return sample;
+        }
+    };
+    let headers = response.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    sample.tier = Tier::parse(header("x-cache-tier").as_deref());
+    sample.x_cache = header("x-cache").map(|value| {
+        value
+            .split([',', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    });
+    let timing: Vec<String> = headers
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|value| value.to_str().ok().map(str::to_owned))
+        .collect();
+    (sample.simulated_ms, sample.server_total_ms) = parse_server_timing(&timing);
+    let status = response.status().as_u16();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => sample.bytes += chunk.len() as u64,
+            Ok(None) => break,
+            Err(err) => {
+                sample.latency = started.elapsed();
+                sample.outcome = Outcome::Failed(if err.is_timeout() { "timeout" } else { "body" });
+                return sample;
+            }
+        }
+    }
+    sample.latency = started.elapsed();
+    sample.outcome = Outcome::Status(status);
+    sample
+}
+
+fn classify(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "request"
+    }
+}
+
+/// Reads `Server-Timing` values: returns the simulated part (an entry named `sim`, or
+/// else the sum of entries whose name starts with `sim`) and the `total` entry.
+pub fn parse_server_timing(values: &[String]) -> (Option<f64>, Option<f64>) {
+    let mut exact_sim = None;
+    let mut sim_parts: Option<f64> = None;
+    let mut total = None;
+    for entry in values.iter().flat_map(|value| value.split(',')) {
+        let mut params = entry.split(';').map(str::trim);
+        let name = params.next().unwrap_or_default().to_ascii_lowercase();
+        let duration = params.find_map(|param| {
+            let (key, value) = param.split_once('=')?;
+            if key.trim().eq_ignore_ascii_case("dur") {
+                value.trim().trim_matches('"').parse::<f64>().ok()
+            } else {
+                None
+            }
+        });
+        let Some(duration) = duration.filter(|d| d.is_finite() && *d >= 0.0) else {
+            continue;
+        };
+        if name == "sim" {
+            exact_sim = Some(duration);
+        } else if name.starts_with("sim") {
+            *sim_parts.get_or_insert(0.0) += duration;
+        } else if name == "total" {
+            total = Some(duration);
+        }
+    }
+    (exact_sim.or(sim_parts), total)
+}

@@ -1,0 +1,213 @@
+//! `edgebox simulate SCENARIO.toml | --example NAME [--out DIR]`: run a CDN workload
+//! against a deployment and write a report (table on stdout, `report.json`,
+//! `report.html`). The work is in `edgebox_control_plane::simulate`; this file parses
+//! flags, installs the Ctrl-C handling and maps outcomes to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use edgebox_control_plane::simulate::{self, SimError, examples, scenario::Limit};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when the deployment cannot be reached or started (sysexits' EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code after Ctrl-C (the partial report is written).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["scenario", "example", "from_json"])))]
+pub struct Args {
+    /// Scenario file (TOML): deployment, workload, clients per region, catalogue, variants.
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: Option<PathBuf>,
+    /// Run a built-in scenario instead: `tiering` or `lb-policies`.
+    #[arg(long, value_name = "NAME")]
+    pub example: Option<String>,
+    /// Re-render the table and report.html (into --out) from an earlier report.json.
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub from_json: Option<PathBuf>,
+    /// Directory for report.json, report.html and node logs [default: simulate-NAME].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Check the scenario, print the planned workload and exit without sending load.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the scenario's text (useful with --example, to copy and edit) and exit.
+    #[arg(long)]
+    pub print: bool,
+    /// Override the scenario's run length, e.g. `5s`.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+    /// Override the scenario's run length with a request count.
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// No progress bar (it is only drawn on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    text.parse::<edgebox_config::units::Duration>()
+        .map(|duration| duration.get())
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.from_json {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: simulate::report::Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a simulate report", path.display()))?;
+        let out_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| path.parent().map(PathBuf::from).unwrap_or_default());
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        let outcome = simulate::write_report(&report, &out_dir)?;
+        print!("{}", simulate::report::table(&report));
+        println!("\nreport: {}", outcome.html_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = match (&args.scenario, &args.example) {
+        (Some(path), _) => {
+            if args.print {
+                print!(
+                    "{}",
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            simulate::scenario::load_file(path)
+        }
+        (None, Some(name)) => {
+            if args.print {
+                match examples::text(name) {
+                    Some(text) => print!("{text}"),
+                    None => return Ok(unknown_example(name)),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            match examples::load(name) {
+                Some(loaded) => loaded,
+                None => return Ok(unknown_example(name)),
+            }
+        }
+        (None, None) => unreachable!("clap requires a scenario, --example or --from-json"),
+    };
+    let mut scenario = match loaded {
+        Ok(scenario) => scenario,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(edgebox_config::EXIT_CONFIG as u8));
+        }
+    };
+    if let Some(duration) = args.duration {
+        scenario.workload.limit = Limit::Duration(duration);
+    }
+    if let Some(requests) = args.requests {
+        scenario.workload.limit = Limit::Requests(requests);
+    }
+    let planned = simulate::workload::Plan::len_hint(&scenario);
+    let overridden = args.duration.is_some() || args.requests.is_some();
+    if overridden && (planned == 0 || planned as f64 > simulate::scenario::MAX_PLANNED) {
+        eprintln!(
+            "edgebox simulate: the override plans {planned} requests; it must plan between 1 and {}",
+            simulate::scenario::MAX_PLANNED
+        );
+        return Ok(ExitCode::from(64));
+    }
+    if args.check {
+        println!(
+            "scenario {:?} is valid: {} variant(s) [{}], about {planned} requests per variant at {}/s from {}",
+            scenario.name,
+            scenario.variants.len(),
+            scenario
+                .variants
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            scenario.total_rate(),
+            scenario
+                .clients
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("simulate-{}", scenario.name)));
+    let options = simulate::Options {
+        out_dir,
+        exe: std::env::current_exe().context("finding the edgebox executable")?,
+        progress: !args.no_progress,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the simulator's runtime")?;
+    runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("\nedgebox simulate: stopping (Ctrl-C again to quit at once)");
+            on_signal.cancel();
+            interrupt.recv().await;
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        });
+        match simulate::run(scenario, &options, cancel.clone()).await {
+            Ok(outcome) => {
+                print!("{}", simulate::report::table(&outcome.report));
+                println!("\nreport: {}", outcome.html_path.display());
+                println!("json:   {}", outcome.json_path.display());
+                Ok(if outcome.report.interrupted {
+                    ExitCode::from(EXIT_INTERRUPTED)
+                } else if outcome.report.error.is_some() {
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
+            Err(SimError::Scenario(errors)) => {
+                eprint!("{errors}");
+                Ok(ExitCode::from(edgebox_config::EXIT_CONFIG as u8))
+            }
+            Err(SimError::Interrupted) => {
+                eprintln!("edgebox simulate: interrupted before any load was sent; no report");
+                Ok(ExitCode::from(EXIT_INTERRUPTED))
+            }
+            Err(error @ (SimError::Unreachable(_) | SimError::Deployment(_))) => {
+                eprintln!("edgebox simulate: {error}");
+                eprintln!("edgebox simulate: no load was sent");
+                Ok(ExitCode::from(EXIT_UNAVAILABLE))
+            }
+            Err(error) => Err(error.into()),
+        }
+    })
+}
+
+fn unknown_example(name: &str) -> ExitCode {
+    eprintln!(
+        "edgebox simulate: no example {name:?}; examples: {}",
+        examples::names().join(", ")
+    );
+    ExitCode::from(64)
+}

@@ -1,0 +1,725 @@
+//! `edgebox simulate`: the load generator against a stand-in edge (a real HTTP server on
+//! 127.0.0.1:0, see `simulate/standin.rs`), scenario validation through the CLI, the
+//! reports it writes, Ctrl-C, and starting a deployment's nodes as child processes.
+
+mod deploy;
+mod standin;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgebox_control_plane::simulate::{self, report::Report};
+use standin::{BODY_BYTES, SIM_MS, StandIn};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{TestDir, edgebox, edgebox_bin, eventually, signal};
+
+/// A scenario sending load to the given edges by region, requesting `/o/0`..`/o/19`
+/// (Zipf) and `/nocache/x` for uncacheable requests.
+fn scenario_text(
+    edges: &[(&str, String)],
+    rates: &[(&str, f64)],
+    seed: u64,
+    workload: &str,
+) -> String {
+    let edges: Vec<String> = edges
+        .iter()
+        .map(|(region, url)| format!("{region} = {url:?}"))
+        .collect();
+    let clients: String = rates
+        .iter()
+        .map(|(region, rate)| format!("[clients.{region}]\nrate = {rate}\n"))
+        .collect();
+    let paths: Vec<String> = (0..20).map(|i| format!("\"/o/{i}\"")).collect();
+    format!(
+        "name = \"test\"\nseed = {seed}\n\n[deployment]\nedges = {{ {} }}\n\n[workload]\n{workload}\n\n{clients}\n[catalogue]\npopularity = \"zipf\"\nzipf_s = 1.0\npaths = [{}]\nuncacheable_paths = [\"/nocache/x\"]\n",
+        edges.join(", "),
+        paths.join(", ")
+    )
+}
+
+/// Runs a scenario in-process through the library, as the CLI does.
+async fn run_library(text: &str, dir: &Path) -> Report {
+    let scenario = simulate::scenario::parse(text, "test.toml", dir, "test")
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let options = simulate::Options {
+        out_dir: dir.join("out"),
+        exe: edgebox_bin().to_path_buf(),
+        progress: false,
+    };
+    simulate::run(scenario, &options, CancellationToken::new())
+        .await
+        .unwrap_or_else(|err| panic!("simulation failed: {err}"))
+        .report
+}
+
+fn zipf_probability(rank: usize, count: usize, s: f64) -> f64 {
+    let total: f64 = (1..=count).map(|k| 1.0 / (k as f64).powf(s)).sum();
+    1.0 / ((rank + 1) as f64).powf(s) / total
+}
+
+/// Within `sigmas` standard deviations of a binomial count.
+fn near(count: f64, trials: f64, p: f64, sigmas: f64) -> bool {
+    let expected = trials * p;
+    (count - expected).abs() <= sigmas * (trials * p * (1.0 - p)).sqrt() + 2.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_sends_the_planned_count_at_the_planned_rate_and_popularity() {
+    let dir = TestDir::new();
+    let a = StandIn::start(Duration::ZERO).await;
+    let b = StandIn::start(Duration::ZERO).await;
+    let text = scenario_text(
+        &[("a", a.url()), ("b", b.url())],
+        &[("a", 150.0), ("b", 75.0)],
+        3,
+        "duration = \"2s\"\nuncacheable = 0.2",
+    );
+    let report = run_library(&text, dir.path()).await;
+    let variant = &report.variants[0];
+    let planned = report.scenario.planned_requests;
+
+    // Every planned request was sent, to its region's edge, with its region header.
+    assert_eq!(variant.total.dropped, 0);
+    assert_eq!(variant.total.requests, planned);
+    assert_eq!(
+        (a.count() + b.count()) as u64,
+        planned,
+        "the stand-ins saw every request once"
+    );
+    for (standin, region, index) in [(&a, "a", 0), (&b, "b", 1)] {
+        let seen = standin.seen();
+        assert!(seen.iter().all(|s| s.region.as_deref() == Some(region)));
+        assert_eq!(variant.regions[index].requests, seen.len() as u64);
+        assert_eq!(variant.regions[index].errors, 0);
+    }
+    // Rates: Poisson counts around rate x duration, spread over the whole run (open
+    // loop, by the clock), and the run lasts its duration.
+    let (count_a, count_b) = (a.count() as f64, b.count() as f64);
+    assert!(
+        (count_a - 300.0).abs() < 5.0 * 300f64.sqrt(),
+        "region a: {count_a} requests in 2 s at 150/s"
+    );
+    assert!(
+        (count_b - 150.0).abs() < 5.0 * 150f64.sqrt(),
+        "region b: {count_b} requests in 2 s at 75/s"
+    );
+    let achieved = variant.regions[0].achieved_rate;
+    assert!(
+        (achieved - count_a / 2.0).abs() < 0.05 * count_a / 2.0,
+        "achieved rate {achieved}/s for {count_a} requests over 2 s"
+    );
+    let seen_a = a.seen();
+    let first_second = seen_a
+        .iter()
+        .filter(|s| s.at < Duration::from_secs(1))
+        .count() as f64;
+    assert!(
+        near(first_second, count_a, 0.5, 5.0),
+        "{first_second} of {count_a} arrived in the first second"
+    );
+    assert!(seen_a.last().unwrap().at - seen_a[0].at > Duration::from_millis(1500));
+    assert!(
+        (2.0..4.0).contains(&variant.elapsed_s),
+        "ran {} s",
+        variant.elapsed_s
+    );
+
+    // Popularity and the uncacheable share.
+    let mut seen = a.seen();
+    seen.extend(b.seen());
+    let total = seen.len() as f64;
+    let uncacheable = seen.iter().filter(|s| s.path == "/nocache/x").count() as f64;
+    assert!(
+        near(uncacheable, total, 0.2, 5.0),
+        "{uncacheable} of {total} uncacheable, wanted 20%"
+    );
+    let cacheable = total - uncacheable;
+    let mut by_path: BTreeMap<String, f64> = BTreeMap::new();
+    for s in &seen {
+        *by_path.entry(s.path.clone()).or_default() += 1.0;
+    }
+    for rank in [0, 1, 2, 5] {
+        let count = by_path.get(&format!("/o/{rank}")).copied().unwrap_or(0.0);
+        let p = zipf_probability(rank, 20, 1.0);
+        assert!(
+            near(count, cacheable, p, 5.0),
+            "object {rank}: {count} of {cacheable}, wanted p = {p:.3}"
+        );
+    }
+
+    // The report's tiers, bytes and timings agree with what the stand-ins answered.
+    let mut tiers = a.by_tier();
+    for (tier, n) in b.by_tier() {
+        *tiers.entry(tier).or_default() += n;
+    }
+    for tier in ["l1", "origin"] {
+        assert_eq!(
+            variant.total.tiers[tier].requests,
+            tiers.get(tier).copied().unwrap_or(0),
+            "tier {tier}"
+        );
+    }
+    assert_eq!(variant.total.bytes, planned * BODY_BYTES as u64);
+    let hits = tiers.get("l1").copied().unwrap_or(0) as f64;
+    assert!((variant.total.origin_offload.requests - hits / total).abs() < 1e-9);
+    assert_eq!(variant.total.simulated_ms.as_ref().unwrap().p50, SIM_MS);
+    let latency = variant.total.latency_ms.as_ref().unwrap();
+    assert!(latency.p50 <= latency.p90 && latency.p90 <= latency.p99 && latency.p99 <= latency.max);
+    let ids: std::collections::HashSet<String> =
+        seen.iter().filter_map(|s| s.request_id.clone()).collect();
+    assert_eq!(
+        ids.len(),
+        seen.len(),
+        "every request carries its own X-Request-Id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_sends_the_same_requests() {
+    let sequence = |standin: &StandIn| -> Vec<String> {
+        let mut paths: Vec<String> = standin
+            .seen()
+            .into_iter()
+            .map(|s| format!("{} {}", s.request_id.unwrap_or_default(), s.path))
+            .collect();
+        paths.sort();
+        paths
+    };
+    let mut runs = Vec::new();
+    for seed in [9, 9, 10] {
+        let dir = TestDir::new();
+        let a = StandIn::start(Duration::ZERO).await;
+        let b = StandIn::start(Duration::ZERO).await;
+        let text = scenario_text(
+            &[("a", a.url()), ("b", b.url())],
+            &[("a", 200.0), ("b", 100.0)],
+            seed,
+            "requests = 120\nuncacheable = 0.1",
+        );
+        let report = run_library(&text, dir.path()).await;
+        assert_eq!(report.variants[0].total.requests, 120);
+        runs.push((
+            report.scenario.workload_digest.clone(),
+            sequence(&a),
+            sequence(&b),
+        ));
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "same seed, same requests (id and path) per region"
+    );
+    assert_ne!(runs[0].0, runs[2].0, "another seed, another workload");
+    assert_ne!(runs[0].1, runs[2].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_concurrency_bound_are_dropped_not_queued() {
+    let dir = TestDir::new();
+    let slow = StandIn::start(Duration::from_millis(300)).await;
+    let text = scenario_text(
+        &[("a", slow.url())],
+        &[("a", 40.0)],
+        1,
+        "duration = \"1s\"\narrivals = \"constant\"\nconcurrency = 2",
+    );
+    let started = Instant::now();
+    let report = run_library(&text, dir.path()).await;
+    let total = &report.variants[0].total;
+    assert_eq!(report.scenario.planned_requests, 40);
+    assert_eq!(total.requests + total.dropped, 40);
+    assert_eq!(total.requests, slow.count() as u64);
+    assert!(total.dropped >= 20, "only {} dropped", total.dropped);
+    assert!(
+        slow.max_in_flight() <= 2,
+        "{} in flight at once",
+        slow.max_in_flight()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "dropped requests must not be queued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_edges_are_verified_against_the_given_ca() {
+    let (edge, ca) = StandIn::start_tls(Duration::ZERO).await;
+    let (other, _) = StandIn::start_tls(Duration::ZERO).await;
+    let dir = TestDir::new();
+    let ca_path = dir.write("ca.pem", &ca);
+    let workload = format!(
+        "requests = 20\nprotocol = \"https\"\nca_file = {:?}",
+        ca_path.to_str().unwrap()
+    );
+    let text = scenario_text(&[("a", edge.https_url())], &[("a", 100.0)], 1, &workload);
+    let report = run_library(&text, dir.path()).await;
+    assert_eq!(
+        report.variants[0].total.ok, 20,
+        "{:?}",
+        report.variants[0].total.errors_by_kind
+    );
+    assert_eq!(edge.count(), 20);
+
+    // A server whose certificate the CA did not sign: every request fails, none is
+    // answered, and the failures are counted as errors.
+    let text = scenario_text(&[("a", other.https_url())], &[("a", 100.0)], 1, &workload);
+    let report = run_library(&text, dir.path()).await;
+    assert_eq!(report.variants[0].total.errors, 20);
+    assert_eq!(other.count(), 0);
+
+    // Mixing schemes is a scenario error.
+    let mixed = scenario_text(&[("a", edge.url())], &[("a", 100.0)], 1, &workload);
+    let errors = simulate::scenario::parse(&mixed, "mixed.toml", dir.path(), "mixed").unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("deployment.edges.a: workload.protocol is \"https://\""),
+        "{errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_without_cache_headers_count_as_unknown_tier() {
+    let dir = TestDir::new();
+    let edge = StandIn::start(Duration::ZERO).await;
+    let text = scenario_text(&[("a", edge.url())], &[("a", 200.0)], 1, "requests = 20")
+        .replace("\"/o/", "\"/notier/");
+    let report = run_library(&text, dir.path()).await;
+    let total = &report.variants[0].total;
+    assert_eq!(total.ok, 20);
+    assert_eq!(total.tiers["unknown"].requests, 20);
+    assert_eq!(total.hit_ratio, 0.0);
+    assert!(total.simulated_ms.is_none());
+    assert_eq!(total.x_cache["none"], 20);
+}
+
+/// Runs `edgebox simulate FILE` on `text` and checks it fails with exit code 78 and
+/// every `expected` fragment on stderr.
+fn check(text: &str, expected: &[&str]) {
+    let dir = TestDir::new();
+    let path = dir.write("scenario.toml", text);
+    let output = edgebox(&[
+        "simulate",
+        path.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "stderr:\n{stderr}");
+    for fragment in expected {
+        assert!(
+            stderr.contains(fragment),
+            "missing {fragment:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("out/report.json").exists(),
+        "no report for a bad scenario"
+    );
+}
+
+#[test]
+fn scenario_errors_are_all_reported_with_line_and_key() {
+    check(
+        "seed = 1\n\n[workload]\nduration = \"5s\"\nconcurence = 3\n\n[clients.mars]\nrate = 10\n\n[clients.eu-west]\nrate = 0\n",
+        &[
+            "scenario.toml:5:1: workload.concurence: unknown field `concurence`",
+            "scenario.toml:7:10: clients.mars: unknown region \"mars\"; known regions of <embedded default>: \"ap-south\", \"eu-west\", \"us-east\"",
+            "scenario.toml:11:1: clients.eu-west.rate: impossible rate 0",
+        ],
+    );
+    check(
+        "[workload]\nrequests = 10\n[clients.eu-west]\nrate = 50000\n",
+        &["scenario.toml:4:1: clients.eu-west.rate: impossible rate 50000/s"],
+    );
+    check(
+        "[workload]\nduration = \"1s\"\n[clients.eu-west]\nrate = 0.2\n",
+        &["workload.duration: at 0.2/s for 1s no request would be sent"],
+    );
+    check(
+        "[workload]\nrequests = 10\n[clients.us-east]\nrate = 5\n[catalogue]\nzipf_s = -1\n[[variants]]\nname = \"a\"\norigin_delay = { origin-9 = \"1s\" }\n[[variants]]\nname = \"a\"\nlb_policy = \"fastest\"\n",
+        &[
+            "scenario.toml:6:1: catalogue.zipf_s: the Zipf exponent must be in (0, 10]",
+            "scenario.toml:9:18: variants[0].origin_delay.origin-9: unknown node \"origin-9\"",
+            "scenario.toml:11:1: variants[1].name: variant name \"a\" is used twice",
+            "scenario.toml:12:1: variants[1].lb_policy: unknown policy \"fastest\"",
+        ],
+    );
+    check(
+        "[deployment]\nedges = { eu = \"http://127.0.0.1:9\" }\n[workload]\nrequests = 10\n[clients.us]\nrate = 5\n[[variants]]\nname = \"x\"\ntiering = false\n",
+        &[
+            "clients.us: no edge is given for region \"us\"",
+            "variants[0]: a deployment addressed by its edges cannot be reconfigured",
+        ],
+    );
+    check("[workload\nrequests = 1\n", &["scenario.toml:1:"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_deployment_fails_before_any_load() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for deployment in [
+        format!("edges = {{ a = \"http://127.0.0.1:{closed}\" }}"),
+        format!("running = \"http://127.0.0.1:{closed}\""),
+    ] {
+        let dir = TestDir::new();
+        let path = dir.write(
+            "scenario.toml",
+            format!(
+                "[deployment]\n{deployment}\n[workload]\nrequests = 10\n[clients.a]\nrate = 5\n"
+            ),
+        );
+        let out = dir.path().join("out");
+        let output = edgebox(&[
+            "simulate",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(69), "{deployment}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach the deployment") && stderr.contains(&closed.to_string()),
+            "{stderr}"
+        );
+        assert!(stderr.contains("no load was sent"), "{stderr}");
+        assert!(!out.join("report.json").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_target_that_is_not_a_control_plane_fails_before_any_load() {
+    let edge = StandIn::start(Duration::ZERO).await;
+    let dir = TestDir::new();
+    let path = dir.write(
+        "scenario.toml",
+        format!("[deployment]\nrunning = \"{}\"\ntoken = \"0123456789abcdef\"\n[workload]\nrequests = 10\n[clients.a]\nrate = 5\n", edge.url()),
+    );
+    let out = dir.path().join("out");
+    let output = tokio::task::spawn_blocking(move || {
+        edgebox(&[
+            "simulate",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("reading the config: unexpected answer"),
+        "{stderr}"
+    );
+    let paths: Vec<String> = edge.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        ["/healthz", "/v1/config"],
+        "only the control plane API was asked"
+    );
+}
+
+/// Checks that `html` is well-formed: every element closed in order (void elements
+/// aside), and nothing loaded from elsewhere.
+fn assert_self_contained_markup(html: &str) {
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for forbidden in ["<script", "src=", "href=", "@import", "url(", "<link"] {
+        assert!(
+            !html.contains(forbidden),
+            "report must not load anything: found {forbidden:?}"
+        );
+    }
+    let void = ["meta", "br", "hr", "img", "input"];
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = html.split_once('\n').unwrap().1;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("unclosed tag") + start;
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if tag.starts_with('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.as_str()),
+                "mismatched </{name}>"
+            );
+        } else if !tag.ends_with('/') && !void.contains(&name.as_str()) {
+            stack.push(name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_a_table_and_writes_json_and_self_contained_html() {
+    let dir = TestDir::new();
+    let a = StandIn::start(Duration::ZERO).await;
+    let b = StandIn::start(Duration::ZERO).await;
+    let path = dir.write(
+        "scenario.toml",
+        scenario_text(
+            &[("a", a.url()), ("b", b.url())],
+            &[("a", 100.0), ("b", 50.0)],
+            4,
+            "duration = \"1s\"\nuncacheable = 0.1",
+        ),
+    );
+    let out = dir.path().join("out");
+    let output = tokio::task::spawn_blocking(move || {
+        edgebox(&[
+            "simulate",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("REGION") && stdout.contains("P99ms") && stdout.contains("report.html"),
+        "{stdout}"
+    );
+
+    let json = std::fs::read_to_string(dir.path().join("out/report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let variant = &report["variants"][0];
+    let sent = (a.count() + b.count()) as u64;
+    assert_eq!(variant["total"]["requests"].as_u64(), Some(sent));
+    assert_eq!(variant["regions"][0]["region"], "a");
+    assert_eq!(
+        variant["regions"][0]["requests"].as_u64(),
+        Some(a.count() as u64)
+    );
+    assert_eq!(report["interrupted"], false);
+    let routes = variant["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["url"], a.url());
+    assert_eq!(routes[0]["requests"].as_u64(), Some(a.count() as u64));
+    assert_eq!(routes[1]["requests"].as_u64(), Some(b.count() as u64));
+    assert!(
+        routes[0]["edge_reported"].is_null(),
+        "edges named directly have no admin stats"
+    );
+    for tier in ["l1", "l2", "parent", "origin", "unknown"] {
+        assert!(
+            variant["total"]["tiers"][tier]["ratio"].is_f64(),
+            "tier {tier} in {variant}"
+        );
+    }
+    assert!(variant["total"]["latency_ms"]["p99"].is_f64());
+    assert!(!variant["timeline"]["points"].as_array().unwrap().is_empty());
+    assert!(
+        !variant["regions"][0]["latency_cdf"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    assert_self_contained_markup(&html);
+    assert_eq!(
+        html.matches("<svg").count(),
+        5,
+        "tiers, hit ratio and latency bars, hit ratio over time, a latency CDF per variant:\n{html}"
+    );
+    assert!(html.contains("Latency CDF per region"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_load_and_writes_a_partial_report() {
+    let dir = TestDir::new();
+    let edge = StandIn::start(Duration::ZERO).await;
+    let path = dir.write(
+        "scenario.toml",
+        scenario_text(
+            &[("a", edge.url())],
+            &[("a", 100.0)],
+            2,
+            "duration = \"60s\"",
+        ),
+    );
+    let out = dir.path().join("out");
+    let mut child = Command::new(edgebox_bin())
+        .args([
+            "simulate",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        "the simulator to send load",
+        Duration::from_secs(20),
+        || async { (edge.count() >= 30).then_some(()) },
+    )
+    .await;
+    signal(child.id(), 2);
+    let stopped = Instant::now();
+    let status = eventually(
+        "the simulator to exit after SIGINT",
+        Duration::from_secs(10),
+        || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        },
+    )
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "Ctrl-C must stop the load promptly"
+    );
+    assert_eq!(status.code(), Some(130));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["interrupted"], true);
+    let variant = &report["variants"][0];
+    assert_eq!(variant["interrupted"], true);
+    let sent = variant["total"]["requests"].as_u64().unwrap();
+    assert!(
+        (30..3000).contains(&sent),
+        "{sent} requests in the partial report"
+    );
+    assert!(variant["unsent"].as_u64().unwrap() > 1000);
+    assert!(
+        sent.abs_diff(edge.count() as u64) <= 1,
+        "report {sent} vs stand-in {}",
+        edge.count()
+    );
+    assert!(out.join("report.html").exists());
+}
+
+#[test]
+fn built_in_examples_check_and_print() {
+    for example in ["tiering", "lb-policies"] {
+        let output = edgebox(&["simulate", "--example", example, "--check"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed = edgebox(&["simulate", "--example", example, "--print"]);
+        assert!(String::from_utf8_lossy(&printed.stdout).contains("[[variants]]"));
+    }
+    let output = edgebox(&["simulate", "--example", "nope"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("tiering, lb-policies"));
+}
+
+/// The built-in examples end to end on a small scale (3 s per variant) against the real
+/// edge and origin daemons: every variant gets traffic, the report's counts agree with
+/// each edge's own `/stats`, and each example shows the difference it is about:
+/// latency-aware balancing lowering tail latency when one origin is slow, and the shield
+/// tier raising origin offload. Until the cache is merged the edges send no
+/// `X-Cache-Tier`; then the shield's effect is checked by its own count instead (it
+/// receives every miss of the tiered variant and nothing in the flat one).
+#[test]
+fn the_examples_run_end_to_end_against_real_daemons() {
+    for example in ["tiering", "lb-policies"] {
+        let dir = TestDir::new();
+        let out = dir.path().join("out");
+        let output = Command::new(edgebox_bin())
+            .args([
+                "simulate",
+                "--example",
+                example,
+                "--duration",
+                "3s",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(&out)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{example}:\n{stderr}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        let variants: BTreeMap<String, &serde_json::Value> = report["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap().to_owned(), v))
+            .collect();
+        for (name, variant) in &variants {
+            let total = &variant["total"];
+            let ok = total["ok"].as_u64().unwrap();
+            assert!(
+                ok as f64 > 0.9 * 300.0,
+                "{example}/{name}: only {ok} successful requests\n{stderr}"
+            );
+            assert_eq!(total["errors"], 0, "{example}/{name}: {total}");
+            for route in variant["routes"].as_array().unwrap() {
+                assert_eq!(
+                    route["edge_reported"], route["requests"],
+                    "{example}/{name}: the edge's own count: {route}"
+                );
+            }
+        }
+        let total = |name: &str| &variants[name]["total"];
+        let edge_count = |name: &str, edge: &str| {
+            variants[name]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["edge"] == edge)
+                .and_then(|e| e["requests"].as_u64())
+                .unwrap_or_else(|| panic!("no count from {edge} in {name}"))
+        };
+        match example {
+            "tiering" => {
+                let unknown = total("tiered")["tiers"]["unknown"]["ratio"]
+                    .as_f64()
+                    .unwrap();
+                if unknown < 1.0 {
+                    let offload =
+                        |name: &str| total(name)["origin_offload"]["requests"].as_f64().unwrap();
+                    assert!(
+                        offload("tiered") > offload("flat"),
+                        "the shield must raise offload: {variants:?}"
+                    );
+                } else {
+                    let sent = total("tiered")["requests"].as_u64().unwrap();
+                    assert_eq!(
+                        edge_count("tiered", "shield-eu"),
+                        sent,
+                        "without a cache every request is a miss sent to the shield"
+                    );
+                    assert_eq!(
+                        edge_count("flat", "shield-eu"),
+                        0,
+                        "no parent, no shield traffic"
+                    );
+                }
+            }
+            _ => {
+                let p90 = |name: &str| total(name)["latency_ms"]["p90"].as_f64().unwrap();
+                assert!(
+                    p90("latency-aware") < p90("round-robin"),
+                    "latency-aware must avoid the slow origin: {variants:?}"
+                );
+            }
+        }
+    }
+}
