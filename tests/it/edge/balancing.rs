@@ -291,3 +291,24 @@ async fn reload_changes_policy_and_rejects_bad_config() {
     }
     assert_eq!(seen.len(), 1, "consistent hashing sends one path to one origin: {seen:?}");
 }
+
+#[tokio::test]
+async fn origin_timeouts_give_504_json_and_idempotent_requests_retry_elsewhere() {
+    let origins: Vec<TestOrigin> = (0..2).map(|i| TestOrigin::start(&format!("o{i}"))).collect();
+    origins[0].set_delay(Duration::from_secs(3));
+    let dir = TestDir::new();
+    let group = "policy = \"round_robin\"\nread_timeout = \"300ms\"\nretries = 1";
+    let (edge, _) = Deploy::local(&refs(&origins), group).start(&dir);
+    let client = client();
+    // Every GET succeeds: a timeout on the slow origin is retried on the other one.
+    for _ in 0..4 {
+        let (status, origin, body) = get(&client, &format!("{}/t", edge.url("http"))).await;
+        assert_eq!((status, origin.as_str()), (200, "o1"), "{body}");
+    }
+    // A POST is not retried: its timeout is the client's 504.
+    origins[1].set_delay(Duration::from_secs(3));
+    let response = client.post(format!("{}/t", edge.url("http"))).body("x").send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_timeout", "{body}");
+}
