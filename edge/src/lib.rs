@@ -87,7 +87,12 @@ async fn serve(
         }
         None => None,
     };
-    let state = Arc::new(state::EdgeState::new(deployment, &node, location, certs.clone())?);
+    let state = Arc::new(state::EdgeState::new(
+        deployment,
+        &node,
+        location,
+        certs.clone(),
+    )?);
     // Host members must have addresses before traffic arrives.
     discovery::refresh(&state).await;
 
@@ -155,7 +160,10 @@ async fn serve(
     let watcher = certs.map(|c| tokio::spawn(c.watch(CERT_POLL)));
 
     wait_for_signal().await?;
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing in-flight requests");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections, finishing in-flight requests"
+    );
     state.draining.store(true, Ordering::SeqCst);
     let _ = shutdown_tx.send(true);
     let deadline = Instant::now() + grace;
@@ -165,7 +173,10 @@ async fn serve(
             break;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(in_flight, "shutdown grace over; abandoning in-flight requests");
+            tracing::warn!(
+                in_flight,
+                "shutdown grace over; abandoning in-flight requests"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

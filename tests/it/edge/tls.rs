@@ -29,10 +29,15 @@ impl Ca {
     fn new(name: &str) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap(),
+            issuer: rcgen::CertifiedIssuer::self_signed(
+                params,
+                rcgen::KeyPair::generate().unwrap(),
+            )
+            .unwrap(),
         }
     }
 
@@ -72,7 +77,11 @@ async fn generated_ca_is_trusted_reused_and_serves_http2() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN chose h2"
+    );
     assert_eq!(response.headers()["via"], "2 edgebox-edge");
     assert_eq!(response.text().await.unwrap(), "origin o0 /hello");
     // By IP address too (the certificate names 127.0.0.1).
@@ -99,7 +108,13 @@ async fn generated_ca_is_trusted_reused_and_serves_http2() {
     let edge = Daemon::start("edge", &config, "edge", &["https"]);
     assert_eq!(std::fs::read(&ca_path).unwrap(), ca);
     let client = tls_client(&ca, &["localhost"], edge.addr("https"));
-    assert!(ok(&client, &format!("https://localhost:{}/again", edge.addr("https").port())).await);
+    assert!(
+        ok(
+            &client,
+            &format!("https://localhost:{}/again", edge.addr("https").port())
+        )
+        .await
+    );
 }
 
 fn write_pair(dir: &Path, name: &str, pair: &(String, String)) {
@@ -124,24 +139,34 @@ async fn sni_picks_the_certificate_and_swaps_take_effect_without_restart() {
     let trust_b = tls_client(&ca_b.pem(), &names, https);
     assert!(ok(&trust_a, &format!("https://a.test:{port}/")).await);
     assert!(ok(&trust_a, &format!("https://www.a.test:{port}/")).await);
-    assert!(!ok(&trust_a, &format!("https://b.test:{port}/")).await, "b.test is served B's certificate");
+    assert!(
+        !ok(&trust_a, &format!("https://b.test:{port}/")).await,
+        "b.test is served B's certificate"
+    );
     assert!(ok(&trust_b, &format!("https://b.test:{port}/")).await);
-    assert!(ok(&trust_b, &format!("https://x.b.test:{port}/")).await, "wildcard name");
+    assert!(
+        ok(&trust_b, &format!("https://x.b.test:{port}/")).await,
+        "wildcard name"
+    );
     assert!(!ok(&trust_b, &format!("https://a.test:{port}/")).await);
 
     // Swap a.test's files for a certificate from CA B: served without a restart.
     write_pair(dir.path(), "a", &ca_b.leaf(&["a.test", "www.a.test"]));
     eventually("a.test served the new certificate", 10 * SECOND, || async {
         let fresh = tls_client(&ca_b.pem(), &names, https);
-        ok(&fresh, &format!("https://a.test:{port}/")).await.then_some(())
+        ok(&fresh, &format!("https://a.test:{port}/"))
+            .await
+            .then_some(())
     })
     .await;
 
     // A broken file on disk is rejected; the previous certificate keeps serving.
     std::fs::write(dir.path().join("a.pem"), "not a certificate").unwrap();
-    eventually("the broken certificate was noticed", 10 * SECOND, || async {
-        edge.logs().contains("keeping the old ones").then_some(())
-    })
+    eventually(
+        "the broken certificate was noticed",
+        10 * SECOND,
+        || async { edge.logs().contains("keeping the old ones").then_some(()) },
+    )
     .await;
     let fresh = tls_client(&ca_b.pem(), &names, https);
     assert!(ok(&fresh, &format!("https://a.test:{port}/")).await);
@@ -151,5 +176,11 @@ async fn sni_picks_the_certificate_and_swaps_take_effect_without_restart() {
     let bad = Deploy::local(&[&origin], "").extra(missing);
     let (status, body) = reload(&edge, super::balancing::full(&bad.toml())).await;
     assert_eq!(status, 422, "{body}");
-    assert!(ok(&tls_client(&ca_b.pem(), &names, https), &format!("https://b.test:{port}/")).await);
+    assert!(
+        ok(
+            &tls_client(&ca_b.pem(), &names, https),
+            &format!("https://b.test:{port}/")
+        )
+        .await
+    );
 }
