@@ -8,6 +8,12 @@
 //! port-0 address is announced with its real port without a bind race; and shutdown
 //! waits exactly as long as in-flight requests need (up to `edge.shutdown_grace`)
 //! instead of pingora's fixed grace sleep.
+//!
+//! Codemap: `proxy` (the `ProxyHttp` phases; the cache tiers plug into its cache
+//! phases), `upstream` (+ `upstream/selection`: policies, per-origin stats and health
+//! state), `health` (active checks), `discovery` (DNS), `tls` (SNI resolver, local CA,
+//! file watcher), `compress`, `latency`, `admin`, `state` (the `ArcSwap` snapshot and
+//! the reload path, shared with start-up).
 
 mod admin;
 mod compress;

@@ -379,3 +379,32 @@ async fn origin_timeouts_give_504_json_and_idempotent_requests_retry_elsewhere()
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "origin_timeout", "{body}");
 }
+
+#[tokio::test]
+async fn an_edge_with_a_parent_forwards_to_the_parent_edge() {
+    let origin = TestOrigin::start("o0");
+    // The shield on port 0 first; the child's config then names its real address (each
+    // process reads its own copy of the deployment).
+    let shield_dir = TestDir::new();
+    let shield_deploy = Deploy::local(&[&origin], "");
+    let shield_config = shield_dir.config(&shield_deploy.toml());
+    let shield = crate::support::Daemon::start("edge", &shield_config, "edge", &["http"]);
+    let child_toml = format!(
+        "{}\n[[nodes]]\nname = \"child\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin_group = \"g\"\nparent = \"shield\"\n\n[[nodes]]\nname = \"shield\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"{}\"\nadmin = \"127.0.0.1:1\"\norigin_group = \"g\"\n\n[[nodes]]\nname = \"o0\"\nrole = \"origin\"\nregion = \"local\"\nlisten = \"{}\"\n\n[origin_groups.g]\nmembers = [{{ node = \"o0\" }}]\n",
+        crate::support::ONE_REGION,
+        shield.addr("http"),
+        origin.addr
+    );
+    let child_dir = TestDir::new();
+    let child_config = child_dir.config(&child_toml);
+    let child = crate::support::Daemon::start("edge", &child_config, "child", &["http", "admin"]);
+    let response = client().get(format!("{}/via-parent", child.url("http"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["via"], "1.1 edgebox-edge, 1.1 edgebox-child");
+    assert_eq!(response.text().await.unwrap(), "origin o0 /via-parent");
+    let seen = origin.headers_seen();
+    assert_eq!(seen[0]["via"], "1.1 edgebox-child, 1.1 edgebox-edge", "the request went child -> shield -> origin");
+    let body = stats(&child).await;
+    assert_eq!(body["upstream"], "parent shield", "{body}");
+    assert_eq!(body["origins"][0]["address"], shield.addr("http").to_string());
+}
