@@ -84,6 +84,30 @@ async fn generated_ca_is_trusted_reused_and_serves_http2() {
     );
     assert_eq!(response.headers()["via"], "2 edgebox-edge");
     assert_eq!(response.text().await.unwrap(), "origin o0 /hello");
+    // Forwarding headers say the client came over TLS.
+    let seen: serde_json::Value = client
+        .get(format!("https://localhost:{}/echo", https.port()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
+    // Compression over HTTP/2 (no chunked framing there).
+    let response = client
+        .get(format!("https://localhost:{}/text/30000", https.port()))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert!(response.headers().get("transfer-encoding").is_none());
+    let compressed = response.bytes().await.unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut plain).unwrap();
+    assert_eq!(plain, super::origin::text_body(30000));
     // By IP address too (the certificate names 127.0.0.1).
     let by_ip = tls_client(&ca, &[], https);
     assert!(ok(&by_ip, &format!("https://127.0.0.1:{}/ip", https.port())).await);
