@@ -398,13 +398,26 @@ async fn an_edge_with_a_parent_forwards_to_the_parent_edge() {
     let child_dir = TestDir::new();
     let child_config = child_dir.config(&child_toml);
     let child = crate::support::Daemon::start("edge", &child_config, "child", &["http", "admin"]);
-    let response = client().get(format!("{}/via-parent", child.url("http"))).send().await.unwrap();
+    let response = client()
+        .get(format!("{}/via-parent", child.url("http")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["via"], "1.1 edgebox-edge, 1.1 edgebox-child");
+    assert_eq!(
+        response.headers()["via"],
+        "1.1 edgebox-edge, 1.1 edgebox-child"
+    );
     assert_eq!(response.text().await.unwrap(), "origin o0 /via-parent");
     let seen = origin.headers_seen();
-    assert_eq!(seen[0]["via"], "1.1 edgebox-child, 1.1 edgebox-edge", "the request went child -> shield -> origin");
+    assert_eq!(
+        seen[0]["via"], "1.1 edgebox-child, 1.1 edgebox-edge",
+        "the request went child -> shield -> origin"
+    );
     let body = stats(&child).await;
     assert_eq!(body["upstream"], "parent shield", "{body}");
-    assert_eq!(body["origins"][0]["address"], shield.addr("http").to_string());
+    assert_eq!(
+        body["origins"][0]["address"],
+        shield.addr("http").to_string()
+    );
 }

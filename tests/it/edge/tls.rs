@@ -106,7 +106,11 @@ async fn generated_ca_is_trusted_reused_and_serves_http2() {
     assert!(response.headers().get("transfer-encoding").is_none());
     let compressed = response.bytes().await.unwrap();
     let mut plain = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut plain).unwrap();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut plain,
+    )
+    .unwrap();
     assert_eq!(plain, super::origin::text_body(30000));
     // By IP address too (the certificate names 127.0.0.1).
     let by_ip = tls_client(&ca, &[], https);
@@ -196,7 +200,13 @@ async fn sni_picks_the_certificate_and_swaps_take_effect_without_restart() {
     assert!(ok(&fresh, &format!("https://a.test:{port}/")).await);
 
     // A reload naming a missing key is rejected with 422 and changes nothing.
-    let missing = "[tls]\ncertificates = [{ names = [\"a.test\"], cert = \"b.pem\", key = \"missing.pem\" }]\n";
+    // (The key file exists, so it is the edge's own certificate check that refuses it.)
+    std::fs::write(
+        dir.path().join("garbage-key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let missing = "[tls]\ncertificates = [{ names = [\"a.test\"], cert = \"b.pem\", key = \"garbage-key.pem\" }]\n";
     let bad = Deploy::local(&[&origin], "").extra(missing);
     let (status, body) = reload(&edge, super::balancing::full(&bad.toml())).await;
     assert_eq!(status, 422, "{body}");
