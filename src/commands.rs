@@ -3,6 +3,7 @@
 mod check_config;
 mod config;
 mod origin;
+mod sandbox;
 mod up;
 
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ pub enum Command {
     Up(up::Args),
     /// Run one origin node: static files with validators, ranges and per-path headers.
     Origin(origin::Args),
+    /// Run one sandbox node (`--node NAME`), or `fetch-runtimes` ahead of time.
+    Sandbox(sandbox::Args),
 }
 
 /// Options every daemon subcommand takes.
@@ -73,6 +76,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config(command) => config::run(command),
         Command::Up(args) => up::run(args),
         Command::Origin(args) => origin::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
 

@@ -5,4 +5,5 @@ mod support;
 
 mod config;
 mod origin;
+mod sandbox;
 mod up;
