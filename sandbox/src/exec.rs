@@ -182,6 +182,10 @@ pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
     let callback_job = job.clone();
     let scratch_path = scratch.as_ref().map(|dir| dir.path().to_owned());
     let scratch_limit = program.scratch_limit.unwrap_or(u64::MAX);
+    let final_probe = match &program.sampler {
+        Sampler::Python(probe) => *probe,
+        _ => None,
+    };
     let mut sampler = program.sampler;
     let mut tick: u64 = 0;
     store.epoch_deadline_callback(move |cx| {
@@ -243,6 +247,15 @@ pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
             None
         }
     };
+    if result.is_none()
+        && let (Some(probe), Some(memory)) = (final_probe, store.data().memory)
+    {
+        // The guest was stopped while blocked in a host call (e.g. sleeping): its memory
+        // still shows where it is, which may be a line no tick landed on.
+        if let Some(line) = probe.current_line(memory.data(&store)) {
+            job.set_current_line(Some(line));
+        }
+    }
     drop(store);
     drop(scratch);
     classify(&job, result, memory_hit.load(Ordering::Relaxed))

@@ -18,7 +18,7 @@ async fn still_serving(sandbox: &Sandbox) {
 async fn infinite_loops_time_out() {
     let sandbox = Sandbox::start();
     let py = sandbox
-        .submit(json!({"language": "python", "source": "while True:\n    pass\n", "limits": {"wall_ms": 1500}}))
+        .submit(json!({"language": "python", "source": "n = 0\nwhile True:\n    n += 1\n", "limits": {"wall_ms": 1500}}))
         .await;
     let wat = sandbox
         .submit(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop (br 0))))", "limits": {"cpu_ms": 800}}))
@@ -26,7 +26,8 @@ async fn infinite_loops_time_out() {
     still_serving(&sandbox).await;
     let job = sandbox.wait(&py).await;
     assert_eq!(job["state"], "timed_out", "{job}");
-    assert_eq!(job["current_line"], 2, "{job}");
+    let line = job["current_line"].as_u64();
+    assert!(matches!(line, Some(2 | 3)), "{job}");
     let runtime = job["runtime_ms"].as_u64().unwrap();
     assert!((1400..10_000).contains(&runtime), "{job}");
     let job = sandbox.wait(&wat).await;
@@ -97,10 +98,17 @@ def attempt(what, fn):
 attempt('passwd', lambda: open('/etc/passwd').read())
 attempt('parent', lambda: os.listdir('/scratch/..'))
 attempt('dotdot', lambda: open('/scratch/../etc/passwd').read())
-os.symlink('/etc/passwd', '/scratch/link')
+def make(target, name):
+    try:
+        os.symlink(target, name)
+    except Exception as e:
+        print('refused to create', name, type(e).__name__)
+make('/etc/passwd', '/scratch/link')
 attempt('symlink', lambda: open('/scratch/link').read())
-os.symlink('../../../../../../etc', '/scratch/up')
+make('../../../../../../etc', '/scratch/up')
 attempt('symlink-dir', lambda: os.listdir('/scratch/up'))
+make('../../../../../../etc/passwd', '/scratch/up-file')
+attempt('symlink-file', lambda: open('/scratch/up-file').read())
 with open('/scratch/mine.txt', 'w') as f:
     f.write('ok')
 print('scratch', open('/scratch/mine.txt').read())
@@ -113,7 +121,7 @@ print('argv', sys.argv)
     assert_eq!(result["state"], "succeeded", "{result}");
     let stdout = result["stdout"].as_str().unwrap();
     assert!(!stdout.contains("REACHED"), "{stdout}");
-    for what in ["passwd", "parent", "dotdot", "symlink", "symlink-dir"] {
+    for what in ["passwd", "parent", "dotdot", "symlink", "symlink-dir", "symlink-file"] {
         assert!(stdout.contains(&format!("{what} blocked")), "{what}: {stdout}");
     }
     assert!(stdout.contains("scratch ok"), "{stdout}");
