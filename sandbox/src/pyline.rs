@@ -347,3 +347,6 @@ pub fn python_argv(source: &str, args: &[String]) -> Vec<String> {
     argv.extend(args.iter().cloned());
     argv
 }
+
+#[cfg(test)]
+mod tests;

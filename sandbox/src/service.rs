@@ -79,7 +79,13 @@ pub struct Service {
     pub waiting: AtomicUsize,
     pub running: AtomicUsize,
     draining: AtomicBool,
+    /// `EDGEBOX_SANDBOX_LINE_SAMPLING=off` disables reading the current line (benchmarks
+    /// compare the two); limits are enforced either way.
+    line_sampling: bool,
 }
+
+/// Environment switch for line sampling, for benchmarks.
+pub const LINE_SAMPLING_ENV: &str = "EDGEBOX_SANDBOX_LINE_SAMPLING";
 
 impl Service {
     pub fn new(
@@ -98,6 +104,7 @@ impl Service {
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
         }
     }
 
@@ -282,7 +289,11 @@ impl Service {
         source: String,
     ) -> Result<InstancePre<JobCtx>, Rejection> {
         let bytes = match language {
-            Language::Wat => wat::parse_str(&source).map_err(|error| {
+            // Line tables in DWARF so that the current line of a WAT job is known.
+            Language::Wat => wat::Parser::new()
+                .generate_dwarf(wat::GenerateDwarf::Lines)
+                .parse_str(Some(std::path::Path::new("main.wat")), &source)
+                .map_err(|error| {
                 Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
             })?,
             _ => base64::engine::general_purpose::STANDARD
@@ -354,11 +365,12 @@ impl Service {
         }
         self.running.fetch_add(1, Ordering::AcqRel);
         let (pre, sampler) = match prepared {
-            Prepared::Module(pre) => (pre, Sampler::Backtrace),
+            Prepared::Module(pre) if self.line_sampling => (pre, Sampler::Backtrace),
+            Prepared::Module(pre) => (pre, Sampler::None),
             Prepared::Runtime(spec) => match self.engine.runtime(&spec).await {
                 Ok(runtime) => {
                     let sampler = match job.language {
-                        Language::Python => Sampler::Python(runtime.probe),
+                        Language::Python if self.line_sampling => Sampler::Python(runtime.probe),
                         _ => Sampler::None,
                     };
                     (runtime.pre.clone(), sampler)

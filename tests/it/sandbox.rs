@@ -371,3 +371,32 @@ async fn stats_metrics_health_and_graceful_stop() {
     let status = sandbox.daemon.terminate(Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
+
+/// A WAT job's current line comes from the DWARF line table the sandbox generates for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn wat_current_line_from_dwarf() {
+    let sandbox = Sandbox::start();
+    let source = [
+        "(module",                                                       // 1
+        "  (memory (export \"memory\") 1)",                              // 2
+        "  (func (export \"_start\")",                                   // 3
+        "    (local $i i32)",                                            // 4
+        "    (loop $spin",                                               // 5
+        "      (local.set $i (i32.add (local.get $i) (i32.const 1)))",   // 6
+        "      (br $spin))))",                                           // 7
+    ]
+    .join("\n");
+    let id = sandbox
+        .submit(json!({"language": "wat", "source": source, "limits": {"wall_ms": 1500}}))
+        .await;
+    let messages = sandbox.events(&id).await;
+    let lines: Vec<u64> = messages
+        .iter()
+        .filter(|m| m["type"] == "status" && m["state"] == "running")
+        .filter_map(|m| m["current_line"].as_u64())
+        .collect();
+    assert!(lines.len() >= 5, "lines: {lines:?}");
+    assert!(lines.iter().all(|l| (5..=7).contains(l)), "lines: {lines:?}");
+    let result = messages.last().unwrap();
+    assert_eq!(result["state"], "timed_out", "{result}");
+}
