@@ -2,6 +2,7 @@
 //! with the current line, and hostile programs.
 
 mod hostile;
+mod runtimes;
 
 use std::time::Duration;
 
