@@ -11,6 +11,7 @@ mod reload;
 mod run;
 mod status;
 mod simulate;
+mod sandbox;
 mod up;
 
 use std::path::PathBuf;
@@ -85,6 +86,8 @@ pub enum Command {
     /// report.html. Exits 78 on scenario errors, 69 when the deployment cannot be reached
     /// or started, 130 after Ctrl-C (the partial report is still written).
     Simulate(simulate::Args),
+    /// Run one sandbox node (`--node NAME`), or `fetch-runtimes` ahead of time.
+    Sandbox(sandbox::Args),
 }
 
 /// Options every daemon subcommand takes.
@@ -112,6 +115,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Purge(args) => purge::run(args),
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
 

@@ -8,4 +8,5 @@ mod edge;
 mod control_plane;
 mod origin;
 mod simulate;
+mod sandbox;
 mod up;

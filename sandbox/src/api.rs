@@ -1,0 +1,334 @@
+//! The HTTP + WebSocket job API (axum). Every error is JSON:
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Request, State as AxState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::jobs::{Job, State, Stream};
+use crate::runtimes;
+use crate::service::{Rejection, Service, Submission};
+
+type Shared = Arc<Service>;
+
+pub fn router(service: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/languages", get(languages))
+        .route("/v1/stats", get(stats))
+        .route("/v1/jobs", post(submit))
+        .route("/v1/run", post(run))
+        .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/v1/jobs/{id}/events", get(events))
+        .fallback(|| async { error(404, "not_found", "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(service)
+}
+
+fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
+async fn healthz(AxState(service): AxState<Shared>) -> Response {
+    let draining = service.is_draining();
+    let body = Json(json!({
+        "status": if draining { "draining" } else { "ok" },
+        "node": service.node,
+        "running": service.running.load(Ordering::Relaxed),
+        "queued": service.waiting.load(Ordering::Relaxed),
+    }));
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, body).into_response()
+}
+
+async fn languages() -> Json<serde_json::Value> {
+    let runtime = |spec: &runtimes::RuntimeSpec| {
+        json!({
+            "name": spec.language,
+            "version": spec.version,
+            "runtime": {
+                "package": spec.package,
+                "package_version": spec.package_version,
+                "file": spec.member,
+                "sha256": spec.sha256,
+            },
+            "current_line": spec.language == "python",
+        })
+    };
+    Json(json!({
+        "languages": [
+            runtime(&runtimes::PYTHON),
+            runtime(&runtimes::JAVASCRIPT),
+            {"name": "wat", "version": "WebAssembly text format, WASI preview 1 command",
+             "current_line": "with DWARF"},
+            {"name": "wasm", "version": "WebAssembly binary (base64), WASI preview 1 command",
+             "current_line": "with DWARF"},
+        ]
+    }))
+}
+
+fn stats_json(service: &Service) -> serde_json::Value {
+    let counts = service.jobs.counts();
+    let totals = service.jobs.finished_totals();
+    let by_state = |map: &std::collections::HashMap<State, u64>| {
+        State::ALL
+            .iter()
+            .map(|state| (state.name().to_owned(), json!(map.get(state).copied().unwrap_or(0))))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "node": service.node,
+        "jobs": by_state(&counts),
+        "finished_total": by_state(&totals),
+        "running": service.running.load(Ordering::Relaxed),
+        "queued": service.waiting.load(Ordering::Relaxed),
+        "submitted": service.jobs.submitted.load(Ordering::Relaxed),
+        "rejected_busy": service.jobs.rejected_busy.load(Ordering::Relaxed),
+        "max_concurrent_jobs": service.settings.max_concurrent_jobs,
+        "queue_length": service.settings.queue_length,
+        "runtime_dir": service.engine.dir.path,
+    })
+}
+
+async fn stats(AxState(service): AxState<Shared>) -> Json<serde_json::Value> {
+    Json(stats_json(&service))
+}
+
+async fn metrics(AxState(service): AxState<Shared>) -> Response {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let totals = service.jobs.finished_totals();
+    out.push_str("# HELP edgebox_sandbox_jobs_finished_total Jobs finished, by final state.\n");
+    out.push_str("# TYPE edgebox_sandbox_jobs_finished_total counter\n");
+    for state in State::ALL.iter().filter(|state| state.is_final()) {
+        let _ = writeln!(
+            out,
+            "edgebox_sandbox_jobs_finished_total{{state=\"{}\"}} {}",
+            state.name(),
+            totals.get(state).copied().unwrap_or(0)
+        );
+    }
+    let gauges = [
+        ("edgebox_sandbox_jobs_running", "Jobs running now.", service.running.load(Ordering::Relaxed) as u64),
+        ("edgebox_sandbox_jobs_queued", "Jobs waiting for a slot.", service.waiting.load(Ordering::Relaxed) as u64),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let counters = [
+        ("edgebox_sandbox_jobs_submitted_total", "Jobs accepted.", service.jobs.submitted.load(Ordering::Relaxed)),
+        ("edgebox_sandbox_jobs_rejected_busy_total", "Submissions refused with 429.", service.jobs.rejected_busy.load(Ordering::Relaxed)),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
+
+/// Reads and decodes a submission: 413 when the body cannot fit the size limits, 400 for
+/// malformed JSON (including invalid UTF-8), 422 for JSON of the wrong shape.
+async fn read_submission(service: &Service, body: Body) -> Result<Submission, Response> {
+    // JSON escaping can at most sextuple a byte (`\u0000`); allow for it plus the envelope.
+    let limit = (service.settings.max_source_size + service.settings.max_stdin_size)
+        .saturating_mul(6)
+        .saturating_add(64 * 1024) as usize;
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error(
+            413,
+            "payload_too_large",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let submission: Submission = serde_path_to_error_free(&mut deserializer).map_err(|e| {
+        let status = match e.classify() {
+            serde_json::error::Category::Data => 422,
+            _ => 400,
+        };
+        let code = if status == 400 { "invalid_json" } else { "invalid_request" };
+        error(status, code, format!("invalid job request: {e}"))
+    })?;
+    Ok(submission)
+}
+
+fn serde_path_to_error_free(
+    deserializer: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> Result<Submission, serde_json::Error> {
+    let value = serde::Deserialize::deserialize(&mut *deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+fn urls(job: &Job) -> serde_json::Value {
+    json!({
+        "id": job.id,
+        "state": job.state(),
+        "status_url": format!("/v1/jobs/{}", job.id),
+        "events_url": format!("/v1/jobs/{}/events", job.id),
+    })
+}
+
+async fn submit(AxState(service): AxState<Shared>, request: Request) -> Response {
+    let submission = match read_submission(&service, request.into_body()).await {
+        Ok(submission) => submission,
+        Err(response) => return response,
+    };
+    match service.submit(submission).await {
+        Ok(job) => (StatusCode::ACCEPTED, Json(urls(&job))).into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
+    let submission = match read_submission(&service, request.into_body()).await {
+        Ok(submission) => submission,
+        Err(response) => return response,
+    };
+    let job = match service.submit(submission).await {
+        Ok(job) => job,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let mut changes = job.subscribe();
+    while !job.state().is_final() {
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+    Json(job.view()).into_response()
+}
+
+fn find(service: &Service, id: &str) -> Result<Arc<Job>, Response> {
+    service
+        .jobs
+        .get(id)
+        .ok_or_else(|| error(404, "job_not_found", format!("no job {id} (finished jobs are kept for a limited time)")))
+}
+
+async fn get_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -> Response {
+    match find(&service, &id) {
+        Ok(job) => Json(job.view()).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn cancel_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -> Response {
+    let job = match find(&service, &id) {
+        Ok(job) => job,
+        Err(response) => return response,
+    };
+    if !job.cancel() {
+        return error(409, "job_finished", format!("job {id} has already finished"));
+    }
+    // Report the final state: cancellation takes effect within an epoch tick.
+    let mut changes = job.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !job.state().is_final() {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    Json(job.view()).into_response()
+}
+
+async fn events(
+    AxState(service): AxState<Shared>,
+    Path(id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    match find(&service, &id) {
+        Ok(job) => upgrade.on_upgrade(move |socket| stream_events(socket, job)),
+        Err(response) => response,
+    }
+}
+
+/// What a subscriber receives: everything it missed first (output so far), then output
+/// chunks as they come, a status at least every 100 ms while the job is queued or running,
+/// and the final result.
+async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
+    const STATUS_EVERY: Duration = Duration::from_millis(100);
+    let mut changes = job.subscribe();
+    let mut sent = 0;
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let finished = job.state().is_final();
+        for chunk in job.chunks_since(sent) {
+            sent += 1;
+            let message = json!({
+                "type": "output",
+                "stream": chunk.stream,
+                "data": String::from_utf8_lossy(&chunk.data),
+            });
+            if send(&mut socket, &message).await.is_err() {
+                return;
+            }
+            debug_assert!(matches!(chunk.stream, Stream::Stdout | Stream::Stderr));
+        }
+        if finished {
+            let mut result = job.view();
+            result["type"] = json!("result");
+            let _ = send(&mut socket, &result).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        tokio::select! {
+            _ = status.tick() => {
+                if send(&mut socket, &job.status()).await.is_err() {
+                    return;
+                }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => {
+                match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, value: &serde_json::Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(value.to_string().into())).await
+}

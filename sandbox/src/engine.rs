@@ -1,0 +1,231 @@
+//! The one wasmtime `Engine` of a daemon, the epoch ticker, and the language runtimes
+//! compiled once per machine and kept on disk as precompiled artifacts.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Strategy, WasmBacktraceDetails,
+};
+
+use crate::exec::JobCtx;
+use crate::pyline;
+use crate::runtimes::{self, FetchError, Progress, RuntimeDir, RuntimeSpec};
+
+/// How often the engine's epoch advances: the granularity of time limits and line sampling.
+pub const TICK: Duration = Duration::from_millis(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("compiling {what}: {source:#}")]
+    Compile {
+        what: String,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building the wasmtime engine: {0:#}")]
+    Engine(wasmtime::Error),
+}
+
+/// A runtime ready to instantiate: the pre-linked module and, for CPython, where its
+/// interpreter state lives in linear memory.
+pub struct Runtime {
+    pub spec: RuntimeSpec,
+    pub pre: InstancePre<JobCtx>,
+    pub probe: Option<pyline::Probe>,
+}
+
+/// Engine, linker and lazily loaded runtimes shared by every job.
+pub struct SandboxEngine {
+    pub engine: Engine,
+    pub linker: Linker<JobCtx>,
+    pub dir: RuntimeDir,
+    python: tokio::sync::OnceCell<Arc<Runtime>>,
+    javascript: tokio::sync::OnceCell<Arc<Runtime>>,
+}
+
+/// Sizes the pooling allocator needs: how many instances may exist at once and how large
+/// a memory may grow.
+pub struct PoolSizes {
+    pub instances: u32,
+    pub max_memory: u64,
+}
+
+pub fn build_engine(pool: &PoolSizes) -> Result<Engine, EngineError> {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_core_instances(pool.instances)
+        .total_memories(pool.instances)
+        .total_tables(pool.instances)
+        .total_stacks(pool.instances)
+        .max_memory_size(pool.max_memory as usize)
+        // CPython's indirect-call table is larger than the default slot.
+        .table_elements(100_000)
+        .max_core_instance_size(8 << 20);
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        // File and line of wasm frames for modules that carry DWARF.
+        .wasm_backtrace_details(WasmBacktraceDetails::Enable)
+        .max_wasm_stack(1 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&config).map_err(EngineError::Engine)
+}
+
+impl SandboxEngine {
+    pub fn new(dir: RuntimeDir, pool: &PoolSizes) -> Result<Arc<Self>, EngineError> {
+        let engine = build_engine(pool)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx: &mut JobCtx| &mut ctx.wasi)
+            .map_err(EngineError::Engine)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("sandbox-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|source| EngineError::Io {
+                action: "spawning the epoch thread for",
+                path: dir.path.clone(),
+                source,
+            })?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            dir,
+            python: tokio::sync::OnceCell::new(),
+            javascript: tokio::sync::OnceCell::new(),
+        }))
+    }
+
+    /// The runtime for `spec`, fetching, compiling and (for CPython) calibrating the line
+    /// sampler on first use. A failure is returned and retried on the next call.
+    pub async fn runtime(self: &Arc<Self>, spec: &RuntimeSpec) -> Result<Arc<Runtime>, String> {
+        let cell = if spec.language == runtimes::PYTHON.language {
+            &self.python
+        } else {
+            &self.javascript
+        };
+        let spec = *spec;
+        cell.get_or_try_init(|| async {
+            let this = self.clone();
+            let runtime = tokio::task::spawn_blocking(move || this.load(&spec, &mut |_| {}))
+                .await
+                .map_err(|error| format!("loading {}: {error}", spec.language))?
+                .map_err(|error| error.to_string())?;
+            let mut runtime = runtime;
+            if spec.language == runtimes::PYTHON.language {
+                runtime.probe = pyline::calibrated_probe(self, &runtime).await;
+            }
+            Ok(Arc::new(runtime))
+        })
+        .await
+        .cloned()
+    }
+
+    /// Fetches (if needed), verifies and compiles (if not cached) one runtime.
+    pub fn load(
+        &self,
+        spec: &RuntimeSpec,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Runtime, EngineError> {
+        let wasm = self.dir.ensure(spec, progress)?;
+        progress(Progress::Compiling { spec: *spec });
+        let module = self.compile_cached(spec.file_name, &wasm)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|source| EngineError::Compile {
+                what: spec.file_name.to_owned(),
+                source,
+            })?;
+        Ok(Runtime {
+            spec: *spec,
+            pre,
+            probe: None,
+        })
+    }
+
+    /// Where the precompiled artifact of `wasm` lives: keyed by the engine's compatibility
+    /// hash (so a different wasmtime or config compiles anew) and the module's SHA-256.
+    pub fn artifact_path(&self, name: &str, wasm: &[u8]) -> PathBuf {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let sha = runtimes::sha256_hex(wasm);
+        self.dir.path.join("compiled").join(format!(
+            "{name}-{}-{:016x}.cwasm",
+            &sha[..16],
+            hasher.finish()
+        ))
+    }
+
+    /// Loads the cached artifact or compiles and stores it, under a lock so that daemons
+    /// sharing the directory compile once.
+    pub fn compile_cached(&self, name: &str, wasm: &[u8]) -> Result<Module, EngineError> {
+        let path = self.artifact_path(name, wasm);
+        let _lock = self.dir.lock(&format!("compile-{name}"))?;
+        if path.exists() {
+            // SAFETY: the artifact was produced by `Engine::precompile_module` of an engine
+            // with the same compatibility hash (it is in the file name, and wasmtime checks
+            // it again) and written atomically into the runtime directory, which only this
+            // daemon's user writes.
+            match unsafe { Module::deserialize_file(&self.engine, &path) } {
+                Ok(module) => {
+                    tracing::info!(artifact = %path.display(), "loaded precompiled runtime");
+                    return Ok(module);
+                }
+                Err(error) => {
+                    tracing::warn!(artifact = %path.display(), error = %error, "discarding unusable artifact");
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let compiled =
+            self.engine
+                .precompile_module(wasm)
+                .map_err(|source| EngineError::Compile {
+                    what: name.to_owned(),
+                    source,
+                })?;
+        write_atomic(&path, &compiled)?;
+        tracing::info!(artifact = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled runtime");
+        // SAFETY: as above; the file was just written by this engine.
+        unsafe { Module::deserialize_file(&self.engine, &path) }.map_err(|source| {
+            EngineError::Compile {
+                what: name.to_owned(),
+                source,
+            }
+        })
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    let io = |action, source| EngineError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming into", e))
+}

@@ -1,0 +1,418 @@
+//! Jobs: what was submitted, their state machine, their captured output, and the table of
+//! jobs the API reads (finished jobs are kept for `keep_finished`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+
+/// Languages the sandbox runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+    Javascript,
+    Wat,
+    Wasm,
+}
+
+impl Language {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "python" => Self::Python,
+            "javascript" => Self::Javascript,
+            "wat" => Self::Wat,
+            "wasm" => Self::Wasm,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Python => "python",
+            Self::Javascript => "javascript",
+            Self::Wat => "wat",
+            Self::Wasm => "wasm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    MemoryExceeded,
+    OutputExceeded,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Queued,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::TimedOut,
+        State::MemoryExceeded,
+        State::OutputExceeded,
+        State::Cancelled,
+    ];
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, State::Queued | State::Running)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::TimedOut => "timed_out",
+            State::MemoryExceeded => "memory_exceeded",
+            State::OutputExceeded => "output_exceeded",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Resolved limits of one job (the API's `limits` object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub memory_mb: u64,
+    pub output_bytes: u64,
+}
+
+impl Limits {
+    pub fn from_config(limits: &edgebox_config::JobLimits) -> Self {
+        Self {
+            wall_ms: limits.wall.as_millis() as u64,
+            cpu_ms: limits.cpu.as_millis() as u64,
+            memory_mb: limits.memory / (1024 * 1024),
+            output_bytes: limits.output,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub stream: Stream,
+    pub data: Bytes,
+}
+
+/// Why the host stopped a guest before it finished on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    WallTime,
+    CpuTime,
+    Output,
+    Cancelled,
+    Scratch,
+}
+
+/// Sentinel for "no current line" in [`Job::current_line`].
+const NO_LINE: i64 = -1;
+
+/// One submitted job, shared between the API, the job runner and its guest's host hooks.
+pub struct Job {
+    pub id: String,
+    pub language: Language,
+    pub limits: Limits,
+    pub scratch: bool,
+    pub submitted_at: Instant,
+    inner: Mutex<JobInner>,
+    current_line: AtomicI64,
+    /// Epoch ticks the guest has spent executing wasm (≈ CPU milliseconds).
+    pub cpu_ticks: AtomicU64,
+    cancel_requested: AtomicBool,
+    pub cancelled: Notify,
+    /// Set by the output streams when a limit is crossed; the epoch callback stops the guest.
+    pub stop: Mutex<Option<StopReason>>,
+    pub stop_flag: AtomicBool,
+    /// Bumped on every change so that WebSocket subscribers wake up.
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct JobInner {
+    state: State,
+    started: Option<(Instant, OffsetDateTime)>,
+    finished: Option<Instant>,
+    exit_code: Option<i32>,
+    chunks: Vec<Chunk>,
+    kept: [u64; 2],
+    truncated: bool,
+    error: Option<String>,
+}
+
+/// The final outcome the runner reports.
+#[derive(Debug)]
+pub struct Outcome {
+    pub state: State,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl Job {
+    pub fn new(id: String, language: Language, limits: Limits, scratch: bool) -> Self {
+        Self {
+            id,
+            language,
+            limits,
+            scratch,
+            submitted_at: Instant::now(),
+            inner: Mutex::new(JobInner {
+                state: State::Queued,
+                started: None,
+                finished: None,
+                exit_code: None,
+                chunks: Vec::new(),
+                kept: [0, 0],
+                truncated: false,
+                error: None,
+            }),
+            current_line: AtomicI64::new(NO_LINE),
+            cpu_ticks: AtomicU64::new(0),
+            cancel_requested: AtomicBool::new(false),
+            cancelled: Notify::new(),
+            stop: Mutex::new(None),
+            stop_flag: AtomicBool::new(false),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|version| *version += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn state(&self) -> State {
+        self.inner.lock().unwrap().state
+    }
+
+    pub fn current_line(&self) -> Option<u32> {
+        let line = self.current_line.load(Ordering::Relaxed);
+        (line > 0).then_some(line as u32)
+    }
+
+    pub fn set_current_line(&self, line: Option<u32>) {
+        let line = line.map_or(NO_LINE, i64::from);
+        self.current_line.store(line, Ordering::Relaxed);
+    }
+
+    /// Asks the guest to stop for `reason`; the first reason wins.
+    pub fn request_stop(&self, reason: StopReason) {
+        let mut stop = self.stop.lock().unwrap();
+        if stop.is_none() {
+            *stop = Some(reason);
+        }
+        self.stop_flag.store(true, Ordering::Release);
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.stop.lock().unwrap()
+    }
+
+    /// Cancels a queued or running job. Returns false when it had already finished.
+    pub fn cancel(&self) -> bool {
+        if self.state().is_final() {
+            return false;
+        }
+        self.cancel_requested.store(true, Ordering::Release);
+        self.request_stop(StopReason::Cancelled);
+        self.cancelled.notify_waiters();
+        self.cancelled.notify_one();
+        true
+    }
+
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Acquire)
+    }
+
+    pub fn mark_running(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.state = State::Running;
+        inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
+        drop(inner);
+        self.changed();
+    }
+
+    pub fn finish(&self, outcome: Outcome) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.state.is_final() {
+            return;
+        }
+        inner.state = outcome.state;
+        inner.exit_code = outcome.exit_code;
+        inner.error = outcome.error;
+        inner.finished = Some(Instant::now());
+        if inner.started.is_none() {
+            inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
+        }
+        drop(inner);
+        self.changed();
+    }
+
+    /// Appends guest output, keeping at most `limits.output_bytes` per stream. Returns
+    /// false when some of it was dropped.
+    pub fn push_output(&self, stream: Stream, data: &[u8]) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        let index = stream as usize;
+        let room = self.limits.output_bytes.saturating_sub(inner.kept[index]) as usize;
+        let keep = data.len().min(room);
+        if keep > 0 {
+            inner.kept[index] += keep as u64;
+            inner.chunks.push(Chunk {
+                stream,
+                data: Bytes::copy_from_slice(&data[..keep]),
+            });
+        }
+        let complete = keep == data.len();
+        if !complete {
+            inner.truncated = true;
+        }
+        drop(inner);
+        if keep > 0 {
+            self.changed();
+        }
+        complete
+    }
+
+    pub fn finished_at(&self) -> Option<Instant> {
+        self.inner.lock().unwrap().finished
+    }
+
+    /// Output chunks from index `from` on.
+    pub fn chunks_since(&self, from: usize) -> Vec<Chunk> {
+        let inner = self.inner.lock().unwrap();
+        inner.chunks.get(from..).map(<[Chunk]>::to_vec).unwrap_or_default()
+    }
+
+    /// The short status sent over the WebSocket at least every 100 ms.
+    pub fn status(&self) -> serde_json::Value {
+        let inner = self.inner.lock().unwrap();
+        serde_json::json!({
+            "type": "status",
+            "id": self.id,
+            "state": inner.state,
+            "start_time": start_time(&inner),
+            "runtime_ms": runtime_ms(&inner),
+            "cpu_ms": self.cpu_ticks.load(Ordering::Relaxed),
+            "current_line": self.current_line(),
+        })
+    }
+
+    /// The whole job as `GET /v1/jobs/{id}` shows it.
+    pub fn view(&self) -> serde_json::Value {
+        let inner = self.inner.lock().unwrap();
+        let collect = |stream: Stream| {
+            let mut bytes = Vec::new();
+            for chunk in inner.chunks.iter().filter(|chunk| chunk.stream == stream) {
+                bytes.extend_from_slice(&chunk.data);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        serde_json::json!({
+            "id": self.id,
+            "language": self.language,
+            "state": inner.state,
+            "start_time": start_time(&inner),
+            "runtime_ms": runtime_ms(&inner),
+            "cpu_ms": self.cpu_ticks.load(Ordering::Relaxed),
+            "current_line": self.current_line(),
+            "exit_code": inner.exit_code,
+            "stdout": collect(Stream::Stdout),
+            "stderr": collect(Stream::Stderr),
+            "truncated": inner.truncated,
+            "limits": self.limits,
+            "scratch": self.scratch,
+            "error": inner.error,
+        })
+    }
+}
+
+fn start_time(inner: &JobInner) -> Option<String> {
+    inner.started.map(|(_, at)| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    })
+}
+
+fn runtime_ms(inner: &JobInner) -> u64 {
+    match (inner.started, inner.finished) {
+        (Some((start, _)), Some(end)) => end.duration_since(start).as_millis() as u64,
+        (Some((start, _)), None) => start.elapsed().as_millis() as u64,
+        _ => 0,
+    }
+}
+
+/// Every job the daemon knows, by id, with counters per final state.
+#[derive(Default)]
+pub struct JobTable {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    finished: Mutex<HashMap<State, u64>>,
+    pub submitted: AtomicU64,
+    pub rejected_busy: AtomicU64,
+}
+
+impl JobTable {
+    pub fn insert(&self, job: Arc<Job>) {
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        self.jobs.lock().unwrap().insert(job.id.clone(), job);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.jobs.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn record_finished(&self, state: State) {
+        *self.finished.lock().unwrap().entry(state).or_default() += 1;
+    }
+
+    /// Jobs currently in the table, counted by state.
+    pub fn counts(&self) -> HashMap<State, u64> {
+        let mut counts = HashMap::new();
+        for job in self.jobs.lock().unwrap().values() {
+            *counts.entry(job.state()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Finished jobs since start, by final state.
+    pub fn finished_totals(&self) -> HashMap<State, u64> {
+        self.finished.lock().unwrap().clone()
+    }
+
+    /// Forgets jobs that finished more than `keep` ago.
+    pub fn expire(&self, keep: Duration) {
+        self.jobs.lock().unwrap().retain(|_, job| {
+            job.finished_at()
+                .is_none_or(|finished| finished.elapsed() < keep)
+        });
+    }
+
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        self.jobs.lock().unwrap().values().cloned().collect()
+    }
+}

@@ -1,0 +1,352 @@
+//! The current line of a CPython 3.12 guest, read by the host from linear memory.
+//!
+//! Layout of the pinned wasm32 build (measured, see DESIGN.md): a frame object holds its
+//! `_PyInterpreterFrame*` at +12; an interpreter frame has `f_code` at +0, `previous` at +4
+//! and `prev_instr` at +28; a code object has `co_firstlineno` at +44, `co_filename` at
+//! +80, `co_linetable` at +92 and its bytecode from +124; bytes objects keep their size at
+//! +8 and payload from +16; compact ASCII strings keep their length at +8 and text from +20.
+//!
+//! The running frame is reached through one fixed word of the interpreter's static data
+//! (the thread state's `cframe` pointer; `_PyCFrame.current_frame` is at +0). That word is
+//! found once per runtime by [`calibrated_probe`]: it runs a known program, learns the
+//! address of a known frame from `id(sys._getframe())`, and keeps the words that point at
+//! a pointer to that frame, then to a second, deeper frame. Every read is bounds-checked:
+//! a bad pointer yields `None`, never a guessed line.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::engine::{Runtime, SandboxEngine};
+use crate::exec::{self, Program, Sampler};
+use crate::jobs::{Job, Language, Limits, Stream};
+
+const FRAME_OBJECT_IFRAME: u32 = 12;
+const IFRAME_CODE: u32 = 0;
+const IFRAME_PREVIOUS: u32 = 4;
+const IFRAME_PREV_INSTR: u32 = 28;
+const CODE_FIRSTLINENO: u32 = 44;
+const CODE_FILENAME: u32 = 80;
+const CODE_LINETABLE: u32 = 92;
+const CODE_BYTECODE: u32 = 124;
+const BYTES_SIZE: u32 = 8;
+const BYTES_DATA: u32 = 16;
+const ASCII_LENGTH: u32 = 8;
+const ASCII_DATA: u32 = 20;
+/// Frames walked at most from the current one towards the submitted source.
+const MAX_FRAMES: usize = 256;
+
+/// The file name CPython gives source run with `-c`.
+pub const SUBMITTED_FILENAME: &[u8] = b"<string>";
+
+/// Where the current frame pointer lives in a CPython instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// Address of the thread state's `cframe` pointer.
+    pub cframe_word: u32,
+}
+
+fn read_u32(memory: &[u8], addr: u32) -> Option<u32> {
+    let start = addr as usize;
+    let bytes = memory.get(start..start.checked_add(4)?)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+fn read_bytes(memory: &[u8], addr: u32, len: u32) -> Option<&[u8]> {
+    let start = addr as usize;
+    memory.get(start..start.checked_add(len as usize)?)
+}
+
+impl Probe {
+    /// The line of the submitted source the guest is executing, or `None`.
+    pub fn current_line(&self, memory: &[u8]) -> Option<u32> {
+        let cframe = read_u32(memory, self.cframe_word)?;
+        let frame = read_u32(memory, cframe)?;
+        submitted_line(memory, frame)
+    }
+}
+
+/// Walks from `frame` through `previous` to the first frame of the submitted source and
+/// returns its line.
+pub fn submitted_line(memory: &[u8], mut frame: u32) -> Option<u32> {
+    for _ in 0..MAX_FRAMES {
+        if frame == 0 {
+            return None;
+        }
+        let code = read_u32(memory, frame + IFRAME_CODE)?;
+        if is_submitted(memory, code) {
+            return frame_line(memory, frame, code);
+        }
+        frame = read_u32(memory, frame.checked_add(IFRAME_PREVIOUS)?)?;
+    }
+    None
+}
+
+fn is_submitted(memory: &[u8], code: u32) -> bool {
+    let check = || {
+        let filename = read_u32(memory, code.checked_add(CODE_FILENAME)?)?;
+        let len = read_u32(memory, filename.checked_add(ASCII_LENGTH)?)?;
+        if len as usize != SUBMITTED_FILENAME.len() {
+            return Some(false);
+        }
+        let text = read_bytes(memory, filename.checked_add(ASCII_DATA)?, len)?;
+        Some(text == SUBMITTED_FILENAME)
+    };
+    check().unwrap_or(false)
+}
+
+/// Line of the instruction `frame` is executing, from the code object's location table.
+fn frame_line(memory: &[u8], frame: u32, code: u32) -> Option<u32> {
+    let prev_instr = read_u32(memory, frame.checked_add(IFRAME_PREV_INSTR)?)?;
+    let first = code.checked_add(CODE_BYTECODE)?;
+    let index = prev_instr.saturating_sub(first) / 2;
+    let first_line = read_u32(memory, code.checked_add(CODE_FIRSTLINENO)?)? as i32;
+    let table = read_u32(memory, code.checked_add(CODE_LINETABLE)?)?;
+    let size = read_u32(memory, table.checked_add(BYTES_SIZE)?)?;
+    let table = read_bytes(memory, table.checked_add(BYTES_DATA)?, size)?;
+    line_for_index(table, first_line, index)
+}
+
+/// Decodes a 3.11+ location table up to the entry covering code unit `index`.
+pub fn line_for_index(table: &[u8], first_line: i32, index: u32) -> Option<u32> {
+    let mut pos = 0;
+    let mut line = first_line;
+    let mut unit: u32 = 0;
+    let next = |pos: &mut usize| -> Option<u8> {
+        let byte = *table.get(*pos)?;
+        *pos += 1;
+        Some(byte)
+    };
+    let varint = |pos: &mut usize| -> Option<u32> {
+        let mut byte = next(pos)?;
+        let mut value = u32::from(byte & 63);
+        let mut shift = 0;
+        while byte & 64 != 0 {
+            byte = next(pos)?;
+            shift += 6;
+            if shift > 30 {
+                return None;
+            }
+            value |= u32::from(byte & 63) << shift;
+        }
+        Some(value)
+    };
+    let svarint = |pos: &mut usize| -> Option<i32> {
+        let value = varint(pos)?;
+        let magnitude = (value >> 1) as i32;
+        Some(if value & 1 != 0 { -magnitude } else { magnitude })
+    };
+    while pos < table.len() {
+        let head = next(&mut pos)?;
+        if head & 0x80 == 0 {
+            return None;
+        }
+        let kind = (head >> 3) & 15;
+        let length = u32::from(head & 7) + 1;
+        let entry_line = match kind {
+            15 => None,
+            14 => {
+                line += svarint(&mut pos)?;
+                varint(&mut pos)?;
+                varint(&mut pos)?;
+                varint(&mut pos)?;
+                Some(line)
+            }
+            13 => {
+                line += svarint(&mut pos)?;
+                Some(line)
+            }
+            10..=12 => {
+                line += i32::from(kind - 10);
+                pos += 2;
+                Some(line)
+            }
+            _ => {
+                pos += 1;
+                Some(line)
+            }
+        };
+        if index < unit + length {
+            return entry_line.and_then(|line| u32::try_from(line).ok().filter(|&l| l > 0));
+        }
+        unit += length;
+    }
+    None
+}
+
+/// The calibration program. Line numbers matter: the loops are on lines 6–7 and 12–13.
+const CALIBRATION_SOURCE: &str = "import sys
+def probe():
+    f = sys._getframe()
+    sys.stdout.write('%d\\n' % id(f))
+    sys.stdout.flush()
+    for _ in range(3000000):
+        pass
+def deeper():
+    f = sys._getframe()
+    sys.stdout.write('%d\\n' % id(f))
+    sys.stdout.flush()
+    while True:
+        pass
+def outer():
+    deeper()
+probe()
+outer()
+";
+
+/// State of a calibration run, advanced by the epoch callback.
+#[derive(Default)]
+pub struct Calibration {
+    inner: Mutex<CalibrationState>,
+}
+
+#[derive(Default)]
+struct CalibrationState {
+    /// Words pointing at a word that points at the first known frame.
+    candidates: Option<Vec<u32>>,
+    found: Option<Probe>,
+    failed: Option<String>,
+}
+
+impl Calibration {
+    /// One epoch tick of the calibration program. Returns true when it should stop.
+    pub fn step(&self, job: &Job, memory: &[u8]) -> bool {
+        let mut state = self.inner.lock().unwrap();
+        let ids: Vec<u32> = job
+            .chunks_since(0)
+            .iter()
+            .filter(|chunk| chunk.stream == Stream::Stdout)
+            .flat_map(|chunk| chunk.data.to_vec())
+            .collect::<Vec<u8>>()
+            .split(|&b| b == b'\n')
+            .filter_map(|line| std::str::from_utf8(line).ok()?.trim().parse().ok())
+            .collect();
+        match (ids.len(), state.candidates.is_some()) {
+            (1, false) => {
+                let Some(frame) = read_u32(memory, ids[0].saturating_add(FRAME_OBJECT_IFRAME))
+                else {
+                    state.failed = Some("frame object out of bounds".into());
+                    return true;
+                };
+                if !matches!(submitted_line(memory, frame), Some(6 | 7)) {
+                    state.failed = Some(format!(
+                        "decoding the known frame gave line {:?}, expected 6 or 7",
+                        submitted_line(memory, frame)
+                    ));
+                    return true;
+                }
+                let holders = words_equal_to(memory, &HashSet::from([frame]));
+                let holders: HashSet<u32> = holders.into_iter().collect();
+                state.candidates = Some(words_equal_to(memory, &holders));
+                false
+            }
+            (2, true) => {
+                let Some(frame) = read_u32(memory, ids[1].saturating_add(FRAME_OBJECT_IFRAME))
+                else {
+                    state.failed = Some("second frame object out of bounds".into());
+                    return true;
+                };
+                let candidates = state.candidates.take().unwrap_or_default();
+                let word = candidates.into_iter().find(|&word| {
+                    read_u32(memory, word).and_then(|cframe| read_u32(memory, cframe))
+                        == Some(frame)
+                });
+                match word {
+                    Some(cframe_word) => {
+                        let probe = Probe { cframe_word };
+                        match probe.current_line(memory) {
+                            Some(12 | 13) => state.found = Some(probe),
+                            other => {
+                                state.failed =
+                                    Some(format!("probe read line {other:?}, expected 12 or 13"))
+                            }
+                        }
+                    }
+                    None => state.failed = Some("no word tracks the current frame".into()),
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Addresses of aligned words whose value is in `values`.
+fn words_equal_to(memory: &[u8], values: &HashSet<u32>) -> Vec<u32> {
+    memory
+        .chunks_exact(4)
+        .enumerate()
+        .filter_map(|(i, word)| {
+            let value = u32::from_le_bytes(word.try_into().ok()?);
+            (value != 0 && values.contains(&value)).then_some((i * 4) as u32)
+        })
+        .collect()
+}
+
+/// Finds the CPython probe for `runtime`, caching it beside the compiled artifact. `None`
+/// (lines reported as unknown) when calibration fails.
+pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) -> Option<Probe> {
+    let cache = engine
+        .dir
+        .path
+        .join("compiled")
+        .join(format!("{}.{}.pyprobe", runtime.spec.file_name, runtime.spec.sha256));
+    if let Some(word) = std::fs::read_to_string(&cache)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+    {
+        return Some(Probe { cframe_word: word });
+    }
+    let calibration = Arc::new(Calibration::default());
+    let job = Arc::new(Job::new(
+        "calibration".into(),
+        Language::Python,
+        Limits {
+            wall_ms: 60_000,
+            cpu_ms: 60_000,
+            memory_mb: 256,
+            output_bytes: 4096,
+        },
+        false,
+    ));
+    let program = Program {
+        pre: runtime.pre.clone(),
+        argv: python_argv(CALIBRATION_SOURCE, &[]),
+        stdin: Bytes::new(),
+        sampler: Sampler::Calibrate(calibration.clone()),
+        scratch_limit: None,
+    };
+    exec::run(job.clone(), program).await;
+    let state = calibration.inner.lock().unwrap();
+    match (&state.found, &state.failed) {
+        (Some(probe), _) => {
+            tracing::info!(cframe_word = probe.cframe_word, "calibrated the CPython line probe");
+            if let Err(error) = std::fs::write(&cache, probe.cframe_word.to_string()) {
+                tracing::warn!(error = %error, "could not cache the CPython probe");
+            }
+            Some(*probe)
+        }
+        (None, failed) => {
+            tracing::warn!(
+                reason = failed.as_deref().unwrap_or("the program ended first"),
+                stderr = %job.view()["stderr"],
+                "CPython line probe calibration failed; Python lines will be null"
+            );
+            None
+        }
+    }
+}
+
+/// argv of a CPython job: unbuffered (output streams live), isolated from environment and
+/// user site, the submitted source as `-c` so its file name is `<string>` and its line
+/// numbers are the submitted ones.
+pub fn python_argv(source: &str, args: &[String]) -> Vec<String> {
+    let mut argv = vec!["python".to_owned(), "-u".into(), "-I".into(), "-c".into()];
+    argv.push(source.to_owned());
+    argv.extend(args.iter().cloned());
+    argv
+}
+
+#[cfg(test)]
+mod tests;

