@@ -21,12 +21,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use edgebox_config::{Deployment, Role};
 
 pub use server::SHUTDOWN_GRACE;
 
 use crate::files::Root;
-use crate::service::App;
+use crate::service::{App, Live};
 
 /// Runs the origin node `node` of `deployment` until SIGTERM or SIGINT, then drains
 /// in-flight requests for up to [`SHUTDOWN_GRACE`].
@@ -56,8 +57,7 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
         let app = Arc::new(App {
             node: node.to_owned(),
             root,
-            rules: deployment.origin.clone(),
-            delay: settings.delay,
+            live: ArcSwap::from_pointee(Live { rules: deployment.origin.clone(), delay: settings.delay }),
             stats: Default::default(),
             draining: AtomicBool::new(false),
             started: Instant::now(),
@@ -71,10 +71,45 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(node, %addr, root = %root_dir.display(), "origin listening");
         edgebox_config::announce_listening(node, "http", addr);
+        let _agent = watch_control_plane(&deployment, node, addr, &app);
         server::serve(listener, app, shutdown, SHUTDOWN_GRACE).await;
         tracing::info!(node, "origin stopped");
         Ok(())
     })
+}
+
+/// Follows config versions from the control plane, when the deployment has one at a
+/// known address, applying what an origin can change without a restart.
+fn watch_control_plane(
+    deployment: &Deployment,
+    node: &str,
+    addr: std::net::SocketAddr,
+    app: &Arc<App>,
+) -> Option<edgebox_control_plane::agent::AgentHandle> {
+    let config = edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
+    if deployment.control_plane_addr().is_some_and(|cp| cp.port() == 0) {
+        return None; // a port-0 control plane cannot be found from its config
+    }
+    let config = config.address("http", addr);
+    let app = Arc::clone(app);
+    let node = node.to_owned();
+    Some(edgebox_control_plane::agent::spawn(config, move |deployment, version| {
+        let result = apply(&app, &deployment, &node);
+        if result.is_ok() {
+            tracing::info!(version, "applied config");
+        }
+        async move { result }
+    }))
+}
+
+/// Applies a new deployment: header rules and the simulated delay change at once; a
+/// changed root or listen address is refused (it needs a restart).
+fn apply(app: &App, deployment: &Deployment, node: &str) -> Result<(), String> {
+    let Some(Role::Origin(settings)) = deployment.node(node).map(|n| &n.role) else {
+        return Err(format!("node {node:?} is no longer an origin in this config"));
+    };
+    app.live.store(Arc::new(Live { rules: deployment.origin.clone(), delay: settings.delay }));
+    Ok(())
 }
 
 fn open_root(dir: &Path) -> anyhow::Result<Root> {

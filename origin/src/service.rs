@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use edgebox_config::OriginSettings;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,13 +35,20 @@ const MAX_REQUEST_ID: usize = 128;
 pub struct App {
     pub node: String,
     pub root: Root,
-    pub rules: OriginSettings,
-    /// Simulated processing time before each content response.
-    pub delay: Duration,
+    /// What a config reload may change, swapped whole so a request sees one version.
+    pub live: ArcSwap<Live>,
     pub stats: Stats,
     /// Set once shutdown starts: `/healthz` turns 503.
     pub draining: AtomicBool,
     pub started: Instant,
+}
+
+/// The hot-reloadable part of an origin's settings.
+#[derive(Debug)]
+pub struct Live {
+    pub rules: OriginSettings,
+    /// Simulated processing time before each content response.
+    pub delay: Duration,
 }
 
 /// Serves one request. Never fails: every problem becomes an HTTP response.
@@ -111,8 +119,9 @@ async fn route<B>(app: &Arc<App>, request: &Request<B>) -> Response<Body> {
         };
     }
     app.stats.record_content_request(path);
-    if !app.delay.is_zero() {
-        tokio::time::sleep(app.delay).await;
+    let delay = app.live.load().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     content(app, request).await
 }
@@ -227,7 +236,8 @@ fn serve_file(
         &httpdate::fmt_http_date(file.modified),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(rule) = app.rules.rule_for(&file.path.url_path()) {
+    let live = app.live.load();
+    if let Some(rule) = live.rules.rule_for(&file.path.url_path()) {
         if let Some(cache_control) = &rule.cache_control {
             insert(&mut headers, header::CACHE_CONTROL, cache_control);
         }
