@@ -284,13 +284,12 @@ async fn events(
 async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
     const STATUS_EVERY: Duration = Duration::from_millis(100);
     let mut changes = job.subscribe();
-    let mut sent = 0;
+    let mut cursor = crate::jobs::OutputCursor::default();
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let finished = job.state().is_final();
-        for chunk in job.chunks_since(sent) {
-            sent += 1;
+        for chunk in job.output_since(&mut cursor) {
             let message = json!({
                 "type": "output",
                 "stream": chunk.stream,

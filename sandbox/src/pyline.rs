@@ -214,11 +214,7 @@ impl Calibration {
     pub fn step(&self, job: &Job, memory: &[u8]) -> bool {
         let mut state = self.inner.lock().unwrap();
         let ids: Vec<u32> = job
-            .chunks_since(0)
-            .iter()
-            .filter(|chunk| chunk.stream == Stream::Stdout)
-            .flat_map(|chunk| chunk.data.to_vec())
-            .collect::<Vec<u8>>()
+            .output(Stream::Stdout)
             .split(|&b| b == b'\n')
             .filter_map(|line| std::str::from_utf8(line).ok()?.trim().parse().ok())
             .collect();

@@ -81,6 +81,14 @@ async fn output_floods_are_capped() {
     assert_eq!(result["state"], "output_exceeded", "{result}");
     assert_eq!(result["truncated"], true);
     assert_eq!(result["stdout"].as_str().unwrap().len(), 100_000);
+    // Alternating single bytes between stdout and stderr: bounded bookkeeping too.
+    let result = sandbox
+        .run(json!({"language": "python", "source": "import os\nwhile True:\n    os.write(1, b'a')\n    os.write(2, b'b')\n", "limits": {"output_bytes": 1_000_000}}))
+        .await;
+    assert_eq!(result["state"], "output_exceeded", "{result}");
+    assert_eq!(result["truncated"], true);
+    let kept = result["stdout"].as_str().unwrap().len() + result["stderr"].as_str().unwrap().len();
+    assert!((60_000..=2_000_000).contains(&kept), "{kept}");
     still_serving(&sandbox).await;
 }
 
