@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::jobs::{Job, State, Stream};
+use crate::jobs::{Job, State};
 use crate::runtimes;
 use crate::service::{Rejection, Service, Submission};
 
@@ -175,7 +175,7 @@ async fn read_submission(service: &Service, body: Body) -> Result<Submission, Re
         )
     })?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let submission: Submission = serde_path_to_error_free(&mut deserializer).map_err(|e| {
+    let submission: Submission = decode_submission(&mut deserializer).map_err(|e| {
         let status = match e.classify() {
             serde_json::error::Category::Data => 422,
             _ => 400,
@@ -186,7 +186,7 @@ async fn read_submission(service: &Service, body: Body) -> Result<Submission, Re
     Ok(submission)
 }
 
-fn serde_path_to_error_free(
+fn decode_submission(
     deserializer: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<Submission, serde_json::Error> {
     let value = serde::Deserialize::deserialize(&mut *deserializer)?;
@@ -298,7 +298,6 @@ async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
             if send(&mut socket, &message).await.is_err() {
                 return;
             }
-            debug_assert!(matches!(chunk.stream, Stream::Stdout | Stream::Stderr));
         }
         if finished {
             let mut result = job.view();

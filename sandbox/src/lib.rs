@@ -85,9 +85,8 @@ async fn serve(service: Arc<service::Service>, listen: std::net::SocketAddr) -> 
         tracing::info!("signal received, draining");
         shutdown_service.drain(DRAIN_GRACE).await;
     });
-    let server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(async move { server.await });
     // Connections (WebSocket subscribers of cancelled jobs) get a short grace after drain.
-    let mut server = server;
     tokio::select! {
         result = &mut server => { result.context("api server task")?.context("api server")?; }
         _ = async {
