@@ -127,7 +127,10 @@ impl OutputStream for JobOutput {
 /// Runs `program` for `job` to completion and returns how it ended.
 pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
     let scratch = match program.scratch_limit {
-        Some(_) => match tempfile::Builder::new().prefix("edgebox-scratch-").tempdir() {
+        Some(_) => match tempfile::Builder::new()
+            .prefix("edgebox-scratch-")
+            .tempdir()
+        {
             Ok(dir) => Some(dir),
             Err(error) => {
                 return Outcome {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use edgebox_config::{Deployment, Role};
 
-pub use runtimes::{Progress, RuntimeDir, RUNTIME_DIR_ENV};
+pub use runtimes::{Progress, RUNTIME_DIR_ENV, RuntimeDir};
 
 /// How long running jobs get to finish after SIGTERM before they are cancelled.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);

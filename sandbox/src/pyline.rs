@@ -135,7 +135,11 @@ pub fn line_for_index(table: &[u8], first_line: i32, index: u32) -> Option<u32> 
     let svarint = |pos: &mut usize| -> Option<i32> {
         let value = varint(pos)?;
         let magnitude = (value >> 1) as i32;
-        Some(if value & 1 != 0 { -magnitude } else { magnitude })
+        Some(if value & 1 != 0 {
+            -magnitude
+        } else {
+            magnitude
+        })
     };
     while pos < table.len() {
         let head = next(&mut pos)?;
@@ -283,11 +287,10 @@ fn words_equal_to(memory: &[u8], values: &HashSet<u32>) -> Vec<u32> {
 /// Finds the CPython probe for `runtime`, caching it beside the compiled artifact. `None`
 /// (lines reported as unknown) when calibration fails.
 pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) -> Option<Probe> {
-    let cache = engine
-        .dir
-        .path
-        .join("compiled")
-        .join(format!("{}.{}.pyprobe", runtime.spec.file_name, runtime.spec.sha256));
+    let cache = engine.dir.path.join("compiled").join(format!(
+        "{}.{}.pyprobe",
+        runtime.spec.file_name, runtime.spec.sha256
+    ));
     if let Some(word) = std::fs::read_to_string(&cache)
         .ok()
         .and_then(|text| text.trim().parse().ok())
@@ -317,7 +320,10 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
     let state = calibration.inner.lock().unwrap();
     match (&state.found, &state.failed) {
         (Some(probe), _) => {
-            tracing::info!(cframe_word = probe.cframe_word, "calibrated the CPython line probe");
+            tracing::info!(
+                cframe_word = probe.cframe_word,
+                "calibrated the CPython line probe"
+            );
             if let Err(error) = std::fs::write(&cache, probe.cframe_word.to_string()) {
                 tracing::warn!(error = %error, "could not cache the CPython probe");
             }

@@ -128,10 +128,8 @@ impl Service {
     pub fn spawn_reaper(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let period = (this.settings.keep_finished / 4).clamp(
-                Duration::from_millis(100),
-                Duration::from_secs(30),
-            );
+            let period = (this.settings.keep_finished / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(30));
             loop {
                 tokio::time::sleep(period).await;
                 this.jobs.expire(this.settings.keep_finished);
@@ -159,7 +157,12 @@ impl Service {
             Some(value) => Ok(value),
         };
         Ok(Limits {
-            wall_ms: pick("wall_ms", requested.wall_ms, defaults.wall_ms, maximums.wall_ms)?,
+            wall_ms: pick(
+                "wall_ms",
+                requested.wall_ms,
+                defaults.wall_ms,
+                maximums.wall_ms,
+            )?,
             cpu_ms: pick("cpu_ms", requested.cpu_ms, defaults.cpu_ms, maximums.cpu_ms)?,
             memory_mb: pick(
                 "memory_mb",
@@ -179,7 +182,11 @@ impl Service {
     /// Validates and admits a submission; the job starts when a slot frees up.
     pub async fn submit(self: &Arc<Self>, submission: Submission) -> Result<Arc<Job>, Rejection> {
         if self.is_draining() {
-            return Err(Rejection::new(503, "draining", "the sandbox is shutting down"));
+            return Err(Rejection::new(
+                503,
+                "draining",
+                "the sandbox is shutting down",
+            ));
         }
         let language = Language::parse(&submission.language).ok_or_else(|| {
             Rejection::new(
@@ -246,8 +253,11 @@ impl Service {
         let span = tracing::info_span!("job", id = %job.id, language = language.name());
         let running_job = job.clone();
         self.jobs_runtime.spawn(
-            async move { this.run_job(running_job, prepared, argv, Bytes::from(stdin)).await }
-                .instrument(span),
+            async move {
+                this.run_job(running_job, prepared, argv, Bytes::from(stdin))
+                    .await
+            }
+            .instrument(span),
         );
         Ok(job)
     }
@@ -294,8 +304,8 @@ impl Service {
                 .generate_dwarf(wat::GenerateDwarf::Lines)
                 .parse_str(Some(std::path::Path::new("main.wat")), &source)
                 .map_err(|error| {
-                Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
-            })?,
+                    Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
+                })?,
             _ => base64::engine::general_purpose::STANDARD
                 .decode(source.trim())
                 .map_err(|error| {
@@ -382,7 +392,10 @@ impl Service {
                         Outcome {
                             state: State::Failed,
                             exit_code: None,
-                            error: Some(format!("the {} runtime is unavailable: {error}", spec.language)),
+                            error: Some(format!(
+                                "the {} runtime is unavailable: {error}",
+                                spec.language
+                            )),
                         },
                     );
                     return;
