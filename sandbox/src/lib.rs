@@ -50,7 +50,8 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
     let engine = engine::SandboxEngine::new(
         dir.clone(),
         &engine::PoolSizes {
-            instances: settings.max_concurrent_jobs as u32 + 4,
+            // Running jobs, as many pre-started ones, and a few module validations.
+            instances: 2 * settings.max_concurrent_jobs as u32 + 4,
             max_memory: settings.maximums.memory,
         },
     )

@@ -82,6 +82,9 @@ pub struct Service {
     /// `EDGEBOX_SANDBOX_LINE_SAMPLING=off` disables reading the current line (benchmarks
     /// compare the two); limits are enforced either way.
     line_sampling: bool,
+    /// CPython instances started ahead of their job.
+    python_pool: std::sync::Mutex<Vec<exec::Started>>,
+    refilling: tokio::sync::Mutex<()>,
 }
 
 /// Environment switch for line sampling, for benchmarks.
@@ -104,6 +107,8 @@ impl Service {
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            python_pool: std::sync::Mutex::new(Vec::new()),
+            refilling: tokio::sync::Mutex::new(()),
             line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
         }
     }
@@ -114,6 +119,9 @@ impl Service {
 
     /// Loads every runtime in the background (fetching on first need).
     pub fn warm_up(self: &Arc<Self>) {
+        let this = self.clone();
+        self.jobs_runtime
+            .spawn(async move { this.refill_pool().await });
         for spec in runtimes::ALL {
             let engine = self.engine.clone();
             self.jobs_runtime.spawn(async move {
@@ -223,11 +231,19 @@ impl Service {
         }
         let limits = self.limits(submission.limits)?;
         let args = submission.args.unwrap_or_default();
+        if args.iter().any(|arg| arg.contains('\0')) {
+            return Err(Rejection::new(
+                422,
+                "invalid_args",
+                "arguments cannot contain NUL characters",
+            ));
+        }
+        let mut stdin = Bytes::from(stdin);
         let (prepared, argv) = match language {
-            Language::Python => (
-                Prepared::Runtime(runtimes::PYTHON),
-                pyline::python_argv(&submission.source, &args),
-            ),
+            Language::Python => {
+                stdin = pyline::bootstrap_stdin(&submission.source, &args, &stdin);
+                (Prepared::Runtime(runtimes::PYTHON), pyline::bootstrap_argv())
+            }
             Language::Javascript => {
                 let mut argv = vec!["qjs".to_owned(), "--std".into(), "-e".into()];
                 argv.push(submission.source.clone());
@@ -254,8 +270,7 @@ impl Service {
         let running_job = job.clone();
         self.jobs_runtime.spawn(
             async move {
-                this.run_job(running_job, prepared, argv, Bytes::from(stdin))
-                    .await
+                this.run_job(running_job, prepared, argv, stdin).await
             }
             .instrument(span),
         );
@@ -411,9 +426,54 @@ impl Service {
             sampler,
             scratch_limit: job.scratch.then_some(self.settings.scratch_size),
         };
-        let outcome = exec::run(job.clone(), program).await;
+        let outcome = match self.take_prestarted(&job) {
+            Some(started) => started.run(job.clone(), program.stdin).await,
+            None => exec::run(job.clone(), program).await,
+        };
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.finish(&job, outcome);
+    }
+
+    /// A pre-started CPython instance for `job` if one is ready (jobs with a scratch
+    /// directory get a fresh one, since preopens are fixed at start), refilling the pool.
+    fn take_prestarted(self: &Arc<Self>, job: &Job) -> Option<exec::Started> {
+        if job.language != Language::Python || job.scratch {
+            return None;
+        }
+        let started = self.python_pool.lock().unwrap().pop();
+        let this = self.clone();
+        self.jobs_runtime.spawn(async move { this.refill_pool().await });
+        started
+    }
+
+    /// Starts CPython instances until `max_concurrent_jobs` wait for a job: each has done
+    /// the interpreter's start-up and blocks reading its job from stdin.
+    pub async fn refill_pool(self: &Arc<Self>) {
+        let Ok(runtime) = self.engine.runtime(&runtimes::PYTHON).await else {
+            return;
+        };
+        let _guard = self.refilling.lock().await;
+        while self.python_pool.lock().unwrap().len() < self.settings.max_concurrent_jobs
+            && !self.is_draining()
+        {
+            let program = Program {
+                pre: runtime.pre.clone(),
+                argv: pyline::bootstrap_argv(),
+                stdin: Bytes::new(),
+                sampler: match runtime.probe {
+                    Some(probe) if self.line_sampling => Sampler::Python(Some(probe)),
+                    _ => Sampler::None,
+                },
+                scratch_limit: None,
+            };
+            match exec::start(program, self.settings.maximums.memory as usize, None) {
+                Ok(started) => self.python_pool.lock().unwrap().push(started),
+                Err(outcome) => {
+                    tracing::warn!(error = ?outcome.error, "could not pre-start a Python instance");
+                    return;
+                }
+            }
+        }
     }
 
     fn finish(&self, job: &Job, outcome: Outcome) {
