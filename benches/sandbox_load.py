@@ -96,11 +96,14 @@ def rss_kb(pid):
 NOTES = """
 ## Notes
 
-* Target p50 < 10 ms is **not met**: every job instantiates a fresh `Store` from the
-  `InstancePre` (pooling allocator, copy-on-write image, so instantiation itself is cheap)
-  and then pays CPython's own start-up (~20-25 ms of guest time, see DESIGN.md). Hiding it
-  needs a pool of pre-started instances waiting for their job on stdin, or a pre-initialised
-  snapshot (wizer); neither is built yet.
+* Target p50 < 10 ms is **not met** on this (heavily shared) machine. Python jobs run
+  through a small bootstrap that reads the job from stdin, so `max_concurrent_jobs` CPython
+  instances are pre-started (fresh `Store` from the `InstancePre`, interpreter initialised,
+  blocked reading stdin) before their job arrives; with a ready instance a hello world
+  took 13-14 ms end to end in a quiet moment, ~7-13 ms of it guest CPU (compile, run,
+  CPython finalisation). Under sustained load each job also pays one CPython start-up
+  (~20-25 ms of CPU, DESIGN.md) to refill the pool, which is what bounds jobs/s; removing
+  that needs a pre-initialised snapshot (wizer), not built.
 * The sandbox still beats a native `python3 -c` subprocess on this machine for hello world,
   because there is no process creation and the CPython image is mapped, not loaded.
 * CPU-bound code runs ~3x slower than native CPython here (interpreter compiled to wasm).
@@ -127,7 +130,7 @@ def main():
         out.append("## Python hello world, submit -> result\n")
         out.append(f"{n} sequential runs each; throughput with {cores * 2} concurrent clients, 200 jobs.\n")
         out.append("| | p50 ms | p99 ms | jobs/s |\n|---|---|---|---|")
-        out.append(f"| sandbox `POST /v1/run` (HTTP + fresh Store + CPython init) | {pct(sb, 50):.1f} | {pct(sb, 99):.1f} | {sb_tput:.1f} |")
+        out.append(f"| sandbox `POST /v1/run` (HTTP + pre-started instance + pool refill) | {pct(sb, 50):.1f} | {pct(sb, 99):.1f} | {sb_tput:.1f} |")
         out.append(f"| native `python3 -c` subprocess (reference) | {pct(nat, 50):.1f} | {pct(nat, 99):.1f} | {nat_tput:.1f} |\n")
 
         # Memory per running job: N sleeping jobs at once.
