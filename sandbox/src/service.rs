@@ -117,16 +117,28 @@ impl Service {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Loads every runtime in the background (fetching on first need).
+    /// Loads (compiling if needed) the runtimes already on disk in the background and
+    /// pre-starts CPython instances. Missing runtimes are fetched at first need, by the
+    /// first job of their language, not at start-up.
     pub fn warm_up(self: &Arc<Self>) {
-        let this = self.clone();
-        self.jobs_runtime
-            .spawn(async move { this.refill_pool().await });
         for spec in runtimes::ALL {
-            let engine = self.engine.clone();
+            if !self.engine.dir.file(&spec).exists() {
+                tracing::info!(
+                    language = spec.language,
+                    "runtime not fetched yet; the first job will fetch it"
+                );
+                continue;
+            }
+            let this = self.clone();
             self.jobs_runtime.spawn(async move {
-                if let Err(error) = engine.runtime(&spec).await {
-                    tracing::warn!(language = spec.language, %error, "runtime not available yet");
+                match this.engine.runtime(&spec).await {
+                    Ok(_) if spec.language == runtimes::PYTHON.language => {
+                        this.refill_pool().await
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(language = spec.language, %error, "runtime not available yet")
+                    }
                 }
             });
         }
@@ -242,7 +254,10 @@ impl Service {
         let (prepared, argv) = match language {
             Language::Python => {
                 stdin = pyline::bootstrap_stdin(&submission.source, &args, &stdin);
-                (Prepared::Runtime(runtimes::PYTHON), pyline::bootstrap_argv())
+                (
+                    Prepared::Runtime(runtimes::PYTHON),
+                    pyline::bootstrap_argv(),
+                )
             }
             Language::Javascript => {
                 let mut argv = vec!["qjs".to_owned(), "--std".into(), "-e".into()];
@@ -269,10 +284,7 @@ impl Service {
         let span = tracing::info_span!("job", id = %job.id, language = language.name());
         let running_job = job.clone();
         self.jobs_runtime.spawn(
-            async move {
-                this.run_job(running_job, prepared, argv, stdin).await
-            }
-            .instrument(span),
+            async move { this.run_job(running_job, prepared, argv, stdin).await }.instrument(span),
         );
         Ok(job)
     }
@@ -442,7 +454,8 @@ impl Service {
         }
         let started = self.python_pool.lock().unwrap().pop();
         let this = self.clone();
-        self.jobs_runtime.spawn(async move { this.refill_pool().await });
+        self.jobs_runtime
+            .spawn(async move { this.refill_pool().await });
         started
     }
 

@@ -46,7 +46,10 @@ fn multi_byte_varints_and_bad_tables() {
 #[test]
 fn out_of_bounds_pointers_read_nothing() {
     let memory = vec![0xffu8; 64];
-    let probe = super::Probe { cframe_word: 60, filename: super::SUBMITTED_FILENAME };
+    let probe = super::Probe {
+        cframe_word: 60,
+        filename: super::SUBMITTED_FILENAME,
+    };
     assert_eq!(probe.current_line(&memory), None);
     let probe = super::Probe {
         cframe_word: u32::MAX - 1,
