@@ -53,6 +53,7 @@ fn out_of_bounds_pointers_read_nothing() {
     assert_eq!(probe.current_line(&memory), None);
     let probe = super::Probe {
         cframe_word: u32::MAX - 1,
+        filename: super::SUBMITTED_FILENAME,
     };
     assert_eq!(probe.current_line(&memory), None);
 }
