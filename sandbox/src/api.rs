@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::jobs::{Job, State, Stream};
+use crate::jobs::{Job, State};
 use crate::runtimes;
 use crate::service::{Rejection, Service, Submission};
 
@@ -104,7 +104,12 @@ fn stats_json(service: &Service) -> serde_json::Value {
     let by_state = |map: &std::collections::HashMap<State, u64>| {
         State::ALL
             .iter()
-            .map(|state| (state.name().to_owned(), json!(map.get(state).copied().unwrap_or(0))))
+            .map(|state| {
+                (
+                    state.name().to_owned(),
+                    json!(map.get(state).copied().unwrap_or(0)),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
     };
     json!({
@@ -140,24 +145,42 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
         );
     }
     let gauges = [
-        ("edgebox_sandbox_jobs_running", "Jobs running now.", service.running.load(Ordering::Relaxed) as u64),
-        ("edgebox_sandbox_jobs_queued", "Jobs waiting for a slot.", service.waiting.load(Ordering::Relaxed) as u64),
+        (
+            "edgebox_sandbox_jobs_running",
+            "Jobs running now.",
+            service.running.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "edgebox_sandbox_jobs_queued",
+            "Jobs waiting for a slot.",
+            service.waiting.load(Ordering::Relaxed) as u64,
+        ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     let counters = [
-        ("edgebox_sandbox_jobs_submitted_total", "Jobs accepted.", service.jobs.submitted.load(Ordering::Relaxed)),
-        ("edgebox_sandbox_jobs_rejected_busy_total", "Submissions refused with 429.", service.jobs.rejected_busy.load(Ordering::Relaxed)),
+        (
+            "edgebox_sandbox_jobs_submitted_total",
+            "Jobs accepted.",
+            service.jobs.submitted.load(Ordering::Relaxed),
+        ),
+        (
+            "edgebox_sandbox_jobs_rejected_busy_total",
+            "Submissions refused with 429.",
+            service.jobs.rejected_busy.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// Reads and decodes a submission: 413 when the body cannot fit the size limits, 400 for
@@ -175,18 +198,22 @@ async fn read_submission(service: &Service, body: Body) -> Result<Submission, Re
         )
     })?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let submission: Submission = serde_path_to_error_free(&mut deserializer).map_err(|e| {
+    let submission: Submission = decode_submission(&mut deserializer).map_err(|e| {
         let status = match e.classify() {
             serde_json::error::Category::Data => 422,
             _ => 400,
         };
-        let code = if status == 400 { "invalid_json" } else { "invalid_request" };
+        let code = if status == 400 {
+            "invalid_json"
+        } else {
+            "invalid_request"
+        };
         error(status, code, format!("invalid job request: {e}"))
     })?;
     Ok(submission)
 }
 
-fn serde_path_to_error_free(
+fn decode_submission(
     deserializer: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<Submission, serde_json::Error> {
     let value = serde::Deserialize::deserialize(&mut *deserializer)?;
@@ -232,27 +259,34 @@ async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
     Json(job.view()).into_response()
 }
 
-fn find(service: &Service, id: &str) -> Result<Arc<Job>, Response> {
-    service
-        .jobs
-        .get(id)
-        .ok_or_else(|| error(404, "job_not_found", format!("no job {id} (finished jobs are kept for a limited time)")))
+fn find(service: &Service, id: &str) -> Result<Arc<Job>, Rejection> {
+    service.jobs.get(id).ok_or_else(|| {
+        Rejection::new(
+            404,
+            "job_not_found",
+            format!("no job {id} (finished jobs are kept for a limited time)"),
+        )
+    })
 }
 
 async fn get_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -> Response {
     match find(&service, &id) {
         Ok(job) => Json(job.view()).into_response(),
-        Err(response) => response,
+        Err(rejection) => rejection.into_response(),
     }
 }
 
 async fn cancel_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -> Response {
     let job = match find(&service, &id) {
         Ok(job) => job,
-        Err(response) => return response,
+        Err(rejection) => return rejection.into_response(),
     };
     if !job.cancel() {
-        return error(409, "job_finished", format!("job {id} has already finished"));
+        return error(
+            409,
+            "job_finished",
+            format!("job {id} has already finished"),
+        );
     }
     // Report the final state: cancellation takes effect within an epoch tick.
     let mut changes = job.subscribe();
@@ -274,7 +308,7 @@ async fn events(
 ) -> Response {
     match find(&service, &id) {
         Ok(job) => upgrade.on_upgrade(move |socket| stream_events(socket, job)),
-        Err(response) => response,
+        Err(rejection) => rejection.into_response(),
     }
 }
 
@@ -284,13 +318,12 @@ async fn events(
 async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
     const STATUS_EVERY: Duration = Duration::from_millis(100);
     let mut changes = job.subscribe();
-    let mut sent = 0;
+    let mut cursor = crate::jobs::OutputCursor::default();
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let finished = job.state().is_final();
-        for chunk in job.chunks_since(sent) {
-            sent += 1;
+        for chunk in job.output_since(&mut cursor) {
             let message = json!({
                 "type": "output",
                 "stream": chunk.stream,
@@ -299,7 +332,6 @@ async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
             if send(&mut socket, &message).await.is_err() {
                 return;
             }
-            debug_assert!(matches!(chunk.stream, Stream::Stdout | Stream::Stderr));
         }
         if finished {
             let mut result = job.view();

@@ -168,7 +168,9 @@ impl SandboxEngine {
     /// hash (so a different wasmtime or config compiles anew) and the module's SHA-256.
     pub fn artifact_path(&self, name: &str, wasm: &[u8]) -> PathBuf {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         let sha = runtimes::sha256_hex(wasm);
         self.dir.path.join("compiled").join(format!(
             "{name}-{}-{:016x}.cwasm",

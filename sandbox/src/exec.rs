@@ -2,16 +2,16 @@
 //! the job is given, memory limits, and the epoch callback that enforces time limits,
 //! cancellation and output limits and samples the current line.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::{InstancePre, Memory, ResourceLimiter, Store, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::cli::StdinStream;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::jobs::{Job, Outcome, State, StopReason, Stream};
@@ -24,9 +24,83 @@ pub struct JobCtx {
     memory: Option<Memory>,
 }
 
+/// The job an instance serves, set once when it is attached. An instance may be started
+/// before its job exists (a pre-started pool): until then it has no output, no stdin and
+/// no limits but the pool's.
+#[derive(Default)]
+pub struct Slot {
+    job: OnceLock<(Arc<Job>, Instant)>,
+    stdin: Mutex<Option<Bytes>>,
+    attached: tokio::sync::Notify,
+}
+
+impl Slot {
+    fn job(&self) -> Option<&(Arc<Job>, Instant)> {
+        self.job.get()
+    }
+
+    /// Gives the instance its job and its stdin; the guest, blocked reading stdin, resumes.
+    fn attach(&self, job: Arc<Job>, stdin: Bytes) {
+        if self.job.get().is_some() {
+            return;
+        }
+        *self.stdin.lock().unwrap() = Some(stdin);
+        let _ = self.job.set((job, Instant::now()));
+        self.attached.notify_waiters();
+        self.attached.notify_one();
+    }
+}
+
+/// Guest stdin: nothing (the guest waits) until the job is attached, then its bytes.
+#[derive(Clone)]
+struct SlotStdin(Arc<Slot>);
+
+impl IsTerminal for SlotStdin {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for SlotStdin {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        Box::new(tokio::io::empty())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for SlotStdin {
+    async fn ready(&mut self) {
+        loop {
+            let notified = self.0.attached.notified();
+            if self.0.stdin.lock().unwrap().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl InputStream for SlotStdin {
+    fn read(&mut self, size: usize) -> Result<Bytes, StreamError> {
+        let mut stdin = self.0.stdin.lock().unwrap();
+        match stdin.as_mut() {
+            None => Ok(Bytes::new()),
+            Some(rest) if rest.is_empty() => Err(StreamError::Closed),
+            Some(rest) => Ok(rest.split_to(size.min(rest.len()))),
+        }
+    }
+}
+
 /// Caps linear memory at the job's limit and remembers that the guest hit it.
 struct Limiter {
-    memory_bytes: usize,
+    /// Before a job is attached, the pool's maximum applies.
+    default_bytes: usize,
+    slot: Arc<Slot>,
     hit: Arc<AtomicBool>,
 }
 
@@ -37,7 +111,10 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let limit = self.slot.job().map_or(self.default_bytes, |(job, _)| {
+            (job.limits.memory_mb as usize) << 20
+        });
+        if desired > limit {
             self.hit.store(true, Ordering::Relaxed);
             return Ok(false);
         }
@@ -78,7 +155,7 @@ pub struct Program {
 
 /// Guest stdout/stderr: forwards what it keeps to the job, never buffers beyond the limit.
 struct JobOutput {
-    job: Arc<Job>,
+    slot: Arc<Slot>,
     stream: Stream,
 }
 
@@ -91,7 +168,7 @@ impl IsTerminal for JobOutput {
 impl StdoutStream for JobOutput {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(JobOutput {
-            job: self.job.clone(),
+            slot: self.slot.clone(),
             stream: self.stream,
         })
     }
@@ -109,8 +186,11 @@ impl Pollable for JobOutput {
 
 impl OutputStream for JobOutput {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        if !self.job.push_output(self.stream, &bytes) {
-            self.job.request_stop(StopReason::Output);
+        // Nothing is written before attachment (the bootstrap is silent); drop it if so.
+        if let Some((job, _)) = self.slot.job()
+            && !job.push_output(self.stream, &bytes)
+        {
+            job.request_stop(StopReason::Output);
         }
         Ok(())
     }
@@ -124,30 +204,75 @@ impl OutputStream for JobOutput {
     }
 }
 
+/// A guest instance running (or initialising) on the jobs runtime, waiting for its job.
+pub struct Started {
+    slot: Arc<Slot>,
+    attach: tokio::sync::oneshot::Sender<Arc<Job>>,
+    done: tokio::sync::oneshot::Receiver<Outcome>,
+}
+
+impl Started {
+    /// Hands the instance its job and waits for the outcome.
+    pub async fn run(self, job: Arc<Job>, stdin: Bytes) -> Outcome {
+        self.slot.attach(job.clone(), stdin);
+        if self.attach.send(job).is_err() {
+            return failed("the instance ended before its job was attached".into());
+        }
+        self.done
+            .await
+            .unwrap_or_else(|_| failed("the instance task ended without an outcome".into()))
+    }
+}
+
+fn failed(error: String) -> Outcome {
+    Outcome {
+        state: State::Failed,
+        exit_code: None,
+        error: Some(error),
+    }
+}
+
 /// Runs `program` for `job` to completion and returns how it ended.
 pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
+    let stdin = program.stdin.clone();
+    // Attached before the guest starts: a module that writes at once loses nothing.
+    match start(program, usize::MAX, Some((job.clone(), stdin.clone()))) {
+        Ok(started) => started.run(job, stdin).await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// Instantiates `program` in a fresh `Store` and lets it run (CPython initialises itself)
+/// until it needs its job: it blocks reading stdin. `default_memory` caps memory until
+/// then.
+pub fn start(
+    program: Program,
+    default_memory: usize,
+    attach_now: Option<(Arc<Job>, Bytes)>,
+) -> Result<Started, Outcome> {
     let scratch = match program.scratch_limit {
-        Some(_) => match tempfile::Builder::new().prefix("edgebox-scratch-").tempdir() {
+        Some(_) => match tempfile::Builder::new()
+            .prefix("edgebox-scratch-")
+            .tempdir()
+        {
             Ok(dir) => Some(dir),
-            Err(error) => {
-                return Outcome {
-                    state: State::Failed,
-                    exit_code: None,
-                    error: Some(format!("creating the scratch directory: {error}")),
-                };
-            }
+            Err(error) => return Err(failed(format!("creating the scratch directory: {error}"))),
         },
         None => None,
     };
+    let slot = Arc::new(Slot::default());
+    if let Some((job, stdin)) = attach_now {
+        slot.attach(job, stdin);
+    }
     let memory_hit = Arc::new(AtomicBool::new(false));
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(MemoryInputPipe::new(program.stdin.clone()))
+    wasi.stdin(SlotStdin(slot.clone()))
         .stdout(JobOutput {
-            job: job.clone(),
+            slot: slot.clone(),
             stream: Stream::Stdout,
         })
         .stderr(JobOutput {
-            job: job.clone(),
+            slot: slot.clone(),
             stream: Stream::Stderr,
         })
         .args(&program.argv)
@@ -156,17 +281,14 @@ pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
         // The guest sees only this directory; wasmtime-wasi opens it with cap-std, so
         // `..` and symlinks cannot lead outside it.
         if let Err(error) = wasi.preopened_dir(dir.path(), "/scratch", FsPerms::ReadWrite) {
-            return Outcome {
-                state: State::Failed,
-                exit_code: None,
-                error: Some(format!("opening the scratch directory: {error:#}")),
-            };
+            return Err(failed(format!("opening the scratch directory: {error:#}")));
         }
     }
     let ctx = JobCtx {
         wasi: wasi.build_p1(),
         limiter: Limiter {
-            memory_bytes: (job.limits.memory_mb as usize) << 20,
+            default_bytes: default_memory,
+            slot: slot.clone(),
             hit: memory_hit.clone(),
         },
         memory: None,
@@ -176,30 +298,31 @@ pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
     store.limiter(|ctx| &mut ctx.limiter);
     store.set_epoch_deadline(1);
 
-    let started = Instant::now();
-    let wall = Duration::from_millis(job.limits.wall_ms);
-    let cpu_ticks = job.limits.cpu_ms;
-    let callback_job = job.clone();
-    let scratch_path = scratch.as_ref().map(|dir| dir.path().to_owned());
-    let scratch_limit = program.scratch_limit.unwrap_or(u64::MAX);
     let final_probe = match &program.sampler {
         Sampler::Python(probe) => *probe,
         _ => None,
     };
+    let callback_slot = slot.clone();
+    let scratch_path = scratch.as_ref().map(|dir| dir.path().to_owned());
+    let scratch_limit = program.scratch_limit.unwrap_or(u64::MAX);
     let mut sampler = program.sampler;
     let mut tick: u64 = 0;
     store.epoch_deadline_callback(move |cx| {
-        let job = &callback_job;
+        // Before attachment the instance is initialising for a job not yet known: it runs
+        // unlimited by time (it only ever blocks on stdin, and the pool bounds how many).
+        let Some((job, started)) = callback_slot.job() else {
+            return Ok(UpdateDeadline::Continue(1));
+        };
         tick += 1;
         let cpu = job.cpu_ticks.fetch_add(1, Ordering::Relaxed) + 1;
         if job.stop_flag.load(Ordering::Acquire) {
             return Ok(UpdateDeadline::Interrupt);
         }
-        if started.elapsed() >= wall {
+        if started.elapsed() >= Duration::from_millis(job.limits.wall_ms) {
             job.request_stop(StopReason::WallTime);
             return Ok(UpdateDeadline::Interrupt);
         }
-        if cpu >= cpu_ticks {
+        if cpu >= job.limits.cpu_ms {
             job.request_stop(StopReason::CpuTime);
             return Ok(UpdateDeadline::Interrupt);
         }
@@ -237,28 +360,63 @@ pub async fn run(job: Arc<Job>, program: Program) -> Outcome {
         Ok(UpdateDeadline::Continue(1))
     });
 
-    let result = tokio::select! {
-        result = run_start(&mut store, &program.pre) => Some(result),
-        _ = job.cancelled.notified() => None,
-        _ = tokio::time::sleep(wall) => {
-            // Reached only when the guest is blocked in a host call (sleeping); running
-            // guests are stopped by the epoch callback.
-            job.request_stop(StopReason::WallTime);
-            None
+    let (attach_tx, attach_rx) = tokio::sync::oneshot::channel::<Arc<Job>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let pre = program.pre;
+    tokio::spawn(async move {
+        let mut attach_rx = attach_rx;
+        let (job, result) = {
+            let guest = run_start(&mut store, &pre);
+            tokio::pin!(guest);
+            // Phase 1: initialise while waiting for the job.
+            let (job, early) = tokio::select! {
+                result = &mut guest => {
+                    // The guest ended before reading stdin (a program that needs no input, or
+                    // a start-up failure): report it to whichever job attaches.
+                    match (&mut attach_rx).await {
+                        Ok(job) => (job, Some(result)),
+                        Err(_) => return,
+                    }
+                }
+                job = &mut attach_rx => match job {
+                    Ok(job) => (job, None),
+                    Err(_) => return, // pool dropped: nothing to run
+                },
+            };
+            let wall = Duration::from_millis(job.limits.wall_ms);
+            let result = match early {
+                Some(result) => Some(result),
+                None => tokio::select! {
+                    result = &mut guest => Some(result),
+                    _ = job.cancelled.notified() => None,
+                    _ = tokio::time::sleep(wall) => {
+                        // Reached only when the guest is blocked in a host call (sleeping);
+                        // running guests are stopped by the epoch callback.
+                        job.request_stop(StopReason::WallTime);
+                        None
+                    }
+                },
+            };
+            (job, result)
+        };
+        if result.is_none()
+            && let (Some(probe), Some(memory)) = (final_probe, store.data().memory)
+        {
+            // The guest was stopped while blocked in a host call (e.g. sleeping): its
+            // memory still shows where it is, which may be a line no tick landed on.
+            if let Some(line) = probe.current_line(memory.data(&store)) {
+                job.set_current_line(Some(line));
+            }
         }
-    };
-    if result.is_none()
-        && let (Some(probe), Some(memory)) = (final_probe, store.data().memory)
-    {
-        // The guest was stopped while blocked in a host call (e.g. sleeping): its memory
-        // still shows where it is, which may be a line no tick landed on.
-        if let Some(line) = probe.current_line(memory.data(&store)) {
-            job.set_current_line(Some(line));
-        }
-    }
-    drop(store);
-    drop(scratch);
-    classify(&job, result, memory_hit.load(Ordering::Relaxed))
+        drop(store);
+        drop(scratch);
+        let _ = done_tx.send(classify(&job, result, memory_hit.load(Ordering::Relaxed)));
+    });
+    Ok(Started {
+        slot,
+        attach: attach_tx,
+        done: done_rx,
+    })
 }
 
 async fn run_start(store: &mut Store<JobCtx>, pre: &InstancePre<JobCtx>) -> wasmtime::Result<()> {

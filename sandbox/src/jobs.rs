@@ -118,6 +118,27 @@ pub struct Chunk {
     pub data: Bytes,
 }
 
+/// A run of output on one stream: `start..end` of that stream's buffer.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    stream: Stream,
+    start: usize,
+    end: usize,
+}
+
+/// How far a subscriber has read the output: a segment and the byte offset (in that
+/// segment's stream) it has sent up to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutputCursor {
+    segment: usize,
+    offset: usize,
+}
+
+/// Interleavings of stdout and stderr kept at most. Consecutive writes to one stream
+/// extend one segment, so only alternating writes create segments; bounding them bounds
+/// the bookkeeping of a guest alternating single bytes.
+const MAX_SEGMENTS: usize = 65_536;
+
 /// Why the host stopped a guest before it finished on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -157,8 +178,8 @@ struct JobInner {
     started: Option<(Instant, OffsetDateTime)>,
     finished: Option<Instant>,
     exit_code: Option<i32>,
-    chunks: Vec<Chunk>,
-    kept: [u64; 2],
+    output: [Vec<u8>; 2],
+    segments: Vec<Segment>,
     truncated: bool,
     error: Option<String>,
 }
@@ -184,8 +205,8 @@ impl Job {
                 started: None,
                 finished: None,
                 exit_code: None,
-                chunks: Vec::new(),
-                kept: [0, 0],
+                output: [Vec::new(), Vec::new()],
+                segments: Vec::new(),
                 truncated: false,
                 error: None,
             }),
@@ -279,14 +300,27 @@ impl Job {
     pub fn push_output(&self, stream: Stream, data: &[u8]) -> bool {
         let mut inner = self.inner.lock().unwrap();
         let index = stream as usize;
-        let room = self.limits.output_bytes.saturating_sub(inner.kept[index]) as usize;
-        let keep = data.len().min(room);
+        let kept = inner.output[index].len();
+        let room = (self.limits.output_bytes as usize).saturating_sub(kept);
+        let mut keep = data.len().min(room);
+        let extends_last = inner
+            .segments
+            .last()
+            .is_some_and(|segment| segment.stream == stream);
+        if keep > 0 && !extends_last && inner.segments.len() >= MAX_SEGMENTS {
+            keep = 0;
+        }
         if keep > 0 {
-            inner.kept[index] += keep as u64;
-            inner.chunks.push(Chunk {
-                stream,
-                data: Bytes::copy_from_slice(&data[..keep]),
-            });
+            inner.output[index].extend_from_slice(&data[..keep]);
+            let end = kept + keep;
+            match inner.segments.last_mut() {
+                Some(segment) if segment.stream == stream => segment.end = end,
+                _ => inner.segments.push(Segment {
+                    stream,
+                    start: kept,
+                    end,
+                }),
+            }
         }
         let complete = keep == data.len();
         if !complete {
@@ -303,10 +337,35 @@ impl Job {
         self.inner.lock().unwrap().finished
     }
 
-    /// Output chunks from index `from` on.
-    pub fn chunks_since(&self, from: usize) -> Vec<Chunk> {
+    /// Output produced after `cursor`, in order, advancing the cursor.
+    pub fn output_since(&self, cursor: &mut OutputCursor) -> Vec<Chunk> {
         let inner = self.inner.lock().unwrap();
-        inner.chunks.get(from..).map(<[Chunk]>::to_vec).unwrap_or_default()
+        let mut chunks = Vec::new();
+        for (i, segment) in inner.segments.iter().enumerate().skip(cursor.segment) {
+            let from = if i == cursor.segment {
+                segment.start.max(cursor.offset)
+            } else {
+                segment.start
+            };
+            if from < segment.end {
+                chunks.push(Chunk {
+                    stream: segment.stream,
+                    data: Bytes::copy_from_slice(
+                        &inner.output[segment.stream as usize][from..segment.end],
+                    ),
+                });
+            }
+            *cursor = OutputCursor {
+                segment: i,
+                offset: segment.end,
+            };
+        }
+        chunks
+    }
+
+    /// Everything kept of one stream so far.
+    pub fn output(&self, stream: Stream) -> Vec<u8> {
+        self.inner.lock().unwrap().output[stream as usize].clone()
     }
 
     /// The short status sent over the WebSocket at least every 100 ms.
@@ -326,13 +385,8 @@ impl Job {
     /// The whole job as `GET /v1/jobs/{id}` shows it.
     pub fn view(&self) -> serde_json::Value {
         let inner = self.inner.lock().unwrap();
-        let collect = |stream: Stream| {
-            let mut bytes = Vec::new();
-            for chunk in inner.chunks.iter().filter(|chunk| chunk.stream == stream) {
-                bytes.extend_from_slice(&chunk.data);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
+        let collect =
+            |stream: Stream| String::from_utf8_lossy(&inner.output[stream as usize]).into_owned();
         serde_json::json!({
             "id": self.id,
             "language": self.language,

