@@ -18,7 +18,9 @@ const MIB: u64 = 1024 * 1024;
 
 fn meta() -> CacheMeta {
     let mut header = ResponseHeader::build(200, None).unwrap();
-    header.append_header("content-type", "application/octet-stream").unwrap();
+    header
+        .append_header("content-type", "application/octet-stream")
+        .unwrap();
     header.append_header("etag", "\"bench\"").unwrap();
     let now = SystemTime::now();
     CacheMeta::new(now + Duration::from_secs(3600), now, 0, 0, header)
@@ -34,7 +36,11 @@ async fn store(storage: &'static TieredStorage, key: &CacheKey, body: Bytes) {
 /// One full hit; returns the body length so the work cannot be optimised away.
 async fn hit(storage: &'static TieredStorage, key: &CacheKey) -> usize {
     let span = Span::inactive().handle();
-    let (_meta, mut hit) = storage.lookup(key, &span).await.unwrap().expect("benchmark object must be cached");
+    let (_meta, mut hit) = storage
+        .lookup(key, &span)
+        .await
+        .unwrap()
+        .expect("benchmark object must be cached");
     std::hint::black_box(tier_of(&hit));
     let mut len = 0;
     while let Some(chunk) = hit.read_body().await.unwrap() {
@@ -44,7 +50,11 @@ async fn hit(storage: &'static TieredStorage, key: &CacheKey) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tiers = [("l1", 64 * MIB), ("l2", 0)];
     let mut group = c.benchmark_group("cache_hit");

@@ -2,16 +2,16 @@
 
 mod check_config;
 mod config;
-mod edge;
 mod control_plane;
 mod cp_client;
+mod edge;
 mod origin;
 mod purge;
 mod reload;
 mod run;
-mod status;
-mod simulate;
 mod sandbox;
+mod simulate;
+mod status;
 mod up;
 
 use std::path::PathBuf;

@@ -57,7 +57,10 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
         let app = Arc::new(App {
             node: node.to_owned(),
             root,
-            live: ArcSwap::from_pointee(Live { rules: deployment.origin.clone(), delay: settings.delay }),
+            live: ArcSwap::from_pointee(Live {
+                rules: deployment.origin.clone(),
+                delay: settings.delay,
+            }),
             stats: Default::default(),
             draining: AtomicBool::new(false),
             started: Instant::now(),
@@ -87,28 +90,39 @@ fn watch_control_plane(
     app: &Arc<App>,
 ) -> Option<edgebox_control_plane::agent::AgentHandle> {
     let config = edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
-    if deployment.control_plane_addr().is_some_and(|cp| cp.port() == 0) {
+    if deployment
+        .control_plane_addr()
+        .is_some_and(|cp| cp.port() == 0)
+    {
         return None; // a port-0 control plane cannot be found from its config
     }
     let config = config.address("http", addr);
     let app = Arc::clone(app);
     let node = node.to_owned();
-    Some(edgebox_control_plane::agent::spawn(config, move |deployment, version| {
-        let result = apply(&app, &deployment, &node);
-        if result.is_ok() {
-            tracing::info!(version, "applied config");
-        }
-        async move { result }
-    }))
+    Some(edgebox_control_plane::agent::spawn(
+        config,
+        move |deployment, version| {
+            let result = apply(&app, &deployment, &node);
+            if result.is_ok() {
+                tracing::info!(version, "applied config");
+            }
+            async move { result }
+        },
+    ))
 }
 
 /// Applies a new deployment: header rules and the simulated delay change at once; a
 /// changed root or listen address is refused (it needs a restart).
 fn apply(app: &App, deployment: &Deployment, node: &str) -> Result<(), String> {
     let Some(Role::Origin(settings)) = deployment.node(node).map(|n| &n.role) else {
-        return Err(format!("node {node:?} is no longer an origin in this config"));
+        return Err(format!(
+            "node {node:?} is no longer an origin in this config"
+        ));
     };
-    app.live.store(Arc::new(Live { rules: deployment.origin.clone(), delay: settings.delay }));
+    app.live.store(Arc::new(Live {
+        rules: deployment.origin.clone(),
+        delay: settings.delay,
+    }));
     Ok(())
 }
 

@@ -120,8 +120,8 @@ fn stats_json(service: &Service) -> serde_json::Value {
         "queued": service.waiting.load(Ordering::Relaxed),
         "submitted": service.jobs.submitted.load(Ordering::Relaxed),
         "rejected_busy": service.jobs.rejected_busy.load(Ordering::Relaxed),
-        "max_concurrent_jobs": service.settings.max_concurrent_jobs,
-        "queue_length": service.settings.queue_length,
+        "max_concurrent_jobs": service.settings.load().max_concurrent_jobs,
+        "queue_length": service.settings.load().queue_length,
         "runtime_dir": service.engine.dir.path,
     })
 }
@@ -187,7 +187,7 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
 /// malformed JSON (including invalid UTF-8), 422 for JSON of the wrong shape.
 async fn read_submission(service: &Service, body: Body) -> Result<Submission, Response> {
     // JSON escaping can at most sextuple a byte (`\u0000`); allow for it plus the envelope.
-    let limit = (service.settings.max_source_size + service.settings.max_stdin_size)
+    let limit = (service.settings.load().max_source_size + service.settings.load().max_stdin_size)
         .saturating_mul(6)
         .saturating_add(64 * 1024) as usize;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {

@@ -63,18 +63,23 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
         jobs_runtime.handle().clone(),
     ));
     tracing::info!(node, runtime_dir = %dir.path.display(), "sandbox starting");
-    let result = api_runtime.block_on(serve(service, listen));
+    let result = api_runtime.block_on(serve(service, listen, deployment));
     jobs_runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(service: Arc<service::Service>, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    service: Arc<service::Service>,
+    listen: std::net::SocketAddr,
+    deployment: Deployment,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the api listener on {listen}"))?;
     let addr = listener.local_addr()?;
     edgebox_config::announce_listening(&service.node, "api", addr);
     tracing::info!(%addr, "sandbox api listening");
+    let _agent = watch_control_plane(&deployment, addr, &service);
     // Fetch, compile and calibrate the runtimes now, so that the first job does not wait.
     service.warm_up();
     service.spawn_reaper();
@@ -97,6 +102,35 @@ async fn serve(service: Arc<service::Service>, listen: std::net::SocketAddr) -> 
     }
     tracing::info!("sandbox stopped");
     Ok(())
+}
+
+/// Follows config versions from the control plane, when the deployment has one at a
+/// known address, applying the sandbox limits it may change without a restart.
+fn watch_control_plane(
+    deployment: &Deployment,
+    addr: std::net::SocketAddr,
+    service: &Arc<service::Service>,
+) -> Option<edgebox_control_plane::agent::AgentHandle> {
+    if deployment
+        .control_plane_addr()
+        .is_some_and(|cp| cp.port() == 0)
+    {
+        return None; // a port-0 control plane cannot be found from its config
+    }
+    let config =
+        edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, &service.node)?
+            .address("api", addr);
+    let service = Arc::clone(service);
+    Some(edgebox_control_plane::agent::spawn(
+        config,
+        move |deployment, version| {
+            let result = service.apply(deployment.sandbox.clone());
+            if result.is_ok() {
+                tracing::info!(version, "applied config");
+            }
+            async move { result }
+        },
+    ))
 }
 
 async fn shutdown_signal_seen(service: &service::Service) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use bytes::Bytes;
 use edgebox_config::SandboxSettings;
@@ -71,7 +72,8 @@ enum Prepared {
 
 pub struct Service {
     pub node: String,
-    pub settings: SandboxSettings,
+    /// Limits and sizes; swapped whole by a config reload.
+    pub settings: ArcSwap<SandboxSettings>,
     pub engine: Arc<SandboxEngine>,
     pub jobs: JobTable,
     jobs_runtime: tokio::runtime::Handle,
@@ -100,7 +102,7 @@ impl Service {
         Self {
             node,
             slots: Arc::new(Semaphore::new(settings.max_concurrent_jobs.max(1))),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             engine,
             jobs: JobTable::default(),
             jobs_runtime,
@@ -111,6 +113,26 @@ impl Service {
             refilling: tokio::sync::Mutex::new(()),
             line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
         }
+    }
+
+    /// Applies a new config's sandbox settings. Limits, sizes, the queue and retention
+    /// change at once; the number of job slots and the memory the engine's pool was
+    /// sized for are fixed at start, so changing those is refused until a restart.
+    pub fn apply(&self, new: SandboxSettings) -> Result<(), String> {
+        let current = self.settings.load();
+        if new.max_concurrent_jobs != current.max_concurrent_jobs {
+            return Err(format!(
+                "max_concurrent_jobs {} -> {} needs a restart of the sandbox",
+                current.max_concurrent_jobs, new.max_concurrent_jobs
+            ));
+        }
+        if new.maximums.memory > current.maximums.memory {
+            return Err(
+                "raising sandbox.maximums.memory needs a restart of the sandbox".to_owned(),
+            );
+        }
+        self.settings.store(Arc::new(new));
+        Ok(())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -148,19 +170,19 @@ impl Service {
     pub fn spawn_reaper(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let period = (this.settings.keep_finished / 4)
+            let period = (this.settings.load().keep_finished / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(30));
             loop {
                 tokio::time::sleep(period).await;
-                this.jobs.expire(this.settings.keep_finished);
+                this.jobs.expire(this.settings.load().keep_finished);
             }
         });
     }
 
     /// Resolves the requested limits against the configured defaults and maximums.
     fn limits(&self, requested: Option<RequestedLimits>) -> Result<Limits, Rejection> {
-        let defaults = Limits::from_config(&self.settings.defaults);
-        let maximums = Limits::from_config(&self.settings.maximums);
+        let defaults = Limits::from_config(&self.settings.load().defaults);
+        let maximums = Limits::from_config(&self.settings.load().maximums);
         let requested = requested.unwrap_or_default();
         let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
             None => Ok(default),
@@ -218,26 +240,26 @@ impl Service {
                 ),
             )
         })?;
-        if submission.source.len() as u64 > self.settings.max_source_size {
+        if submission.source.len() as u64 > self.settings.load().max_source_size {
             return Err(Rejection::new(
                 413,
                 "source_too_large",
                 format!(
                     "the source is {} bytes; the limit is {}",
                     submission.source.len(),
-                    self.settings.max_source_size
+                    self.settings.load().max_source_size
                 ),
             ));
         }
         let stdin = submission.stdin.unwrap_or_default();
-        if stdin.len() as u64 > self.settings.max_stdin_size {
+        if stdin.len() as u64 > self.settings.load().max_stdin_size {
             return Err(Rejection::new(
                 413,
                 "stdin_too_large",
                 format!(
                     "stdin is {} bytes; the limit is {}",
                     stdin.len(),
-                    self.settings.max_stdin_size
+                    self.settings.load().max_stdin_size
                 ),
             ));
         }
@@ -291,7 +313,7 @@ impl Service {
 
     /// Takes a queue place, or refuses with 429 when the queue is full.
     fn admit(&self) -> Result<(), Rejection> {
-        let capacity = self.settings.max_concurrent_jobs + self.settings.queue_length;
+        let capacity = self.settings.load().max_concurrent_jobs + self.settings.load().queue_length;
         let mut current = self.waiting.load(Ordering::Acquire);
         loop {
             // Jobs waiting for a slot, plus those running, must fit slots + queue.
@@ -436,7 +458,7 @@ impl Service {
             argv,
             stdin,
             sampler,
-            scratch_limit: job.scratch.then_some(self.settings.scratch_size),
+            scratch_limit: job.scratch.then_some(self.settings.load().scratch_size),
         };
         let outcome = match self.take_prestarted(&job) {
             Some(started) => started.run(job.clone(), program.stdin).await,
@@ -466,7 +488,7 @@ impl Service {
             return;
         };
         let _guard = self.refilling.lock().await;
-        while self.python_pool.lock().unwrap().len() < self.settings.max_concurrent_jobs
+        while self.python_pool.lock().unwrap().len() < self.settings.load().max_concurrent_jobs
             && !self.is_draining()
         {
             let program = Program {
@@ -479,7 +501,7 @@ impl Service {
                 },
                 scratch_limit: None,
             };
-            match exec::start(program, self.settings.maximums.memory as usize, None) {
+            match exec::start(program, self.settings.load().maximums.memory as usize, None) {
                 Ok(started) => self.python_pool.lock().unwrap().push(started),
                 Err(outcome) => {
                     tracing::warn!(error = ?outcome.error, "could not pre-start a Python instance");

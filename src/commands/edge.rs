@@ -16,6 +16,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(deployment) => deployment,
         Err(code) => return Ok(code),
     };
-    edgebox_edge::run(deployment, &args.node.node, location).context("edge stopped with an error")?;
+    edgebox_edge::run(deployment, &args.node.node, location)
+        .context("edge stopped with an error")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -321,7 +321,9 @@ fn print_table(
                 .copied()
                 .unwrap_or(configured);
             let scheme = if service == "https" { "https" } else { "http" };
-            let pid = entry.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+            let pid = entry
+                .pid
+                .map_or_else(|| "-".to_owned(), |pid| pid.to_string());
             println!(
                 "  {:<12} {:<14} {:<10} {:<8} {:<8} {scheme}://{addr}",
                 entry.node.name,

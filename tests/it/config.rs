@@ -46,7 +46,11 @@ fn diagnostics(from: &str, to: &str) -> Vec<(Option<usize>, String, String)> {
         Ok(_) => Vec::new(),
         Err(errors) => {
             assert_eq!(errors.file, "test.toml");
-            errors.diagnostics.into_iter().map(|d| (d.line, d.path, d.message)).collect()
+            errors
+                .diagnostics
+                .into_iter()
+                .map(|d| (d.line, d.path, d.message))
+                .collect()
         }
     }
 }
@@ -57,10 +61,16 @@ fn diagnostics(from: &str, to: &str) -> Vec<(Option<usize>, String, String)> {
 fn check(from: &str, to: &str, at: &str, path: &str, message: &str) {
     let text = VALID.replacen(from, to, 1);
     let lines: Vec<&str> = text.lines().collect();
-    let line = lines.iter().rposition(|l| l.contains(at)).expect("test bug: marker not found") + 1;
+    let line = lines
+        .iter()
+        .rposition(|l| l.contains(at))
+        .expect("test bug: marker not found")
+        + 1;
     let found = diagnostics(from, to);
     assert!(
-        found.iter().any(|(l, p, m)| *l == Some(line) && p == path && m.contains(message)),
+        found
+            .iter()
+            .any(|(l, p, m)| *l == Some(line) && p == path && m.contains(message)),
         "expected line {line} `{path}`: ...{message}...; got {found:#?}"
     );
 }
@@ -72,23 +82,125 @@ fn valid_config_has_no_errors() {
 
 #[test]
 fn each_mistake_is_reported_with_line_and_key() {
-    check("name = \"t\"", "name = \"t\"\ncolour = \"blue\"", "colour", "deployment.colour", "unknown field `colour`");
-    check("[regions.us]", "[regions.us]\n[colours]", "[colours]", "colours", "unknown section `colours`");
-    check("rtt = \"80ms\"", "rtt = \"80 parsecs\"", "80 parsecs", "latency.links[0].rtt", "invalid duration");
-    check("between = [\"eu\", \"us\"]", "between = [\"eu\", \"mars\"]", "mars", "latency.links[0].between", "unknown region \"mars\"");
-    check("region = \"eu\"", "region = \"atlantis\"", "atlantis", "nodes[0].region", "unknown region \"atlantis\"");
-    check("origin_group = \"web\"", "origin_group = \"webb\"", "webb", "nodes[0].origin_group", "unknown origin group \"webb\"");
-    check("admin = \"127.0.0.1:0\"", "admin = \"localhost\"", "localhost", "nodes[0].admin", "not a listen address");
-    check("role = \"origin\"", "role = \"origin\"\nparent = \"edge-1\"", "parent = \"edge-1\"", "nodes[1].parent", "does not apply");
-    check("role = \"edge\"", "role = \"edge\"\nparent = \"nowhere\"", "nowhere", "nodes[0].parent", "\"nowhere\" does not exist");
-    check("role = \"edge\"", "role = \"edge\"\nparent = \"origin-1\"", "parent = \"origin-1\"", "nodes[0].parent", "is not an edge");
-    check("members = [{ node = \"origin-1\" }]", "policy = \"random\"\nmembers = [{ node = \"origin-1\" }]", "random", "origin_groups.web.policy", "unknown policy");
-    check("members = [{ node = \"origin-1\" }]", "members = [{ node = \"origin-9\" }]", "origin-9", "origin_groups.web.members[0].node", "unknown node \"origin-9\"");
-    check("members = [{ node = \"origin-1\" }]", "members = [{ host = \"o.example\" }]", "o.example", "origin_groups.web.members[0].port", "needs a `port`");
-    check("name = \"origin-1\"", "name = \"edge-1\"", "name = \"edge-1\"", "nodes[1].name", "already used");
-    check("rtt = \"80ms\"", "rtt = \"80ms\"\nloss = 1.5", "loss = 1.5", "latency.links[0].loss", "probability");
-    check("role = \"origin\"", "role = \"cache\"", "cache", "nodes[1].role", "unknown variant `cache`");
-    check("listen = \"127.0.0.1:0\"\nadmin", "listen = 8080\nadmin", "listen = 8080", "nodes[0].listen", "invalid type");
+    check(
+        "name = \"t\"",
+        "name = \"t\"\ncolour = \"blue\"",
+        "colour",
+        "deployment.colour",
+        "unknown field `colour`",
+    );
+    check(
+        "[regions.us]",
+        "[regions.us]\n[colours]",
+        "[colours]",
+        "colours",
+        "unknown section `colours`",
+    );
+    check(
+        "rtt = \"80ms\"",
+        "rtt = \"80 parsecs\"",
+        "80 parsecs",
+        "latency.links[0].rtt",
+        "invalid duration",
+    );
+    check(
+        "between = [\"eu\", \"us\"]",
+        "between = [\"eu\", \"mars\"]",
+        "mars",
+        "latency.links[0].between",
+        "unknown region \"mars\"",
+    );
+    check(
+        "region = \"eu\"",
+        "region = \"atlantis\"",
+        "atlantis",
+        "nodes[0].region",
+        "unknown region \"atlantis\"",
+    );
+    check(
+        "origin_group = \"web\"",
+        "origin_group = \"webb\"",
+        "webb",
+        "nodes[0].origin_group",
+        "unknown origin group \"webb\"",
+    );
+    check(
+        "admin = \"127.0.0.1:0\"",
+        "admin = \"localhost\"",
+        "localhost",
+        "nodes[0].admin",
+        "not a listen address",
+    );
+    check(
+        "role = \"origin\"",
+        "role = \"origin\"\nparent = \"edge-1\"",
+        "parent = \"edge-1\"",
+        "nodes[1].parent",
+        "does not apply",
+    );
+    check(
+        "role = \"edge\"",
+        "role = \"edge\"\nparent = \"nowhere\"",
+        "nowhere",
+        "nodes[0].parent",
+        "\"nowhere\" does not exist",
+    );
+    check(
+        "role = \"edge\"",
+        "role = \"edge\"\nparent = \"origin-1\"",
+        "parent = \"origin-1\"",
+        "nodes[0].parent",
+        "is not an edge",
+    );
+    check(
+        "members = [{ node = \"origin-1\" }]",
+        "policy = \"random\"\nmembers = [{ node = \"origin-1\" }]",
+        "random",
+        "origin_groups.web.policy",
+        "unknown policy",
+    );
+    check(
+        "members = [{ node = \"origin-1\" }]",
+        "members = [{ node = \"origin-9\" }]",
+        "origin-9",
+        "origin_groups.web.members[0].node",
+        "unknown node \"origin-9\"",
+    );
+    check(
+        "members = [{ node = \"origin-1\" }]",
+        "members = [{ host = \"o.example\" }]",
+        "o.example",
+        "origin_groups.web.members[0].port",
+        "needs a `port`",
+    );
+    check(
+        "name = \"origin-1\"",
+        "name = \"edge-1\"",
+        "name = \"edge-1\"",
+        "nodes[1].name",
+        "already used",
+    );
+    check(
+        "rtt = \"80ms\"",
+        "rtt = \"80ms\"\nloss = 1.5",
+        "loss = 1.5",
+        "latency.links[0].loss",
+        "probability",
+    );
+    check(
+        "role = \"origin\"",
+        "role = \"cache\"",
+        "cache",
+        "nodes[1].role",
+        "unknown variant `cache`",
+    );
+    check(
+        "listen = \"127.0.0.1:0\"\nadmin",
+        "listen = 8080\nadmin",
+        "listen = 8080",
+        "nodes[0].listen",
+        "invalid type",
+    );
 }
 
 #[test]
@@ -105,17 +217,32 @@ origin_group = "web"
 parent = "edge-1"
 "#;
     let errors = edgebox_config::parse(&looped, "loop.toml", Path::new("/tmp")).unwrap_err();
-    let loop_error = errors.diagnostics.iter().find(|d| d.message.contains("parent loop")).expect("a parent loop error");
+    let loop_error = errors
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("parent loop"))
+        .expect("a parent loop error");
     assert_eq!(loop_error.path, "nodes[0].parent");
-    assert!(loop_error.message.contains("edge-1 -> edge-2 -> edge-1"), "{}", loop_error.message);
+    assert!(
+        loop_error.message.contains("edge-1 -> edge-2 -> edge-1"),
+        "{}",
+        loop_error.message
+    );
 }
 
 #[test]
 fn two_listeners_on_one_address_are_rejected() {
-    let text = VALID.replacen("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"", "listen = \"127.0.0.1:7000\"\nadmin = \"127.0.0.1:7000\"", 1);
+    let text = VALID.replacen(
+        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:7000\"\nadmin = \"127.0.0.1:7000\"",
+        1,
+    );
     let errors = edgebox_config::parse(&text, "dup.toml", Path::new("/tmp")).unwrap_err();
     assert!(
-        errors.diagnostics.iter().any(|d| d.path == "nodes[0].admin" && d.message.contains("127.0.0.1:7000 is already")),
+        errors
+            .diagnostics
+            .iter()
+            .any(|d| d.path == "nodes[0].admin" && d.message.contains("127.0.0.1:7000 is already")),
         "{errors}"
     );
 }
@@ -128,14 +255,19 @@ fn every_error_is_reported_not_just_the_first() {
         .replacen("rtt = \"80ms\"", "rtt = \"soon\"", 1);
     let errors = edgebox_config::parse(&text, "many.toml", Path::new("/tmp")).unwrap_err();
     let paths: Vec<&str> = errors.diagnostics.iter().map(|d| d.path.as_str()).collect();
-    for expected in ["latency.links[0].rtt", "nodes[0].region", "nodes[0].origin_group"] {
+    for expected in [
+        "latency.links[0].rtt",
+        "nodes[0].region",
+        "nodes[0].origin_group",
+    ] {
         assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
     }
 }
 
 #[test]
 fn syntax_errors_name_the_line() {
-    let errors = edgebox_config::parse("[deployment\nname = 1\n", "broken.toml", Path::new("/tmp")).unwrap_err();
+    let errors = edgebox_config::parse("[deployment\nname = 1\n", "broken.toml", Path::new("/tmp"))
+        .unwrap_err();
     assert_eq!(errors.diagnostics[0].line, Some(1), "{errors}");
 }
 
@@ -146,12 +278,21 @@ fn check_config_exit_codes_and_output() {
     let output = edgebox(&["check-config", good.to_str().unwrap()]);
     assert!(output.status.success(), "{output:?}");
 
-    let bad = dir.write("bad.toml", VALID.replacen("region = \"eu\"", "region = \"atlantis\"", 1));
+    let bad = dir.write(
+        "bad.toml",
+        VALID.replacen("region = \"eu\"", "region = \"atlantis\"", 1),
+    );
     let output = edgebox(&["check-config", bad.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!("{}:18:1: nodes[0].region: unknown region \"atlantis\"", bad.display());
-    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    let expected = format!(
+        "{}:18:1: nodes[0].region: unknown region \"atlantis\"",
+        bad.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
 
     let output = edgebox(&["check-config", "--json", bad.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(78));
@@ -175,14 +316,27 @@ fn embedded_default_round_trips_through_check_config() {
     assert!(text.contains("127.0.0.1:9090") && text.contains("127.0.0.1:8443"));
     let file = dir.write("default.toml", &text);
     let output = edgebox(&["check-config", file.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
 fn daemons_refuse_a_broken_config_with_exit_78() {
     let dir = TestDir::new();
-    let bad = dir.write("bad.toml", VALID.replacen("region = \"eu\"", "region = \"atlantis\"", 1));
-    let output = edgebox(&["origin", "--config", bad.to_str().unwrap(), "--node", "origin-1"]);
+    let bad = dir.write(
+        "bad.toml",
+        VALID.replacen("region = \"eu\"", "region = \"atlantis\"", 1),
+    );
+    let output = edgebox(&[
+        "origin",
+        "--config",
+        bad.to_str().unwrap(),
+        "--node",
+        "origin-1",
+    ]);
     assert_eq!(output.status.code(), Some(78));
     let output = edgebox(&["up", "--config", bad.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(78));

@@ -4,9 +4,9 @@
 mod support;
 
 mod config;
-mod edge;
 mod control_plane;
+mod edge;
 mod origin;
-mod simulate;
 mod sandbox;
+mod simulate;
 mod up;

@@ -37,7 +37,11 @@ impl Up {
                 }
             }
         });
-        let mut up = Self { child, lines, rows: HashMap::new() };
+        let mut up = Self {
+            child,
+            lines,
+            rows: HashMap::new(),
+        };
         up.read_table();
         up
     }
@@ -47,7 +51,10 @@ impl Up {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self.lines.recv_timeout(left).expect("edgebox up did not report ready in time");
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("edgebox up did not report ready in time");
             if line.contains("nodes ready") {
                 return;
             }
@@ -56,13 +63,17 @@ impl Up {
                 && let Some(addr) = url.split("://").nth(1).and_then(|addr| addr.parse().ok())
                 && let Ok(pid) = pid.parse()
             {
-                self.rows.insert((node.to_owned(), service.to_owned()), (pid, addr));
+                self.rows
+                    .insert((node.to_owned(), service.to_owned()), (pid, addr));
             }
         }
     }
 
     fn row(&self, node: &str, service: &str) -> (u32, SocketAddr) {
-        *self.rows.get(&(node.to_owned(), service.to_owned())).unwrap_or_else(|| panic!("no row for {node}/{service}: {:?}", self.rows))
+        *self
+            .rows
+            .get(&(node.to_owned(), service.to_owned()))
+            .unwrap_or_else(|| panic!("no row for {node}/{service}: {:?}", self.rows))
     }
 }
 
@@ -74,12 +85,18 @@ impl Drop for Up {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn healthy(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
@@ -92,7 +109,9 @@ fn healthy(addr: SocketAddr) -> bool {
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 fn two_origins(dir: &TestDir, first_port: u16) -> std::path::PathBuf {
@@ -120,15 +139,24 @@ fn up_starts_prints_and_stops_a_deployment() {
     let mut up = Up::start(&config);
     let (pid_a, addr_a) = up.row("origin-a", "http");
     let (pid_b, addr_b) = up.row("origin-b", "http");
-    assert_ne!(addr_a.port(), 0, "the table shows bound ports, not configured ones");
+    assert_ne!(
+        addr_a.port(),
+        0,
+        "the table shows bound ports, not configured ones"
+    );
     assert!(healthy(addr_a) && healthy(addr_b));
 
     signal(up.child.id(), 15);
-    let status = eventually_blocking("edgebox up to exit after SIGTERM", Duration::from_secs(20), || {
-        up.child.try_wait().unwrap()
-    });
+    let status = eventually_blocking(
+        "edgebox up to exit after SIGTERM",
+        Duration::from_secs(20),
+        || up.child.try_wait().unwrap(),
+    );
     assert!(status.success(), "up exited with {status}");
-    assert!(!alive(pid_a) && !alive(pid_b), "children must be stopped with the supervisor");
+    assert!(
+        !alive(pid_a) && !alive(pid_b),
+        "children must be stopped with the supervisor"
+    );
     assert!(!healthy(addr_a));
 }
 
@@ -142,7 +170,9 @@ fn up_restarts_a_crashed_node() {
     assert!(healthy(addr));
 
     signal(pid, 9);
-    eventually_blocking("origin-a to be restarted and healthy again", Duration::from_secs(30), || {
-        (!alive(pid) && healthy(addr)).then_some(())
-    });
+    eventually_blocking(
+        "origin-a to be restarted and healthy again",
+        Duration::from_secs(30),
+        || (!alive(pid) && healthy(addr)).then_some(()),
+    );
 }
