@@ -3,7 +3,13 @@
 mod check_config;
 mod config;
 mod edge;
+mod control_plane;
+mod cp_client;
 mod origin;
+mod purge;
+mod reload;
+mod run;
+mod status;
 mod simulate;
 mod up;
 
@@ -58,6 +64,19 @@ pub enum Command {
     Edge(edge::Args),
     /// Run one origin node: static files with validators, ranges and per-path headers.
     Origin(origin::Args),
+    /// Run the control plane: config lifecycle, nodes, purge, stats, sandbox relay,
+    /// OpenAPI at /openapi.json and the dashboard at /.
+    ControlPlane(control_plane::Args),
+    /// Show every node's health and config version (via the control plane).
+    Status(status::Args),
+    /// List every node with its role, region, addresses, health and uptime.
+    Nodes(status::Args),
+    /// Send a deployment file to the control plane as the next config version.
+    Reload(reload::Args),
+    /// Purge cached content on every edge by URL, prefix, tag, or everything.
+    Purge(purge::Args),
+    /// Run a program in the sandbox; `--follow` streams output and the live line.
+    Run(run::Args),
     /// Drive a CDN workload from clients in regions against a deployment and report.
     ///
     /// Runs the scenario's workload once per variant (tiering on/off, cache sizes, LB
@@ -86,6 +105,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(args),
         Command::Edge(args) => edge::run(args),
         Command::Origin(args) => origin::run(args),
+        Command::ControlPlane(args) => control_plane::run(args),
+        Command::Status(args) => status::status(args),
+        Command::Nodes(args) => status::nodes(args),
+        Command::Reload(args) => reload::run(args),
+        Command::Purge(args) => purge::run(args),
+        Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::run(args),
     }
 }

@@ -117,7 +117,10 @@ impl AdminApp {
         let s = &state.stats;
         let node = &state.node;
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP edgebox_edge_requests_total Requests answered, by status class.");
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_requests_total Requests answered, by status class."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_requests_total counter");
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
             let _ = writeln!(
@@ -126,36 +129,86 @@ impl AdminApp {
                 s.by_class[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP edgebox_edge_bytes_sent_total Response body bytes sent to clients.");
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_bytes_sent_total Response body bytes sent to clients."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_bytes_sent_total counter");
-        let _ = writeln!(out, "edgebox_edge_bytes_sent_total{{node=\"{node}\"}} {}", s.bytes_sent.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "edgebox_edge_bytes_sent_total{{node=\"{node}\"}} {}",
+            s.bytes_sent.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP edgebox_edge_in_flight Requests in flight.");
         let _ = writeln!(out, "# TYPE edgebox_edge_in_flight gauge");
-        let _ = writeln!(out, "edgebox_edge_in_flight{{node=\"{node}\"}} {}", state.in_flight.load(Ordering::SeqCst));
-        let _ = writeln!(out, "# HELP edgebox_edge_config_version Version of the applied configuration.");
+        let _ = writeln!(
+            out,
+            "edgebox_edge_in_flight{{node=\"{node}\"}} {}",
+            state.in_flight.load(Ordering::SeqCst)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_config_version Version of the applied configuration."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_config_version gauge");
-        let _ = writeln!(out, "edgebox_edge_config_version{{node=\"{node}\"}} {}", snapshot.version);
+        let _ = writeln!(
+            out,
+            "edgebox_edge_config_version{{node=\"{node}\"}} {}",
+            snapshot.version
+        );
         let origins = snapshot.upstream.pool().origins.clone();
-        let _ = writeln!(out, "# HELP edgebox_edge_origin_healthy 1 when the origin is in rotation.");
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_origin_healthy 1 when the origin is in rotation."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_origin_healthy gauge");
         for o in &origins {
-            let _ = writeln!(out, "edgebox_edge_origin_healthy{{node=\"{node}\",origin=\"{}\"}} {}", o.addr, u8::from(o.healthy()));
+            let _ = writeln!(
+                out,
+                "edgebox_edge_origin_healthy{{node=\"{node}\",origin=\"{}\"}} {}",
+                o.addr,
+                u8::from(o.healthy())
+            );
         }
-        let _ = writeln!(out, "# HELP edgebox_edge_origin_requests_total Requests sent to the origin.");
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_origin_requests_total Requests sent to the origin."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_origin_requests_total counter");
         for o in &origins {
-            let _ = writeln!(out, "edgebox_edge_origin_requests_total{{node=\"{node}\",origin=\"{}\"}} {}", o.addr, o.requests());
+            let _ = writeln!(
+                out,
+                "edgebox_edge_origin_requests_total{{node=\"{node}\",origin=\"{}\"}} {}",
+                o.addr,
+                o.requests()
+            );
         }
-        let _ = writeln!(out, "# HELP edgebox_edge_origin_failures_total Failed attempts on the origin.");
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_origin_failures_total Failed attempts on the origin."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_origin_failures_total counter");
         for o in &origins {
-            let _ = writeln!(out, "edgebox_edge_origin_failures_total{{node=\"{node}\",origin=\"{}\"}} {}", o.addr, o.failures());
+            let _ = writeln!(
+                out,
+                "edgebox_edge_origin_failures_total{{node=\"{node}\",origin=\"{}\"}} {}",
+                o.addr,
+                o.failures()
+            );
         }
-        let _ = writeln!(out, "# HELP edgebox_edge_origin_latency_ewma_seconds EWMA of origin response-header latency.");
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_origin_latency_ewma_seconds EWMA of origin response-header latency."
+        );
         let _ = writeln!(out, "# TYPE edgebox_edge_origin_latency_ewma_seconds gauge");
         for o in &origins {
             if let Some(ms) = o.ewma_ms() {
-                let _ = writeln!(out, "edgebox_edge_origin_latency_ewma_seconds{{node=\"{node}\",origin=\"{}\"}} {}", o.addr, ms / 1000.0);
+                let _ = writeln!(
+                    out,
+                    "edgebox_edge_origin_latency_ewma_seconds{{node=\"{node}\",origin=\"{}\"}} {}",
+                    o.addr,
+                    ms / 1000.0
+                );
             }
         }
         let body = out.into_bytes();
@@ -168,29 +221,35 @@ impl AdminApp {
     }
 
     async fn reload(&self, body: Vec<u8>) -> Response<Vec<u8>> {
-        let loaded: Result<Deployment, edgebox_config::ConfigErrors> = if body.iter().all(u8::is_ascii_whitespace) {
-            edgebox_config::load(&self.state.location)
-        } else {
-            let Ok(text) = String::from_utf8(body) else {
-                return error(400, "bad_request", "the body must be UTF-8 TOML");
+        let loaded: Result<Deployment, edgebox_config::ConfigErrors> =
+            if body.iter().all(u8::is_ascii_whitespace) {
+                edgebox_config::load(&self.state.location)
+            } else {
+                let Ok(text) = String::from_utf8(body) else {
+                    return error(400, "bad_request", "the body must be UTF-8 TOML");
+                };
+                let base = match &self.state.location {
+                    ConfigLocation::File(path) => path
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default(),
+                    ConfigLocation::Embedded => std::env::current_dir().unwrap_or_default(),
+                };
+                let base = std::path::absolute(&base).unwrap_or(base);
+                edgebox_config::parse(&text, "<reload body>", &base)
             };
-            let base = match &self.state.location {
-                ConfigLocation::File(path) => path
-                    .parent()
-                    .map(std::path::Path::to_path_buf)
-                    .unwrap_or_default(),
-                ConfigLocation::Embedded => std::env::current_dir().unwrap_or_default(),
-            };
-            let base = std::path::absolute(&base).unwrap_or(base);
-            edgebox_config::parse(&text, "<reload body>", &base)
-        };
         let deployment = match loaded {
             Ok(d) => d,
             Err(errors) => return invalid_config(&errors.to_string(), diagnostics(&errors)),
         };
         match self.state.reload(deployment).await {
             Ok(version) => json_response(200, json!({"applied": true, "version": version})),
-            Err(other) => invalid_config(&other.to_string(), vec![json!({"path": "", "line": null, "column": null, "message": other.to_string()})]),
+            Err(other) => invalid_config(
+                &other.to_string(),
+                vec![
+                    json!({"path": "", "line": null, "column": null, "message": other.to_string()}),
+                ],
+            ),
         }
     }
 }
@@ -229,9 +288,11 @@ impl ServeHttp for AdminApp {
                 json_response(200, json!({"draining": true}))
             }
             ("POST", "/purge") => error(501, "not_implemented", "purge arrives with the cache"),
-            (_, "/healthz" | "/stats" | "/metrics" | "/reload" | "/drain" | "/purge") => {
-                error(405, "method_not_allowed", format!("{method} is not allowed on {path}"))
-            }
+            (_, "/healthz" | "/stats" | "/metrics" | "/reload" | "/drain" | "/purge") => error(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ),
             _ => error(404, "not_found", format!("no admin endpoint at {path}")),
         };
         tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");

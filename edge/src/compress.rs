@@ -57,16 +57,18 @@ impl Policy {
     /// Also answers whether it varies by `Accept-Encoding`.
     pub fn eligible(&self, response: &ResponseHeader) -> bool {
         let status = response.status.as_u16();
-        if status != 200 || response.headers.contains_key(http::header::CONTENT_ENCODING) {
+        if status != 200
+            || response
+                .headers
+                .contains_key(http::header::CONTENT_ENCODING)
+        {
             return false;
         }
         if let Some(length) = header_str(response, http::header::CONTENT_LENGTH)
             .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            if length < self.min_size {
+            && length < self.min_size {
                 return false;
             }
-        }
         let Some(content_type) = header_str(response, http::header::CONTENT_TYPE) else {
             return false;
         };
@@ -76,10 +78,12 @@ impl Policy {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        self.content_types.iter().any(|pattern| match pattern.strip_suffix("/*") {
-            Some(prefix) => mime.split('/').next() == Some(prefix),
-            None => *pattern == mime,
-        })
+        self.content_types
+            .iter()
+            .any(|pattern| match pattern.strip_suffix("/*") {
+                Some(prefix) => mime.split('/').next() == Some(prefix),
+                None => *pattern == mime,
+            })
     }
 }
 
@@ -99,11 +103,10 @@ pub fn parse_accept_encoding(header: &str) -> Vec<(String, f32)> {
             }
             let mut q = 1.0;
             for param in parts {
-                if let Some((key, value)) = param.split_once('=') {
-                    if key.trim().eq_ignore_ascii_case("q") {
+                if let Some((key, value)) = param.split_once('=')
+                    && key.trim().eq_ignore_ascii_case("q") {
                         q = value.trim().parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0);
                     }
-                }
             }
             Some((name, q))
         })
@@ -141,16 +144,20 @@ impl Encode for Brotli {
     fn encode(&mut self, input: &[u8], end: bool) -> pingora::Result<bytes::Bytes> {
         use pingora::{OkOrErr, OrErr};
         use std::io::Write;
-        let writer = self
-            .writer
-            .as_mut()
-            .or_err(pingora::ErrorType::InternalError, "brotli stream already finished")?;
-        writer
-            .write_all(input)
-            .or_err(pingora::ErrorType::InternalError, "while compressing brotli")?;
+        let writer = self.writer.as_mut().or_err(
+            pingora::ErrorType::InternalError,
+            "brotli stream already finished",
+        )?;
+        writer.write_all(input).or_err(
+            pingora::ErrorType::InternalError,
+            "while compressing brotli",
+        )?;
         self.total_in += input.len();
         let out = if end {
-            self.writer.take().map(|w| w.into_inner()).unwrap_or_default()
+            self.writer
+                .take()
+                .map(|w| w.into_inner())
+                .unwrap_or_default()
         } else {
             std::mem::take(writer.get_mut())
         };
@@ -159,7 +166,12 @@ impl Encode for Brotli {
     }
 
     fn stat(&self) -> (&'static str, usize, usize, std::time::Duration) {
-        ("brotli", self.total_in, self.total_out, std::time::Duration::ZERO)
+        (
+            "brotli",
+            self.total_in,
+            self.total_out,
+            std::time::Duration::ZERO,
+        )
     }
 }
 
@@ -202,7 +214,10 @@ mod tests {
         let p = policy();
         assert_eq!(p.negotiate("gzip"), Some(Encoding::Gzip));
         assert_eq!(p.negotiate("gzip, br"), Some(Encoding::Br));
-        assert_eq!(p.negotiate("gzip;q=1.0, br;q=0.5, zstd;q=0.1"), Some(Encoding::Gzip));
+        assert_eq!(
+            p.negotiate("gzip;q=1.0, br;q=0.5, zstd;q=0.1"),
+            Some(Encoding::Gzip)
+        );
         assert_eq!(p.negotiate("*;q=0.2, gzip;q=0"), Some(Encoding::Zstd));
         assert_eq!(p.negotiate("identity"), None);
         assert_eq!(p.negotiate("br;q=0, gzip;q=0, zstd;q=0"), None);
@@ -212,7 +227,12 @@ mod tests {
     #[test]
     fn every_encoder_produces_a_complete_stream() {
         use std::io::Read;
-        let input: Vec<u8> = b"hello brotli ".iter().copied().cycle().take(50_000).collect();
+        let input: Vec<u8> = b"hello brotli "
+            .iter()
+            .copied()
+            .cycle()
+            .take(50_000)
+            .collect();
         for encoding in [Encoding::Gzip, Encoding::Br, Encoding::Zstd] {
             let mut encoder = encoder(encoding).unwrap();
             let mut out = Vec::new();
@@ -222,7 +242,9 @@ mod tests {
             out.extend_from_slice(&encoder.encode(&[], true).unwrap());
             if encoding == Encoding::Br {
                 let mut decoded = Vec::new();
-                brotli::Decompressor::new(&out[..], 4096).read_to_end(&mut decoded).unwrap();
+                brotli::Decompressor::new(&out[..], 4096)
+                    .read_to_end(&mut decoded)
+                    .unwrap();
                 assert_eq!(decoded, input);
             }
             assert!(out.len() < input.len() / 10, "{encoding:?}");
@@ -233,7 +255,8 @@ mod tests {
     fn eligibility_checks_type_size_and_existing_encoding() {
         let p = policy();
         let mut r = ResponseHeader::build(200, None).unwrap();
-        r.insert_header("content-type", "text/html; charset=utf-8").unwrap();
+        r.insert_header("content-type", "text/html; charset=utf-8")
+            .unwrap();
         r.insert_header("content-length", "100").unwrap();
         assert!(p.eligible(&r));
         r.insert_header("content-length", "5").unwrap();

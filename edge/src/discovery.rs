@@ -28,7 +28,10 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new() -> Self {
-        let builder = match std::env::var(DNS_SERVER_ENV).ok().and_then(|v| v.parse::<std::net::SocketAddr>().ok()) {
+        let builder = match std::env::var(DNS_SERVER_ENV)
+            .ok()
+            .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+        {
             Some(server) => {
                 let mut name_server = NameServerConfig::udp(server.ip());
                 for connection in &mut name_server.connections {
@@ -62,10 +65,7 @@ impl Resolver {
     /// Resolves `host`: its addresses and when the answer expires.
     pub async fn resolve(&self, host: &str) -> Result<(Vec<IpAddr>, Instant), String> {
         let resolver = self.inner.as_ref().ok_or("no DNS resolver configured")?;
-        let lookup = resolver
-            .lookup_ip(host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let lookup = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
         let addrs: Vec<IpAddr> = lookup.iter().collect();
         if addrs.is_empty() {
             return Err(format!("{host} has no A/AAAA records"));

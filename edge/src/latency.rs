@@ -68,9 +68,16 @@ mod tests {
         let mut rng = rand::rng();
         for _ in 0..1000 {
             let d = sample_link(&link, &mut rng);
-            assert!(d >= Duration::from_millis(45) && d <= Duration::from_millis(55), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(45) && d <= Duration::from_millis(55),
+                "{d:?}"
+            );
         }
-        let lossy = Link { loss: 1.0, jitter: Duration::ZERO, ..link };
+        let lossy = Link {
+            loss: 1.0,
+            jitter: Duration::ZERO,
+            ..link
+        };
         assert_eq!(sample_link(&lossy, &mut rng), Duration::from_millis(200));
     }
 }

@@ -8,8 +8,15 @@
 //! port-0 address is announced with its real port without a bind race; and shutdown
 //! waits exactly as long as in-flight requests need (up to `edge.shutdown_grace`)
 //! instead of pingora's fixed grace sleep.
+//!
+//! Codemap: `proxy` (the `ProxyHttp` phases; the cache tiers plug into its cache
+//! phases), `upstream` (+ `upstream/selection`: policies, per-origin stats and health
+//! state), `health` (active checks), `discovery` (DNS), `tls` (SNI resolver, local CA,
+//! file watcher), `compress`, `latency`, `admin`, `state` (the `ArcSwap` snapshot and
+//! the reload path, shared with start-up).
 
 mod admin;
+pub mod cache;
 mod compress;
 mod discovery;
 mod health;
@@ -87,7 +94,12 @@ async fn serve(
         }
         None => None,
     };
-    let state = Arc::new(state::EdgeState::new(deployment, &node, location, certs.clone())?);
+    let state = Arc::new(state::EdgeState::new(
+        deployment,
+        &node,
+        location,
+        certs.clone(),
+    )?);
     // Host members must have addresses before traffic arrives.
     discovery::refresh(&state).await;
 
@@ -155,7 +167,10 @@ async fn serve(
     let watcher = certs.map(|c| tokio::spawn(c.watch(CERT_POLL)));
 
     wait_for_signal().await?;
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, finishing in-flight requests");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections, finishing in-flight requests"
+    );
     state.draining.store(true, Ordering::SeqCst);
     let _ = shutdown_tx.send(true);
     let deadline = Instant::now() + grace;
@@ -165,7 +180,10 @@ async fn serve(
             break;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(in_flight, "shutdown grace over; abandoning in-flight requests");
+            tracing::warn!(
+                in_flight,
+                "shutdown grace over; abandoning in-flight requests"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

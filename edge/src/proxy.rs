@@ -19,8 +19,8 @@ use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::compression::Encode;
-use pingora::upstreams::peer::Peer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, Result};
 use tracing::Instrument;
 
@@ -128,7 +128,7 @@ impl EdgeProxy {
     async fn respond_json(
         &self,
         session: &mut Session,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         status: u16,
         code: &str,
         message: &str,
@@ -148,6 +148,7 @@ impl EdgeProxy {
         session
             .write_response_header(Box::new(response), false)
             .await?;
+        ctx.response_bytes += body.len() as u64;
         session
             .write_response_body(Some(Bytes::from(body)), true)
             .await
@@ -196,7 +197,9 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.request_id = header_str(req, REQUEST_ID)
-            .filter(|id| !id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic())
+            })
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         ctx.span = tracing::info_span!(
@@ -222,8 +225,8 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
             return Ok(true);
         }
-        if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok()) {
-            if length > ctx.snapshot.max_body_size {
+        if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
+            && length > ctx.snapshot.max_body_size {
                 let message = format!(
                     "request body is {length} bytes; the limit is {}",
                     ctx.snapshot.max_body_size
@@ -232,14 +235,11 @@ impl ProxyHttp for EdgeProxy {
                     .await?;
                 return Ok(true);
             }
-        }
-        if let Some(sim) = &ctx.snapshot.latency {
-            if let Some(region) = header_str(req, REGION_HEADER) {
-                if sim.knows(region) || region == ctx.snapshot.region {
+        if let Some(sim) = &ctx.snapshot.latency
+            && let Some(region) = header_str(req, REGION_HEADER)
+                && (sim.knows(region) || region == ctx.snapshot.region) {
                     ctx.client_region = region.to_owned();
                 }
-            }
-        }
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
@@ -290,7 +290,8 @@ impl ProxyHttp for EdgeProxy {
             );
         };
         ctx.tried.push(origin.addr);
-        ctx.span.record("origin", tracing::field::display(origin.addr));
+        ctx.span
+            .record("origin", tracing::field::display(origin.addr));
         let mut peer = HttpPeer::new(origin.addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -323,12 +324,14 @@ impl ProxyHttp for EdgeProxy {
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
-        let tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         let hop = via(&self.state, session);
-        let via_value = match upstream_request.headers.get("via").and_then(|v| v.to_str().ok()) {
+        let via_value = match upstream_request
+            .headers
+            .get("via")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(previous) => format!("{previous}, {hop}"),
             None => hop,
         };
@@ -357,7 +360,11 @@ impl ProxyHttp for EdgeProxy {
             stats.observe_latency(ctx.origin_time);
             if upstream_response.status.is_server_error() {
                 let upstream = &ctx.snapshot.upstream;
-                stats.passive_failure(upstream.eject_for(), upstream.health.unhealthy_threshold, false);
+                stats.passive_failure(
+                    upstream.eject_for(),
+                    upstream.health.unhealthy_threshold,
+                    false,
+                );
             } else {
                 stats.passive_success();
             }
@@ -374,12 +381,12 @@ impl ProxyHttp for EdgeProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(policy) = &ctx.snapshot.compression {
-            if session.req_header().method != http::Method::HEAD && policy.eligible(response) {
+        if let Some(policy) = &ctx.snapshot.compression
+            && session.req_header().method != http::Method::HEAD && policy.eligible(response) {
                 compress::add_vary(response);
                 let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
-                if let Some(encoding) = policy.negotiate(accept) {
-                    if let Some(encoder) = compress::encoder(encoding) {
+                if let Some(encoding) = policy.negotiate(accept)
+                    && let Some(encoder) = compress::encoder(encoding) {
                         ctx.encoder = Some(encoder);
                         response.remove_header(&http::header::CONTENT_LENGTH);
                         response.remove_header(&http::header::ACCEPT_RANGES);
@@ -398,9 +405,7 @@ impl ProxyHttp for EdgeProxy {
                             response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                         }
                     }
-                }
             }
-        }
         let hop = via(&self.state, session);
         let via_value = match response.headers.get("via").and_then(|v| v.to_str().ok()) {
             Some(previous) => format!("{previous}, {hop}"),
@@ -439,9 +444,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> Box<Error> {
         let upstream = &ctx.snapshot.upstream;
         if let Some(active) = ctx.active.take() {
-            active
-                .stats()
-                .passive_failure(upstream.eject_for(), upstream.health.unhealthy_threshold, true);
+            active.stats().passive_failure(
+                upstream.eject_for(),
+                upstream.health.unhealthy_threshold,
+                true,
+            );
         }
         let reason = format!("connecting to {}: {}", peer.address(), e.etype().as_str());
         ctx.failure = Some(if matches!(e.etype(), ErrorType::ConnectTimedout) {
@@ -498,14 +505,33 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let upstream_label = ctx.snapshot.upstream.label.clone();
         let (status, code, message): (u16, &str, String) = match (e.etype(), e.esource()) {
-            (ErrorType::HTTPStatus(413), _) => (413, "body_too_large", "request body exceeds the limit".into()),
+            (ErrorType::HTTPStatus(413), _) => (
+                413,
+                "body_too_large",
+                "request body exceeds the limit".into(),
+            ),
             (_, ErrorSource::Downstream) => match e.etype() {
-                ErrorType::ReadTimedout => (408, "client_timeout", "the client was too slow sending its request".into()),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, "", String::new()),
-                _ => (400, "bad_request", format!("malformed request: {}", e.etype().as_str())),
+                ErrorType::ReadTimedout => (
+                    408,
+                    "client_timeout",
+                    "the client was too slow sending its request".into(),
+                ),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    (0, "", String::new())
+                }
+                _ => (
+                    400,
+                    "bad_request",
+                    format!("malformed request: {}", e.etype().as_str()),
+                ),
             },
             _ => match ctx.failure.clone() {
                 Some(Failure::NoOrigin) if ctx.tried.is_empty() => (
@@ -516,7 +542,10 @@ impl ProxyHttp for EdgeProxy {
                 Some(Failure::NoOrigin) => (
                     502,
                     "origins_failed",
-                    format!("every usable origin in {upstream_label} failed ({} tried)", ctx.tried.len()),
+                    format!(
+                        "every usable origin in {upstream_label} failed ({} tried)",
+                        ctx.tried.len()
+                    ),
                 ),
                 Some(Failure::Timeout(reason)) => (
                     504,
@@ -530,16 +559,22 @@ impl ProxyHttp for EdgeProxy {
                 ),
                 None => match e.etype() {
                     ErrorType::HTTPStatus(code) => (*code, "error", e.to_string()),
-                    _ => (500, "internal_error", format!("edge error: {}", e.etype().as_str())),
+                    _ => (
+                        500,
+                        "internal_error",
+                        format!("edge error: {}", e.etype().as_str()),
+                    ),
                 },
             },
         };
         let written = session.response_written().is_some();
-        if status > 0 && !written {
-            if let Err(error) = self.respond_json(session, ctx, status, code, &message).await {
+        if status > 0 && !written
+            && let Err(error) = self
+                .respond_json(session, ctx, status, code, &message)
+                .await
+            {
                 tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
             }
-        }
         FailToProxy {
             error_code: if written { 0 } else { status },
             can_reuse_downstream: false,
@@ -547,14 +582,16 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.state.stats.record(status, ctx.response_bytes);
         let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         match e {
-            Some(error) => tracing::warn!(parent: &ctx.span, status, elapsed_ms, tried = ctx.tried.len(), error = %error, "request failed"),
-            None => tracing::debug!(parent: &ctx.span, status, elapsed_ms, bytes = ctx.response_bytes, "request served"),
+            Some(error) => {
+                tracing::warn!(parent: &ctx.span, status, elapsed_ms, tried = ctx.tried.len(), error = %error, "request failed")
+            }
+            None => {
+                tracing::debug!(parent: &ctx.span, status, elapsed_ms, bytes = ctx.response_bytes, "request served")
+            }
         }
         ctx.active = None;
     }

@@ -79,8 +79,8 @@ impl EdgeState {
         certs: Option<Arc<CertStore>>,
     ) -> anyhow::Result<Self> {
         let origins = OriginRegistry::default();
-        let snapshot = build_snapshot(deployment, node, 1, &origins)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let snapshot =
+            build_snapshot(deployment, node, 1, &origins).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             node: node.to_owned(),
             location,

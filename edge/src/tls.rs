@@ -54,11 +54,10 @@ impl ResolvesServerCert for CertResolver {
             if let Some(key) = table.exact.get(&name) {
                 return Some(key.clone());
             }
-            if let Some((_, parent)) = name.split_once('.') {
-                if let Some(key) = table.wildcard.get(parent) {
+            if let Some((_, parent)) = name.split_once('.')
+                && let Some(key) = table.wildcard.get(parent) {
                     return Some(key.clone());
                 }
-            }
         }
         table.default.clone()
     }
@@ -235,7 +234,8 @@ pub fn ensure_local_ca(dir: &Path) -> Result<LocalCa, TlsError> {
     };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let ca_key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(e.to_string()))?;
+    let mut ca_params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(e.to_string()))?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
@@ -245,7 +245,8 @@ pub fn ensure_local_ca(dir: &Path) -> Result<LocalCa, TlsError> {
         rcgen::KeyUsagePurpose::CrlSign,
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(|e| fail(e.to_string()))?;
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(|e| fail(e.to_string()))?;
 
     let server_key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
     let mut params = rcgen::CertificateParams::new(vec![

@@ -124,7 +124,10 @@ impl OriginStats {
     /// Usable = the active checks say healthy and no passive ejection is running.
     pub fn usable(&self) -> bool {
         let health = self.health.lock();
-        health.healthy && health.ejected_until.is_none_or(|until| Instant::now() >= until)
+        health.healthy
+            && health
+                .ejected_until
+                .is_none_or(|until| Instant::now() >= until)
     }
 
     pub fn healthy(&self) -> bool {
@@ -137,7 +140,10 @@ impl OriginStats {
         let mut health = self.health.lock();
         health.passive_streak += 1;
         if hard || health.passive_streak >= threshold {
-            if health.ejected_until.is_none_or(|until| Instant::now() >= until) {
+            if health
+                .ejected_until
+                .is_none_or(|until| Instant::now() >= until)
+            {
                 tracing::warn!(origin = %self.addr, for_ms = eject_for.as_millis() as u64, "origin ejected");
             }
             health.ejected_until = Some(Instant::now() + eject_for);
@@ -238,7 +244,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("origins", &self.origins).finish()
+        f.debug_struct("Pool")
+            .field("origins", &self.origins)
+            .finish()
     }
 }
 
@@ -311,11 +319,10 @@ fn first_acceptable(
 ) -> Option<Arc<OriginStats>> {
     for _ in 0..limit {
         let backend = iter.next()?;
-        if let Some(stats) = backend.ext.get::<Arc<OriginStats>>() {
-            if acceptable(stats) {
+        if let Some(stats) = backend.ext.get::<Arc<OriginStats>>()
+            && acceptable(stats) {
                 return Some(stats.clone());
             }
-        }
     }
     None
 }

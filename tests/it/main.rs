@@ -5,6 +5,7 @@ mod support;
 
 mod config;
 mod edge;
+mod control_plane;
 mod origin;
 mod simulate;
 mod up;

@@ -13,12 +13,23 @@ async fn healthz_stats_metrics_and_drain() {
     let (edge, _) = Deploy::local(&[&origin], "").start(&dir);
     let client = client();
     let admin = edge.url("admin");
-    let health: serde_json::Value = client.get(format!("{admin}/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = client
+        .get(format!("{admin}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["node"], "edge");
 
     for path in ["/a", "/b", "/status/404"] {
-        client.get(format!("{}{path}", edge.url("http"))).send().await.unwrap();
+        client
+            .get(format!("{}{path}", edge.url("http")))
+            .send()
+            .await
+            .unwrap();
     }
     let body = stats(&edge).await;
     assert_eq!(body["requests"]["total"], 3, "{body}");
@@ -30,11 +41,26 @@ async fn healthz_stats_metrics_and_drain() {
     assert!(body["origins"][0]["ewma_ms"].as_f64().is_some());
     assert_eq!(body["config_version"], 1);
 
-    let metrics = client.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("edgebox_edge_requests_total{node=\"edge\",class=\"2xx\"} 2"), "{metrics}");
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edgebox_edge_requests_total{node=\"edge\",class=\"2xx\"} 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("edgebox_edge_origin_healthy"), "{metrics}");
 
-    let purge = client.post(format!("{admin}/purge")).body("{\"all\":true}").send().await.unwrap();
+    let purge = client
+        .post(format!("{admin}/purge"))
+        .body("{\"all\":true}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(purge.status(), 501);
     let missing = client.get(format!("{admin}/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -44,7 +70,11 @@ async fn healthz_stats_metrics_and_drain() {
     let health = client.get(format!("{admin}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 503);
     // Draining keeps serving.
-    let still = client.get(format!("{}/c", edge.url("http"))).send().await.unwrap();
+    let still = client
+        .get(format!("{}/c", edge.url("http")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(still.status(), 200);
 }
 
@@ -55,7 +85,8 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let dir = TestDir::new();
     let (mut edge, _) = Deploy::local(&[&origin], "").start(&dir);
     let url = format!("{}/slow", edge.url("http"));
-    let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    let in_flight =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
     crate::support::eventually("the request reached the origin", 10 * SECOND, || async {
         (origin.requests() == 1).then_some(())
     })
@@ -66,6 +97,15 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     })
     .await
     .unwrap();
-    assert!(status.0.success(), "exit status {:?}\n{}", status.0, status.1.logs());
-    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    assert!(
+        status.0.success(),
+        "exit status {:?}\n{}",
+        status.0,
+        status.1.logs()
+    );
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the in-flight request finished"
+    );
 }

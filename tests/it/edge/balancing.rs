@@ -9,7 +9,9 @@ use super::{Deploy, SECOND, TestOrigin, get, reload, stats};
 use crate::support::{TestDir, client, eventually};
 
 fn three() -> Vec<TestOrigin> {
-    (0..3).map(|i| TestOrigin::start(&format!("o{i}"))).collect()
+    (0..3)
+        .map(|i| TestOrigin::start(&format!("o{i}")))
+        .collect()
 }
 
 fn refs(origins: &[TestOrigin]) -> Vec<&TestOrigin> {
@@ -43,7 +45,10 @@ async fn weighted_is_proportional() {
     let (edge, _) = Deploy::local(&refs(&origins), group).start(&dir);
     let client = client();
     for _ in 0..120 {
-        assert_eq!(get(&client, &format!("{}/w", edge.url("http"))).await.0, 200);
+        assert_eq!(
+            get(&client, &format!("{}/w", edge.url("http"))).await.0,
+            200
+        );
     }
     let counts: Vec<u64> = origins.iter().map(TestOrigin::requests).collect();
     // Weighted round robin over a 6-slot cycle: exactly proportional every 6 requests.
@@ -72,7 +77,11 @@ async fn consistent_hash_is_stable_and_moves_only_the_removed_origins_keys() {
     let again = owners(&client, &base, 60).await;
     assert_eq!(first, again, "the same key always goes to the same origin");
     let used: std::collections::HashSet<&String> = first.values().collect();
-    assert_eq!(used.len(), 3, "60 keys spread over all three origins: {first:?}");
+    assert_eq!(
+        used.len(),
+        3,
+        "60 keys spread over all three origins: {first:?}"
+    );
 
     // Remove o2 from the group by reload: only o2's keys move.
     let group = "policy = \"consistent_hash\"\nmembers = [{ node = \"o0\" }, { node = \"o1\" }]";
@@ -84,7 +93,10 @@ async fn consistent_hash_is_stable_and_moves_only_the_removed_origins_keys() {
         if first[&key] == "o2" {
             assert_ne!(after[&key], "o2");
         } else {
-            assert_eq!(after[&key], first[&key], "key {key} moved although its origin stayed");
+            assert_eq!(
+                after[&key], first[&key],
+                "key {key} moved although its origin stayed"
+            );
         }
     }
 }
@@ -107,7 +119,11 @@ async fn consistent_hash_on_a_header() {
                 .unwrap();
             seen.insert(response.headers()["x-origin"].to_str().unwrap().to_owned());
         }
-        assert_eq!(seen.len(), 1, "user {user} always lands on one origin: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "user {user} always lands on one origin: {seen:?}"
+        );
     }
 }
 
@@ -144,8 +160,15 @@ async fn least_connections_steers_away_from_a_slow_origin() {
     let (edge, _) = Deploy::local(&refs(&origins), "policy = \"least_connections\"").start(&dir);
     let counts = load(&edge.url("http"), 6, 15).await;
     let slow = counts.get("o0").copied().unwrap_or(0);
-    let fast = counts.get("o1").copied().unwrap_or(0).min(counts.get("o2").copied().unwrap_or(0));
-    assert!(slow * 3 < fast, "slow origin got {slow}, fast ones at least {fast}: {counts:?}");
+    let fast = counts
+        .get("o1")
+        .copied()
+        .unwrap_or(0)
+        .min(counts.get("o2").copied().unwrap_or(0));
+    assert!(
+        slow * 3 < fast,
+        "slow origin got {slow}, fast ones at least {fast}: {counts:?}"
+    );
 }
 
 #[tokio::test]
@@ -165,14 +188,18 @@ async fn latency_aware_steers_away_from_a_slow_origin() {
         .iter()
         .map(|o| o["ewma_ms"].as_f64().unwrap_or(0.0))
         .collect();
-    assert!(ewma.iter().any(|&ms| ms >= 100.0), "the slow origin's EWMA is visible: {body}");
+    assert!(
+        ewma.iter().any(|&ms| ms >= 100.0),
+        "the slow origin's EWMA is visible: {body}"
+    );
 }
 
 #[tokio::test]
 async fn killing_an_origin_during_a_client_loop_is_invisible_to_clients() {
     let mut origins = three();
     let dir = TestDir::new();
-    let (edge, _) = Deploy::local(&refs(&origins), "policy = \"round_robin\"\nretries = 2").start(&dir);
+    let (edge, _) =
+        Deploy::local(&refs(&origins), "policy = \"round_robin\"\nretries = 2").start(&dir);
     let url = format!("{}/loop", edge.url("http"));
     let done = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -191,7 +218,10 @@ async fn killing_an_origin_during_a_client_loop_is_invisible_to_clients() {
             n
         })
     };
-    eventually("traffic on o1", 10 * SECOND, || async { (origins[1].requests() > 20).then_some(()) }).await;
+    eventually("traffic on o1", 10 * SECOND, || async {
+        (origins[1].requests() > 20).then_some(())
+    })
+    .await;
     origins[1].stop();
     let before = origins[0].requests() + origins[2].requests();
     eventually("100 more requests after the kill", 20 * SECOND, || async {
@@ -200,8 +230,13 @@ async fn killing_an_origin_during_a_client_loop_is_invisible_to_clients() {
     .await;
     done.store(true, Ordering::SeqCst);
     let total = runner.await.unwrap();
-    let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} of {total} requests failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
     let body = stats(&edge).await;
     let o1 = body["origins"]
         .as_array()
@@ -221,7 +256,11 @@ async fn all_origins_down_gives_502_json() {
     for origin in &mut origins {
         origin.stop();
     }
-    let response = client().get(format!("{}/x", edge.url("http"))).send().await.unwrap();
+    let response = client()
+        .get(format!("{}/x", edge.url("http")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 502);
     assert!(response.headers().contains_key("x-request-id"));
     let body: serde_json::Value = response.json().await.unwrap();
@@ -232,7 +271,11 @@ async fn all_origins_down_gives_502_json() {
     );
     // Once the health checks have caught up, the reason is that nothing is healthy.
     eventually("no healthy origin", 10 * SECOND, || async {
-        let response = client().get(format!("{}/x", edge.url("http"))).send().await.ok()?;
+        let response = client()
+            .get(format!("{}/x", edge.url("http")))
+            .send()
+            .await
+            .ok()?;
         let body: serde_json::Value = response.json().await.ok()?;
         (body["error"]["code"] == "no_healthy_origin").then_some(())
     })
@@ -250,12 +293,22 @@ async fn an_origin_answering_5xx_is_ejected_and_recovers() {
         let _ = get(&client, &format!("{}/status/503", edge.url("http"))).await;
     }
     let body = stats(&edge).await;
-    let failures: u64 = body["origins"].as_array().unwrap().iter().map(|o| o["failures"].as_u64().unwrap()).sum();
+    let failures: u64 = body["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["failures"].as_u64().unwrap())
+        .sum();
     assert!(failures >= 6, "5xx answers count as failures: {body}");
     // Ejections expire; all three serve again.
     eventually("all origins back in rotation", 10 * SECOND, || async {
         let body = stats(&edge).await;
-        body["origins"].as_array().unwrap().iter().all(|o| o["healthy"] == true).then_some(())
+        body["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["healthy"] == true)
+            .then_some(())
     })
     .await;
 }
@@ -270,7 +323,10 @@ async fn reload_changes_policy_and_rejects_bad_config() {
     let (status, body) = reload(&edge, full("this is = = not toml")).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "invalid_config");
-    assert!(!body["error"]["diagnostics"].as_array().unwrap().is_empty(), "{body}");
+    assert!(
+        !body["error"]["diagnostics"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
     let bad_policy = Deploy::local(&refs(&origins), "policy = \"fastest\"");
     let (status, body) = reload(&edge, full(&bad_policy.toml())).await;
     assert_eq!(status, 422, "{body}");
@@ -289,5 +345,79 @@ async fn reload_changes_policy_and_rejects_bad_config() {
     for _ in 0..12 {
         seen.insert(get(&client, &format!("{}/same", edge.url("http"))).await.1);
     }
-    assert_eq!(seen.len(), 1, "consistent hashing sends one path to one origin: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "consistent hashing sends one path to one origin: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn origin_timeouts_give_504_json_and_idempotent_requests_retry_elsewhere() {
+    let origins: Vec<TestOrigin> = (0..2)
+        .map(|i| TestOrigin::start(&format!("o{i}")))
+        .collect();
+    origins[0].set_delay(Duration::from_secs(3));
+    let dir = TestDir::new();
+    let group = "policy = \"round_robin\"\nread_timeout = \"300ms\"\nretries = 1";
+    let (edge, _) = Deploy::local(&refs(&origins), group).start(&dir);
+    let client = client();
+    // Every GET succeeds: a timeout on the slow origin is retried on the other one.
+    for _ in 0..4 {
+        let (status, origin, body) = get(&client, &format!("{}/t", edge.url("http"))).await;
+        assert_eq!((status, origin.as_str()), (200, "o1"), "{body}");
+    }
+    // A POST is not retried: its timeout is the client's 504.
+    origins[1].set_delay(Duration::from_secs(3));
+    let response = client
+        .post(format!("{}/t", edge.url("http")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_timeout", "{body}");
+}
+
+#[tokio::test]
+async fn an_edge_with_a_parent_forwards_to_the_parent_edge() {
+    let origin = TestOrigin::start("o0");
+    // The shield on port 0 first; the child's config then names its real address (each
+    // process reads its own copy of the deployment).
+    let shield_dir = TestDir::new();
+    let shield_deploy = Deploy::local(&[&origin], "");
+    let shield_config = shield_dir.config(&shield_deploy.toml());
+    let shield = crate::support::Daemon::start("edge", &shield_config, "edge", &["http"]);
+    let child_toml = format!(
+        "{}\n[[nodes]]\nname = \"child\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin_group = \"g\"\nparent = \"shield\"\n\n[[nodes]]\nname = \"shield\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"{}\"\nadmin = \"127.0.0.1:1\"\norigin_group = \"g\"\n\n[[nodes]]\nname = \"o0\"\nrole = \"origin\"\nregion = \"local\"\nlisten = \"{}\"\n\n[origin_groups.g]\nmembers = [{{ node = \"o0\" }}]\n",
+        crate::support::ONE_REGION,
+        shield.addr("http"),
+        origin.addr
+    );
+    let child_dir = TestDir::new();
+    let child_config = child_dir.config(&child_toml);
+    let child = crate::support::Daemon::start("edge", &child_config, "child", &["http", "admin"]);
+    let response = client()
+        .get(format!("{}/via-parent", child.url("http")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["via"],
+        "1.1 edgebox-edge, 1.1 edgebox-child"
+    );
+    assert_eq!(response.text().await.unwrap(), "origin o0 /via-parent");
+    let seen = origin.headers_seen();
+    assert_eq!(
+        seen[0]["via"], "1.1 edgebox-child, 1.1 edgebox-edge",
+        "the request went child -> shield -> origin"
+    );
+    let body = stats(&child).await;
+    assert_eq!(body["upstream"], "parent shield", "{body}");
+    assert_eq!(
+        body["origins"][0]["address"],
+        shield.addr("http").to_string()
+    );
 }

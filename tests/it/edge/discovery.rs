@@ -103,7 +103,10 @@ async fn host_members_follow_dns_changes_after_ttl_expiry() {
     assert_eq!(origins_in_stats(&edge).await, vec![a.addr.to_string()]);
 
     // Two A records: both become backends once the 1 s TTL has run out.
-    dns.set(vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)]);
+    dns.set(vec![
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+    ]);
     eventually("both addresses in the pool", 10 * SECOND, || async {
         (origins_in_stats(&edge).await.len() == 2).then_some(())
     })
@@ -111,7 +114,12 @@ async fn host_members_follow_dns_changes_after_ttl_expiry() {
     for _ in 0..6 {
         get(&client, &url).await;
     }
-    assert!(b.requests() >= 2, "b serves too (a {}, b {})", a.requests(), b.requests());
+    assert!(
+        b.requests() >= 2,
+        "b serves too (a {}, b {})",
+        a.requests(),
+        b.requests()
+    );
 
     // The old address disappears from DNS: traffic follows.
     dns.set(vec![Ipv4Addr::new(127, 0, 0, 3)]);
@@ -138,5 +146,9 @@ async fn hosts_file_names_resolve() {
         (status == 200 && origin == "o").then_some(())
     })
     .await;
-    assert!(origins_in_stats(&edge).await.contains(&origin.addr.to_string()));
+    assert!(
+        origins_in_stats(&edge)
+            .await
+            .contains(&origin.addr.to_string())
+    );
 }

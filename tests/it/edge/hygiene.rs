@@ -26,16 +26,31 @@ async fn forwarding_headers_request_id_and_hop_by_hop() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(!id.is_empty());
     assert_eq!(response.headers()["via"], "1.1 edgebox-edge");
-    assert!(response.headers()["server-timing"].to_str().unwrap().contains("total;dur="));
+    assert!(
+        response.headers()["server-timing"]
+            .to_str()
+            .unwrap()
+            .contains("total;dur=")
+    );
     let seen: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(seen["x-request-id"], id.as_str(), "the generated id went upstream");
+    assert_eq!(
+        seen["x-request-id"],
+        id.as_str(),
+        "the generated id went upstream"
+    );
     assert_eq!(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["via"], "1.1 edgebox-edge");
-    assert!(seen.get("x-private").is_none(), "headers named by Connection are stripped: {seen}");
+    assert!(
+        seen.get("x-private").is_none(),
+        "headers named by Connection are stripped: {seen}"
+    );
     assert!(seen.get("keep-alive").is_none(), "{seen}");
 
     // A client's own request id is kept.
@@ -79,10 +94,13 @@ async fn oversized_headers_431_and_bodies_413() {
     assert_eq!(body["error"]["code"], "body_too_large");
 
     // Chunked, so the size is only known while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b'y'; 16 * 1024])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b'y'; 16 * 1024])).collect();
     let response = client
         .post(format!("{}/upload", edge.url("http")))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await;
     if let Ok(response) = response {
@@ -117,7 +135,11 @@ async fn smuggling_attempts_are_never_forwarded_ambiguously() {
     // CL.TE: Content-Length says the body is the whole tail, chunked says it ends at 0.
     let attack = b"POST /echo HTTP/1.1\r\nHost: edge\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: edge\r\n\r\n";
     let answer = raw(edge.addr("http"), attack).await;
-    assert_eq!(origin.requests_for("/smuggled"), 0, "edge answered: {answer}");
+    assert_eq!(
+        origin.requests_for("/smuggled"),
+        0,
+        "edge answered: {answer}"
+    );
     for headers in origin.headers_seen() {
         assert!(
             !(headers.contains_key("content-length") && headers.contains_key("transfer-encoding")),
@@ -133,8 +155,15 @@ async fn smuggling_attempts_are_never_forwarded_ambiguously() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     // Garbage is a 400 (or a closed connection), never a crash.
     let answer = raw(edge.addr("http"), b"NOT HTTP AT ALL\r\n\r\n").await;
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
-    let ok = client().get(format!("{}/after", edge.url("http"))).send().await.unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    let ok = client()
+        .get(format!("{}/after", edge.url("http")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200, "the edge still serves");
 }
 
@@ -151,17 +180,24 @@ async fn slow_client_body_times_out_with_408() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("client_timeout"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(5), "the timeout fired");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the timeout fired"
+    );
 }
 
 fn decode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match encoding {
         "gzip" => {
-            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "br" => {
-            brotli::Decompressor::new(bytes, 4096).read_to_end(&mut out).unwrap();
+            brotli::Decompressor::new(bytes, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "zstd" => out = zstd::stream::decode_all(bytes).unwrap(),
         other => panic!("unexpected encoding {other}"),
@@ -185,17 +221,43 @@ async fn compression_round_trips_for_each_algorithm() {
         ("gzip, br, zstd", "zstd"),
         ("zstd;q=0, br;q=0, *;q=0.1", "gzip"),
     ] {
-        let response = client.get(&url).header("accept-encoding", accept).send().await.unwrap();
+        let response = client
+            .get(&url)
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
-        assert_eq!(headers["content-encoding"], expected, "Accept-Encoding: {accept}");
-        assert!(headers["vary"].to_str().unwrap().contains("Accept-Encoding"));
+        assert_eq!(
+            headers["content-encoding"], expected,
+            "Accept-Encoding: {accept}"
+        );
+        assert!(
+            headers["vary"]
+                .to_str()
+                .unwrap()
+                .contains("Accept-Encoding")
+        );
         let body = response.bytes().await.unwrap();
-        assert!(body.len() < 20000 / 4, "{expected} compressed {} bytes", body.len());
-        assert_eq!(decode(expected, &body), text_body(20000), "{expected} round-trips");
+        assert!(
+            body.len() < 20000 / 4,
+            "{expected} compressed {} bytes",
+            body.len()
+        );
+        assert_eq!(
+            decode(expected, &body),
+            text_body(20000),
+            "{expected} round-trips"
+        );
     }
     // HTTP/1.1 keep-alive survives compressed (chunked) responses: same client again.
-    let plain = client.get(&url).header("accept-encoding", "identity").send().await.unwrap();
+    let plain = client
+        .get(&url)
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
     assert_eq!(plain.headers()["vary"], "Accept-Encoding");
     assert_eq!(plain.bytes().await.unwrap().len(), 20000);
@@ -215,7 +277,10 @@ async fn compression_round_trips_for_each_algorithm() {
         .await
         .unwrap();
     assert_eq!(encoded.headers()["content-encoding"], "gzip");
-    assert_eq!(decode("gzip", &encoded.bytes().await.unwrap()), text_body(4096));
+    assert_eq!(
+        decode("gzip", &encoded.bytes().await.unwrap()),
+        text_body(4096)
+    );
 }
 
 fn sim_ms(server_timing: &str) -> f64 {
@@ -246,7 +311,10 @@ async fn simulated_latency_shows_in_server_timing_and_in_measured_time() {
     let started = Instant::now();
     let response = client.get(&url).send().await.unwrap();
     let elapsed = started.elapsed();
-    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let sim = sim_ms(&timing);
     assert!((sim - 82.0).abs() < 1.0, "{timing}");
     assert!(timing.contains("origin;dur="), "{timing}");
@@ -254,9 +322,17 @@ async fn simulated_latency_shows_in_server_timing_and_in_measured_time() {
     assert!(elapsed < Duration::from_millis(82 + 1500), "{elapsed:?}");
     // Client in the far region: 80 ms more on the client hop.
     let started = Instant::now();
-    let response = client.get(&url).header("x-edgebox-region", "far").send().await.unwrap();
+    let response = client
+        .get(&url)
+        .header("x-edgebox-region", "far")
+        .send()
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
-    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!((sim_ms(&timing) - 160.0).abs() < 1.0, "{timing}");
     assert!(elapsed >= Duration::from_millis(160), "{elapsed:?}");
 }
@@ -266,7 +342,15 @@ async fn disabled_simulation_adds_nothing() {
     let origin = TestOrigin::start("o0");
     let dir = TestDir::new();
     let (edge, _) = Deploy::local(&[&origin], "").start(&dir);
-    let response = client().get(format!("{}/nosim", edge.url("http"))).header("x-edgebox-region", "local").send().await.unwrap();
-    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    let response = client()
+        .get(format!("{}/nosim", edge.url("http")))
+        .header("x-edgebox-region", "local")
+        .send()
+        .await
+        .unwrap();
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(sim_ms(&timing), 0.0, "{timing}");
 }

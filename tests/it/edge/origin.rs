@@ -88,7 +88,13 @@ impl TestOrigin {
     }
 
     pub fn requests_for(&self, path: &str) -> u64 {
-        self.shared.by_path.lock().unwrap().get(path).copied().unwrap_or(0)
+        self.shared
+            .by_path
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -126,13 +132,23 @@ async fn handle(
     // Read the whole body first, like an origin that processes uploads would.
     let body_len = match http_body_util::BodyExt::collect(req.into_body()).await {
         Ok(collected) => collected.to_bytes().len(),
-        Err(_) => return Ok(Response::builder().status(400).body(Full::new(Bytes::new())).unwrap()),
+        Err(_) => {
+            return Ok(Response::builder()
+                .status(400)
+                .body(Full::new(Bytes::new()))
+                .unwrap());
+        }
     };
     if path == "/healthz" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
     }
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    *shared.by_path.lock().unwrap().entry(path.clone()).or_default() += 1;
+    *shared
+        .by_path
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default() += 1;
     shared.headers_seen.lock().unwrap().push(headers.clone());
     let delay = shared.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {

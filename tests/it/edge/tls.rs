@@ -29,10 +29,15 @@ impl Ca {
     fn new(name: &str) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap(),
+            issuer: rcgen::CertifiedIssuer::self_signed(
+                params,
+                rcgen::KeyPair::generate().unwrap(),
+            )
+            .unwrap(),
         }
     }
 
@@ -72,9 +77,41 @@ async fn generated_ca_is_trusted_reused_and_serves_http2() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN chose h2"
+    );
     assert_eq!(response.headers()["via"], "2 edgebox-edge");
     assert_eq!(response.text().await.unwrap(), "origin o0 /hello");
+    // Forwarding headers say the client came over TLS.
+    let seen: serde_json::Value = client
+        .get(format!("https://localhost:{}/echo", https.port()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
+    // Compression over HTTP/2 (no chunked framing there).
+    let response = client
+        .get(format!("https://localhost:{}/text/30000", https.port()))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert!(response.headers().get("transfer-encoding").is_none());
+    let compressed = response.bytes().await.unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut plain,
+    )
+    .unwrap();
+    assert_eq!(plain, super::origin::text_body(30000));
     // By IP address too (the certificate names 127.0.0.1).
     let by_ip = tls_client(&ca, &[], https);
     assert!(ok(&by_ip, &format!("https://127.0.0.1:{}/ip", https.port())).await);
@@ -99,7 +136,13 @@ async fn generated_ca_is_trusted_reused_and_serves_http2() {
     let edge = Daemon::start("edge", &config, "edge", &["https"]);
     assert_eq!(std::fs::read(&ca_path).unwrap(), ca);
     let client = tls_client(&ca, &["localhost"], edge.addr("https"));
-    assert!(ok(&client, &format!("https://localhost:{}/again", edge.addr("https").port())).await);
+    assert!(
+        ok(
+            &client,
+            &format!("https://localhost:{}/again", edge.addr("https").port())
+        )
+        .await
+    );
 }
 
 fn write_pair(dir: &Path, name: &str, pair: &(String, String)) {
@@ -124,32 +167,54 @@ async fn sni_picks_the_certificate_and_swaps_take_effect_without_restart() {
     let trust_b = tls_client(&ca_b.pem(), &names, https);
     assert!(ok(&trust_a, &format!("https://a.test:{port}/")).await);
     assert!(ok(&trust_a, &format!("https://www.a.test:{port}/")).await);
-    assert!(!ok(&trust_a, &format!("https://b.test:{port}/")).await, "b.test is served B's certificate");
+    assert!(
+        !ok(&trust_a, &format!("https://b.test:{port}/")).await,
+        "b.test is served B's certificate"
+    );
     assert!(ok(&trust_b, &format!("https://b.test:{port}/")).await);
-    assert!(ok(&trust_b, &format!("https://x.b.test:{port}/")).await, "wildcard name");
+    assert!(
+        ok(&trust_b, &format!("https://x.b.test:{port}/")).await,
+        "wildcard name"
+    );
     assert!(!ok(&trust_b, &format!("https://a.test:{port}/")).await);
 
     // Swap a.test's files for a certificate from CA B: served without a restart.
     write_pair(dir.path(), "a", &ca_b.leaf(&["a.test", "www.a.test"]));
     eventually("a.test served the new certificate", 10 * SECOND, || async {
         let fresh = tls_client(&ca_b.pem(), &names, https);
-        ok(&fresh, &format!("https://a.test:{port}/")).await.then_some(())
+        ok(&fresh, &format!("https://a.test:{port}/"))
+            .await
+            .then_some(())
     })
     .await;
 
     // A broken file on disk is rejected; the previous certificate keeps serving.
     std::fs::write(dir.path().join("a.pem"), "not a certificate").unwrap();
-    eventually("the broken certificate was noticed", 10 * SECOND, || async {
-        edge.logs().contains("keeping the old ones").then_some(())
-    })
+    eventually(
+        "the broken certificate was noticed",
+        10 * SECOND,
+        || async { edge.logs().contains("keeping the old ones").then_some(()) },
+    )
     .await;
     let fresh = tls_client(&ca_b.pem(), &names, https);
     assert!(ok(&fresh, &format!("https://a.test:{port}/")).await);
 
     // A reload naming a missing key is rejected with 422 and changes nothing.
-    let missing = "[tls]\ncertificates = [{ names = [\"a.test\"], cert = \"b.pem\", key = \"missing.pem\" }]\n";
+    // (The key file exists, so it is the edge's own certificate check that refuses it.)
+    std::fs::write(
+        dir.path().join("garbage-key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let missing = "[tls]\ncertificates = [{ names = [\"a.test\"], cert = \"b.pem\", key = \"garbage-key.pem\" }]\n";
     let bad = Deploy::local(&[&origin], "").extra(missing);
     let (status, body) = reload(&edge, super::balancing::full(&bad.toml())).await;
     assert_eq!(status, 422, "{body}");
-    assert!(ok(&tls_client(&ca_b.pem(), &names, https), &format!("https://b.test:{port}/")).await);
+    assert!(
+        ok(
+            &tls_client(&ca_b.pem(), &names, https),
+            &format!("https://b.test:{port}/")
+        )
+        .await
+    );
 }

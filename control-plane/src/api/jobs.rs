@@ -1,0 +1,363 @@
+//! The sandbox relay: job calls forwarded to the sandbox node, and its events
+//! WebSocket relayed message by message, so clients need only the control plane.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use edgebox_config::Role;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite;
+
+use super::nodes::describe;
+use crate::auth::Submitter;
+use crate::error::{ApiError, Json, Path};
+use crate::state::AppState;
+use crate::wire::ErrorBody;
+
+/// Job calls answer quickly; `run` waits for the job, bounded by the sandbox's limits.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that stops reading for this long is dropped (and the upstream closed),
+/// so an abandoned socket cannot hold the relay forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Event relays open at once (each holds two sockets).
+const MAX_RELAYS: i64 = 1024;
+
+/// Submits a job to the sandbox: `{language, source, stdin?, args?, limits?, scratch?}`.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(content = Object, description = "Job as the sandbox takes it"),
+    responses((status = 202, description = "Accepted: `{id, status_url, events_url}`"),
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
+        (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
+pub async fn submit(
+    caller: Submitter,
+    State(state): State<Arc<AppState>>,
+    Json(job): Json<Value>,
+) -> Result<Response, ApiError> {
+    tracing::info!(token = %caller.0.token, language = ?job.get("language"), "job submitted");
+    forward(&state, Method::POST, "/v1/jobs", Some(job), CALL_TIMEOUT).await
+}
+
+/// Runs a job to completion and answers with its result.
+#[utoipa::path(post, path = "/v1/run", tag = "jobs", security(("bearer" = [])),
+    request_body(content = Object, description = "Job as the sandbox takes it"),
+    responses((status = 200, description = "The finished job"),
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
+        (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
+pub async fn run(
+    _: Submitter,
+    State(state): State<Arc<AppState>>,
+    Json(job): Json<Value>,
+) -> Result<Response, ApiError> {
+    forward(&state, Method::POST, "/v1/run", Some(job), RUN_TIMEOUT).await
+}
+
+/// A job's state, times, current line and output.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The job"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
+pub async fn get_job(
+    _: Submitter,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    forward(
+        &state,
+        Method::GET,
+        &format!("/v1/jobs/{id}"),
+        None,
+        CALL_TIMEOUT,
+    )
+    .await
+}
+
+/// Cancels a job.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Cancelled"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
+pub async fn cancel_job(
+    _: Submitter,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    forward(
+        &state,
+        Method::DELETE,
+        &format!("/v1/jobs/{id}"),
+        None,
+        CALL_TIMEOUT,
+    )
+    .await
+}
+
+/// The job's events (status, current line, output chunks) over a WebSocket, relayed
+/// from the sandbox in order. Browsers may pass the token as `?access_token=`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 101, description = "WebSocket of JSON events"), (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
+pub async fn events(
+    _: Submitter,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let upgrade = upgrade
+        .map_err(|rejection| ApiError::bad_request("websocket_required", rejection.body_text()))?;
+    if state.metrics.relays.load(Ordering::Relaxed) >= MAX_RELAYS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many event streams are open; retry later",
+        ));
+    }
+    let addr = sandbox_addr(&state)?;
+    let url = format!("ws://{addr}/v1/jobs/{id}/events");
+    let config =
+        tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
+    // Connect upstream before accepting the client, so a missing job or a down
+    // sandbox is an HTTP error the client can read, not a socket that closes at once.
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "sandbox_timeout",
+                "the sandbox did not answer in time",
+            ));
+        }
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            return Ok(passthrough(status, Bytes::from(body), "application/json"));
+        }
+        Ok(Err(err)) => {
+            return Err(ApiError::bad_gateway(
+                "sandbox_unreachable",
+                format!("sandbox: {err}"),
+            ));
+        }
+        Ok(Ok((upstream, _))) => upstream,
+    };
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |client| relay(state, id, client, upstream)))
+}
+
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn relay(state: Arc<AppState>, id: String, client: WebSocket, upstream: Upstream) {
+    state.metrics.relays.fetch_add(1, Ordering::Relaxed);
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    let mut forwarded = 0u64;
+    // One message in flight per direction: a slow reader slows the sender down
+    // instead of growing a queue.
+    let reason = loop {
+        tokio::select! {
+            message = upstream_rx.next() => match message {
+                Some(Ok(message)) => {
+                    let closing = matches!(message, tungstenite::Message::Close(_));
+                    let Some(message) = to_client(message) else { continue };
+                    match tokio::time::timeout(SEND_TIMEOUT, client_tx.send(message)).await {
+                        Ok(Ok(())) => forwarded += 1,
+                        Ok(Err(_)) => break "client went away",
+                        Err(_) => break "client stopped reading",
+                    }
+                    if closing { break "sandbox closed the stream" }
+                }
+                Some(Err(_)) | None => break "sandbox stream ended",
+            },
+            message = client_rx.next() => match message {
+                Some(Ok(ws::Message::Close(_))) | None | Some(Err(_)) => break "client closed",
+                Some(Ok(message)) => {
+                    if let Some(message) = to_upstream(message)
+                        && tokio::time::timeout(SEND_TIMEOUT, upstream_tx.send(message)).await.map_or(true, |r| r.is_err()) {
+                            break "sandbox went away";
+                        }
+                }
+            },
+            () = state.shutdown.cancelled() => break "shutting down",
+        }
+    };
+    tracing::debug!(job = %id, forwarded, reason, "event relay closed");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        client_tx.send(ws::Message::Close(None)),
+    )
+    .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        upstream_tx.send(tungstenite::Message::Close(None)),
+    )
+    .await;
+    state.metrics.relays.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn to_client(message: tungstenite::Message) -> Option<ws::Message> {
+    Some(match message {
+        tungstenite::Message::Text(text) => ws::Message::Text(text.as_str().into()),
+        tungstenite::Message::Binary(bytes) => ws::Message::Binary(bytes),
+        tungstenite::Message::Close(frame) => {
+            ws::Message::Close(frame.map(|frame| ws::CloseFrame {
+                code: frame.code.into(),
+                reason: frame.reason.as_str().into(),
+            }))
+        }
+        // Pings and pongs are per hop; each side's library answers its own.
+        _ => return None,
+    })
+}
+
+fn to_upstream(message: ws::Message) -> Option<tungstenite::Message> {
+    Some(match message {
+        ws::Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
+        ws::Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
+        _ => return None,
+    })
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_job_id",
+            "job ids are letters, digits, `-` and `_`",
+        ))
+    }
+}
+
+/// The sandbox node jobs go to: the first one in the config with a known address.
+fn sandbox_addr(state: &AppState) -> Result<SocketAddr, ApiError> {
+    let current = state.current();
+    let mut sandboxes = current
+        .deployment
+        .nodes
+        .iter()
+        .filter(|node| matches!(node.role, Role::Sandbox(_)))
+        .peekable();
+    if sandboxes.peek().is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_sandbox",
+            "the deployment has no sandbox node",
+        ));
+    }
+    sandboxes
+        .find_map(|node| state.service_addr(node, "api"))
+        .ok_or_else(|| {
+            ApiError::bad_gateway(
+                "sandbox_address_unknown",
+                "the sandbox has not reported its address yet",
+            )
+        })
+}
+
+async fn forward(
+    state: &AppState,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    timeout: Duration,
+) -> Result<Response, ApiError> {
+    let addr = sandbox_addr(state)?;
+    let mut request = state
+        .http
+        .request(method.clone(), format!("http://{addr}{path}"))
+        .timeout(timeout);
+    if let Some(body) = &body {
+        request = request.json(body);
+    }
+    let response = request.send().await.map_err(|err| {
+        if err.is_timeout() {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "sandbox_timeout",
+                format!("sandbox: {}", describe(&err)),
+            )
+        } else {
+            ApiError::bad_gateway(
+                "sandbox_unreachable",
+                format!("sandbox: {}", describe(&err)),
+            )
+        }
+    })?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let bytes = response.bytes().await.map_err(|err| {
+        ApiError::bad_gateway(
+            "sandbox_unreachable",
+            format!("sandbox: {}", describe(&err)),
+        )
+    })?;
+    tracing::debug!(%method, path, %status, "relayed to sandbox");
+    Ok(passthrough(status, rewrite_urls(bytes), &content_type))
+}
+
+/// The relay serves the same paths as the sandbox, so absolute URLs the sandbox
+/// hands out are made relative (to whichever host the client used).
+fn rewrite_urls(bytes: Bytes) -> Bytes {
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return bytes;
+    };
+    let mut changed = false;
+    if let Value::Object(map) = &mut value {
+        for key in ["status_url", "events_url"] {
+            if let Some(Value::String(url)) = map.get_mut(key)
+                && let Some(rest) = url.split_once("://").map(|(_, rest)| rest)
+            {
+                let path = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
+                *url = path;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    } else {
+        bytes
+    }
+}
+
+fn passthrough(status: StatusCode, body: Bytes, content_type: &str) -> Response {
+    let mut response = (status, body).into_response();
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}

@@ -1,0 +1,292 @@
+//! Bearer tokens and roles.
+//!
+//! Secrets come from the deployment's `[[control_plane.tokens]]`: inline, from an
+//! environment variable, or from a file. A missing token file is generated (random
+//! 256-bit secret, mode 0600) so that a fresh deployment is protected from its first
+//! start and the CLI on the same machine can read the secret from the same path.
+//!
+//! `operator` may do everything; `submitter` may only run code (jobs, run, events).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use edgebox_config::{Deployment, TokenRole, TokenSecret};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token {name:?}: environment variable {var} is not set")]
+    MissingEnv { name: String, var: String },
+    #[error("token {name:?}: {action} {path}: {source}")]
+    File {
+        name: String,
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token {name:?}: the secret is empty")]
+    Empty { name: String },
+}
+
+/// One accepted secret.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub name: String,
+    pub role: TokenRole,
+    secret: String,
+}
+
+/// The accepted secrets, resolved once per config version.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    credentials: Vec<Credential>,
+}
+
+impl Tokens {
+    /// Resolves every token of `deployment`, generating missing token files.
+    pub fn load(deployment: &Deployment) -> Result<Self, TokenError> {
+        let mut credentials = Vec::new();
+        for token in &deployment.control_plane.tokens {
+            let secret = resolve(&token.name, &token.secret, true)?;
+            credentials.push(Credential {
+                name: token.name.clone(),
+                role: token.role,
+                secret,
+            });
+        }
+        Ok(Self { credentials })
+    }
+
+    /// The credential whose secret is `presented`. Every secret is compared in full and
+    /// in constant time, so timing says nothing about which one nearly matched.
+    pub fn find(&self, presented: &str) -> Option<&Credential> {
+        let mut found = None;
+        for credential in &self.credentials {
+            if constant_time_eq(credential.secret.as_bytes(), presented.as_bytes()) {
+                found = Some(credential);
+            }
+        }
+        found
+    }
+}
+
+/// Reads a token's secret. With `generate`, a missing file is created with a random
+/// secret; without it (node agents, the CLI), a missing file is an error.
+pub fn resolve(name: &str, secret: &TokenSecret, generate: bool) -> Result<String, TokenError> {
+    let value = match secret {
+        TokenSecret::Inline(value) => value.clone(),
+        TokenSecret::Env(var) => std::env::var(var).map_err(|_| TokenError::MissingEnv {
+            name: name.to_owned(),
+            var: var.clone(),
+        })?,
+        TokenSecret::File(path) => read_or_generate(name, path, generate)?,
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(TokenError::Empty {
+            name: name.to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+fn read_or_generate(name: &str, path: &Path, generate: bool) -> Result<String, TokenError> {
+    let error = |action, source| TokenError::File {
+        name: name.to_owned(),
+        action,
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && generate => {}
+        Err(err) => return Err(error("read", err)),
+    }
+    if let Some(parent) = path.parent() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(parent)
+            .map_err(|err| error("create directory for", err))?;
+    }
+    let secret: String = {
+        let bytes: [u8; 32] = rand::random();
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(format!("{secret}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|err| error("write", err))?;
+            tracing::info!(token = name, path = %path.display(), "generated token secret");
+            Ok(secret)
+        }
+        // Another process generated it first: use theirs.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(path).map_err(|err| error("read", err))
+        }
+        Err(err) => Err(error("create", err)),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: String,
+    pub role: TokenRole,
+}
+
+/// Extractor: the request carries an operator token.
+pub struct Operator(pub Caller);
+
+/// Extractor: the request carries a token allowed to run code (submitter or operator).
+pub struct Submitter(pub Caller);
+
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION);
+    let presented = match header {
+        Some(value) => {
+            let value = value.to_str().unwrap_or_default();
+            match value.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    token.trim().to_owned()
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the Authorization header must be `Bearer TOKEN`",
+                    ));
+                }
+            }
+        }
+        // Browsers cannot set headers on WebSocket handshakes; for those only, the
+        // token may come as `?access_token=`.
+        None if is_websocket_upgrade(parts) => query_token(parts).ok_or_else(missing)?,
+        None => return Err(missing()),
+    };
+    let tokens = state.tokens();
+    let credential = tokens.find(&presented).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown bearer token",
+        )
+    })?;
+    Ok(Caller {
+        token: credential.name.clone(),
+        role: credential.role,
+    })
+}
+
+fn missing() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this route needs a bearer token (Authorization: Bearer TOKEN)",
+    )
+}
+
+fn is_websocket_upgrade(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+fn query_token(parts: &Parts) -> Option<String> {
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "access_token").then(|| value.to_owned())
+    })
+}
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(parts, state)?;
+        if caller.role != TokenRole::Operator {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {:?} has role submitter; this route needs operator",
+                    caller.token
+                ),
+            ));
+        }
+        Ok(Self(caller))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Submitter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_a_private_token_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens/operator");
+        let secret = TokenSecret::File(path.clone());
+        let first = resolve("operator", &secret, true).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(resolve("operator", &secret, true).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let other = TokenSecret::File(dir.path().join("tokens/none"));
+        assert!(resolve("x", &other, false).is_err());
+    }
+
+    #[test]
+    fn compares_whole_secrets() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

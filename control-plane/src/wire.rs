@@ -1,0 +1,258 @@
+//! Request and response bodies of the control-plane API, shared with the CLI and the
+//! node agent so that both ends agree on the JSON by construction.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `unauthorized`, `invalid_config`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For `invalid_config`: every problem found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<ConfigDiagnostic>>,
+}
+
+/// One problem in a deployment file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConfigDiagnostic {
+    /// Key path such as `nodes[2].parent`; empty for syntax errors.
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl From<&edgebox_config::Diagnostic> for ConfigDiagnostic {
+    fn from(d: &edgebox_config::Diagnostic) -> Self {
+        Self {
+            path: d.path.clone(),
+            line: d.line,
+            column: d.column,
+            message: d.message.clone(),
+        }
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub node: String,
+    pub uptime_ms: u64,
+    pub config_version: u64,
+}
+
+/// A deployment file's text, to validate.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigText {
+    pub toml: String,
+}
+
+/// `PUT /v1/config`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutConfig {
+    pub toml: String,
+    /// When set, the change is refused with 409 unless this is the current version
+    /// (optimistic concurrency for tools that edit what they read).
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// The config the control plane holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CurrentConfig {
+    pub version: u64,
+    pub toml: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// How this version came to be (`startup FILE`, `api`, `rollback to N`).
+    pub source: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Validation {
+    pub valid: bool,
+    pub diagnostics: Vec<ConfigDiagnostic>,
+}
+
+/// Result of `PUT /v1/config` and of a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Applied {
+    pub version: u64,
+    /// False when the text equals the current version's (no new version is made).
+    pub changed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub created_at: String,
+    pub source: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    pub current_version: u64,
+    /// Oldest first.
+    pub versions: Vec<HistoryEntry>,
+}
+
+/// What a watching node receives.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WatchResponse {
+    pub version: u64,
+    pub toml: String,
+}
+
+/// A node's report of what it applied (`POST /v1/config/status`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub node: String,
+    pub version: u64,
+    pub applied: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Addresses the node actually bound, by service (`http`, `admin`, `api`...), so
+    /// listeners configured with port 0 become reachable.
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
+}
+
+/// `GET /v1/config/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigStatus {
+    pub current_version: u64,
+    pub nodes: Vec<NodeConfigStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeConfigStatus {
+    pub node: String,
+    pub role: String,
+    /// Last version the node reported; `null` when it never reported.
+    pub version: Option<u64>,
+    pub applied: Option<bool>,
+    pub error: Option<String>,
+    pub reported_at: Option<String>,
+    /// The node reported the current version as applied.
+    pub in_sync: bool,
+}
+
+/// One listener of a node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Listener {
+    pub service: String,
+    /// `null` while a port-0 listener has not been reported by its node.
+    pub addr: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: String,
+    pub region: String,
+    pub listeners: Vec<Listener>,
+    /// `up`, `down`, `draining` or `unknown` (no reachable address).
+    pub health: String,
+    pub health_error: Option<String>,
+    pub config_version: Option<u64>,
+    pub uptime_ms: Option<u64>,
+    /// How long the health probe took.
+    pub probe_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    pub config_version: u64,
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrainResponse {
+    pub node: String,
+    pub draining: bool,
+}
+
+/// `POST /v1/purge`: exactly one of the fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+}
+
+/// One edge's answer to a fanned-out request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EdgeResult {
+    pub node: String,
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub purged: Option<u64>,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PurgeResponse {
+    /// Every edge purged.
+    pub ok: bool,
+    pub results: Vec<EdgeResult>,
+}
+
+/// A node that did not answer a stats request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Unreachable {
+    pub node: String,
+    pub error: String,
+}
+
+/// `GET /v1/stats`: totals across edges, jobs from the sandbox, and each node's own
+/// document as it sent it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatsResponse {
+    pub edges: EdgeTotals,
+    /// The sandbox's `jobs` object (`{"queued": N, "running": N, ...}`), summed over
+    /// sandbox nodes.
+    #[schema(value_type = Object)]
+    pub jobs: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub per_node: BTreeMap<String, serde_json::Value>,
+    pub unreachable: Vec<Unreachable>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EdgeTotals {
+    pub reporting: usize,
+    /// Requests by status class plus `total`.
+    pub requests: BTreeMap<String, u64>,
+    pub bytes_sent: u64,
+    /// Numeric cache counters summed over edges (shape as the edges report it).
+    #[schema(value_type = Object)]
+    pub cache: serde_json::Value,
+    /// Hit ratio per cache tier, where edges report `hits` and `misses` per tier.
+    pub hit_ratio: BTreeMap<String, f64>,
+}

@@ -1,0 +1,205 @@
+//! The purge index: which stored objects belong to a URL, a path prefix or a surrogate tag.
+//!
+//! Objects are identified by their combined cache hash (primary key plus Vary variance), so
+//! every variant of a URL is its own record and purging the URL selects all of them. A record
+//! lives while at least one tier holds the object; tiers report when they drop it. The index
+//! only ever selects candidates: what a purge counts is what the tiers actually removed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use pingora::cache::key::HashBinary;
+
+use super::Tier;
+
+/// Tags kept per object and the longest tag kept; a response cannot grow the index unboundedly.
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG_BYTES: usize = 256;
+
+/// The surrogate tags named by a response's `Surrogate-Key` headers (space or comma separated),
+/// bounded by [`MAX_TAGS`] and [`MAX_TAG_BYTES`].
+pub fn tags_from_headers(headers: &pingora::http::ResponseHeader) -> Vec<String> {
+    let mut tags = Vec::new();
+    for value in headers.headers.get_all("surrogate-key") {
+        let Ok(text) = value.to_str() else { continue };
+        for tag in text
+            .split([' ', ','])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            if tags.len() == MAX_TAGS {
+                return tags;
+            }
+            if tag.len() <= MAX_TAG_BYTES && !tags.iter().any(|t| t == tag) {
+                tags.push(tag.to_owned());
+            }
+        }
+    }
+    tags
+}
+
+#[derive(Default)]
+pub struct PurgeIndex {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: HashMap<HashBinary, Record>,
+    by_url: BTreeMap<String, HashSet<HashBinary>>,
+    by_tag: HashMap<String, HashSet<HashBinary>>,
+}
+
+struct Record {
+    url: String,
+    tags: Vec<String>,
+    in_l1: bool,
+    in_l2: bool,
+}
+
+impl PurgeIndex {
+    /// Note that `tier` now holds `key` for `url` with `tags` (replacing the tags it had).
+    pub fn record(&self, key: HashBinary, url: &str, tags: &[String], tier: Tier) {
+        let mut inner = self.inner.lock().unwrap();
+        let inner = &mut *inner;
+        let record = inner.records.entry(key).or_insert_with(|| Record {
+            url: url.to_owned(),
+            tags: Vec::new(),
+            in_l1: false,
+            in_l2: false,
+        });
+        match tier {
+            Tier::L1 => record.in_l1 = true,
+            Tier::L2 => record.in_l2 = true,
+        }
+        if record.url != url {
+            unlink(&mut inner.by_url, &record.url, &key);
+            record.url = url.to_owned();
+        }
+        inner
+            .by_url
+            .entry(record.url.clone())
+            .or_default()
+            .insert(key);
+        for old in &record.tags {
+            unlink(&mut inner.by_tag, old, &key);
+        }
+        record.tags = tags.to_vec();
+        for tag in &record.tags {
+            inner.by_tag.entry(tag.clone()).or_default().insert(key);
+        }
+    }
+
+    /// Note that `tier` no longer holds `key`; the record goes when no tier does.
+    pub fn forget(&self, key: &HashBinary, tier: Tier) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(record) = inner.records.get_mut(key) else {
+            return;
+        };
+        match tier {
+            Tier::L1 => record.in_l1 = false,
+            Tier::L2 => record.in_l2 = false,
+        }
+        if !record.in_l1 && !record.in_l2 {
+            remove_record(&mut inner, key);
+        }
+    }
+
+    /// Drop the record for `key` whatever holds it (after a purge removed it everywhere).
+    pub fn remove(&self, key: &HashBinary) {
+        let mut inner = self.inner.lock().unwrap();
+        remove_record(&mut inner, key);
+    }
+
+    /// The objects whose URL is exactly `url` (all their variants).
+    pub fn by_url(&self, url: &str) -> Vec<HashBinary> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .by_url
+            .get(url)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The objects whose URL starts with `prefix`.
+    pub fn by_prefix(&self, prefix: &str) -> Vec<HashBinary> {
+        let inner = self.inner.lock().unwrap();
+        // URLs sharing a prefix are contiguous in the ordered map, from the prefix itself on.
+        inner
+            .by_url
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(url, _)| url.starts_with(prefix))
+            .flat_map(|(_, set)| set.iter().copied())
+            .collect()
+    }
+
+    /// The objects tagged `tag`.
+    pub fn by_tag(&self, tag: &str) -> Vec<HashBinary> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .by_tag
+            .get(tag)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every indexed object.
+    pub fn all(&self) -> Vec<HashBinary> {
+        self.inner.lock().unwrap().records.keys().copied().collect()
+    }
+
+    /// How many objects are indexed (for tests and stats).
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn remove_record(inner: &mut Inner, key: &HashBinary) {
+    if let Some(record) = inner.records.remove(key) {
+        unlink(&mut inner.by_url, &record.url, key);
+        for tag in &record.tags {
+            unlink(&mut inner.by_tag, tag, key);
+        }
+    }
+}
+
+fn unlink<M>(map: &mut M, name: &str, key: &HashBinary)
+where
+    M: MapOfSets,
+{
+    map.unlink(name, key);
+}
+
+/// The two name → set maps share their unlink-and-drop-empty logic.
+trait MapOfSets {
+    fn unlink(&mut self, name: &str, key: &HashBinary);
+}
+
+impl MapOfSets for BTreeMap<String, HashSet<HashBinary>> {
+    fn unlink(&mut self, name: &str, key: &HashBinary) {
+        if let Some(set) = self.get_mut(name) {
+            set.remove(key);
+            if set.is_empty() {
+                self.remove(name);
+            }
+        }
+    }
+}
+
+impl MapOfSets for HashMap<String, HashSet<HashBinary>> {
+    fn unlink(&mut self, name: &str, key: &HashBinary) {
+        if let Some(set) = self.get_mut(name) {
+            set.remove(key);
+            if set.is_empty() {
+                self.remove(name);
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Cache policy helpers for the proxy's hooks: whether a response may be stored and for how
+//! long (the origin's headers first, then the configured TTL rule for its path), and the
+//! `X-Cache` value for a request's cache phase.
+
+use std::time::{Duration, SystemTime};
+
+use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
+use pingora::cache::filters::{calculate_serve_stale_durations, resp_cacheable};
+use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
+use pingora::http::ResponseHeader;
+
+/// Statuses stored without explicit freshness (RFC 9111 §4.2.2 "heuristically cacheable",
+/// minus the ones we never want a default TTL for).
+fn cacheable_by_default(status: u16) -> bool {
+    matches!(status, 200 | 203 | 204 | 300 | 301 | 308 | 404 | 410)
+}
+
+fn no_default_ttl(_: http::StatusCode) -> Option<Duration> {
+    None
+}
+
+/// Decide whether `resp` may be cached, for `response_cache_filter`.
+///
+/// The origin's `Cache-Control` (`s-maxage`, `max-age`, `no-store`, `no-cache`, `private`,
+/// `stale-while-revalidate`, `stale-if-error`) and `Expires` decide when present; when the
+/// origin says nothing about freshness, `default_ttl` (the config's TTL rule for the path)
+/// applies. `swr`/`sie` are the configured serve-stale defaults, overridden by the origin's
+/// directives. A `Cache-Control` that is present but does not parse, `Vary: *`, and a request
+/// with `Authorization` (unless the response allows it) are not cached: when in doubt, don't
+/// store — the response is still served.
+pub fn response_cacheable(
+    resp: &ResponseHeader,
+    authorization_present: bool,
+    default_ttl: Option<Duration>,
+    swr: Duration,
+    sie: Duration,
+) -> RespCacheable {
+    let status = resp.status.as_u16();
+    let cache_control = CacheControl::from_resp_headers(resp);
+    // pingora's parser is lenient: a directive whose value is not a number parses but reads
+    // as an error; treat that like a header that does not parse at all.
+    // pingora's parser is lenient: a numeric directive without a readable number (`max-age=`,
+    // `max-age="x`, `max-age=abc`) parses but yields nothing. Treat that as a header that does
+    // not parse: the origin meant something we cannot tell.
+    let malformed = cache_control.as_ref().is_some_and(|cc| {
+        let bad = |name: &str, value: pingora::Result<Option<u32>>| {
+            cc.has_key(name) && !matches!(value, Ok(Some(_)))
+        };
+        bad("max-age", cc.max_age())
+            || bad("s-maxage", cc.s_maxage())
+            || bad("stale-while-revalidate", cc.stale_while_revalidate())
+            || bad("stale-if-error", cc.stale_if_error())
+    });
+    if malformed
+        || (cache_control.is_none() && resp.headers.contains_key(http::header::CACHE_CONTROL))
+    {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("unparsable cache-control"));
+    }
+    let vary_star = resp.headers.get_all(http::header::VARY).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|name| name.trim() == "*"))
+    });
+    if vary_star {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("vary: *"));
+    }
+    let explicit = cache_control
+        .as_ref()
+        .is_some_and(|cc| cc.fresh_duration().is_some())
+        || resp.headers.contains_key(http::header::EXPIRES);
+    if !explicit && !cacheable_by_default(status) {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let defaults = CacheMetaDefaults::new(no_default_ttl, secs(swr), secs(sie));
+    let decided = resp_cacheable(
+        cache_control.as_ref(),
+        resp.clone(),
+        authorization_present,
+        &defaults,
+    );
+    if decided.is_cacheable() || explicit {
+        return decided;
+    }
+    // The origin gave no freshness. It may still have forbidden storing (no-store, private,
+    // Authorization): those answers stand; otherwise the path's TTL rule applies.
+    let forbidden = cache_control.as_ref().is_some_and(|cc| {
+        matches!(
+            cc.is_cacheable(),
+            pingora::cache::cache_control::Cacheable::No
+        ) || (authorization_present && !cc.allow_caching_authorized_req())
+    }) || (authorization_present && cache_control.is_none());
+    match default_ttl {
+        Some(ttl) if !forbidden && !ttl.is_zero() => {
+            let now = SystemTime::now();
+            let (swr, sie) = calculate_serve_stale_durations(cache_control.as_ref(), &defaults);
+            let mut header = resp.clone();
+            if let Some(cc) = &cache_control {
+                cc.strip_private_headers(&mut header);
+            }
+            RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, swr, sie, header))
+        }
+        _ => decided,
+    }
+}
+
+/// The `X-Cache` value for a request that went through the cache in `phase`.
+pub fn x_cache(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        CachePhase::Disabled(_)
+        | CachePhase::Bypass
+        | CachePhase::Uninit
+        | CachePhase::CacheKey => "BYPASS",
+    }
+}

@@ -1,0 +1,555 @@
+//! `TieredStorage`: pingora-cache's `Storage` over L1 (memory) then L2 (disk).
+//!
+//! Lookups try L1, then L2 (an L2 hit small enough for L1 is promoted). A miss writes to both
+//! tiers as the body streams in: L2 in checksummed chunks, L1 by buffering only while the object
+//! still fits L1's per-object cap. Hit handlers say which tier answered ([`tier_of`]) and can
+//! seek, so range requests are answered from a cached full object.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::cache::eviction::CacheEntryKey;
+use pingora::cache::key::{CacheHashKey, HashBinary};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheKey, CacheMeta, Storage};
+use pingora::{Error, ErrorType, Result};
+use tracing::{debug, warn};
+
+use super::disk::{self, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
+use super::index::tags_from_headers;
+use super::memory::{MemEntry, MemoryTier};
+use super::metrics::{CacheStats, add, bump};
+use super::{CacheOptions, PurgeRequest, Shared, Tier, key};
+
+/// The edge's cache storage. Build one per process with [`TieredStorage::open`] and leak it
+/// (pingora wants `&'static dyn Storage`).
+pub struct TieredStorage {
+    l1: MemoryTier,
+    l2: Option<DiskTier>,
+    shared: Arc<Shared>,
+}
+
+impl TieredStorage {
+    /// Build the tiers. A disk tier that cannot be opened (unwritable directory, ...) is logged
+    /// once and left out: the edge keeps serving with memory caching only.
+    pub fn open(options: &CacheOptions) -> Self {
+        let shared = Arc::new(Shared::default());
+        let l1 = MemoryTier::new(options.l1_capacity, options.l1_max_object, shared.clone());
+        let l2 = match &options.l2_dir {
+            Some(dir) if options.l2_capacity > 0 => {
+                match DiskTier::open(
+                    dir,
+                    options.l2_capacity,
+                    options.max_object_size,
+                    shared.clone(),
+                ) {
+                    Ok((tier, rebuilt)) => {
+                        for entry in rebuilt {
+                            let tags = pingora::cache::CacheMeta::deserialize(
+                                &entry.meta.0,
+                                &entry.meta.1,
+                            )
+                            .map(|meta| tags_from_headers(meta.response_header()))
+                            .unwrap_or_default();
+                            shared.index.record(entry.key, &entry.url, &tags, Tier::L2);
+                        }
+                        Some(tier)
+                    }
+                    Err(error) => {
+                        warn!(dir = %dir.display(), %error, "disk cache unavailable; caching in memory only");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Self { l1, l2, shared }
+    }
+
+    /// [`Self::open`] and leak the result, for pingora's `&'static` storage.
+    pub fn open_static(options: &CacheOptions) -> &'static Self {
+        Box::leak(Box::new(Self::open(options)))
+    }
+
+    /// Counters and occupancy for `/stats` and `/metrics`.
+    pub fn snapshot(&self) -> CacheStats {
+        let l2 = self.l2.as_ref().map_or((0, 0, 0), DiskTier::usage);
+        self.shared
+            .metrics
+            .snapshot(self.l1.usage(), l2, self.l2.is_some())
+    }
+
+    /// Count a request that waited on the cache lock (the proxy calls this when
+    /// `session.cache.lock_duration()` is `Some` for the request).
+    pub fn note_lock_wait(&self) {
+        bump(&self.shared.metrics.lock_waits);
+    }
+
+    /// Whether the disk tier is in use.
+    pub fn has_l2(&self) -> bool {
+        self.l2.is_some()
+    }
+
+    /// Apply L1's pending admissions and evictions now (moka batches them); for tests and stats.
+    pub fn sync(&self) {
+        self.l1.sync();
+    }
+
+    /// Whether `tier` holds `key` right now (tests and diagnostics).
+    pub fn holds(&self, key: &CacheKey, tier: Tier) -> bool {
+        let hash = key.combined_bin();
+        match tier {
+            Tier::L1 => self.l1.get(&hash).is_some(),
+            Tier::L2 => self.l2.as_ref().is_some_and(|d| d.contains(&hash)),
+        }
+    }
+
+    /// Remove one object from every tier; true when some tier held it.
+    async fn remove(&'static self, hash: &HashBinary) -> bool {
+        let in_l1 = self.l1.remove(hash);
+        let in_l2 = match &self.l2 {
+            Some(disk) => disk.remove(hash).await,
+            None => false,
+        };
+        self.shared.index.remove(hash);
+        in_l1 || in_l2
+    }
+
+    /// Purge objects selected by URL (all variants), path prefix, surrogate tag or everything.
+    /// Returns how many stored objects (variants count separately) were removed.
+    pub async fn purge_by(&'static self, request: &PurgeRequest) -> usize {
+        let index = &self.shared.index;
+        let keys = match request {
+            PurgeRequest::Url(url) => index.by_url(&key::purge_url(url)),
+            PurgeRequest::Prefix(prefix) => index.by_prefix(&key::purge_url(prefix)),
+            PurgeRequest::Tag(tag) => index.by_tag(tag),
+            PurgeRequest::All => index.all(),
+        };
+        let mut removed = 0;
+        for hash in &keys {
+            if self.remove(hash).await {
+                removed += 1;
+            }
+        }
+        if matches!(request, PurgeRequest::All) {
+            // Belt and braces: anything L1 holds that the index lost track of goes too.
+            self.l1.clear();
+        }
+        add(&self.shared.metrics.purged, removed as u64);
+        debug!(?request, removed, "cache purge");
+        removed
+    }
+
+    fn hit(&'static self, tier: Tier, body: HitBody) -> HitHandler {
+        Box::new(TieredHit {
+            tier,
+            body,
+            storage: self,
+        })
+    }
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined_bin();
+        let metrics = &self.shared.metrics;
+        if let Some(entry) = self.l1.get(&hash) {
+            let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+            bump(&metrics.l1_hits);
+            return Ok(Some((
+                meta,
+                self.hit(Tier::L1, HitBody::memory(entry.body.clone())),
+            )));
+        }
+        bump(&metrics.l1_misses);
+        let Some(disk) = &self.l2 else {
+            bump(&metrics.misses);
+            return Ok(None);
+        };
+        let Some(object) = disk.lookup(hash).await else {
+            bump(&metrics.l2_misses);
+            bump(&metrics.misses);
+            return Ok(None);
+        };
+        let meta = match CacheMeta::deserialize(&object.meta.0, &object.meta.1) {
+            Ok(meta) => meta,
+            Err(_) => {
+                // Checksums passed but pingora cannot read the meta (e.g. written by another
+                // pingora version): unusable, so it goes like a damaged entry.
+                disk.discard_corrupt(&hash, &DiskError::Corrupt("unreadable cache meta"))
+                    .await;
+                bump(&metrics.l2_misses);
+                bump(&metrics.misses);
+                return Ok(None);
+            }
+        };
+        bump(&metrics.l2_hits);
+        let body = match object.body {
+            DiskBody::Whole(body) => {
+                let size = (object.meta.0.len() + object.meta.1.len() + body.len()) as u64;
+                if self.l1.fits(size) {
+                    let tags = tags_from_headers(meta.response_header());
+                    let entry = Arc::new(MemEntry {
+                        meta: object.meta,
+                        body: body.clone(),
+                    });
+                    if self.l1.insert(hash, entry) {
+                        self.shared.index.record(hash, &object.url, &tags, Tier::L1);
+                        bump(&metrics.promotions);
+                    }
+                }
+                HitBody::memory(body)
+            }
+            DiskBody::Chunked(body) => HitBody::Disk {
+                end: body.body_len,
+                body,
+                pos: 0,
+            },
+        };
+        Ok(Some((meta, self.hit(Tier::L2, body))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key.combined_bin();
+        let url = key::url_of_primary(key.primary_key());
+        let tags = tags_from_headers(meta.response_header());
+        let serialized = meta.serialize()?;
+        let meta_len = (serialized.0.len() + serialized.1.len()) as u64;
+        let l1_body = self.l1.fits(meta_len).then(BytesMut::new);
+        let disk = match &self.l2 {
+            Some(disk) => disk.writer(hash, url.clone(), serialized.clone()).await,
+            None => None,
+        };
+        Ok(Box::new(TieredMiss {
+            storage: self,
+            hash,
+            url,
+            tags,
+            meta: serialized,
+            meta_len,
+            l1_body,
+            disk,
+            size: 0,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        // We assign no entry IDs, so an identified target cannot be one of ours.
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let hash = target.key().combined_bin();
+        Ok(if self.remove(&hash).await {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined_bin();
+        let serialized = meta.serialize()?;
+        let tags = tags_from_headers(meta.response_header());
+        let url = key::url_of_primary(key.primary_key());
+        let mut updated = false;
+        if let Some(old) = self.l1.get(&hash) {
+            let entry = Arc::new(MemEntry {
+                meta: serialized.clone(),
+                body: old.body.clone(),
+            });
+            if self.l1.insert(hash, entry) {
+                self.shared.index.record(hash, &url, &tags, Tier::L1);
+                updated = true;
+            } else {
+                self.l1.remove(&hash);
+            }
+        }
+        if let Some(disk) = &self.l2
+            && disk.update_meta(hash, serialized).await
+        {
+            self.shared.index.record(hash, &url, &tags, Tier::L2);
+            updated = true;
+        }
+        Ok(updated)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Which tier answered a hit, if `hit` came from a [`TieredStorage`]. Call it from
+/// `cache_hit_filter` to set `X-Cache-Tier`.
+pub fn tier_of(hit: &HitHandler) -> Option<Tier> {
+    hit.as_any().downcast_ref::<TieredHit>().map(|h| h.tier)
+}
+
+pub struct TieredHit {
+    tier: Tier,
+    body: HitBody,
+    storage: &'static TieredStorage,
+}
+
+enum HitBody {
+    /// The whole body in memory (an L1 hit, or a small verified L2 hit); `start..end` is what
+    /// is left to send.
+    Memory {
+        body: Bytes,
+        start: usize,
+        end: usize,
+        done: bool,
+    },
+    /// A large L2 body read chunk by chunk; `pos..end` is what is left to send.
+    Disk {
+        body: ChunkedBody,
+        pos: u64,
+        end: u64,
+    },
+}
+
+impl HitBody {
+    fn memory(body: Bytes) -> Self {
+        let end = body.len();
+        HitBody::Memory {
+            body,
+            start: 0,
+            end,
+            done: false,
+        }
+    }
+}
+
+impl TieredHit {
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    fn served(&self, n: usize) {
+        let metrics = &self.storage.shared.metrics;
+        let counter = match self.tier {
+            Tier::L1 => &metrics.l1_bytes_served,
+            Tier::L2 => &metrics.l2_bytes_served,
+        };
+        add(counter, n as u64);
+    }
+}
+
+#[async_trait]
+impl HandleHit for TieredHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        let chunk = match &mut self.body {
+            HitBody::Memory {
+                body,
+                start,
+                end,
+                done,
+            } => {
+                if *done || *start >= *end {
+                    *done = true;
+                    return Ok(None);
+                }
+                *done = true;
+                body.slice(*start..*end)
+            }
+            HitBody::Disk { body, pos, end } => {
+                if *pos >= *end {
+                    return Ok(None);
+                }
+                let index = *pos / body.chunk_size();
+                let chunk = match disk::read_chunk(body, index).await {
+                    Ok(chunk) => chunk,
+                    Err(error) => {
+                        // Nothing of this chunk was sent. Failing the read makes the proxy abort
+                        // the response (its length no longer adds up for the client) rather than
+                        // send bytes we cannot vouch for; the entry is deleted so the next
+                        // request refetches.
+                        if let (DiskError::Corrupt(_), Some(disk)) = (&error, &self.storage.l2) {
+                            disk.discard_corrupt(body.key(), &error).await;
+                        }
+                        return Error::e_explain(
+                            ErrorType::InternalError,
+                            format!("disk cache read: {error}"),
+                        );
+                    }
+                };
+                let offset = (*pos - index * body.chunk_size()) as usize;
+                let take = (chunk.len() - offset).min((*end - *pos) as usize);
+                *pos += take as u64;
+                chunk.slice(offset..offset + take)
+            }
+        };
+        self.served(chunk.len());
+        Ok(Some(chunk))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    /// `end` is exclusive, as pingora's range filter passes it.
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = match &self.body {
+            HitBody::Memory { body, .. } => body.len(),
+            HitBody::Disk { body, .. } => body.body_len as usize,
+        };
+        if start >= len {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek start out of range {start} >= {len}"),
+            );
+        }
+        let end = end.map_or(len, |end| end.min(len));
+        match &mut self.body {
+            HitBody::Memory {
+                start: s,
+                end: e,
+                done,
+                ..
+            } => {
+                (*s, *e, *done) = (start, end, false);
+            }
+            HitBody::Disk { pos, end: e, .. } => {
+                (*pos, *e) = (start as u64, end as u64);
+            }
+        }
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match &self.body {
+            HitBody::Memory { body, .. } => body.len(),
+            HitBody::Disk { body, .. } => body.body_len as usize,
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+pub struct TieredMiss {
+    storage: &'static TieredStorage,
+    hash: HashBinary,
+    url: String,
+    tags: Vec<String>,
+    meta: (Vec<u8>, Vec<u8>),
+    meta_len: u64,
+    /// The body so far, while it still fits L1; dropped (and never resumed) once it does not,
+    /// so a large object is never held whole in memory.
+    l1_body: Option<BytesMut>,
+    disk: Option<DiskWriter>,
+    size: usize,
+}
+
+#[async_trait]
+impl HandleMiss for TieredMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.size += data.len();
+        if let Some(buffer) = &mut self.l1_body {
+            if self
+                .storage
+                .l1
+                .fits(self.meta_len + (buffer.len() + data.len()) as u64)
+            {
+                buffer.extend_from_slice(&data);
+            } else {
+                self.l1_body = None;
+            }
+        }
+        if let Some(writer) = &mut self.disk
+            && let Err(error) = writer.write(data).await
+        {
+            if error.kind() != std::io::ErrorKind::FileTooLarge
+                && let Some(disk) = &self.storage.l2
+            {
+                disk.write_failed(&error);
+            }
+            // Dropping the writer deletes its temp file.
+            self.disk = None;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let storage = self.storage;
+        let index = &storage.shared.index;
+        let mut kept = false;
+        match (self.disk.take(), &storage.l2) {
+            (Some(writer), Some(disk)) => match writer.commit().await {
+                Ok(_) => {
+                    index.record(self.hash, &self.url, &self.tags, Tier::L2);
+                    kept = true;
+                }
+                Err(error) => {
+                    disk.write_failed(&error);
+                    // An older copy must not outlive the response that replaced it.
+                    disk.remove(&self.hash).await;
+                }
+            },
+            (None, Some(disk)) => {
+                disk.remove(&self.hash).await;
+            }
+            _ => {}
+        }
+        let in_l1 = match self.l1_body.take() {
+            Some(body) => {
+                let entry = Arc::new(MemEntry {
+                    meta: std::mem::take(&mut self.meta),
+                    body: body.freeze(),
+                });
+                storage.l1.insert(self.hash, entry)
+            }
+            None => false,
+        };
+        if in_l1 {
+            index.record(self.hash, &self.url, &self.tags, Tier::L1);
+            kept = true;
+        } else {
+            // Same reason: an older, smaller version in L1 would shadow the new one.
+            storage.l1.remove(&self.hash);
+        }
+        if kept {
+            bump(&storage.shared.metrics.stored);
+        }
+        Ok(MissFinishType::Created(self.size))
+    }
+}

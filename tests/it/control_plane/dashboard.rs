@@ -1,0 +1,273 @@
+//! The dashboard in headless Chromium, driven over the DevTools protocol: topology,
+//! purge, and the code runner with its live line highlight and streamed output.
+//!
+//! Chromium is Debian's `chromium` package; the test installs it when missing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Cp, OPERATOR, deployment, standins};
+use crate::support::{TestDir, eventually};
+
+fn chromium_path() -> String {
+    let found = || {
+        ["chromium", "chromium-browser"].into_iter().find(|name| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {name}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    };
+    if let Some(name) = found() {
+        return name.to_owned();
+    }
+    eprintln!("installing Debian's chromium for the dashboard test");
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .expect("running apt-get");
+    assert!(status.success(), "apt-get install chromium failed");
+    found().expect("chromium after installing it").to_owned()
+}
+
+/// A headless Chromium, killed on drop.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    devtools: String,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(chromium_path())
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--remote-debugging-address=127.0.0.1",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting chromium");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let devtools = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("chromium's DevTools address");
+        Self {
+            child,
+            _profile: profile,
+            devtools,
+        }
+    }
+
+    /// The WebSocket URL of the first page target.
+    async fn page(&self) -> String {
+        let http_base = self.devtools.replacen("ws://", "http://", 1);
+        let host = http_base.split("/devtools").next().unwrap().to_owned();
+        let client = crate::support::client();
+        eventually("a page target", Duration::from_secs(20), || async {
+            let targets: Value = client
+                .get(format!("{host}/json/list"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            targets
+                .as_array()?
+                .iter()
+                .find(|t| t["type"] == "page")
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+        })
+        .await
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One page's DevTools session.
+struct Page {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl Page {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({"id": id, "method": method, "params": params});
+        self.socket
+            .send(Message::Text(request.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .expect("DevTools answer")
+                .expect("DevTools connection open")
+                .unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            if value["id"] == id {
+                assert!(value["error"].is_null(), "{method}: {value}");
+                return value["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates a JS expression in the page and returns its JSON value.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "{expression}: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is truthy; returns its value.
+    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = self.eval(expression).await;
+            if !(value.is_null() || value == false || value == "" || value == 0) {
+                return value;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
+    let dir = TestDir::new();
+    let edge = standins::edge_admin("edge-a").await;
+    let sandbox = standins::sandbox().await;
+    let cp = Cp::start(
+        &dir,
+        &deployment(&[("edge-a", edge.addr.to_string())], Some(sandbox.addr), ""),
+    );
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let (socket, _) = tokio_tungstenite::connect_async(browser.page().await)
+        .await
+        .expect("DevTools page socket");
+    let mut page = Page { socket, next_id: 0 };
+    page.call("Page.enable", json!({})).await;
+    page.call(
+        "Page.navigate",
+        json!({"url": format!("{}/?token={OPERATOR}", cp.daemon.url("api"))}),
+    )
+    .await;
+
+    // Topology: every node with its health and config version.
+    let nodes = page.wait_for("the topology", "document.querySelectorAll('[data-node]').length === 4 && \
+        [...document.querySelectorAll('[data-node]')].map(n => n.dataset.node + ' ' + n.className + ' ' + n.textContent).join('\\n')").await;
+    let nodes = nodes.as_str().unwrap();
+    assert!(nodes.contains("edge-a node up"), "{nodes}");
+    assert!(
+        nodes.contains("control node up") && nodes.contains("config v1 ✓"),
+        "{nodes}"
+    );
+    page.wait_for(
+        "stats",
+        "document.getElementById('stats').textContent.includes('hit ratio l1')",
+    )
+    .await;
+
+    // Purge through the form.
+    page.eval("document.getElementById('purge-kind').value = 'tag'; document.getElementById('purge-value').value = 'html'; \
+        document.querySelector('#purge-form button').click(); true").await;
+    page.wait_for(
+        "purge results",
+        "document.getElementById('purge-results').textContent.includes('3 purged')",
+    )
+    .await;
+    assert_eq!(
+        edge.state.purges.lock().unwrap().clone(),
+        [json!({"tag": "html"})]
+    );
+
+    // Code runner: the highlighted line moves while it runs, output streams in.
+    let source = "# slow loop\nimport time\n\nfor i in range(4):\n    x = i\n    busy(i)\n    print('tick', i)\n";
+    page.eval(&format!("document.getElementById('editor').value = {}; document.getElementById('run').click(); true", json!(source))).await;
+    let mut seen_lines = std::collections::BTreeSet::new();
+    let mut saw_running_time = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = page.eval("JSON.stringify({line: (document.querySelector('#code-view li.current') || {}).textContent || null, \
+            index: [...document.querySelectorAll('#code-view li')].findIndex(li => li.classList.contains('current')), \
+            status: document.getElementById('job-status').textContent, output: document.getElementById('output').textContent})").await;
+        let state: Value = serde_json::from_str(state.as_str().unwrap()).unwrap();
+        let status = state["status"].as_str().unwrap();
+        if let Some(index) = state["index"].as_i64().filter(|i| *i >= 0) {
+            let line = index as usize + 1;
+            assert_eq!(
+                state["line"].as_str().unwrap(),
+                source.lines().nth(line - 1).unwrap(),
+                "highlighted text is that line"
+            );
+            seen_lines.insert(line);
+        }
+        if status.starts_with("running") && status.contains(" s") {
+            saw_running_time = true;
+        }
+        if status.starts_with("succeeded") {
+            assert_eq!(
+                state["output"],
+                "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\ntick 5\ntick 6\ntick 7\n"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job did not finish in the page: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_running_time, "the running time was shown while running");
+    assert!(
+        seen_lines.len() >= 3 && seen_lines.iter().all(|l| (4..=7).contains(l)),
+        "lines highlighted: {seen_lines:?}"
+    );
+}
