@@ -140,8 +140,8 @@ pub async fn run(
         && scenario.variants.iter().any(|v| !v.settings.is_empty())
         && let Err(err) = control_plane.apply(original, scenario.ready_timeout).await
     {
-        tracing::error!("could not restore the original config: {err}");
-        eprintln!("edgebox simulate: could not restore the original config: {err}");
+        tracing::error!("putting the original config back: {err}");
+        eprintln!("edgebox simulate: putting the original config back: {err}");
     }
     drop(prepared);
     if let Err(err) = result {
