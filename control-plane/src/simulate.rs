@@ -106,14 +106,15 @@ pub async fn run(
     options: &Options,
     cancel: CancellationToken,
 ) -> Result<Outcome, SimError> {
-    std::fs::create_dir_all(&options.out_dir).map_err(|source| SimError::Io {
-        what: format!("creating {}", options.out_dir.display()),
-        source,
-    })?;
     install_crypto();
     let started_at = now_rfc3339();
 
     let (prepared, target_text) = prepare(&mut scenario).await?;
+    // Only now, so that a scenario or target that fails leaves nothing behind.
+    std::fs::create_dir_all(&options.out_dir).map_err(|source| SimError::Io {
+        what: format!("creating {}", options.out_dir.display()),
+        source,
+    })?;
     let sampler = Arc::new(workload::Sampler::new(
         scenario.catalogue.popularity,
         workload::object_count(&scenario.catalogue.objects),
@@ -139,8 +140,8 @@ pub async fn run(
         && scenario.variants.iter().any(|v| !v.settings.is_empty())
         && let Err(err) = control_plane.apply(original, scenario.ready_timeout).await
     {
-        tracing::error!("could not restore the original config: {err}");
-        eprintln!("edgebox simulate: could not restore the original config: {err}");
+        tracing::error!("putting the original config back: {err}");
+        eprintln!("edgebox simulate: putting the original config back: {err}");
     }
     drop(prepared);
     if let Err(err) = result {

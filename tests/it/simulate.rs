@@ -14,7 +14,7 @@ use edgebox_control_plane::simulate::{self, report::Report};
 use standin::{BODY_BYTES, SIM_MS, StandIn};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDir, edgebox, edgebox_bin, eventually, signal};
+use crate::support::{ONE_REGION, TestDir, edgebox, edgebox_bin, eventually, signal};
 
 /// A scenario sending load to the given edges by region, requesting `/o/0`..`/o/19`
 /// (Zipf) and `/nocache/x` for uncacheable requests.
@@ -722,4 +722,131 @@ fn the_examples_run_end_to_end_against_real_daemons() {
             }
         }
     }
+}
+
+/// Free ports on 127.0.0.1, held together so that none repeats, then released.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A running deployment driven through its real control plane: the simulator reads the
+/// config and the nodes from the control plane's API, sends the load to the edge it
+/// lists, and its counts agree with the edge's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_deployment_is_found_through_its_control_plane() {
+    use crate::support::Daemon;
+    let dir = TestDir::new();
+    let [cp, origin, edge, admin] = free_ports(4)[..] else {
+        unreachable!()
+    };
+    let config = dir.config(&format!(
+        r#"{ONE_REGION}
+[[nodes]]
+name = "control"
+role = "control-plane"
+region = "local"
+listen = "127.0.0.1:{cp}"
+
+[[nodes]]
+name = "origin-1"
+role = "origin"
+region = "local"
+listen = "127.0.0.1:{origin}"
+
+[[nodes]]
+name = "edge-1"
+role = "edge"
+region = "local"
+listen = "127.0.0.1:{edge}"
+admin = "127.0.0.1:{admin}"
+origin_group = "web"
+
+[origin_groups.web]
+members = [{{ node = "origin-1" }}]
+
+[[control_plane.tokens]]
+name = "operator"
+role = "operator"
+token_file = "tokens/operator"
+"#
+    ));
+    let _origin = Daemon::start("origin", &config, "origin-1", &["http"]);
+    let _edge = Daemon::start("edge", &config, "edge-1", &["http", "admin"]);
+    let _cp = Daemon::start("control-plane", &config, "control", &["api"]);
+    let scenario = dir.write(
+        "scenario.toml",
+        format!(
+            "[deployment]\nrunning = \"http://127.0.0.1:{cp}\"\ntoken_file = \"data/tokens/operator\"\n\n[workload]\nrequests = 100\n\n[clients.local]\nrate = 200\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    let output = tokio::task::spawn_blocking({
+        let out = out.clone();
+        move || {
+            edgebox(&[
+                "simulate",
+                scenario.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        report["scenario"]["target"]
+            .as_str()
+            .unwrap()
+            .contains("running deployment")
+    );
+    let variant = &report["variants"][0];
+    assert_eq!(
+        variant["total"]["ok"], 100,
+        "the sample site's paths are served: {variant}"
+    );
+    let route = &variant["routes"][0];
+    assert_eq!(route["url"], format!("http://127.0.0.1:{edge}"));
+    assert_eq!(route["requests"], 100);
+    assert_eq!(route["edge_reported"], 100, "the edge's own count agrees");
+
+    // A client region the running deployment does not have is a scenario error, placed
+    // in the scenario file, found before any load.
+    let bad = dir.write(
+        "bad.toml",
+        format!("[deployment]\nrunning = \"http://127.0.0.1:{cp}\"\ntoken_file = \"data/tokens/operator\"\n[workload]\nrequests = 10\n[clients.mars]\nrate = 5\n"),
+    );
+    let bad_out = dir.path().join("bad-out");
+    let output = tokio::task::spawn_blocking({
+        let bad_out = bad_out.clone();
+        move || {
+            edgebox(&[
+                "simulate",
+                bad.to_str().unwrap(),
+                "--out",
+                bad_out.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        !bad_out.exists(),
+        "nothing is written for a scenario that does not fit"
+    );
+    assert!(
+        stderr.contains("bad.toml:6:10: clients.mars: unknown region \"mars\""),
+        "{stderr}"
+    );
 }

@@ -182,7 +182,7 @@ impl ControlPlane {
     pub async fn apply(&self, toml: &str, timeout: Duration) -> Result<(), SimError> {
         let applied: Applied = self
             .json(
-                "applying the variant's config",
+                "putting the config",
                 self.request(reqwest::Method::PUT, "/v1/config")
                     .json(&serde_json::json!({ "toml": toml })),
             )
@@ -221,7 +221,7 @@ impl ControlPlane {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(SimError::Deployment(format!(
-                    "config version {} not applied within {timeout:?} by: {}",
+                    "config version {} was stored but not applied within {timeout:?} by: {} (do these nodes watch the control plane?)",
                     applied.version,
                     behind.join(", ")
                 )));

@@ -322,3 +322,72 @@ async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
         }
     }
 }
+
+/// Ctrl-C (the cancellation the CLI's signal handler fires) during a started
+/// deployment's run: the load stops, the partial report covers what was sent, the later
+/// variant is not started, and the nodes are stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_a_started_deployment_reports_and_stops_it() {
+    use edgebox_control_plane::simulate;
+    let dir = TestDir::new();
+    dir.config(SHIELDED);
+    let scenario_path = dir.write(
+        "scenario.toml",
+        VARIANTS.replace("duration = \"2s\"", "duration = \"60s\""),
+    );
+    let fake = dir.write("fake_node.py", include_str!("fake_node.py"));
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scenario = simulate::scenario::load_file(&scenario_path).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("out");
+    let options = simulate::Options {
+        out_dir: out.clone(),
+        exe: fake,
+        progress: false,
+    };
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { simulate::run(scenario, &options, cancel).await }
+    });
+    let edge_log = out.join("logs/tiered/edge-a.log");
+    crate::support::eventually(
+        "edge-a to serve 20 requests",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&edge_log).unwrap_or_default();
+            async move { (log.matches("request /sim/").count() >= 20).then_some(()) }
+        },
+    )
+    .await;
+    let interrupted = Instant::now();
+    cancel.cancel();
+    let report = run
+        .await
+        .unwrap()
+        .unwrap_or_else(|err| panic!("{err}"))
+        .report;
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(15),
+        "stopping took {:?}",
+        interrupted.elapsed()
+    );
+    assert!(report.interrupted);
+    assert_eq!(report.variants.len(), 1, "the flat variant is not started");
+    let variant = &report.variants[0];
+    assert!(
+        variant.interrupted && variant.unsent > 3000,
+        "{} unsent",
+        variant.unsent
+    );
+    assert!(variant.total.ok >= 20);
+    assert!(out.join("report.json").is_file() && out.join("report.html").is_file());
+    assert!(!out.join("logs/flat").exists());
+    for route in &variant.routes {
+        let addr = route.url.trim_start_matches("http://").to_owned();
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "{} still listens at {addr}",
+            route.edge
+        );
+    }
+}

@@ -92,6 +92,7 @@ class Edge(Quiet):
         with lock:
             counters["total"] += 1
             cached = cache.get(self.path)
+        print(f"request {self.path}", file=sys.stderr, flush=True)
         region = self.headers.get("X-Edgebox-Region", me["region"])
         if cached is not None:
             return self.answer(cached, "HIT", "l1")
