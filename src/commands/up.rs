@@ -309,8 +309,8 @@ fn print_table(
 ) {
     println!();
     println!(
-        "  {:<12} {:<14} {:<10} {:<8} {}",
-        "NODE", "ROLE", "REGION", "SERVICE", "ADDRESS"
+        "  {:<12} {:<14} {:<10} {:<8} {:<8} {}",
+        "NODE", "ROLE", "REGION", "PID", "SERVICE", "ADDRESS"
     );
     let mut rows: Vec<&Supervised> = supervised.values().collect();
     rows.sort_by_key(|s| (s.node.role_name(), s.node.name.clone()));
@@ -335,6 +335,17 @@ fn print_table(
         }
     }
     println!();
+    if let Some(cp) = supervised.values().find(|s| matches!(s.node.role, Role::ControlPlane(_))) {
+        let addr = bound.get(&(cp.node.name.clone(), "api".to_owned())).copied();
+        if let Some(addr) = addr {
+            println!("edgebox: dashboard and API at http://{addr}/ (try `edgebox status`)");
+        }
+        for token in &deployment.control_plane.tokens {
+            if let edgebox_config::TokenSecret::File(path) = &token.secret {
+                println!("edgebox: {} token in {}", token.name, path.display());
+            }
+        }
+    }
     println!(
         "edgebox: all {} nodes ready (deployment {:?}); Ctrl-C stops them",
         supervised.len(),
