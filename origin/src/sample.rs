@@ -27,6 +27,11 @@ const FILES: &[(&str, &[u8])] = &[
     ("about.html", include_bytes!("../sample/about.html")),
     ("assets/app.css", include_bytes!("../sample/assets/app.css")),
     ("assets/app.js", include_bytes!("../sample/assets/app.js")),
+    // Large enough (about 30 KiB) for the edge's compression to apply.
+    (
+        "assets/catalogue.json",
+        include_bytes!("../sample/assets/catalogue.json"),
+    ),
     (
         "assets/logo.svg",
         include_bytes!("../sample/assets/logo.svg"),
