@@ -9,6 +9,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use edgebox_config::{ConfigLocation, Deployment, EdgeNode, Role};
 
+use crate::cache::{CacheOptions, TieredStorage};
 use crate::compress;
 use crate::discovery::Resolver;
 use crate::latency::Simulator;
@@ -68,6 +69,11 @@ pub struct EdgeState {
     pub in_flight: AtomicI64,
     pub certs: Option<Arc<CertStore>>,
     pub resolver: Resolver,
+    /// The cache tiers, opened once per process: capacities and the directory are fixed for
+    /// its life (the TTL rules, serve-stale defaults and `enabled` reload with the snapshot).
+    pub cache: &'static TieredStorage,
+    /// Collapses concurrent misses for one key into one upstream fetch.
+    pub cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -79,6 +85,15 @@ impl EdgeState {
         certs: Option<Arc<CertStore>>,
     ) -> anyhow::Result<Self> {
         let origins = OriginRegistry::default();
+        let options = match deployment.node(node).map(|n| &n.role) {
+            Some(Role::Edge(edge)) => CacheOptions::for_node(&deployment, node, edge),
+            _ => return Err(anyhow::anyhow!("{}", ReloadError::NotAnEdge(node.to_owned()))),
+        };
+        let cache = TieredStorage::open_static(&options);
+        // A waiter gives up after this long and fetches on its own (the holder is stuck).
+        let cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl = Box::leak(
+            pingora::cache::lock::CacheLock::new_boxed(std::time::Duration::from_secs(10)),
+        );
         let snapshot =
             build_snapshot(deployment, node, 1, &origins).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
@@ -92,6 +107,8 @@ impl EdgeState {
             in_flight: AtomicI64::new(0),
             certs,
             resolver: Resolver::new(),
+            cache,
+            cache_lock,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
