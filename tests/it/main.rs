@@ -4,6 +4,7 @@
 mod support;
 
 mod config;
+mod cache;
 mod edge;
 mod control_plane;
 mod origin;
