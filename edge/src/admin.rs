@@ -273,7 +273,9 @@ impl AdminApp {
                 return error(
                     400,
                     "invalid_purge",
-                    format!("the body must be a JSON object with one of url, prefix, tag, all: {e}"),
+                    format!(
+                        "the body must be a JSON object with one of url, prefix, tag, all: {e}"
+                    ),
                 );
             }
         };

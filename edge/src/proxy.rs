@@ -241,20 +241,22 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
-            && length > ctx.snapshot.max_body_size {
-                let message = format!(
-                    "request body is {length} bytes; the limit is {}",
-                    ctx.snapshot.max_body_size
-                );
-                self.respond_json(session, ctx, 413, "body_too_large", &message)
-                    .await?;
-                return Ok(true);
-            }
+            && length > ctx.snapshot.max_body_size
+        {
+            let message = format!(
+                "request body is {length} bytes; the limit is {}",
+                ctx.snapshot.max_body_size
+            );
+            self.respond_json(session, ctx, 413, "body_too_large", &message)
+                .await?;
+            return Ok(true);
+        }
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
-                && (sim.knows(region) || region == ctx.snapshot.region) {
-                    ctx.client_region = region.to_owned();
-                }
+            && (sim.knows(region) || region == ctx.snapshot.region)
+        {
+            ctx.client_region = region.to_owned();
+        }
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
@@ -291,9 +293,9 @@ impl ProxyHttp for EdgeProxy {
                 Some(self.state.cache_lock),
                 None,
             );
-            session
-                .cache
-                .set_max_file_size_bytes(usize::try_from(settings.max_object_size).unwrap_or(usize::MAX));
+            session.cache.set_max_file_size_bytes(
+                usize::try_from(settings.max_object_size).unwrap_or(usize::MAX),
+            );
         }
         Ok(())
     }
@@ -369,18 +371,24 @@ impl ProxyHttp for EdgeProxy {
 
     /// Stale is served within `stale-while-revalidate` (no error: pingora refreshes in the
     /// background) and within `stale-if-error` when no upstream answer could be had —
-    /// including when every origin is marked down and none was even tried. pingora checks
-    /// the stored windows before asking.
+    /// including when every origin is marked down and none was even tried — unless the
+    /// stored response forbids it (`no-cache`, `must-revalidate`). pingora checks the stored
+    /// windows before asking.
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
-        match error {
+        let wanted = match error {
             None => true,
             Some(e) => e.esource() == &ErrorSource::Upstream || ctx.failure.is_some(),
-        }
+        };
+        wanted
+            && session
+                .cache
+                .maybe_cache_meta()
+                .is_none_or(|meta| cache::policy::stale_allowed(meta, error.is_some()))
     }
 
     async fn upstream_peer(
@@ -513,30 +521,33 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(policy) = &ctx.snapshot.compression
-            && session.req_header().method != http::Method::HEAD && policy.eligible(response) {
-                compress::add_vary(response);
-                let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
-                if let Some(encoding) = policy.negotiate(accept)
-                    && let Some(encoder) = compress::encoder(encoding) {
-                        ctx.encoder = Some(encoder);
-                        response.remove_header(&http::header::CONTENT_LENGTH);
-                        response.remove_header(&http::header::ACCEPT_RANGES);
-                        response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
-                        // The bytes differ, so a strong validator no longer holds.
-                        if let Some(etag) = response
-                            .headers
-                            .get(http::header::ETAG)
-                            .and_then(|v| v.to_str().ok())
-                            .filter(|e| !e.starts_with("W/"))
-                            .map(|e| format!("W/{e}"))
-                        {
-                            response.insert_header(http::header::ETAG, etag)?;
-                        }
-                        if !session.is_http2() {
-                            response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                        }
-                    }
+            && session.req_header().method != http::Method::HEAD
+            && policy.eligible(response)
+        {
+            compress::add_vary(response);
+            let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
+            if let Some(encoding) = policy.negotiate(accept)
+                && let Some(encoder) = compress::encoder(encoding)
+            {
+                ctx.encoder = Some(encoder);
+                response.remove_header(&http::header::CONTENT_LENGTH);
+                response.remove_header(&http::header::ACCEPT_RANGES);
+                response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
+                // The bytes differ, so a strong validator no longer holds.
+                if let Some(etag) = response
+                    .headers
+                    .get(http::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|e| !e.starts_with("W/"))
+                    .map(|e| format!("W/{e}"))
+                {
+                    response.insert_header(http::header::ETAG, etag)?;
+                }
+                if !session.is_http2() {
+                    response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                }
             }
+        }
         let phase = session.cache.phase();
         let from_cache = matches!(
             phase,
@@ -717,13 +728,14 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         let written = session.response_written().is_some();
-        if status > 0 && !written
+        if status > 0
+            && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)
                 .await
-            {
-                tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
-            }
+        {
+            tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
+        }
         FailToProxy {
             error_code: if written { 0 } else { status },
             can_reuse_downstream: false,

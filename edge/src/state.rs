@@ -87,7 +87,12 @@ impl EdgeState {
         let origins = OriginRegistry::default();
         let options = match deployment.node(node).map(|n| &n.role) {
             Some(Role::Edge(edge)) => CacheOptions::for_node(&deployment, node, edge),
-            _ => return Err(anyhow::anyhow!("{}", ReloadError::NotAnEdge(node.to_owned()))),
+            _ => {
+                return Err(anyhow::anyhow!(
+                    "{}",
+                    ReloadError::NotAnEdge(node.to_owned())
+                ));
+            }
         };
         let cache = TieredStorage::open_static(&options);
         // A waiter gives up after this long and fetches on its own (the holder is stuck).

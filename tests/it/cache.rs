@@ -2,6 +2,7 @@
 //! counts content requests per path (`/_origin/stats`), which is how these tests see how
 //! many fetches the cache let through.
 
+mod headers;
 mod semantics;
 mod shield;
 mod tiers;
@@ -13,7 +14,8 @@ use crate::support::{Daemon, ONE_REGION, TestDir, client};
 
 /// A real origin daemon serving files written under its own `site/` directory.
 pub struct Origin {
-    pub dir: TestDir,
+    /// Holds the site and config for the daemon's life.
+    pub _dir: TestDir,
     pub daemon: Daemon,
 }
 
@@ -31,7 +33,7 @@ impl Origin {
              listen = \"127.0.0.1:0\"\nroot = \"site\"\n{node_options}\n\n{rules}\n"
         ));
         let daemon = Daemon::start("origin", &config, "o0", &["http"]);
-        Self { dir, daemon }
+        Self { _dir: dir, daemon }
     }
 
     /// Content requests the origin has seen for `path`.
@@ -50,11 +52,16 @@ impl Origin {
 
 /// The origin node and group lines every edge config needs, pointing at `origin`.
 pub fn origin_group(origin: &Origin) -> String {
+    origin_group_at(origin.daemon.addr("http"))
+}
+
+/// [`origin_group`] for an origin at `addr`.
+pub fn origin_group_at(addr: std::net::SocketAddr) -> String {
     format!(
         "[[nodes]]\nname = \"o0\"\nrole = \"origin\"\nregion = \"local\"\nlisten = \"{}\"\n\n\
          [origin_groups.g]\nmembers = [{{ node = \"o0\" }}]\nretries = 0\n\
          health = {{ path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", healthy_threshold = 1, unhealthy_threshold = 2 }}\n",
-        origin.daemon.addr("http")
+        addr
     )
 }
 
@@ -68,11 +75,16 @@ pub struct Edge {
 
 impl Edge {
     pub fn start(origin: &Origin, node_options: &str, extra: &str) -> Self {
+        Self::start_at(origin.daemon.addr("http"), node_options, extra)
+    }
+
+    /// [`Edge::start`] in front of an origin at `addr`.
+    pub fn start_at(origin: std::net::SocketAddr, node_options: &str, extra: &str) -> Self {
         let dir = TestDir::new();
         let config = dir.config(&format!(
             "{ONE_REGION}\n[[nodes]]\nname = \"edge\"\nrole = \"edge\"\nregion = \"local\"\n\
              listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin_group = \"g\"\n{node_options}\n\n{}\n{extra}\n",
-            origin_group(origin)
+            origin_group_at(origin)
         ));
         let daemon = Daemon::start("edge", &config, "edge", &["http", "admin"]);
         Self {
@@ -85,7 +97,11 @@ impl Edge {
     /// Stops the edge (SIGTERM, clean exit) and starts it again over the same data dir.
     pub fn restart(&mut self) {
         let status = self.daemon.terminate(Duration::from_secs(15));
-        assert!(status.success(), "edge exit: {status:?}\n{}", self.daemon.logs());
+        assert!(
+            status.success(),
+            "edge exit: {status:?}\n{}",
+            self.daemon.logs()
+        );
         self.daemon = Daemon::start("edge", &self.config, "edge", &["http", "admin"]);
     }
 

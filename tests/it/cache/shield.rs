@@ -56,19 +56,28 @@ async fn a_second_edge_missing_an_object_gets_it_from_the_shield_cache() {
     let tiered = start(&origin);
     let [a, b] = &tiered.children;
     let first = get(a, "/shared.txt", &[]).await;
-    assert_eq!((first.how().as_str(), &first.body[..]), ("MISS origin", &b"shared"[..]));
+    assert_eq!(
+        (first.how().as_str(), &first.body[..]),
+        ("MISS origin", &b"shared"[..])
+    );
     assert_eq!(
         first.header("via"),
         "1.1 edgebox-shield, 1.1 edgebox-a",
         "went through the shield"
     );
     let second = get(b, "/shared.txt", &[]).await;
-    assert_eq!((second.how().as_str(), &second.body[..]), ("MISS parent", &b"shared"[..]));
+    assert_eq!(
+        (second.how().as_str(), &second.body[..]),
+        ("MISS parent", &b"shared"[..])
+    );
     assert_eq!(get(b, "/shared.txt", &[]).await.how(), "HIT l1");
     assert_eq!(get(a, "/shared.txt", &[]).await.how(), "HIT l1");
     assert_eq!(origin.count("/shared.txt").await, 1);
     // The shield itself answers from its cache too.
-    assert_eq!(get(&tiered.shield, "/shared.txt", &[]).await.how(), "HIT l1");
+    assert_eq!(
+        get(&tiered.shield, "/shared.txt", &[]).await.how(),
+        "HIT l1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -90,14 +99,26 @@ async fn two_edges_missing_the_same_cold_object_at_once_cause_one_origin_fetch()
     for request in requests {
         let (child, got) = request.await.unwrap();
         assert_eq!((got.status, &got.body[..]), (200, &b"cold"[..]));
-        *outcomes.entry(format!("{child}: {}", got.how())).or_default() += 1;
+        *outcomes
+            .entry(format!("{child}: {}", got.how()))
+            .or_default() += 1;
     }
     assert_eq!(origin.count("/cold.txt").await, 1, "{outcomes:?}");
     // Each child fetched once from the shield (its own lock collapsed the rest); one of the
     // two fetches was the origin fetch, the other waited on the shield's lock and was then
     // served from the shield's cache.
-    let misses: Vec<_> = outcomes.keys().filter(|k| k.contains("MISS")).cloned().collect();
+    let misses: Vec<_> = outcomes
+        .keys()
+        .filter(|k| k.contains("MISS"))
+        .cloned()
+        .collect();
     assert_eq!(misses.len(), 2, "{outcomes:?}");
-    assert!(misses.iter().any(|k| k.ends_with("MISS origin")), "{outcomes:?}");
-    assert!(misses.iter().any(|k| k.ends_with("MISS parent")), "{outcomes:?}");
+    assert!(
+        misses.iter().any(|k| k.ends_with("MISS origin")),
+        "{outcomes:?}"
+    );
+    assert!(
+        misses.iter().any(|k| k.ends_with("MISS parent")),
+        "{outcomes:?}"
+    );
 }

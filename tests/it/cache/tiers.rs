@@ -19,9 +19,9 @@ async fn a_hundred_concurrent_requests_for_a_cold_object_make_one_origin_fetch()
     let requests: Vec<_> = (0..100)
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                super::request(&client, reqwest::Method::GET, &url, &[]).await
-            })
+            tokio::spawn(
+                async move { super::request(&client, reqwest::Method::GET, &url, &[]).await },
+            )
         })
         .collect();
     let mut outcomes: HashMap<String, usize> = HashMap::new();
@@ -47,8 +47,15 @@ async fn after_a_restart_objects_come_from_l2_and_a_damaged_entry_is_refetched_n
 
     edge.restart();
     let got = get(&edge.daemon, "/a.txt", &[]).await;
-    assert_eq!((got.how().as_str(), &got.body[..]), ("HIT l2", &b"object a"[..]));
-    assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.how(), "HIT l1", "promoted");
+    assert_eq!(
+        (got.how().as_str(), &got.body[..]),
+        ("HIT l2", &b"object a"[..])
+    );
+    assert_eq!(
+        get(&edge.daemon, "/a.txt", &[]).await.how(),
+        "HIT l1",
+        "promoted"
+    );
     assert_eq!(origin.count("/a.txt").await, 1);
 
     // Damage every entry on disk while the edge is down: each must be detected on read,
@@ -76,7 +83,10 @@ async fn after_a_restart_objects_come_from_l2_and_a_damaged_entry_is_refetched_n
     edge.daemon = crate::support::Daemon::start("edge", &edge.config, "edge", &["http", "admin"]);
     for (path, body) in [("/a.txt", &b"object a"[..]), ("/c.txt", &b"object c"[..])] {
         let got = get(&edge.daemon, path, &[]).await;
-        assert_eq!((got.status, got.how().as_str(), &got.body[..]), (200, "MISS origin", body));
+        assert_eq!(
+            (got.status, got.how().as_str(), &got.body[..]),
+            (200, "MISS origin", body)
+        );
     }
     assert_eq!(origin.count("/a.txt").await, 2);
     assert_eq!(origin.count("/c.txt").await, 2);
@@ -93,19 +103,36 @@ async fn an_object_larger_than_l1_is_served_whole_from_l2_and_ranges_come_from_i
     let origin = Origin::start(&[("big.bin", &big)], "", FRESH);
     let edge = Edge::start(&origin, "l1_capacity = \"1MiB\"", "");
     let first = get(&edge.daemon, "/big.bin", &[]).await;
-    assert_eq!((first.how().as_str(), first.body.len()), ("MISS origin", BIG));
+    assert_eq!(
+        (first.how().as_str(), first.body.len()),
+        ("MISS origin", BIG)
+    );
     assert!(first.body[..] == big[..]);
     let again = get(&edge.daemon, "/big.bin", &[]).await;
     assert_eq!(again.how(), "HIT l2");
-    assert!(again.body[..] == big[..], "the object differs when served from L2");
-    let range = get(&edge.daemon, "/big.bin", &[("range", "bytes=2000000-2000099")]).await;
+    assert!(
+        again.body[..] == big[..],
+        "the object differs when served from L2"
+    );
+    let range = get(
+        &edge.daemon,
+        "/big.bin",
+        &[("range", "bytes=2000000-2000099")],
+    )
+    .await;
     assert_eq!((range.status, range.cache.as_str()), (206, "HIT"));
-    assert_eq!(range.header("content-range"), format!("bytes 2000000-2000099/{BIG}"));
+    assert_eq!(
+        range.header("content-range"),
+        format!("bytes 2000000-2000099/{BIG}")
+    );
     assert_eq!(&range.body[..], &big[2_000_000..2_000_100]);
     assert_eq!(origin.count("/big.bin").await, 1);
     let stats = cache_stats(&edge.daemon).await;
     assert_eq!(stats["l1"]["capacity"], 1024 * 1024, "{stats}");
-    assert!(stats["l2"]["bytes_served"].as_u64().unwrap() >= BIG as u64, "{stats}");
+    assert!(
+        stats["l2"]["bytes_served"].as_u64().unwrap() >= BIG as u64,
+        "{stats}"
+    );
 }
 
 #[tokio::test]
@@ -121,19 +148,39 @@ async fn purge_by_tag_url_prefix_and_all_removes_exactly_what_it_names() {
     ];
     let origin = Origin::start(files, "", rules);
     let edge = Edge::start(&origin, "", "");
-    let paths = ["/tagged/a.css", "/tagged/b.css", "/plain/c.txt", "/plain/d.txt", "/e.txt"];
+    let paths = [
+        "/tagged/a.css",
+        "/tagged/b.css",
+        "/plain/c.txt",
+        "/plain/d.txt",
+        "/e.txt",
+    ];
     for path in paths {
         assert_eq!(get(&edge.daemon, path, &[]).await.cache, "MISS");
         assert_eq!(get(&edge.daemon, path, &[]).await.cache, "HIT");
     }
 
-    assert_eq!(purge(&edge.daemon, r#"{"tag": "assets"}"#).await, (200, serde_json::json!({"purged": 2})));
-    for (path, expected) in [("/tagged/a.css", "MISS"), ("/tagged/b.css", "MISS"), ("/plain/c.txt", "HIT"), ("/e.txt", "HIT")] {
+    assert_eq!(
+        purge(&edge.daemon, r#"{"tag": "assets"}"#).await,
+        (200, serde_json::json!({"purged": 2}))
+    );
+    for (path, expected) in [
+        ("/tagged/a.css", "MISS"),
+        ("/tagged/b.css", "MISS"),
+        ("/plain/c.txt", "HIT"),
+        ("/e.txt", "HIT"),
+    ] {
         assert_eq!(get(&edge.daemon, path, &[]).await.cache, expected, "{path}");
     }
-    assert_eq!(purge(&edge.daemon, r#"{"url": "/e.txt"}"#).await.1["purged"], 1);
+    assert_eq!(
+        purge(&edge.daemon, r#"{"url": "/e.txt"}"#).await.1["purged"],
+        1
+    );
     assert_eq!(get(&edge.daemon, "/e.txt", &[]).await.cache, "MISS");
-    assert_eq!(purge(&edge.daemon, r#"{"prefix": "/plain/"}"#).await.1["purged"], 2);
+    assert_eq!(
+        purge(&edge.daemon, r#"{"prefix": "/plain/"}"#).await.1["purged"],
+        2
+    );
     assert_eq!(get(&edge.daemon, "/plain/d.txt", &[]).await.cache, "MISS");
     assert_eq!(get(&edge.daemon, "/tagged/a.css", &[]).await.cache, "HIT");
     // Everything that is cached now: 2 tagged, /e.txt, /plain/d.txt.
@@ -141,7 +188,15 @@ async fn purge_by_tag_url_prefix_and_all_removes_exactly_what_it_names() {
     assert_eq!(get(&edge.daemon, "/tagged/a.css", &[]).await.cache, "MISS");
 
     // Bad bodies: a JSON 400, nothing purged.
-    for body in ["", "not json", "{}", r#"{"url": "/a", "tag": "x"}"#, r#"{"all": false}"#, r#"{"tags": "x"}"#, r#"{"url": ""}"#] {
+    for body in [
+        "",
+        "not json",
+        "{}",
+        r#"{"url": "/a", "tag": "x"}"#,
+        r#"{"all": false}"#,
+        r#"{"tags": "x"}"#,
+        r#"{"url": ""}"#,
+    ] {
         let (status, answer) = purge(&edge.daemon, body).await;
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(answer["error"]["code"], "invalid_purge", "{body}: {answer}");
@@ -156,7 +211,10 @@ async fn purge_by_tag_url_prefix_and_all_removes_exactly_what_it_names() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("edgebox_cache_hits_total{node=\"edge\",tier=\"l1\"}"), "{metrics}");
+    assert!(
+        metrics.contains("edgebox_cache_hits_total{node=\"edge\",tier=\"l1\"}"),
+        "{metrics}"
+    );
     let stats = cache_stats(&edge.daemon).await;
     assert_eq!(stats["purged"], 9, "{stats}");
 }
