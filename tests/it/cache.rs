@@ -80,7 +80,16 @@ impl Edge {
 
     /// [`Edge::start`] in front of an origin at `addr`.
     pub fn start_at(origin: std::net::SocketAddr, node_options: &str, extra: &str) -> Self {
-        let dir = TestDir::new();
+        Self::start_in(TestDir::new(), origin, node_options, extra)
+    }
+
+    /// [`Edge::start_at`] in a prepared directory (e.g. with a damaged data directory).
+    pub fn start_in(
+        dir: TestDir,
+        origin: std::net::SocketAddr,
+        node_options: &str,
+        extra: &str,
+    ) -> Self {
         let config = dir.config(&format!(
             "{ONE_REGION}\n[[nodes]]\nname = \"edge\"\nrole = \"edge\"\nregion = \"local\"\n\
              listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\norigin_group = \"g\"\n{node_options}\n\n{}\n{extra}\n",

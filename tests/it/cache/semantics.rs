@@ -87,7 +87,12 @@ async fn revalidation_head_and_ranges_are_answered_from_the_cached_object() {
     let body: Vec<u8> = super::pattern(10_000);
     let rules = rule("/reval/**", "no-cache") + &rule("/**", "max-age=300");
     let origin = Origin::start(
-        &[("reval/r.txt", b"revalidate me"), ("data.bin", &body)],
+        &[
+            ("reval/r.txt", b"revalidate me"),
+            ("reval/h.txt", b"h"),
+            ("data.bin", &body),
+            ("data2.bin", &body),
+        ],
         "",
         &rules,
     );
@@ -125,6 +130,33 @@ async fn revalidation_head_and_ranges_are_answered_from_the_cached_object() {
     let tail = get(&edge.daemon, "/data.bin", &[("range", "bytes=-10")]).await;
     assert_eq!((tail.status, &tail.body[..]), (206, &body[9990..]));
     assert_eq!(origin.count("/data.bin").await, 1);
+
+    // A HEAD for a cold object never leaves an empty body behind for the next GET.
+    let head = request(
+        &client(),
+        reqwest::Method::HEAD,
+        &format!("{}/reval/h.txt", edge.daemon.url("http")),
+        &[],
+    )
+    .await;
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    let head = request(
+        &client(),
+        reqwest::Method::HEAD,
+        &format!("{}/data2.bin", edge.daemon.url("http")),
+        &[],
+    )
+    .await;
+    assert_eq!((head.status, head.header("content-length")), (200, "10000"));
+    let got = get(&edge.daemon, "/data2.bin", &[]).await;
+    assert_eq!(
+        (got.status, &got.body[..]),
+        (200, &body[..]),
+        "{}",
+        got.how()
+    );
+    let got = get(&edge.daemon, "/data2.bin", &[]).await;
+    assert_eq!((got.cache.as_str(), &got.body[..]), ("HIT", &body[..]));
 }
 
 #[tokio::test]

@@ -218,3 +218,25 @@ async fn purge_by_tag_url_prefix_and_all_removes_exactly_what_it_names() {
     let stats = cache_stats(&edge.daemon).await;
     assert_eq!(stats["purged"], 9, "{stats}");
 }
+
+#[tokio::test]
+async fn an_unusable_cache_directory_leaves_memory_caching_and_serving_intact() {
+    let origin = Origin::start(&[("m.txt", b"memory only")], "", FRESH);
+    // A regular file where the L2 directory should be: the disk tier cannot open.
+    let dir = crate::support::TestDir::new();
+    dir.write("data/nodes/edge/cache", "not a directory");
+    let edge = Edge::start_in(dir, origin.daemon.addr("http"), "", "");
+    let first = get(&edge.daemon, "/m.txt", &[]).await;
+    assert_eq!(
+        (first.status, first.how().as_str(), &first.body[..]),
+        (200, "MISS origin", &b"memory only"[..])
+    );
+    assert_eq!(get(&edge.daemon, "/m.txt", &[]).await.how(), "HIT l1");
+    let stats = cache_stats(&edge.daemon).await;
+    assert_eq!(stats["l2_enabled"], false, "{stats}");
+    assert!(
+        edge.daemon.logs().contains("disk cache unavailable"),
+        "{}",
+        edge.daemon.logs()
+    );
+}
