@@ -107,7 +107,7 @@ impl AdminApp {
             },
             "bytes_sent": s.bytes_sent.load(Ordering::Relaxed),
             "origins": origins,
-            "cache": serde_json::to_value(state.cache.snapshot()).unwrap_or_default(),
+            "cache": cache_json(state),
         })
     }
 
@@ -212,6 +212,42 @@ impl AdminApp {
             }
         }
         out.push_str(&state.cache.snapshot().prometheus(node));
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_served_total Responses by how they were served (X-Cache-Tier)."
+        );
+        let _ = writeln!(out, "# TYPE edgebox_edge_served_total counter");
+        for (i, tier) in crate::state::SERVED_TIERS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edgebox_edge_served_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
+                s.tier_responses[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_served_bytes_total Response body bytes by how they were served."
+        );
+        let _ = writeln!(out, "# TYPE edgebox_edge_served_bytes_total counter");
+        for (i, tier) in crate::state::SERVED_TIERS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edgebox_edge_served_bytes_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
+                s.tier_bytes[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_cache_responses_total Responses by X-Cache status."
+        );
+        let _ = writeln!(out, "# TYPE edgebox_edge_cache_responses_total counter");
+        for (i, status) in crate::state::CACHE_STATUSES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edgebox_edge_cache_responses_total{{node=\"{node}\",status=\"{status}\"}} {}",
+                s.cache_status[i].load(Ordering::Relaxed)
+            );
+        }
         let body = out.into_bytes();
         Response::builder()
             .status(200)
@@ -253,6 +289,16 @@ impl AdminApp {
             ),
         }
     }
+}
+
+/// The `cache` object of `/stats`: the storage tiers' counters plus the responses (and
+/// bytes) by the tier that served them, `parent` and `origin` included.
+fn cache_json(state: &EdgeState) -> Value {
+    let mut value = serde_json::to_value(state.cache.snapshot()).unwrap_or_default();
+    if let (Value::Object(map), Value::Object(served)) = (&mut value, state.stats.served_json()) {
+        map.extend(served);
+    }
+    value
 }
 
 /// The body of `POST /purge`; exactly one selector.

@@ -66,10 +66,9 @@ impl Policy {
         }
         if let Some(length) = header_str(response, http::header::CONTENT_LENGTH)
             .and_then(|v| v.trim().parse::<u64>().ok())
-            && length < self.min_size
-        {
-            return false;
-        }
+            && length < self.min_size {
+                return false;
+            }
         let Some(content_type) = header_str(response, http::header::CONTENT_TYPE) else {
             return false;
         };
@@ -105,10 +104,9 @@ pub fn parse_accept_encoding(header: &str) -> Vec<(String, f32)> {
             let mut q = 1.0;
             for param in parts {
                 if let Some((key, value)) = param.split_once('=')
-                    && key.trim().eq_ignore_ascii_case("q")
-                {
-                    q = value.trim().parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0);
-                }
+                    && key.trim().eq_ignore_ascii_case("q") {
+                        q = value.trim().parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0);
+                    }
             }
             Some((name, q))
         })

@@ -94,6 +94,8 @@ pub struct RequestCtx {
     /// Who answered the upstream fetch: `origin`, or `parent` when the parent edge served
     /// it from its own cache (read from the parent's `X-Cache`).
     upstream_tier: &'static str,
+    /// (`X-Cache-Tier`, `X-Cache`) as sent, for the per-tier counters.
+    served: Option<(&'static str, &'static str)>,
     span: tracing::Span,
 }
 
@@ -202,6 +204,7 @@ impl ProxyHttp for EdgeProxy {
             response_bytes: 0,
             cache_tier: None,
             upstream_tier: "origin",
+            served: None,
             span: tracing::Span::none(),
         }
     }
@@ -241,22 +244,20 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
-            && length > ctx.snapshot.max_body_size
-        {
-            let message = format!(
-                "request body is {length} bytes; the limit is {}",
-                ctx.snapshot.max_body_size
-            );
-            self.respond_json(session, ctx, 413, "body_too_large", &message)
-                .await?;
-            return Ok(true);
-        }
+            && length > ctx.snapshot.max_body_size {
+                let message = format!(
+                    "request body is {length} bytes; the limit is {}",
+                    ctx.snapshot.max_body_size
+                );
+                self.respond_json(session, ctx, 413, "body_too_large", &message)
+                    .await?;
+                return Ok(true);
+            }
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
-            && (sim.knows(region) || region == ctx.snapshot.region)
-        {
-            ctx.client_region = region.to_owned();
-        }
+                && (sim.knows(region) || region == ctx.snapshot.region) {
+                    ctx.client_region = region.to_owned();
+                }
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
@@ -521,33 +522,30 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(policy) = &ctx.snapshot.compression
-            && session.req_header().method != http::Method::HEAD
-            && policy.eligible(response)
-        {
-            compress::add_vary(response);
-            let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
-            if let Some(encoding) = policy.negotiate(accept)
-                && let Some(encoder) = compress::encoder(encoding)
-            {
-                ctx.encoder = Some(encoder);
-                response.remove_header(&http::header::CONTENT_LENGTH);
-                response.remove_header(&http::header::ACCEPT_RANGES);
-                response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
-                // The bytes differ, so a strong validator no longer holds.
-                if let Some(etag) = response
-                    .headers
-                    .get(http::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|e| !e.starts_with("W/"))
-                    .map(|e| format!("W/{e}"))
-                {
-                    response.insert_header(http::header::ETAG, etag)?;
-                }
-                if !session.is_http2() {
-                    response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                }
+            && session.req_header().method != http::Method::HEAD && policy.eligible(response) {
+                compress::add_vary(response);
+                let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
+                if let Some(encoding) = policy.negotiate(accept)
+                    && let Some(encoder) = compress::encoder(encoding) {
+                        ctx.encoder = Some(encoder);
+                        response.remove_header(&http::header::CONTENT_LENGTH);
+                        response.remove_header(&http::header::ACCEPT_RANGES);
+                        response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
+                        // The bytes differ, so a strong validator no longer holds.
+                        if let Some(etag) = response
+                            .headers
+                            .get(http::header::ETAG)
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|e| !e.starts_with("W/"))
+                            .map(|e| format!("W/{e}"))
+                        {
+                            response.insert_header(http::header::ETAG, etag)?;
+                        }
+                        if !session.is_http2() {
+                            response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                        }
+                    }
             }
-        }
         let phase = session.cache.phase();
         let from_cache = matches!(
             phase,
@@ -561,8 +559,10 @@ impl ProxyHttp for EdgeProxy {
             (true, Some(tier)) => tier.as_str(),
             _ => ctx.upstream_tier,
         };
-        response.insert_header("x-cache", cache::policy::x_cache(phase))?;
+        let status = cache::policy::x_cache(phase);
+        response.insert_header("x-cache", status)?;
         response.insert_header("x-cache-tier", tier)?;
+        ctx.served = Some((tier, status));
         if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
             response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
         }
@@ -728,14 +728,13 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         let written = session.response_written().is_some();
-        if status > 0
-            && !written
+        if status > 0 && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)
                 .await
-        {
-            tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
-        }
+            {
+                tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
+            }
         FailToProxy {
             error_code: if written { 0 } else { status },
             can_reuse_downstream: false,
@@ -748,6 +747,11 @@ impl ProxyHttp for EdgeProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.state.stats.record(status, ctx.response_bytes);
+        if let Some((tier, cache_status)) = ctx.served {
+            self.state
+                .stats
+                .record_served(tier, cache_status, ctx.response_bytes);
+        }
         let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         match e {
             Some(error) => {

@@ -46,7 +46,18 @@ pub struct Stats {
     /// Index 0 = 1xx ... 4 = 5xx.
     pub by_class: [AtomicU64; 5],
     pub bytes_sent: AtomicU64,
+    /// Responses by `X-Cache-Tier`, indexed like [`SERVED_TIERS`].
+    pub tier_responses: [AtomicU64; 4],
+    /// Body bytes sent by `X-Cache-Tier`.
+    pub tier_bytes: [AtomicU64; 4],
+    /// Responses by `X-Cache`, indexed like [`CACHE_STATUSES`].
+    pub cache_status: [AtomicU64; 6],
 }
+
+/// The `X-Cache-Tier` values, in the order of [`Stats::tier_responses`].
+pub const SERVED_TIERS: [&str; 4] = ["l1", "l2", "parent", "origin"];
+/// The `X-Cache` values, in the order of [`Stats::cache_status`].
+pub const CACHE_STATUSES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "BYPASS", "EXPIRED"];
 
 impl Stats {
     pub fn record(&self, status: u16, bytes: u64) {
@@ -55,6 +66,45 @@ impl Stats {
             self.by_class[(status / 100 - 1) as usize].fetch_add(1, Ordering::Relaxed);
         }
         self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a response by how it was served (its `X-Cache-Tier` and `X-Cache`).
+    pub fn record_served(&self, tier: &str, cache_status: &str, bytes: u64) {
+        if let Some(i) = SERVED_TIERS.iter().position(|t| *t == tier) {
+            self.tier_responses[i].fetch_add(1, Ordering::Relaxed);
+            self.tier_bytes[i].fetch_add(bytes, Ordering::Relaxed);
+        }
+        if let Some(i) = CACHE_STATUSES.iter().position(|s| *s == cache_status) {
+            self.cache_status[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `{"by_tier": {"l1": {"responses", "bytes"}, ...}, "by_status": {"HIT": n, ...}}`.
+    pub fn served_json(&self) -> serde_json::Value {
+        let by_tier: serde_json::Map<String, serde_json::Value> = SERVED_TIERS
+            .iter()
+            .enumerate()
+            .map(|(i, tier)| {
+                (
+                    (*tier).to_owned(),
+                    serde_json::json!({
+                        "responses": self.tier_responses[i].load(Ordering::Relaxed),
+                        "bytes": self.tier_bytes[i].load(Ordering::Relaxed),
+                    }),
+                )
+            })
+            .collect();
+        let by_status: serde_json::Map<String, serde_json::Value> = CACHE_STATUSES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    (*s).to_owned(),
+                    self.cache_status[i].load(Ordering::Relaxed).into(),
+                )
+            })
+            .collect();
+        serde_json::json!({"by_tier": by_tier, "by_status": by_status})
     }
 }
 

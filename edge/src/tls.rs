@@ -55,10 +55,9 @@ impl ResolvesServerCert for CertResolver {
                 return Some(key.clone());
             }
             if let Some((_, parent)) = name.split_once('.')
-                && let Some(key) = table.wildcard.get(parent)
-            {
-                return Some(key.clone());
-            }
+                && let Some(key) = table.wildcard.get(parent) {
+                    return Some(key.clone());
+                }
         }
         table.default.clone()
     }

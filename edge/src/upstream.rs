@@ -320,10 +320,9 @@ fn first_acceptable(
     for _ in 0..limit {
         let backend = iter.next()?;
         if let Some(stats) = backend.ext.get::<Arc<OriginStats>>()
-            && acceptable(stats)
-        {
-            return Some(stats.clone());
-        }
+            && acceptable(stats) {
+                return Some(stats.clone());
+            }
     }
     None
 }
