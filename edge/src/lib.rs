@@ -165,6 +165,7 @@ async fn serve(
         tokio::spawn(discovery::run(state.clone())),
     ];
     let watcher = certs.map(|c| tokio::spawn(c.watch(CERT_POLL)));
+    let _agent = watch_control_plane(&state, &node, &announce);
 
     wait_for_signal().await?;
     tracing::info!(
@@ -193,6 +194,42 @@ async fn serve(
     }
     tracing::info!("edge stopped");
     Ok(())
+}
+
+/// Follows config versions from the control plane, when the deployment has one at a
+/// known address, applying each through the same reload path as admin `POST /reload`.
+fn watch_control_plane(
+    state: &Arc<state::EdgeState>,
+    node: &str,
+    bound: &[(&str, SocketAddr)],
+) -> Option<edgebox_control_plane::agent::AgentHandle> {
+    let deployment = &state.snapshot().deployment;
+    if deployment
+        .control_plane_addr()
+        .is_some_and(|cp| cp.port() == 0)
+    {
+        return None; // a port-0 control plane cannot be found from its config
+    }
+    let mut config =
+        edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
+    for (service, addr) in bound {
+        config = config.address(service, *addr);
+    }
+    let state = Arc::clone(state);
+    Some(edgebox_control_plane::agent::spawn(
+        config,
+        move |deployment, version| {
+            let state = Arc::clone(&state);
+            async move {
+                let local = state
+                    .reload(deployment)
+                    .await
+                    .map_err(|err| format!("{err:#}"))?;
+                tracing::info!(version, local_version = local, "applied config");
+                Ok(())
+            }
+        },
+    ))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

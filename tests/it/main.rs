@@ -4,6 +4,7 @@
 mod support;
 
 mod config;
+mod cache;
 mod control_plane;
 mod edge;
 mod origin;
