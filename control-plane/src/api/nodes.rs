@@ -96,12 +96,13 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
                 Ok(response) => {
                     let status = response.status();
                     let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    // A node's own `config_version` in its healthz counts its local
+                    // reloads, not control-plane versions, so only the agent's report
+                    // says which version it runs.
                     info.uptime_ms = body.get("uptime_ms").and_then(serde_json::Value::as_u64);
-                    if let Some(version) = body
-                        .get("config_version")
-                        .and_then(serde_json::Value::as_u64)
-                    {
-                        info.config_version = Some(version);
+                    if info.uptime_ms.is_none() && matches!(node.role, Role::Edge(_)) {
+                        // Edges report their uptime in the admin `/stats` only.
+                        info.uptime_ms = edge_uptime(&state.http, addr).await;
                     }
                     if status.is_success() {
                         info.health = "up".into();
@@ -183,6 +184,18 @@ pub async fn drain(
         node: name,
         draining: true,
     }))
+}
+
+/// An edge's uptime from its admin `/stats`; `None` if it does not answer in time.
+async fn edge_uptime(http: &reqwest::Client, admin: std::net::SocketAddr) -> Option<u64> {
+    let response = http
+        .get(format!("http://{admin}/stats"))
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    let stats: serde_json::Value = response.json().await.ok()?;
+    stats.get("uptime_ms")?.as_u64()
 }
 
 /// A short reason for a failed request to a node.
