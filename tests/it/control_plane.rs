@@ -6,6 +6,7 @@
 //! real daemons are merged from their branches.
 
 mod dashboard;
+mod real;
 mod standins;
 
 use std::collections::BTreeMap;
@@ -414,38 +415,6 @@ async fn openapi_document_matches_the_routes() {
     assert!(document["components"]["schemas"]["PutConfig"].is_object());
 }
 
-/// Starts an agent for `node` that records what it applies and fails configs for
-/// which `reject` says so.
-fn spawn_agent(
-    cp: &Cp,
-    dir: &TestDir,
-    node: &str,
-    admin: Option<SocketAddr>,
-    reject: fn(&edgebox_config::Deployment) -> Option<String>,
-) -> agent::AgentHandle {
-    let mut addresses = BTreeMap::new();
-    if let Some(admin) = admin {
-        addresses.insert("admin".to_owned(), admin);
-    }
-    let config = agent::AgentConfig {
-        control_plane: cp.daemon.url("api"),
-        node: node.to_owned(),
-        token: Some((
-            "ops".into(),
-            edgebox_config::TokenSecret::Inline(OPERATOR.into()),
-        )),
-        base_dir: dir.path().to_path_buf(),
-        addresses,
-        poll_timeout: Duration::from_secs(2),
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-    };
-    agent::spawn(config, move |deployment, _version| {
-        let verdict = reject(&deployment);
-        async move { verdict.map_or(Ok(()), Err) }
-    })
-}
-
 async fn status_of(cp: &Cp, node: &str) -> Value {
     let (_, status) = cp.call(Method::GET, "/v1/config/status", None, None).await;
     status["nodes"]
@@ -457,89 +426,87 @@ async fn status_of(cp: &Cp, node: &str) -> Value {
         .unwrap()
 }
 
+/// `text` with more edge nodes (name, admin address) in it.
+fn with_edges(text: &str, edges: &[(&str, String)]) -> String {
+    let mut nodes = String::new();
+    for (name, admin) in edges {
+        nodes.push_str(&format!(
+            "[[nodes]]\nname = \"{name}\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{admin}\"\norigin_group = \"web\"\n\n"
+        ));
+    }
+    text.replacen("[origin_groups.web]", &format!("{nodes}[origin_groups.web]"), 1)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn config_put_is_applied_by_agents_and_reported_per_node() {
+async fn config_put_is_applied_by_real_nodes_and_reported_per_node() {
     let dir = TestDir::new();
-    let edge_a = standins::edge_admin("edge-a").await;
-    let edge_b = standins::edge_admin("edge-b").await;
-    let edges = [
-        ("edge-a", "127.0.0.1:0".to_owned()),
-        ("edge-b", edge_b.addr.to_string()),
-    ];
-    let cp = Cp::start(&dir, &deployment(&edges, None, ""));
+    let real = real::Real::start(&dir, &["edge-a"], true, "").await;
+    let cp = &real.cp;
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
     let (_, current) = cp.get("/v1/config").await;
     assert_eq!(current["version"], 1);
     assert_eq!(current["toml"], v1.as_str());
+    assert_eq!(real.edge_stats("edge-a").await["policy"], "round_robin");
 
-    // edge-a reports its port-0 admin address; edge-b refuses configs with cache off.
-    let a = spawn_agent(&cp, &dir, "edge-a", Some(edge_a.addr), |_| None);
-    let b = spawn_agent(&cp, &dir, "edge-b", None, |d| {
-        (!d.cache.enabled).then(|| "cannot turn the cache off here".to_owned())
-    });
-    for node in ["edge-a", "edge-b"] {
-        eventually(
-            &format!("{node} in sync on v1"),
-            Duration::from_secs(20),
-            || async {
-                status_of(&cp, node).await["in_sync"]
-                    .as_bool()
-                    .unwrap()
-                    .then_some(())
-            },
-        )
-        .await;
-    }
-    assert_eq!(a.applied_version(), Some(1));
-
-    // A new version reaches every node through the watch.
-    let v2 = format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n");
+    // A new version reaches every node through the watch; the edge applies it through
+    // its reload path (its LB policy changes).
+    let v2 = v1.replacen(
+        "members = [{ node = \"origin-1\" }]",
+        "members = [{ node = \"origin-1\" }]\npolicy = \"least_connections\"",
+        1,
+    );
+    assert_ne!(v1, v2);
     let (status, applied) = cp.put_config(&v2).await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied, json!({"version": 2, "changed": true}));
-    for node in ["edge-a", "edge-b"] {
-        eventually(
-            &format!("{node} reports v2"),
-            Duration::from_secs(20),
-            || async {
-                let s = status_of(&cp, node).await;
-                (s["version"] == 2 && s["in_sync"] == true).then_some(())
-            },
-        )
-        .await;
-    }
-    assert_eq!(a.applied_version(), Some(2));
-    assert_eq!(b.applied_version(), Some(2));
+    real.wait_in_sync(2).await;
+    assert_eq!(
+        real.edge_stats("edge-a").await["policy"],
+        "least_connections"
+    );
 
-    // Valid, but edge-b cannot apply it: reported per node, edge-a carries on.
-    let v3 = format!("{v2}\n[cache]\nenabled = false\n");
+    // Valid, but the sandbox cannot change its slot count without a restart: reported
+    // per node, the others apply it, the sandbox keeps running v2.
+    let v3 = format!("{v2}\n[sandbox]\nmax_concurrent_jobs = 7\n");
     let (status, applied) = cp.put_config(&v3).await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["version"], 3);
-    let b_status = eventually(
-        "edge-b reports its failure",
-        Duration::from_secs(20),
+    let sandbox_status = eventually(
+        "the sandbox reports its failure",
+        Duration::from_secs(30),
         || async {
-            let s = status_of(&cp, "edge-b").await;
+            let s = status_of(cp, "sandbox").await;
             (s["version"] == 3).then_some(s)
         },
     )
     .await;
-    assert_eq!(b_status["applied"], false);
-    assert_eq!(b_status["in_sync"], false);
+    assert_eq!(sandbox_status["applied"], false);
+    assert_eq!(sandbox_status["in_sync"], false);
     assert!(
-        b_status["error"]
+        sandbox_status["error"]
             .as_str()
             .unwrap()
-            .contains("cannot turn the cache off")
+            .contains("needs a restart"),
+        "{sandbox_status}"
     );
-    assert_eq!(b.applied_version(), Some(2), "edge-b keeps running v2");
-    eventually("edge-a on v3", Duration::from_secs(20), || async {
-        (status_of(&cp, "edge-a").await["in_sync"] == true).then_some(())
-    })
-    .await;
+    for node in ["origin-1", "edge-a"] {
+        eventually(&format!("{node} on v3"), Duration::from_secs(30), || async {
+            let s = status_of(cp, node).await;
+            (s["version"] == 3 && s["in_sync"] == true).then_some(())
+        })
+        .await;
+    }
+    let (_, sandbox_health) = cp.call(Method::GET, "/v1/nodes", None, None).await;
+    let sandbox = sandbox_health["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "sandbox")
+        .unwrap()
+        .clone();
+    assert_eq!(sandbox["health"], "up", "the sandbox keeps running: {sandbox}");
 
-    // The address edge-a reported makes it reachable: listed with it and probed up.
+    // The addresses the real nodes reported make them reachable: listed and probed up.
     let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None, None).await;
     let listed = nodes["nodes"]
         .as_array()
@@ -553,10 +520,10 @@ async fn config_put_is_applied_by_agents_and_reported_per_node() {
         .iter()
         .find(|l| l["service"] == "admin")
         .unwrap();
-    assert_eq!(admin["addr"], edge_a.addr.to_string());
+    assert_eq!(admin["addr"], real.edge("edge-a").addr("admin").to_string());
     assert_eq!(listed["health"], "up", "{listed}");
     assert_eq!(listed["config_version"], 3);
-    assert_eq!(listed["uptime_ms"], 4242);
+    assert!(listed["uptime_ms"].as_u64().is_some(), "{listed}");
 
     // Unchanged text: no new version.
     let (_, applied) = cp.put_config(&v3).await;
@@ -586,16 +553,10 @@ async fn config_put_is_applied_by_agents_and_reported_per_node() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() {
     let dir = TestDir::new();
-    let cp = Cp::start(
-        &dir,
-        &deployment(&[("edge-a", "127.0.0.1:0".to_owned())], None, ""),
-    );
+    let real = real::Real::start(&dir, &["edge-a"], false, "").await;
+    let cp = &real.cp;
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
-    let agent = spawn_agent(&cp, &dir, "edge-a", None, |_| None);
-    eventually("agent on v1", Duration::from_secs(20), || async {
-        (agent.applied_version() == Some(1)).then_some(())
-    })
-    .await;
+    let edge_before = real.edge_stats("edge-a").await["config_version"].clone();
 
     // Two problems at once: an unknown parent and a bad duration.
     let invalid = v1.replace(
@@ -662,8 +623,10 @@ async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() 
         )
         .await;
     assert_eq!(valid, json!({"valid": true, "diagnostics": []}));
-    assert_eq!(agent.applied_version(), Some(1));
-    assert_eq!(status_of(&cp, "edge-a").await["in_sync"], true);
+    // The real edge never saw a new config: still on v1, no local reload since.
+    let edge_a = status_of(cp, "edge-a").await;
+    assert_eq!((edge_a["version"].clone(), edge_a["in_sync"].clone()), (json!(1), json!(true)));
+    assert_eq!(real.edge_stats("edge-a").await["config_version"], edge_before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -769,26 +732,57 @@ async fn rollback_and_restart_keep_every_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_fans_out_to_every_edge_with_per_edge_results() {
     let dir = TestDir::new();
-    let edge_a = standins::edge_admin("edge-a").await;
-    let shield = standins::edge_admin("shield").await;
-    let down = standins::closed_port();
-    let cp = Cp::start(
-        &dir,
-        &deployment(
-            &[
-                ("edge-a", edge_a.addr.to_string()),
-                ("shield", shield.addr.to_string()),
-            ],
-            None,
-            "",
-        ),
-    );
+    let real = real::Real::start(&dir, &["edge-a", "shield"], false, real::CACHEABLE_HTML).await;
+    let cp = &real.cp;
+    let edges = ["edge-a", "shield"];
 
-    for request in [
-        json!({"url": "/a.html"}),
-        json!({"prefix": "/assets/"}),
-        json!({"tag": "html"}),
-        json!({"all": true}),
+    // Both edges cache the tagged pages.
+    for edge in edges {
+        for path in ["/index.html", "/about.html"] {
+            assert_eq!(real.fetch(edge, path).await, (200, "MISS".to_owned()));
+            assert_eq!(real.fetch(edge, path).await, (200, "HIT".to_owned()));
+        }
+    }
+
+    // By tag: every edge drops both pages and says how many it purged.
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/v1/purge",
+            Some(OPERATOR),
+            Some(json!({"tag": "html"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ok"], true);
+    let results = body["results"].as_array().unwrap();
+    let mut purged_on: Vec<&str> = results
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .collect();
+    purged_on.sort();
+    assert_eq!(purged_on, ["edge-a", "shield"]);
+    for result in results {
+        assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["purged"], 2, "{result}");
+    }
+    for edge in edges {
+        for path in ["/index.html", "/about.html"] {
+            assert_eq!(
+                real.fetch(edge, path).await,
+                (200, "MISS".to_owned()),
+                "{edge} {path} after the purge"
+            );
+            // Stored again (a hit proves the write finished) for the purges below.
+            assert_eq!(real.fetch(edge, path).await, (200, "HIT".to_owned()));
+        }
+    }
+
+    // By URL, prefix and everything: each edge answers for itself.
+    for (request, purged) in [
+        (json!({"url": "/index.html"}), 1),
+        (json!({"prefix": "/about"}), 1),
+        (json!({"all": true}), 0),
     ] {
         let (status, body) = cp
             .call(
@@ -798,27 +792,13 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
                 Some(request.clone()),
             )
             .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["ok"], true);
+        assert_eq!(status, StatusCode::OK, "{request}: {body}");
         let results = body["results"].as_array().unwrap();
         assert_eq!(results.len(), 2);
         for result in results {
-            assert_eq!(result["ok"], true, "{result}");
-            assert_eq!(result["purged"], 3);
+            assert_eq!(result["ok"], true, "{request}: {result}");
+            assert_eq!(result["purged"], purged, "{request}: {result}");
         }
-    }
-    // Each edge got exactly the four requests, as sent.
-    for edge in [&edge_a, &shield] {
-        let purges = edge.state.purges.lock().unwrap().clone();
-        assert_eq!(
-            purges,
-            [
-                json!({"url": "/a.html"}),
-                json!({"prefix": "/assets/"}),
-                json!({"tag": "html"}),
-                json!({"all": true})
-            ]
-        );
     }
 
     // Bad requests never reach an edge.
@@ -852,26 +832,34 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_body",
     );
-    assert_eq!(edge_a.state.purges.lock().unwrap().len(), 4);
 
-    // One edge down, one failing: reported per edge, 207, the healthy one still purged.
-    shield
+    // One edge down, one failing: reported per edge, 207, the healthy ones still purged.
+    // The failing edge is a stand-in: a real edge has no way to be made to answer 500
+    // to a purge, and this is the control plane's handling of such an answer.
+    let broken = standins::edge_admin("edge-broken").await;
+    broken
         .state
         .fail_purge
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    let down = standins::closed_port();
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
-    let with_down = v1.replace(
-        "[origin_groups.web]",
-        &format!("[[nodes]]\nname = \"edge-down\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{down}\"\norigin_group = \"web\"\n\n[origin_groups.web]"),
+    let v2 = with_edges(
+        &v1,
+        &[
+            ("edge-down", down.to_string()),
+            ("edge-broken", broken.addr.to_string()),
+        ],
     );
-    assert_eq!(cp.put_config(&with_down).await.0, StatusCode::OK);
+    assert_eq!(cp.put_config(&v2).await.0, StatusCode::OK);
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "HIT");
     let started = Instant::now();
     let (status, body) = cp
         .call(
             Method::POST,
             "/v1/purge",
             Some(OPERATOR),
-            Some(json!({"tag": "assets"})),
+            Some(json!({"tag": "html"})),
         )
         .await;
     assert!(
@@ -887,11 +875,14 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
         .iter()
         .map(|r| (r["node"].as_str().unwrap().to_owned(), r.clone()))
         .collect();
-    assert_eq!(by_node.len(), 3);
+    assert_eq!(by_node.len(), 4, "{body}");
     assert_eq!(by_node["edge-a"]["ok"], true);
-    assert_eq!(by_node["shield"]["ok"], false);
-    assert_eq!(by_node["shield"]["status"], 500);
-    assert_eq!(by_node["shield"]["error"], "disk on fire");
+    assert_eq!(by_node["edge-a"]["purged"], 1);
+    assert_eq!(by_node["shield"]["ok"], true);
+    assert_eq!(by_node["shield"]["purged"], 0);
+    assert_eq!(by_node["edge-broken"]["ok"], false);
+    assert_eq!(by_node["edge-broken"]["status"], 500);
+    assert_eq!(by_node["edge-broken"]["error"], "disk on fire");
     assert_eq!(by_node["edge-down"]["ok"], false);
     assert!(
         by_node["edge-down"]["error"]
@@ -900,27 +891,28 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
             .contains("refused"),
         "{body}"
     );
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
     let dir = TestDir::new();
-    let up = standins::edge_admin("edge-up").await;
+    let real = real::Real::start(&dir, &["edge-up"], true, "").await;
+    let cp = &real.cp;
+    // Nodes that are not running: one that accepts and never answers, one whose port
+    // is closed, and one on port 0 that never reported its address.
     let hung = standins::black_hole().await;
     let down = standins::closed_port();
-    let sandbox = standins::sandbox().await;
-    let cp = Cp::start(
-        &dir,
-        &deployment(
-            &[
-                ("edge-up", up.addr.to_string()),
-                ("edge-hung", hung.to_string()),
-                ("edge-down", down.to_string()),
-            ],
-            Some(sandbox.addr),
-            "",
-        ),
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let v2 = with_edges(
+        &v1,
+        &[
+            ("edge-hung", hung.to_string()),
+            ("edge-down", down.to_string()),
+            ("edge-idle", "127.0.0.1:0".to_owned()),
+        ],
     );
+    assert_eq!(cp.put_config(&v2).await.0, StatusCode::OK);
     let started = Instant::now();
     let (status, list) = cp.call(Method::GET, "/v1/nodes", None, None).await;
     let took = started.elapsed();
@@ -933,20 +925,30 @@ async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
         .iter()
         .map(|n| (n["name"].as_str().unwrap().to_owned(), n.clone()))
         .collect();
-    assert_eq!(nodes.len(), 6, "{list}");
+    assert_eq!(nodes.len(), 7, "{list}");
     assert_eq!(nodes["control"]["health"], "up");
     assert_eq!(nodes["control"]["role"], "control-plane");
-    assert_eq!(nodes["control"]["config_version"], 1);
-    assert_eq!(nodes["edge-up"]["health"], "up");
-    assert_eq!(nodes["edge-up"]["uptime_ms"], 4242);
-    assert_eq!(nodes["edge-up"]["region"], "local");
-    assert_eq!(nodes["sandbox"]["health"], "up");
+    assert_eq!(nodes["control"]["config_version"], 2);
+    for name in ["edge-up", "origin-1", "sandbox"] {
+        assert_eq!(nodes[name]["health"], "up", "{name}: {list}");
+        assert_eq!(nodes[name]["region"], "local");
+    }
+    assert_eq!(nodes["edge-up"]["role"], "edge");
+    assert_eq!(nodes["sandbox"]["role"], "sandbox");
+    // Edges and origins say how long they have been up.
+    for name in ["edge-up", "origin-1"] {
+        assert!(
+            nodes[name]["uptime_ms"].as_u64().is_some(),
+            "{name}: {}",
+            nodes[name]
+        );
+    }
     assert_eq!(nodes["edge-hung"]["health"], "down");
     assert_eq!(nodes["edge-hung"]["health_error"], "timed out");
     assert_eq!(nodes["edge-down"]["health"], "down");
-    // Port-0 listeners nobody reported: unknown, with no made-up address.
-    assert_eq!(nodes["origin-1"]["health"], "unknown");
-    assert_eq!(nodes["origin-1"]["listeners"][0]["addr"], Value::Null);
+    // A port-0 listener nobody reported: unknown, with no made-up address.
+    assert_eq!(nodes["edge-idle"]["health"], "unknown");
+    assert_eq!(nodes["edge-idle"]["listeners"][0]["addr"], Value::Null);
     let admin = nodes["edge-up"]["listeners"]
         .as_array()
         .unwrap()
@@ -954,9 +956,10 @@ async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
         .find(|l| l["service"] == "admin")
         .unwrap()
         .clone();
-    assert_eq!(admin["url"], format!("http://{}", up.addr));
+    assert_eq!(admin["url"], real.edge("edge-up").url("admin"));
 
-    // Drain: forwarded to the edge's admin, which then reports draining.
+    // Drain: forwarded to the real edge's admin; its healthz turns 503 and the
+    // listing says draining, while it keeps serving.
     let (status, body) = cp
         .call(
             Method::POST,
@@ -967,10 +970,12 @@ async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"node": "edge-up", "draining": true}));
-    assert_eq!(
-        up.state.drained.load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    let health = client()
+        .get(format!("{}/healthz", real.edge("edge-up").url("admin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     let (_, list) = cp.call(Method::GET, "/v1/nodes", None, None).await;
     let edge_up = list["nodes"]
         .as_array()
@@ -979,6 +984,7 @@ async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
         .find(|n| n["name"] == "edge-up")
         .unwrap();
     assert_eq!(edge_up["health"], "draining");
+    assert_eq!(real.fetch("edge-up", "/index.html").await.0, 200);
     let (status, body) = cp
         .call(
             Method::POST,
@@ -1004,65 +1010,196 @@ async fn nodes_are_listed_with_health_and_down_nodes_reported_quickly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn stats_aggregate_edges_and_sandbox_and_list_the_unreachable() {
+async fn stats_aggregate_real_edges_and_sandbox_and_list_the_unreachable() {
     let dir = TestDir::new();
-    let a = standins::edge_admin("edge-a").await;
-    let b = standins::edge_admin("edge-b").await;
+    let real = real::Real::start(&dir, &["edge-a", "edge-b"], true, real::CACHEABLE_HTML).await;
+    let cp = &real.cp;
+    // Traffic: a miss then hits on edge-a, a miss on edge-b; one job on the sandbox.
+    assert_eq!(real.fetch("edge-a", "/index.html").await, (200, "MISS".to_owned()));
+    assert_eq!(real.fetch("edge-a", "/index.html").await, (200, "HIT".to_owned()));
+    assert_eq!(real.fetch("edge-a", "/index.html").await, (200, "HIT".to_owned()));
+    assert_eq!(real.fetch("edge-b", "/about.html").await, (200, "MISS".to_owned()));
+    assert_eq!(real.fetch("edge-b", "/missing.html").await.0, 404);
+    let (status, run) = cp
+        .call(
+            Method::POST,
+            "/v1/run",
+            Some(SUBMITTER),
+            Some(json!({"language": "python", "source": "print('hi')"})),
+        )
+        .await;
+    assert_eq!((status, run["stdout"].clone()), (StatusCode::OK, json!("hi\n")), "{run}");
+    // An edge that is down is listed, not waited on.
     let down = standins::closed_port();
-    let sandbox = standins::sandbox().await;
-    let cp = Cp::start(
-        &dir,
-        &deployment(
-            &[
-                ("edge-a", a.addr.to_string()),
-                ("edge-b", b.addr.to_string()),
-                ("edge-down", down.to_string()),
-            ],
-            Some(sandbox.addr),
-            "",
-        ),
-    );
-    let (status, stats) = cp.get("/v1/stats").await;
-    assert_eq!(status, StatusCode::OK, "{stats}");
-    assert_eq!(stats["edges"]["reporting"], 2);
-    assert_eq!(stats["edges"]["requests"]["total"], 20);
-    assert_eq!(stats["edges"]["requests"]["2xx"], 16);
-    assert_eq!(stats["edges"]["bytes_sent"], 2000);
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
     assert_eq!(
-        stats["edges"]["cache"]["l1"],
-        json!({"hits": 12, "misses": 4})
+        cp.put_config(&with_edges(&v1, &[("edge-down", down.to_string())]))
+            .await
+            .0,
+        StatusCode::OK
     );
-    assert_eq!(stats["edges"]["hit_ratio"]["l1"], 0.75);
-    assert_eq!(stats["edges"]["hit_ratio"]["l2"], 0.5);
+
+    // An edge counts a request once its response has gone out, which may be just after
+    // the client read it.
+    let stats = eventually(
+        "every request counted",
+        Duration::from_secs(20),
+        || async {
+            let (status, stats) = cp.get("/v1/stats").await;
+            assert_eq!(status, StatusCode::OK, "{stats}");
+            (stats["edges"]["requests"]["total"] == 5).then_some(stats)
+        },
+    )
+    .await;
+    assert_eq!(stats["edges"]["reporting"], 2, "{stats}");
+    let a = &stats["per_node"]["edge-a"];
+    let b = &stats["per_node"]["edge-b"];
+    assert_eq!(a["node"], "edge-a");
+    assert_eq!(b["node"], "edge-b");
+    // The sums are the sums of what the real edges reported, in their own field names.
+    assert_eq!(a["requests"]["total"], 3, "{a}");
+    assert_eq!(b["requests"]["total"], 2, "{b}");
+    assert_eq!(stats["edges"]["requests"]["total"], 5);
+    assert_eq!(stats["edges"]["requests"]["2xx"], 4);
+    assert_eq!(stats["edges"]["requests"]["4xx"], 1);
+    let bytes = a["bytes_sent"].as_u64().unwrap() + b["bytes_sent"].as_u64().unwrap();
+    assert!(bytes > 0);
+    assert_eq!(stats["edges"]["bytes_sent"], bytes);
+    let l1 = |doc: &Value, field: &str| doc["cache"]["l1"][field].as_u64().unwrap();
+    let (hits, misses) = (
+        l1(a, "hits") + l1(b, "hits"),
+        l1(a, "misses") + l1(b, "misses"),
+    );
+    assert_eq!(hits, 2, "{a}");
+    assert_eq!(stats["edges"]["cache"]["l1"]["hits"], hits);
+    assert_eq!(stats["edges"]["cache"]["l1"]["misses"], misses);
     assert_eq!(
-        stats["jobs"],
-        json!({"queued": 1, "running": 2, "succeeded": 5})
+        stats["edges"]["hit_ratio"]["l1"].as_f64().unwrap(),
+        hits as f64 / (hits + misses) as f64
     );
-    assert_eq!(stats["per_node"]["edge-a"]["node"], "edge-a");
+    assert!(stats["edges"]["hit_ratio"]["l2"].as_f64().is_some(), "{stats}");
+    // Jobs by state, from the real sandbox.
+    assert_eq!(stats["jobs"]["succeeded"], 1, "{stats}");
+    assert_eq!(stats["jobs"]["running"], 0);
     let unreachable = stats["unreachable"].as_array().unwrap();
     assert_eq!(unreachable.len(), 1);
     assert_eq!(unreachable[0]["node"], "edge-down");
 }
 
+/// Opens the events WebSocket of job `id` through the control plane.
+async fn open_events(
+    cp: &Cp,
+    id: &str,
+) -> tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+> {
+    let url = format!(
+        "ws://{}/v1/jobs/{id}/events?access_token={SUBMITTER}",
+        cp.daemon.addr("api")
+    );
+    tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("WebSocket through the control plane")
+        .0
+}
+
+async fn relays_open(cp: &Cp) -> Option<u64> {
+    let metrics = cp
+        .http
+        .get(cp.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("edgebox_cp_event_relays "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A Python program that prints `chunk 0` .. `chunk 39`, spinning ~10 ms between lines.
+const CHUNKS: &str = "import time\nfor i in range(40):\n    print('chunk', i, flush=True)\n    end = time.monotonic() + 0.01\n    while time.monotonic() < end: pass\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up() {
     let dir = TestDir::new();
-    let sandbox = standins::sandbox().await;
-    let cp = Cp::start(&dir, &deployment(&[], Some(sandbox.addr), ""));
+    let real = real::Real::start(&dir, &[], true, "").await;
+    let cp = &real.cp;
 
     let (status, job) = cp
         .call(
             Method::POST,
             "/v1/jobs",
             Some(SUBMITTER),
-            Some(json!({"language": "python", "source": "print('hi')"})),
+            Some(json!({"language": "python", "source": CHUNKS})),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    assert_eq!(job["id"], "job-1");
+    let id = job["id"].as_str().unwrap().to_owned();
     // Absolute sandbox URLs become paths on the control plane.
-    assert_eq!(job["status_url"], "/v1/jobs/job-1");
-    assert_eq!(job["events_url"], "/v1/jobs/job-1/events");
+    assert_eq!(job["status_url"], format!("/v1/jobs/{id}"));
+    assert_eq!(job["events_url"], format!("/v1/jobs/{id}/events"));
+
+    // Events: every message, in order, then the close.
+    let ws_url = format!("ws://{}/v1/jobs/{id}/events", cp.daemon.addr("api"));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {SUBMITTER}").parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket through the control plane");
+    let mut events = Vec::new();
+    let mut closed = false;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(60), socket.next())
+        .await
+        .expect("events keep coming")
+    {
+        match message.unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                events.push(serde_json::from_str::<Value>(text.as_str()).unwrap());
+            }
+            tokio_tungstenite::tungstenite::Message::Close(_) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the relay passes the close on");
+    let output: String = events
+        .iter()
+        .filter(|e| e["type"] == "output")
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    let expected: String = (0..40).map(|i| format!("chunk {i}\n")).collect();
+    assert_eq!(output, expected, "output chunks in order");
+    let runtimes: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "status" && e["state"] == "running")
+        .map(|e| e["runtime_ms"].as_u64().unwrap())
+        .collect();
+    assert!(!runtimes.is_empty(), "status while running: {events:?}");
+    assert!(runtimes.windows(2).all(|w| w[0] <= w[1]), "{runtimes:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "result", "the result comes last");
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["stdout"], expected.as_str());
+
+    // The job through the other relayed routes.
+    let (status, body) = cp
+        .call(Method::GET, &format!("/v1/jobs/{id}"), Some(SUBMITTER), None)
+        .await;
+    assert_eq!((status, body["state"].clone()), (StatusCode::OK, json!("succeeded")), "{body}");
     let (status, body) = cp
         .call(
             Method::POST,
@@ -1078,27 +1215,13 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
         "unknown_language",
     );
     let (status, body) = cp
-        .call(Method::GET, "/v1/jobs/job-1", Some(SUBMITTER), None)
-        .await;
-    assert_eq!(
-        (status, body["current_line"].clone()),
-        (StatusCode::OK, json!(3))
-    );
-    let (status, body) = cp
         .call(Method::GET, "/v1/jobs/nope", Some(SUBMITTER), None)
         .await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = cp
         .call(Method::GET, "/v1/jobs/..%2Fetc", Some(SUBMITTER), None)
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_job_id");
-    let (status, body) = cp
-        .call(Method::DELETE, "/v1/jobs/job-1", Some(SUBMITTER), None)
-        .await;
-    assert_eq!(
-        (status, body["state"].clone()),
-        (StatusCode::OK, json!("cancelled"))
-    );
     let (status, body) = cp
         .call(
             Method::POST,
@@ -1109,46 +1232,12 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
         .await;
     assert_eq!(
         (status, body["stdout"].clone()),
-        (StatusCode::OK, json!("hi\n"))
+        (StatusCode::OK, json!("hi\n")),
+        "{body}"
     );
 
-    // Events: every message, in order, then the close.
-    let ws_url = format!("ws://{}/v1/jobs/job-1/events", cp.daemon.addr("api"));
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            ws_url.as_str(),
-        )
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {SUBMITTER}").parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("WebSocket through the control plane");
-    let mut seqs = Vec::new();
-    let mut last = Value::Null;
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(20), socket.next())
-        .await
-        .expect("events keep coming")
-    {
-        match message.unwrap() {
-            tokio_tungstenite::tungstenite::Message::Text(text) => {
-                let event: Value = serde_json::from_str(text.as_str()).unwrap();
-                if let Some(seq) = event["seq"].as_u64() {
-                    seqs.push(seq);
-                }
-                last = event;
-            }
-            tokio_tungstenite::tungstenite::Message::Close(_) => break,
-            _ => {}
-        }
-    }
-    assert_eq!(seqs, (0..standins::EVENTS).collect::<Vec<_>>());
-    assert_eq!(last["state"], "succeeded", "the result comes last");
-
-    // Without a token (header or query): refused before any upgrade. With the query
-    // token browsers use: accepted. An unknown job: the sandbox's 404.
+    // Without a token (header or query): refused before any upgrade. An unknown job:
+    // the sandbox's 404.
     let unauthenticated = tokio_tungstenite::connect_async(ws_url.as_str()).await;
     assert!(
         matches!(unauthenticated, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 401)
@@ -1162,61 +1251,46 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
         matches!(missing, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 404)
     );
 
-    // Abandoned sockets: clients that go away (cleanly or not) close the upstream
-    // stream too; nothing stays open.
-    for clean in [true, false] {
-        let url = format!(
-            "ws://{}/v1/jobs/endless/events?access_token={SUBMITTER}",
-            cp.daemon.addr("api")
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
-        socket.next().await.unwrap().unwrap();
-        eventually(
-            "the sandbox stream is open",
-            Duration::from_secs(10),
-            || async {
-                (sandbox
-                    .state
-                    .streams
-                    .load(std::sync::atomic::Ordering::SeqCst)
-                    == 1)
-                    .then_some(())
-            },
+    // Abandoned sockets: clients that go away (cleanly or not) from a job that runs on
+    // close the relay too; nothing stays open. Then the job is cancelled.
+    let (status, job) = cp
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(SUBMITTER),
+            Some(json!({"language": "python", "source": "import time\nwhile True:\n    print('x', flush=True)\n    end = time.monotonic() + 0.05\n    while time.monotonic() < end: pass\n"})),
         )
         .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let endless = job["id"].as_str().unwrap().to_owned();
+    for clean in [true, false] {
+        let mut socket = open_events(cp, &endless).await;
+        socket.next().await.unwrap().unwrap();
+        assert_eq!(relays_open(cp).await, Some(1));
         if clean {
             socket.close(None).await.unwrap();
         }
         drop(socket);
         eventually(
-            "the relay closed the sandbox stream",
+            "the relay closed behind the client",
             Duration::from_secs(10),
-            || async {
-                (sandbox
-                    .state
-                    .streams
-                    .load(std::sync::atomic::Ordering::SeqCst)
-                    == 0)
-                    .then_some(())
-            },
+            || async { (relays_open(cp).await == Some(0)).then_some(()) },
         )
         .await;
     }
-    eventually("no relay left open", Duration::from_secs(10), || async {
-        let metrics = cp
-            .http
-            .get(cp.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics.contains("edgebox_cp_event_relays 0").then_some(())
-    })
-    .await;
+    let (status, body) = cp
+        .call(
+            Method::DELETE,
+            &format!("/v1/jobs/{endless}"),
+            Some(SUBMITTER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["state"].clone()),
+        (StatusCode::OK, json!("cancelled")),
+        "{body}"
+    );
 }
 
 /// Runs the CLI off the async workers.
