@@ -210,8 +210,7 @@ fn watch_control_plane(
     {
         return None; // a port-0 control plane cannot be found from its config
     }
-    let mut config =
-        edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
+    let mut config = edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
     for (service, addr) in bound {
         config = config.address(service, *addr);
     }

@@ -2,8 +2,9 @@
 //! agents, persistence across restarts, nodes, purge fan-out, stats, the sandbox relay,
 //! the OpenAPI document and the CLI.
 //!
-//! Edge admin endpoints and the sandbox are in-test stand-ins (`standins.rs`) until the
-//! real daemons are merged from their branches.
+//! Nodes are the real daemons (`real.rs`: origin, edges and sandbox following the
+//! control plane through their config agents); `standins.rs` only supplies faults a
+//! real daemon cannot be made to show (a purge answered 500, a hung node, a closed port).
 
 mod dashboard;
 mod real;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use edgebox_control_plane::agent;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -434,7 +434,11 @@ fn with_edges(text: &str, edges: &[(&str, String)]) -> String {
             "[[nodes]]\nname = \"{name}\"\nrole = \"edge\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{admin}\"\norigin_group = \"web\"\n\n"
         ));
     }
-    text.replacen("[origin_groups.web]", &format!("{nodes}[origin_groups.web]"), 1)
+    text.replacen(
+        "[origin_groups.web]",
+        &format!("{nodes}[origin_groups.web]"),
+        1,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -490,10 +494,14 @@ async fn config_put_is_applied_by_real_nodes_and_reported_per_node() {
         "{sandbox_status}"
     );
     for node in ["origin-1", "edge-a"] {
-        eventually(&format!("{node} on v3"), Duration::from_secs(30), || async {
-            let s = status_of(cp, node).await;
-            (s["version"] == 3 && s["in_sync"] == true).then_some(())
-        })
+        eventually(
+            &format!("{node} on v3"),
+            Duration::from_secs(30),
+            || async {
+                let s = status_of(cp, node).await;
+                (s["version"] == 3 && s["in_sync"] == true).then_some(())
+            },
+        )
         .await;
     }
     let (_, sandbox_health) = cp.call(Method::GET, "/v1/nodes", None, None).await;
@@ -504,7 +512,10 @@ async fn config_put_is_applied_by_real_nodes_and_reported_per_node() {
         .find(|n| n["name"] == "sandbox")
         .unwrap()
         .clone();
-    assert_eq!(sandbox["health"], "up", "the sandbox keeps running: {sandbox}");
+    assert_eq!(
+        sandbox["health"], "up",
+        "the sandbox keeps running: {sandbox}"
+    );
 
     // The addresses the real nodes reported make them reachable: listed and probed up.
     let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None, None).await;
@@ -625,8 +636,14 @@ async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() 
     assert_eq!(valid, json!({"valid": true, "diagnostics": []}));
     // The real edge never saw a new config: still on v1, no local reload since.
     let edge_a = status_of(cp, "edge-a").await;
-    assert_eq!((edge_a["version"].clone(), edge_a["in_sync"].clone()), (json!(1), json!(true)));
-    assert_eq!(real.edge_stats("edge-a").await["config_version"], edge_before);
+    assert_eq!(
+        (edge_a["version"].clone(), edge_a["in_sync"].clone()),
+        (json!(1), json!(true))
+    );
+    assert_eq!(
+        real.edge_stats("edge-a").await["config_version"],
+        edge_before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -836,18 +853,14 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
     // One edge down, one failing: reported per edge, 207, the healthy ones still purged.
     // The failing edge is a stand-in: a real edge has no way to be made to answer 500
     // to a purge, and this is the control plane's handling of such an answer.
-    let broken = standins::edge_admin("edge-broken").await;
-    broken
-        .state
-        .fail_purge
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let broken = standins::broken_edge_admin("edge-broken").await;
     let down = standins::closed_port();
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
     let v2 = with_edges(
         &v1,
         &[
             ("edge-down", down.to_string()),
-            ("edge-broken", broken.addr.to_string()),
+            ("edge-broken", broken.to_string()),
         ],
     );
     assert_eq!(cp.put_config(&v2).await.0, StatusCode::OK);
@@ -1015,10 +1028,22 @@ async fn stats_aggregate_real_edges_and_sandbox_and_list_the_unreachable() {
     let real = real::Real::start(&dir, &["edge-a", "edge-b"], true, real::CACHEABLE_HTML).await;
     let cp = &real.cp;
     // Traffic: a miss then hits on edge-a, a miss on edge-b; one job on the sandbox.
-    assert_eq!(real.fetch("edge-a", "/index.html").await, (200, "MISS".to_owned()));
-    assert_eq!(real.fetch("edge-a", "/index.html").await, (200, "HIT".to_owned()));
-    assert_eq!(real.fetch("edge-a", "/index.html").await, (200, "HIT".to_owned()));
-    assert_eq!(real.fetch("edge-b", "/about.html").await, (200, "MISS".to_owned()));
+    assert_eq!(
+        real.fetch("edge-a", "/index.html").await,
+        (200, "MISS".to_owned())
+    );
+    assert_eq!(
+        real.fetch("edge-a", "/index.html").await,
+        (200, "HIT".to_owned())
+    );
+    assert_eq!(
+        real.fetch("edge-a", "/index.html").await,
+        (200, "HIT".to_owned())
+    );
+    assert_eq!(
+        real.fetch("edge-b", "/about.html").await,
+        (200, "MISS".to_owned())
+    );
     assert_eq!(real.fetch("edge-b", "/missing.html").await.0, 404);
     let (status, run) = cp
         .call(
@@ -1028,7 +1053,11 @@ async fn stats_aggregate_real_edges_and_sandbox_and_list_the_unreachable() {
             Some(json!({"language": "python", "source": "print('hi')"})),
         )
         .await;
-    assert_eq!((status, run["stdout"].clone()), (StatusCode::OK, json!("hi\n")), "{run}");
+    assert_eq!(
+        (status, run["stdout"].clone()),
+        (StatusCode::OK, json!("hi\n")),
+        "{run}"
+    );
     // An edge that is down is listed, not waited on.
     let down = standins::closed_port();
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
@@ -1041,15 +1070,11 @@ async fn stats_aggregate_real_edges_and_sandbox_and_list_the_unreachable() {
 
     // An edge counts a request once its response has gone out, which may be just after
     // the client read it.
-    let stats = eventually(
-        "every request counted",
-        Duration::from_secs(20),
-        || async {
-            let (status, stats) = cp.get("/v1/stats").await;
-            assert_eq!(status, StatusCode::OK, "{stats}");
-            (stats["edges"]["requests"]["total"] == 5).then_some(stats)
-        },
-    )
+    let stats = eventually("every request counted", Duration::from_secs(20), || async {
+        let (status, stats) = cp.get("/v1/stats").await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        (stats["edges"]["requests"]["total"] == 5).then_some(stats)
+    })
     .await;
     assert_eq!(stats["edges"]["reporting"], 2, "{stats}");
     let a = &stats["per_node"]["edge-a"];
@@ -1077,7 +1102,10 @@ async fn stats_aggregate_real_edges_and_sandbox_and_list_the_unreachable() {
         stats["edges"]["hit_ratio"]["l1"].as_f64().unwrap(),
         hits as f64 / (hits + misses) as f64
     );
-    assert!(stats["edges"]["hit_ratio"]["l2"].as_f64().is_some(), "{stats}");
+    assert!(
+        stats["edges"]["hit_ratio"]["l2"].as_f64().is_some(),
+        "{stats}"
+    );
     // Jobs by state, from the real sandbox.
     assert_eq!(stats["jobs"]["succeeded"], 1, "{stats}");
     assert_eq!(stats["jobs"]["running"], 0);
@@ -1090,9 +1118,7 @@ async fn stats_aggregate_real_edges_and_sandbox_and_list_the_unreachable() {
 async fn open_events(
     cp: &Cp,
     id: &str,
-) -> tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-> {
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let url = format!(
         "ws://{}/v1/jobs/{id}/events?access_token={SUBMITTER}",
         cp.daemon.addr("api")
@@ -1197,9 +1223,18 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
 
     // The job through the other relayed routes.
     let (status, body) = cp
-        .call(Method::GET, &format!("/v1/jobs/{id}"), Some(SUBMITTER), None)
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{id}"),
+            Some(SUBMITTER),
+            None,
+        )
         .await;
-    assert_eq!((status, body["state"].clone()), (StatusCode::OK, json!("succeeded")), "{body}");
+    assert_eq!(
+        (status, body["state"].clone()),
+        (StatusCode::OK, json!("succeeded")),
+        "{body}"
+    );
     let (status, body) = cp
         .call(
             Method::POST,
@@ -1327,19 +1362,14 @@ fn stdout_json(output: &std::process::Output) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_drives_the_control_plane() {
     let dir = TestDir::new();
-    let edge = standins::edge_admin("edge-a").await;
-    let sandbox = standins::sandbox().await;
-    let cp = Cp::start(
-        &dir,
-        &deployment(&[("edge-a", edge.addr.to_string())], Some(sandbox.addr), ""),
-    );
+    let real = real::Real::start(&dir, &["edge-a"], true, real::CACHEABLE_HTML).await;
+    let cp = &real.cp;
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
 
-    // status --json: every node, the config version; exit 1 because origin-1 has not
-    // reported (it is not running in this test).
-    let output = cli(args(&cp, &["status", "--json"])).await;
+    // status --json: every node, the config version; exit 0: all up and in sync.
+    let output = cli(args(cp, &["status", "--json"])).await;
     let status = stdout_json(&output);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(0), "{status}");
     assert_eq!(status["config_version"], 1);
     assert_eq!(status["control_plane"], cp.daemon.url("api"));
     let names: Vec<&str> = status["nodes"]["nodes"]
@@ -1351,13 +1381,13 @@ async fn cli_drives_the_control_plane() {
     assert_eq!(names, ["control", "origin-1", "edge-a", "sandbox"]);
     assert_eq!(status["nodes"]["nodes"][2]["health"], "up");
     // The table for people.
-    let output = cli(args(&cp, &["status"])).await;
+    let output = cli(args(cp, &["status"])).await;
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         table.contains("NODE") && table.contains("edge-a") && table.contains("config version 1"),
         "{table}"
     );
-    let output = cli(args(&cp, &["nodes", "--json"])).await;
+    let output = cli(args(cp, &["nodes", "--json"])).await;
     assert!(output.status.success());
     assert_eq!(stdout_json(&output)["nodes"].as_array().unwrap().len(), 4);
 
@@ -1384,7 +1414,7 @@ async fn cli_drives_the_control_plane() {
     );
     assert_eq!(stdout_json(&output)["version"], 1);
     // A wrong token: the API's message, non-zero exit.
-    let mut wrong = args(&cp, &["config", "get"]);
+    let mut wrong = args(cp, &["config", "get"]);
     wrong.extend(["--token".into(), "wrong-token-wrong-token".into()]);
     let output = cli(wrong).await;
     assert!(!output.status.success());
@@ -1395,7 +1425,7 @@ async fn cli_drives_the_control_plane() {
         "v2.toml",
         format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n"),
     );
-    let output = cli(args(&cp, &["reload", v2.to_str().unwrap()])).await;
+    let output = cli(args(cp, &["reload", v2.to_str().unwrap()])).await;
     assert!(
         output.status.success(),
         "{}",
@@ -1406,7 +1436,7 @@ async fn cli_drives_the_control_plane() {
         "bad.toml",
         format!("{v1}\n[edge]\nshutdown_grace = \"later\"\nbogus = 1\n"),
     );
-    let output = cli(args(&cp, &["reload", bad.to_str().unwrap()])).await;
+    let output = cli(args(cp, &["reload", bad.to_str().unwrap()])).await;
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -1415,35 +1445,36 @@ async fn cli_drives_the_control_plane() {
             && stderr.contains("bogus"),
         "{stderr}"
     );
-    let output = cli(args(&cp, &["config", "validate", bad.to_str().unwrap()])).await;
+    let output = cli(args(cp, &["config", "validate", bad.to_str().unwrap()])).await;
     assert_eq!(output.status.code(), Some(78));
-    let output = cli(args(&cp, &["config", "validate", v2.to_str().unwrap()])).await;
+    let output = cli(args(cp, &["config", "validate", v2.to_str().unwrap()])).await;
     assert!(output.status.success());
 
     // reload without FILE re-sends the file given with --config (v1): version 3.
-    let output = cli(args(&cp, &["reload", "--json"])).await;
+    let output = cli(args(cp, &["reload", "--json"])).await;
     assert_eq!(stdout_json(&output), json!({"version": 3, "changed": true}));
-    let output = cli(args(&cp, &["config", "rollback", "2", "--json"])).await;
+    let output = cli(args(cp, &["config", "rollback", "2", "--json"])).await;
     assert_eq!(stdout_json(&output)["version"], 4);
-    let output = cli(args(&cp, &["config", "history", "--json"])).await;
+    let output = cli(args(cp, &["config", "history", "--json"])).await;
     let history = stdout_json(&output);
     assert_eq!(history["current_version"], 4);
     assert_eq!(history["versions"].as_array().unwrap().len(), 4);
-    let output = cli(args(&cp, &["config", "get"])).await;
+    let output = cli(args(cp, &["config", "get"])).await;
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         std::fs::read_to_string(&v2).unwrap()
     );
 
-    // purge
-    let output = cli(args(&cp, &["purge", "--tag", "assets", "--json"])).await;
+    // purge: the real edge drops its cached page.
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "HIT");
+    let output = cli(args(cp, &["purge", "--tag", "html", "--json"])).await;
     assert!(output.status.success());
-    assert_eq!(stdout_json(&output)["results"][0]["purged"], 3);
-    assert_eq!(
-        edge.state.purges.lock().unwrap().clone(),
-        [json!({"tag": "assets"})]
-    );
-    let output = cli(args(&cp, &["purge", "--tag", "a", "--all"])).await;
+    let purged = stdout_json(&output);
+    assert_eq!(purged["results"][0]["node"], "edge-a", "{purged}");
+    assert_eq!(purged["results"][0]["purged"], 1, "{purged}");
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
+    let output = cli(args(cp, &["purge", "--tag", "a", "--all"])).await;
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -1452,128 +1483,104 @@ async fn cli_drives_the_control_plane() {
 
     // run, and run --follow (output as it streams, then the result's exit code).
     let program = dir.write("hello.py", "print('hi')\n");
-    let output = cli(args(&cp, &["run", program.to_str().unwrap()])).await;
+    let output = cli(args(cp, &["run", program.to_str().unwrap()])).await;
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n");
-    let output = cli(args(&cp, &["run", program.to_str().unwrap(), "--follow"])).await;
+    let chunks = dir.write("chunks.py", CHUNKS);
+    let output = cli(args(cp, &["run", chunks.to_str().unwrap(), "--follow"])).await;
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let expected: String = (0..standins::EVENTS)
-        .map(|seq| format!("chunk {seq}\n"))
-        .collect();
+    let expected: String = (0..40).map(|i| format!("chunk {i}\n")).collect();
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("job job-1 succeeded"));
-}
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("succeeded"), "{stderr}");
+    // A program that fails: its exit code is the command's.
+    let failing = dir.write("fail.py", "import sys\nsys.exit(3)\n");
+    let output = cli(args(cp, &["run", failing.to_str().unwrap()])).await;
+    assert!(!output.status.success());
 
-/// A TCP forwarder with a stable address whose target can change, so an agent can
-/// follow a control plane that restarts on a new port-0 address.
-async fn forwarder(target: std::sync::Arc<std::sync::Mutex<SocketAddr>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let to = *target.lock().unwrap();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    addr
+    // A drained edge is not healthy: status says so with exit 1.
+    let (status, _) = cp
+        .call(Method::POST, "/v1/nodes/edge-a/drain", Some(OPERATOR), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let output = cli(args(cp, &["status", "--json"])).await;
+    assert_eq!(output.status.code(), Some(1));
+    let status = stdout_json(&output);
+    assert_eq!(
+        status["nodes"]["nodes"][2]["health"], "draining",
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() {
     let dir = TestDir::new();
-    let mut cp = Cp::start(
-        &dir,
-        &deployment(&[("edge-a", "127.0.0.1:0".to_owned())], None, ""),
+    let mut real = real::Real::start(&dir, &["edge-a"], false, "").await;
+    let v1 = std::fs::read_to_string(&real.cp.config).unwrap();
+    let v2 = v1.replacen(
+        "members = [{ node = \"origin-1\" }]",
+        "members = [{ node = \"origin-1\" }]\npolicy = \"least_connections\"",
+        1,
     );
-    let v1 = std::fs::read_to_string(&cp.config).unwrap();
-    let target = std::sync::Arc::new(std::sync::Mutex::new(cp.daemon.addr("api")));
-    let stable = forwarder(target.clone()).await;
-    let mut config = agent::AgentConfig {
-        control_plane: format!("http://{stable}"),
-        node: "edge-a".into(),
-        token: Some((
-            "ops".into(),
-            edgebox_config::TokenSecret::Inline(OPERATOR.into()),
-        )),
-        base_dir: dir.path().to_path_buf(),
-        addresses: BTreeMap::new(),
-        poll_timeout: Duration::from_secs(2),
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(300),
-    };
-    config
-        .addresses
-        .insert("admin".into(), "127.0.0.1:4321".parse().unwrap());
-    let applied = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let agent = agent::spawn(config, {
-        let applied = applied.clone();
-        move |deployment, version| {
-            applied
-                .lock()
-                .unwrap()
-                .push((version, deployment.edge.shutdown_grace));
-            async { Ok(()) }
-        }
-    });
-    eventually("v1 applied", Duration::from_secs(20), || async {
-        (agent.applied_version() == Some(1)).then_some(())
-    })
-    .await;
-    let v2 = format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n");
-    assert_eq!(cp.put_config(&v2).await.1["version"], 2);
-    eventually("v2 applied", Duration::from_secs(20), || async {
-        (agent.applied_version() == Some(2)).then_some(())
-    })
-    .await;
+    assert_eq!(real.cp.put_config(&v2).await.1["version"], 2);
+    real.wait_in_sync(2).await;
+    let local_version = real.edge_stats("edge-a").await["config_version"].clone();
 
-    // The control plane crashes. The node keeps what it applied and keeps trying.
-    cp.daemon.kill();
-    let before = applied.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(800)).await; // several retry rounds, deliberately
-    assert_eq!(agent.applied_version(), Some(2));
+    // The control plane crashes. The edge notices, keeps serving what it applied, and
+    // keeps trying.
+    real.cp.daemon.kill();
+    eventually(
+        "the edge noticed the control plane is gone",
+        Duration::from_secs(30),
+        || async {
+            real.edge("edge-a")
+                .logs()
+                .contains("control plane unreachable")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(real.fetch("edge-a", "/index.html").await.0, 200);
+    let stats = real.edge_stats("edge-a").await;
+    assert_eq!(stats["policy"], "least_connections");
     assert_eq!(
-        applied.lock().unwrap().len(),
-        before,
+        stats["config_version"], local_version,
         "nothing re-applied while away"
     );
 
-    // It comes back (new port, persisted v2). The agent re-reports, so the new process
-    // knows the node is in sync without a new version; then follows v3.
-    cp = Cp::start_file(cp.config.clone());
-    *target.lock().unwrap() = cp.daemon.addr("api");
+    // It comes back on its address with the persisted v2. The agent re-reports, so the
+    // new process knows the node is in sync without a new version; then follows v3.
+    let config = real.cp.config.clone();
+    real.cp = Cp::start_file(config);
+    let cp = &real.cp;
+    assert_eq!(cp.get("/v1/config").await.1["version"], 2);
     eventually(
         "edge-a re-reported v2 to the restarted control plane",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || async {
-            let s = status_of(&cp, "edge-a").await;
+            let s = status_of(cp, "edge-a").await;
             (s["version"] == 2 && s["in_sync"] == true).then_some(())
         },
     )
     .await;
-    let v3 = format!("{v1}\n[edge]\nshutdown_grace = \"4s\"\n");
+    let v3 = v2.replacen("least_connections", "latency_aware", 1);
     assert_eq!(cp.put_config(&v3).await.1["version"], 3);
-    eventually(
-        "v3 applied after the restart",
-        Duration::from_secs(20),
-        || async { (agent.applied_version() == Some(3)).then_some(()) },
-    )
-    .await;
-    let versions: Vec<u64> = applied.lock().unwrap().iter().map(|(v, _)| *v).collect();
-    assert_eq!(versions, [1, 2, 3]);
-    assert_eq!(applied.lock().unwrap()[2].1, Duration::from_secs(4));
-    // The reported address survives too.
+    real.wait_in_sync(3).await;
+    assert_eq!(real.edge_stats("edge-a").await["policy"], "latency_aware");
+    assert!(
+        real.edge("edge-a")
+            .logs()
+            .contains("control plane reachable again")
+    );
+    // The reported addresses survive too.
     let (_, nodes) = cp.call(Method::GET, "/v1/nodes", None, None).await;
     let edge = nodes["nodes"]
         .as_array()
@@ -1582,8 +1589,11 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
         .find(|n| n["name"] == "edge-a")
         .unwrap()
         .clone();
+    assert_eq!(edge["health"], "up", "{edge}");
     assert!(
-        edge["listeners"].to_string().contains("127.0.0.1:4321"),
+        edge["listeners"]
+            .to_string()
+            .contains(&real.edge("edge-a").addr("admin").to_string()),
         "{edge}"
     );
 }

@@ -3,8 +3,8 @@
 
 mod support;
 
-mod config;
 mod cache;
+mod config;
 mod control_plane;
 mod edge;
 mod origin;
