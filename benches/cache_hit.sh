@@ -167,7 +167,7 @@ for object in 1k.bin 100k.bin; do
     run "$target" "${PORT[$target]}" "$object"
   done
 done
-EDGE_STATS=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print(f"l1 hits {c[\"l1\"][\"hits\"]}, misses {c[\"misses\"]}")')
+EDGE_STATS=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print("L1 hits %d, L2 hits %d, misses %d" % (c["l1"]["hits"], c["l2"]["hits"], c["misses"]))')
 
 {
   echo "# Cache-hit benchmark"
