@@ -195,7 +195,7 @@ EDGE_STATS=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c 'import 
   for object in 1k.bin 100k.bin; do
     for target in "${TARGETS[@]}"; do
       key="$target $object"
-      echo "| ${object%.bin}B | $target | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} |"
+      echo "| ${object%k.bin} KiB | $target | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} |"
     done
   done
 } > "$RESULTS"
