@@ -59,7 +59,7 @@
 //!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
 //!    `{"purged": storage.purge_by(&request).await}`.
 //! 10. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
-//!    and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//!     and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
 //!
 //! `tests::proxy` runs exactly this wiring in an in-process pingora proxy (a reference
 //! implementation to copy from).
