@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, `/stats`, `/metrics`, `POST /reload`, `POST /drain`,
-//! `POST /purge` (answered by the cache issue; 501 until then).
+//! `POST /purge` (by URL with all its variants, prefix, surrogate tag, or everything).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ impl AdminApp {
             },
             "bytes_sent": s.bytes_sent.load(Ordering::Relaxed),
             "origins": origins,
-            "cache": {},
+            "cache": cache_json(state),
         })
     }
 
@@ -211,6 +211,43 @@ impl AdminApp {
                 );
             }
         }
+        out.push_str(&state.cache.snapshot().prometheus(node));
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_served_total Responses by how they were served (X-Cache-Tier)."
+        );
+        let _ = writeln!(out, "# TYPE edgebox_edge_served_total counter");
+        for (i, tier) in crate::state::SERVED_TIERS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edgebox_edge_served_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
+                s.tier_responses[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_served_bytes_total Response body bytes by how they were served."
+        );
+        let _ = writeln!(out, "# TYPE edgebox_edge_served_bytes_total counter");
+        for (i, tier) in crate::state::SERVED_TIERS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edgebox_edge_served_bytes_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
+                s.tier_bytes[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP edgebox_edge_cache_responses_total Responses by X-Cache status."
+        );
+        let _ = writeln!(out, "# TYPE edgebox_edge_cache_responses_total counter");
+        for (i, status) in crate::state::CACHE_STATUSES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "edgebox_edge_cache_responses_total{{node=\"{node}\",status=\"{status}\"}} {}",
+                s.cache_status[i].load(Ordering::Relaxed)
+            );
+        }
         let body = out.into_bytes();
         Response::builder()
             .status(200)
@@ -254,6 +291,55 @@ impl AdminApp {
     }
 }
 
+/// The `cache` object of `/stats`: the storage tiers' counters plus the responses (and
+/// bytes) by the tier that served them, `parent` and `origin` included.
+fn cache_json(state: &EdgeState) -> Value {
+    let mut value = serde_json::to_value(state.cache.snapshot()).unwrap_or_default();
+    if let (Value::Object(map), Value::Object(served)) = (&mut value, state.stats.served_json()) {
+        map.extend(served);
+    }
+    value
+}
+
+/// The body of `POST /purge`; exactly one selector.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    url: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    all: Option<bool>,
+}
+
+impl AdminApp {
+    async fn purge(&self, body: &[u8]) -> Response<Vec<u8>> {
+        let parsed: PurgeBody = match serde_json::from_slice(body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return error(
+                    400,
+                    "invalid_purge",
+                    format!(
+                        "the body must be a JSON object with one of url, prefix, tag, all: {e}"
+                    ),
+                );
+            }
+        };
+        let request = match crate::cache::PurgeRequest::from_fields(
+            parsed.url,
+            parsed.prefix,
+            parsed.tag,
+            parsed.all,
+        ) {
+            Ok(request) => request,
+            Err(message) => return error(400, "invalid_purge", message),
+        };
+        let purged = self.state.cache.purge_by(&request).await;
+        tracing::info!(?request, purged, "purge");
+        json_response(200, json!({"purged": purged}))
+    }
+}
+
 fn diagnostics(errors: &edgebox_config::ConfigErrors) -> Vec<Value> {
     errors
         .diagnostics
@@ -287,7 +373,10 @@ impl ServeHttp for AdminApp {
                 tracing::info!("draining: health checks now fail, traffic keeps being served");
                 json_response(200, json!({"draining": true}))
             }
-            ("POST", "/purge") => error(501, "not_implemented", "purge arrives with the cache"),
+            ("POST", "/purge") => match read_body(session).await {
+                Ok(body) => self.purge(&body).await,
+                Err(response) => response,
+            },
             (_, "/healthz" | "/stats" | "/metrics" | "/reload" | "/drain" | "/purge") => error(
                 405,
                 "method_not_allowed",

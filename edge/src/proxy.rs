@@ -3,9 +3,12 @@
 //! forwarding headers, simulated edge↔origin latency, passive health, compression, and
 //! JSON errors saying why a request could not be served.
 //!
-//! The cache issue plugs in between `request_filter` and `upstream_peer`
-//! (`request_cache_filter` and friends); nothing here assumes every request goes
-//! upstream, and `Server-Timing` is assembled from the per-request context.
+//! The cache (`crate::cache`) sits between `request_filter` and `upstream_peer`: GET and
+//! HEAD go through pingora-cache's state machine over the tiered storage when
+//! `cache.enabled`; misses go to the parent edge or the origin group. Every response says
+//! how it was served (`X-Cache`, `X-Cache-Tier`, `Age`). Compression is applied on the way
+//! out, so the cache holds one identity copy per URL (and per origin `Vary`), ranges on hits
+//! are cut from it, and 206 answers are never compressed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +19,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use edgebox_config::HashKey;
 use pingora::ErrorType;
+use pingora::cache::key::HashBinary;
+use pingora::cache::{
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable, VarianceBuilder,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::compression::Encode;
@@ -24,6 +31,7 @@ use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, Result};
 use tracing::Instrument;
 
+use crate::cache::{self, Tier};
 use crate::compress;
 use crate::state::{EdgeState, Snapshot};
 use crate::upstream::ActiveGuard;
@@ -81,6 +89,13 @@ pub struct RequestCtx {
     failure: Option<Failure>,
     request_body: u64,
     response_bytes: u64,
+    /// The cache tier a hit came from (set in `cache_hit_filter`).
+    cache_tier: Option<Tier>,
+    /// Who answered the upstream fetch: `origin`, or `parent` when the parent edge served
+    /// it from its own cache (read from the parent's `X-Cache`).
+    upstream_tier: &'static str,
+    /// (`X-Cache-Tier`, `X-Cache`) as sent, for the per-tier counters.
+    served: Option<(&'static str, &'static str)>,
     span: tracing::Span,
 }
 
@@ -187,6 +202,9 @@ impl ProxyHttp for EdgeProxy {
             failure: None,
             request_body: 0,
             response_bytes: 0,
+            cache_tier: None,
+            upstream_tier: "origin",
+            served: None,
             span: tracing::Span::none(),
         }
     }
@@ -226,22 +244,20 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
-            && length > ctx.snapshot.max_body_size
-        {
-            let message = format!(
-                "request body is {length} bytes; the limit is {}",
-                ctx.snapshot.max_body_size
-            );
-            self.respond_json(session, ctx, 413, "body_too_large", &message)
-                .await?;
-            return Ok(true);
-        }
+            && length > ctx.snapshot.max_body_size {
+                let message = format!(
+                    "request body is {length} bytes; the limit is {}",
+                    ctx.snapshot.max_body_size
+                );
+                self.respond_json(session, ctx, 413, "body_too_large", &message)
+                    .await?;
+                return Ok(true);
+            }
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
-            && (sim.knows(region) || region == ctx.snapshot.region)
-        {
-            ctx.client_region = region.to_owned();
-        }
+                && (sim.knows(region) || region == ctx.snapshot.region) {
+                    ctx.client_region = region.to_owned();
+                }
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
@@ -264,6 +280,116 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         Ok(())
+    }
+
+    /// GET and HEAD go through the cache when `cache.enabled` (read per request, so it
+    /// reloads); everything else bypasses it.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let settings = &ctx.snapshot.deployment.cache;
+        if settings.enabled && pingora::cache::filters::request_cacheable(session.req_header()) {
+            session.cache.enable(
+                self.state.cache,
+                None, // both tiers evict by themselves
+                None,
+                Some(self.state.cache_lock),
+                None,
+            );
+            session.cache.set_max_file_size_bytes(
+                usize::try_from(settings.max_object_size).unwrap_or(usize::MAX),
+            );
+        }
+        Ok(())
+    }
+
+    /// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
+    fn cache_key_callback(&self, session: &Session, _ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let req = session.req_header();
+        let host = header_str(req, "host")
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        Ok(cache::key::cache_key(host, target))
+    }
+
+    /// The origin's headers decide; when they say nothing about freshness the path's TTL
+    /// rule applies. Serve-stale windows default to the configured ones.
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let settings = &ctx.snapshot.deployment.cache;
+        let req = session.req_header();
+        Ok(cache::policy::response_cacheable(
+            resp,
+            req.headers.contains_key(http::header::AUTHORIZATION),
+            settings.default_ttl(req.uri.path()),
+            settings.stale_while_revalidate,
+            settings.stale_if_error,
+        ))
+    }
+
+    /// One variant per combination of the request values the stored `Vary` names
+    /// (`Accept-Encoding` included); all variants of a URL purge together.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let mut variance = VarianceBuilder::new();
+        let names = meta
+            .headers()
+            .get_all(http::header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty());
+        for name in names {
+            let value = req
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            variance.add_owned_name_value(name, value);
+        }
+        variance.finalize()
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        ctx.cache_tier = cache::tier_of(hit_handler);
+        Ok(None)
+    }
+
+    /// Stale is served within `stale-while-revalidate` (no error: pingora refreshes in the
+    /// background) and within `stale-if-error` when no upstream answer could be had —
+    /// including when every origin is marked down and none was even tried — unless the
+    /// stored response forbids it (`no-cache`, `must-revalidate`). pingora checks the stored
+    /// windows before asking.
+    fn should_serve_stale(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        let wanted = match error {
+            None => true,
+            Some(e) => e.esource() == &ErrorSource::Upstream || ctx.failure.is_some(),
+        };
+        wanted
+            && session
+                .cache
+                .maybe_cache_meta()
+                .is_none_or(|meta| cache::policy::stale_allowed(meta, error.is_some()))
     }
 
     async fn upstream_peer(
@@ -374,6 +500,18 @@ impl ProxyHttp for EdgeProxy {
         for name in hop_by_hop(&upstream_response.headers) {
             upstream_response.remove_header(name.as_str());
         }
+        // A parent edge says how it served the object; a hit there means the origin was
+        // spared. Its labels are then dropped so the stored copy never carries them.
+        if ctx.snapshot.edge.parent.is_some() {
+            let parent_cached = upstream_response
+                .headers
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| matches!(v, "HIT" | "STALE" | "REVALIDATED"));
+            ctx.upstream_tier = if parent_cached { "parent" } else { "origin" };
+        }
+        upstream_response.remove_header("x-cache");
+        upstream_response.remove_header("x-cache-tier");
         Ok(())
     }
 
@@ -384,32 +522,49 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(policy) = &ctx.snapshot.compression
-            && session.req_header().method != http::Method::HEAD
-            && policy.eligible(response)
-        {
-            compress::add_vary(response);
-            let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
-            if let Some(encoding) = policy.negotiate(accept)
-                && let Some(encoder) = compress::encoder(encoding)
-            {
-                ctx.encoder = Some(encoder);
-                response.remove_header(&http::header::CONTENT_LENGTH);
-                response.remove_header(&http::header::ACCEPT_RANGES);
-                response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
-                // The bytes differ, so a strong validator no longer holds.
-                if let Some(etag) = response
-                    .headers
-                    .get(http::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|e| !e.starts_with("W/"))
-                    .map(|e| format!("W/{e}"))
-                {
-                    response.insert_header(http::header::ETAG, etag)?;
-                }
-                if !session.is_http2() {
-                    response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                }
+            && session.req_header().method != http::Method::HEAD && policy.eligible(response) {
+                compress::add_vary(response);
+                let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
+                if let Some(encoding) = policy.negotiate(accept)
+                    && let Some(encoder) = compress::encoder(encoding) {
+                        ctx.encoder = Some(encoder);
+                        response.remove_header(&http::header::CONTENT_LENGTH);
+                        response.remove_header(&http::header::ACCEPT_RANGES);
+                        response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
+                        // The bytes differ, so a strong validator no longer holds.
+                        if let Some(etag) = response
+                            .headers
+                            .get(http::header::ETAG)
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|e| !e.starts_with("W/"))
+                            .map(|e| format!("W/{e}"))
+                        {
+                            response.insert_header(http::header::ETAG, etag)?;
+                        }
+                        if !session.is_http2() {
+                            response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                        }
+                    }
             }
+        let phase = session.cache.phase();
+        let from_cache = matches!(
+            phase,
+            CachePhase::Hit
+                | CachePhase::Stale
+                | CachePhase::StaleUpdating
+                | CachePhase::Revalidated
+                | CachePhase::RevalidatedNoCache(_)
+        );
+        let tier = match (from_cache, ctx.cache_tier) {
+            (true, Some(tier)) => tier.as_str(),
+            _ => ctx.upstream_tier,
+        };
+        let status = cache::policy::x_cache(phase);
+        response.insert_header("x-cache", status)?;
+        response.insert_header("x-cache-tier", tier)?;
+        ctx.served = Some((tier, status));
+        if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
+            response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
         }
         let hop = via(&self.state, session);
         let via_value = match response.headers.get("via").and_then(|v| v.to_str().ok()) {
@@ -573,14 +728,13 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         let written = session.response_written().is_some();
-        if status > 0
-            && !written
+        if status > 0 && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)
                 .await
-        {
-            tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
-        }
+            {
+                tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
+            }
         FailToProxy {
             error_code: if written { 0 } else { status },
             can_reuse_downstream: false,
@@ -588,8 +742,16 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if session.cache.lock_duration().is_some() {
+            self.state.cache.note_lock_wait();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.state.stats.record(status, ctx.response_bytes);
+        if let Some((tier, cache_status)) = ctx.served {
+            self.state
+                .stats
+                .record_served(tier, cache_status, ctx.response_bytes);
+        }
         let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         match e {
             Some(error) => {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use edgebox_config::{ConfigLocation, Deployment, EdgeNode, Role};
 
+use crate::cache::{CacheOptions, TieredStorage};
 use crate::compress;
 use crate::discovery::Resolver;
 use crate::latency::Simulator;
@@ -45,7 +46,18 @@ pub struct Stats {
     /// Index 0 = 1xx ... 4 = 5xx.
     pub by_class: [AtomicU64; 5],
     pub bytes_sent: AtomicU64,
+    /// Responses by `X-Cache-Tier`, indexed like [`SERVED_TIERS`].
+    pub tier_responses: [AtomicU64; 4],
+    /// Body bytes sent by `X-Cache-Tier`.
+    pub tier_bytes: [AtomicU64; 4],
+    /// Responses by `X-Cache`, indexed like [`CACHE_STATUSES`].
+    pub cache_status: [AtomicU64; 6],
 }
+
+/// The `X-Cache-Tier` values, in the order of [`Stats::tier_responses`].
+pub const SERVED_TIERS: [&str; 4] = ["l1", "l2", "parent", "origin"];
+/// The `X-Cache` values, in the order of [`Stats::cache_status`].
+pub const CACHE_STATUSES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "BYPASS", "EXPIRED"];
 
 impl Stats {
     pub fn record(&self, status: u16, bytes: u64) {
@@ -54,6 +66,45 @@ impl Stats {
             self.by_class[(status / 100 - 1) as usize].fetch_add(1, Ordering::Relaxed);
         }
         self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a response by how it was served (its `X-Cache-Tier` and `X-Cache`).
+    pub fn record_served(&self, tier: &str, cache_status: &str, bytes: u64) {
+        if let Some(i) = SERVED_TIERS.iter().position(|t| *t == tier) {
+            self.tier_responses[i].fetch_add(1, Ordering::Relaxed);
+            self.tier_bytes[i].fetch_add(bytes, Ordering::Relaxed);
+        }
+        if let Some(i) = CACHE_STATUSES.iter().position(|s| *s == cache_status) {
+            self.cache_status[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `{"by_tier": {"l1": {"responses", "bytes"}, ...}, "by_status": {"HIT": n, ...}}`.
+    pub fn served_json(&self) -> serde_json::Value {
+        let by_tier: serde_json::Map<String, serde_json::Value> = SERVED_TIERS
+            .iter()
+            .enumerate()
+            .map(|(i, tier)| {
+                (
+                    (*tier).to_owned(),
+                    serde_json::json!({
+                        "responses": self.tier_responses[i].load(Ordering::Relaxed),
+                        "bytes": self.tier_bytes[i].load(Ordering::Relaxed),
+                    }),
+                )
+            })
+            .collect();
+        let by_status: serde_json::Map<String, serde_json::Value> = CACHE_STATUSES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    (*s).to_owned(),
+                    self.cache_status[i].load(Ordering::Relaxed).into(),
+                )
+            })
+            .collect();
+        serde_json::json!({"by_tier": by_tier, "by_status": by_status})
     }
 }
 
@@ -68,6 +119,11 @@ pub struct EdgeState {
     pub in_flight: AtomicI64,
     pub certs: Option<Arc<CertStore>>,
     pub resolver: Resolver,
+    /// The cache tiers, opened once per process: capacities and the directory are fixed for
+    /// its life (the TTL rules, serve-stale defaults and `enabled` reload with the snapshot).
+    pub cache: &'static TieredStorage,
+    /// Collapses concurrent misses for one key into one upstream fetch.
+    pub cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -79,6 +135,20 @@ impl EdgeState {
         certs: Option<Arc<CertStore>>,
     ) -> anyhow::Result<Self> {
         let origins = OriginRegistry::default();
+        let options = match deployment.node(node).map(|n| &n.role) {
+            Some(Role::Edge(edge)) => CacheOptions::for_node(&deployment, node, edge),
+            _ => {
+                return Err(anyhow::anyhow!(
+                    "{}",
+                    ReloadError::NotAnEdge(node.to_owned())
+                ));
+            }
+        };
+        let cache = TieredStorage::open_static(&options);
+        // A waiter gives up after this long and fetches on its own (the holder is stuck).
+        let cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl = Box::leak(
+            pingora::cache::lock::CacheLock::new_boxed(std::time::Duration::from_secs(10)),
+        );
         let snapshot =
             build_snapshot(deployment, node, 1, &origins).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
@@ -92,6 +162,8 @@ impl EdgeState {
             in_flight: AtomicI64::new(0),
             certs,
             resolver: Resolver::new(),
+            cache,
+            cache_lock,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -4,8 +4,9 @@
 mod support;
 
 mod config;
-mod control_plane;
+mod cache;
 mod edge;
+mod control_plane;
 mod origin;
 mod sandbox;
 mod simulate;

@@ -117,3 +117,29 @@ pub fn x_cache(phase: CachePhase) -> &'static str {
         | CachePhase::CacheKey => "BYPASS",
     }
 }
+
+/// Whether the stored response's own directives allow serving it stale at all: `no-cache`
+/// requires a successful revalidation before every use (so no stale-while-revalidate, even
+/// with a configured default), and `must-revalidate`/`proxy-revalidate` forbid stale serving
+/// even when the origin fails. `upstream_failed` says which case is asked about.
+pub fn stale_allowed(meta: &CacheMeta, upstream_failed: bool) -> bool {
+    let directives: Vec<String> = meta
+        .headers()
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| {
+            d.split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect();
+    let has = |name: &str| directives.iter().any(|d| d == name);
+    if has("must-revalidate") || has("proxy-revalidate") {
+        return false;
+    }
+    upstream_failed || !has("no-cache")
+}

@@ -964,3 +964,37 @@ fn x_cache_names_every_phase() {
         assert_eq!(policy::x_cache(phase), want);
     }
 }
+
+#[test]
+fn stale_serving_respects_no_cache_and_must_revalidate() {
+    let meta_with = |cache_control: &str| {
+        let now = SystemTime::now();
+        pingora::cache::CacheMeta::new(
+            now,
+            now,
+            10,
+            300,
+            response(200, &[("cache-control", cache_control)]),
+        )
+    };
+    // (Cache-Control, stale while revalidating allowed, stale on error allowed)
+    let cases = [
+        ("max-age=5", true, true),
+        ("no-cache", false, true),
+        ("No-Cache, max-age=0", false, true),
+        ("max-age=5, must-revalidate", false, false),
+        ("max-age=5, proxy-revalidate", false, false),
+        ("no-cache=\"set-cookie\", max-age=5", false, true),
+    ];
+    for (cache_control, swr, sie) in cases {
+        let meta = meta_with(cache_control);
+        assert_eq!(
+            (
+                policy::stale_allowed(&meta, false),
+                policy::stale_allowed(&meta, true)
+            ),
+            (swr, sie),
+            "{cache_control}"
+        );
+    }
+}
