@@ -9,7 +9,8 @@ up: deps
 	cargo run --bin edgebox -- up $(ARGS)
 
 ## Run every test: unit tests and the integration tests that start real daemons.
-test: deps
+test:
+	@scripts/ensure-deps.sh --test
 	cargo test --workspace
 
 release: deps

@@ -8,6 +8,12 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)        # pingora's C depen
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)  # sandbox runtimes come from PyPI via pip
 
+# `--test`: what the test suite needs too (the dashboard's end-to-end test drives
+# Debian's headless Chromium).
+if [ "${1:-}" = "--test" ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_apt+=(chromium)
+fi
+
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "edgebox: installing missing build tools: ${need_apt[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
@@ -15,8 +21,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "edgebox: cannot install automatically; please install: ${need_apt[*]}" >&2
     exit 1
   fi
-  $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null; } \
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null; } \
     || { echo "edgebox: apt-get could not install ${need_apt[*]}; please install them" >&2; exit 1; }
 fi
 

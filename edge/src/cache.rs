@@ -8,6 +8,9 @@
 //!
 //! # Wiring it into the proxy (`ProxyHttp`)
 //!
+//! `crate::proxy` does exactly this (storage and lock in `EdgeState`); the end-to-end tests
+//! are `tests/it/cache/*`.
+//!
 //! 1. **At start**, once per process (not on reload: capacities and the directory are fixed
 //!    for the life of the process; the TTL rules and serve-stale defaults are read per request
 //!    from the config snapshot, so they do reload):
@@ -48,15 +51,15 @@
 //! 8. **`should_serve_stale(session, ctx, error)`**: pingora's default serves stale only on
 //!    upstream errors; to also serve within `stale-while-revalidate` return
 //!    `error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)` (pingora checks the stored
-//!    windows before asking). stale-if-error with an unreachable origin is covered by
-//!    `tests::proxy::stale_if_error_and_head_through_the_proxy`; stale-while-revalidate did not
-//!    trigger pingora's background refresh in that harness (served `EXPIRED` synchronously) and
-//!    is not verified yet.
+//!    windows before asking), and refuse when [`policy::stale_allowed`] says the object forbids
+//!    it (`no-cache`, `must-revalidate`). The edge also treats "every origin is marked down" as
+//!    an upstream failure. The in-process harness here keeps pingora's default (so it shows
+//!    `EXPIRED` where the edge shows `STALE` and refreshes in the background).
 //! 9. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
 //!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
 //!    `{"purged": storage.purge_by(&request).await}`.
 //! 10. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
-//!    and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//!     and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
 //!
 //! `tests::proxy` runs exactly this wiring in an in-process pingora proxy (a reference
 //! implementation to copy from).

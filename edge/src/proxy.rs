@@ -38,6 +38,12 @@ use crate::upstream::ActiveGuard;
 
 /// Region header a client uses to say where it is.
 pub const REGION_HEADER: &str = "x-edgebox-region";
+
+/// Set by an edge on requests to its parent: the sending edge has already simulated
+/// that hop (and its own client's), so the parent must not add a client↔edge delay.
+/// The parent's `Server-Timing` `sim` is folded into the child's in return, so that the
+/// client sees the whole path's simulated time once.
+pub const HOP_HEADER: &str = "x-edgebox-hop";
 const REQUEST_ID: &str = "x-request-id";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
@@ -97,6 +103,15 @@ pub struct RequestCtx {
     /// (`X-Cache-Tier`, `X-Cache`) as sent, for the per-tier counters.
     served: Option<(&'static str, &'static str)>,
     span: tracing::Span,
+}
+
+/// The `sim;dur=N` entry of a `Server-Timing` value, in milliseconds.
+fn simulated_ms(server_timing: &str) -> Option<f64> {
+    server_timing.split(',').find_map(|metric| {
+        let mut parts = metric.trim().split(';');
+        (parts.next()? == "sim").then_some(())?;
+        parts.find_map(|param| param.trim().strip_prefix("dur=")?.parse().ok())
+    })
 }
 
 impl RequestCtx {
@@ -244,27 +259,28 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
-            && length > ctx.snapshot.max_body_size
-        {
-            let message = format!(
-                "request body is {length} bytes; the limit is {}",
-                ctx.snapshot.max_body_size
-            );
-            self.respond_json(session, ctx, 413, "body_too_large", &message)
-                .await?;
-            return Ok(true);
-        }
+            && length > ctx.snapshot.max_body_size {
+                let message = format!(
+                    "request body is {length} bytes; the limit is {}",
+                    ctx.snapshot.max_body_size
+                );
+                self.respond_json(session, ctx, 413, "body_too_large", &message)
+                    .await?;
+                return Ok(true);
+            }
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
-            && (sim.knows(region) || region == ctx.snapshot.region)
-        {
-            ctx.client_region = region.to_owned();
-        }
+                && (sim.knows(region) || region == ctx.snapshot.region) {
+                    ctx.client_region = region.to_owned();
+                }
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
-        let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
-        let span = ctx.span.clone();
-        self.simulate(ctx, &from, &to).instrument(span).await;
+        let from_edge = header_str(session.req_header(), HOP_HEADER) == Some("edge");
+        if !from_edge {
+            let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
+            let span = ctx.span.clone();
+            self.simulate(ctx, &from, &to).instrument(span).await;
+        }
         Ok(false)
     }
 
@@ -467,6 +483,11 @@ impl ProxyHttp for EdgeProxy {
         };
         upstream_request.insert_header("via", via_value)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if ctx.snapshot.edge.parent.is_some() {
+            upstream_request.insert_header(HOP_HEADER, "edge")?;
+        } else {
+            upstream_request.remove_header(HOP_HEADER);
+        }
         if let Some(region) = ctx.active.as_ref().map(|a| a.stats().region.clone()) {
             let own = ctx.snapshot.region.clone();
             let span = ctx.span.clone();
@@ -511,7 +532,20 @@ impl ProxyHttp for EdgeProxy {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| matches!(v, "HIT" | "STALE" | "REVALIDATED"));
             ctx.upstream_tier = if parent_cached { "parent" } else { "origin" };
+            // The parent's simulated time is part of this response's path: count it as
+            // simulated here, not as real upstream time.
+            let parent_sim = upstream_response
+                .headers
+                .get("server-timing")
+                .and_then(|v| v.to_str().ok())
+                .and_then(simulated_ms);
+            if let Some(parent_sim) = parent_sim {
+                let parent_sim = Duration::from_secs_f64(parent_sim / 1000.0).min(ctx.origin_time);
+                ctx.simulated += parent_sim;
+                ctx.origin_time -= parent_sim;
+            }
         }
+        upstream_response.remove_header("server-timing");
         upstream_response.remove_header("x-cache");
         upstream_response.remove_header("x-cache-tier");
         Ok(())
@@ -524,33 +558,30 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(policy) = &ctx.snapshot.compression
-            && session.req_header().method != http::Method::HEAD
-            && policy.eligible(response)
-        {
-            compress::add_vary(response);
-            let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
-            if let Some(encoding) = policy.negotiate(accept)
-                && let Some(encoder) = compress::encoder(encoding)
-            {
-                ctx.encoder = Some(encoder);
-                response.remove_header(&http::header::CONTENT_LENGTH);
-                response.remove_header(&http::header::ACCEPT_RANGES);
-                response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
-                // The bytes differ, so a strong validator no longer holds.
-                if let Some(etag) = response
-                    .headers
-                    .get(http::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|e| !e.starts_with("W/"))
-                    .map(|e| format!("W/{e}"))
-                {
-                    response.insert_header(http::header::ETAG, etag)?;
-                }
-                if !session.is_http2() {
-                    response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                }
+            && session.req_header().method != http::Method::HEAD && policy.eligible(response) {
+                compress::add_vary(response);
+                let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
+                if let Some(encoding) = policy.negotiate(accept)
+                    && let Some(encoder) = compress::encoder(encoding) {
+                        ctx.encoder = Some(encoder);
+                        response.remove_header(&http::header::CONTENT_LENGTH);
+                        response.remove_header(&http::header::ACCEPT_RANGES);
+                        response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
+                        // The bytes differ, so a strong validator no longer holds.
+                        if let Some(etag) = response
+                            .headers
+                            .get(http::header::ETAG)
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|e| !e.starts_with("W/"))
+                            .map(|e| format!("W/{e}"))
+                        {
+                            response.insert_header(http::header::ETAG, etag)?;
+                        }
+                        if !session.is_http2() {
+                            response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                        }
+                    }
             }
-        }
         let phase = session.cache.phase();
         let from_cache = matches!(
             phase,
@@ -733,14 +764,13 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         let written = session.response_written().is_some();
-        if status > 0
-            && !written
+        if status > 0 && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)
                 .await
-        {
-            tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
-        }
+            {
+                tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
+            }
         FailToProxy {
             error_code: if written { 0 } else { status },
             can_reuse_downstream: false,

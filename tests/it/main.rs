@@ -3,10 +3,10 @@
 
 mod support;
 
-mod cache;
 mod config;
-mod control_plane;
+mod cache;
 mod edge;
+mod control_plane;
 mod origin;
 mod sandbox;
 mod simulate;

@@ -354,3 +354,39 @@ async fn disabled_simulation_adds_nothing() {
         .to_owned();
     assert_eq!(sim_ms(&timing), 0.0, "{timing}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulated_latency_through_a_parent_counts_each_hop_once() {
+    let origin = TestOrigin::start("o0");
+    // Client and child edge in `near`; shield and origin in `far`. The path is
+    // client -> child (2 ms) -> shield (80 ms) -> origin (2 ms): 84 ms, each hop once.
+    let network = "[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
+    let nodes = |shield_listen: &str, child_admin: &str, shield_admin: &str| {
+        format!(
+            "{network}\n[cache]\nenabled = false\n\n[[nodes]]\nname = \"child\"\nrole = \"edge\"\nregion = \"near\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{child_admin}\"\norigin_group = \"g\"\nparent = \"shield\"\n\n[[nodes]]\nname = \"shield\"\nrole = \"edge\"\nregion = \"far\"\nlisten = \"{shield_listen}\"\nadmin = \"{shield_admin}\"\norigin_group = \"g\"\n\n[[nodes]]\nname = \"o0\"\nrole = \"origin\"\nregion = \"far\"\nlisten = \"{}\"\n\n[origin_groups.g]\nmembers = [{{ node = \"o0\" }}]\n",
+            origin.addr
+        )
+    };
+    let shield_dir = TestDir::new();
+    let shield_config = shield_dir.config(&nodes("127.0.0.1:0", "127.0.0.1:1", "127.0.0.1:0"));
+    let shield = crate::support::Daemon::start("edge", &shield_config, "shield", &["http"]);
+    let child_dir = TestDir::new();
+    let shield_http = shield.addr("http").to_string();
+    let child_config = child_dir.config(&nodes(&shield_http, "127.0.0.1:0", "127.0.0.1:1"));
+    let child = crate::support::Daemon::start("edge", &child_config, "child", &["http"]);
+
+    let started = Instant::now();
+    let response = client()
+        .get(format!("{}/through-the-shield", child.url("http")))
+        .header("x-edgebox-region", "near")
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    let sim = sim_ms(&timing);
+    assert!((sim - 84.0).abs() < 2.0, "each simulated hop once: {timing}");
+    assert!(elapsed >= Duration::from_millis(84), "{elapsed:?} for {timing}");
+    assert_eq!(origin.headers_seen().len(), 1);
+}
