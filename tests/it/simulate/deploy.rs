@@ -109,7 +109,7 @@ async fn a_node_that_fails_to_start_is_named_with_its_log_and_the_rest_are_stopp
         &config,
         &deployment,
         &dir.path().join("logs"),
-        Duration::from_secs(20),
+        Duration::from_secs(120),
         &CancellationToken::new(),
     )
     .await;
@@ -124,9 +124,11 @@ async fn a_node_that_fails_to_start_is_named_with_its_log_and_the_rest_are_stopp
         message.contains("cannot bind its listener"),
         "the node's log is quoted: {message}"
     );
+    // Well under the 120 s ready timeout: the failure is noticed when the node exits,
+    // not when the wait runs out (generous, since the machine may be loaded).
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "a failed node is noticed at once"
+        started.elapsed() < Duration::from_secs(60),
+        "a failed node is noticed at once, not at the ready timeout"
     );
     let pid = pid_of(&dir, "origin-a");
     crate::support::eventually(
