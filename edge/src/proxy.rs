@@ -297,6 +297,12 @@ impl ProxyHttp for EdgeProxy {
                 && (sim.knows(region) || region == ctx.snapshot.region) {
                     ctx.client_region = region.to_owned();
                 }
+        // Bounds the body reads from here on. The request header itself was read before
+        // any `ProxyHttp` hook runs: pingora 0.9.1 (apps/mod.rs) gives every new HTTP/1
+        // session a 60 s keepalive timeout, which is what bounds each header read (the
+        // session's read timeout only applies with keepalive off). Bounding slow headers
+        // by `client_timeout` needs the service wrapped in an `HttpServerApp` whose
+        // `process_new_http` sets the keepalive timeout before delegating, in `lib.rs`.
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let from_edge = header_str(session.req_header(), HOP_HEADER) == Some("edge");
@@ -819,6 +825,10 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         let written = session.response_written().is_some();
+        // pingora drops the connection after a failure (`can_reuse_downstream: false`);
+        // saying so in the response keeps a client from sending its next request into
+        // the closing socket (a reset, seen once retries made every origin eject at once).
+        session.set_keepalive(None);
         if status > 0 && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)
