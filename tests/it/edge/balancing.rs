@@ -392,7 +392,8 @@ async fn a_503_from_one_origin_is_retried_on_another_for_get_and_head() {
     let (edge, _) = Deploy::local(&refs(&origins), SLOW_HEALTH).start(&dir);
     let client = client();
     for i in 0..12 {
-        let (status, origin, body) = get(&client, &format!("{}/r{}", edge.url("http"), i % 3)).await;
+        let (status, origin, body) =
+            get(&client, &format!("{}/r{}", edge.url("http"), i % 3)).await;
         assert_eq!(status, 200, "{body}");
         assert_ne!(origin, "o1", "{body}");
         assert!(!body.contains("forced"), "{body}");
@@ -446,7 +447,9 @@ async fn when_every_origin_answers_503_the_client_gets_a_5xx_and_a_post_is_not_r
     assert_eq!(total, 4, "the POST was sent once");
     // With two origins and retries = 2 the second failure finds no third origin: the
     // client gets the status with a JSON body saying why.
-    let two: Vec<TestOrigin> = (0..2).map(|i| TestOrigin::start(&format!("p{i}"))).collect();
+    let two: Vec<TestOrigin> = (0..2)
+        .map(|i| TestOrigin::start(&format!("p{i}")))
+        .collect();
     for origin in &two {
         origin.set_status(Some(502));
     }
