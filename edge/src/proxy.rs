@@ -68,6 +68,30 @@ enum Failure {
     NoOrigin,
     Timeout(String),
     Unreachable(String),
+    /// An origin answered with a retryable 5xx and the retry found no other origin.
+    Status(u16, String),
+}
+
+/// The error `upstream_response_filter` raises to send a request to another origin after
+/// a retryable 5xx: pingora's retry loop then calls `upstream_peer` again, before any of
+/// the failed response has been cached or sent downstream.
+const ORIGIN_5XX: ErrorType = ErrorType::Custom("OriginServerError");
+
+/// Statuses worth another origin: the origin (or something in front of it) says it is
+/// overloaded, down or cut off, which another member of the group may not be. A 500 is
+/// not among them: it is the application's own answer to this request, which the other
+/// members (running the same application) would most likely repeat, so a retry would only
+/// multiply the load on a failing application; it still counts against the origin's health.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
+/// A request that can be sent again to another origin after a response came back: GET
+/// or HEAD without a body (safe methods, and nothing to replay).
+fn replayable(req: &RequestHeader) -> bool {
+    let bodiless = req.headers.get(http::header::TRANSFER_ENCODING).is_none()
+        && header_str(req, "content-length").is_none_or(|v| v.trim() == "0");
+    matches!(req.method, http::Method::GET | http::Method::HEAD) && bodiless
 }
 
 /// Counts a request as in flight for graceful shutdown, for exactly its lifetime.
@@ -273,6 +297,12 @@ impl ProxyHttp for EdgeProxy {
                 && (sim.knows(region) || region == ctx.snapshot.region) {
                     ctx.client_region = region.to_owned();
                 }
+        // Bounds the body reads from here on. The request header itself was read before
+        // any `ProxyHttp` hook runs: pingora 0.9.1 (apps/mod.rs) gives every new HTTP/1
+        // session a 60 s keepalive timeout, which is what bounds each header read (the
+        // session's read timeout only applies with keepalive off). Bounding slow headers
+        // by `client_timeout` needs the service wrapped in an `HttpServerApp` whose
+        // `process_new_http` sets the keepalive timeout before delegating, in `lib.rs`.
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let from_edge = header_str(session.req_header(), HOP_HEADER) == Some("edge");
@@ -499,7 +529,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -519,6 +549,24 @@ impl ProxyHttp for EdgeProxy {
             } else {
                 stats.passive_success();
             }
+        }
+        // A retryable 5xx on a replayable request goes to another origin while tries
+        // remain; the last try's answer is passed through as it is. This runs before
+        // pingora hands the response to the cache or the client, so neither sees it.
+        let status = upstream_response.status.as_u16();
+        if retryable_status(status)
+            && replayable(session.req_header())
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.tried.len() <= ctx.snapshot.upstream.retries as usize
+        {
+            let origin = ctx.tried.last().map(ToString::to_string).unwrap_or_default();
+            let reason = format!("origin {origin} answered {status}");
+            // Its accounting ends here; `error_while_proxy` must not count it twice.
+            ctx.active = None;
+            ctx.failure = Some(Failure::Status(status, reason.clone()));
+            let mut e = Error::explain(ORIGIN_5XX, reason);
+            e.set_retry(true);
+            return Err(e.into_up());
         }
         for name in hop_by_hop(&upstream_response.headers) {
             upstream_response.remove_header(name.as_str());
@@ -667,6 +715,11 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if e.etype() == &ORIGIN_5XX {
+            // Health and `ctx.failure` were updated when the response came in, and the
+            // retry was decided there.
+            return e;
+        }
         let mut e = e.more_context(format!("origin {}", peer.address()));
         let upstream = &ctx.snapshot.upstream;
         let timeout = matches!(
@@ -753,6 +806,14 @@ impl ProxyHttp for EdgeProxy {
                     "origin_unreachable",
                     format!("{reason} ({} tried in {upstream_label})", ctx.tried.len()),
                 ),
+                Some(Failure::Status(status, reason)) => (
+                    status,
+                    "origin_error",
+                    format!(
+                        "{reason}; no other usable origin in {upstream_label} ({} tried)",
+                        ctx.tried.len()
+                    ),
+                ),
                 None => match e.etype() {
                     ErrorType::HTTPStatus(code) => (*code, "error", e.to_string()),
                     _ => (
@@ -764,6 +825,10 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         let written = session.response_written().is_some();
+        // pingora drops the connection after a failure (`can_reuse_downstream: false`);
+        // saying so in the response keeps a client from sending its next request into
+        // the closing socket (a reset, seen once retries made every origin eject at once).
+        session.set_keepalive(None);
         if status > 0 && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)

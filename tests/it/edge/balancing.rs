@@ -382,6 +382,93 @@ async fn origin_timeouts_give_504_json_and_idempotent_requests_retry_elsewhere()
     assert_eq!(body["error"]["code"], "origin_timeout", "{body}");
 }
 
+/// Health checks every second with three strikes: the failing origin stays in rotation
+/// long enough for the first requests to meet it, so they must be retried.
+const SLOW_HEALTH: &str = "policy = \"round_robin\"\nretries = 2\nhealth = { path = \"/healthz\", interval = \"1s\", timeout = \"500ms\", healthy_threshold = 1, unhealthy_threshold = 3 }";
+
+#[tokio::test]
+async fn a_503_from_one_origin_is_retried_on_another_for_get_and_head() {
+    let origins = three();
+    origins[1].set_status(Some(503));
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&refs(&origins), SLOW_HEALTH).start(&dir);
+    let client = client();
+    for i in 0..12 {
+        let (status, origin, body) =
+            get(&client, &format!("{}/r{}", edge.url("http"), i % 3)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(origin, "o1", "{body}");
+        assert!(!body.contains("forced"), "{body}");
+        let head = client
+            .head(format!("{}/h{i}", edge.url("http")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200);
+    }
+    assert!(
+        origins[1].requests() >= 1,
+        "round robin sent requests to the failing origin, which were retried"
+    );
+    // Every 503 counted against the origin's health.
+    let body = stats(&edge).await;
+    let o1 = body["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["address"] == origins[1].addr.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(o1["failures"], origins[1].requests(), "{body}");
+}
+
+#[tokio::test]
+async fn when_every_origin_answers_503_the_client_gets_a_5xx_and_a_post_is_not_retried() {
+    let origins = three();
+    for origin in &origins {
+        origin.set_status(Some(503));
+    }
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&refs(&origins), SLOW_HEALTH).start(&dir);
+    let client = client();
+    // One try per origin (retries = 2), then the last origin's own answer.
+    let (status, _, body) = get(&client, &format!("{}/all", edge.url("http"))).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("forced 503 from o"), "{body}");
+    let counts: Vec<u64> = origins.iter().map(TestOrigin::requests).collect();
+    assert_eq!(counts, vec![1, 1, 1]);
+    // A POST goes to one origin only, and its 503 is the client's.
+    let response = client
+        .post(format!("{}/post", edge.url("http")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let total: u64 = origins.iter().map(TestOrigin::requests).sum();
+    assert_eq!(total, 4, "the POST was sent once");
+    // With two origins and retries = 2 the second failure finds no third origin: the
+    // client gets the status with a JSON body saying why.
+    let two: Vec<TestOrigin> = (0..2)
+        .map(|i| TestOrigin::start(&format!("p{i}")))
+        .collect();
+    for origin in &two {
+        origin.set_status(Some(502));
+    }
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&refs(&two), SLOW_HEALTH).start(&dir);
+    let response = client
+        .get(format!("{}/two", edge.url("http")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_error", "{body}");
+    let counts: Vec<u64> = two.iter().map(TestOrigin::requests).collect();
+    assert_eq!(counts, vec![1, 1]);
+}
+
 #[tokio::test]
 async fn an_edge_with_a_parent_forwards_to_the_parent_edge() {
     let origin = TestOrigin::start("o0");

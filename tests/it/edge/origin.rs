@@ -1,5 +1,6 @@
 //! A small real HTTP origin for edge tests, run in-process on 127.0.0.1:0 on its own
-//! runtime: counts content requests per path, can be slowed down, and can be stopped
+//! runtime: counts content requests per path, can be slowed down, made to answer every
+//! content request with one status (health checks still pass), and can be stopped
 //! (every connection dropped at once, as a crash would).
 //!
 //! Paths: `/healthz`; `/echo` (the request headers as JSON); `/text/N` (N bytes of
@@ -22,6 +23,8 @@ use hyper::{Request, Response};
 struct Shared {
     requests: AtomicU64,
     delay_ms: AtomicU64,
+    /// When non-zero, every content request is answered with this status.
+    forced_status: AtomicU64,
     by_path: Mutex<HashMap<String, u64>>,
     headers_seen: Mutex<Vec<http::HeaderMap>>,
 }
@@ -103,6 +106,13 @@ impl TestOrigin {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Answers every content request with `status` (`None`: back to normal).
+    pub fn set_status(&self, status: Option<u16>) {
+        self.shared
+            .forced_status
+            .store(status.map_or(0, u64::from), Ordering::SeqCst);
+    }
+
     /// Headers of every content request received so far.
     pub fn headers_seen(&self) -> Vec<http::HeaderMap> {
         self.shared.headers_seen.lock().unwrap().clone()
@@ -155,6 +165,11 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let mut builder = Response::builder().header("x-origin", name.as_str());
+    let forced = shared.forced_status.load(Ordering::SeqCst) as u16;
+    if forced != 0 {
+        let body = Bytes::from(format!("forced {forced} from {name}"));
+        return Ok(builder.status(forced).body(Full::new(body)).unwrap());
+    }
     let body: Bytes = if path == "/echo" {
         let headers: serde_json::Map<String, serde_json::Value> = headers
             .iter()
