@@ -17,6 +17,7 @@
 
 mod admin;
 pub mod cache;
+mod client_timeout;
 mod compress;
 mod discovery;
 mod health;
@@ -111,9 +112,15 @@ async fn serve(
     });
     let mut announce = Vec::new();
 
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &conf,
-        proxy::EdgeProxy {
+    let mut proxy = pingora::services::listening::Service::new(
+        "edge proxy".to_owned(),
+        client_timeout::ClientTimeout {
+            inner: Arc::new(pingora::proxy::http_proxy(
+                &conf,
+                proxy::EdgeProxy {
+                    state: state.clone(),
+                },
+            )),
             state: state.clone(),
         },
     );

@@ -283,20 +283,22 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
-            && length > ctx.snapshot.max_body_size {
-                let message = format!(
-                    "request body is {length} bytes; the limit is {}",
-                    ctx.snapshot.max_body_size
-                );
-                self.respond_json(session, ctx, 413, "body_too_large", &message)
-                    .await?;
-                return Ok(true);
-            }
+            && length > ctx.snapshot.max_body_size
+        {
+            let message = format!(
+                "request body is {length} bytes; the limit is {}",
+                ctx.snapshot.max_body_size
+            );
+            self.respond_json(session, ctx, 413, "body_too_large", &message)
+                .await?;
+            return Ok(true);
+        }
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
-                && (sim.knows(region) || region == ctx.snapshot.region) {
-                    ctx.client_region = region.to_owned();
-                }
+            && (sim.knows(region) || region == ctx.snapshot.region)
+        {
+            ctx.client_region = region.to_owned();
+        }
         // Bounds the body reads from here on. The request header itself was read before
         // any `ProxyHttp` hook runs: pingora 0.9.1 (apps/mod.rs) gives every new HTTP/1
         // session a 60 s keepalive timeout, which is what bounds each header read (the
@@ -559,7 +561,11 @@ impl ProxyHttp for EdgeProxy {
             && !session.as_ref().retry_buffer_truncated()
             && ctx.tried.len() <= ctx.snapshot.upstream.retries as usize
         {
-            let origin = ctx.tried.last().map(ToString::to_string).unwrap_or_default();
+            let origin = ctx
+                .tried
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let reason = format!("origin {origin} answered {status}");
             // Its accounting ends here; `error_while_proxy` must not count it twice.
             ctx.active = None;
@@ -606,30 +612,33 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(policy) = &ctx.snapshot.compression
-            && session.req_header().method != http::Method::HEAD && policy.eligible(response) {
-                compress::add_vary(response);
-                let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
-                if let Some(encoding) = policy.negotiate(accept)
-                    && let Some(encoder) = compress::encoder(encoding) {
-                        ctx.encoder = Some(encoder);
-                        response.remove_header(&http::header::CONTENT_LENGTH);
-                        response.remove_header(&http::header::ACCEPT_RANGES);
-                        response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
-                        // The bytes differ, so a strong validator no longer holds.
-                        if let Some(etag) = response
-                            .headers
-                            .get(http::header::ETAG)
-                            .and_then(|v| v.to_str().ok())
-                            .filter(|e| !e.starts_with("W/"))
-                            .map(|e| format!("W/{e}"))
-                        {
-                            response.insert_header(http::header::ETAG, etag)?;
-                        }
-                        if !session.is_http2() {
-                            response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                        }
-                    }
+            && session.req_header().method != http::Method::HEAD
+            && policy.eligible(response)
+        {
+            compress::add_vary(response);
+            let accept = header_str(session.req_header(), "accept-encoding").unwrap_or("");
+            if let Some(encoding) = policy.negotiate(accept)
+                && let Some(encoder) = compress::encoder(encoding)
+            {
+                ctx.encoder = Some(encoder);
+                response.remove_header(&http::header::CONTENT_LENGTH);
+                response.remove_header(&http::header::ACCEPT_RANGES);
+                response.insert_header(http::header::CONTENT_ENCODING, encoding.token())?;
+                // The bytes differ, so a strong validator no longer holds.
+                if let Some(etag) = response
+                    .headers
+                    .get(http::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|e| !e.starts_with("W/"))
+                    .map(|e| format!("W/{e}"))
+                {
+                    response.insert_header(http::header::ETAG, etag)?;
+                }
+                if !session.is_http2() {
+                    response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                }
             }
+        }
         let phase = session.cache.phase();
         let from_cache = matches!(
             phase,
@@ -829,13 +838,14 @@ impl ProxyHttp for EdgeProxy {
         // saying so in the response keeps a client from sending its next request into
         // the closing socket (a reset, seen once retries made every origin eject at once).
         session.set_keepalive(None);
-        if status > 0 && !written
+        if status > 0
+            && !written
             && let Err(error) = self
                 .respond_json(session, ctx, status, code, &message)
                 .await
-            {
-                tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
-            }
+        {
+            tracing::debug!(parent: &ctx.span, %error, "could not send the error response");
+        }
         FailToProxy {
             error_code: if written { 0 } else { status },
             can_reuse_downstream: false,

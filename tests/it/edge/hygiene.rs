@@ -390,3 +390,27 @@ async fn simulated_latency_through_a_parent_counts_each_hop_once() {
     assert!(elapsed >= Duration::from_millis(84), "{elapsed:?} for {timing}");
     assert_eq!(origin.headers_seen().len(), 1);
 }
+
+#[tokio::test]
+async fn a_client_stalling_in_its_headers_is_disconnected_after_client_timeout() {
+    let origin = TestOrigin::start("o0");
+    let dir = TestDir::new();
+    let (edge, _) = Deploy::local(&[&origin], "").extra(LIMITS).start(&dir);
+    let mut stalled = tokio::net::TcpStream::connect(edge.addr("http")).await.unwrap();
+    stalled
+        .write_all(b"GET /stalled HTTP/1.1\r\nHost: edge\r\nX-Half: ")
+        .await
+        .unwrap();
+    // pingora's own default would hold this connection for 60 s; client_timeout is 1 s.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the stalled connection is still open after 20 s");
+    assert_eq!(origin.requests_for("/stalled"), 0, "nothing half-read is forwarded");
+    // Meanwhile the edge serves everyone else.
+    let response = client()
+        .get(format!("{}/after", edge.url("http")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
