@@ -30,26 +30,32 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.diagnostics.len();
-        writeln!(
-            f,
-            "{}: {count} error{} in deployment config",
-            self.file,
-            if count == 1 { "" } else { "s" }
-        )?;
-        for diagnostic in &self.diagnostics {
-            write!(f, "  {}", self.file)?;
-            if let (Some(line), Some(column)) = (diagnostic.line, diagnostic.column) {
-                write!(f, ":{line}:{column}")?;
-            }
-            if diagnostic.path.is_empty() {
-                writeln!(f, ": {}", diagnostic.message)?;
-            } else {
-                writeln!(f, ": {}: {}", diagnostic.path, diagnostic.message)?;
-            }
-        }
-        Ok(())
+        write_diagnostics(f, &self.file, "deployment config", &self.diagnostics)
     }
+}
+
+/// Writes `FILE: N errors in WHAT`, then one `FILE:LINE:COL: KEY: MESSAGE` line per
+/// diagnostic, compiler style.
+pub fn write_diagnostics(
+    f: &mut fmt::Formatter<'_>,
+    file: &str,
+    what: &str,
+    diagnostics: &[Diagnostic],
+) -> fmt::Result {
+    let count = diagnostics.len();
+    writeln!(f, "{file}: {count} error{} in {what}", if count == 1 { "" } else { "s" })?;
+    for diagnostic in diagnostics {
+        write!(f, "  {file}")?;
+        if let (Some(line), Some(column)) = (diagnostic.line, diagnostic.column) {
+            write!(f, ":{line}:{column}")?;
+        }
+        if diagnostic.path.is_empty() {
+            writeln!(f, ": {}", diagnostic.message)?;
+        } else {
+            writeln!(f, ": {}: {}", diagnostic.path, diagnostic.message)?;
+        }
+    }
+    Ok(())
 }
 
 /// Collects diagnostics while a file is checked, placing each by its key path.

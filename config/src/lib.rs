@@ -3,6 +3,7 @@
 //! Every daemon and the CLI load configuration through [`load`], so `edgebox
 //! check-config` runs exactly the checks a daemon runs at start-up and on reload.
 
+pub mod decode;
 mod diagnostics;
 pub mod model;
 mod pattern;
@@ -14,7 +15,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use diagnostics::{Collector, ConfigErrors, Diagnostic, join as join_key_path};
+pub use diagnostics::{Collector, ConfigErrors, Diagnostic, join as join_key_path, write_diagnostics};
 pub use model::*;
 pub use pattern::PathPattern;
 pub use validate::parse;

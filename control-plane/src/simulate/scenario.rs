@@ -7,11 +7,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgebox_config::decode::{decode, decode_list, decode_map};
 use edgebox_config::{Collector, ConfigLocation, Deployment, Diagnostic, Role, join_key_path};
 use serde::Serialize;
-use serde::de::{DeserializeOwned, IntoDeserializer};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use super::raw::*;
 use super::variant;
@@ -54,25 +53,7 @@ pub struct ScenarioErrors {
 
 impl fmt::Display for ScenarioErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.diagnostics.len();
-        writeln!(
-            f,
-            "{}: {count} error{} in scenario",
-            self.file,
-            if count == 1 { "" } else { "s" }
-        )?;
-        for diagnostic in &self.diagnostics {
-            write!(f, "  {}", self.file)?;
-            if let (Some(line), Some(column)) = (diagnostic.line, diagnostic.column) {
-                write!(f, ":{line}:{column}")?;
-            }
-            if diagnostic.path.is_empty() {
-                writeln!(f, ": {}", diagnostic.message)?;
-            } else {
-                writeln!(f, ": {}: {}", diagnostic.path, diagnostic.message)?;
-            }
-        }
-        Ok(())
+        edgebox_config::write_diagnostics(f, &self.file, "scenario", &self.diagnostics)
     }
 }
 
@@ -543,76 +524,6 @@ pub fn parse(
     }
     finish(c.diagnostics, source)?;
     Ok(scenario)
-}
-
-fn decode<T: DeserializeOwned>(
-    c: &mut Collector<'_>,
-    path: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<T> {
-    let deserializer = value.clone().into_deserializer();
-    match serde_path_to_error::deserialize::<_, T>(deserializer) {
-        Ok(decoded) => Some(decoded),
-        Err(error) => {
-            let inner = error.path().to_string();
-            let full = match inner.as_str() {
-                "" | "." => path.to_owned(),
-                _ if inner.starts_with('[') => format!("{path}{inner}"),
-                _ => format!("{path}.{inner}"),
-            };
-            let span = error.inner().span().or_else(|| Some(value.span()));
-            c.error_at(full, span, error.inner().message().to_owned());
-            None
-        }
-    }
-}
-
-/// Decodes each entry of a table of tables on its own, so one bad entry hides no other.
-fn decode_map<T: DeserializeOwned>(
-    c: &mut Collector<'_>,
-    path: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<Vec<(String, T)>> {
-    let DeValue::Table(table) = value.get_ref() else {
-        c.error_at(
-            path,
-            Some(value.span()),
-            format!("`{path}` must be a table of named entries, e.g. [{path}.eu-west]"),
-        );
-        return None;
-    };
-    let mut entries = Vec::new();
-    for (key, entry) in table {
-        let name = key.get_ref().to_string();
-        if let Some(decoded) = decode(c, &join_key_path(path, &name), entry) {
-            entries.push((name, decoded));
-        }
-    }
-    Some(entries)
-}
-
-/// Decodes each element of an array of tables on its own; failed elements stay `None`
-/// so that indexes in later messages match the file.
-fn decode_list<T: DeserializeOwned>(
-    c: &mut Collector<'_>,
-    path: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<Vec<Option<T>>> {
-    let DeValue::Array(items) = value.get_ref() else {
-        c.error_at(
-            path,
-            Some(value.span()),
-            format!("`{path}` must be an array of tables ([[{path}]])"),
-        );
-        return None;
-    };
-    Some(
-        items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| decode(c, &format!("{path}[{index}]"), item))
-            .collect(),
-    )
 }
 
 fn check_url(c: &mut Collector<'_>, path: &str, url: &str) -> bool {
