@@ -65,13 +65,17 @@ pub fn load_file(path: &Path) -> Result<Deployment, ConfigErrors> {
             message: format!("cannot read: {err}"),
         }],
     })?;
+    parse(&text, &path.display().to_string(), &base_dir_of_file(path))
+}
+
+/// The absolute directory a file's relative paths resolve against: the file's own.
+pub fn base_dir_of_file(path: &Path) -> PathBuf {
     let base_dir = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
-    parse(&text, &path.display().to_string(), &base_dir)
+    std::path::absolute(&base_dir).unwrap_or(base_dir)
 }
 
 /// Tells whoever started this daemon that a listener is bound, as one line on stdout:

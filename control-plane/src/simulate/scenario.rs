@@ -320,12 +320,7 @@ pub fn load_file(path: &Path) -> Result<Scenario, ScenarioErrors> {
             message: format!("cannot read: {err}"),
         }],
     })?;
-    let base_dir = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    let base_dir = edgebox_config::base_dir_of_file(path);
     let default_name = path
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
