@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use edgebox_config::OriginSettings;
+use edgebox_wire::health::{HealthStatus, NodeHealth};
+use edgebox_wire::{ErrorBody, ErrorDetail};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -128,11 +130,19 @@ async fn route<B>(app: &Arc<App>, request: &Request<B>) -> Response<Body> {
 
 fn healthz(app: &App) -> Response<Body> {
     let draining = app.draining.load(Ordering::Relaxed);
-    let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ok" },
-        "node": app.node,
-        "uptime_ms": app.started.elapsed().as_millis() as u64,
-    });
+    let body = NodeHealth {
+        status: if draining {
+            HealthStatus::Draining
+        } else {
+            HealthStatus::Ok
+        },
+        node: app.node.clone(),
+        region: None,
+        uptime_ms: Some(app.started.elapsed().as_millis() as u64),
+        config_version: None,
+        running: None,
+        queued: None,
+    };
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -146,13 +156,13 @@ fn metrics(app: &App) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(edgebox_node::metrics::CONTENT_TYPE),
     );
     response
 }
 
 fn stats(app: &App) -> Response<Body> {
-    json(StatusCode::OK, &app.stats.to_json(&app.node))
+    json(StatusCode::OK, &app.stats.snapshot(&app.node))
 }
 
 /// Serves a file under the root.
@@ -500,8 +510,8 @@ fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response<
     response
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let text = value.to_string();
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let text = serde_json::to_string(value).expect("wire types serialise");
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -516,7 +526,13 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(
         status,
-        &serde_json::json!({ "error": { "code": code, "message": message } }),
+        &ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: message.to_owned(),
+                diagnostics: None,
+            },
+        },
     )
 }
 

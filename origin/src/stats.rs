@@ -1,16 +1,18 @@
 //! Counters behind `/metrics` and `/_origin/stats`.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use edgebox_node::metrics::MetricsText;
+use edgebox_wire::origin::OriginStats;
 use http::StatusCode;
 
 /// Distinct paths counted one by one; beyond this, requests are counted under
 /// [`OTHER_PATHS`] so that a scan of random URLs cannot grow the map without bound.
 const MAX_TRACKED_PATHS: usize = 10_000;
 const OTHER_PATHS: &str = "(other)";
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -53,69 +55,58 @@ impl Stats {
     }
 
     /// The `/_origin/stats` document.
-    pub fn to_json(&self, node: &str) -> serde_json::Value {
+    pub fn snapshot(&self, node: &str) -> OriginStats {
         let by_path = self
             .by_path
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-        let responses: serde_json::Map<String, serde_json::Value> = classes
             .iter()
-            .zip(&self.by_class)
-            .map(|(class, count)| ((*class).to_owned(), count.load(Ordering::Relaxed).into()))
+            .map(|(path, count)| (path.clone(), *count))
             .collect();
-        serde_json::json!({
-            "node": node,
-            "requests": self.content_requests.load(Ordering::Relaxed),
-            "by_path": by_path,
-            "responses": responses,
-            "bytes_sent": self.bytes_sent.load(Ordering::Relaxed),
-            "in_flight": self.in_flight.load(Ordering::Relaxed),
-        })
+        OriginStats {
+            node: node.to_owned(),
+            requests: self.content_requests.load(Ordering::Relaxed),
+            by_path,
+            responses: CLASSES
+                .iter()
+                .zip(&self.by_class)
+                .map(|(class, count)| ((*class).to_owned(), count.load(Ordering::Relaxed)))
+                .collect(),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
     }
 
     /// Prometheus text exposition.
     pub fn to_prometheus(&self, node: &str) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP edgebox_origin_responses_total Responses sent, by status class.\n");
-        out.push_str("# TYPE edgebox_origin_responses_total counter\n");
-        for (class, count) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
-            .iter()
-            .zip(&self.by_class)
-        {
-            let _ = writeln!(
-                out,
-                "edgebox_origin_responses_total{{node=\"{node}\",class=\"{class}\"}} {}",
-                count.load(Ordering::Relaxed)
+        let mut out = MetricsText::new();
+        for (class, count) in CLASSES.iter().zip(&self.by_class) {
+            out.counter(
+                "edgebox_origin_responses_total",
+                "Responses sent, by status class.",
+                &[("node", node), ("class", class)],
+                count.load(Ordering::Relaxed),
             );
         }
-        let gauges = [
-            (
-                "edgebox_origin_content_requests_total",
-                "counter",
-                "Requests for content (not health, metrics or stats).",
-                self.content_requests.load(Ordering::Relaxed),
-            ),
-            (
-                "edgebox_origin_sent_bytes_total",
-                "counter",
-                "Response body bytes sent.",
-                self.bytes_sent.load(Ordering::Relaxed),
-            ),
-            (
-                "edgebox_origin_in_flight_requests",
-                "gauge",
-                "Requests being served now.",
-                self.in_flight.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
-        }
-        out
+        out.counter(
+            "edgebox_origin_content_requests_total",
+            "Requests for content (not health, metrics or stats).",
+            &[("node", node)],
+            self.content_requests.load(Ordering::Relaxed),
+        )
+        .counter(
+            "edgebox_origin_sent_bytes_total",
+            "Response body bytes sent.",
+            &[("node", node)],
+            self.bytes_sent.load(Ordering::Relaxed),
+        )
+        .gauge(
+            "edgebox_origin_in_flight_requests",
+            "Requests being served now.",
+            &[("node", node)],
+            self.in_flight.load(Ordering::Relaxed),
+        );
+        out.finish()
     }
 }
 

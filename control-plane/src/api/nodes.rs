@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::StatusCode;
 use edgebox_config::Role;
+use edgebox_wire::health::NodeHealth;
 use futures_util::future::join_all;
 
 use crate::auth::Operator;
@@ -95,11 +96,11 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
             match probe {
                 Ok(response) => {
                     let status = response.status();
-                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let body: Option<NodeHealth> = response.json().await.ok();
                     // A node's own `config_version` in its healthz counts its local
                     // reloads, not control-plane versions, so only the agent's report
                     // says which version it runs.
-                    info.uptime_ms = body.get("uptime_ms").and_then(serde_json::Value::as_u64);
+                    info.uptime_ms = body.and_then(|health| health.uptime_ms);
                     if info.uptime_ms.is_none() && matches!(node.role, Role::Edge(_)) {
                         // Edges report their uptime in the admin `/stats` only.
                         info.uptime_ms = edge_uptime(&state.http, addr).await;
@@ -194,8 +195,12 @@ async fn edge_uptime(http: &reqwest::Client, admin: std::net::SocketAddr) -> Opt
         .send()
         .await
         .ok()?;
-    let stats: serde_json::Value = response.json().await.ok()?;
-    stats.get("uptime_ms")?.as_u64()
+    #[derive(serde::Deserialize)]
+    struct Uptime {
+        uptime_ms: u64,
+    }
+    let stats: Uptime = response.json().await.ok()?;
+    Some(stats.uptime_ms)
 }
 
 /// A short reason for a failed request to a node.
