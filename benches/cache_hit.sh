@@ -13,7 +13,8 @@
 #
 # Knobs: DURATION (8s), WARMUP (2s), CONNS (32), THREADS (2), ROUNDS (2),
 # OBJECTS ("1k 10k 100k"), HTTPS_OBJECTS ("1k 100k"; empty = no HTTPS rows),
-# SERVER_CPUS, LOAD_CPUS, EDGE_THREADS (edge worker threads; default one per core),
+# SERVER_CPUS, LOAD_CPUS, EDGE_THREADS (edge worker threads; default one per core), EDGE_ENV
+# (extra environment for the edge, e.g. "EDGEBOX_LOG=info"),
 # EDGEBOX_BIN (a prebuilt edgebox), RELEASE (1 = release build, the default),
 # PROFILE (a file: `perf record` the edge during round 1's first 1 KiB HTTP run into it;
 # PROFILE_ARGS adds perf options, e.g. "--call-graph dwarf"),
@@ -115,7 +116,7 @@ enabled = false
 enabled = true
 l1_capacity = "64MiB"
 TOML
-(cd "$WORK" && EDGEBOX_LOG=warn exec taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
+(cd "$WORK" && EDGEBOX_LOG=warn exec env ${EDGE_ENV:-} taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
 EDGE_PID=$! # the subshell execs taskset, which execs the edge: one pid
 PIDS+=("$EDGE_PID")
 wait_for_line "$WORK/edge.out" "service=admin" || { cat "$WORK/edge.err"; exit 1; }

@@ -124,6 +124,11 @@ pub struct EdgeState {
     pub cache: &'static TieredStorage,
     /// Collapses concurrent misses for one key into one upstream fetch.
     pub cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl,
+    /// Request ids for requests that did not bring a usable one.
+    pub ids: crate::request_id::RequestIds,
+    /// This edge's `Via` entry over HTTP/1.1 and HTTP/2 (`1.1 edgebox-NODE`), made once.
+    pub via_h1: http::HeaderValue,
+    pub via_h2: http::HeaderValue,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -164,6 +169,9 @@ impl EdgeState {
             resolver: Resolver::new(),
             cache,
             cache_lock,
+            ids: crate::request_id::RequestIds::new(node),
+            via_h1: via_value("1.1", node)?,
+            via_h2: via_value("2", node)?,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -206,6 +214,11 @@ impl EdgeState {
         self.snapshot.store(Arc::new(next));
         Ok(version)
     }
+}
+
+fn via_value(version: &str, node: &str) -> anyhow::Result<http::HeaderValue> {
+    http::HeaderValue::from_str(&format!("{version} edgebox-{node}"))
+        .map_err(|_| anyhow::anyhow!("node name {node:?} cannot appear in a Via header"))
 }
 
 fn build_snapshot(

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub purged: AtomicU64,
     /// Requests that waited on the cache lock for another request's fetch (reported by the proxy).
     pub lock_waits: AtomicU64,
+    /// L1 hits answered by the proxy's fast path (also counted in `l1_hits`).
+    pub fast_hits: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -66,6 +68,8 @@ pub struct CacheStats {
     pub stored: u64,
     pub purged: u64,
     pub lock_waits: u64,
+    /// L1 hits answered by the fast path (included in `l1.hits`).
+    pub fast_hits: u64,
 }
 
 impl Metrics {
@@ -103,6 +107,7 @@ impl Metrics {
             stored: get(&self.stored),
             purged: get(&self.purged),
             lock_waits: get(&self.lock_waits),
+            fast_hits: get(&self.fast_hits),
         }
     }
 }
@@ -206,6 +211,12 @@ impl CacheStats {
             "counter",
             "Requests that waited for another request's fetch.",
             &[("", self.lock_waits)],
+        );
+        family(
+            "edgebox_cache_fast_hits_total",
+            "counter",
+            "L1 hits answered by the fast path (included in the l1 hits).",
+            &[("", self.fast_hits)],
         );
         out
     }

@@ -145,7 +145,7 @@ async fn fresh_l1_hits_answer_header_for_header_like_the_full_hit_path() {
         );
     }
     let after = cache_stats(&fast.daemon).await;
-    let fast_hits = |stats: &serde_json::Value| stats["l1"]["fast_hits"].as_u64().unwrap();
+    let fast_hits = |stats: &serde_json::Value| stats["fast_hits"].as_u64().unwrap();
     // GET+HEAD plain, blob, missing, tagged: five answers from the fast path; the rest not.
     assert_eq!(fast_hits(&after) - fast_hits(&before), 5, "{after}");
     assert_eq!(fast_hits(&cache_stats(&full.daemon).await), 0);
