@@ -24,6 +24,7 @@ mod health;
 mod latency;
 mod proxy;
 mod request_id;
+mod sharded;
 mod state;
 mod timing;
 mod tls;

@@ -46,18 +46,6 @@ pub const REGION_HEADER: &str = "x-edgebox-region";
 pub const HOP_HEADER: &str = "x-edgebox-hop";
 const REQUEST_ID: &str = "x-request-id";
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
 pub struct EdgeProxy {
     pub state: Arc<EdgeState>,
 }
@@ -175,19 +163,61 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Hop-by-hop headers present in `headers`, including those `Connection` names.
-fn hop_by_hop(headers: &http::HeaderMap) -> Vec<String> {
-    let mut named: Vec<String> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    named.extend(HOP_BY_HOP.iter().map(|h| (*h).to_owned()));
-    named.retain(|name| headers.contains_key(name.as_str()));
-    named
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
+static HOP_BY_HOP: [http::HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+];
+
+/// The hop-by-hop headers present in a header map: those of the fixed list (a bit each) and
+/// any other that `Connection` names. Finding them allocates only for such other names
+/// (rare: origins name `keep-alive` or `close`), not on every request and response.
+#[derive(Default)]
+struct HopByHop {
+    fixed: u8,
+    named: Vec<http::HeaderName>,
+}
+
+impl HopByHop {
+    fn find(headers: &http::HeaderMap) -> Self {
+        let mut found = Self::default();
+        for value in headers.get_all(http::header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)) {
+                    continue; // checked below
+                }
+                if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes())
+                    && headers.contains_key(&name)
+                    && !found.named.contains(&name)
+                {
+                    found.named.push(name);
+                }
+            }
+        }
+        for (bit, name) in HOP_BY_HOP.iter().enumerate() {
+            if headers.contains_key(name) {
+                found.fixed |= 1 << bit;
+            }
+        }
+        found
+    }
+
+    fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.named.iter().chain(
+            HOP_BY_HOP
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| self.fixed & (1 << bit) != 0)
+                .map(|(_, name)| name),
+        )
+    }
 }
 
 /// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
@@ -566,8 +596,9 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        for name in hop_by_hop(&upstream_request.headers) {
-            upstream_request.remove_header(name.as_str());
+        let hop = HopByHop::find(&upstream_request.headers);
+        for name in hop.names() {
+            upstream_request.remove_header(name);
         }
         let client_ip = session
             .client_addr()
@@ -648,8 +679,9 @@ impl ProxyHttp for EdgeProxy {
             e.set_retry(true);
             return Err(e.into_up());
         }
-        for name in hop_by_hop(&upstream_response.headers) {
-            upstream_response.remove_header(name.as_str());
+        let hop = HopByHop::find(&upstream_response.headers);
+        for name in hop.names() {
+            upstream_response.remove_header(name);
         }
         // A parent edge says how it served the object; a hit there means the origin was
         // spared. Its labels are then dropped so the stored copy never carries them.
