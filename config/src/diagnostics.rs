@@ -43,7 +43,11 @@ pub fn write_diagnostics(
     diagnostics: &[Diagnostic],
 ) -> fmt::Result {
     let count = diagnostics.len();
-    writeln!(f, "{file}: {count} error{} in {what}", if count == 1 { "" } else { "s" })?;
+    writeln!(
+        f,
+        "{file}: {count} error{} in {what}",
+        if count == 1 { "" } else { "s" }
+    )?;
     for diagnostic in diagnostics {
         write!(f, "  {file}")?;
         if let (Some(line), Some(column)) = (diagnostic.line, diagnostic.column) {

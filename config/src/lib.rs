@@ -11,11 +11,11 @@ mod raw;
 pub mod units;
 mod validate;
 
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use diagnostics::{Collector, ConfigErrors, Diagnostic, join as join_key_path, write_diagnostics};
+pub use diagnostics::{
+    Collector, ConfigErrors, Diagnostic, join as join_key_path, write_diagnostics,
+};
 pub use model::*;
 pub use pattern::PathPattern;
 pub use validate::parse;
@@ -43,7 +43,9 @@ impl ConfigLocation {
 }
 
 /// Reads and checks a deployment. Relative paths in a file resolve against its
-/// directory; in the embedded default, against the current directory.
+/// directory; in the embedded default, against the current directory: this is the one
+/// place the process's current directory matters, and the result is kept as
+/// [`Deployment::base_dir`].
 pub fn load(location: &ConfigLocation) -> Result<Deployment, ConfigErrors> {
     match location {
         ConfigLocation::Embedded => {
@@ -76,35 +78,6 @@ pub fn base_dir_of_file(path: &Path) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     std::path::absolute(&base_dir).unwrap_or(base_dir)
-}
-
-/// Tells whoever started this daemon that a listener is bound, as one line on stdout:
-/// `edgebox-listening node=NAME service=SERVICE addr=IP:PORT`. `edgebox up` and the test
-/// support read these to learn the ports actually bound (listeners may ask for port 0).
-pub fn announce_listening(node: &str, service: &str, addr: SocketAddr) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(
-        stdout,
-        "edgebox-listening node={node} service={service} addr={addr}"
-    );
-    let _ = stdout.flush();
-}
-
-/// Parses a line written by [`announce_listening`].
-pub fn parse_announcement(line: &str) -> Option<(String, String, SocketAddr)> {
-    let rest = line.trim().strip_prefix("edgebox-listening ")?;
-    let mut node = None;
-    let mut service = None;
-    let mut addr = None;
-    for field in rest.split_whitespace() {
-        match field.split_once('=')? {
-            ("node", value) => node = Some(value.to_owned()),
-            ("service", value) => service = Some(value.to_owned()),
-            ("addr", value) => addr = value.parse().ok(),
-            _ => {}
-        }
-    }
-    Some((node?, service?, addr?))
 }
 
 #[cfg(test)]

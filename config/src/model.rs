@@ -20,6 +20,11 @@ pub struct Deployment {
     /// The TOML text it was read from, kept so it can be handed on unchanged.
     #[serde(skip)]
     pub text: String,
+    /// Absolute directory every relative path of the deployment resolved against (the
+    /// file's own directory; for the embedded default, the directory it was started
+    /// in). A new version of the config received later resolves against the same one,
+    /// so no node ever depends on its process's current directory.
+    pub base_dir: PathBuf,
     pub name: String,
     /// Absolute directory under which every node keeps its state.
     pub data_dir: PathBuf,

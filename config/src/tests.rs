@@ -13,16 +13,3 @@ fn embedded_default_is_valid() {
     assert_eq!(edge.listeners()[1].1, "127.0.0.1:8443".parse().unwrap());
     assert!(deployment.origin.rule_for("/assets/app.css").is_some());
 }
-
-#[test]
-fn announcement_round_trips() {
-    let line = "edgebox-listening node=o1 service=http addr=127.0.0.1:4000\n";
-    assert_eq!(
-        parse_announcement(line),
-        Some((
-            "o1".into(),
-            "http".into(),
-            "127.0.0.1:4000".parse().unwrap()
-        ))
-    );
-}

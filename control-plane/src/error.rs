@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::wire::{ConfigDiagnostic, ErrorBody, ErrorDetail};
+use edgebox_wire::control_plane::{ConfigDiagnostic, ErrorBody, ErrorDetail};
 
 /// An error answered to an API client. `code` is stable (clients branch on it);
 /// `message` is for people.

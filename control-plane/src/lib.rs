@@ -1,68 +1,91 @@
 //! edgebox control plane: config lifecycle, node registry, purge fan-out, stats and
 //! the sandbox relay, as a JSON API under `/v1` (axum on hyper) with an OpenAPI
-//! document and a dashboard; plus [`agent`], the node side of the config watch.
+//! document and a dashboard. The JSON it speaks is `edgebox_wire::control_plane`; the
+//! node side of the config watch is `edgebox_node::agent`.
 
-pub mod agent;
 mod api;
 mod auth;
 mod dashboard;
 mod error;
 mod metrics;
-pub mod simulate;
 mod state;
 mod store;
-pub mod wire;
 
 use std::time::Duration;
 
-use anyhow::Context;
 use edgebox_config::{Deployment, Role};
-
-pub use auth::resolve as resolve_token;
-pub use state::base_dir_of;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// Why a control-plane node could not start (or stopped on its own).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no node {node} in {source_name}")]
+    NoSuchNode { node: String, source_name: String },
+    #[error(
+        "node {node} is not a control plane in {source_name}; start it with `edgebox <its role>`"
+    )]
+    NotAControlPlane { node: String, source_name: String },
+    #[error("starting the control plane")]
+    Init(#[from] state::InitError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
 /// Runs the control-plane node `node` of `deployment` until SIGTERM or SIGINT.
-pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
+pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("control-plane")
         .build()
-        .context("building the async runtime")?;
+        .map_err(io_error("building the async runtime"))?;
     runtime.block_on(serve(deployment, node))
 }
 
-/// Installs rustls' ring provider for the HTTP clients (the workspace builds reqwest
-/// without a default provider).
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-async fn serve(deployment: Deployment, node: &str) -> anyhow::Result<()> {
+async fn serve(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let listen = match deployment.node(node).map(|n| &n.role) {
         Some(Role::ControlPlane(cp)) => cp.listen,
-        Some(_) => anyhow::bail!(
-            "node {node} is not a control plane in {}; start it with `edgebox <its role>`",
-            deployment.source
-        ),
-        None => anyhow::bail!("no node {node} in {}", deployment.source),
+        Some(_) => {
+            return Err(RunError::NotAControlPlane {
+                node: node.to_owned(),
+                source_name: deployment.source.clone(),
+            });
+        }
+        None => {
+            return Err(RunError::NoSuchNode {
+                node: node.to_owned(),
+                source_name: deployment.source.clone(),
+            });
+        }
     };
-    install_crypto();
-    let state = state::AppState::init(deployment, node).context("starting the control plane")?;
+    edgebox_node::install_crypto();
+    let state = state::AppState::init(deployment, node)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding the API listener {listen}"))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
+        .map_err(io_error(format!("binding the API listener {listen}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_error("reading the bound address"))?;
     let _ = state.self_addr.set(addr);
-    edgebox_config::announce_listening(node, "api", addr);
+    edgebox_node::announce_listening(node, "api", addr);
     tracing::info!(node, %addr, version = state.current().meta.version, "control plane listening");
 
+    let signals =
+        edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.cancelled().await;
         tracing::info!("signal received; shutting down");
         shutdown.cancel();
     });
@@ -70,22 +93,13 @@ async fn serve(deployment: Deployment, node: &str) -> anyhow::Result<()> {
     let server =
         axum::serve(listener, app).with_graceful_shutdown(state.shutdown.clone().cancelled_owned());
     tokio::select! {
-        result = server => result.context("serving the API")?,
+        result = server => result.map_err(io_error("serving the API"))?,
         () = async { state.shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting");
         }
     }
     tracing::info!("control plane stopped");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 /// The documented `(METHOD, path)` operations and the OpenAPI document, for tests

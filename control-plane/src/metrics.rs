@@ -1,10 +1,11 @@
 //! The control plane's own Prometheus metrics, rendered as text on `GET /metrics`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+
+use edgebox_node::metrics::MetricsText;
 
 /// (route template, method, status) -> (count, seconds total).
 type RequestCounts = BTreeMap<(String, String, u16), (u64, f64)>;
@@ -38,69 +39,69 @@ impl Metrics {
     }
 
     pub fn render(&self, uptime: Duration) -> String {
-        let mut out = String::new();
+        let mut out = MetricsText::new();
         let requests = self.requests.lock().expect("metrics lock");
-        out.push_str(
-            "# HELP edgebox_cp_requests_total API requests by route, method and status.\n",
-        );
-        out.push_str("# TYPE edgebox_cp_requests_total counter\n");
         for ((route, method, status), (count, _)) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "edgebox_cp_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
+            out.counter(
+                "edgebox_cp_requests_total",
+                "API requests by route, method and status.",
+                &[
+                    ("route", route),
+                    ("method", method),
+                    ("status", &status.to_string()),
+                ],
+                *count,
             );
         }
-        out.push_str(
-            "# HELP edgebox_cp_request_seconds_total Time spent answering API requests.\n",
-        );
-        out.push_str("# TYPE edgebox_cp_request_seconds_total counter\n");
         for ((route, method, status), (_, seconds)) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "edgebox_cp_request_seconds_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {seconds:.6}"
+            out.counter(
+                "edgebox_cp_request_seconds_total",
+                "Time spent answering API requests.",
+                &[
+                    ("route", route),
+                    ("method", method),
+                    ("status", &status.to_string()),
+                ],
+                *seconds,
             );
         }
         drop(requests);
-        let gauges = [
-            (
-                "edgebox_cp_config_version",
-                "Current config version.",
-                self.config_version.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "edgebox_cp_nodes_reporting",
-                "Nodes that reported a config status.",
-                self.nodes_reporting.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "edgebox_cp_config_watchers",
-                "Long polls waiting for a config change.",
-                self.watchers.load(Ordering::Relaxed),
-            ),
-            (
-                "edgebox_cp_event_relays",
-                "WebSocket event relays open.",
-                self.relays.load(Ordering::Relaxed),
-            ),
-            (
-                "edgebox_cp_uptime_seconds",
-                "Seconds since the control plane started.",
-                uptime.as_secs() as i64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_cp_fanout_failures_total Node requests (purge, drain, stats) that failed.\n\
-             # TYPE edgebox_cp_fanout_failures_total counter\n\
-             edgebox_cp_fanout_failures_total {}",
-            self.fanout_failures.load(Ordering::Relaxed)
+        out.gauge(
+            "edgebox_cp_config_version",
+            "Current config version.",
+            &[],
+            self.config_version.load(Ordering::Relaxed),
+        )
+        .gauge(
+            "edgebox_cp_nodes_reporting",
+            "Nodes that reported a config status.",
+            &[],
+            self.nodes_reporting.load(Ordering::Relaxed),
+        )
+        .gauge(
+            "edgebox_cp_config_watchers",
+            "Long polls waiting for a config change.",
+            &[],
+            self.watchers.load(Ordering::Relaxed),
+        )
+        .gauge(
+            "edgebox_cp_event_relays",
+            "WebSocket event relays open.",
+            &[],
+            self.relays.load(Ordering::Relaxed),
+        )
+        .gauge(
+            "edgebox_cp_uptime_seconds",
+            "Seconds since the control plane started.",
+            &[],
+            uptime.as_secs(),
+        )
+        .counter(
+            "edgebox_cp_fanout_failures_total",
+            "Node requests (purge, drain, stats) that failed.",
+            &[],
+            self.fanout_failures.load(Ordering::Relaxed),
         );
-        out
+        out.finish()
     }
 }

@@ -15,7 +15,7 @@ use crate::auth::Tokens;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Store, VersionMeta};
-use crate::wire::{Applied, ConfigDiagnostic};
+use edgebox_wire::control_plane::{Applied, ConfigDiagnostic};
 
 /// The config version in force.
 #[derive(Debug)]
@@ -55,7 +55,8 @@ pub struct AppState {
     /// The last node listing and when it was probed. `GET /v1/nodes` is open, so
     /// probes are shared: concurrent callers wait for one round, and a round is reused
     /// briefly, so callers cannot turn the control plane into a probe amplifier.
-    pub node_listing: tokio::sync::Mutex<Option<(Instant, u64, crate::wire::NodeList)>>,
+    pub node_listing:
+        tokio::sync::Mutex<Option<(Instant, u64, edgebox_wire::control_plane::NodeList)>>,
     /// Bumped whenever what the listing shows changes (reports, drains, configs);
     /// a cached listing from an older generation is not reused.
     pub listing_generation: std::sync::atomic::AtomicU64,
@@ -66,7 +67,7 @@ pub enum InitError {
     #[error("config store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("tokens: {0}")]
-    Tokens(#[from] crate::auth::TokenError),
+    Tokens(#[from] edgebox_node::secrets::TokenError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -74,7 +75,7 @@ pub enum InitError {
 impl AppState {
     /// Loads the persisted config (preferred) or adopts `started` as version 1.
     pub fn init(started: Deployment, node: &str) -> Result<Arc<Self>, InitError> {
-        let base_dir = base_dir_of(&started);
+        let base_dir = started.base_dir.clone();
         let store_dir = started.node_data_dir(node).join("config");
         let (mut store, persisted) = Store::open(&store_dir)?;
         let mut adopted = None;
@@ -320,19 +321,6 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
         }
         _ => addr,
     }
-}
-
-/// The directory relative paths of a deployment resolve against.
-pub fn base_dir_of(deployment: &Deployment) -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    if deployment.source == edgebox_config::EMBEDDED_NAME {
-        return cwd;
-    }
-    Path::new(&deployment.source)
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .map(|parent| cwd.join(parent))
-        .unwrap_or(cwd)
 }
 
 /// The validation a new config goes through: the shared checks, plus that it still

@@ -11,13 +11,12 @@
 //! ever get added: a rollback makes a new version with an old text.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::wire::HistoryEntry;
+use edgebox_wire::control_plane::HistoryEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -194,28 +193,13 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Replaces `path` with `bytes` so that readers (and a crash) see the old or the new
-/// contents, never a mix: temp file in the same directory, fsync, rename, fsync dir.
+/// contents, never a mix ([`edgebox_node::fs::atomic_write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = fs::File::create(&temp).map_err(io("create", &temp))?;
-    file.write_all(bytes).map_err(io("write", &temp))?;
-    file.sync_all().map_err(io("fsync", &temp))?;
-    drop(file);
-    fs::rename(&temp, path).map_err(io("rename into place", path))?;
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io("fsync directory", dir))?;
-    Ok(())
+    edgebox_node::fs::atomic_write(path, bytes).map_err(|source| StoreError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -34,9 +34,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use edgebox_config::{ConfigLocation, Deployment, Role};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
@@ -47,14 +46,43 @@ pub use tls::ensure_local_ca;
 /// How often certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_millis(500);
 
+/// Why an edge could not start (or stopped on its own).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no node named {0} in the deployment")]
+    NoSuchNode(String),
+    #[error("node {node} is a {role}, not an edge")]
+    NotAnEdge { node: String, role: &'static str },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading TLS certificates")]
+    Tls(#[from] tls::TlsError),
+    #[error("TLS listener settings: {0}")]
+    TlsSettings(String),
+    #[error("building the edge state")]
+    State(#[from] state::ReloadError),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
 /// Runs edge `node` of `deployment` until SIGTERM or SIGINT, then drains.
 /// `location` is where `POST /reload` with an empty body re-reads the config from.
-pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> anyhow::Result<()> {
+pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Result<(), RunError> {
     let me = deployment
         .node(node)
-        .with_context(|| format!("no node named {node} in the deployment"))?;
+        .ok_or_else(|| RunError::NoSuchNode(node.to_owned()))?;
     let Role::Edge(edge) = &me.role else {
-        anyhow::bail!("node {node} is a {}, not an edge", me.role_name());
+        return Err(RunError::NotAnEdge {
+            node: node.to_owned(),
+            role: me.role_name(),
+        });
     };
     let edge = edge.clone();
     // One worker per core by default: measured on 2 cores, 1-4 workers served cache hits
@@ -68,7 +96,7 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> anyh
         .enable_all()
         .thread_name("edge")
         .build()
-        .context("starting the async runtime")?;
+        .map_err(io_error("starting the async runtime"))?;
     let result = runtime.block_on(serve(deployment, node.to_owned(), edge, location));
     // In-flight work has finished or its grace has run out; do not wait on stragglers.
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -77,10 +105,14 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> anyh
 
 /// Binds `addr` (port 0 allowed) and registers the socket in pingora's fd table under
 /// the key its listener will look up.
-fn bind(fds: &ListenFds, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
+fn bind(fds: &ListenFds, addr: SocketAddr) -> Result<SocketAddr, RunError> {
+    let listener = TcpListener::bind(addr).map_err(io_error(format!("binding {addr}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error(format!("configuring {addr}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(io_error(format!("reading the address bound for {addr}")))?;
     fds.lock().add(bound.to_string(), listener.into_raw_fd());
     Ok(bound)
 }
@@ -90,13 +122,15 @@ async fn serve(
     node: String,
     edge: edgebox_config::EdgeNode,
     location: ConfigLocation,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
+    // Installed before anything is announced, so a signal right after is not lost.
+    let signals =
+        edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let grace = deployment.edge.shutdown_grace;
     let certs = match edge.https {
         Some(_) => {
-            let store = tls::CertStore::load(&deployment.tls, &deployment.node_data_dir(&node))
-                .context("loading TLS certificates")?;
+            let store = tls::CertStore::load(&deployment.tls, &deployment.node_data_dir(&node))?;
             if let Some(ca) = &store.generated_ca {
                 println!("edgebox-tls-ca node={node} path={}", ca.display());
                 tracing::info!(ca = %ca.display(), "no certificate configured: serving a certificate from the local CA; trust this CA file");
@@ -142,7 +176,7 @@ async fn serve(
     if let (Some(addr), Some(certs)) = (edge.https, &certs) {
         let bound = bind(&fds, addr)?;
         let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
-            .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+            .map_err(|e| RunError::TlsSettings(e.to_string()))?;
         settings.set_cert_resolver(certs.resolver.clone());
         settings.enable_h2();
         proxy.add_tls_with_settings(&bound.to_string(), None, settings);
@@ -174,7 +208,7 @@ async fn serve(
     }
     for (service, addr) in &announce {
         tracing::info!(service, %addr, "listening");
-        edgebox_config::announce_listening(&node, service, *addr);
+        edgebox_node::announce_listening(&node, service, *addr);
     }
 
     let background = [
@@ -184,27 +218,20 @@ async fn serve(
     let watcher = certs.map(|c| tokio::spawn(c.watch(CERT_POLL)));
     let _agent = watch_control_plane(&state, &node, &announce);
 
-    wait_for_signal().await?;
+    signals.cancelled().await;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: no new connections, finishing in-flight requests"
     );
     state.draining.store(true, Ordering::SeqCst);
     let _ = shutdown_tx.send(true);
-    let deadline = Instant::now() + grace;
-    loop {
-        let in_flight = state.in_flight.load(Ordering::SeqCst);
-        if in_flight <= 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                in_flight,
-                "shutdown grace over; abandoning in-flight requests"
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let drained =
+        edgebox_node::shutdown::drain(grace, || state.in_flight.load(Ordering::SeqCst) <= 0).await;
+    if !drained {
+        tracing::warn!(
+            in_flight = state.in_flight.load(Ordering::SeqCst),
+            "shutdown grace over; abandoning in-flight requests"
+        );
     }
     for task in background.iter().chain(watcher.iter()) {
         task.abort();
@@ -219,42 +246,22 @@ fn watch_control_plane(
     state: &Arc<state::EdgeState>,
     node: &str,
     bound: &[(&str, SocketAddr)],
-) -> Option<edgebox_control_plane::agent::AgentHandle> {
+) -> Option<edgebox_node::agent::AgentHandle> {
     let deployment = &state.snapshot().deployment;
-    if deployment
-        .control_plane_addr()
-        .is_some_and(|cp| cp.port() == 0)
-    {
-        return None; // a port-0 control plane cannot be found from its config
-    }
-    let mut config = edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
+    let mut config = edgebox_node::agent::AgentConfig::from_deployment(deployment, node)?;
     for (service, addr) in bound {
         config = config.address(service, *addr);
     }
     let state = Arc::clone(state);
-    Some(edgebox_control_plane::agent::spawn(
+    Some(edgebox_node::agent::spawn(
         config,
         move |deployment, version| {
             let state = Arc::clone(&state);
             async move {
-                let local = state
-                    .reload(deployment)
-                    .await
-                    .map_err(|err| format!("{err:#}"))?;
+                let local = state.reload(deployment).await?;
                 tracing::info!(version, local_version = local, "applied config");
                 Ok(())
             }
         },
     ))
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
 }

@@ -175,24 +175,18 @@ impl EdgeState {
         node: &str,
         location: ConfigLocation,
         certs: Option<Arc<CertStore>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ReloadError> {
         let origins = OriginRegistry::default();
         let options = match deployment.node(node).map(|n| &n.role) {
             Some(Role::Edge(edge)) => CacheOptions::for_node(&deployment, node, edge),
-            _ => {
-                return Err(anyhow::anyhow!(
-                    "{}",
-                    ReloadError::NotAnEdge(node.to_owned())
-                ));
-            }
+            _ => return Err(ReloadError::NotAnEdge(node.to_owned())),
         };
         let cache = TieredStorage::open_static(&options);
         // A waiter gives up after this long and fetches on its own (the holder is stuck).
         let cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl = Box::leak(
             pingora::cache::lock::CacheLock::new_boxed(std::time::Duration::from_secs(10)),
         );
-        let snapshot =
-            build_snapshot(deployment, node, 1, &origins).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let snapshot = build_snapshot(deployment, node, 1, &origins)?;
         Ok(Self {
             node: node.to_owned(),
             location,

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use edgebox_config::{Deployment, Role};
 
@@ -29,19 +28,39 @@ pub use server::SHUTDOWN_GRACE;
 use crate::files::Root;
 use crate::service::{App, Live};
 
+/// Why an origin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the deployment has no node named {0:?}")]
+    NoSuchNode(String),
+    #[error("node {0:?} is not an origin node")]
+    NotAnOrigin(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
 /// Runs the origin node `node` of `deployment` until SIGTERM or SIGINT, then drains
 /// in-flight requests for up to [`SHUTDOWN_GRACE`].
-pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
+pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let settings = match deployment.node(node).map(|n| &n.role) {
         Some(Role::Origin(settings)) => settings.clone(),
-        Some(_) => anyhow::bail!("node {node:?} is not an origin node"),
-        None => anyhow::bail!("the deployment has no node named {node:?}"),
+        Some(_) => return Err(RunError::NotAnOrigin(node.to_owned())),
+        None => return Err(RunError::NoSuchNode(node.to_owned())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("origin")
         .build()
-        .context("starting the async runtime")?;
+        .map_err(io_error("starting the async runtime"))?;
     runtime.block_on(async move {
         let root_dir = match &settings.root {
             Some(root) => root.clone(),
@@ -49,8 +68,9 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
                 let dir = deployment.node_data_dir(node).join("sample");
                 tokio::task::spawn_blocking(move || sample::materialise(&dir))
                     .await
-                    .context("writing the sample site")?
-                    .context("writing the sample site")?
+                    .map_err(|join| std::io::Error::other(join.to_string()))
+                    .and_then(|written| written)
+                    .map_err(io_error("writing the sample site"))?
             }
         };
         let root = open_root(&root_dir)?;
@@ -65,19 +85,20 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
             draining: AtomicBool::new(false),
             started: Instant::now(),
         });
-        let shutdown = server::shutdown_signal()
-            .await
-            .context("installing signal handlers")?;
+        let shutdown =
+            edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .with_context(|| format!("binding {}", settings.listen))?;
-        let addr = listener.local_addr().context("reading the bound address")?;
+            .map_err(io_error(format!("binding {}", settings.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io_error("reading the bound address"))?;
         tracing::info!(node, %addr, root = %root_dir.display(), "origin listening");
-        edgebox_config::announce_listening(node, "http", addr);
+        edgebox_node::announce_listening(node, "http", addr);
         let _agent = watch_control_plane(&deployment, node, addr, &app);
-        server::serve(listener, app, shutdown, SHUTDOWN_GRACE).await;
+        server::serve(listener, app, shutdown.cancelled_owned(), SHUTDOWN_GRACE).await;
         tracing::info!(node, "origin stopped");
-        Ok(())
+        Ok::<(), RunError>(())
     })
 }
 
@@ -88,36 +109,32 @@ fn watch_control_plane(
     node: &str,
     addr: std::net::SocketAddr,
     app: &Arc<App>,
-) -> Option<edgebox_control_plane::agent::AgentHandle> {
-    let config = edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, node)?;
-    if deployment
-        .control_plane_addr()
-        .is_some_and(|cp| cp.port() == 0)
-    {
-        return None; // a port-0 control plane cannot be found from its config
-    }
-    let config = config.address("http", addr);
+) -> Option<edgebox_node::agent::AgentHandle> {
+    let config =
+        edgebox_node::agent::AgentConfig::from_deployment(deployment, node)?.address("http", addr);
     let app = Arc::clone(app);
     let node = node.to_owned();
-    Some(edgebox_control_plane::agent::spawn(
+    Some(edgebox_node::agent::spawn(
         config,
-        move |deployment, version| {
-            let result = apply(&app, &deployment, &node);
-            if result.is_ok() {
-                tracing::info!(version, "applied config");
-            }
+        move |deployment, _version| {
+            let result = apply(&app, &deployment, &node).map_err(Into::into);
             async move { result }
         },
     ))
 }
 
+/// Why an origin refuses a new config version.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("node {0:?} is no longer an origin in this config")]
+    NotAnOrigin(String),
+}
+
 /// Applies a new deployment: header rules and the simulated delay change at once; a
 /// changed root or listen address is refused (it needs a restart).
-fn apply(app: &App, deployment: &Deployment, node: &str) -> Result<(), String> {
+fn apply(app: &App, deployment: &Deployment, node: &str) -> Result<(), ApplyError> {
     let Some(Role::Origin(settings)) = deployment.node(node).map(|n| &n.role) else {
-        return Err(format!(
-            "node {node:?} is no longer an origin in this config"
-        ));
+        return Err(ApplyError::NotAnOrigin(node.to_owned()));
     };
     app.live.store(Arc::new(Live {
         rules: deployment.origin.clone(),
@@ -126,6 +143,9 @@ fn apply(app: &App, deployment: &Deployment, node: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn open_root(dir: &Path) -> anyhow::Result<Root> {
-    Root::open_ambient(dir).with_context(|| format!("opening the origin root {}", dir.display()))
+fn open_root(dir: &Path) -> Result<Root, RunError> {
+    Root::open_ambient(dir).map_err(io_error(format!(
+        "opening the origin root {}",
+        dir.display()
+    )))
 }

@@ -81,16 +81,3 @@ pub async fn serve(
         }
     }
 }
-
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("received SIGTERM"),
-            _ = interrupt.recv() => tracing::info!("received SIGINT"),
-        }
-    })
-}

@@ -18,7 +18,6 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use edgebox_config::{Deployment, Role};
 
 pub use runtimes::{Progress, RUNTIME_DIR_ENV, RuntimeDir};
@@ -26,12 +25,40 @@ pub use runtimes::{Progress, RUNTIME_DIR_ENV, RuntimeDir};
 /// How long running jobs get to finish after SIGTERM before they are cancelled.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// Why a sandbox node could not start (or stopped on its own).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the deployment has no node named {0}")]
+    NoSuchNode(String),
+    #[error("node {0} is not a sandbox node")]
+    NotASandbox(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the wasmtime engine")]
+    Engine(#[from] engine::EngineError),
+    #[error("preparing the {language} runtime")]
+    Runtime {
+        language: &'static str,
+        #[source]
+        source: engine::EngineError,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
 /// Runs the sandbox node `node` of `deployment` until SIGTERM or SIGINT.
-pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
+pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let listen = match deployment.node(node).map(|n| &n.role) {
         Some(Role::Sandbox(sandbox)) => sandbox.listen,
-        Some(_) => anyhow::bail!("node {node} is not a sandbox node"),
-        None => anyhow::bail!("the deployment has no node named {node}"),
+        Some(_) => return Err(RunError::NotASandbox(node.to_owned())),
+        None => return Err(RunError::NoSuchNode(node.to_owned())),
     };
     let settings = deployment.sandbox.clone();
     let dir = RuntimeDir::resolve(&deployment.data_dir);
@@ -40,13 +67,13 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
         .thread_name("sandbox-job")
         .enable_all()
         .build()
-        .context("building the jobs runtime")?;
+        .map_err(io_error("building the jobs runtime"))?;
     let api_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sandbox-api")
         .enable_all()
         .build()
-        .context("building the API runtime")?;
+        .map_err(io_error("building the API runtime"))?;
     let engine = engine::SandboxEngine::new(
         dir.clone(),
         &engine::PoolSizes {
@@ -54,8 +81,7 @@ pub fn run(deployment: Deployment, node: &str) -> anyhow::Result<()> {
             instances: 2 * settings.max_concurrent_jobs as u32 + 4,
             max_memory: settings.maximums.memory,
         },
-    )
-    .context("starting the wasmtime engine")?;
+    )?;
     let service = Arc::new(service::Service::new(
         node.to_owned(),
         settings,
@@ -72,12 +98,17 @@ async fn serve(
     service: Arc<service::Service>,
     listen: std::net::SocketAddr,
     deployment: Deployment,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
+    // Installed before anything is announced, so a signal right after is not lost.
+    let signals =
+        edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding the api listener on {listen}"))?;
-    let addr = listener.local_addr()?;
-    edgebox_config::announce_listening(&service.node, "api", addr);
+        .map_err(io_error(format!("binding the api listener on {listen}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_error("reading the bound address"))?;
+    edgebox_node::announce_listening(&service.node, "api", addr);
     tracing::info!(%addr, "sandbox api listening");
     let _agent = watch_control_plane(&deployment, addr, &service);
     // Fetch, compile and calibrate the runtimes now, so that the first job does not wait.
@@ -86,17 +117,26 @@ async fn serve(
 
     let app = api::router(service.clone());
     let shutdown_service = service.clone();
+    let drain_signal = signals.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        drain_signal.cancelled().await;
         tracing::info!("signal received, draining");
         shutdown_service.drain(DRAIN_GRACE).await;
     });
     let mut server = tokio::spawn(async move { server.await });
     // Connections (WebSocket subscribers of cancelled jobs) get a short grace after drain.
     tokio::select! {
-        result = &mut server => { result.context("api server task")?.context("api server")?; }
-        _ = async {
-            shutdown_signal_seen(&service).await;
+        result = &mut server => {
+            match result {
+                Ok(result) => result.map_err(io_error("serving the api"))?,
+                Err(join) => return Err(RunError::Io {
+                    what: "the api server task".to_owned(),
+                    source: std::io::Error::other(join.to_string()),
+                }),
+            }
+        }
+        () = async {
+            signals.cancelled().await;
             tokio::time::sleep(DRAIN_GRACE + Duration::from_secs(3)).await;
         } => { tracing::warn!("connections still open after drain; exiting"); }
     }
@@ -110,43 +150,19 @@ fn watch_control_plane(
     deployment: &Deployment,
     addr: std::net::SocketAddr,
     service: &Arc<service::Service>,
-) -> Option<edgebox_control_plane::agent::AgentHandle> {
-    if deployment
-        .control_plane_addr()
-        .is_some_and(|cp| cp.port() == 0)
-    {
-        return None; // a port-0 control plane cannot be found from its config
-    }
-    let config =
-        edgebox_control_plane::agent::AgentConfig::from_deployment(deployment, &service.node)?
-            .address("api", addr);
+) -> Option<edgebox_node::agent::AgentHandle> {
+    let config = edgebox_node::agent::AgentConfig::from_deployment(deployment, &service.node)?
+        .address("api", addr);
     let service = Arc::clone(service);
-    Some(edgebox_control_plane::agent::spawn(
+    Some(edgebox_node::agent::spawn(
         config,
-        move |deployment, version| {
-            let result = service.apply(deployment.sandbox.clone());
-            if result.is_ok() {
-                tracing::info!(version, "applied config");
-            }
+        move |deployment, _version| {
+            let result = service
+                .apply(deployment.sandbox.clone())
+                .map_err(Into::into);
             async move { result }
         },
     ))
-}
-
-async fn shutdown_signal_seen(service: &service::Service) {
-    while !service.is_draining() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// `edgebox sandbox fetch-runtimes`: fetch, verify and compile every runtime, reporting
@@ -154,7 +170,7 @@ async fn shutdown_signal() {
 pub fn fetch_runtimes(
     deployment: &Deployment,
     progress: &mut dyn FnMut(Progress),
-) -> anyhow::Result<RuntimeDir> {
+) -> Result<RuntimeDir, RunError> {
     let dir = RuntimeDir::resolve(&deployment.data_dir);
     let engine = engine::SandboxEngine::new(
         dir.clone(),
@@ -166,7 +182,10 @@ pub fn fetch_runtimes(
     for spec in runtimes::ALL {
         engine
             .load(&spec, progress)
-            .with_context(|| format!("preparing the {} runtime", spec.language))?;
+            .map_err(|source| RunError::Runtime {
+                language: spec.language,
+                source,
+            })?;
     }
     Ok(dir)
 }

@@ -92,6 +92,15 @@ pub struct Service {
 /// Environment switch for line sampling, for benchmarks.
 pub const LINE_SAMPLING_ENV: &str = "EDGEBOX_SANDBOX_LINE_SAMPLING";
 
+/// Why the sandbox refuses a new config's settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("max_concurrent_jobs {from} -> {to} needs a restart of the sandbox")]
+    JobSlots { from: usize, to: usize },
+    #[error("raising sandbox.maximums.memory needs a restart of the sandbox")]
+    MemoryRaised,
+}
+
 impl Service {
     pub fn new(
         node: String,
@@ -118,18 +127,16 @@ impl Service {
     /// Applies a new config's sandbox settings. Limits, sizes, the queue and retention
     /// change at once; the number of job slots and the memory the engine's pool was
     /// sized for are fixed at start, so changing those is refused until a restart.
-    pub fn apply(&self, new: SandboxSettings) -> Result<(), String> {
+    pub fn apply(&self, new: SandboxSettings) -> Result<(), ApplyError> {
         let current = self.settings.load();
         if new.max_concurrent_jobs != current.max_concurrent_jobs {
-            return Err(format!(
-                "max_concurrent_jobs {} -> {} needs a restart of the sandbox",
-                current.max_concurrent_jobs, new.max_concurrent_jobs
-            ));
+            return Err(ApplyError::JobSlots {
+                from: current.max_concurrent_jobs,
+                to: new.max_concurrent_jobs,
+            });
         }
         if new.maximums.memory > current.maximums.memory {
-            return Err(
-                "raising sandbox.maximums.memory needs a restart of the sandbox".to_owned(),
-            );
+            return Err(ApplyError::MemoryRaised);
         }
         self.settings.store(Arc::new(new));
         Ok(())
@@ -520,12 +527,10 @@ impl Service {
     /// Stops taking jobs, lets running ones finish for up to `grace`, then cancels the rest.
     pub async fn drain(&self, grace: Duration) {
         self.draining.store(true, Ordering::Release);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.jobs.all().iter().any(|job| !job.state().is_final())
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        edgebox_node::shutdown::drain(grace, || {
+            self.jobs.all().iter().all(|job| job.state().is_final())
+        })
+        .await;
         for job in self.jobs.all() {
             job.cancel();
         }

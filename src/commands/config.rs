@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use edgebox_config::TokenRole;
-use edgebox_control_plane::wire::{Applied, ConfigText, CurrentConfig, History, Validation};
+use edgebox_wire::control_plane::{Applied, ConfigText, CurrentConfig, History, Validation};
 use reqwest::Method;
 
 use super::cp_client::{

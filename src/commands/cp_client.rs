@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use edgebox_config::TokenRole;
-use edgebox_control_plane::wire::ErrorBody;
+use edgebox_wire::control_plane::ErrorBody;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,7 +77,7 @@ impl std::error::Error for ApiFailure {}
 
 impl Client {
     pub fn new(args: &ClientArgs, role: TokenRole) -> anyhow::Result<Self> {
-        edgebox_control_plane::install_crypto();
+        edgebox_node::install_crypto();
         let deployment = || {
             edgebox_config::load(&edgebox_config::ConfigLocation::from_arg(
                 args.config.clone(),
@@ -106,7 +106,7 @@ impl Client {
                 // The needed role first; operators may do everything.
                 tokens.sort_by_key(|token| token.role != role);
                 tokens.iter().find_map(|token| {
-                    edgebox_control_plane::resolve_token(&token.name, &token.secret, false).ok()
+                    edgebox_node::secrets::resolve(&token.name, &token.secret, false).ok()
                 })
             }),
         };

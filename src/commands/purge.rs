@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use edgebox_config::TokenRole;
-use edgebox_control_plane::wire::{PurgeRequest, PurgeResponse};
+use edgebox_wire::control_plane::{PurgeRequest, PurgeResponse};
 use reqwest::Method;
 
 use super::cp_client::{Client, ClientArgs, or_dash, table};

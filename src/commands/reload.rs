@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use edgebox_config::TokenRole;
-use edgebox_control_plane::wire::{Applied, History, PutConfig};
+use edgebox_wire::control_plane::{Applied, History, PutConfig};
 use reqwest::Method;
 
 use super::cp_client::{Client, ClientArgs, explain_invalid_config};

@@ -1,6 +1,6 @@
 //! `edgebox simulate SCENARIO.toml | --example NAME [--out DIR]`: run a CDN workload
 //! against a deployment and write a report (table on stdout, `report.json`,
-//! `report.html`). The work is in `edgebox_control_plane::simulate`; this file parses
+//! `report.html`). The work is in `edgebox_simulate`; this file parses
 //! flags, installs the Ctrl-C handling and maps outcomes to exit codes.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use edgebox_control_plane::simulate::{self, SimError, examples, scenario::Limit};
+use edgebox_simulate::{self as simulate, SimError, examples, scenario::Limit};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 

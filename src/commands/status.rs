@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use edgebox_config::TokenRole;
-use edgebox_control_plane::wire::{ConfigStatus, NodeList};
+use edgebox_wire::control_plane::{ConfigStatus, NodeList};
 use reqwest::Method;
 use serde::Serialize;
 

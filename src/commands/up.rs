@@ -1,23 +1,24 @@
 //! `edgebox up`: run a whole deployment as supervised child processes.
 //!
-//! Each node runs as `edgebox <role> --node NAME` in its own process group, so a Ctrl-C
-//! in the terminal reaches only the supervisor, which then stops the nodes in order and
-//! within a deadline. Children announce their bound listeners on stdout (see
-//! `edgebox_config::announce_listening`); the supervisor prints the table once every node
-//! has announced, and restarts a node that exits on its own, with exponential backoff.
+//! Each node runs as `edgebox <role> --node NAME` under the workspace's one
+//! [`Supervisor`] (own process group, so a Ctrl-C in the terminal reaches only `up`,
+//! which then stops the nodes in order and within a deadline; a second Ctrl-C kills
+//! them at once). Children announce their bound listeners on stdout (see
+//! `edgebox_node::announce`); `up` prints the table once every node has announced, and
+//! restarts a node that exits on its own, with exponential backoff.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use edgebox_config::{Deployment, Node, Role};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use edgebox_node::backoff::Backoff;
+use edgebox_node::supervisor::{ChildSpec, Event, Output, Supervisor};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -67,24 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(supervise(args, deployment))
 }
 
-enum Event {
-    Listening {
-        node: String,
-        service: String,
-        addr: SocketAddr,
-    },
-    Exited {
-        node: String,
-        status: String,
-    },
-}
-
 struct Supervised {
     node: Node,
     /// Pid of the running process; `None` while it waits to be restarted.
     pid: Option<u32>,
     started: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     restart_at: Option<tokio::time::Instant>,
     restarts: u32,
 }
@@ -122,17 +111,19 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     );
     println!("edgebox: data directory {}", deployment.data_dir.display());
 
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut supervisor = Supervisor::new();
     let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
     for node in nodes {
-        let pid = spawn_node(&exe, args.config.as_ref(), &node, events_tx.clone())?;
+        let pid = supervisor
+            .spawn(&node_spec(&exe, args.config.as_ref(), &node))
+            .with_context(|| format!("starting node {}", node.name))?;
         supervised.insert(
             node.name.clone(),
             Supervised {
                 node,
                 pid: Some(pid),
                 started: Instant::now(),
-                backoff: BACKOFF_START,
+                backoff: Backoff::new(BACKOFF_START, BACKOFF_MAX),
                 restart_at: None,
                 restarts: 0,
             },
@@ -170,37 +161,36 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
                         entry.restart_at = None;
                         entry.restarts += 1;
                         eprintln!("edgebox up: restarting {} (restart #{})", entry.node.name, entry.restarts);
-                        match spawn_node(&exe, args.config.as_ref(), &entry.node, events_tx.clone()) {
+                        match supervisor.spawn(&node_spec(&exe, args.config.as_ref(), &entry.node)) {
                             Ok(pid) => {
                                 entry.pid = Some(pid);
                                 entry.started = Instant::now();
                             }
                             Err(error) => {
                                 eprintln!("edgebox up: cannot restart {}: {error:#}", entry.node.name);
-                                entry.restart_at = Some(now + entry.backoff);
-                                entry.backoff = (entry.backoff * 2).min(BACKOFF_MAX);
+                                entry.restart_at = Some(now + entry.backoff.next_delay());
                             }
                         }
                     }
                 }
             }
-            Some(event) = events.recv() => match event {
-                Event::Listening { node, service, addr } => {
+            Some(event) = supervisor.next_event() => match event {
+                Event::Listening { node, service, addr, .. } => {
                     bound.insert((node, service), addr);
                     if !announced_ready && bound.len() >= expected {
                         announced_ready = true;
                         print_table(&supervised, &bound, &deployment);
                     }
                 }
-                Event::Exited { node, status } => {
+                Event::Exited { child: node, status, .. } => {
                     if let Some(entry) = supervised.get_mut(&node) {
                         entry.pid = None;
                         if entry.started.elapsed() >= STABLE_AFTER {
-                            entry.backoff = BACKOFF_START;
+                            entry.backoff.reset();
                         }
-                        eprintln!("edgebox up: node {node} exited ({status}); restarting in {:?}", entry.backoff);
-                        entry.restart_at = Some(tokio::time::Instant::now() + entry.backoff);
-                        entry.backoff = (entry.backoff * 2).min(BACKOFF_MAX);
+                        let delay = entry.backoff.next_delay();
+                        eprintln!("edgebox up: node {node} exited ({status}); restarting in {delay:?}");
+                        entry.restart_at = Some(tokio::time::Instant::now() + delay);
                     }
                 }
             },
@@ -212,7 +202,26 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
         supervised.len(),
         args.stop_timeout
     );
-    let clean = stop_all(&mut supervised, &mut events, args.stop_timeout).await;
+    // A second Ctrl-C (or SIGTERM) while stopping kills what is left at once.
+    let escalate = CancellationToken::new();
+    {
+        let escalate = escalate.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("edgebox up: second signal; killing the nodes that are left");
+            escalate.cancel();
+        });
+    }
+    let clean = stop_all(
+        &mut supervisor,
+        &mut supervised,
+        args.stop_timeout,
+        &escalate,
+    )
+    .await;
     println!("edgebox: stopped");
     Ok(if clean {
         ExitCode::SUCCESS
@@ -228,78 +237,24 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn spawn_node(
-    exe: &std::path::Path,
-    config: Option<&PathBuf>,
-    node: &Node,
-    events: mpsc::UnboundedSender<Event>,
-) -> anyhow::Result<u32> {
-    let mut command = Command::new(exe);
-    command.arg(node.role_name()).arg("--node").arg(&node.name);
+/// How `up` runs a node: `edgebox ROLE --node NAME [--config FILE]`, output prefixed.
+fn node_spec(exe: &std::path::Path, config: Option<&PathBuf>, node: &Node) -> ChildSpec {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        node.role_name().into(),
+        "--node".into(),
+        node.name.clone().into(),
+    ];
     if let Some(config) = config {
-        command.arg("--config").arg(config);
+        args.push("--config".into());
+        args.push(config.into());
     }
-    command
-        .env_remove("EDGEBOX_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // Own process group: a terminal's Ctrl-C reaches the supervisor only, which then
-        // stops the nodes in order.
-        .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-    // which is async-signal-safe; it allocates nothing and touches no locks.
-    unsafe {
-        command.pre_exec(|| {
-            // If the supervisor dies without stopping us (SIGKILL), do not linger.
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
+    ChildSpec {
+        name: node.name.clone(),
+        program: exe.to_path_buf(),
+        args,
+        env_remove: vec!["EDGEBOX_CONFIG".to_owned()],
+        output: Output::Prefixed,
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting node {}", node.name))?;
-    let name = node.name.clone();
-
-    let stdout = child.stdout.take().context("child stdout")?;
-    let stderr = child.stderr.take().context("child stderr")?;
-    let events_out = events.clone();
-    let out_name = name.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match edgebox_config::parse_announcement(&line) {
-                Some((node, service, addr)) => {
-                    let _ = events_out.send(Event::Listening {
-                        node,
-                        service,
-                        addr,
-                    });
-                }
-                None => println!("{out_name:>10} | {line}"),
-            }
-        }
-    });
-    let err_name = name.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{err_name:>10} | {line}");
-        }
-    });
-
-    let pid = child.id().context("child pid")?;
-    tracing::debug!(node = %name, pid, "node started");
-    // The watcher owns the child and reaps it; the supervisor signals it by pid.
-    tokio::spawn(async move {
-        let status = match child.wait().await {
-            Ok(status) => status.to_string(),
-            Err(error) => format!("wait failed: {error}"),
-        };
-        let _ = events.send(Event::Exited { node: name, status });
-    });
-    Ok(pid)
 }
 
 fn print_table(
@@ -335,8 +290,13 @@ fn print_table(
         }
     }
     println!();
-    if let Some(cp) = supervised.values().find(|s| matches!(s.node.role, Role::ControlPlane(_))) {
-        let addr = bound.get(&(cp.node.name.clone(), "api".to_owned())).copied();
+    if let Some(cp) = supervised
+        .values()
+        .find(|s| matches!(s.node.role, Role::ControlPlane(_)))
+    {
+        let addr = bound
+            .get(&(cp.node.name.clone(), "api".to_owned()))
+            .copied();
         if let Some(addr) = addr {
             println!("edgebox: dashboard and API at http://{addr}/ (try `edgebox status`)");
         }
@@ -353,15 +313,15 @@ fn print_table(
     );
 }
 
-/// Sends SIGTERM to every node, waits up to `deadline` for them to exit, then SIGKILLs
-/// what is left. Returns whether every node stopped on its own.
+/// Sends SIGTERM to every node's process group, front to back, waits up to `deadline`
+/// (or until `escalate`) for them to exit, then SIGKILLs what is left. Returns whether
+/// every node stopped on its own.
 async fn stop_all(
+    supervisor: &mut Supervisor,
     supervised: &mut BTreeMap<String, Supervised>,
-    events: &mut mpsc::UnboundedReceiver<Event>,
     deadline: Duration,
+    escalate: &CancellationToken,
 ) -> bool {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
     // Front to back: the control plane and edges before origins, so that in-flight
     // requests can still reach their origins while edges drain.
     let mut order: Vec<&mut Supervised> = supervised.values_mut().collect();
@@ -372,29 +332,17 @@ async fn stop_all(
         Role::Sandbox(_) => 3,
         Role::Origin(_) => 4,
     });
-    let mut running = BTreeMap::new();
-    for entry in order {
+    for entry in &mut order {
         entry.restart_at = None;
-        if let Some(pid) = entry.pid.take() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            running.insert(entry.node.name.clone(), pid);
-        }
+        entry.pid = None;
     }
-    let until = tokio::time::Instant::now() + deadline;
-    while !running.is_empty() {
-        match tokio::time::timeout_at(until, events.recv()).await {
-            Ok(Some(Event::Exited { node, status })) => {
-                if running.remove(&node).is_some() && !status.contains("exit status: 0") {
-                    eprintln!("edgebox up: {node} stopped ({status})");
-                }
-            }
-            Ok(Some(Event::Listening { .. })) => {}
-            Ok(None) | Err(_) => break,
-        }
+    let names: Vec<&str> = order.iter().map(|s| s.node.name.as_str()).collect();
+    let outcome = supervisor.stop(&names, deadline, Some(escalate)).await;
+    for (node, status) in &outcome.failed {
+        eprintln!("edgebox up: {node} stopped ({status})");
     }
-    for (node, pid) in &running {
-        eprintln!("edgebox up: {node} did not stop within {deadline:?}; killing it");
-        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    for node in &outcome.killed {
+        eprintln!("edgebox up: {node} did not stop within {deadline:?}; killed it");
     }
-    running.is_empty()
+    outcome.clean()
 }

@@ -3,10 +3,11 @@
 
 mod support;
 
-mod config;
+mod architecture;
 mod cache;
-mod edge;
+mod config;
 mod control_plane;
+mod edge;
 mod origin;
 mod sandbox;
 mod simulate;

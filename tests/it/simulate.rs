@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgebox_control_plane::simulate::{self, report::Report};
+use edgebox_simulate::{self as simulate, report::Report};
 use standin::{BODY_BYTES, SIM_MS, StandIn};
 use tokio_util::sync::CancellationToken;
 
@@ -705,7 +705,11 @@ fn the_examples_run_end_to_end_against_real_daemons() {
                     shield > 0 && shield < sent,
                     "the shield sees the edges' misses only: {shield} of {sent}"
                 );
-                assert_eq!(edge_count("flat", "shield-eu"), 0, "no parent, no shield traffic");
+                assert_eq!(
+                    edge_count("flat", "shield-eu"),
+                    0,
+                    "no parent, no shield traffic"
+                );
             }
             _ => {
                 let p90 = |name: &str| total(name)["latency_ms"]["p90"].as_f64().unwrap();

@@ -17,7 +17,7 @@ use crate::auth::Operator;
 use crate::error::{ApiError, Json, Path, Query};
 use crate::state::{AppState, NodeReport};
 use crate::store::now_rfc3339;
-use crate::wire::{
+use edgebox_wire::control_plane::{
     Applied, ConfigDiagnostic, ConfigStatus, ConfigText, CurrentConfig, ErrorBody, History,
     HistoryEntry, NodeConfigStatus, PutConfig, StatusReport, Validation, WatchResponse,
 };

@@ -21,7 +21,7 @@ use super::nodes::describe;
 use crate::auth::Submitter;
 use crate::error::{ApiError, Json, Path};
 use crate::state::AppState;
-use crate::wire::ErrorBody;
+use edgebox_wire::control_plane::ErrorBody;
 
 /// Job calls answer quickly; `run` waits for the job, bounded by the sandbox's limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use utoipa::openapi::OpenApi;
 
 use crate::state::AppState;
-use crate::wire::Health;
+use edgebox_wire::control_plane::Health;
 
 /// Liveness of the control plane itself (open).
 #[utoipa::path(get, path = "/healthz", tag = "meta",

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use crate::auth::Operator;
 use crate::error::{ApiError, Json, Path};
 use crate::state::AppState;
-use crate::wire::{DrainResponse, ErrorBody, Listener, NodeInfo, NodeList};
+use edgebox_wire::control_plane::{DrainResponse, ErrorBody, Listener, NodeInfo, NodeList};
 
 /// A health probe never waits longer than this: a node that does not answer in time
 /// is reported down rather than holding up the listing.

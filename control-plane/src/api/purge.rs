@@ -12,7 +12,7 @@ use super::nodes::describe;
 use crate::auth::Operator;
 use crate::error::{ApiError, Json};
 use crate::state::AppState;
-use crate::wire::{EdgeResult, ErrorBody, PurgeRequest, PurgeResponse};
+use edgebox_wire::control_plane::{EdgeResult, ErrorBody, PurgeRequest, PurgeResponse};
 
 /// Per-edge bound: a down or stuck edge is reported, not waited on.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(5);

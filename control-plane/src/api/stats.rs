@@ -14,7 +14,7 @@ use super::nodes::describe;
 use crate::auth::Operator;
 use crate::error::Json;
 use crate::state::AppState;
-use crate::wire::{EdgeTotals, ErrorBody, StatsResponse, Unreachable};
+use edgebox_wire::control_plane::{EdgeTotals, ErrorBody, StatsResponse, Unreachable};
 
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -384,10 +384,19 @@ async fn simulated_latency_through_a_parent_counts_each_hop_once() {
         .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 200);
-    let timing = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let sim = sim_ms(&timing);
-    assert!((sim - 84.0).abs() < 2.0, "each simulated hop once: {timing}");
-    assert!(elapsed >= Duration::from_millis(84), "{elapsed:?} for {timing}");
+    assert!(
+        (sim - 84.0).abs() < 2.0,
+        "each simulated hop once: {timing}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(84),
+        "{elapsed:?} for {timing}"
+    );
     assert_eq!(origin.headers_seen().len(), 1);
 }
 
@@ -396,16 +405,26 @@ async fn a_client_stalling_in_its_headers_is_disconnected_after_client_timeout()
     let origin = TestOrigin::start("o0");
     let dir = TestDir::new();
     let (edge, _) = Deploy::local(&[&origin], "").extra(LIMITS).start(&dir);
-    let mut stalled = tokio::net::TcpStream::connect(edge.addr("http")).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(edge.addr("http"))
+        .await
+        .unwrap();
     stalled
         .write_all(b"GET /stalled HTTP/1.1\r\nHost: edge\r\nX-Half: ")
         .await
         .unwrap();
     // pingora's own default would hold this connection for 60 s; client_timeout is 1 s.
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the stalled connection is still open after 20 s");
-    assert_eq!(origin.requests_for("/stalled"), 0, "nothing half-read is forwarded");
+    let closed =
+        tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the stalled connection is still open after 20 s"
+    );
+    assert_eq!(
+        origin.requests_for("/stalled"),
+        0,
+        "nothing half-read is forwarded"
+    );
     // Meanwhile the edge serves everyone else.
     let response = client()
         .get(format!("{}/after", edge.url("http")))

@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use edgebox_control_plane::simulate::{SimError, deploy};
+use edgebox_simulate::{SimError, deploy};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{ONE_REGION, TestDir};
@@ -232,7 +232,7 @@ tiering = false
 /// sent agrees with each edge's own counter, and every node is stopped at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
-    use edgebox_control_plane::simulate;
+    use edgebox_simulate as simulate;
     let dir = TestDir::new();
     dir.config(SHIELDED);
     let scenario_path = dir.write("scenario.toml", VARIANTS);
@@ -330,7 +330,7 @@ async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
 /// variant is not started, and the nodes are stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupting_a_started_deployment_reports_and_stops_it() {
-    use edgebox_control_plane::simulate;
+    use edgebox_simulate as simulate;
     let dir = TestDir::new();
     dir.config(SHIELDED);
     let scenario_path = dir.write(

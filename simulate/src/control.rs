@@ -88,7 +88,7 @@ impl ControlPlane {
                     .map(|token| token.trim().to_owned())
             }),
         };
-        super::install_crypto();
+        edgebox_node::install_crypto();
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))

@@ -134,7 +134,7 @@ pub struct Counters {
 
 /// Builds the HTTP client used for a run.
 pub fn client(scenario: &Scenario) -> Result<reqwest::Client, SimError> {
-    super::install_crypto();
+    edgebox_node::install_crypto();
     let workload = &scenario.workload;
     let mut builder = reqwest::Client::builder()
         .no_proxy()

@@ -1,24 +1,14 @@
 //! The node side of the config lifecycle, for any daemon to spawn.
 //!
-//! The agent long-polls `GET /v1/config/watch?after=V`; for each new version it parses
-//! and validates the TOML with [`edgebox_config::parse`] (the same checks as start-up),
-//! hands the checked [`Deployment`] to the daemon's apply callback, and reports the
-//! outcome with `POST /v1/config/status` (with the addresses the daemon bound, so
-//! port-0 listeners become reachable). While the control plane is away it retries
-//! with backoff; the daemon keeps serving whatever it applied last.
+//! The agent long-polls `GET /v1/config/watch?after=V` on the control plane; for each
+//! new version it parses and validates the TOML with [`edgebox_config::parse`] (the same
+//! checks as start-up), hands the checked [`Deployment`] to the daemon's apply callback,
+//! and reports the outcome with `POST /v1/config/status` (with the addresses the daemon
+//! bound, so port-0 listeners become reachable). While the control plane is away it
+//! retries with backoff; the daemon keeps serving whatever it applied last.
 //!
-//! Wiring it into a daemon (after its listeners are bound):
-//! ```text
-//! let agent = edgebox_control_plane::agent::AgentConfig::from_deployment(&deployment, node)
-//!     .map(|config| config.address("admin", admin_addr));
-//! if let Some(config) = agent {
-//!     let handle = edgebox_control_plane::agent::spawn(config, move |deployment, version| {
-//!         let app = app.clone();
-//!         async move { app.reload(deployment).map_err(|err| format!("{err:#}")) }
-//!     });
-//!     // keep `handle` alive for the life of the daemon; dropping it stops the agent
-//! }
-//! ```
+//! It speaks plain HTTP/1.1 through hyper, which every daemon already has, so that a
+//! node does not carry a second HTTP client stack for one long-poll.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,10 +16,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use edgebox_config::{Deployment, TokenRole, TokenSecret};
+use edgebox_wire::control_plane::{StatusReport, WatchResponse};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
-use crate::wire::{StatusReport, WatchResponse};
+use crate::backoff::Backoff;
+use crate::secrets::TokenError;
+
+/// Why the daemon could not apply a version; reported to the control plane.
+pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the agent finds the control plane and what it tells it.
 #[derive(Debug, Clone)]
@@ -53,9 +53,13 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// The agent settings a node of `deployment` uses: the control plane's address and
-    /// the first operator token. `None` when the deployment has no control plane.
+    /// the first operator token. `None` when the deployment has no control plane, or
+    /// one on port 0 (which a node cannot find from the config).
     pub fn from_deployment(deployment: &Deployment, node: &str) -> Option<Self> {
         let addr = deployment.control_plane_addr()?;
+        if addr.port() == 0 {
+            return None;
+        }
         let addr = if addr.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
         } else {
@@ -71,7 +75,7 @@ impl AgentConfig {
             control_plane: format!("http://{addr}"),
             node: node.to_owned(),
             token,
-            base_dir: crate::state::base_dir_of(deployment),
+            base_dir: deployment.base_dir.clone(),
             addresses: BTreeMap::new(),
             poll_timeout: Duration::from_secs(25),
             backoff_min: Duration::from_millis(100),
@@ -113,25 +117,32 @@ impl Drop for AgentHandle {
 #[derive(Debug, thiserror::Error)]
 enum AgentError {
     #[error("{0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] hyper_util::client::legacy::Error),
+    #[error("reading the answer: {0}")]
+    Body(#[from] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     #[error("control plane answered {status}: {body}")]
     Status {
-        status: reqwest::StatusCode,
+        status: http::StatusCode,
         body: String,
     },
-    #[error("token: {0}")]
-    Token(#[from] crate::auth::TokenError),
+    #[error("decoding the answer: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
 /// Starts the agent on the current tokio runtime. `apply` gets each new checked
-/// deployment and its version and says whether the daemon applied it (`Err` with a
+/// deployment and its version and says whether the daemon applied it (an error with a
 /// reason otherwise; the daemon must then keep running its previous config).
 pub fn spawn<F, Fut>(config: AgentConfig, apply: F) -> AgentHandle
 where
     F: FnMut(Deployment, u64) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), ApplyError>> + Send + 'static,
 {
-    crate::install_crypto();
     let (applied_tx, applied) = watch::channel(None);
     let task = tokio::spawn(run(config, apply, applied_tx));
     AgentHandle { applied, task }
@@ -140,18 +151,15 @@ where
 async fn run<F, Fut>(config: AgentConfig, mut apply: F, applied: watch::Sender<Option<u64>>)
 where
     F: FnMut(Deployment, u64) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), ApplyError>> + Send + 'static,
 {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .expect("building the agent's HTTP client");
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_nodelay(true);
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
     let span = tracing::info_span!("config_agent", node = %config.node, control_plane = %config.control_plane);
-    let _enter = span.enter();
-    drop(_enter);
     let mut seen = 0u64;
-    let mut backoff = config.backoff_min;
+    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut failing = false;
     // The last status and whether the control plane has it. A report that did not
     // arrive (the control plane was away, or restarted and lost its in-memory
@@ -174,11 +182,13 @@ where
                     tracing::info!(parent: &span, "control plane reachable again");
                     failing = false;
                 }
-                backoff = config.backoff_min;
+                backoff.reset();
                 let Some(update) = update else { continue };
                 let source = format!("control plane version {}", update.version);
                 let outcome = match edgebox_config::parse(&update.toml, &source, &config.base_dir) {
-                    Ok(deployment) => apply(deployment, update.version).await,
+                    Ok(deployment) => apply(deployment, update.version)
+                        .await
+                        .map_err(|e| error_chain(&*e)),
                     Err(errors) => Err(errors.to_string()),
                 };
                 match &outcome {
@@ -209,43 +219,84 @@ where
                     failing = true;
                 }
                 delivered = false;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.backoff_max);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
 }
 
+/// An error and its sources, `outer: inner: innermost`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn token(config: &AgentConfig) -> Result<Option<String>, AgentError> {
     match &config.token {
         None => Ok(None),
-        Some((name, secret)) => Ok(Some(crate::auth::resolve(name, secret, false)?)),
+        Some((name, secret)) => Ok(Some(crate::secrets::resolve(name, secret, false)?)),
     }
 }
 
+/// Sends one request and reads the whole answer within `timeout`.
+async fn exchange(
+    http: &HttpClient,
+    config: &AgentConfig,
+    method: http::Method,
+    path_and_query: &str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(http::StatusCode, Bytes), AgentError> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path_and_query}", config.control_plane));
+    if let Some(token) = token(config)? {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("a request built from a valid URI");
+    let exchange = async {
+        let response = http.request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, AgentError>((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| AgentError::Timeout(timeout))?
+}
+
 async fn poll(
-    http: &reqwest::Client,
+    http: &HttpClient,
     config: &AgentConfig,
     after: u64,
 ) -> Result<Option<WatchResponse>, AgentError> {
-    let mut request = http
-        .get(format!(
-            "{}/v1/config/watch?after={after}&timeout_ms={}&node={}",
-            config.control_plane,
-            config.poll_timeout.as_millis(),
-            config.node
-        ))
-        .timeout(config.poll_timeout + Duration::from_secs(10));
-    if let Some(token) = token(config)? {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    match response.status() {
-        reqwest::StatusCode::NO_CONTENT => Ok(None),
-        status if status.is_success() => Ok(Some(response.json().await?)),
+    let path = format!(
+        "/v1/config/watch?after={after}&timeout_ms={}&node={}",
+        config.poll_timeout.as_millis(),
+        config.node
+    );
+    let timeout = config.poll_timeout + Duration::from_secs(10);
+    let (status, body) = exchange(http, config, http::Method::GET, &path, None, timeout).await?;
+    match status {
+        http::StatusCode::NO_CONTENT => Ok(None),
+        status if status.is_success() => Ok(Some(serde_json::from_slice(&body)?)),
         status => Err(AgentError::Status {
             status,
-            body: response.text().await.unwrap_or_default(),
+            body: String::from_utf8_lossy(&body).into_owned(),
         }),
     }
 }
@@ -265,24 +316,26 @@ fn status_report(config: &AgentConfig, version: u64, outcome: Result<(), String>
 }
 
 async fn send_report(
-    http: &reqwest::Client,
+    http: &HttpClient,
     config: &AgentConfig,
     report: &StatusReport,
 ) -> Result<(), AgentError> {
-    let mut request = http
-        .post(format!("{}/v1/config/status", config.control_plane))
-        .json(report)
-        .timeout(Duration::from_secs(5));
-    if let Some(token) = token(config)? {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    if response.status().is_success() {
+    let body = serde_json::to_vec(report)?;
+    let (status, body) = exchange(
+        http,
+        config,
+        http::Method::POST,
+        "/v1/config/status",
+        Some(body),
+        Duration::from_secs(5),
+    )
+    .await?;
+    if status.is_success() {
         Ok(())
     } else {
         Err(AgentError::Status {
-            status: response.status(),
-            body: response.text().await.unwrap_or_default(),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
 }
@@ -303,6 +356,7 @@ mod tests {
             .unwrap()
             .address("admin", "127.0.0.1:9180".parse().unwrap());
         assert_eq!(config.control_plane, "http://127.0.0.1:9090");
+        assert_eq!(config.base_dir, std::path::Path::new("/srv/edgebox"));
         let (name, secret) = config.token.unwrap();
         assert_eq!(name, "operator");
         assert!(matches!(secret, TokenSecret::File(path) if path.ends_with("tokens/operator")));

@@ -1,51 +1,15 @@
-//! Request and response bodies of the control-plane API, shared with the CLI and the
-//! node agent so that both ends agree on the JSON by construction.
+//! Request and response bodies of the control-plane API (`/v1`), shared by the control
+//! plane, the CLI, the simulator and the node agents.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// Every error: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable snake_case code, e.g. `unauthorized`, `invalid_config`.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-    /// For `invalid_config`: every problem found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diagnostics: Option<Vec<ConfigDiagnostic>>,
-}
-
-/// One problem in a deployment file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ConfigDiagnostic {
-    /// Key path such as `nodes[2].parent`; empty for syntax errors.
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl From<&edgebox_config::Diagnostic> for ConfigDiagnostic {
-    fn from(d: &edgebox_config::Diagnostic) -> Self {
-        Self {
-            path: d.path.clone(),
-            line: d.line,
-            column: d.column,
-            message: d.message.clone(),
-        }
-    }
-}
+pub use crate::error::{ConfigDiagnostic, ErrorBody, ErrorDetail};
 
 /// `GET /healthz`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub node: String,
@@ -54,14 +18,16 @@ pub struct Health {
 }
 
 /// A deployment file's text, to validate.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConfigText {
     pub toml: String,
 }
 
 /// `PUT /v1/config`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PutConfig {
     pub toml: String,
@@ -72,7 +38,8 @@ pub struct PutConfig {
 }
 
 /// The config the control plane holds.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CurrentConfig {
     pub version: u64,
     pub toml: String,
@@ -83,21 +50,24 @@ pub struct CurrentConfig {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     pub valid: bool,
     pub diagnostics: Vec<ConfigDiagnostic>,
 }
 
 /// Result of `PUT /v1/config` and of a rollback.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Applied {
     pub version: u64,
     /// False when the text equals the current version's (no new version is made).
     pub changed: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     pub version: u64,
     pub created_at: String,
@@ -106,7 +76,8 @@ pub struct HistoryEntry {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct History {
     pub current_version: u64,
     /// Oldest first.
@@ -114,14 +85,16 @@ pub struct History {
 }
 
 /// What a watching node receives.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WatchResponse {
     pub version: u64,
     pub toml: String,
 }
 
 /// A node's report of what it applied (`POST /v1/config/status`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
     pub node: String,
@@ -136,13 +109,15 @@ pub struct StatusReport {
 }
 
 /// `GET /v1/config/status`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigStatus {
     pub current_version: u64,
     pub nodes: Vec<NodeConfigStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeConfigStatus {
     pub node: String,
     pub role: String,
@@ -156,7 +131,8 @@ pub struct NodeConfigStatus {
 }
 
 /// One listener of a node.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Listener {
     pub service: String,
     /// `null` while a port-0 listener has not been reported by its node.
@@ -164,7 +140,8 @@ pub struct Listener {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {
     pub name: String,
     pub role: String,
@@ -179,20 +156,23 @@ pub struct NodeInfo {
     pub probe_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeList {
     pub config_version: u64,
     pub nodes: Vec<NodeInfo>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DrainResponse {
     pub node: String,
     pub draining: bool,
 }
 
 /// `POST /v1/purge`: exactly one of the fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,7 +186,8 @@ pub struct PurgeRequest {
 }
 
 /// One edge's answer to a fanned-out request.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EdgeResult {
     pub node: String,
     pub ok: bool,
@@ -216,7 +197,8 @@ pub struct EdgeResult {
     pub elapsed_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurgeResponse {
     /// Every edge purged.
     pub ok: bool,
@@ -224,7 +206,8 @@ pub struct PurgeResponse {
 }
 
 /// A node that did not answer a stats request.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Unreachable {
     pub node: String,
     pub error: String,
@@ -232,26 +215,28 @@ pub struct Unreachable {
 
 /// `GET /v1/stats`: totals across edges, jobs from the sandbox, and each node's own
 /// document as it sent it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsResponse {
     pub edges: EdgeTotals,
     /// The sandbox's `jobs` object (`{"queued": N, "running": N, ...}`), summed over
     /// sandbox nodes.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub jobs: serde_json::Value,
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub per_node: BTreeMap<String, serde_json::Value>,
     pub unreachable: Vec<Unreachable>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EdgeTotals {
     pub reporting: usize,
     /// Requests by status class plus `total`.
     pub requests: BTreeMap<String, u64>,
     pub bytes_sent: u64,
     /// Numeric cache counters summed over edges (shape as the edges report it).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub cache: serde_json::Value,
     /// Hit ratio per cache tier, where edges report `hits` and `misses` per tier.
     pub hit_ratio: BTreeMap<String, f64>,

@@ -1,34 +1,25 @@
 //! Deployments the simulator starts itself: every node as a child process
-//! (`edgebox ROLE --config FILE --node NAME`, as `edgebox up` runs them), ready once each
-//! has announced its listeners and each edge answers its admin `/healthz`, stopped with
-//! SIGTERM (then SIGKILL after a deadline). Each node's output goes to a log file that
-//! error messages quote.
+//! (`edgebox ROLE --config FILE --node NAME`, as `edgebox up` runs them, through the
+//! same [`Supervisor`]), ready once each has announced its listeners and each edge
+//! answers its admin `/healthz`, stopped with SIGTERM (then SIGKILL after a deadline).
+//! Each node's output goes to a log file that error messages quote.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use edgebox_config::{Deployment, Role};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use edgebox_node::supervisor::{ChildSpec, Event, Output, Supervisor};
 use tokio_util::sync::CancellationToken;
 
 use super::SimError;
 
 /// A running deployment started by the simulator.
 pub struct Started {
-    children: Vec<(String, Child)>,
+    supervisor: Supervisor,
     /// `(node, service)` -> bound address.
     pub addrs: BTreeMap<(String, String), SocketAddr>,
-}
-
-enum Event {
-    Listening(String, String, SocketAddr),
-    /// The node's output closed: it exited.
-    Exited(String),
 }
 
 /// Starts every node of `deployment` (read from `config_path`) and waits until all are
@@ -45,9 +36,8 @@ pub async fn start(
         what: format!("creating {}", log_dir.display()),
         source,
     })?;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut started = Started {
-        children: Vec::new(),
+        supervisor: Supervisor::new(),
         addrs: BTreeMap::new(),
     };
     let mut nodes: Vec<_> = deployment.nodes.iter().collect();
@@ -61,22 +51,28 @@ pub async fn start(
     for node in nodes {
         let log_path = log_dir.join(format!("{}.log", node.name));
         logs.insert(node.name.clone(), log_path.clone());
-        let child = spawn(
-            exe,
-            config_path,
-            &node.name,
-            node.role_name(),
-            &log_path,
-            events_tx.clone(),
-        )
-        .await
-        .map_err(|source| SimError::Io {
-            what: format!("starting node {}", node.name),
-            source,
-        })?;
-        started.children.push((node.name.clone(), child));
+        let spec = ChildSpec {
+            name: node.name.clone(),
+            program: exe.to_path_buf(),
+            args: vec![
+                node.role_name().into(),
+                "--config".into(),
+                config_path.into(),
+                "--node".into(),
+                node.name.clone().into(),
+            ],
+            env_remove: vec!["EDGEBOX_CONFIG".to_owned()],
+            output: Output::LogFile(log_path),
+        };
+        let _ = std::fs::remove_file(logs[&node.name].as_path());
+        if let Err(source) = started.supervisor.spawn(&spec) {
+            started.stop(Duration::from_secs(10)).await;
+            return Err(SimError::Io {
+                what: format!("starting node {}", node.name),
+                source,
+            });
+        }
     }
-    drop(events_tx);
 
     let expected: usize = deployment
         .nodes
@@ -101,18 +97,11 @@ pub async fn start(
                     "not ready after {timeout:?}; still waiting for {}", missing.join(", ")
                 )));
             }
-            event = events.recv() => match event {
-                Some(Event::Listening(node, service, addr)) => {
+            event = started.supervisor.next_event() => match event {
+                Some(Event::Listening { node, service, addr, .. }) => {
                     started.addrs.insert((node, service), addr);
                 }
-                Some(Event::Exited(node)) => {
-                    let status = match started.children.iter_mut().find(|(name, _)| *name == node) {
-                        Some((_, child)) => match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-                            Ok(Ok(status)) => status.to_string(),
-                            _ => "closed its output".to_owned(),
-                        },
-                        None => "closed its output".to_owned(),
-                    };
+                Some(Event::Exited { child: node, status, .. }) => {
                     let log = logs.get(&node).map(|path| tail(path, 15)).unwrap_or_default();
                     started.stop(Duration::from_secs(10)).await;
                     return Err(SimError::Deployment(format!(
@@ -125,7 +114,7 @@ pub async fn start(
     }
 
     // Edges answer their admin health check once they can serve.
-    super::install_crypto();
+    edgebox_node::install_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -161,57 +150,6 @@ pub async fn start(
     Ok(started)
 }
 
-async fn spawn(
-    exe: &Path,
-    config_path: &Path,
-    node: &str,
-    role: &str,
-    log_path: &PathBuf,
-    events: mpsc::UnboundedSender<Event>,
-) -> std::io::Result<Child> {
-    let log = std::fs::File::create(log_path)?;
-    let mut command = Command::new(exe);
-    command
-        .arg(role)
-        .arg("--config")
-        .arg(config_path)
-        .arg("--node")
-        .arg(node)
-        .env_remove("EDGEBOX_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log.try_clone()?)
-        .kill_on_drop(true)
-        // Own process group: a terminal's Ctrl-C reaches the simulator only, which then
-        // writes its report and stops the nodes itself.
-        .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-    // which is async-signal-safe; it allocates nothing and takes no locks.
-    unsafe {
-        command.pre_exec(|| {
-            // If the simulator dies without stopping its nodes, they do not linger.
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = command.spawn()?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let name = node.to_owned();
-    let mut log = tokio::fs::File::from_std(log);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some((node, service, addr)) = edgebox_config::parse_announcement(&line) {
-                let _ = events.send(Event::Listening(node, service, addr));
-            }
-            let _ = log.write_all(format!("{line}\n").as_bytes()).await;
-        }
-        // Stdout closes when the node exits (or closes it); report the exit then.
-        let _ = events.send(Event::Exited(name));
-    });
-    Ok(child)
-}
-
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -229,25 +167,8 @@ impl Started {
             .copied()
     }
 
-    /// SIGTERM to every node, front to back, then SIGKILL whatever is left at the deadline.
+    /// SIGTERM to every node, then SIGKILL whatever is left at the deadline.
     pub async fn stop(&mut self, deadline: Duration) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        for (_, child) in &self.children {
-            if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-        }
-        let until = tokio::time::Instant::now() + deadline;
-        for (name, child) in &mut self.children {
-            match tokio::time::timeout_at(until, child.wait()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(node = %name, "did not stop within {deadline:?}; killing it");
-                    let _ = child.kill().await;
-                }
-            }
-        }
-        self.children.clear();
+        self.supervisor.stop(&[], deadline, None).await;
     }
 }

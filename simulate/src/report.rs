@@ -443,7 +443,7 @@ fn nice_bucket(raw: f64) -> f64 {
 pub async fn edge_counters(
     targets: &Targets,
 ) -> BTreeMap<String, Result<serde_json::Value, String>> {
-    super::install_crypto();
+    edgebox_node::install_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(3))

@@ -70,12 +70,6 @@ pub struct Outcome {
     pub html_path: PathBuf,
 }
 
-/// Makes rustls' ring provider the process default, which reqwest (built without a
-/// provider of its own) needs before any client is built. Idempotent.
-pub(crate) fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -106,7 +100,7 @@ pub async fn run(
     options: &Options,
     cancel: CancellationToken,
 ) -> Result<Outcome, SimError> {
-    install_crypto();
+    edgebox_node::install_crypto();
     let started_at = now_rfc3339();
 
     let (prepared, target_text) = prepare(&mut scenario).await?;

@@ -1,0 +1,473 @@
+//! The shared sections of a deployment file: `[origin_groups.*]`, `[origin]`, `[edge]`,
+//! `[cache]`, `[tls]`, `[sandbox]` and `[control_plane]`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::known_list;
+use crate::diagnostics::{Collector, join};
+use crate::model::*;
+use crate::pattern::PathPattern;
+use crate::raw::*;
+
+pub(super) fn check_origin_groups(
+    c: &mut Collector<'_>,
+    raw: Vec<(String, RawOriginGroup)>,
+    nodes: &[Node],
+) -> BTreeMap<String, OriginGroup> {
+    let mut groups = BTreeMap::new();
+    for (name, group) in raw {
+        let path = join("origin_groups", &name);
+        let policy = match group.policy.as_str() {
+            "round_robin" => Some(LbPolicy::RoundRobin),
+            "weighted" => Some(LbPolicy::Weighted),
+            "consistent_hash" => {
+                let key = match group.hash_key.as_deref() {
+                    None | Some("path") => HashKey::Path,
+                    Some(key) => match key.strip_prefix("header:") {
+                        Some(header) if !header.is_empty() => {
+                            HashKey::Header(header.to_ascii_lowercase())
+                        }
+                        _ => {
+                            c.error(
+                                format!("{path}.hash_key"),
+                                format!("hash_key {key:?} must be \"path\" or \"header:NAME\""),
+                            );
+                            HashKey::Path
+                        }
+                    },
+                };
+                Some(LbPolicy::ConsistentHash { key })
+            }
+            "least_connections" => Some(LbPolicy::LeastConnections),
+            "latency_aware" => Some(LbPolicy::LatencyAware),
+            other => {
+                c.error(
+                    format!("{path}.policy"),
+                    format!("unknown policy {other:?}; expected round_robin, weighted, consistent_hash, least_connections or latency_aware"),
+                );
+                None
+            }
+        };
+        if group.hash_key.is_some()
+            && !matches!(policy, Some(LbPolicy::ConsistentHash { .. }) | None)
+        {
+            c.error(
+                format!("{path}.hash_key"),
+                "hash_key only applies to policy = \"consistent_hash\"",
+            );
+        }
+        if group.members.is_empty() {
+            c.error(
+                format!("{path}.members"),
+                "an origin group needs at least one member",
+            );
+        }
+        let mut members = Vec::new();
+        for (index, member) in group.members.into_iter().enumerate() {
+            let member_path = format!("{path}.members[{index}]");
+            if member.weight == 0 {
+                c.error(format!("{member_path}.weight"), "weight must be at least 1");
+            }
+            let target = match (&member.node, &member.host) {
+                (Some(node_name), None) => {
+                    if member.port.is_some() {
+                        c.error(
+                            format!("{member_path}.port"),
+                            "`port` goes with `host`; a node member uses the node's listen address",
+                        );
+                    }
+                    match nodes.iter().find(|node| &node.name == node_name) {
+                        Some(Node {
+                            role: Role::Origin(origin),
+                            ..
+                        }) => Some(OriginTarget::Node {
+                            name: node_name.clone(),
+                            addr: origin.listen,
+                        }),
+                        Some(_) => {
+                            c.error(
+                                format!("{member_path}.node"),
+                                format!("node {node_name:?} is not an origin"),
+                            );
+                            None
+                        }
+                        None => {
+                            let origins: BTreeSet<&str> = nodes
+                                .iter()
+                                .filter(|node| matches!(node.role, Role::Origin(_)))
+                                .map(|node| node.name.as_str())
+                                .collect();
+                            c.error(
+                                format!("{member_path}.node"),
+                                format!(
+                                    "unknown node {node_name:?}; {}",
+                                    known_list("origins", &origins)
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                (None, Some(host)) => match member.port {
+                    Some(port) if !host.is_empty() => Some(OriginTarget::Host {
+                        host: host.clone(),
+                        port,
+                    }),
+                    Some(_) => {
+                        c.error(format!("{member_path}.host"), "host must not be empty");
+                        None
+                    }
+                    None => {
+                        c.error(
+                            format!("{member_path}.port"),
+                            format!("member host {host:?} needs a `port`"),
+                        );
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    c.error(
+                        member_path.clone(),
+                        "a member has either `node` or `host`, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    c.error(
+                        member_path.clone(),
+                        "a member needs `node = \"NAME\"` or `host = \"NAME\"` with `port`",
+                    );
+                    None
+                }
+            };
+            if let Some(target) = target {
+                members.push(OriginMember {
+                    target,
+                    weight: member.weight.max(1),
+                });
+            }
+        }
+        let health = group.health;
+        if !health.path.starts_with('/') {
+            c.error(
+                format!("{path}.health.path"),
+                format!("health path {:?} must start with '/'", health.path),
+            );
+        }
+        if health.healthy_threshold == 0 || health.unhealthy_threshold == 0 {
+            c.error(
+                format!("{path}.health"),
+                "health thresholds must be at least 1",
+            );
+        }
+        if health.interval.get().is_zero() {
+            c.error(
+                format!("{path}.health.interval"),
+                "health interval must be positive",
+            );
+        }
+        groups.insert(
+            name,
+            OriginGroup {
+                policy: policy.unwrap_or(LbPolicy::RoundRobin),
+                members,
+                health: HealthCheck {
+                    path: health.path,
+                    interval: health.interval.get(),
+                    timeout: health.timeout.get(),
+                    healthy_threshold: health.healthy_threshold,
+                    unhealthy_threshold: health.unhealthy_threshold,
+                },
+                connect_timeout: group.connect_timeout.get(),
+                read_timeout: group.read_timeout.get(),
+                retries: group.retries,
+            },
+        );
+    }
+    groups
+}
+
+fn check_pattern(c: &mut Collector<'_>, path: String, text: &str) -> PathPattern {
+    PathPattern::parse(text).unwrap_or_else(|message| {
+        c.error(path, message);
+        PathPattern::parse("/**").expect("literal pattern parses")
+    })
+}
+
+pub(super) fn check_origin(c: &mut Collector<'_>, raw: RawOrigin) -> OriginSettings {
+    let rules = raw
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let path = format!("origin.rules[{index}]");
+            for (key_index, key) in rule.surrogate_keys.iter().enumerate() {
+                if key.is_empty() || key.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                    c.error(
+                        format!("{path}.surrogate_keys[{key_index}]"),
+                        format!("surrogate key {key:?} must be non-empty without spaces"),
+                    );
+                }
+            }
+            if let Some(value) = &rule.cache_control
+                && value.chars().any(|ch| ch.is_control())
+            {
+                c.error(
+                    format!("{path}.cache_control"),
+                    "cache_control must not contain control characters",
+                );
+            }
+            HeaderRule {
+                pattern: check_pattern(c, format!("{path}.pattern"), &rule.pattern),
+                cache_control: rule.cache_control,
+                surrogate_keys: rule.surrogate_keys,
+            }
+        })
+        .collect();
+    OriginSettings { rules }
+}
+
+pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge) -> EdgeSettings {
+    let limits = raw.limits;
+    if limits.max_header_size.bytes() < 1024 {
+        c.error(
+            "edge.limits.max_header_size",
+            "max_header_size below 1KiB would reject ordinary requests",
+        );
+    }
+    let mut algorithms = Vec::new();
+    for (index, name) in raw.compression.algorithms.iter().enumerate() {
+        match name.as_str() {
+            "gzip" => algorithms.push(Encoding::Gzip),
+            "br" => algorithms.push(Encoding::Br),
+            "zstd" => algorithms.push(Encoding::Zstd),
+            other => c.error(
+                format!("edge.compression.algorithms[{index}]"),
+                format!("unknown compression {other:?}; expected gzip, br or zstd"),
+            ),
+        }
+    }
+    if raw.worker_threads > 1024 {
+        c.error(
+            "edge.worker_threads",
+            format!(
+                "{} threads is more than any machine needs; 0 means one per core",
+                raw.worker_threads
+            ),
+        );
+    }
+    EdgeSettings {
+        worker_threads: raw.worker_threads,
+        max_header_size: limits.max_header_size.bytes(),
+        max_body_size: limits.max_body_size.bytes(),
+        client_timeout: limits.client_timeout.get(),
+        shutdown_grace: raw
+            .shutdown_grace
+            .map(|grace| grace.get())
+            .unwrap_or(std::time::Duration::from_secs(10)),
+        compression: Compression {
+            enabled: raw.compression.enabled,
+            min_size: raw.compression.min_size.bytes(),
+            algorithms,
+            content_types: raw
+                .compression
+                .content_types
+                .iter()
+                .map(|ty| ty.to_ascii_lowercase())
+                .collect(),
+        },
+    }
+}
+
+pub(super) fn check_cache(c: &mut Collector<'_>, raw: RawCache) -> CacheSettings {
+    let rules = raw
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, rule)| TtlRule {
+            pattern: check_pattern(c, format!("cache.rules[{index}].pattern"), &rule.pattern),
+            ttl: rule.ttl.get(),
+        })
+        .collect();
+    if raw.l1_capacity.bytes() == 0 && raw.enabled {
+        c.error(
+            "cache.l1_capacity",
+            "the memory tier needs some capacity; set cache.enabled = false to turn caching off",
+        );
+    }
+    CacheSettings {
+        enabled: raw.enabled,
+        l1_capacity: raw.l1_capacity.bytes(),
+        l2_capacity: raw.l2_capacity.bytes(),
+        max_object_size: raw.max_object_size.bytes(),
+        stale_while_revalidate: raw.stale_while_revalidate.get(),
+        stale_if_error: raw.stale_if_error.get(),
+        rules,
+        fast_path: raw.fast_path,
+    }
+}
+
+pub(super) fn check_tls(c: &mut Collector<'_>, raw: RawTls, base_dir: &Path) -> TlsSettings {
+    let certificates = raw
+        .certificates
+        .into_iter()
+        .enumerate()
+        .map(|(index, cert)| {
+            let path = format!("tls.certificates[{index}]");
+            if cert.names.is_empty() {
+                c.error(
+                    format!("{path}.names"),
+                    "a certificate needs at least one server name",
+                );
+            }
+            for (name_index, name) in cert.names.iter().enumerate() {
+                let valid = !name.is_empty()
+                    && name.trim_start_matches("*.").split('.').all(|label| {
+                        !label.is_empty()
+                            && label
+                                .chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                    });
+                if !valid {
+                    c.error(
+                        format!("{path}.names[{name_index}]"),
+                        format!("{name:?} is not a DNS name"),
+                    );
+                }
+            }
+            let cert_path = base_dir.join(&cert.cert);
+            let key_path = base_dir.join(&cert.key);
+            for (key, file) in [("cert", &cert_path), ("key", &key_path)] {
+                if !file.is_file() {
+                    c.error(
+                        format!("{path}.{key}"),
+                        format!("{} does not exist or is not a file", file.display()),
+                    );
+                }
+            }
+            Certificate {
+                names: cert.names,
+                cert: cert_path,
+                key: key_path,
+            }
+        })
+        .collect();
+    TlsSettings { certificates }
+}
+
+pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSettings {
+    let limits = |limits: &RawJobLimits| JobLimits {
+        wall: limits.wall.get(),
+        cpu: limits.cpu.get(),
+        memory: limits.memory.bytes(),
+        output: limits.output.bytes(),
+    };
+    let defaults = limits(&raw.defaults);
+    let maximums = limits(&raw.maximums);
+    let pairs = [
+        ("wall", defaults.wall > maximums.wall),
+        ("cpu", defaults.cpu > maximums.cpu),
+        ("memory", defaults.memory > maximums.memory),
+        ("output", defaults.output > maximums.output),
+    ];
+    for (key, exceeds) in pairs {
+        if exceeds {
+            c.error(
+                format!("sandbox.defaults.{key}"),
+                format!("the default {key} limit exceeds sandbox.maximums.{key}"),
+            );
+        }
+    }
+    if maximums.memory > 4 * 1024 * 1024 * 1024 {
+        c.error(
+            "sandbox.maximums.memory",
+            "wasm32 guests cannot address more than 4GiB",
+        );
+    }
+    for (key, value) in [("wall", defaults.wall), ("cpu", defaults.cpu)] {
+        if value.is_zero() {
+            c.error(
+                format!("sandbox.defaults.{key}"),
+                format!("{key} limit must be positive"),
+            );
+        }
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    SandboxSettings {
+        max_concurrent_jobs: if raw.max_concurrent_jobs == 0 {
+            cores
+        } else {
+            raw.max_concurrent_jobs
+        },
+        queue_length: raw.queue_length,
+        keep_finished: raw.keep_finished.get(),
+        max_source_size: raw.max_source_size.bytes(),
+        max_stdin_size: raw.max_stdin_size.bytes(),
+        scratch_size: raw.scratch_size.bytes(),
+        defaults,
+        maximums,
+    }
+}
+
+pub(super) fn check_control_plane(
+    c: &mut Collector<'_>,
+    raw: RawControlPlane,
+    data_dir: &Path,
+) -> ControlPlaneSettings {
+    let mut names = BTreeSet::new();
+    let tokens = raw
+        .tokens
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, token)| {
+            let path = format!("control_plane.tokens[{index}]");
+            if !names.insert(token.name.clone()) {
+                c.error(
+                    format!("{path}.name"),
+                    format!("token name {:?} is used twice", token.name),
+                );
+            }
+            let role = match token.role.as_str() {
+                "operator" => Some(TokenRole::Operator),
+                "submitter" => Some(TokenRole::Submitter),
+                other => {
+                    c.error(
+                        format!("{path}.role"),
+                        format!("unknown role {other:?}; expected \"operator\" or \"submitter\""),
+                    );
+                    None
+                }
+            };
+            let secret = match (token.token, token.token_env, token.token_file) {
+                (Some(secret), None, None) if secret.len() >= 16 => {
+                    Some(TokenSecret::Inline(secret))
+                }
+                (Some(_), None, None) => {
+                    c.error(
+                        format!("{path}.token"),
+                        "a token must be at least 16 characters",
+                    );
+                    None
+                }
+                (None, Some(var), None) => Some(TokenSecret::Env(var)),
+                (None, None, Some(file)) => Some(TokenSecret::File(data_dir.join(file))),
+                _ => {
+                    c.error(
+                        path.clone(),
+                        "give exactly one of `token`, `token_env` or `token_file`",
+                    );
+                    None
+                }
+            };
+            Some(Token {
+                name: token.name,
+                role: role?,
+                secret: secret?,
+            })
+        })
+        .collect();
+    ControlPlaneSettings { tokens }
+}

@@ -1,0 +1,25 @@
+//! The runtime every edgebox node shares, written once: the config-watch [`agent`],
+//! one [`shutdown`] signal and drain with a deadline, the [`announce`] protocol by which
+//! a daemon tells its starter which ports it bound, [`backoff`], [`fs::atomic_write`],
+//! bearer-token [`secrets`], one Prometheus text writer ([`metrics`]) and the
+//! child-process [`supervisor`] behind `edgebox up` and the simulator.
+//!
+//! This crate knows no daemon: daemons depend on it, never the other way round.
+
+pub mod agent;
+pub mod announce;
+pub mod backoff;
+pub mod fs;
+pub mod metrics;
+pub mod secrets;
+pub mod shutdown;
+pub mod supervisor;
+
+pub use announce::{announce_listening, parse_announcement};
+
+/// Installs rustls' ring provider as the process default, for HTTPS clients (the
+/// workspace builds reqwest and rustls without a default provider). Idempotent.
+#[cfg(feature = "tls")]
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

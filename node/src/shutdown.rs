@@ -1,0 +1,45 @@
+//! One way for a node to learn it must stop, and one way to drain.
+//!
+//! [`on_signals`] turns the first SIGTERM or SIGINT into a cancelled
+//! [`CancellationToken`]; everything that must stop (accept loops, agents, background
+//! tasks) waits on a clone. [`drain`] then waits for in-flight work to finish, up to a
+//! deadline.
+
+use std::time::Duration;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first SIGTERM or SIGINT. Must be called inside a tokio
+/// runtime; the handlers are installed before it returns, so a signal that arrives
+/// right after is not lost.
+pub fn on_signals() -> std::io::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+            () = cancel.cancelled() => return,
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+/// Waits until `idle()` says nothing is in flight, checking every few milliseconds,
+/// or until `grace` has passed. Returns whether it drained in time.
+pub async fn drain(grace: Duration, mut idle: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        if idle() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
