@@ -1,30 +1,31 @@
 #!/usr/bin/env bash
-# Pass-through benchmark of the edge (cache off): requests per second and p99 latency of
+# Pass-through benchmark of the edge (cache and latency simulation off): requests per second
+# and p50/p99 latency of
 #   1. the origin directly,
 #   2. edgebox edge in front of it,
-#   3. nginx as a reverse proxy in front of the same origin,
-# all measured with the same load tool (wrk) in the same run. The origin is nginx serving
-# a static file (so the origin is never the bottleneck of the comparison). Results go to
+#   3. nginx as a reverse proxy in front of the same origin (2 workers, upstream keep-alive 64),
+# all measured with the same load tool (wrk) in the same run, in ROUNDS interleaved rounds,
+# first under load (wrk -c CONNS), then one request at a time (wrk -c1) so that the latency a
+# proxy adds is seen without queueing. The origin is nginx serving a static file (so the origin
+# is never the bottleneck of the comparison), with `stub_status`: how many connections each
+# proxy opened to it during its runs is read from its accept counter (upstream keep-alive
+# working means a bounded number, not one per request). Every server runs on the same CPU set
+# (SERVER_CPUS), wrk on LOAD_CPUS (both default to every core). Results go to
 # benches/results/edge.md.
 #
-# Knobs: DURATION (10s), CONNS (32), THREADS (2), SIZE (bytes of the object, 1024).
+# Knobs: DURATION (8s), WARMUP (2s), CONNS (32), THREADS (2), ROUNDS (2), SIZE (bytes, 1024),
+# SERVER_CPUS, LOAD_CPUS, EDGE_THREADS, EDGEBOX_BIN, RELEASE (1 = release build, the default),
+# PROFILE (a file: `perf record` the edge during round 1's loaded run), RESULTS.
 # Needs: wrk, nginx (installed with apt-get when missing and possible).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10s}
-CONNS=${CONNS:-32}
-THREADS=${THREADS:-2}
+source benches/lib.sh
+ROUNDS=${ROUNDS:-2}
 SIZE=${SIZE:-1024}
-RESULTS=benches/results/edge.md
+RESULTS=${RESULTS:-benches/results/edge.md}
 
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "installing $2 from Debian packages"
-    apt-get install -y "$2" >/dev/null || { echo "cannot install $2; aborting" >&2; exit 1; }
-  fi
-}
-need wrk wrk
-need nginx nginx
+try_install wrk wrk || { echo "wrk is required" >&2; exit 1; }
+try_install nginx nginx || { echo "nginx is required" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/edgebox-bench.XXXXXX)
 PIDS=()
@@ -37,41 +38,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+build_edgebox "$WORK/edgebox"
 
-# Our crates optimised like the dependencies already are (the dev profile keeps them at
-# opt-level 0 for fast test builds); the dependency artefacts are reused as they are.
-echo "building edgebox (workspace crates at opt-level 3)"
-cargo build --quiet --bin edgebox --config 'profile.dev.opt-level=3'
-cp target/debug/edgebox "$WORK/edgebox"
-
-ORIGIN_PORT=$(free_port); PROXY_PORT=$(free_port); EDGE_PORT=$(free_port); ADMIN_PORT=$(free_port)
+ORIGIN_PORT=$(free_port); STATUS_PORT=$(free_port); PROXY_PORT=$(free_port)
+EDGE_PORT=$(free_port); ADMIN_PORT=$(free_port)
 mkdir -p "$WORK/www" "$WORK/origin" "$WORK/proxy"
 # nginx workers may run as an unprivileged user: let them read the object.
 chmod 755 "$WORK" "$WORK/www"
 head -c "$SIZE" /dev/zero | tr '\0' 'e' > "$WORK/www/object.txt"
 chmod 644 "$WORK/www/object.txt"
 
-nginx_conf() { # DIR WORKERS BODY
-  cat > "$1/nginx.conf" <<CONF
-worker_processes $2;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-daemon on;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
-  $3
-}
-CONF
-  nginx -c "$1/nginx.conf" -p "$1"
-}
-nginx_conf "$WORK/origin" 1 "server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; keepalive_requests 1000000; }"
+nginx_conf "$WORK/origin" 1 "server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$STATUS_PORT; location / { stub_status; } }"
 nginx_conf "$WORK/proxy" 2 "upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
   server { listen 127.0.0.1:$PROXY_PORT; keepalive_requests 1000000;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 
+EDGE_WORKERS=""
+[ -n "${EDGE_THREADS:-}" ] && EDGE_WORKERS="worker_threads = $EDGE_THREADS"
 cat > "$WORK/edgebox.toml" <<TOML
 [deployment]
 name = "bench"
@@ -90,51 +74,82 @@ origin_group = "g"
 policy = "round_robin"
 members = [{ host = "127.0.0.1", port = $ORIGIN_PORT }]
 health = { path = "/object.txt", interval = "5s" }
+[edge]
+$EDGE_WORKERS
 [edge.compression]
 enabled = false
 [cache]
 enabled = false
 TOML
-EDGEBOX_LOG=warn "$WORK/edgebox" edge --config "$WORK/edgebox.toml" --node edge > "$WORK/edge.out" 2> "$WORK/edge.err" &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q "service=admin" "$WORK/edge.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "service=admin" "$WORK/edge.out" || { cat "$WORK/edge.err"; exit 1; }
+(cd "$WORK" && EDGEBOX_LOG=warn exec taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
+EDGE_PID=$!
+PIDS+=("$EDGE_PID")
+wait_for_line "$WORK/edge.out" "service=admin" || { cat "$WORK/edge.err"; exit 1; }
 
-declare -A RPS P99 P50
-run() { # NAME PORT
-  local url="http://127.0.0.1:$2/object.txt"
-  curl -sf "$url" -o /dev/null || { echo "$1 does not answer $url" >&2; exit 1; }
-  wrk -t"$THREADS" -c"$CONNS" -d2s "$url" > /dev/null # warm-up
-  local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
-  RPS[$1]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  P50[$1]=$(awk '$1=="50%" {print $2}' <<<"$out")
-  P99[$1]=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "$1: ${RPS[$1]} req/s, p50 ${P50[$1]}, p99 ${P99[$1]}"
+# The origin's count of accepted connections (nginx stub_status, third number of line 3).
+origin_accepts() { curl -sf "http://127.0.0.1:$STATUS_PORT/" | awk 'NR==3 {print $1}'; }
+
+declare -A RPS P99 P50 P50US P99US CONNS_OPENED PORT=([origin]=$ORIGIN_PORT [edge]=$EDGE_PORT [nginx]=$PROXY_PORT)
+run() { # ROUND TARGET MODE(load|single)
+  local url="http://127.0.0.1:${PORT[$2]}/object.txt" key="$1 $2 $3"
+  curl -sf "$url" -o /dev/null || { echo "$2 does not answer $url" >&2; exit 1; }
+  local before; before=$(origin_accepts)
+  local perf_pid=""
+  if [ -n "${PROFILE:-}" ] && [ "$1" = 1 ] && [ "$2" = edge ] && [ "$3" = load ]; then
+    (sleep "${WARMUP%s}"; exec perf record -e cpu-clock -F 2000 ${PROFILE_ARGS:-} -p "$EDGE_PID" -o "$PROFILE" -- sleep "${DURATION%s}") \
+      > "$WORK/perf.log" 2>&1 &
+    perf_pid=$!
+  fi
+  if [ "$3" = load ]; then measure "$url"; else measure "$url" 1 1; fi
+  [ -n "$perf_pid" ] && wait "$perf_pid"
+  local after; after=$(origin_accepts)
+  # The status request itself is one accepted connection.
+  CONNS_OPENED[$key]=$((after - before - 1))
+  [ "$2" = origin ] && CONNS_OPENED[$key]="—"
+  RPS[$key]=$M_RPS; P50[$key]=$M_P50; P99[$key]=$M_P99; P50US[$key]=$M_P50_US; P99US[$key]=$M_P99_US
+  echo "round $1, $2 ($3): $M_RPS req/s, p50 $M_P50, p99 $M_P99, origin connections opened ${CONNS_OPENED[$key]}"
 }
-run origin "$ORIGIN_PORT"
-run edge "$EDGE_PORT"
-run nginx "$PROXY_PORT"
+for round in $(seq "$ROUNDS"); do
+  for mode in load single; do
+    for target in origin edge nginx; do run "$round" "$target" "$mode"; done
+  done
+done
 
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 {
   echo "# Edge pass-through benchmark"
   echo
   echo "Generated by \`benches/edge_passthrough.sh\` on $(date -u +%Y-%m-%dT%H:%MZ)."
   echo
   echo "Setup: $(nproc) CPU cores shared by the load generator, the proxies and the origin"
-  echo "(and, on the build machine, by other work: numbers are noisy). Load: wrk -t$THREADS -c$CONNS -d$DURATION,"
-  echo "HTTP/1.1 keep-alive, GET of a $SIZE-byte static file. Origin: nginx (1 worker) serving"
-  echo "the file. nginx proxy: 2 workers, upstream keep-alive 64. Edge: \`edgebox edge\`, cache,"
-  echo "compression and latency simulation off, logs at warn, built with the workspace crates"
-  echo "at opt-level 3 (dependencies at opt-level 2)."
+  echo "(and, on the build machine, by other work: numbers are noisy). Every server runs on CPUs"
+  echo "$SERVER_CPUS, wrk on CPUs $LOAD_CPUS. Load: HTTP/1.1 keep-alive GET of a $SIZE-byte static file,"
+  echo "\`load\` = wrk -t$THREADS -c$CONNS -d$DURATION, \`single\` = wrk -t1 -c1 -d$DURATION (one request at a time:"
+  echo "latency without queueing), each after a $WARMUP warm-up, $ROUNDS interleaved rounds."
+  echo "Origin: nginx (1 worker) serving the file. nginx proxy: $(nginx -v 2>&1 | sed 's/.*: //'), 2 workers,"
+  echo "upstream keep-alive 64. Edge: \`edgebox edge\`, $BUILD_NOTE; worker threads"
+  echo "${EDGE_THREADS:-one per core}; cache, compression and latency simulation off, logs at warn."
+  echo "\"origin conns\" = connections the origin accepted during that run (warm-up included)."
   echo
-  echo "| target | requests/s | p50 | p99 |"
-  echo "|---|---:|---:|---:|"
-  for name in origin edge nginx; do
-    echo "| $name | ${RPS[$name]} | ${P50[$name]} | ${P99[$name]} |"
+  echo "| round | mode | target | requests/s | p50 | p99 | origin conns |"
+  echo "|---|---|---|---:|---:|---:|---:|"
+  for round in $(seq "$ROUNDS"); do
+    for mode in load single; do
+      for name in origin edge nginx; do
+        key="$round $name $mode"
+        echo "| $round | $mode | $name | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} | ${CONNS_OPENED[$key]} |"
+      done
+    done
   done
   echo
-  echo "Ratios: edge/origin throughput $(ratio "${RPS[edge]}" "${RPS[origin]}"),"
-  echo "edge/nginx-proxy throughput $(ratio "${RPS[edge]}" "${RPS[nginx]}")."
+  echo "Issue 12 asks for edge ≥ 1.2× the nginx proxy's throughput and ≤ 100 µs added p50 over the origin:"
+  echo
+  echo "| round | mode | edge / nginx (requests/s) | edge added p50 | nginx added p50 |"
+  echo "|---|---|---:|---:|---:|"
+  for round in $(seq "$ROUNDS"); do
+    for mode in load single; do
+      o=${P50US[$round origin $mode]}
+      echo "| $round | $mode | $(ratio "${RPS[$round edge $mode]}" "${RPS[$round nginx $mode]}") | $((${P50US[$round edge $mode]} - o)) µs | $((${P50US[$round nginx $mode]} - o)) µs |"
+    done
+  done
 } > "$RESULTS"
 echo "wrote $RESULTS"

@@ -264,6 +264,8 @@ pub struct EdgeSettings {
     pub client_timeout: Duration,
     pub shutdown_grace: Duration,
     pub compression: Compression,
+    /// Threads of the edge's request runtime (0 = one per core); read at start only.
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -303,6 +305,8 @@ pub struct CacheSettings {
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
     pub rules: Vec<TtlRule>,
+    /// Fresh L1 hits answered without pingora-cache's state machine.
+    pub fast_path: bool,
 }
 
 impl CacheSettings {

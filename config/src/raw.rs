@@ -287,6 +287,9 @@ pub struct RawEdge {
     pub compression: RawCompression,
     /// How long a stopping edge waits for in-flight requests.
     pub shutdown_grace: Option<Duration>,
+    /// Threads of the edge's request runtime; 0 (the default) = one per CPU core.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 /// `[edge.limits]`.
@@ -395,6 +398,10 @@ pub struct RawCache {
     /// TTLs for responses whose origin gives no freshness information.
     #[serde(default)]
     pub rules: Vec<RawTtlRule>,
+    /// Answer fresh memory-tier hits directly from the prepared header and body instead of
+    /// through pingora-cache's full hit path (same answers, less work per hit).
+    #[serde(default = "default_true")]
+    pub fast_path: bool,
 }
 
 impl Default for RawCache {
@@ -407,6 +414,7 @@ impl Default for RawCache {
             stale_while_revalidate: default_swr(),
             stale_if_error: default_sie(),
             rules: Vec::new(),
+            fast_path: true,
         }
     }
 }

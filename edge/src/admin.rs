@@ -74,7 +74,7 @@ impl AdminApp {
         let state = &self.state;
         let snapshot = state.snapshot();
         let s = &state.stats;
-        let class = |i: usize| s.by_class[i].load(Ordering::Relaxed);
+        let class = |i: usize| s.by_class(i);
         let origins: Vec<Value> = snapshot
             .upstream
             .pool()
@@ -102,10 +102,10 @@ impl AdminApp {
             "draining": state.draining.load(Ordering::SeqCst),
             "in_flight": state.in_flight.load(Ordering::SeqCst),
             "requests": {
-                "total": s.total.load(Ordering::Relaxed),
+                "total": s.total(),
                 "1xx": class(0), "2xx": class(1), "3xx": class(2), "4xx": class(3), "5xx": class(4),
             },
-            "bytes_sent": s.bytes_sent.load(Ordering::Relaxed),
+            "bytes_sent": s.bytes_sent(),
             "origins": origins,
             "cache": cache_json(state),
         })
@@ -126,7 +126,7 @@ impl AdminApp {
             let _ = writeln!(
                 out,
                 "edgebox_edge_requests_total{{node=\"{node}\",class=\"{class}\"}} {}",
-                s.by_class[i].load(Ordering::Relaxed)
+                s.by_class(i)
             );
         }
         let _ = writeln!(
@@ -137,7 +137,7 @@ impl AdminApp {
         let _ = writeln!(
             out,
             "edgebox_edge_bytes_sent_total{{node=\"{node}\"}} {}",
-            s.bytes_sent.load(Ordering::Relaxed)
+            s.bytes_sent()
         );
         let _ = writeln!(out, "# HELP edgebox_edge_in_flight Requests in flight.");
         let _ = writeln!(out, "# TYPE edgebox_edge_in_flight gauge");
@@ -221,7 +221,7 @@ impl AdminApp {
             let _ = writeln!(
                 out,
                 "edgebox_edge_served_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
-                s.tier_responses[i].load(Ordering::Relaxed)
+                s.tier_responses(i)
             );
         }
         let _ = writeln!(
@@ -233,7 +233,7 @@ impl AdminApp {
             let _ = writeln!(
                 out,
                 "edgebox_edge_served_bytes_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
-                s.tier_bytes[i].load(Ordering::Relaxed)
+                s.tier_bytes(i)
             );
         }
         let _ = writeln!(
@@ -245,7 +245,7 @@ impl AdminApp {
             let _ = writeln!(
                 out,
                 "edgebox_edge_cache_responses_total{{node=\"{node}\",status=\"{status}\"}} {}",
-                s.cache_status[i].load(Ordering::Relaxed)
+                s.cache_status(i)
             );
         }
         let body = out.into_bytes();

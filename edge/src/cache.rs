@@ -70,6 +70,7 @@
 //! treated as a miss. Keys are stored by 128-bit hash, so a huge URL costs nothing extra.
 
 pub mod disk;
+pub mod hot;
 pub mod index;
 pub mod key;
 pub mod memory;

@@ -23,7 +23,10 @@ mod discovery;
 mod health;
 mod latency;
 mod proxy;
+mod request_id;
+mod sharded;
 mod state;
+mod timing;
 mod tls;
 mod upstream;
 
@@ -82,7 +85,14 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Resu
         });
     };
     let edge = edge.clone();
+    // One worker per core by default: measured on 2 cores, 1-4 workers served cache hits
+    // within the run-to-run noise of each other (benches/results/edge_hot_path.md).
+    let threads = match deployment.edge.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .thread_name("edge")
         .build()

@@ -46,18 +46,6 @@ pub const REGION_HEADER: &str = "x-edgebox-region";
 pub const HOP_HEADER: &str = "x-edgebox-hop";
 const REQUEST_ID: &str = "x-request-id";
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
 pub struct EdgeProxy {
     pub state: Arc<EdgeState>,
 }
@@ -106,11 +94,15 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     _in_flight: InFlight,
     snapshot: Arc<Snapshot>,
-    request_id: String,
+    /// The client's usable `X-Request-Id`, or one of ours (`crate::request_id`).
+    request_id: http::HeaderValue,
     started: Instant,
     /// Total simulated delay applied so far.
     simulated: Duration,
-    client_region: String,
+    /// The client's region when it named a known one; `None` = the edge's own.
+    client_region: Option<String>,
+    /// The cache key, computed once for the fast path and handed to pingora-cache.
+    cache_key: Option<CacheKey>,
     tried: Vec<SocketAddr>,
     active: Option<ActiveGuard>,
     upstream_sent: Option<Instant>,
@@ -139,42 +131,103 @@ fn simulated_ms(server_timing: &str) -> Option<f64> {
 }
 
 impl RequestCtx {
-    fn server_timing(&self) -> String {
-        let total = self.started.elapsed();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let edge = total.saturating_sub(self.simulated + self.origin_time);
-        format!(
-            "sim;dur={:.1};desc=\"simulated network\", origin;dur={:.1}, edge;dur={:.1}, total;dur={:.1}",
-            ms(self.simulated),
-            ms(self.origin_time),
-            ms(edge),
-            ms(total)
-        )
+    fn server_timing(&self) -> http::HeaderValue {
+        crate::timing::server_timing(self.simulated, self.origin_time, self.started.elapsed())
     }
 }
 
-fn via(state: &EdgeState, session: &Session) -> String {
-    let version = if session.is_http2() { "2" } else { "1.1" };
-    format!("{version} edgebox-{}", state.node)
+/// This edge's own `Via` entry for the session's HTTP version.
+fn via<'a>(state: &'a EdgeState, session: &Session) -> &'a http::HeaderValue {
+    if session.is_http2() {
+        &state.via_h2
+    } else {
+        &state.via_h1
+    }
+}
+
+/// `previous, own` (a `Via` chain), or `own` alone.
+fn via_chain(previous: Option<&http::HeaderValue>, own: &http::HeaderValue) -> http::HeaderValue {
+    match previous.and_then(|v| v.to_str().ok()) {
+        Some(previous) => {
+            let mut chain = Vec::with_capacity(previous.len() + 2 + own.len());
+            chain.extend_from_slice(previous.as_bytes());
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(own.as_bytes());
+            http::HeaderValue::from_bytes(&chain).unwrap_or_else(|_| own.clone())
+        }
+        None => own.clone(),
+    }
 }
 
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Hop-by-hop headers present in `headers`, including those `Connection` names.
-fn hop_by_hop(headers: &http::HeaderMap) -> Vec<String> {
-    let mut named: Vec<String> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    named.extend(HOP_BY_HOP.iter().map(|h| (*h).to_owned()));
-    named.retain(|name| headers.contains_key(name.as_str()));
-    named
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
+static HOP_BY_HOP: [http::HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+];
+
+/// The hop-by-hop headers present in a header map: those of the fixed list (a bit each) and
+/// any other that `Connection` names. Finding them allocates only for such other names
+/// (rare: origins name `keep-alive` or `close`), not on every request and response.
+#[derive(Default)]
+struct HopByHop {
+    fixed: u8,
+    named: Vec<http::HeaderName>,
+}
+
+impl HopByHop {
+    fn find(headers: &http::HeaderMap) -> Self {
+        let mut found = Self::default();
+        for value in headers.get_all(http::header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)) {
+                    continue; // checked below
+                }
+                if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes())
+                    && headers.contains_key(&name)
+                    && !found.named.contains(&name)
+                {
+                    found.named.push(name);
+                }
+            }
+        }
+        for (bit, name) in HOP_BY_HOP.iter().enumerate() {
+            if headers.contains_key(name) {
+                found.fixed |= 1 << bit;
+            }
+        }
+        found
+    }
+
+    fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.named.iter().chain(
+            HOP_BY_HOP
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| self.fixed & (1 << bit) != 0)
+                .map(|(_, name)| name),
+        )
+    }
+}
+
+/// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
+/// The fast path and pingora-cache's lookup use this one key.
+fn request_cache_key(req: &RequestHeader) -> CacheKey {
+    let host = header_str(req, "host")
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    cache::key::cache_key(host, target)
 }
 
 impl EdgeProxy {
@@ -191,8 +244,8 @@ impl EdgeProxy {
         let mut response = ResponseHeader::build(status, Some(6))?;
         response.insert_header("content-type", "application/json")?;
         response.insert_header("content-length", body.len().to_string())?;
-        response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        response.insert_header("via", via(&self.state, session))?;
+        response.insert_header("x-request-id", ctx.request_id.clone())?;
+        response.insert_header("via", via(&self.state, session).clone())?;
         response.insert_header("server-timing", ctx.server_timing())?;
         response.insert_header("cache-control", "no-store")?;
         if status == 431 || status == 413 || status == 400 || status == 408 {
@@ -206,6 +259,70 @@ impl EdgeProxy {
         session
             .write_response_body(Some(Bytes::from(body)), true)
             .await
+    }
+
+    /// Answers a fresh L1 hit from the entry's prepared header and shared body, without
+    /// pingora-cache's state machine (see `cache::hot`); `Ok(false)` leaves the request to
+    /// the full path, which handles everything this does not: methods other than GET/HEAD,
+    /// ranges, conditional requests, objects that vary or need compressing, stale ones.
+    async fn serve_fresh_l1(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let settings = &ctx.snapshot.deployment.cache;
+        if !settings.enabled || !settings.fast_path {
+            return Ok(false);
+        }
+        let req = session.req_header();
+        let head = match req.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return Ok(false),
+        };
+        // What pingora-cache's hit path treats specially: ranges, and the conditional
+        // headers its not-modified filter reads (and those it does not, to stay out of
+        // their way if it learns them).
+        use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
+        if [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE]
+            .iter()
+            .any(|name| req.headers.contains_key(name))
+        {
+            return Ok(false);
+        }
+        let key = request_cache_key(req);
+        let now = std::time::SystemTime::now();
+        let Some(entry) = self.state.cache.fresh_l1(&key, now) else {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        };
+        let Some(hot) = entry.hot.as_ref() else {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        };
+        if let Some(policy) = &ctx.snapshot.compression
+            && !head
+            && policy.eligible(&hot.header)
+        {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        }
+        let mut header = Box::new(hot.header.clone());
+        header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
+        header.insert_header(
+            http::header::VIA,
+            via_chain(hot.stored_via.as_ref(), via(&self.state, session)),
+        )?;
+        header.insert_header(REQUEST_ID, ctx.request_id.clone())?;
+        header.insert_header("server-timing", ctx.server_timing())?;
+        ctx.cache_tier = Some(Tier::L1);
+        ctx.served = Some((Tier::L1.as_str(), "HIT"));
+        session.write_response_header(header, head).await?;
+        let bytes = if head { 0 } else { entry.body.len() };
+        if !head {
+            session
+                .write_response_body(Some(entry.body.clone()), true)
+                .await?;
+        }
+        ctx.response_bytes += bytes as u64;
+        self.state.cache.note_fast_hit(bytes);
+        Ok(true)
     }
 
     async fn simulate(&self, ctx: &mut RequestCtx, from: &str, to: &str) {
@@ -228,9 +345,10 @@ impl ProxyHttp for EdgeProxy {
         let snapshot = self.state.snapshot();
         RequestCtx {
             _in_flight: InFlight(self.state.clone()),
-            client_region: snapshot.region.clone(),
+            client_region: None,
+            cache_key: None,
             snapshot,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             started: Instant::now(),
             simulated: Duration::ZERO,
             tried: Vec::new(),
@@ -253,21 +371,16 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id = header_str(req, REQUEST_ID)
-            .filter(|id| {
-                !id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic())
-            })
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        ctx.request_id = self.state.ids.for_request(req.headers.get(REQUEST_ID));
         ctx.span = tracing::info_span!(
             "request",
             node = %self.state.node,
-            request_id = %ctx.request_id,
+            request_id = ctx.request_id.to_str().unwrap_or(""),
             method = %req.method,
             path = %req.uri.path(),
             origin = tracing::field::Empty,
         );
-        let header_size: usize = req.uri.to_string().len()
+        let header_size: usize = req.raw_path().len()
             + req
                 .headers
                 .iter()
@@ -297,7 +410,7 @@ impl ProxyHttp for EdgeProxy {
             && let Some(region) = header_str(req, REGION_HEADER)
             && (sim.knows(region) || region == ctx.snapshot.region)
         {
-            ctx.client_region = region.to_owned();
+            ctx.client_region = Some(region.to_owned());
         }
         // Bounds the body reads from here on. The request header itself was read before
         // any `ProxyHttp` hook runs: pingora 0.9.1 (apps/mod.rs) gives every new HTTP/1
@@ -308,12 +421,13 @@ impl ProxyHttp for EdgeProxy {
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
         let from_edge = header_str(session.req_header(), HOP_HEADER) == Some("edge");
-        if !from_edge {
-            let (from, to) = (ctx.client_region.clone(), ctx.snapshot.region.clone());
+        if !from_edge && ctx.snapshot.latency.is_some() {
+            let to = ctx.snapshot.region.clone();
+            let from = ctx.client_region.clone().unwrap_or_else(|| to.clone());
             let span = ctx.span.clone();
             self.simulate(ctx, &from, &to).instrument(span).await;
         }
-        Ok(false)
+        self.serve_fresh_l1(session, ctx).await
     }
 
     async fn request_body_filter(
@@ -352,13 +466,11 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
-    fn cache_key_callback(&self, session: &Session, _ctx: &mut RequestCtx) -> Result<CacheKey> {
-        let req = session.req_header();
-        let host = header_str(req, "host")
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        Ok(cache::key::cache_key(host, target))
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        Ok(ctx
+            .cache_key
+            .take()
+            .unwrap_or_else(|| request_cache_key(session.req_header())))
     }
 
     /// The origin's headers decide; when they say nothing about freshness the path's TTL
@@ -484,8 +596,9 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        for name in hop_by_hop(&upstream_request.headers) {
-            upstream_request.remove_header(name.as_str());
+        let hop = HopByHop::find(&upstream_request.headers);
+        for name in hop.names() {
+            upstream_request.remove_header(name);
         }
         let client_ip = session
             .client_addr()
@@ -504,17 +617,9 @@ impl ProxyHttp for EdgeProxy {
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        let hop = via(&self.state, session);
-        let via_value = match upstream_request
-            .headers
-            .get("via")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) => format!("{previous}, {hop}"),
-            None => hop,
-        };
+        let via_value = via_chain(upstream_request.headers.get("via"), via(&self.state, session));
         upstream_request.insert_header("via", via_value)?;
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         if ctx.snapshot.edge.parent.is_some() {
             upstream_request.insert_header(HOP_HEADER, "edge")?;
         } else {
@@ -574,8 +679,9 @@ impl ProxyHttp for EdgeProxy {
             e.set_retry(true);
             return Err(e.into_up());
         }
-        for name in hop_by_hop(&upstream_response.headers) {
-            upstream_response.remove_header(name.as_str());
+        let hop = HopByHop::find(&upstream_response.headers);
+        for name in hop.names() {
+            upstream_response.remove_header(name);
         }
         // A parent edge says how it served the object; a hit there means the origin was
         // spared. Its labels are then dropped so the stored copy never carries them.
@@ -659,13 +765,9 @@ impl ProxyHttp for EdgeProxy {
         if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
             response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
         }
-        let hop = via(&self.state, session);
-        let via_value = match response.headers.get("via").and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {hop}"),
-            None => hop,
-        };
+        let via_value = via_chain(response.headers.get("via"), via(&self.state, session));
         response.insert_header("via", via_value)?;
-        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        response.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         response.insert_header("server-timing", ctx.server_timing())?;
         Ok(())
     }

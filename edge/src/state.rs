@@ -39,9 +39,16 @@ pub enum ReloadError {
     Tls(#[from] TlsError),
 }
 
-/// Counters for `/stats` and `/metrics`.
-#[derive(Debug, Default)]
+/// Counters for `/stats` and `/metrics`, one set per worker thread (`crate::sharded`):
+/// every response bumps several, and shared ones cost a cache-line transfer between cores
+/// each time. Read them through the summing accessors.
+#[derive(Default)]
 pub struct Stats {
+    shards: crate::sharded::Sharded<StatsShard>,
+}
+
+#[derive(Debug, Default)]
+pub struct StatsShard {
     pub total: AtomicU64,
     /// Index 0 = 1xx ... 4 = 5xx.
     pub by_class: [AtomicU64; 5],
@@ -61,21 +68,51 @@ pub const CACHE_STATUSES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "B
 
 impl Stats {
     pub fn record(&self, status: u16, bytes: u64) {
-        self.total.fetch_add(1, Ordering::Relaxed);
+        let local = self.shards.local();
+        local.total.fetch_add(1, Ordering::Relaxed);
         if (100..600).contains(&status) {
-            self.by_class[(status / 100 - 1) as usize].fetch_add(1, Ordering::Relaxed);
+            local.by_class[(status / 100 - 1) as usize].fetch_add(1, Ordering::Relaxed);
         }
-        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        local.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.shards.sum(|s| &s.total)
+    }
+
+    /// Responses of status class `i` (0 = 1xx ... 4 = 5xx).
+    pub fn by_class(&self, i: usize) -> u64 {
+        self.shards.sum(|s| &s.by_class[i])
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.shards.sum(|s| &s.bytes_sent)
+    }
+
+    /// Responses served by tier `i` of [`SERVED_TIERS`].
+    pub fn tier_responses(&self, i: usize) -> u64 {
+        self.shards.sum(|s| &s.tier_responses[i])
+    }
+
+    /// Body bytes served by tier `i` of [`SERVED_TIERS`].
+    pub fn tier_bytes(&self, i: usize) -> u64 {
+        self.shards.sum(|s| &s.tier_bytes[i])
+    }
+
+    /// Responses with `X-Cache` value `i` of [`CACHE_STATUSES`].
+    pub fn cache_status(&self, i: usize) -> u64 {
+        self.shards.sum(|s| &s.cache_status[i])
     }
 
     /// Counts a response by how it was served (its `X-Cache-Tier` and `X-Cache`).
     pub fn record_served(&self, tier: &str, cache_status: &str, bytes: u64) {
+        let local = self.shards.local();
         if let Some(i) = SERVED_TIERS.iter().position(|t| *t == tier) {
-            self.tier_responses[i].fetch_add(1, Ordering::Relaxed);
-            self.tier_bytes[i].fetch_add(bytes, Ordering::Relaxed);
+            local.tier_responses[i].fetch_add(1, Ordering::Relaxed);
+            local.tier_bytes[i].fetch_add(bytes, Ordering::Relaxed);
         }
         if let Some(i) = CACHE_STATUSES.iter().position(|s| *s == cache_status) {
-            self.cache_status[i].fetch_add(1, Ordering::Relaxed);
+            local.cache_status[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -88,8 +125,8 @@ impl Stats {
                 (
                     (*tier).to_owned(),
                     serde_json::json!({
-                        "responses": self.tier_responses[i].load(Ordering::Relaxed),
-                        "bytes": self.tier_bytes[i].load(Ordering::Relaxed),
+                        "responses": self.shards.sum(|s| &s.tier_responses[i]),
+                        "bytes": self.shards.sum(|s| &s.tier_bytes[i]),
                     }),
                 )
             })
@@ -100,7 +137,7 @@ impl Stats {
             .map(|(i, s)| {
                 (
                     (*s).to_owned(),
-                    self.cache_status[i].load(Ordering::Relaxed).into(),
+                    self.shards.sum(|s| &s.cache_status[i]).into(),
                 )
             })
             .collect();
@@ -124,6 +161,11 @@ pub struct EdgeState {
     pub cache: &'static TieredStorage,
     /// Collapses concurrent misses for one key into one upstream fetch.
     pub cache_lock: &'static pingora::cache::lock::CacheKeyLockImpl,
+    /// Request ids for requests that did not bring a usable one.
+    pub ids: crate::request_id::RequestIds,
+    /// This edge's `Via` entry over HTTP/1.1 and HTTP/2 (`1.1 edgebox-NODE`), made once.
+    pub via_h1: http::HeaderValue,
+    pub via_h2: http::HeaderValue,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -158,6 +200,9 @@ impl EdgeState {
             resolver: Resolver::new(),
             cache,
             cache_lock,
+            ids: crate::request_id::RequestIds::new(node),
+            via_h1: via_value("1.1", node)?,
+            via_h2: via_value("2", node)?,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -200,6 +245,11 @@ impl EdgeState {
         self.snapshot.store(Arc::new(next));
         Ok(version)
     }
+}
+
+fn via_value(version: &str, node: &str) -> anyhow::Result<http::HeaderValue> {
+    http::HeaderValue::from_str(&format!("{version} edgebox-{node}"))
+        .map_err(|_| anyhow::anyhow!("node name {node:?} cannot appear in a Via header"))
 }
 
 fn build_snapshot(

@@ -11,7 +11,7 @@ pub mod selection;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -40,6 +40,14 @@ pub struct OriginStats {
     /// EWMA of response-header latency in microseconds, as f64 bits; 0 = no sample yet.
     ewma_bits: AtomicU64,
     health: Mutex<Health>,
+    /// What the request path reads of `health` without taking its lock (every pick asks
+    /// whether an origin is usable, every response resets the passive streak): written
+    /// under the lock whenever `health` changes.
+    usable_now: AtomicBool,
+    /// `ejected_until` in milliseconds since `epoch`; 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    /// Whether `passive_streak` is non-zero, so a success need not lock to reset it.
+    passive_streak_set: AtomicBool,
     epoch: Instant,
     last_sample_ms: AtomicU64,
 }
@@ -71,9 +79,28 @@ impl OriginStats {
                 ejected_until: None,
                 passive_streak: 0,
             }),
+            usable_now: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            passive_streak_set: AtomicBool::new(false),
             epoch: Instant::now(),
             last_sample_ms: AtomicU64::new(0),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Mirrors `health` into the lock-free fields; call with the lock held.
+    fn publish(&self, health: &Health) {
+        self.usable_now.store(health.healthy, Ordering::Release);
+        let until = health.ejected_until.map_or(0, |until| {
+            // Rounded up, so the origin is never back early.
+            until.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+        });
+        self.ejected_until_ms.store(until, Ordering::Release);
+        self.passive_streak_set
+            .store(health.passive_streak > 0, Ordering::Release);
     }
 
     pub fn active(&self) -> u64 {
@@ -123,11 +150,10 @@ impl OriginStats {
 
     /// Usable = the active checks say healthy and no passive ejection is running.
     pub fn usable(&self) -> bool {
-        let health = self.health.lock();
-        health.healthy
-            && health
-                .ejected_until
-                .is_none_or(|until| Instant::now() >= until)
+        self.usable_now.load(Ordering::Acquire) && {
+            let until = self.ejected_until_ms.load(Ordering::Acquire);
+            until == 0 || self.now_ms() >= until
+        }
     }
 
     pub fn healthy(&self) -> bool {
@@ -149,11 +175,15 @@ impl OriginStats {
             health.ejected_until = Some(Instant::now() + eject_for);
             health.passive_streak = 0;
         }
+        self.publish(&health);
     }
 
     pub fn passive_success(&self) {
-        let mut health = self.health.lock();
-        health.passive_streak = 0;
+        if self.passive_streak_set.load(Ordering::Acquire) {
+            let mut health = self.health.lock();
+            health.passive_streak = 0;
+            self.publish(&health);
+        }
     }
 
     /// One active check result, applied with the thresholds.
@@ -176,6 +206,7 @@ impl OriginStats {
                 tracing::warn!(origin = %self.addr, "origin failed active health checks");
             }
         }
+        self.publish(&health);
     }
 }
 

@@ -2,6 +2,7 @@
 //! counts content requests per path (`/_origin/stats`), which is how these tests see how
 //! many fetches the cache let through.
 
+mod fast_path;
 mod headers;
 mod semantics;
 mod shield;

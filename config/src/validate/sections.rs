@@ -248,7 +248,17 @@ pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge) -> EdgeSettings {
             ),
         }
     }
+    if raw.worker_threads > 1024 {
+        c.error(
+            "edge.worker_threads",
+            format!(
+                "{} threads is more than any machine needs; 0 means one per core",
+                raw.worker_threads
+            ),
+        );
+    }
     EdgeSettings {
+        worker_threads: raw.worker_threads,
         max_header_size: limits.max_header_size.bytes(),
         max_body_size: limits.max_body_size.bytes(),
         client_timeout: limits.client_timeout.get(),
@@ -294,6 +304,7 @@ pub(super) fn check_cache(c: &mut Collector<'_>, raw: RawCache) -> CacheSettings
         stale_while_revalidate: raw.stale_while_revalidate.get(),
         stale_if_error: raw.stale_if_error.get(),
         rules,
+        fast_path: raw.fast_path,
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use moka::notification::RemovalCause;
 use pingora::cache::key::HashBinary;
 
+use super::hot::HotHeader;
 use super::metrics::bump;
 use super::{Shared, Tier};
 
@@ -17,15 +18,26 @@ use super::{Shared, Tier};
 /// cannot exceed the capacity in real memory.
 const ENTRY_OVERHEAD: u64 = 128;
 
-/// One object held in memory: pingora's serialised meta (internal, header) and the body.
+/// One object held in memory: pingora's serialised meta (internal, header) for the full
+/// hit path, the header prepared for the fast path (when the object does not vary), and the
+/// body.
 pub struct MemEntry {
     pub meta: (Vec<u8>, Vec<u8>),
+    pub hot: Option<HotHeader>,
     pub body: Bytes,
 }
 
 impl MemEntry {
     pub fn weight(&self) -> u64 {
-        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64 + ENTRY_OVERHEAD
+        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64
+            + self.hot.as_ref().map_or(0, HotHeader::weight)
+            + ENTRY_OVERHEAD
+    }
+
+    /// Bytes counted against L1's per-object cap: meta and body (not the prepared header,
+    /// which is bookkeeping like [`ENTRY_OVERHEAD`]).
+    fn size(&self) -> u64 {
+        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64
     }
 }
 
@@ -76,7 +88,7 @@ impl MemoryTier {
 
     /// Offer `entry` to L1; false when it is too large (TinyLFU may still decline it later).
     pub fn insert(&self, key: HashBinary, entry: Arc<MemEntry>) -> bool {
-        if !self.fits(entry.weight() - ENTRY_OVERHEAD) {
+        if !self.fits(entry.size()) {
             return false;
         }
         self.cache.insert(key, entry);

@@ -6,8 +6,25 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+/// The counters, one set per worker thread (see `crate::sharded`): `&metrics.l1_hits`
+/// (through `Deref`) is the calling thread's own counter, so the request path bumps it
+/// without sharing a cache line with other threads; [`Metrics::snapshot`] sums the sets.
 #[derive(Default)]
 pub struct Metrics {
+    shards: crate::sharded::Sharded<Counters>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Counters;
+
+    /// This thread's counters: for bumping only (reads must sum every thread's).
+    fn deref(&self) -> &Counters {
+        self.shards.local()
+    }
+}
+
+#[derive(Default)]
+pub struct Counters {
     pub l1_hits: AtomicU64,
     pub l1_misses: AtomicU64,
     pub l2_hits: AtomicU64,
@@ -30,6 +47,8 @@ pub struct Metrics {
     pub purged: AtomicU64,
     /// Requests that waited on the cache lock for another request's fetch (reported by the proxy).
     pub lock_waits: AtomicU64,
+    /// L1 hits answered by the proxy's fast path (also counted in `l1_hits`).
+    pub fast_hits: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -66,6 +85,8 @@ pub struct CacheStats {
     pub stored: u64,
     pub purged: u64,
     pub lock_waits: u64,
+    /// L1 hits answered by the fast path (included in `l1.hits`).
+    pub fast_hits: u64,
 }
 
 impl Metrics {
@@ -75,34 +96,36 @@ impl Metrics {
         l2: (u64, u64, u64),
         l2_enabled: bool,
     ) -> CacheStats {
-        let get = |c: &AtomicU64| c.load(Relaxed);
+        let shards = &self.shards;
+        let get = |field: fn(&Counters) -> &AtomicU64| shards.sum(field);
         CacheStats {
             l1: TierStats {
-                hits: get(&self.l1_hits),
-                misses: get(&self.l1_misses),
-                bytes_served: get(&self.l1_bytes_served),
+                hits: get(|c| &c.l1_hits),
+                misses: get(|c| &c.l1_misses),
+                bytes_served: get(|c| &c.l1_bytes_served),
                 objects: l1.0,
                 bytes: l1.1,
                 capacity: l1.2,
-                evictions: get(&self.l1_evictions),
+                evictions: get(|c| &c.l1_evictions),
             },
             l2: TierStats {
-                hits: get(&self.l2_hits),
-                misses: get(&self.l2_misses),
-                bytes_served: get(&self.l2_bytes_served),
+                hits: get(|c| &c.l2_hits),
+                misses: get(|c| &c.l2_misses),
+                bytes_served: get(|c| &c.l2_bytes_served),
                 objects: l2.0,
                 bytes: l2.1,
                 capacity: l2.2,
-                evictions: get(&self.l2_evictions),
+                evictions: get(|c| &c.l2_evictions),
             },
             l2_enabled,
-            misses: get(&self.misses),
-            promotions: get(&self.promotions),
-            corrupt_entries: get(&self.corrupt_entries),
-            l2_write_errors: get(&self.l2_write_errors),
-            stored: get(&self.stored),
-            purged: get(&self.purged),
-            lock_waits: get(&self.lock_waits),
+            misses: get(|c| &c.misses),
+            promotions: get(|c| &c.promotions),
+            corrupt_entries: get(|c| &c.corrupt_entries),
+            l2_write_errors: get(|c| &c.l2_write_errors),
+            stored: get(|c| &c.stored),
+            purged: get(|c| &c.purged),
+            lock_waits: get(|c| &c.lock_waits),
+            fast_hits: get(|c| &c.fast_hits),
         }
     }
 }
@@ -206,6 +229,12 @@ impl CacheStats {
             "counter",
             "Requests that waited for another request's fetch.",
             &[("", self.lock_waits)],
+        );
+        family(
+            "edgebox_cache_fast_hits_total",
+            "counter",
+            "L1 hits answered by the fast path (included in the l1 hits).",
+            &[("", self.fast_hits)],
         );
         out
     }

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::disk::{self, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
 use super::index::tags_from_headers;
+use super::hot::HotHeader;
 use super::memory::{MemEntry, MemoryTier};
 use super::metrics::{CacheStats, add, bump};
 use super::{CacheOptions, PurgeRequest, Shared, Tier, key};
@@ -146,6 +147,26 @@ impl TieredStorage {
         removed
     }
 
+    /// The L1 entry for `key` when the fast path may answer it: held in memory, prepared
+    /// (no `Vary`) and fresh at `now`. Counts nothing: the caller counts the hit it serves
+    /// with [`Self::note_fast_hit`], and a `None` goes on to the full path, which counts.
+    pub fn fresh_l1(&self, key: &CacheKey, now: std::time::SystemTime) -> Option<Arc<MemEntry>> {
+        let entry = self.l1.get(&key.combined_bin())?;
+        entry
+            .hot
+            .as_ref()
+            .is_some_and(|hot| hot.is_fresh(now))
+            .then_some(entry)
+    }
+
+    /// Count a hit the fast path answered with `bytes` of body.
+    pub fn note_fast_hit(&self, bytes: usize) {
+        let metrics = &self.shared.metrics;
+        bump(&metrics.l1_hits);
+        bump(&metrics.fast_hits);
+        add(&metrics.l1_bytes_served, bytes as u64);
+    }
+
     fn hit(&'static self, tier: Tier, body: HitBody) -> HitHandler {
         Box::new(TieredHit {
             tier,
@@ -201,6 +222,7 @@ impl Storage for TieredStorage {
                 if self.l1.fits(size) {
                     let tags = tags_from_headers(meta.response_header());
                     let entry = Arc::new(MemEntry {
+                        hot: HotHeader::prepare(&meta),
                         meta: object.meta,
                         body: body.clone(),
                     });
@@ -232,6 +254,13 @@ impl Storage for TieredStorage {
         let serialized = meta.serialize()?;
         let meta_len = (serialized.0.len() + serialized.1.len()) as u64;
         let l1_body = self.l1.fits(meta_len).then(BytesMut::new);
+        // Prepared from the meta as a later full-path hit reads it back (decoded from the
+        // stored bytes), so both paths start from the same header.
+        let hot = if l1_body.is_some() {
+            prepare_stored(&serialized)
+        } else {
+            None
+        };
         let disk = match &self.l2 {
             Some(disk) => disk.writer(hash, url.clone(), serialized.clone()).await,
             None => None,
@@ -242,6 +271,7 @@ impl Storage for TieredStorage {
             url,
             tags,
             meta: serialized,
+            hot,
             meta_len,
             l1_body,
             disk,
@@ -280,6 +310,7 @@ impl Storage for TieredStorage {
         let mut updated = false;
         if let Some(old) = self.l1.get(&hash) {
             let entry = Arc::new(MemEntry {
+                hot: prepare_stored(&serialized),
                 meta: serialized.clone(),
                 body: old.body.clone(),
             });
@@ -302,6 +333,14 @@ impl Storage for TieredStorage {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// The fast-path header of a stored meta, decoded from its stored bytes.
+fn prepare_stored(serialized: &(Vec<u8>, Vec<u8>)) -> Option<HotHeader> {
+    CacheMeta::deserialize(&serialized.0, &serialized.1)
+        .ok()
+        .as_ref()
+        .and_then(HotHeader::prepare)
 }
 
 /// Which tier answered a hit, if `hit` came from a [`TieredStorage`]. Call it from
@@ -472,6 +511,7 @@ pub struct TieredMiss {
     url: String,
     tags: Vec<String>,
     meta: (Vec<u8>, Vec<u8>),
+    hot: Option<HotHeader>,
     meta_len: u64,
     /// The body so far, while it still fits L1; dropped (and never resumed) once it does not,
     /// so a large object is never held whole in memory.
@@ -534,6 +574,7 @@ impl HandleMiss for TieredMiss {
             Some(body) => {
                 let entry = Arc::new(MemEntry {
                     meta: std::mem::take(&mut self.meta),
+                    hot: self.hot.take(),
                     body: body.freeze(),
                 });
                 storage.l1.insert(self.hash, entry)
