@@ -75,9 +75,18 @@ fn meta(body: usize, i: usize) -> CacheMeta {
 }
 
 fn main() {
-    let objects: usize = std::env::var("OBJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let body_len: usize = std::env::var("BODY").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let objects: usize = std::env::var("OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let body_len: usize = std::env::var("BODY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let storage: &'static TieredStorage = TieredStorage::open_static(&CacheOptions {
         l1_capacity: 1 << 34,
         l1_max_object: 1 << 20,
@@ -89,7 +98,9 @@ fn main() {
     let keys: Vec<_> = (0..objects)
         .map(|i| cache_key("bench.example", &format!("/objects/{i:06}.bin")))
         .collect();
-    let bodies: Vec<Bytes> = (0..objects).map(|i| Bytes::from(vec![i as u8; body_len])).collect();
+    let bodies: Vec<Bytes> = (0..objects)
+        .map(|i| Bytes::from(vec![i as u8; body_len]))
+        .collect();
     let metas: Vec<CacheMeta> = (0..objects).map(|i| meta(body_len, i)).collect();
     storage.sync();
     let (heap0, rss0) = (LIVE.load(Relaxed), rss_bytes());

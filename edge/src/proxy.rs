@@ -190,7 +190,10 @@ impl HopByHop {
         for value in headers.get_all(http::header::CONNECTION) {
             let Ok(value) = value.to_str() else { continue };
             for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                if HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)) {
+                if HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+                {
                     continue; // checked below
                 }
                 if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes())
@@ -279,10 +282,19 @@ impl EdgeProxy {
         // What pingora-cache's hit path treats specially: ranges, and the conditional
         // headers its not-modified filter reads (and those it does not, to stay out of
         // their way if it learns them).
-        use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
-        if [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE]
-            .iter()
-            .any(|name| req.headers.contains_key(name))
+        use http::header::{
+            IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+        };
+        if [
+            RANGE,
+            IF_RANGE,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|name| req.headers.contains_key(name))
         {
             return Ok(false);
         }
@@ -617,7 +629,10 @@ impl ProxyHttp for EdgeProxy {
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        let via_value = via_chain(upstream_request.headers.get("via"), via(&self.state, session));
+        let via_value = via_chain(
+            upstream_request.headers.get("via"),
+            via(&self.state, session),
+        );
         upstream_request.insert_header("via", via_value)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         if ctx.snapshot.edge.parent.is_some() {

@@ -35,6 +35,8 @@ pub struct Snapshot {
 pub enum ReloadError {
     #[error("node {0} is not an edge in the new configuration")]
     NotAnEdge(String),
+    #[error("node name {0:?} cannot appear in a Via header")]
+    NodeName(String),
     #[error("certificates: {0}")]
     Tls(#[from] TlsError),
 }
@@ -247,9 +249,9 @@ impl EdgeState {
     }
 }
 
-fn via_value(version: &str, node: &str) -> anyhow::Result<http::HeaderValue> {
+fn via_value(version: &str, node: &str) -> Result<http::HeaderValue, ReloadError> {
     http::HeaderValue::from_str(&format!("{version} edgebox-{node}"))
-        .map_err(|_| anyhow::anyhow!("node name {node:?} cannot appear in a Via header"))
+        .map_err(|_| ReloadError::NodeName(node.to_owned()))
 }
 
 fn build_snapshot(

@@ -59,7 +59,9 @@ impl HotHeader {
         header.set_version(http::Version::HTTP_11);
         let status = header.status.as_u16();
         let no_body = matches!(status, 204 | 304);
-        if !no_body && !header.status.is_informational() && !header.headers.contains_key(CONTENT_LENGTH)
+        if !no_body
+            && !header.status.is_informational()
+            && !header.headers.contains_key(CONTENT_LENGTH)
         {
             header.insert_header(TRANSFER_ENCODING, "chunked").ok()?;
         }
@@ -83,8 +85,12 @@ impl HotHeader {
             .filter(|v| v.to_str().is_ok())
             .cloned();
         header.insert_header(VIA, placeholder.clone()).ok()?;
-        header.insert_header(X_REQUEST_ID, placeholder.clone()).ok()?;
-        header.insert_header(SERVER_TIMING, placeholder.clone()).ok()?;
+        header
+            .insert_header(X_REQUEST_ID, placeholder.clone())
+            .ok()?;
+        header
+            .insert_header(SERVER_TIMING, placeholder.clone())
+            .ok()?;
         // 4. pingora's writer replaces these.
         header.insert_header(DATE, placeholder.clone()).ok()?;
         header

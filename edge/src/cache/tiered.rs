@@ -22,8 +22,8 @@ use pingora::{Error, ErrorType, Result};
 use tracing::{debug, warn};
 
 use super::disk::{self, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
-use super::index::tags_from_headers;
 use super::hot::HotHeader;
+use super::index::tags_from_headers;
 use super::memory::{MemEntry, MemoryTier};
 use super::metrics::{CacheStats, add, bump};
 use super::{CacheOptions, PurgeRequest, Shared, Tier, key};
