@@ -14,6 +14,7 @@ mod store;
 use std::time::Duration;
 
 use edgebox_config::{Deployment, Role};
+use edgebox_node::IoContext;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -29,17 +30,8 @@ pub enum RunError {
     NotAControlPlane { node: String, source_name: String },
     #[error("starting the control plane")]
     Init(#[from] state::InitError),
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
-    let what = what.into();
-    move |source| RunError::Io { what, source }
+    #[error(transparent)]
+    Io(#[from] edgebox_node::IoError),
 }
 
 /// Runs the control-plane node `node` of `deployment` until SIGTERM or SIGINT.
@@ -49,7 +41,7 @@ pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
         .enable_all()
         .thread_name("control-plane")
         .build()
-        .map_err(io_error("building the async runtime"))?;
+        .io_context("building the async runtime")?;
     runtime.block_on(serve(deployment, node))
 }
 
@@ -73,16 +65,15 @@ async fn serve(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let state = state::AppState::init(deployment, node)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(io_error(format!("binding the API listener {listen}")))?;
+        .io_context(format!("binding the API listener {listen}"))?;
     let addr = listener
         .local_addr()
-        .map_err(io_error("reading the bound address"))?;
+        .io_context("reading the bound address")?;
     let _ = state.self_addr.set(addr);
     edgebox_node::announce_listening(node, "api", addr);
     tracing::info!(node, %addr, version = state.current().meta.version, "control plane listening");
 
-    let signals =
-        edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
+    let signals = edgebox_node::shutdown::on_signals().io_context("installing signal handlers")?;
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         signals.cancelled().await;
@@ -93,7 +84,7 @@ async fn serve(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let server =
         axum::serve(listener, app).with_graceful_shutdown(state.shutdown.clone().cancelled_owned());
     tokio::select! {
-        result = server => result.map_err(io_error("serving the API"))?,
+        result = server => result.io_context("serving the API")?,
         () = async { state.shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting");
         }

@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgebox_config::{ConfigLocation, Deployment, Role};
+use edgebox_node::IoContext;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
@@ -53,23 +54,14 @@ pub enum RunError {
     NoSuchNode(String),
     #[error("node {node} is a {role}, not an edge")]
     NotAnEdge { node: String, role: &'static str },
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] edgebox_node::IoError),
     #[error("loading TLS certificates")]
     Tls(#[from] tls::TlsError),
     #[error("TLS listener settings: {0}")]
     TlsSettings(String),
     #[error("building the edge state")]
     State(#[from] state::ReloadError),
-}
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
-    let what = what.into();
-    move |source| RunError::Io { what, source }
 }
 
 /// Runs edge `node` of `deployment` until SIGTERM or SIGINT, then drains.
@@ -96,7 +88,7 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Resu
         .enable_all()
         .thread_name("edge")
         .build()
-        .map_err(io_error("starting the async runtime"))?;
+        .io_context("starting the async runtime")?;
     let result = runtime.block_on(serve(deployment, node.to_owned(), edge, location));
     // In-flight work has finished or its grace has run out; do not wait on stragglers.
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -106,13 +98,13 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Resu
 /// Binds `addr` (port 0 allowed) and registers the socket in pingora's fd table under
 /// the key its listener will look up.
 fn bind(fds: &ListenFds, addr: SocketAddr) -> Result<SocketAddr, RunError> {
-    let listener = TcpListener::bind(addr).map_err(io_error(format!("binding {addr}")))?;
+    let listener = TcpListener::bind(addr).io_context(format!("binding {addr}"))?;
     listener
         .set_nonblocking(true)
-        .map_err(io_error(format!("configuring {addr}")))?;
+        .io_context(format!("configuring {addr}"))?;
     let bound = listener
         .local_addr()
-        .map_err(io_error(format!("reading the address bound for {addr}")))?;
+        .io_context(format!("reading the address bound for {addr}"))?;
     fds.lock().add(bound.to_string(), listener.into_raw_fd());
     Ok(bound)
 }
@@ -124,8 +116,7 @@ async fn serve(
     location: ConfigLocation,
 ) -> Result<(), RunError> {
     // Installed before anything is announced, so a signal right after is not lost.
-    let signals =
-        edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
+    let signals = edgebox_node::shutdown::on_signals().io_context("installing signal handlers")?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let grace = deployment.edge.shutdown_grace;
     let certs = match edge.https {

@@ -23,3 +23,26 @@ pub use announce::{announce_listening, parse_announcement};
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// An I/O failure with what was being done, for daemons' start-up errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct IoError {
+    pub what: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Adds what was being done to an I/O error: `bind(addr).io_context("binding")?`.
+pub trait IoContext<T> {
+    fn io_context(self, what: impl Into<String>) -> Result<T, IoError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io_context(self, what: impl Into<String>) -> Result<T, IoError> {
+        self.map_err(|source| IoError {
+            what: what.into(),
+            source,
+        })
+    }
+}

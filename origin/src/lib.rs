@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use edgebox_config::{Deployment, Role};
+use edgebox_node::IoContext;
 
 pub use server::SHUTDOWN_GRACE;
 
@@ -35,17 +36,8 @@ pub enum RunError {
     NoSuchNode(String),
     #[error("node {0:?} is not an origin node")]
     NotAnOrigin(String),
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
-    let what = what.into();
-    move |source| RunError::Io { what, source }
+    #[error(transparent)]
+    Io(#[from] edgebox_node::IoError),
 }
 
 /// Runs the origin node `node` of `deployment` until SIGTERM or SIGINT, then drains
@@ -60,7 +52,7 @@ pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
         .enable_all()
         .thread_name("origin")
         .build()
-        .map_err(io_error("starting the async runtime"))?;
+        .io_context("starting the async runtime")?;
     runtime.block_on(async move {
         let root_dir = match &settings.root {
             Some(root) => root.clone(),
@@ -70,7 +62,7 @@ pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
                     .await
                     .map_err(|join| std::io::Error::other(join.to_string()))
                     .and_then(|written| written)
-                    .map_err(io_error("writing the sample site"))?
+                    .io_context("writing the sample site")?
             }
         };
         let root = open_root(&root_dir)?;
@@ -86,13 +78,13 @@ pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
             started: Instant::now(),
         });
         let shutdown =
-            edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
+            edgebox_node::shutdown::on_signals().io_context("installing signal handlers")?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .map_err(io_error(format!("binding {}", settings.listen)))?;
+            .io_context(format!("binding {}", settings.listen))?;
         let addr = listener
             .local_addr()
-            .map_err(io_error("reading the bound address"))?;
+            .io_context("reading the bound address")?;
         tracing::info!(node, %addr, root = %root_dir.display(), "origin listening");
         edgebox_node::announce_listening(node, "http", addr);
         let _agent = watch_control_plane(&deployment, node, addr, &app);
@@ -144,8 +136,5 @@ fn apply(app: &App, deployment: &Deployment, node: &str) -> Result<(), ApplyErro
 }
 
 fn open_root(dir: &Path) -> Result<Root, RunError> {
-    Root::open_ambient(dir).map_err(io_error(format!(
-        "opening the origin root {}",
-        dir.display()
-    )))
+    Ok(Root::open_ambient(dir).io_context(format!("opening the origin root {}", dir.display()))?)
 }

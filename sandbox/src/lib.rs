@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgebox_config::{Deployment, Role};
+use edgebox_node::IoContext;
 
 pub use runtimes::{Progress, RUNTIME_DIR_ENV, RuntimeDir};
 
@@ -32,12 +33,8 @@ pub enum RunError {
     NoSuchNode(String),
     #[error("node {0} is not a sandbox node")]
     NotASandbox(String),
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] edgebox_node::IoError),
     #[error("starting the wasmtime engine")]
     Engine(#[from] engine::EngineError),
     #[error("preparing the {language} runtime")]
@@ -46,11 +43,6 @@ pub enum RunError {
         #[source]
         source: engine::EngineError,
     },
-}
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
-    let what = what.into();
-    move |source| RunError::Io { what, source }
 }
 
 /// Runs the sandbox node `node` of `deployment` until SIGTERM or SIGINT.
@@ -67,13 +59,13 @@ pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
         .thread_name("sandbox-job")
         .enable_all()
         .build()
-        .map_err(io_error("building the jobs runtime"))?;
+        .io_context("building the jobs runtime")?;
     let api_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sandbox-api")
         .enable_all()
         .build()
-        .map_err(io_error("building the API runtime"))?;
+        .io_context("building the API runtime")?;
     let engine = engine::SandboxEngine::new(
         dir.clone(),
         &engine::PoolSizes {
@@ -100,14 +92,13 @@ async fn serve(
     deployment: Deployment,
 ) -> Result<(), RunError> {
     // Installed before anything is announced, so a signal right after is not lost.
-    let signals =
-        edgebox_node::shutdown::on_signals().map_err(io_error("installing signal handlers"))?;
+    let signals = edgebox_node::shutdown::on_signals().io_context("installing signal handlers")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(io_error(format!("binding the api listener on {listen}")))?;
+        .io_context(format!("binding the api listener on {listen}"))?;
     let addr = listener
         .local_addr()
-        .map_err(io_error("reading the bound address"))?;
+        .io_context("reading the bound address")?;
     edgebox_node::announce_listening(&service.node, "api", addr);
     tracing::info!(%addr, "sandbox api listening");
     let _agent = watch_control_plane(&deployment, addr, &service);
@@ -128,11 +119,8 @@ async fn serve(
     tokio::select! {
         result = &mut server => {
             match result {
-                Ok(result) => result.map_err(io_error("serving the api"))?,
-                Err(join) => return Err(RunError::Io {
-                    what: "the api server task".to_owned(),
-                    source: std::io::Error::other(join.to_string()),
-                }),
+                Ok(result) => result.io_context("serving the api")?,
+                Err(join) => Err(std::io::Error::other(join.to_string())).io_context("the api server task")?,
             }
         }
         () = async {
