@@ -197,7 +197,7 @@ pub struct OriginGroup {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     RoundRobin,
@@ -207,7 +207,7 @@ pub enum LbPolicy {
     LatencyAware,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashKey {
     Path,

@@ -59,7 +59,7 @@
 //!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
 //!    `{"purged": storage.purge_by(&request).await}`.
 //! 10. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
-//!     and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//!     and `metrics::prometheus(&snapshot, node, &mut text)` its samples on `/metrics`.
 //!
 //! `tests::proxy` runs exactly this wiring in an in-process pingora proxy (a reference
 //! implementation to copy from).
@@ -98,9 +98,14 @@ pub enum Tier {
 
 impl Tier {
     pub fn as_str(self) -> &'static str {
+        self.served().as_str()
+    }
+
+    /// The `X-Cache-Tier` of a hit from this storage tier.
+    pub fn served(self) -> edgebox_wire::edge::Tier {
         match self {
-            Tier::L1 => "l1",
-            Tier::L2 => "l2",
+            Tier::L1 => edgebox_wire::edge::Tier::L1,
+            Tier::L2 => edgebox_wire::edge::Tier::L2,
         }
     }
 }

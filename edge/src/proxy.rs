@@ -31,6 +31,8 @@ use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, Result};
 use tracing::Instrument;
 
+use edgebox_wire::edge::{CacheStatus, Tier as ServedTier};
+
 use crate::cache::{self, Tier};
 use crate::compress;
 use crate::state::{EdgeState, Snapshot};
@@ -113,11 +115,11 @@ pub struct RequestCtx {
     response_bytes: u64,
     /// The cache tier a hit came from (set in `cache_hit_filter`).
     cache_tier: Option<Tier>,
-    /// Who answered the upstream fetch: `origin`, or `parent` when the parent edge served
+    /// Who answered the upstream fetch: `Origin`, or `Parent` when the parent edge served
     /// it from its own cache (read from the parent's `X-Cache`).
-    upstream_tier: &'static str,
+    upstream_tier: ServedTier,
     /// (`X-Cache-Tier`, `X-Cache`) as sent, for the per-tier counters.
-    served: Option<(&'static str, &'static str)>,
+    served: Option<(ServedTier, CacheStatus)>,
     span: tracing::Span,
 }
 
@@ -324,7 +326,7 @@ impl EdgeProxy {
         header.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         header.insert_header("server-timing", ctx.server_timing())?;
         ctx.cache_tier = Some(Tier::L1);
-        ctx.served = Some((Tier::L1.as_str(), "HIT"));
+        ctx.served = Some((ServedTier::L1, CacheStatus::Hit));
         session.write_response_header(header, head).await?;
         let bytes = if head { 0 } else { entry.body.len() };
         if !head {
@@ -372,7 +374,7 @@ impl ProxyHttp for EdgeProxy {
             request_body: 0,
             response_bytes: 0,
             cache_tier: None,
-            upstream_tier: "origin",
+            upstream_tier: ServedTier::Origin,
             served: None,
             span: tracing::Span::none(),
         }
@@ -705,8 +707,18 @@ impl ProxyHttp for EdgeProxy {
                 .headers
                 .get("x-cache")
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| matches!(v, "HIT" | "STALE" | "REVALIDATED"));
-            ctx.upstream_tier = if parent_cached { "parent" } else { "origin" };
+                .and_then(CacheStatus::parse)
+                .is_some_and(|status| {
+                    matches!(
+                        status,
+                        CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Revalidated
+                    )
+                });
+            ctx.upstream_tier = if parent_cached {
+                ServedTier::Parent
+            } else {
+                ServedTier::Origin
+            };
             // The parent's simulated time is part of this response's path: count it as
             // simulated here, not as real upstream time.
             let parent_sim = upstream_response
@@ -770,12 +782,12 @@ impl ProxyHttp for EdgeProxy {
                 | CachePhase::RevalidatedNoCache(_)
         );
         let tier = match (from_cache, ctx.cache_tier) {
-            (true, Some(tier)) => tier.as_str(),
+            (true, Some(tier)) => tier.served(),
             _ => ctx.upstream_tier,
         };
         let status = cache::policy::x_cache(phase);
-        response.insert_header("x-cache", status)?;
-        response.insert_header("x-cache-tier", tier)?;
+        response.insert_header("x-cache", status.as_str())?;
+        response.insert_header("x-cache-tier", tier.as_str())?;
         ctx.served = Some((tier, status));
         if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
             response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;

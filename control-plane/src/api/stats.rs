@@ -15,6 +15,7 @@ use crate::auth::Operator;
 use crate::error::Json;
 use crate::state::AppState;
 use edgebox_wire::control_plane::{EdgeTotals, ErrorBody, StatsResponse, Unreachable};
+use edgebox_wire::edge::EdgeStats;
 
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -43,7 +44,6 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
         }
     });
     let mut edges = EdgeTotals::default();
-    let mut cache = Value::Object(Map::new());
     let mut jobs = Value::Object(Map::new());
     let mut per_node = BTreeMap::new();
     let mut unreachable = Vec::new();
@@ -63,23 +63,23 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
             }
         };
         match node.role {
-            Role::Edge(_) => {
-                edges.reporting += 1;
-                if let Some(Value::Object(requests)) = document.get("requests") {
-                    for (class, count) in requests {
-                        if let Some(count) = count.as_u64() {
-                            *edges.requests.entry(class.clone()).or_default() += count;
-                        }
+            Role::Edge(_) => match serde_json::from_value::<EdgeStats>(document.clone()) {
+                Ok(stats) => {
+                    edges.reporting += 1;
+                    for (class, count) in stats.requests.entries() {
+                        *edges.requests.entry(class.to_owned()).or_default() += count;
                     }
+                    edges.bytes_sent += stats.bytes_sent;
+                    edges.cache.add(&stats.cache);
                 }
-                edges.bytes_sent += document
-                    .get("bytes_sent")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                if let Some(node_cache) = document.get("cache") {
-                    add_numbers(&mut cache, node_cache);
+                Err(error) => {
+                    unreachable.push(Unreachable {
+                        node: node.name.clone(),
+                        error: format!("invalid stats JSON: {error}"),
+                    });
+                    continue;
                 }
-            }
+            },
             _ => {
                 if let Some(node_jobs) = document.get("jobs") {
                     add_numbers(&mut jobs, node_jobs);
@@ -88,8 +88,11 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
         }
         per_node.insert(node.name.clone(), document);
     }
-    hit_ratios(&cache, "", &mut edges.hit_ratio);
-    edges.cache = cache;
+    for (tier, stats) in [("l1", &edges.cache.l1), ("l2", &edges.cache.l2)] {
+        if let Some(ratio) = stats.hit_ratio() {
+            edges.hit_ratio.insert(tier.to_owned(), ratio);
+        }
+    }
     Json(StatsResponse {
         edges,
         jobs,
@@ -147,34 +150,12 @@ fn add_numbers(into: &mut Value, from: &Value) {
     }
 }
 
-/// Every object with numeric `hits` and `misses` gives a ratio, named by its path
-/// (`l1`, `tiers.l2`, ... or `total` at the top).
-fn hit_ratios(value: &Value, path: &str, out: &mut BTreeMap<String, f64>) {
-    let Value::Object(map) = value else { return };
-    if let (Some(hits), Some(misses)) = (
-        map.get("hits").and_then(Value::as_f64),
-        map.get("misses").and_then(Value::as_f64),
-    ) && hits + misses > 0.0
-    {
-        let name = if path.is_empty() { "total" } else { path };
-        out.insert(name.to_owned(), hits / (hits + misses));
-    }
-    for (key, child) in map {
-        let child_path = if path.is_empty() {
-            key.clone()
-        } else {
-            format!("{path}.{key}")
-        };
-        hit_ratios(child, &child_path, out);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sums_counters_of_any_shape_and_derives_ratios() {
+    fn sums_counters_of_any_shape() {
         let mut total = Value::Object(Map::new());
         add_numbers(
             &mut total,
@@ -188,9 +169,5 @@ mod tests {
             total,
             serde_json::json!({"l1": {"hits": 4, "misses": 4}, "l2": {"hits": 2, "misses": 0}})
         );
-        let mut ratios = BTreeMap::new();
-        hit_ratios(&total, "", &mut ratios);
-        assert_eq!(ratios["l1"], 0.5);
-        assert_eq!(ratios["l2"], 1.0);
     }
 }

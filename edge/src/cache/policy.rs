@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::cache::filters::{calculate_serve_stale_durations, resp_cacheable};
+use edgebox_wire::edge::CacheStatus;
 use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 
@@ -104,17 +105,17 @@ pub fn response_cacheable(
 }
 
 /// The `X-Cache` value for a request that went through the cache in `phase`.
-pub fn x_cache(phase: CachePhase) -> &'static str {
+pub fn x_cache(phase: CachePhase) -> CacheStatus {
     match phase {
-        CachePhase::Hit => "HIT",
-        CachePhase::Miss => "MISS",
-        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
-        CachePhase::Expired => "EXPIRED",
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        CachePhase::Hit => CacheStatus::Hit,
+        CachePhase::Miss => CacheStatus::Miss,
+        CachePhase::Stale | CachePhase::StaleUpdating => CacheStatus::Stale,
+        CachePhase::Expired => CacheStatus::Expired,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => CacheStatus::Revalidated,
         CachePhase::Disabled(_)
         | CachePhase::Bypass
         | CachePhase::Uninit
-        | CachePhase::CacheKey => "BYPASS",
+        | CachePhase::CacheKey => CacheStatus::Bypass,
     }
 }
 

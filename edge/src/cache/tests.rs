@@ -751,7 +751,9 @@ async fn snapshot_serialises_for_stats_and_prometheus() {
     let json = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["l1"]["hits"], 1);
     assert_eq!(json["l2"]["objects"], 1);
-    let text = stats.prometheus("edge-1");
+    let mut text = edgebox_node::metrics::MetricsText::new();
+    super::metrics::prometheus(&stats, "edge-1", &mut text);
+    let text = text.finish();
     assert!(
         text.contains("edgebox_cache_hits_total{node=\"edge-1\",tier=\"l1\"} 1\n"),
         "{text}"
@@ -961,7 +963,7 @@ fn x_cache_names_every_phase() {
         (CachePhase::Bypass, "BYPASS"),
     ];
     for (phase, want) in cases {
-        assert_eq!(policy::x_cache(phase), want);
+        assert_eq!(policy::x_cache(phase).as_str(), want);
     }
 }
 

@@ -141,7 +141,7 @@ impl Real {
     }
 
     /// Edge `name`'s admin `/stats`.
-    pub async fn edge_stats(&self, name: &str) -> Value {
+    pub async fn edge_stats(&self, name: &str) -> edgebox_wire::edge::EdgeStats {
         client()
             .get(format!("{}/stats", self.edge(name).url("admin")))
             .send()
