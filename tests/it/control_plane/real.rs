@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
 
 use super::{Cp, deployment, status_of};
 use crate::support::{Daemon, TestDir, client, eventually};

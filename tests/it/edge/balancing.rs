@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use edgebox_config::LbPolicy;
 use super::{Deploy, SECOND, TestOrigin, get, reload, stats};
 use crate::support::{TestDir, client, eventually};
 
