@@ -350,3 +350,6 @@ impl DiskTier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

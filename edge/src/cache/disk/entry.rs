@@ -17,8 +17,15 @@ pub(super) const HEADER_LEN: usize = 56;
 pub const CHUNK_SIZE: usize = 256 * 1024;
 /// Bodies up to this size are verified whole at lookup; larger ones chunk by chunk.
 pub const VERIFY_WHOLE_MAX: u64 = 1024 * 1024;
-/// Sanity bounds on header fields, so a damaged header cannot make us allocate wildly.
+/// Sanity bounds on header fields, so a damaged header cannot make us allocate wildly or
+/// overflow the offsets computed from it (also checked in debug builds: a bad entry is
+/// deleted, never a panic).
 pub(super) const MAX_META_BYTES: usize = 1024 * 1024;
+/// No body is larger than this (1 TiB): with the bounds above, every offset and length
+/// derived from a header then fits a `u64` with room to spare.
+const MAX_BODY_BYTES: u64 = 1 << 40;
+/// Chunk sizes a header may name (the writer uses [`CHUNK_SIZE`]).
+const CHUNK_SIZES: std::ops::RangeInclusive<u32> = 4096..=64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -72,7 +79,7 @@ impl Header {
             body_len: u64::from_le_bytes(raw[44..52].try_into().unwrap()),
             crc: u32_at(52),
         };
-        if header.chunk_size == 0 || header.chunk_size > 64 * 1024 * 1024 {
+        if !CHUNK_SIZES.contains(&header.chunk_size) {
             return Err(DiskError::Corrupt("bad chunk size"));
         }
         if header.url_len as usize > crate::cache::key::MAX_URL_BYTES
@@ -80,6 +87,9 @@ impl Header {
             || header.meta_header_len as usize > MAX_META_BYTES
         {
             return Err(DiskError::Corrupt("implausible lengths"));
+        }
+        if header.body_len > MAX_BODY_BYTES {
+            return Err(DiskError::Corrupt("implausible body length"));
         }
         Ok(header)
     }
@@ -137,7 +147,11 @@ pub struct ChunkedBody {
 
 impl ChunkedBody {
     /// Read and verify chunk `index`.
-    fn read_chunk(&self, index: u64) -> Result<Bytes, DiskError> {
+    pub(super) fn read_chunk(&self, index: u64) -> Result<Bytes, DiskError> {
+        let expected = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.crcs.get(i).copied())
+            .ok_or(DiskError::Corrupt("chunk index beyond the body"))?;
         let start = index * self.chunk_size;
         let len = self.chunk_size.min(self.body_len - start) as usize;
         let mut buf = vec![0u8; len];
@@ -150,7 +164,7 @@ impl ChunkedBody {
                     DiskError::Io(e)
                 }
             })?;
-        if crc32fast::hash(&buf) != self.crcs[index as usize] {
+        if crc32fast::hash(&buf) != expected {
             return Err(DiskError::Corrupt("body chunk checksum mismatch"));
         }
         Ok(Bytes::from(buf))
