@@ -13,11 +13,12 @@
 mod failure;
 mod fast_path;
 mod headers;
+mod host;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -40,7 +41,8 @@ use crate::state::{EdgeState, Snapshot};
 use crate::upstream::ActiveGuard;
 use failure::{Failure, ORIGIN_5XX, replayable, retryable_status};
 use headers::{
-    HOP_HEADER, HopByHop, REGION_HEADER, REQUEST_ID, header_str, simulated_ms, via, via_chain,
+    HOP_HEADER, HopByHop, REGION_HEADER, REQUEST_ID, UNKEYED, header_str, hop_signed,
+    parent_simulated, via, via_chain,
 };
 
 pub struct EdgeProxy {
@@ -66,6 +68,9 @@ pub struct RequestCtx {
     simulated: Duration,
     /// The client's region when it named a known one; `None` = the edge's own.
     client_region: Option<String>,
+    /// The virtual host the request is served as (`proxy/host.rs`): the cache key's host
+    /// and the `Host` sent upstream.
+    host: String,
     /// The cache key, computed once for the fast path and handed to pingora-cache.
     cache_key: Option<CacheKey>,
     tried: Vec<SocketAddr>,
@@ -92,14 +97,11 @@ impl RequestCtx {
     }
 }
 
-/// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
-/// The fast path and pingora-cache's lookup use this one key.
-fn request_cache_key(req: &RequestHeader) -> CacheKey {
-    let host = header_str(req, "host")
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    cache::key::cache_key(host, target)
+/// The virtual host (decided in `request_filter`), path and query, each framed
+/// (`cache::key`); the purge index relies on it. The fast path and pingora-cache's lookup
+/// use this one key.
+fn request_cache_key(host: &str, req: &RequestHeader) -> CacheKey {
+    cache::key::key_for(host, req.uri.path(), req.uri.query())
 }
 
 impl EdgeProxy {
@@ -124,6 +126,7 @@ impl ProxyHttp for EdgeProxy {
         RequestCtx {
             _in_flight: InFlight(self.state.clone()),
             client_region: None,
+            host: String::new(),
             cache_key: None,
             snapshot,
             request_id: http::HeaderValue::from_static(""),
@@ -184,6 +187,24 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
             return Ok(true);
         }
+        match host::resolve(req, &ctx.snapshot.deployment.edge.hosts) {
+            Ok(host) => ctx.host = host,
+            Err(refusal) => {
+                let host::Refusal {
+                    status,
+                    code,
+                    message,
+                } = refusal;
+                self.respond_json(session, ctx, status, code, &message)
+                    .await?;
+                return Ok(true);
+            }
+        }
+        let from_edge = req.headers.get(HOP_HEADER).is_some_and(|value| {
+            ctx.snapshot
+                .hop_key
+                .verify(value.as_bytes(), &hop_signed(req), SystemTime::now())
+        });
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
             && (sim.knows(region) || region == ctx.snapshot.region)
@@ -198,7 +219,8 @@ impl ProxyHttp for EdgeProxy {
         // `process_new_http` sets the keepalive timeout before delegating, in `lib.rs`.
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
-        let from_edge = header_str(session.req_header(), HOP_HEADER) == Some("edge");
+        // One spelling per preference, forwarded and keyed for `Vary` alike.
+        compress::normalise_request(session.req_header_mut())?;
         if !from_edge && ctx.snapshot.latency.is_some() {
             let to = ctx.snapshot.region.clone();
             let from = ctx.client_region.clone().unwrap_or_else(|| to.clone());
@@ -248,7 +270,7 @@ impl ProxyHttp for EdgeProxy {
         Ok(ctx
             .cache_key
             .take()
-            .unwrap_or_else(|| request_cache_key(session.req_header())))
+            .unwrap_or_else(|| request_cache_key(&ctx.host, session.req_header())))
     }
 
     /// The origin's headers decide; when they say nothing about freshness the path's TTL
@@ -267,6 +289,7 @@ impl ProxyHttp for EdgeProxy {
             settings.default_ttl(req.uri.path()),
             settings.stale_while_revalidate,
             settings.stale_if_error,
+            settings.strip_set_cookie,
         ))
     }
 
@@ -401,10 +424,29 @@ impl ProxyHttp for EdgeProxy {
         );
         upstream_request.insert_header("via", via_value)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.clone())?;
+        // The upstream sees the host the cache key holds, in origin-form (an absolute
+        // target's authority was checked against it and is dropped).
+        upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+        if upstream_request.uri.authority().is_some() {
+            let target = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+            upstream_request.set_uri(target);
+        }
+        for name in &UNKEYED {
+            upstream_request.remove_header(name);
+        }
+        upstream_request.remove_header(REGION_HEADER);
+        upstream_request.remove_header(HOP_HEADER);
         if ctx.snapshot.edge.parent.is_some() {
-            upstream_request.insert_header(HOP_HEADER, "edge")?;
-        } else {
-            upstream_request.remove_header(HOP_HEADER);
+            let signature = ctx
+                .snapshot
+                .hop_key
+                .sign(&hop_signed(upstream_request), SystemTime::now());
+            upstream_request.insert_header(HOP_HEADER, signature)?;
         }
         if let Some(region) = ctx.active.as_ref().map(|a| a.stats().region.clone()) {
             let own = ctx.snapshot.region.clone();
@@ -479,9 +521,9 @@ impl ProxyHttp for EdgeProxy {
                 .headers
                 .get("server-timing")
                 .and_then(|v| v.to_str().ok())
-                .and_then(simulated_ms);
+                .and_then(parent_simulated);
             if let Some(parent_sim) = parent_sim {
-                let parent_sim = Duration::from_secs_f64(parent_sim / 1000.0).min(ctx.origin_time);
+                let parent_sim = parent_sim.min(ctx.origin_time);
                 ctx.simulated += parent_sim;
                 ctx.origin_time -= parent_sim;
             }

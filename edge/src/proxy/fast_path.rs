@@ -47,7 +47,7 @@ impl EdgeProxy {
         {
             return Ok(false);
         }
-        let key = request_cache_key(req);
+        let key = request_cache_key(&ctx.host, req);
         let now = std::time::SystemTime::now();
         let Some(entry) = self.state.cache.fresh_l1(&key, now) else {
             ctx.cache_key = Some(key);

@@ -7,18 +7,59 @@ use pingora::proxy::Session;
 
 use crate::state::EdgeState;
 
-/// Region header a client uses to say where it is.
+/// Region header a client uses to say where it is. It only picks the simulated client
+/// hop's latency: never forwarded, never part of a response.
 pub const REGION_HEADER: &str = "x-edgebox-region";
 
-/// Set by an edge on requests to its parent: the sending edge has already simulated
-/// that hop (and its own client's), so the parent must not add a client↔edge delay.
+/// Set by an edge on requests to its parent, signed (`crate::hop`): the sending edge has
+/// already simulated that hop (and its own client's), so the parent must not add a
+/// client↔edge delay. A client's copy never verifies and is never forwarded.
 /// The parent's `Server-Timing` `sim` is folded into the child's in return, so that the
 /// client sees the whole path's simulated time once.
 pub const HOP_HEADER: &str = "x-edgebox-hop";
 pub(super) const REQUEST_ID: &str = "x-request-id";
 
+/// Request headers some origins read to build their answer (absolute URLs, a rewritten
+/// path, another method) that are not part of the cache key: a client's copies are
+/// dropped before forwarding, so none can change a response others are served from
+/// cache. The edge sets `X-Forwarded-For`/`-Proto` itself.
+pub(super) static UNKEYED: [http::HeaderName; 10] = [
+    http::HeaderName::from_static("x-forwarded-host"),
+    http::HeaderName::from_static("x-forwarded-server"),
+    http::HeaderName::from_static("x-forwarded-port"),
+    http::HeaderName::from_static("forwarded"),
+    http::HeaderName::from_static("x-host"),
+    http::HeaderName::from_static("x-original-url"),
+    http::HeaderName::from_static("x-rewrite-url"),
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
+];
+
+/// What the hop signature covers, read from a request as it goes out or comes in.
+pub(super) fn hop_signed(req: &RequestHeader) -> crate::hop::Signed<'_> {
+    crate::hop::Signed {
+        method: req.method.as_str(),
+        host: header_str(req, "host").unwrap_or(""),
+        target: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        request_id: req.headers.get(REQUEST_ID).map_or(&[], |v| v.as_bytes()),
+    }
+}
+
+/// The simulated time a parent's `Server-Timing` reports, when it is a plausible one:
+/// a parent is another process, and a negative, NaN, infinite or absurd value (beyond
+/// an hour) is ignored rather than trusted (or panicking in `Duration`); NaN is in no
+/// range.
+pub(super) fn parent_simulated(server_timing: &str) -> Option<std::time::Duration> {
+    let ms = simulated_ms(server_timing)?;
+    if !(0.0..=3_600_000.0).contains(&ms) {
+        return None;
+    }
+    std::time::Duration::try_from_secs_f64(ms / 1000.0).ok()
+}
+
 /// The `sim;dur=N` entry of a `Server-Timing` value, in milliseconds.
-pub(super) fn simulated_ms(server_timing: &str) -> Option<f64> {
+fn simulated_ms(server_timing: &str) -> Option<f64> {
     server_timing.split(',').find_map(|metric| {
         let mut parts = metric.trim().split(';');
         (parts.next()? == "sim").then_some(())?;
@@ -113,5 +154,37 @@ impl HopByHop {
                 .filter(|(bit, _)| self.fixed & (1 << bit) != 0)
                 .map(|(_, name)| name),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parent_simulated;
+
+    #[test]
+    fn hostile_parent_server_timing_never_panics() {
+        for value in [
+            "sim;dur=-5",
+            "sim;dur=NaN",
+            "sim;dur=nan",
+            "sim;dur=inf",
+            "sim;dur=-inf",
+            "sim;dur=1e309",
+            "sim;dur=1e300",
+            "sim;dur=18446744073709551616000",
+            "sim;dur=",
+            "sim",
+            "",
+            "sim;dur=3600001",
+        ] {
+            assert_eq!(parent_simulated(value), None, "{value}");
+        }
+        assert_eq!(
+            parent_simulated("origin;dur=3, sim;dur=80"),
+            Some(Duration::from_millis(80))
+        );
+        assert_eq!(parent_simulated("sim;dur=0"), Some(Duration::ZERO));
     }
 }
