@@ -145,15 +145,21 @@ impl AdminApp {
             stats.config_version,
         );
         let per_origin: [(&str, &str, fn(&UpstreamOrigin) -> Option<f64>); 4] = [
-            ("edgebox_edge_origin_healthy", "1 when the origin is in rotation.", |o| {
-                Some(f64::from(u8::from(o.healthy)))
-            }),
-            ("edgebox_edge_origin_requests_total", "Requests sent to the origin.", |o| {
-                Some(o.requests as f64)
-            }),
-            ("edgebox_edge_origin_failures_total", "Failed attempts on the origin.", |o| {
-                Some(o.failures as f64)
-            }),
+            (
+                "edgebox_edge_origin_healthy",
+                "1 when the origin is in rotation.",
+                |o| Some(f64::from(u8::from(o.healthy))),
+            ),
+            (
+                "edgebox_edge_origin_requests_total",
+                "Requests sent to the origin.",
+                |o| Some(o.requests as f64),
+            ),
+            (
+                "edgebox_edge_origin_failures_total",
+                "Failed attempts on the origin.",
+                |o| Some(o.failures as f64),
+            ),
             (
                 "edgebox_edge_origin_latency_ewma_seconds",
                 "EWMA of origin response-header latency.",
@@ -297,14 +303,15 @@ impl AdminApp {
 }
 
 fn diagnostics(errors: &edgebox_config::ConfigErrors) -> Vec<ConfigDiagnostic> {
-    errors.diagnostics.iter().map(ConfigDiagnostic::from).collect()
+    errors
+        .diagnostics
+        .iter()
+        .map(ConfigDiagnostic::from)
+        .collect()
 }
 
 fn invalid_config(message: &str, diagnostics: Vec<ConfigDiagnostic>) -> Response<Vec<u8>> {
-    json_response(
-        422,
-        &ErrorBody::invalid_config(message.trim(), diagnostics),
-    )
+    json_response(422, &ErrorBody::invalid_config(message.trim(), diagnostics))
 }
 
 #[async_trait]

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub max_header_size: u64,
     pub max_body_size: u64,
     pub client_timeout: std::time::Duration,
+    /// Signs and checks `x-edgebox-hop` (`crate::hop`); re-read on reload.
+    pub hop_key: Arc<crate::hop::HopKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum ReloadError {
     NodeName(String),
     #[error("certificates: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    HopKey(#[from] crate::hop::HopKeyError),
 }
 
 /// Counters for `/stats` and `/metrics`, one set per worker thread (`crate::sharded`):
@@ -248,7 +252,9 @@ fn build_snapshot(
     let edge = edge.clone();
     let region = me.region.clone();
     let upstream = Arc::new(Upstream::build(&deployment, node, origins));
+    let hop_key = Arc::new(crate::hop::HopKey::resolve(&deployment.edge.hop_key)?);
     Ok(Snapshot {
+        hop_key,
         version,
         region,
         edge,

@@ -67,7 +67,6 @@ pub fn materialise(dir: &Path) -> io::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-
 fn set_fixed_mtime(path: &Path) -> io::Result<()> {
     let file = fs::File::options().write(true).open(path)?;
     file.set_modified(fixed_mtime())

@@ -157,11 +157,10 @@ pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, 
     let json = serde_json::to_string_pretty(report).expect("reports serialise");
     // Replaced atomically: a reader never sees half a report.
     let write = |path: &Path, contents: &str| {
-        edgebox_node::fs::atomic_write(path, contents.as_bytes())
-            .map_err(|source| SimError::Io {
-                what: format!("writing {}", path.display()),
-                source,
-            })
+        edgebox_node::fs::atomic_write(path, contents.as_bytes()).map_err(|source| SimError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })
     };
     write(&json_path, &json)?;
     write(&html_path, &html::render(report))?;

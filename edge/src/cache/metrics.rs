@@ -108,27 +108,113 @@ impl Metrics {
 pub fn prometheus(stats: &CacheStats, node: &str, out: &mut MetricsText) {
     let (l1, l2) = (&stats.l1, &stats.l2);
     let per_tier: [(&str, Kind, &str, u64, u64); 7] = [
-        ("edgebox_cache_hits_total", Kind::Counter, "Cache hits per tier.", l1.hits, l2.hits),
-        ("edgebox_cache_tier_misses_total", Kind::Counter, "Lookups a tier could not answer.", l1.misses, l2.misses),
-        ("edgebox_cache_served_bytes_total", Kind::Counter, "Body bytes served from each tier.", l1.bytes_served, l2.bytes_served),
-        ("edgebox_cache_objects", Kind::Gauge, "Objects held per tier.", l1.objects, l2.objects),
-        ("edgebox_cache_bytes", Kind::Gauge, "Bytes held per tier.", l1.bytes, l2.bytes),
-        ("edgebox_cache_capacity_bytes", Kind::Gauge, "Byte capacity per tier.", l1.capacity, l2.capacity),
-        ("edgebox_cache_evictions_total", Kind::Counter, "Objects evicted for space per tier.", l1.evictions, l2.evictions),
+        (
+            "edgebox_cache_hits_total",
+            Kind::Counter,
+            "Cache hits per tier.",
+            l1.hits,
+            l2.hits,
+        ),
+        (
+            "edgebox_cache_tier_misses_total",
+            Kind::Counter,
+            "Lookups a tier could not answer.",
+            l1.misses,
+            l2.misses,
+        ),
+        (
+            "edgebox_cache_served_bytes_total",
+            Kind::Counter,
+            "Body bytes served from each tier.",
+            l1.bytes_served,
+            l2.bytes_served,
+        ),
+        (
+            "edgebox_cache_objects",
+            Kind::Gauge,
+            "Objects held per tier.",
+            l1.objects,
+            l2.objects,
+        ),
+        (
+            "edgebox_cache_bytes",
+            Kind::Gauge,
+            "Bytes held per tier.",
+            l1.bytes,
+            l2.bytes,
+        ),
+        (
+            "edgebox_cache_capacity_bytes",
+            Kind::Gauge,
+            "Byte capacity per tier.",
+            l1.capacity,
+            l2.capacity,
+        ),
+        (
+            "edgebox_cache_evictions_total",
+            Kind::Counter,
+            "Objects evicted for space per tier.",
+            l1.evictions,
+            l2.evictions,
+        ),
     ];
     for (name, kind, help, l1_value, l2_value) in per_tier {
-        out.sample(name, kind, help, &[("node", node), ("tier", "l1")], l1_value)
-            .sample(name, kind, help, &[("node", node), ("tier", "l2")], l2_value);
+        out.sample(
+            name,
+            kind,
+            help,
+            &[("node", node), ("tier", "l1")],
+            l1_value,
+        )
+        .sample(
+            name,
+            kind,
+            help,
+            &[("node", node), ("tier", "l2")],
+            l2_value,
+        );
     }
     let totals: [(&str, &str, u64); 8] = [
-        ("edgebox_cache_misses_total", "Lookups no tier could answer.", stats.misses),
-        ("edgebox_cache_promotions_total", "L2 hits copied into L1.", stats.promotions),
-        ("edgebox_cache_corrupt_entries_total", "Damaged disk entries detected and deleted.", stats.corrupt_entries),
-        ("edgebox_cache_l2_write_errors_total", "Disk writes that failed.", stats.l2_write_errors),
-        ("edgebox_cache_stored_total", "Objects stored on a miss.", stats.stored),
-        ("edgebox_cache_purged_total", "Objects removed by purge.", stats.purged),
-        ("edgebox_cache_lock_waits_total", "Requests that waited for another request's fetch.", stats.lock_waits),
-        ("edgebox_cache_fast_hits_total", "L1 hits answered by the fast path (included in the l1 hits).", stats.fast_hits),
+        (
+            "edgebox_cache_misses_total",
+            "Lookups no tier could answer.",
+            stats.misses,
+        ),
+        (
+            "edgebox_cache_promotions_total",
+            "L2 hits copied into L1.",
+            stats.promotions,
+        ),
+        (
+            "edgebox_cache_corrupt_entries_total",
+            "Damaged disk entries detected and deleted.",
+            stats.corrupt_entries,
+        ),
+        (
+            "edgebox_cache_l2_write_errors_total",
+            "Disk writes that failed.",
+            stats.l2_write_errors,
+        ),
+        (
+            "edgebox_cache_stored_total",
+            "Objects stored on a miss.",
+            stats.stored,
+        ),
+        (
+            "edgebox_cache_purged_total",
+            "Objects removed by purge.",
+            stats.purged,
+        ),
+        (
+            "edgebox_cache_lock_waits_total",
+            "Requests that waited for another request's fetch.",
+            stats.lock_waits,
+        ),
+        (
+            "edgebox_cache_fast_hits_total",
+            "L1 hits answered by the fast path (included in the l1 hits).",
+            stats.fast_hits,
+        ),
     ];
     for (name, help, value) in totals {
         out.counter(name, help, &[("node", node)], value);

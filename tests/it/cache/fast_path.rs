@@ -160,10 +160,7 @@ async fn fresh_l1_hits_answer_header_for_header_like_the_full_hit_path() {
     assert_eq!(fast_hits(&after) - fast_hits(&before), 4, "{after:?}");
     assert_eq!(fast_hits(&cache_stats(&full.daemon).await), 0);
     // Every hit counts as an L1 hit whichever path served it.
-    assert_eq!(
-        after.l1.hits - before.l1.hits,
-        compare.len() as u64
-    );
+    assert_eq!(after.l1.hits - before.l1.hits, compare.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use edgebox_wire::edge::{CacheStatus, Tier};
 use super::{Origin, get, origin_group};
 use crate::support::{Daemon, ONE_REGION, TestDir, client};
+use edgebox_wire::edge::{CacheStatus, Tier};
 
 struct Tiered {
     _shield_dir: TestDir,

@@ -129,10 +129,7 @@ async fn an_object_larger_than_l1_is_served_whole_from_l2_and_ranges_come_from_i
     assert_eq!(origin.count("/big.bin").await, 1);
     let stats = cache_stats(&edge.daemon).await;
     assert_eq!(stats.l1.capacity, 1024 * 1024, "{stats:?}");
-    assert!(
-        stats.l2.bytes_served >= BIG as u64,
-        "{stats:?}"
-    );
+    assert!(stats.l2.bytes_served >= BIG as u64, "{stats:?}");
 }
 
 #[tokio::test]

@@ -209,10 +209,7 @@ async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() 
         (edge_a["version"].clone(), edge_a["in_sync"].clone()),
         (json!(1), json!(true))
     );
-    assert_eq!(
-        real.edge_stats("edge-a").await.config_version,
-        edge_before
-    );
+    assert_eq!(real.edge_stats("edge-a").await.config_version, edge_before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,7 +366,10 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
     let v3 = v2.replacen("least_connections", "latency_aware", 1);
     assert_eq!(cp.put_config(&v3).await.1["version"], 3);
     real.wait_in_sync(3).await;
-    assert_eq!(real.edge_stats("edge-a").await.policy, LbPolicy::LatencyAware);
+    assert_eq!(
+        real.edge_stats("edge-a").await.policy,
+        LbPolicy::LatencyAware
+    );
     assert!(
         real.edge("edge-a")
             .logs()

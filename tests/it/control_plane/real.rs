@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-
 use super::{Cp, deployment, status_of};
 use crate::support::{Daemon, TestDir, client, eventually};
 

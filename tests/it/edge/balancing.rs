@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use edgebox_config::LbPolicy;
 use super::{Deploy, SECOND, TestOrigin, get, reload, stats};
 use crate::support::{TestDir, client, eventually};
+use edgebox_config::LbPolicy;
 
 fn three() -> Vec<TestOrigin> {
     (0..3)

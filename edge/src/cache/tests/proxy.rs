@@ -195,6 +195,7 @@ impl ProxyHttp for CacheProxy {
             Some(Duration::from_secs(60)),
             Duration::from_secs(10),
             Duration::from_secs(300),
+            false,
         ))
     }
 
