@@ -12,9 +12,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use edgebox_wire::health::{HealthStatus, NodeHealth};
+use edgebox_wire::sandbox::{
+    JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport, OutputChunk, RuntimeInfo,
+    SandboxStats,
+};
+use edgebox_wire::{ErrorBody, ErrorDetail};
 
-use crate::jobs::{Job, State};
+use crate::jobs::{Job, JobState, Language};
 use crate::runtimes;
 use crate::service::{Rejection, Service, Submission};
 
@@ -37,11 +42,14 @@ pub fn router(service: Shared) -> Router {
 
 fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response();
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.into(),
+            diagnostics: None,
+        },
+    };
+    let mut response = (status, Json(body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -58,12 +66,19 @@ impl IntoResponse for Rejection {
 
 async fn healthz(AxState(service): AxState<Shared>) -> Response {
     let draining = service.is_draining();
-    let body = Json(json!({
-        "status": if draining { "draining" } else { "ok" },
-        "node": service.node,
-        "running": service.running.load(Ordering::Relaxed),
-        "queued": service.waiting.load(Ordering::Relaxed),
-    }));
+    let body = Json(NodeHealth {
+        status: if draining {
+            HealthStatus::Draining
+        } else {
+            HealthStatus::Ok
+        },
+        node: service.node.clone(),
+        region: None,
+        uptime_ms: None,
+        config_version: None,
+        running: Some(service.running.load(Ordering::Relaxed) as u64),
+        queued: Some(service.waiting.load(Ordering::Relaxed) as u64),
+    });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -72,62 +87,66 @@ async fn healthz(AxState(service): AxState<Shared>) -> Response {
     (status, body).into_response()
 }
 
-async fn languages() -> Json<serde_json::Value> {
-    let runtime = |spec: &runtimes::RuntimeSpec| {
-        json!({
-            "name": spec.language,
-            "version": spec.version,
-            "runtime": {
-                "package": spec.package,
-                "package_version": spec.package_version,
-                "file": spec.member,
-                "sha256": spec.sha256,
-            },
-            "current_line": spec.language == "python",
-        })
+async fn languages() -> Json<Languages> {
+    let runtime = |spec: &runtimes::RuntimeSpec, name: Language| LanguageInfo {
+        name,
+        version: spec.version.to_owned(),
+        runtime: Some(RuntimeInfo {
+            package: spec.package.to_owned(),
+            package_version: spec.package_version.to_owned(),
+            file: spec.member.to_owned(),
+            sha256: spec.sha256.to_owned(),
+        }),
+        current_line: LineSupport::Known(name == Language::Python),
     };
-    Json(json!({
-        "languages": [
-            runtime(&runtimes::PYTHON),
-            runtime(&runtimes::JAVASCRIPT),
-            {"name": "wat", "version": "WebAssembly text format, WASI preview 1 command",
-             "current_line": "with DWARF"},
-            {"name": "wasm", "version": "WebAssembly binary (base64), WASI preview 1 command",
-             "current_line": "with DWARF"},
-        ]
-    }))
-}
-
-fn stats_json(service: &Service) -> serde_json::Value {
-    let counts = service.jobs.counts();
-    let totals = service.jobs.finished_totals();
-    let by_state = |map: &std::collections::HashMap<State, u64>| {
-        State::ALL
-            .iter()
-            .map(|state| {
-                (
-                    state.name().to_owned(),
-                    json!(map.get(state).copied().unwrap_or(0)),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
+    let module = |name: Language, version: &str| LanguageInfo {
+        name,
+        version: version.to_owned(),
+        runtime: None,
+        current_line: LineSupport::When("with DWARF".to_owned()),
     };
-    json!({
-        "node": service.node,
-        "jobs": by_state(&counts),
-        "finished_total": by_state(&totals),
-        "running": service.running.load(Ordering::Relaxed),
-        "queued": service.waiting.load(Ordering::Relaxed),
-        "submitted": service.jobs.submitted.load(Ordering::Relaxed),
-        "rejected_busy": service.jobs.rejected_busy.load(Ordering::Relaxed),
-        "max_concurrent_jobs": service.settings.load().max_concurrent_jobs,
-        "queue_length": service.settings.load().queue_length,
-        "runtime_dir": service.engine.dir.path,
+    Json(Languages {
+        languages: vec![
+            runtime(&runtimes::PYTHON, Language::Python),
+            runtime(&runtimes::JAVASCRIPT, Language::Javascript),
+            module(
+                Language::Wat,
+                "WebAssembly text format, WASI preview 1 command",
+            ),
+            module(
+                Language::Wasm,
+                "WebAssembly binary (base64), WASI preview 1 command",
+            ),
+        ],
     })
 }
 
-async fn stats(AxState(service): AxState<Shared>) -> Json<serde_json::Value> {
-    Json(stats_json(&service))
+fn stats_of(service: &Service) -> SandboxStats {
+    let counts = service.jobs.counts();
+    let totals = service.jobs.finished_totals();
+    let by_state = |map: &std::collections::HashMap<JobState, u64>| {
+        JobState::ALL
+            .iter()
+            .map(|state| (*state, map.get(state).copied().unwrap_or(0)))
+            .collect()
+    };
+    let settings = service.settings.load();
+    SandboxStats {
+        node: service.node.clone(),
+        jobs: by_state(&counts),
+        finished_total: by_state(&totals),
+        running: service.running.load(Ordering::Relaxed) as u64,
+        queued: service.waiting.load(Ordering::Relaxed) as u64,
+        submitted: service.jobs.submitted.load(Ordering::Relaxed),
+        rejected_busy: service.jobs.rejected_busy.load(Ordering::Relaxed),
+        max_concurrent_jobs: settings.max_concurrent_jobs as u64,
+        queue_length: settings.queue_length as u64,
+        runtime_dir: service.engine.dir.path.clone(),
+    }
+}
+
+async fn stats(AxState(service): AxState<Shared>) -> Json<SandboxStats> {
+    Json(stats_of(&service))
 }
 
 async fn metrics(AxState(service): AxState<Shared>) -> Response {
@@ -136,7 +155,7 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
     let totals = service.jobs.finished_totals();
     out.push_str("# HELP edgebox_sandbox_jobs_finished_total Jobs finished, by final state.\n");
     out.push_str("# TYPE edgebox_sandbox_jobs_finished_total counter\n");
-    for state in State::ALL.iter().filter(|state| state.is_final()) {
+    for state in JobState::ALL.iter().filter(|state| state.is_final()) {
         let _ = writeln!(
             out,
             "edgebox_sandbox_jobs_finished_total{{state=\"{}\"}} {}",
@@ -221,13 +240,13 @@ fn decode_submission(
     Ok(value)
 }
 
-fn urls(job: &Job) -> serde_json::Value {
-    json!({
-        "id": job.id,
-        "state": job.state(),
-        "status_url": format!("/v1/jobs/{}", job.id),
-        "events_url": format!("/v1/jobs/{}/events", job.id),
-    })
+fn urls(job: &Job) -> JobAccepted {
+    JobAccepted {
+        id: job.id.clone(),
+        state: job.state(),
+        status_url: format!("/v1/jobs/{}", job.id),
+        events_url: format!("/v1/jobs/{}/events", job.id),
+    }
 }
 
 async fn submit(AxState(service): AxState<Shared>, request: Request) -> Response {
@@ -324,25 +343,22 @@ async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
     loop {
         let finished = job.state().is_final();
         for chunk in job.output_since(&mut cursor) {
-            let message = json!({
-                "type": "output",
-                "stream": chunk.stream,
-                "data": String::from_utf8_lossy(&chunk.data),
+            let message = JobEvent::Output(OutputChunk {
+                stream: chunk.stream,
+                data: String::from_utf8_lossy(&chunk.data).into_owned(),
             });
             if send(&mut socket, &message).await.is_err() {
                 return;
             }
         }
         if finished {
-            let mut result = job.view();
-            result["type"] = json!("result");
-            let _ = send(&mut socket, &result).await;
+            let _ = send(&mut socket, &JobEvent::Result(job.view())).await;
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
         tokio::select! {
             _ = status.tick() => {
-                if send(&mut socket, &job.status()).await.is_err() {
+                if send(&mut socket, &JobEvent::Status(job.status())).await.is_err() {
                     return;
                 }
             }
@@ -361,6 +377,7 @@ async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
     }
 }
 
-async fn send(socket: &mut WebSocket, value: &serde_json::Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(value.to_string().into())).await
+async fn send(socket: &mut WebSocket, event: &JobEvent) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(event).map_err(axum::Error::new)?;
+    socket.send(Message::Text(text.into())).await
 }

@@ -14,7 +14,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::jobs::{Job, Outcome, State, StopReason, Stream};
+use crate::jobs::{Job, JobState, Outcome, StopReason, Stream};
 use crate::pyline;
 
 /// The `T` of every job's `Store`.
@@ -226,7 +226,7 @@ impl Started {
 
 fn failed(error: String) -> Outcome {
     Outcome {
-        state: State::Failed,
+        state: JobState::Failed,
         exit_code: None,
         error: Some(error),
     }
@@ -438,18 +438,18 @@ fn classify(job: &Job, result: Option<wasmtime::Result<()>>, memory_hit: bool) -
     };
     if job.cancel_requested() {
         return Outcome {
-            state: State::Cancelled,
+            state: JobState::Cancelled,
             exit_code,
             error: Some("cancelled".into()),
         };
     }
     if let Some(reason) = job.stop_reason() {
         let (state, message) = match reason {
-            StopReason::WallTime => (State::TimedOut, "wall-time limit reached"),
-            StopReason::CpuTime => (State::TimedOut, "CPU-time limit reached"),
-            StopReason::Output => (State::OutputExceeded, "output limit reached"),
-            StopReason::Cancelled => (State::Cancelled, "cancelled"),
-            StopReason::Scratch => (State::Failed, "scratch directory size limit reached"),
+            StopReason::WallTime => (JobState::TimedOut, "wall-time limit reached"),
+            StopReason::CpuTime => (JobState::TimedOut, "CPU-time limit reached"),
+            StopReason::Output => (JobState::OutputExceeded, "output limit reached"),
+            StopReason::Cancelled => (JobState::Cancelled, "cancelled"),
+            StopReason::Scratch => (JobState::Failed, "scratch directory size limit reached"),
         };
         return Outcome {
             state,
@@ -459,17 +459,17 @@ fn classify(job: &Job, result: Option<wasmtime::Result<()>>, memory_hit: bool) -
     }
     match (exit_code, trap) {
         (Some(0), _) => Outcome {
-            state: State::Succeeded,
+            state: JobState::Succeeded,
             exit_code,
             error: None,
         },
         (_, trap) if memory_hit => Outcome {
-            state: State::MemoryExceeded,
+            state: JobState::MemoryExceeded,
             exit_code,
             error: Some(trap.unwrap_or_else(|| "memory limit reached".into())),
         },
         (exit_code, trap) => Outcome {
-            state: State::Failed,
+            state: JobState::Failed,
             exit_code,
             error: trap,
         },

@@ -7,109 +7,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-/// Languages the sandbox runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    Python,
-    Javascript,
-    Wat,
-    Wasm,
-}
+pub use edgebox_wire::sandbox::{
+    JobLimits as Limits, JobState, Language, OutputStream as Stream,
+};
+use edgebox_wire::sandbox::{JobHead, JobStatus, JobView};
 
-impl Language {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "python" => Self::Python,
-            "javascript" => Self::Javascript,
-            "wat" => Self::Wat,
-            "wasm" => Self::Wasm,
-            _ => return None,
-        })
+/// A job's resolved limits from the configured ones.
+pub fn limits_from_config(limits: &edgebox_config::JobLimits) -> Limits {
+    Limits {
+        wall_ms: limits.wall.as_millis() as u64,
+        cpu_ms: limits.cpu.as_millis() as u64,
+        memory_mb: limits.memory / (1024 * 1024),
+        output_bytes: limits.output,
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Python => "python",
-            Self::Javascript => "javascript",
-            Self::Wat => "wat",
-            Self::Wasm => "wasm",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    MemoryExceeded,
-    OutputExceeded,
-    Cancelled,
-}
-
-impl State {
-    pub const ALL: [State; 8] = [
-        State::Queued,
-        State::Running,
-        State::Succeeded,
-        State::Failed,
-        State::TimedOut,
-        State::MemoryExceeded,
-        State::OutputExceeded,
-        State::Cancelled,
-    ];
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, State::Queued | State::Running)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Running => "running",
-            State::Succeeded => "succeeded",
-            State::Failed => "failed",
-            State::TimedOut => "timed_out",
-            State::MemoryExceeded => "memory_exceeded",
-            State::OutputExceeded => "output_exceeded",
-            State::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Resolved limits of one job (the API's `limits` object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    pub wall_ms: u64,
-    pub cpu_ms: u64,
-    pub memory_mb: u64,
-    pub output_bytes: u64,
-}
-
-impl Limits {
-    pub fn from_config(limits: &edgebox_config::JobLimits) -> Self {
-        Self {
-            wall_ms: limits.wall.as_millis() as u64,
-            cpu_ms: limits.cpu.as_millis() as u64,
-            memory_mb: limits.memory / (1024 * 1024),
-            output_bytes: limits.output,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
 }
 
 #[derive(Debug, Clone)]
@@ -174,7 +87,7 @@ pub struct Job {
 
 #[derive(Debug)]
 struct JobInner {
-    state: State,
+    state: JobState,
     started: Option<(Instant, OffsetDateTime)>,
     finished: Option<Instant>,
     exit_code: Option<i32>,
@@ -187,7 +100,7 @@ struct JobInner {
 /// The final outcome the runner reports.
 #[derive(Debug)]
 pub struct Outcome {
-    pub state: State,
+    pub state: JobState,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
 }
@@ -201,7 +114,7 @@ impl Job {
             scratch,
             submitted_at: Instant::now(),
             inner: Mutex::new(JobInner {
-                state: State::Queued,
+                state: JobState::Queued,
                 started: None,
                 finished: None,
                 exit_code: None,
@@ -228,7 +141,7 @@ impl Job {
         self.changes.subscribe()
     }
 
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> JobState {
         self.inner.lock().unwrap().state
     }
 
@@ -273,7 +186,7 @@ impl Job {
 
     pub fn mark_running(&self) {
         let mut inner = self.inner.lock().unwrap();
-        inner.state = State::Running;
+        inner.state = JobState::Running;
         inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
         drop(inner);
         self.changed();
@@ -369,40 +282,48 @@ impl Job {
     }
 
     /// The short status sent over the WebSocket at least every 100 ms.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> JobStatus {
         let inner = self.inner.lock().unwrap();
-        serde_json::json!({
-            "type": "status",
-            "id": self.id,
-            "state": inner.state,
-            "start_time": start_time(&inner),
-            "runtime_ms": runtime_ms(&inner),
-            "cpu_ms": self.cpu_ticks.load(Ordering::Relaxed),
-            "current_line": self.current_line(),
-        })
+        JobStatus {
+            id: self.id.clone(),
+            state: inner.state,
+            start_time: start_time(&inner),
+            runtime_ms: runtime_ms(&inner),
+            cpu_ms: self.cpu_ticks.load(Ordering::Relaxed),
+            current_line: self.current_line(),
+        }
+    }
+
+    /// Everything `GET /v1/jobs/{id}` shows but the output.
+    pub fn head(&self) -> JobHead {
+        let inner = self.inner.lock().unwrap();
+        JobHead {
+            id: self.id.clone(),
+            language: self.language,
+            state: inner.state,
+            start_time: start_time(&inner),
+            runtime_ms: runtime_ms(&inner),
+            cpu_ms: self.cpu_ticks.load(Ordering::Relaxed),
+            current_line: self.current_line(),
+            exit_code: inner.exit_code,
+            truncated: inner.truncated,
+            limits: self.limits,
+            scratch: self.scratch,
+            error: inner.error.clone(),
+        }
     }
 
     /// The whole job as `GET /v1/jobs/{id}` shows it.
-    pub fn view(&self) -> serde_json::Value {
+    pub fn view(&self) -> JobView {
+        let head = self.head();
         let inner = self.inner.lock().unwrap();
         let collect =
             |stream: Stream| String::from_utf8_lossy(&inner.output[stream as usize]).into_owned();
-        serde_json::json!({
-            "id": self.id,
-            "language": self.language,
-            "state": inner.state,
-            "start_time": start_time(&inner),
-            "runtime_ms": runtime_ms(&inner),
-            "cpu_ms": self.cpu_ticks.load(Ordering::Relaxed),
-            "current_line": self.current_line(),
-            "exit_code": inner.exit_code,
-            "stdout": collect(Stream::Stdout),
-            "stderr": collect(Stream::Stderr),
-            "truncated": inner.truncated,
-            "limits": self.limits,
-            "scratch": self.scratch,
-            "error": inner.error,
-        })
+        JobView {
+            head,
+            stdout: collect(Stream::Stdout),
+            stderr: collect(Stream::Stderr),
+        }
     }
 }
 
@@ -425,7 +346,7 @@ fn runtime_ms(inner: &JobInner) -> u64 {
 #[derive(Default)]
 pub struct JobTable {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
-    finished: Mutex<HashMap<State, u64>>,
+    finished: Mutex<HashMap<JobState, u64>>,
     pub submitted: AtomicU64,
     pub rejected_busy: AtomicU64,
 }
@@ -440,12 +361,12 @@ impl JobTable {
         self.jobs.lock().unwrap().get(id).cloned()
     }
 
-    pub fn record_finished(&self, state: State) {
+    pub fn record_finished(&self, state: JobState) {
         *self.finished.lock().unwrap().entry(state).or_default() += 1;
     }
 
     /// Jobs currently in the table, counted by state.
-    pub fn counts(&self) -> HashMap<State, u64> {
+    pub fn counts(&self) -> HashMap<JobState, u64> {
         let mut counts = HashMap::new();
         for job in self.jobs.lock().unwrap().values() {
             *counts.entry(job.state()).or_default() += 1;
@@ -454,7 +375,7 @@ impl JobTable {
     }
 
     /// Finished jobs since start, by final state.
-    pub fn finished_totals(&self) -> HashMap<State, u64> {
+    pub fn finished_totals(&self) -> HashMap<JobState, u64> {
         self.finished.lock().unwrap().clone()
     }
 

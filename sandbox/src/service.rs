@@ -16,7 +16,7 @@ use wasmtime::{InstancePre, Module};
 
 use crate::engine::SandboxEngine;
 use crate::exec::{self, JobCtx, Program, Sampler};
-use crate::jobs::{Job, JobTable, Language, Limits, Outcome, State};
+use crate::jobs::{self, Job, JobState, JobTable, Language, Limits, Outcome};
 use crate::pyline;
 use crate::runtimes;
 
@@ -39,30 +39,7 @@ impl Rejection {
     }
 }
 
-/// A submission as the API decoded it.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Submission {
-    pub language: String,
-    pub source: String,
-    #[serde(default)]
-    pub stdin: Option<String>,
-    #[serde(default)]
-    pub args: Option<Vec<String>>,
-    #[serde(default)]
-    pub limits: Option<RequestedLimits>,
-    #[serde(default)]
-    pub scratch: Option<bool>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestedLimits {
-    pub wall_ms: Option<u64>,
-    pub cpu_ms: Option<u64>,
-    pub memory_mb: Option<u64>,
-    pub output_bytes: Option<u64>,
-}
+pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 
 /// What a job will run once it gets a slot.
 enum Prepared {
@@ -188,8 +165,8 @@ impl Service {
 
     /// Resolves the requested limits against the configured defaults and maximums.
     fn limits(&self, requested: Option<RequestedLimits>) -> Result<Limits, Rejection> {
-        let defaults = Limits::from_config(&self.settings.load().defaults);
-        let maximums = Limits::from_config(&self.settings.load().maximums);
+        let defaults = jobs::limits_from_config(&self.settings.load().defaults);
+        let maximums = jobs::limits_from_config(&self.settings.load().maximums);
         let requested = requested.unwrap_or_default();
         let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
             None => Ok(default),
@@ -446,7 +423,7 @@ impl Service {
                     self.finish(
                         &job,
                         Outcome {
-                            state: State::Failed,
+                            state: JobState::Failed,
                             exit_code: None,
                             error: Some(format!(
                                 "the {} runtime is unavailable: {error}",
@@ -539,7 +516,7 @@ impl Service {
 
 fn cancelled() -> Outcome {
     Outcome {
-        state: State::Cancelled,
+        state: JobState::Cancelled,
         exit_code: None,
         error: Some("cancelled before it started".into()),
     }

@@ -14,7 +14,6 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edgebox_config::Role;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio_tungstenite::tungstenite;
 
 use super::nodes::describe;
@@ -22,6 +21,8 @@ use crate::auth::Submitter;
 use crate::error::{ApiError, Json, Path};
 use crate::state::AppState;
 use edgebox_wire::control_plane::ErrorBody;
+#[allow(unused_imports)] // `JobView` is named by the OpenAPI annotations only.
+use edgebox_wire::sandbox::{JobAccepted, JobRequest, JobView};
 
 /// Job calls answer quickly; `run` waits for the job, bounded by the sandbox's limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,29 +37,29 @@ const MAX_RELAYS: i64 = 1024;
 
 /// Submits a job to the sandbox: `{language, source, stdin?, args?, limits?, scratch?}`.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body(content = Object, description = "Job as the sandbox takes it"),
-    responses((status = 202, description = "Accepted: `{id, status_url, events_url}`"),
+    request_body = JobRequest,
+    responses((status = 202, description = "Accepted", body = JobAccepted),
         (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
         (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
 pub async fn submit(
     caller: Submitter,
     State(state): State<Arc<AppState>>,
-    Json(job): Json<Value>,
+    Json(job): Json<JobRequest>,
 ) -> Result<Response, ApiError> {
-    tracing::info!(token = %caller.0.token, language = ?job.get("language"), "job submitted");
+    tracing::info!(token = %caller.0.token, language = %job.language, "job submitted");
     forward(&state, Method::POST, "/v1/jobs", Some(job), CALL_TIMEOUT).await
 }
 
 /// Runs a job to completion and answers with its result.
 #[utoipa::path(post, path = "/v1/run", tag = "jobs", security(("bearer" = [])),
-    request_body(content = Object, description = "Job as the sandbox takes it"),
-    responses((status = 200, description = "The finished job"),
+    request_body = JobRequest,
+    responses((status = 200, description = "The finished job", body = JobView),
         (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
         (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
 pub async fn run(
     _: Submitter,
     State(state): State<Arc<AppState>>,
-    Json(job): Json<Value>,
+    Json(job): Json<JobRequest>,
 ) -> Result<Response, ApiError> {
     forward(&state, Method::POST, "/v1/run", Some(job), RUN_TIMEOUT).await
 }
@@ -66,7 +67,7 @@ pub async fn run(
 /// A job's state, times, current line and output.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "The job"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+    responses((status = 200, description = "The job", body = JobView), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn get_job(
     _: Submitter,
@@ -87,7 +88,7 @@ pub async fn get_job(
 /// Cancels a job.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "Cancelled"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+    responses((status = 200, description = "Cancelled", body = JobView), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn cancel_job(
     _: Submitter,
@@ -286,7 +287,7 @@ async fn forward(
     state: &AppState,
     method: Method,
     path: &str,
-    body: Option<Value>,
+    body: Option<JobRequest>,
     timeout: Duration,
 ) -> Result<Response, ApiError> {
     let addr = sandbox_addr(state)?;
@@ -330,25 +331,21 @@ async fn forward(
 }
 
 /// The relay serves the same paths as the sandbox, so absolute URLs the sandbox
-/// hands out are made relative (to whichever host the client used).
+/// hands out in a [`JobAccepted`] are made relative (to whichever host the client used).
 fn rewrite_urls(bytes: Bytes) -> Bytes {
-    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+    let Ok(mut accepted) = serde_json::from_slice::<JobAccepted>(&bytes) else {
         return bytes;
     };
-    let mut changed = false;
-    if let Value::Object(map) = &mut value {
-        for key in ["status_url", "events_url"] {
-            if let Some(Value::String(url)) = map.get_mut(key)
-                && let Some(rest) = url.split_once("://").map(|(_, rest)| rest)
-            {
-                let path = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
-                *url = path;
-                changed = true;
-            }
+    let relative = |url: &mut String| match url.split_once("://") {
+        Some((_, rest)) => {
+            *url = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
+            true
         }
-    }
+        None => false,
+    };
+    let changed = relative(&mut accepted.status_url) | relative(&mut accepted.events_url);
     if changed {
-        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        Bytes::from(serde_json::to_vec(&accepted).unwrap_or_default())
     } else {
         bytes
     }

@@ -15,6 +15,7 @@ use crate::auth::Operator;
 use crate::error::Json;
 use crate::state::AppState;
 use edgebox_wire::control_plane::{EdgeTotals, ErrorBody, StatsResponse, Unreachable};
+use edgebox_wire::sandbox::SandboxStats;
 
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,7 +45,7 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
     });
     let mut edges = EdgeTotals::default();
     let mut cache = Value::Object(Map::new());
-    let mut jobs = Value::Object(Map::new());
+    let mut jobs = BTreeMap::new();
     let mut per_node = BTreeMap::new();
     let mut unreachable = Vec::new();
     for (node, result) in join_all(fetches).await {
@@ -80,11 +81,20 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
                     add_numbers(&mut cache, node_cache);
                 }
             }
-            _ => {
-                if let Some(node_jobs) = document.get("jobs") {
-                    add_numbers(&mut jobs, node_jobs);
+            _ => match serde_json::from_value::<SandboxStats>(document.clone()) {
+                Ok(stats) => {
+                    for (state, count) in stats.jobs {
+                        *jobs.entry(state).or_default() += count;
+                    }
                 }
-            }
+                Err(error) => {
+                    unreachable.push(Unreachable {
+                        node: node.name.clone(),
+                        error: format!("invalid stats JSON: {error}"),
+                    });
+                    continue;
+                }
+            },
         }
         per_node.insert(node.name.clone(), document);
     }
