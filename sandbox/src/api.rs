@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Request, State as AxState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,14 +14,20 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgebox_wire::health::{HealthStatus, NodeHealth};
 use edgebox_wire::sandbox::{
-    JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport, OutputChunk, RuntimeInfo,
-    SandboxStats,
+    JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport, OutputChunk, OutputStream,
+    RuntimeInfo, SandboxStats,
 };
 use edgebox_wire::{ErrorBody, ErrorDetail};
 
+use crate::jobs::output::LossyUtf8;
+use crate::jobs::view::ViewPieces;
 use crate::jobs::{Job, JobState, Language};
 use crate::runtimes;
-use crate::service::{Rejection, Service, Submission};
+use crate::service::{Rejection, Service, Submission, Subscription};
+
+/// What a subscriber may send the sandbox: nothing is read from it but closes, so a
+/// small bound keeps a client from making the daemon buffer a large message.
+const MAX_INCOMING_MESSAGE: usize = 64 * 1024;
 
 type Shared = Arc<Service>;
 
@@ -142,6 +148,8 @@ fn stats_of(service: &Service) -> SandboxStats {
         max_concurrent_jobs: settings.max_concurrent_jobs as u64,
         queue_length: settings.queue_length as u64,
         runtime_dir: service.engine.dir.path.clone(),
+        retained: service.jobs.retained(service.retention()),
+        subscribers: service.subscribers.load(Ordering::Relaxed) as u64,
     }
 }
 
@@ -249,25 +257,28 @@ fn urls(job: &Job) -> JobAccepted {
     }
 }
 
+/// Admits (429 when full, before the body is even read), reads, validates and queues a
+/// submission.
+async fn accept(service: &Shared, request: Request) -> Result<Arc<Job>, Response> {
+    let ticket = service.admit().map_err(IntoResponse::into_response)?;
+    let submission = read_submission(service, request.into_body()).await?;
+    service
+        .submit(submission, ticket)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
 async fn submit(AxState(service): AxState<Shared>, request: Request) -> Response {
-    let submission = match read_submission(&service, request.into_body()).await {
-        Ok(submission) => submission,
-        Err(response) => return response,
-    };
-    match service.submit(submission).await {
+    match accept(&service, request).await {
         Ok(job) => (StatusCode::ACCEPTED, Json(urls(&job))).into_response(),
-        Err(rejection) => rejection.into_response(),
+        Err(response) => response,
     }
 }
 
 async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
-    let submission = match read_submission(&service, request.into_body()).await {
-        Ok(submission) => submission,
-        Err(response) => return response,
-    };
-    let job = match service.submit(submission).await {
+    let job = match accept(&service, request).await {
         Ok(job) => job,
-        Err(rejection) => return rejection.into_response(),
+        Err(response) => return response,
     };
     let mut changes = job.subscribe();
     while !job.state().is_final() {
@@ -275,7 +286,15 @@ async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
             break;
         }
     }
-    Json(job.view()).into_response()
+    view_response(&job)
+}
+
+/// The job's view, streamed: the output is escaped one chunk at a time as the client
+/// reads, never built into one string.
+fn view_response(job: &Job) -> Response {
+    let pieces = ViewPieces::view(job.snapshot()).map(Ok::<_, std::convert::Infallible>);
+    let body = Body::from_stream(futures_util::stream::iter(pieces));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn find(service: &Service, id: &str) -> Result<Arc<Job>, Rejection> {
@@ -290,7 +309,7 @@ fn find(service: &Service, id: &str) -> Result<Arc<Job>, Rejection> {
 
 async fn get_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -> Response {
     match find(&service, &id) {
-        Ok(job) => Json(job.view()).into_response(),
+        Ok(job) => view_response(&job),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -317,7 +336,7 @@ async fn cancel_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -
         }
     })
     .await;
-    Json(job.view()).into_response()
+    view_response(&job)
 }
 
 async fn events(
@@ -325,59 +344,120 @@ async fn events(
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    match find(&service, &id) {
-        Ok(job) => upgrade.on_upgrade(move |socket| stream_events(socket, job)),
-        Err(rejection) => rejection.into_response(),
-    }
+    let job = match find(&service, &id) {
+        Ok(job) => job,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let subscription = match service.subscribe(&job) {
+        Ok(subscription) => subscription,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let send_timeout = service.settings.load().subscriber_send_timeout;
+    upgrade
+        .max_message_size(MAX_INCOMING_MESSAGE)
+        .max_frame_size(MAX_INCOMING_MESSAGE)
+        .on_upgrade(move |socket| stream_events(socket, job, subscription, send_timeout))
 }
 
 /// What a subscriber receives: everything it missed first (output so far), then output
 /// chunks as they come, a status at least every 100 ms while the job is queued or running,
-/// and the final result.
-async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
+/// and the final result. Every send has `send_timeout`: a client that stops reading is
+/// disconnected, and its place and its hold on the job go with it.
+async fn stream_events(
+    mut socket: WebSocket,
+    job: Arc<Job>,
+    subscription: Subscription,
+    send_timeout: Duration,
+) {
     const STATUS_EVERY: Duration = Duration::from_millis(100);
+    let _subscription = subscription;
     let mut changes = job.subscribe();
     let mut cursor = crate::jobs::OutputCursor::default();
+    // One decoder per stream, so that a character split between chunks stays whole.
+    let mut decoders = [LossyUtf8::default(), LossyUtf8::default()];
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let reason = loop {
         let finished = job.state().is_final();
+        let mut failed = None;
         for chunk in job.output_since(&mut cursor) {
-            let message = JobEvent::Output(OutputChunk {
-                stream: chunk.stream,
-                data: String::from_utf8_lossy(&chunk.data).into_owned(),
-            });
-            if send(&mut socket, &message).await.is_err() {
-                return;
+            let mut data = String::new();
+            decoders[chunk.stream as usize].push(&chunk.data, &mut data);
+            if data.is_empty() {
+                continue;
+            }
+            if let Err(reason) = send(&mut socket, send_timeout, event_text(chunk.stream, data)).await {
+                failed = Some(reason);
+                break;
             }
         }
+        if let Some(reason) = failed {
+            break reason;
+        }
         if finished {
-            let _ = send(&mut socket, &JobEvent::Result(job.view())).await;
-            let _ = socket.send(Message::Close(None)).await;
+            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+                let mut data = String::new();
+                decoders[stream as usize].finish(&mut data);
+                if !data.is_empty() && send(&mut socket, send_timeout, event_text(stream, data)).await.is_err() {
+                    return;
+                }
+            }
+            let sent = send(&mut socket, send_timeout, shared_text(job.result_text())).await;
+            if sent.is_ok() {
+                let _ = tokio::time::timeout(send_timeout, socket.send(Message::Close(None))).await;
+            }
             return;
         }
         tokio::select! {
             _ = status.tick() => {
-                if send(&mut socket, &JobEvent::Status(job.status())).await.is_err() {
-                    return;
+                let text = serde_json::to_string(&JobEvent::Status(job.status())).unwrap_or_default();
+                if let Err(reason) = send(&mut socket, send_timeout, text.into()).await {
+                    break reason;
                 }
             }
             changed = changes.changed() => {
                 if changed.is_err() {
-                    return;
+                    break "job dropped";
                 }
             }
             incoming = socket.recv() => {
                 match incoming {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "client closed",
                     Some(Ok(_)) => {}
                 }
             }
         }
+    };
+    tracing::debug!(job = %job.id, reason, "event subscriber disconnected");
+}
+
+/// Sends one text message, giving up after `timeout`.
+async fn send(
+    socket: &mut WebSocket,
+    timeout: Duration,
+    text: Utf8Bytes,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(timeout, socket.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("client went away"),
+        Err(_) => Err("client stopped reading"),
     }
 }
 
-async fn send(socket: &mut WebSocket, event: &JobEvent) -> Result<(), axum::Error> {
-    let text = serde_json::to_string(event).map_err(axum::Error::new)?;
-    socket.send(Message::Text(text.into())).await
+fn event_text(stream: OutputStream, data: String) -> Utf8Bytes {
+    serde_json::to_string(&JobEvent::Output(OutputChunk { stream, data }))
+        .unwrap_or_default()
+        .into()
+}
+
+/// A message over the job's shared result text, without a copy: the text lives as long
+/// as some message still refers to it (which is what keeps the job's cache alive).
+fn shared_text(text: Arc<String>) -> Utf8Bytes {
+    struct Shared(Arc<String>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    Utf8Bytes::try_from(Bytes::from_owner(Shared(text))).unwrap_or_default()
 }

@@ -1,10 +1,14 @@
-//! Jobs: what was submitted, their state machine, their captured output, and the table of
-//! jobs the API reads (finished jobs are kept for `keep_finished`).
+//! Jobs: what was submitted, their state machine and their captured output. The table
+//! of jobs the API reads, with its retention bounds, is [`table`]; output storage is
+//! [`output`]; the streamed JSON view is [`view`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+pub mod output;
+pub mod table;
+pub mod view;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
 use time::OffsetDateTime;
@@ -14,6 +18,11 @@ pub use edgebox_wire::sandbox::{
     JobLimits as Limits, JobState, Language, OutputStream as Stream,
 };
 use edgebox_wire::sandbox::{JobHead, JobStatus, JobView};
+
+pub use table::{JobTable, Retention};
+
+use output::OutputBuf;
+use view::Snapshot;
 
 /// A job's resolved limits from the configured ones.
 pub fn limits_from_config(limits: &edgebox_config::JobLimits) -> Limits {
@@ -83,6 +92,11 @@ pub struct Job {
     pub stop_flag: AtomicBool,
     /// Bumped on every change so that WebSocket subscribers wake up.
     changes: watch::Sender<u64>,
+    /// Event subscribers connected now (bounded by `max_subscribers_per_job`).
+    pub subscribers: AtomicUsize,
+    /// The final `result` event's text while some subscriber is sending it, shared so
+    /// that N subscribers of one finished job hold one copy, and none once they are done.
+    result_text: Mutex<Weak<String>>,
 }
 
 #[derive(Debug)]
@@ -91,7 +105,7 @@ struct JobInner {
     started: Option<(Instant, OffsetDateTime)>,
     finished: Option<Instant>,
     exit_code: Option<i32>,
-    output: [Vec<u8>; 2],
+    output: [OutputBuf; 2],
     segments: Vec<Segment>,
     truncated: bool,
     error: Option<String>,
@@ -118,7 +132,7 @@ impl Job {
                 started: None,
                 finished: None,
                 exit_code: None,
-                output: [Vec::new(), Vec::new()],
+                output: [OutputBuf::default(), OutputBuf::default()],
                 segments: Vec::new(),
                 truncated: false,
                 error: None,
@@ -130,6 +144,8 @@ impl Job {
             stop: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
             changes: watch::Sender::new(0),
+            subscribers: AtomicUsize::new(0),
+            result_text: Mutex::new(Weak::new()),
         }
     }
 
@@ -204,14 +220,37 @@ impl Job {
         if inner.started.is_none() {
             inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
         }
+        // Finished output never changes again: drop the spare capacity it grew with, so
+        // what the retention budget counts is what is held.
+        for output in &mut inner.output {
+            output.freeze();
+        }
+        inner.segments.shrink_to_fit();
         drop(inner);
         self.changed();
+    }
+
+    /// Heap bytes this job holds, as the retention budget counts them: output, output
+    /// bookkeeping, error text and a fixed allowance for the job itself.
+    pub fn retained_bytes(&self) -> u64 {
+        /// The `Job`, its `Arc`, table entries and id, rounded up.
+        const OVERHEAD: usize = 1024;
+        let inner = self.inner.lock().unwrap();
+        let held = inner.output.iter().map(OutputBuf::held).sum::<usize>()
+            + inner.segments.capacity() * std::mem::size_of::<Segment>()
+            + inner.error.as_ref().map_or(0, String::capacity)
+            + self.id.len()
+            + OVERHEAD;
+        held as u64
     }
 
     /// Appends guest output, keeping at most `limits.output_bytes` per stream. Returns
     /// false when some of it was dropped.
     pub fn push_output(&self, stream: Stream, data: &[u8]) -> bool {
         let mut inner = self.inner.lock().unwrap();
+        if inner.state.is_final() {
+            return false;
+        }
         let index = stream as usize;
         let kept = inner.output[index].len();
         let room = (self.limits.output_bytes as usize).saturating_sub(kept);
@@ -224,7 +263,7 @@ impl Job {
             keep = 0;
         }
         if keep > 0 {
-            inner.output[index].extend_from_slice(&data[..keep]);
+            inner.output[index].push(&data[..keep]);
             let end = kept + keep;
             match inner.segments.last_mut() {
                 Some(segment) if segment.stream == stream => segment.end = end,
@@ -250,7 +289,8 @@ impl Job {
         self.inner.lock().unwrap().finished
     }
 
-    /// Output produced after `cursor`, in order, advancing the cursor.
+    /// Output produced after `cursor`, in order, advancing the cursor; each chunk is at
+    /// most [`output::CHUNK`] bytes (complete chunks are shared, not copied).
     pub fn output_since(&self, cursor: &mut OutputCursor) -> Vec<Chunk> {
         let inner = self.inner.lock().unwrap();
         let mut chunks = Vec::new();
@@ -261,12 +301,11 @@ impl Job {
                 segment.start
             };
             if from < segment.end {
-                chunks.push(Chunk {
+                let buffer = &inner.output[segment.stream as usize];
+                chunks.extend(buffer.slice(from, segment.end).into_iter().map(|data| Chunk {
                     stream: segment.stream,
-                    data: Bytes::copy_from_slice(
-                        &inner.output[segment.stream as usize][from..segment.end],
-                    ),
-                });
+                    data,
+                }));
             }
             *cursor = OutputCursor {
                 segment: i,
@@ -276,9 +315,32 @@ impl Job {
         chunks
     }
 
-    /// Everything kept of one stream so far.
+    /// Everything kept of one stream so far, copied.
     pub fn output(&self, stream: Stream) -> Vec<u8> {
-        self.inner.lock().unwrap().output[stream as usize].clone()
+        self.inner.lock().unwrap().output[stream as usize].to_vec()
+    }
+
+    /// The head and the output as of now, taken together (output by reference).
+    pub fn snapshot(&self) -> Snapshot {
+        let head = self.head();
+        let inner = self.inner.lock().unwrap();
+        Snapshot {
+            head,
+            stdout: inner.output[Stream::Stdout as usize].all(),
+            stderr: inner.output[Stream::Stderr as usize].all(),
+        }
+    }
+
+    /// The text of the final `result` event, built once however many subscribers send it
+    /// at the same time.
+    pub fn result_text(&self) -> Arc<String> {
+        let mut cached = self.result_text.lock().unwrap();
+        if let Some(text) = cached.upgrade() {
+            return text;
+        }
+        let text = Arc::new(view::result_text(self.snapshot()));
+        *cached = Arc::downgrade(&text);
+        text
     }
 
     /// The short status sent over the WebSocket at least every 100 ms.
@@ -317,8 +379,9 @@ impl Job {
     pub fn view(&self) -> JobView {
         let head = self.head();
         let inner = self.inner.lock().unwrap();
-        let collect =
-            |stream: Stream| String::from_utf8_lossy(&inner.output[stream as usize]).into_owned();
+        let collect = |stream: Stream| {
+            String::from_utf8_lossy(&inner.output[stream as usize].to_vec()).into_owned()
+        };
         JobView {
             head,
             stdout: collect(Stream::Stdout),
@@ -339,55 +402,5 @@ fn runtime_ms(inner: &JobInner) -> u64 {
         (Some((start, _)), Some(end)) => end.duration_since(start).as_millis() as u64,
         (Some((start, _)), None) => start.elapsed().as_millis() as u64,
         _ => 0,
-    }
-}
-
-/// Every job the daemon knows, by id, with counters per final state.
-#[derive(Default)]
-pub struct JobTable {
-    jobs: Mutex<HashMap<String, Arc<Job>>>,
-    finished: Mutex<HashMap<JobState, u64>>,
-    pub submitted: AtomicU64,
-    pub rejected_busy: AtomicU64,
-}
-
-impl JobTable {
-    pub fn insert(&self, job: Arc<Job>) {
-        self.submitted.fetch_add(1, Ordering::Relaxed);
-        self.jobs.lock().unwrap().insert(job.id.clone(), job);
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        self.jobs.lock().unwrap().get(id).cloned()
-    }
-
-    pub fn record_finished(&self, state: JobState) {
-        *self.finished.lock().unwrap().entry(state).or_default() += 1;
-    }
-
-    /// Jobs currently in the table, counted by state.
-    pub fn counts(&self) -> HashMap<JobState, u64> {
-        let mut counts = HashMap::new();
-        for job in self.jobs.lock().unwrap().values() {
-            *counts.entry(job.state()).or_default() += 1;
-        }
-        counts
-    }
-
-    /// Finished jobs since start, by final state.
-    pub fn finished_totals(&self) -> HashMap<JobState, u64> {
-        self.finished.lock().unwrap().clone()
-    }
-
-    /// Forgets jobs that finished more than `keep` ago.
-    pub fn expire(&self, keep: Duration) {
-        self.jobs.lock().unwrap().retain(|_, job| {
-            job.finished_at()
-                .is_none_or(|finished| finished.elapsed() < keep)
-        });
-    }
-
-    pub fn all(&self) -> Vec<Arc<Job>> {
-        self.jobs.lock().unwrap().values().cloned().collect()
     }
 }

@@ -1,6 +1,7 @@
 //! The sandbox daemon, black-box over HTTP and WebSockets: languages, limits, live status
 //! with the current line, and hostile programs.
 
+pub mod bounds;
 mod hostile;
 mod runtimes;
 
@@ -75,6 +76,23 @@ impl Sandbox {
             .expect("GET");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
+    }
+
+    /// `GET /v1/stats`, typed.
+    pub async fn stats(&self) -> edgebox_wire::sandbox::SandboxStats {
+        let (status, stats) = self.get("/v1/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        serde_json::from_value(stats).expect("SandboxStats")
+    }
+
+    /// `GET /v1/jobs/{id}`, typed; `None` for 404.
+    pub async fn job(&self, id: &str) -> Option<edgebox_wire::sandbox::JobView> {
+        let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+        match status {
+            404 => None,
+            200 => Some(serde_json::from_value(job).expect("JobView")),
+            _ => panic!("GET job {id}: {status} {job}"),
+        }
     }
 
     /// `POST /v1/run`: the final result in one call.

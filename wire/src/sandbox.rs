@@ -201,12 +201,25 @@ pub enum OutputStream {
     Stderr,
 }
 
-/// A run of output, in the order the guest wrote it.
+/// A run of output, in the order the guest wrote it. One write may arrive as several
+/// chunks (each at most [`MAX_OUTPUT_CHUNK`] bytes of output).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputChunk {
     pub stream: OutputStream,
     pub data: String,
+}
+
+/// Output bytes per `output` event at most, so that no event grows with the output.
+pub const MAX_OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// The largest events message a job with per-stream output limit `output_bytes` can
+/// produce: its `result`, with both streams escaped at worst (`\u0000` is six bytes per
+/// byte), plus room for the rest of the view. Both ends of an events socket size their
+/// message limit with this.
+pub fn max_event_message(output_bytes: u64) -> usize {
+    let output = usize::try_from(output_bytes).unwrap_or(usize::MAX);
+    output.saturating_mul(2 * 6).saturating_add(64 * 1024)
 }
 
 /// One message of `GET /v1/jobs/{id}/events`: what a subscriber missed first (output so
@@ -238,6 +251,23 @@ pub struct SandboxStats {
     pub queue_length: u64,
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub runtime_dir: PathBuf,
+    /// Finished jobs kept readable, and what they hold.
+    pub retained: RetainedStats,
+    /// Event subscribers connected now.
+    pub subscribers: u64,
+}
+
+/// The finished jobs the sandbox keeps, against their bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetainedStats {
+    pub jobs: u64,
+    /// Bytes accounted to them (output plus bookkeeping).
+    pub bytes: u64,
+    pub max_jobs: u64,
+    pub max_bytes: u64,
+    /// Finished jobs forgotten early (oldest first) to stay within the bounds.
+    pub evicted_total: u64,
 }
 
 /// `GET /v1/languages`.

@@ -22,7 +22,7 @@ use crate::error::{ApiError, Json, Path};
 use crate::state::AppState;
 use edgebox_wire::control_plane::ErrorBody;
 #[allow(unused_imports)] // `JobView` is named by the OpenAPI annotations only.
-use edgebox_wire::sandbox::{JobAccepted, JobRequest, JobView};
+use edgebox_wire::sandbox::{JobAccepted, JobRequest, JobView, max_event_message};
 
 /// Job calls answer quickly; `run` waits for the job, bounded by the sandbox's limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,7 +31,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that stops reading for this long is dropped (and the upstream closed),
 /// so an abandoned socket cannot hold the relay forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Clients send nothing the sandbox reads but closes; a small bound keeps one from
+/// making the relay buffer a large message.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// Event relays open at once (each holds two sockets).
 const MAX_RELAYS: i64 = 1024;
 
@@ -130,8 +132,13 @@ pub async fn events(
     }
     let addr = sandbox_addr(&state)?;
     let url = format!("ws://{addr}/v1/jobs/{id}/events");
-    let config =
-        tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
+    // Output events are small, but the final `result` carries the whole output, so the
+    // relay takes messages (and frames: the sandbox sends each message as one frame) as
+    // large as the deployment's output limit allows, and no larger.
+    let max_message = max_event_message(state.current().deployment.sandbox.maximums.output);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     // Connect upstream before accepting the client, so a missing job or a down
     // sandbox is an HTTP error the client can read, not a socket that closes at once.
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
@@ -163,7 +170,8 @@ pub async fn events(
         Ok(Ok((upstream, _))) => upstream,
     };
     Ok(upgrade
-        .max_message_size(MAX_MESSAGE)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |client| relay(state, id, client, upstream)))
 }
 
