@@ -180,6 +180,15 @@ impl Job {
         self.stop_flag.store(true, Ordering::Release);
     }
 
+    /// Records why the job will end badly without stopping the guest (a refused
+    /// scratch write: the guest sees the error and may go on); the first reason wins.
+    pub fn note_stop(&self, reason: StopReason) {
+        let mut stop = self.stop.lock().unwrap();
+        if stop.is_none() {
+            *stop = Some(reason);
+        }
+    }
+
     pub fn stop_reason(&self) -> Option<StopReason> {
         *self.stop.lock().unwrap()
     }

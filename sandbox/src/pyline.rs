@@ -339,7 +339,7 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
         argv: dash_c_argv(CALIBRATION_SOURCE),
         stdin: Bytes::new(),
         sampler: Sampler::Calibrate(calibration.clone()),
-        scratch_limit: None,
+        scratch: None,
     };
     exec::run(job.clone(), program).await;
     let state = calibration.inner.lock().unwrap();

@@ -505,7 +505,13 @@ impl Service {
             argv,
             stdin,
             sampler,
-            scratch_limit: job.scratch.then_some(self.settings.load().scratch_size),
+            scratch: job.scratch.then(|| {
+                let settings = self.settings.load();
+                exec::ScratchLimits {
+                    bytes: settings.scratch_size,
+                    files: settings.scratch_files,
+                }
+            }),
         };
         let outcome = match self.take_prestarted(&job) {
             Some(started) => started.run(job.clone(), program.stdin).await,
@@ -546,7 +552,7 @@ impl Service {
                     Some(probe) if self.line_sampling => Sampler::Python(Some(probe)),
                     _ => Sampler::None,
                 },
-                scratch_limit: None,
+                scratch: None,
             };
             match exec::start(program, self.settings.load().maximums.memory as usize, None) {
                 Ok(started) => self.python_pool.lock().unwrap().push(started),

@@ -4,6 +4,7 @@
 pub mod bounds;
 mod hostile;
 mod runtimes;
+mod scratch;
 
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ impl Sandbox {
 
     /// Starts a daemon with these `[sandbox]` settings.
     pub fn start_with(settings: &str) -> Self {
+        Self::start_with_env(settings, &[])
+    }
+
+    /// Starts a daemon with these `[sandbox]` settings and extra environment.
+    pub fn start_with_env(settings: &str, env: &[(&str, &str)]) -> Self {
         let dir = TestDir::new();
         let config = dir.config(&format!(
             "{ONE_REGION}\n[[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\n\
@@ -43,7 +49,7 @@ impl Sandbox {
             &config,
             "sandbox",
             &["api"],
-            &[("EDGEBOX_RUNTIME_DIR", &runtime_dir())],
+            &[&[("EDGEBOX_RUNTIME_DIR", runtime_dir().as_str())], env].concat(),
         );
         let base = daemon.url("api");
         Self {
