@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 pub use edgebox_wire::sandbox::{
     JobLimits as Limits, JobState, Language, OutputStream as Stream,
 };
-use edgebox_wire::sandbox::{JobHead, JobStatus, JobView};
+use edgebox_wire::sandbox::{JobHead, JobStatus};
 
 pub use table::{JobTable, Retention};
 
@@ -365,7 +365,7 @@ impl Job {
         }
     }
 
-    /// Everything `GET /v1/jobs/{id}` shows but the output.
+    /// Everything `GET /v1/jobs/{id}` shows but the output (see [`view`] for the rest).
     pub fn head(&self) -> JobHead {
         let inner = self.inner.lock().unwrap();
         JobHead {
@@ -381,20 +381,6 @@ impl Job {
             limits: self.limits,
             scratch: self.scratch,
             error: inner.error.clone(),
-        }
-    }
-
-    /// The whole job as `GET /v1/jobs/{id}` shows it.
-    pub fn view(&self) -> JobView {
-        let head = self.head();
-        let inner = self.inner.lock().unwrap();
-        let collect = |stream: Stream| {
-            String::from_utf8_lossy(&inner.output[stream as usize].to_vec()).into_owned()
-        };
-        JobView {
-            head,
-            stdout: collect(Stream::Stdout),
-            stderr: collect(Stream::Stderr),
         }
     }
 }
