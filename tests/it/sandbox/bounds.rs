@@ -49,8 +49,8 @@ async fn finished_jobs_are_bounded_by_count_and_bytes() {
     let mut ids = Vec::new();
     for _ in 0..6 {
         let result = sandbox.run(json!({"language": "wat", "source": source})).await;
-        assert_eq!(result["state"], "succeeded", "{}", result["error"]);
-        ids.push(result["id"].as_str().unwrap().to_owned());
+        assert_eq!(result.head.state, JobState::Succeeded, "{:?}", result.head.error);
+        ids.push(result.head.id.as_str().to_owned());
         let stats = sandbox.stats().await;
         assert!(stats.retained.bytes <= 3 << 20, "{:?}", stats.retained);
         assert!(stats.retained.jobs <= 4, "{:?}", stats.retained);

@@ -154,5 +154,5 @@ async fn scratch_quota_is_enforced_at_each_write_and_create() {
     let result = sandbox
         .run(json!({"language": "wat", "source": super::bounds::printer(1, 1000), "scratch": true}))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
+    assert_eq!(result.head.state, JobState::Succeeded, "{:?}", result.head);
 }
