@@ -171,6 +171,7 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
             totals.get(state).copied().unwrap_or(0)
         );
     }
+    let retained = service.jobs.retained(service.retention());
     let gauges = [
         (
             "edgebox_sandbox_jobs_running",
@@ -181,6 +182,21 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
             "edgebox_sandbox_jobs_queued",
             "Jobs waiting for a slot.",
             service.waiting.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "edgebox_sandbox_retained_jobs",
+            "Finished jobs kept readable.",
+            retained.jobs,
+        ),
+        (
+            "edgebox_sandbox_retained_bytes",
+            "Bytes finished jobs hold (bounded by max_finished_bytes).",
+            retained.bytes,
+        ),
+        (
+            "edgebox_sandbox_subscribers",
+            "Event subscribers connected now.",
+            service.subscribers.load(Ordering::Relaxed) as u64,
         ),
     ];
     for (name, help, value) in gauges {
@@ -199,6 +215,11 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
             "edgebox_sandbox_jobs_rejected_busy_total",
             "Submissions refused with 429.",
             service.jobs.rejected_busy.load(Ordering::Relaxed),
+        ),
+        (
+            "edgebox_sandbox_jobs_evicted_total",
+            "Finished jobs forgotten early (oldest first) to stay within the retention bounds.",
+            retained.evicted_total,
         ),
     ];
     for (name, help, value) in counters {

@@ -70,6 +70,17 @@ async fn finished_jobs_are_bounded_by_count_and_bytes() {
         assert!(view.stdout.bytes().all(|b| b == b'x'));
         assert_eq!(view.head.state, JobState::Succeeded);
     }
+    let metrics = sandbox
+        .client
+        .get(format!("{}/metrics", sandbox.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("edgebox_sandbox_jobs_evicted_total 4"), "{metrics}");
+    assert!(metrics.contains("edgebox_sandbox_retained_jobs 2"), "{metrics}");
     // The count bound applies on its own too.
     for _ in 0..5 {
         sandbox
