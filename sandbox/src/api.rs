@@ -407,7 +407,9 @@ async fn stream_events(
             if data.is_empty() {
                 continue;
             }
-            if let Err(reason) = send(&mut socket, send_timeout, event_text(chunk.stream, data)).await {
+            if let Err(reason) =
+                send(&mut socket, send_timeout, event_text(chunk.stream, data)).await
+            {
                 failed = Some(reason);
                 break;
             }
@@ -419,7 +421,11 @@ async fn stream_events(
             for stream in [OutputStream::Stdout, OutputStream::Stderr] {
                 let mut data = String::new();
                 decoders[stream as usize].finish(&mut data);
-                if !data.is_empty() && send(&mut socket, send_timeout, event_text(stream, data)).await.is_err() {
+                if !data.is_empty()
+                    && send(&mut socket, send_timeout, event_text(stream, data))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
             }

@@ -14,10 +14,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-pub use edgebox_wire::sandbox::{
-    JobLimits as Limits, JobState, Language, OutputStream as Stream,
-};
 use edgebox_wire::sandbox::{JobHead, JobStatus};
+pub use edgebox_wire::sandbox::{JobLimits as Limits, JobState, Language, OutputStream as Stream};
 
 pub use table::{JobTable, Retention};
 
@@ -311,10 +309,15 @@ impl Job {
             };
             if from < segment.end {
                 let buffer = &inner.output[segment.stream as usize];
-                chunks.extend(buffer.slice(from, segment.end).into_iter().map(|data| Chunk {
-                    stream: segment.stream,
-                    data,
-                }));
+                chunks.extend(
+                    buffer
+                        .slice(from, segment.end)
+                        .into_iter()
+                        .map(|data| Chunk {
+                            stream: segment.stream,
+                            data,
+                        }),
+                );
             }
             *cursor = OutputCursor {
                 segment: i,

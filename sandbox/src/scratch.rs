@@ -168,7 +168,7 @@ macro_rules! call_wasi {
         let wasi = &mut ctx.wasi;
         WasiSnapshotPreview1::set_hostcall_fuel(wasi, fuel);
         let mut guest = wiggle::GuestMemory::Unshared(data);
-        Ok(p1::$func(wasi, &mut guest, $($arg),*).await?)
+        p1::$func(wasi, &mut guest, $($arg),*).await
     }};
 }
 
@@ -182,7 +182,8 @@ pub fn add_to_linker(linker: &mut Linker<JobCtx>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, JobCtx>, (fd, iovs, iovs_len, nwritten): (i32, i32, i32, i32)| {
             Box::new(async move {
                 let memory = memory(&mut caller)?;
-                let cost = |data: &[u8]| iovecs_len(data, iovs, iovs_len).saturating_add(WRITE_SLACK);
+                let cost =
+                    |data: &[u8]| iovecs_len(data, iovs, iovs_len).saturating_add(WRITE_SLACK);
                 if let Some(errno) = check(&mut caller, memory, cost, 0) {
                     return Ok(errno);
                 }
@@ -197,11 +198,16 @@ pub fn add_to_linker(linker: &mut Linker<JobCtx>) -> wasmtime::Result<()> {
          (fd, iovs, iovs_len, offset, nwritten): (i32, i32, i32, i64, i32)| {
             Box::new(async move {
                 let memory = memory(&mut caller)?;
-                let cost = |data: &[u8]| iovecs_len(data, iovs, iovs_len).saturating_add(WRITE_SLACK);
+                let cost =
+                    |data: &[u8]| iovecs_len(data, iovs, iovs_len).saturating_add(WRITE_SLACK);
                 if let Some(errno) = check(&mut caller, memory, cost, 0) {
                     return Ok(errno);
                 }
-                call_wasi!(caller, memory, fd_pwrite(fd, iovs, iovs_len, offset, nwritten))
+                call_wasi!(
+                    caller,
+                    memory,
+                    fd_pwrite(fd, iovs, iovs_len, offset, nwritten)
+                )
             })
         },
     )?;
@@ -249,7 +255,9 @@ pub fn add_to_linker(linker: &mut Linker<JobCtx>) -> wasmtime::Result<()> {
                 call_wasi!(
                     caller,
                     memory,
-                    path_open(fd, dirflags, path, path_len, oflags, base, inheriting, fdflags, opened)
+                    path_open(
+                        fd, dirflags, path, path_len, oflags, base, inheriting, fdflags, opened
+                    )
                 )
             })
         },
@@ -285,7 +293,15 @@ pub fn add_to_linker(linker: &mut Linker<JobCtx>) -> wasmtime::Result<()> {
         MODULE,
         "path_link",
         |mut caller: Caller<'_, JobCtx>,
-         (old_fd, flags, old, old_len, new_fd, new, new_len): (i32, i32, i32, i32, i32, i32, i32)| {
+         (old_fd, flags, old, old_len, new_fd, new, new_len): (
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+        )| {
             Box::new(async move {
                 let memory = memory(&mut caller)?;
                 if let Some(errno) = check(&mut caller, memory, |_| CREATE_BYTES, 1) {

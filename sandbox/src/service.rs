@@ -226,7 +226,9 @@ impl Service {
         let settings = self.settings.load();
         let take = |count: &AtomicUsize, max: usize| {
             count
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
                 .is_ok()
         };
         if !take(&self.subscribers, settings.max_subscribers) {

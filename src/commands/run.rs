@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use edgebox_config::TokenRole;
+use edgebox_wire::sandbox::{JobAccepted, JobEvent, JobRequest, JobState, JobView, OutputStream};
 use futures_util::StreamExt;
 use reqwest::Method;
-use edgebox_wire::sandbox::{JobAccepted, JobEvent, JobRequest, JobState, JobView, OutputStream};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use super::cp_client::{Client, ClientArgs};
@@ -90,9 +90,10 @@ async fn follow(client: &Client, job: JobRequest, source: &str) -> anyhow::Resul
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
-    let (mut events, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-        .await
-        .context("opening the job's event stream")?;
+    let (mut events, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .context("opening the job's event stream")?;
     let lines: Vec<&str> = source.lines().collect();
     let mut view = LiveView::new(client.json);
     let mut final_result = None;

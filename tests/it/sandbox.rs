@@ -8,9 +8,9 @@ mod scratch;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use edgebox_wire::ErrorBody;
 use edgebox_wire::sandbox::{JobEvent, JobState, JobStatus, JobView};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::{self, Daemon, ONE_REGION, TestDir};

@@ -27,7 +27,9 @@ impl Language {
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|language| language.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|language| language.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -328,7 +330,10 @@ mod tests {
         let text = serde_json::to_string(&jobs).unwrap();
         assert!(text.starts_with(r#"{"queued":1,"running":1,"#), "{text}");
         assert!(text.contains(r#""scratch_exceeded":1"#));
-        assert_eq!(serde_json::from_str::<BTreeMap<JobState, u64>>(&text).unwrap(), jobs);
+        assert_eq!(
+            serde_json::from_str::<BTreeMap<JobState, u64>>(&text).unwrap(),
+            jobs
+        );
         for state in JobState::ALL {
             assert_eq!(serde_json::to_value(state).unwrap(), state.name());
         }

@@ -395,7 +395,10 @@ pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSe
     }
     let positive = [
         ("max_finished_jobs", raw.max_finished_jobs as u64),
-        ("max_subscribers_per_job", raw.max_subscribers_per_job as u64),
+        (
+            "max_subscribers_per_job",
+            raw.max_subscribers_per_job as u64,
+        ),
         ("max_subscribers", raw.max_subscribers as u64),
         ("compile_concurrency", raw.compile_concurrency as u64),
         ("scratch_files", raw.scratch_files),
@@ -403,7 +406,10 @@ pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSe
     ];
     for (key, value) in positive {
         if value == 0 {
-            c.error(format!("sandbox.{key}"), format!("{key} must be at least 1"));
+            c.error(
+                format!("sandbox.{key}"),
+                format!("{key} must be at least 1"),
+            );
         }
     }
     if raw.max_subscribers_per_job > raw.max_subscribers {

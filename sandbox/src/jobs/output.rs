@@ -48,7 +48,8 @@ impl OutputBuf {
             }
             self.tail.extend_from_slice(now);
             if self.tail.len() == CHUNK {
-                self.chunks.push(Bytes::from(std::mem::take(&mut self.tail)));
+                self.chunks
+                    .push(Bytes::from(std::mem::take(&mut self.tail)));
             }
             data = rest;
         }

@@ -78,7 +78,12 @@ impl JobTable {
     /// Counts a finished job and moves it to the retained ones, forgetting the oldest
     /// until the bounds hold again. Called once per job, after [`Job::finish`].
     pub fn retire(&self, job: &Job, retention: Retention) {
-        *self.finished.lock().unwrap().entry(job.state()).or_default() += 1;
+        *self
+            .finished
+            .lock()
+            .unwrap()
+            .entry(job.state())
+            .or_default() += 1;
         let bytes = job.retained_bytes();
         let mut table = self.table.lock().unwrap();
         if !table.jobs.contains_key(&job.id) {
@@ -108,7 +113,8 @@ impl JobTable {
     }
 
     fn enforce_locked(&self, table: &mut Table, retention: Retention) {
-        while table.finished.len() > retention.max_jobs || table.finished_bytes > retention.max_bytes
+        while table.finished.len() > retention.max_jobs
+            || table.finished_bytes > retention.max_bytes
         {
             table.forget_oldest();
             self.evicted.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +207,10 @@ mod tests {
         let stats = table.retained(retention);
         // 8 MiB / ~300 KiB per job: about 27 jobs, the newest ones.
         assert!((20..=28).contains(&stats.jobs), "{stats:?}");
-        assert!(stats.bytes >= stats.jobs * output as u64, "the bound undercounts: {stats:?}");
+        assert!(
+            stats.bytes >= stats.jobs * output as u64,
+            "the bound undercounts: {stats:?}"
+        );
         assert!(table.get("job-1999").is_some());
         assert!(table.get("job-0").is_none());
         assert_eq!(stats.evicted_total, 2000 - stats.jobs);

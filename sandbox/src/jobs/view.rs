@@ -114,7 +114,10 @@ impl Iterator for ViewPieces {
                     Some(_) => (self.stream_piece(false, i), Step::Stdout(i + 1)),
                     None => (self.stream_piece(false, i), Step::Between),
                 },
-                Step::Between => (Some(Bytes::from_static(b"\",\"stderr\":\"")), Step::Stderr(0)),
+                Step::Between => (
+                    Some(Bytes::from_static(b"\",\"stderr\":\"")),
+                    Step::Stderr(0),
+                ),
                 Step::Stderr(i) => match self.snapshot.stderr.get(i) {
                     Some(_) => (self.stream_piece(true, i), Step::Stderr(i + 1)),
                     None => (self.stream_piece(true, i), Step::End),
@@ -187,7 +190,15 @@ mod tests {
     fn chunks() -> impl Strategy<Value = Vec<Bytes>> {
         proptest::collection::vec(
             proptest::collection::vec(
-                prop_oneof![any::<u8>(), Just(b'"'), Just(b'\\'), Just(0u8), Just(0xe2u8), Just(0x82u8), Just(0xacu8)],
+                prop_oneof![
+                    any::<u8>(),
+                    Just(b'"'),
+                    Just(b'\\'),
+                    Just(0u8),
+                    Just(0xe2u8),
+                    Just(0x82u8),
+                    Just(0xacu8)
+                ],
                 1..64,
             )
             .prop_map(Bytes::from),

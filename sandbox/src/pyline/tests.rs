@@ -76,7 +76,11 @@ mod properties {
         /// Kinds 0–9: same line, one byte of column data.
         Short { kind: u8, len: u8, column: u8 },
         /// Kinds 10–12: line + (kind - 10), two bytes of columns.
-        OneLine { delta: u8, len: u8, columns: [u8; 2] },
+        OneLine {
+            delta: u8,
+            len: u8,
+            columns: [u8; 2],
+        },
         /// Kind 13: svarint line delta.
         NoColumn { delta: i32, len: u8 },
         /// Kind 14: svarint line delta, end line, two columns.
@@ -111,9 +115,11 @@ mod properties {
         for entry in entries {
             match *entry {
                 Entry::Short { kind, len, column } => out.extend([head(kind, len), column & 0x7f]),
-                Entry::OneLine { delta, len, columns } => {
-                    out.extend([head(10 + delta, len), columns[0] & 0x7f, columns[1] & 0x7f])
-                }
+                Entry::OneLine {
+                    delta,
+                    len,
+                    columns,
+                } => out.extend([head(10 + delta, len), columns[0] & 0x7f, columns[1] & 0x7f]),
                 Entry::NoColumn { delta, len } => {
                     out.push(head(13, len));
                     svarint(&mut out, delta);
@@ -146,7 +152,9 @@ mod properties {
                 }
                 Entry::None { len } => (len, None),
             };
-            let shown = entry_line.and_then(|l| u32::try_from(l).ok()).filter(|&l| l > 0);
+            let shown = entry_line
+                .and_then(|l| u32::try_from(l).ok())
+                .filter(|&l| l > 0);
             units.extend(std::iter::repeat_n(shown, usize::from(len)));
         }
         units
@@ -155,13 +163,25 @@ mod properties {
     fn entry() -> impl Strategy<Value = Entry> {
         let len = 1u8..=8;
         prop_oneof![
-            (0u8..=9, len.clone(), any::<u8>())
-                .prop_map(|(kind, len, column)| Entry::Short { kind, len, column }),
-            (0u8..=2, len.clone(), any::<[u8; 2]>())
-                .prop_map(|(delta, len, columns)| Entry::OneLine { delta, len, columns }),
+            (0u8..=9, len.clone(), any::<u8>()).prop_map(|(kind, len, column)| Entry::Short {
+                kind,
+                len,
+                column
+            }),
+            (0u8..=2, len.clone(), any::<[u8; 2]>()).prop_map(|(delta, len, columns)| {
+                Entry::OneLine {
+                    delta,
+                    len,
+                    columns,
+                }
+            }),
             (-300i32..300, len.clone()).prop_map(|(delta, len)| Entry::NoColumn { delta, len }),
             (-5000i32..5000, len.clone(), any::<[u32; 3]>()).prop_map(|(delta, len, rest)| {
-                Entry::Long { delta, len, rest: rest.map(|v| v % 100_000) }
+                Entry::Long {
+                    delta,
+                    len,
+                    rest: rest.map(|v| v % 100_000),
+                }
             }),
             len.prop_map(|len| Entry::None { len }),
         ]
@@ -174,7 +194,13 @@ mod properties {
 
     /// Lays out, in otherwise random memory, a chain of `depth + 1` frames whose last one
     /// runs submitted code at code unit `index` of a code object with `table`.
-    fn chain(noise: &[u8], depth: usize, table: &[u8], first_line: u32, index: u32) -> (Vec<u8>, u32) {
+    fn chain(
+        noise: &[u8],
+        depth: usize,
+        table: &[u8],
+        first_line: u32,
+        index: u32,
+    ) -> (Vec<u8>, u32) {
         const STRING: u32 = 64; // "<main>" string object
         const OTHER: u32 = 128; // "<frozen>" string object
         const CODE: u32 = 192; // submitted code object (bytecode from +124)
@@ -182,11 +208,19 @@ mod properties {
         const FRAMES: u32 = 1024; // 32 bytes per frame
         let table_at = FRAMES + 32 * (depth as u32 + 1);
         let size = table_at as usize + 16 + table.len() + 64;
-        let mut memory: Vec<u8> = noise.iter().copied().cycle().take(size.max(noise.len())).collect();
+        let mut memory: Vec<u8> = noise
+            .iter()
+            .copied()
+            .cycle()
+            .take(size.max(noise.len()))
+            .collect();
         if memory.len() < size {
             memory.resize(size, 0);
         }
-        for (at, text) in [(STRING, SUBMITTED_FILENAME), (OTHER, b"<frozen>".as_slice())] {
+        for (at, text) in [
+            (STRING, SUBMITTED_FILENAME),
+            (OTHER, b"<frozen>".as_slice()),
+        ] {
             put(&mut memory, at + 8, text.len() as u32);
             memory[(at + 20) as usize..(at + 20) as usize + text.len()].copy_from_slice(text);
         }
@@ -201,10 +235,22 @@ mod properties {
         for i in 0..=depth as u32 {
             let frame = FRAMES + 32 * i;
             let last = i == depth as u32;
-            put(&mut memory, frame + IFRAME_CODE, if last { CODE } else { OTHER_CODE });
-            put(&mut memory, frame + IFRAME_PREVIOUS, if last { 0 } else { frame + 32 });
+            put(
+                &mut memory,
+                frame + IFRAME_CODE,
+                if last { CODE } else { OTHER_CODE },
+            );
+            put(
+                &mut memory,
+                frame + IFRAME_PREVIOUS,
+                if last { 0 } else { frame + 32 },
+            );
             if last {
-                put(&mut memory, frame + IFRAME_PREV_INSTR, CODE + CODE_BYTECODE + 2 * index);
+                put(
+                    &mut memory,
+                    frame + IFRAME_PREV_INSTR,
+                    CODE + CODE_BYTECODE + 2 * index,
+                );
             }
         }
         (memory, FRAMES)
@@ -300,7 +346,14 @@ mod properties {
     /// A table longer than the budget: units past it read as unknown.
     #[test]
     fn budget_cuts_long_tables() {
-        let entries = vec![Entry::Short { kind: 0, len: 8, column: 0 }; MAX_LINETABLE_BYTES];
+        let entries = vec![
+            Entry::Short {
+                kind: 0,
+                len: 8,
+                column: 0
+            };
+            MAX_LINETABLE_BYTES
+        ];
         let table = encode(&entries);
         assert_eq!(line_for_index(&table, 3, 0), Some(3));
         let last_in_budget = (MAX_LINETABLE_BYTES / 2 * 8 - 1) as u32;

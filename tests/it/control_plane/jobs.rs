@@ -265,7 +265,10 @@ async fn the_relay_carries_output_of_any_allowed_size() {
     .await
     .expect("the stream ended in time")
     .expect("a result before the stream ended");
-    assert_eq!(result.head.state, edgebox_wire::sandbox::JobState::Succeeded);
+    assert_eq!(
+        result.head.state,
+        edgebox_wire::sandbox::JobState::Succeeded
+    );
     assert_eq!(result.stdout.len(), size as usize);
     assert_eq!(streamed, size as usize);
 }

@@ -48,8 +48,15 @@ async fn finished_jobs_are_bounded_by_count_and_bytes() {
     let source = printer(16, 64 * 1024); // exactly 1 MiB
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let result = sandbox.run(json!({"language": "wat", "source": source})).await;
-        assert_eq!(result.head.state, JobState::Succeeded, "{:?}", result.head.error);
+        let result = sandbox
+            .run(json!({"language": "wat", "source": source}))
+            .await;
+        assert_eq!(
+            result.head.state,
+            JobState::Succeeded,
+            "{:?}",
+            result.head.error
+        );
         ids.push(result.head.id.as_str().to_owned());
         let stats = sandbox.stats().await;
         assert!(stats.retained.bytes <= 3 << 20, "{:?}", stats.retained);
@@ -59,9 +66,16 @@ async fn finished_jobs_are_bounded_by_count_and_bytes() {
     let stats = sandbox.stats().await;
     assert_eq!(stats.retained.jobs, 2, "{:?}", stats.retained);
     assert_eq!(stats.retained.evicted_total, 4, "{:?}", stats.retained);
-    assert!(stats.retained.bytes >= 2 << 20, "undercounted: {:?}", stats.retained);
+    assert!(
+        stats.retained.bytes >= 2 << 20,
+        "undercounted: {:?}",
+        stats.retained
+    );
     for old in &ids[..4] {
-        assert!(sandbox.job(old).await.is_none(), "job {old} should be forgotten");
+        assert!(
+            sandbox.job(old).await.is_none(),
+            "job {old} should be forgotten"
+        );
     }
     // The kept ones are whole: a streamed view that deserializes as the wire type.
     for kept in &ids[4..] {
@@ -79,8 +93,14 @@ async fn finished_jobs_are_bounded_by_count_and_bytes() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("edgebox_sandbox_jobs_evicted_total 4"), "{metrics}");
-    assert!(metrics.contains("edgebox_sandbox_retained_jobs 2"), "{metrics}");
+    assert!(
+        metrics.contains("edgebox_sandbox_jobs_evicted_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgebox_sandbox_retained_jobs 2"),
+        "{metrics}"
+    );
     // The count bound applies on its own too.
     for _ in 0..5 {
         sandbox
@@ -99,9 +119,11 @@ async fn admission_happens_before_parsing_or_compiling() {
     let id = sandbox
         .submit(json!({"language": "wat", "source": SPIN, "limits": {"wall_ms": 30000}}))
         .await;
-    support::eventually("the spinning job to run", Duration::from_secs(30), || async {
-        (sandbox.stats().await.running == 1).then_some(())
-    })
+    support::eventually(
+        "the spinning job to run",
+        Duration::from_secs(30),
+        || async { (sandbox.stats().await.running == 1).then_some(()) },
+    )
     .await;
     let post_raw = |body: &'static [u8]| {
         sandbox
@@ -121,7 +143,9 @@ async fn admission_happens_before_parsing_or_compiling() {
         let error: ErrorBody = response.json().await.unwrap();
         assert_eq!(error.error.code, "queue_full");
     }
-    let (status, _) = sandbox.post("/v1/run", &json!({"language": "wat", "source": SPIN})).await;
+    let (status, _) = sandbox
+        .post("/v1/run", &json!({"language": "wat", "source": SPIN}))
+        .await;
     assert_eq!(status, 429);
     // Once the slot is free, the same bad bodies get their own errors.
     let response = sandbox
@@ -139,7 +163,10 @@ async fn admission_happens_before_parsing_or_compiling() {
     assert_eq!(response.status().as_u16(), 400);
     let stats = sandbox.stats().await;
     assert_eq!(stats.rejected_busy, 3);
-    assert_eq!(stats.queued, 0, "refused submissions give their queue place back");
+    assert_eq!(
+        stats.queued, 0,
+        "refused submissions give their queue place back"
+    );
 }
 
 /// Event subscribers are bounded per job and in total (429 with the JSON error before
@@ -182,7 +209,11 @@ async fn subscribers_are_bounded_and_a_client_that_never_reads_is_dropped() {
         .await;
     let stalled = connect(big.clone()).await.expect("third subscriber");
     let (status, code) = refused(connect(big.clone()).await);
-    assert_eq!((status, code.as_str()), (429, "too_many_subscribers"), "total bound");
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "too_many_subscribers"),
+        "total bound"
+    );
     support::eventually(
         "the stalled subscriber to be dropped",
         Duration::from_secs(30),
@@ -209,8 +240,10 @@ async fn subscribers_are_bounded_and_a_client_that_never_reads_is_dropped() {
     }
     assert_eq!(output, 12 << 20);
     drop((first, second, stalled));
-    support::eventually("subscribers to be released", Duration::from_secs(30), || async {
-        (sandbox.stats().await.subscribers == 0).then_some(())
-    })
+    support::eventually(
+        "subscribers to be released",
+        Duration::from_secs(30),
+        || async { (sandbox.stats().await.subscribers == 0).then_some(()) },
+    )
     .await;
 }

@@ -33,7 +33,10 @@ async fn infinite_loops_time_out() {
     assert!((1400..10_000).contains(&runtime), "{job:?}");
     let job = sandbox.wait(&wat).await;
     assert_eq!(job.head.state, JobState::TimedOut, "{job:?}");
-    assert!(job.head.error.as_deref().unwrap().contains("CPU"), "{job:?}");
+    assert!(
+        job.head.error.as_deref().unwrap().contains("CPU"),
+        "{job:?}"
+    );
     // Sleeping is wall time, not CPU, and still bounded.
     let result = sandbox
         .run(json!({"language": "python", "source": "import time\ntime.sleep(100)\n", "limits": {"wall_ms": 1000}}))
@@ -49,10 +52,7 @@ async fn memory_bombs_and_recursion_are_contained() {
         .run(json!({"language": "python", "source": "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 20))\n", "limits": {"memory_mb": 64}}))
         .await;
     assert_eq!(result.head.state, JobState::MemoryExceeded, "{result:?}");
-    assert!(
-        result.stderr.as_str().contains("MemoryError"),
-        "{result:?}"
-    );
+    assert!(result.stderr.as_str().contains("MemoryError"), "{result:?}");
 
     let result = sandbox
         .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))", "limits": {"memory_mb": 32}}))
@@ -63,11 +63,7 @@ async fn memory_bombs_and_recursion_are_contained() {
         .run(python("def f(n):\n    return f(n + 1)\nf(0)\n"))
         .await;
     assert_eq!(result.head.state, JobState::Failed, "{result:?}");
-    assert!(
-        result.stderr
-            .contains("RecursionError"),
-        "{result:?}"
-    );
+    assert!(result.stderr.contains("RecursionError"), "{result:?}");
 
     let result = sandbox
         .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func $f (call $f)) (func (export \"_start\") (call $f)))"}))
@@ -163,18 +159,12 @@ print('argv', sys.argv)
     let result = sandbox
         .run(python("import os\ntry:\n    os.listdir('/')\n    print('listed')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
         .await;
-    assert!(
-        result.stdout.as_str().starts_with("blocked"),
-        "{result:?}"
-    );
+    assert!(result.stdout.as_str().starts_with("blocked"), "{result:?}");
     // And no sockets.
     let result = sandbox
         .run(python("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 80))\n    print('connected')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
         .await;
-    assert!(
-        !result.stdout.as_str().contains("connected"),
-        "{result:?}"
-    );
+    assert!(!result.stdout.as_str().contains("connected"), "{result:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

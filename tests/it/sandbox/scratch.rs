@@ -88,10 +88,18 @@ fn scratch_usage(tmp: &Path) -> (u64, u64) {
         return (0, 0);
     };
     for dir in dirs.flatten() {
-        if !dir.file_name().to_string_lossy().starts_with("edgebox-scratch-") {
+        if !dir
+            .file_name()
+            .to_string_lossy()
+            .starts_with("edgebox-scratch-")
+        {
             continue;
         }
-        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if let Ok(meta) = entry.path().symlink_metadata() {
                 entries += 1;
                 bytes += meta.blocks() * 512;
@@ -132,8 +140,17 @@ async fn scratch_quota_is_enforced_at_each_write_and_create() {
             },
         )
         .await;
-        assert_eq!(view.head.state, JobState::ScratchExceeded, "{what}: {:?}", view.head);
-        assert!(view.head.error.as_deref().unwrap_or("").contains("scratch"), "{:?}", view.head);
+        assert_eq!(
+            view.head.state,
+            JobState::ScratchExceeded,
+            "{what}: {:?}",
+            view.head
+        );
+        assert!(
+            view.head.error.as_deref().unwrap_or("").contains("scratch"),
+            "{:?}",
+            view.head
+        );
         let seen = *seen.lock().unwrap();
         let reported = view.head.exit_code.expect("the guest exits on its own");
         match what {
