@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -46,10 +46,19 @@ const MAX_RELAYS: i64 = 1024;
 pub async fn submit(
     caller: Submitter,
     State(state): State<Arc<AppState>>,
-    Json(job): Json<JobRequest>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let job = job_request(&state, request).await?;
     tracing::info!(token = %caller.0.token, language = %job.language, "job submitted");
     forward(&state, Method::POST, "/v1/jobs", Some(job), CALL_TIMEOUT).await
+}
+
+/// The submitted job, decoded once a sandbox is known to exist (so that a deployment
+/// without one answers `no_sandbox` whatever the body).
+async fn job_request(state: &Arc<AppState>, request: Request) -> Result<JobRequest, ApiError> {
+    sandbox_addr(state)?;
+    let Json(job) = Json::<JobRequest>::from_request(request, state).await?;
+    Ok(job)
 }
 
 /// Runs a job to completion and answers with its result.
@@ -61,8 +70,9 @@ pub async fn submit(
 pub async fn run(
     _: Submitter,
     State(state): State<Arc<AppState>>,
-    Json(job): Json<JobRequest>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let job = job_request(&state, request).await?;
     forward(&state, Method::POST, "/v1/run", Some(job), RUN_TIMEOUT).await
 }
 
