@@ -384,6 +384,19 @@ pub struct SandboxSettings {
     pub max_source_size: u64,
     pub max_stdin_size: u64,
     pub scratch_size: u64,
+    /// Files and directories per scratch directory.
+    pub scratch_files: u64,
+    /// Never 0.
+    pub max_finished_jobs: usize,
+    /// At least `2 * maximums.output`, so the newest finished job always fits.
+    pub max_finished_bytes: u64,
+    /// Never 0, and at most `max_subscribers`.
+    pub max_subscribers_per_job: usize,
+    pub max_subscribers: usize,
+    /// Never zero.
+    pub subscriber_send_timeout: Duration,
+    /// Never 0.
+    pub compile_concurrency: usize,
     pub defaults: JobLimits,
     pub maximums: JobLimits,
 }

@@ -542,9 +542,31 @@ pub struct RawSandbox {
     /// Submitted stdin beyond this gets 413.
     #[serde(default = "default_max_stdin")]
     pub max_stdin_size: ByteSize,
-    /// Size budget of a job's scratch directory.
+    /// Size budget of a job's scratch directory, enforced at each write.
     #[serde(default = "default_scratch")]
     pub scratch_size: ByteSize,
+    /// Files and directories a job's scratch directory may hold, enforced at each create.
+    #[serde(default = "default_scratch_files")]
+    pub scratch_files: u64,
+    /// Finished jobs kept readable at most; beyond it the oldest is forgotten first.
+    #[serde(default = "default_max_finished_jobs")]
+    pub max_finished_jobs: usize,
+    /// Bytes (output plus bookkeeping) finished jobs may hold in total; beyond it the
+    /// oldest is forgotten first. Must hold one job's maximum output on both streams.
+    #[serde(default = "default_max_finished_bytes")]
+    pub max_finished_bytes: ByteSize,
+    /// Event (WebSocket) subscribers of one job at once; more get 429.
+    #[serde(default = "default_max_subscribers_per_job")]
+    pub max_subscribers_per_job: usize,
+    /// Event subscribers of all jobs at once; more get 429.
+    #[serde(default = "default_max_subscribers")]
+    pub max_subscribers: usize,
+    /// A subscriber that does not take a message within this is disconnected.
+    #[serde(default = "default_subscriber_send_timeout")]
+    pub subscriber_send_timeout: Duration,
+    /// WebAssembly modules validated and compiled at once (each on a blocking thread).
+    #[serde(default = "default_compile_concurrency")]
+    pub compile_concurrency: usize,
     /// Limits a job gets when it asks for none.
     #[serde(default = "RawJobLimits::defaults")]
     pub defaults: RawJobLimits,
@@ -562,6 +584,13 @@ impl Default for RawSandbox {
             max_source_size: default_max_source(),
             max_stdin_size: default_max_stdin(),
             scratch_size: default_scratch(),
+            scratch_files: default_scratch_files(),
+            max_finished_jobs: default_max_finished_jobs(),
+            max_finished_bytes: default_max_finished_bytes(),
+            max_subscribers_per_job: default_max_subscribers_per_job(),
+            max_subscribers: default_max_subscribers(),
+            subscriber_send_timeout: default_subscriber_send_timeout(),
+            compile_concurrency: default_compile_concurrency(),
             defaults: RawJobLimits::defaults(),
             maximums: RawJobLimits::maximums(),
         }
@@ -582,6 +611,27 @@ fn default_max_stdin() -> ByteSize {
 }
 fn default_scratch() -> ByteSize {
     ByteSize::from_bytes(16 * 1024 * 1024)
+}
+fn default_scratch_files() -> u64 {
+    1024
+}
+fn default_max_finished_jobs() -> usize {
+    1000
+}
+fn default_max_finished_bytes() -> ByteSize {
+    ByteSize::from_bytes(256 * 1024 * 1024)
+}
+fn default_max_subscribers_per_job() -> usize {
+    8
+}
+fn default_max_subscribers() -> usize {
+    256
+}
+fn default_subscriber_send_timeout() -> Duration {
+    Duration::from_millis(10_000)
+}
+fn default_compile_concurrency() -> usize {
+    2
 }
 
 /// Per-job limits.

@@ -13,3 +13,30 @@ fn embedded_default_is_valid() {
     assert_eq!(edge.listeners()[1].1, "127.0.0.1:8443".parse().unwrap());
     assert!(deployment.origin.rule_for("/assets/app.css").is_some());
 }
+
+/// The sandbox's total bounds: each bad value is reported at its own key, all at once.
+#[test]
+fn sandbox_bounds_are_validated() {
+    let text = "[regions.local]\n[latency]\nenabled = false\n\
+        [[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\n\
+        [sandbox]\nmax_finished_jobs = 0\nmax_finished_bytes = \"1MiB\"\n\
+        max_subscribers_per_job = 9\nmax_subscribers = 4\nsubscriber_send_timeout = \"0s\"\n\
+        compile_concurrency = 0\nscratch_files = 0\n\
+        maximums = { wall = \"60s\", cpu = \"60s\", memory = \"1GiB\", output = \"1MiB\" }\n";
+    let errors = parse(text, "test.toml", Path::new("/tmp")).unwrap_err();
+    let paths: Vec<&str> = errors.diagnostics.iter().map(|d| d.path.as_str()).collect();
+    for key in [
+        "sandbox.max_finished_jobs",
+        "sandbox.max_finished_bytes",
+        "sandbox.max_subscribers_per_job",
+        "sandbox.subscriber_send_timeout",
+        "sandbox.compile_concurrency",
+        "sandbox.scratch_files",
+    ] {
+        assert!(paths.contains(&key), "{key} not reported: {errors}");
+    }
+    let defaults = parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, Path::new("/tmp")).unwrap();
+    assert_eq!(defaults.sandbox.max_finished_jobs, 1000);
+    assert_eq!(defaults.sandbox.max_finished_bytes, 256 << 20);
+    assert!(defaults.sandbox.max_finished_bytes >= 2 * defaults.sandbox.maximums.output);
+}

@@ -6,17 +6,28 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Request, State as AxState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use edgebox_wire::health::{HealthStatus, NodeHealth};
+use edgebox_wire::sandbox::{
+    JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport, OutputChunk, OutputStream,
+    RuntimeInfo, SandboxStats,
+};
+use edgebox_wire::{ErrorBody, ErrorDetail};
 
-use crate::jobs::{Job, State};
+use crate::jobs::output::LossyUtf8;
+use crate::jobs::view::ViewPieces;
+use crate::jobs::{Job, JobState, Language};
 use crate::runtimes;
-use crate::service::{Rejection, Service, Submission};
+use crate::service::{Rejection, Service, Submission, Subscription};
+
+/// What a subscriber may send the sandbox: nothing is read from it but closes, so a
+/// small bound keeps a client from making the daemon buffer a large message.
+const MAX_INCOMING_MESSAGE: usize = 64 * 1024;
 
 type Shared = Arc<Service>;
 
@@ -37,11 +48,14 @@ pub fn router(service: Shared) -> Router {
 
 fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response();
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.into(),
+            diagnostics: None,
+        },
+    };
+    let mut response = (status, Json(body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -58,12 +72,19 @@ impl IntoResponse for Rejection {
 
 async fn healthz(AxState(service): AxState<Shared>) -> Response {
     let draining = service.is_draining();
-    let body = Json(json!({
-        "status": if draining { "draining" } else { "ok" },
-        "node": service.node,
-        "running": service.running.load(Ordering::Relaxed),
-        "queued": service.waiting.load(Ordering::Relaxed),
-    }));
+    let body = Json(NodeHealth {
+        status: if draining {
+            HealthStatus::Draining
+        } else {
+            HealthStatus::Ok
+        },
+        node: service.node.clone(),
+        region: None,
+        uptime_ms: None,
+        config_version: None,
+        running: Some(service.running.load(Ordering::Relaxed) as u64),
+        queued: Some(service.waiting.load(Ordering::Relaxed) as u64),
+    });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -72,62 +93,68 @@ async fn healthz(AxState(service): AxState<Shared>) -> Response {
     (status, body).into_response()
 }
 
-async fn languages() -> Json<serde_json::Value> {
-    let runtime = |spec: &runtimes::RuntimeSpec| {
-        json!({
-            "name": spec.language,
-            "version": spec.version,
-            "runtime": {
-                "package": spec.package,
-                "package_version": spec.package_version,
-                "file": spec.member,
-                "sha256": spec.sha256,
-            },
-            "current_line": spec.language == "python",
-        })
+async fn languages() -> Json<Languages> {
+    let runtime = |spec: &runtimes::RuntimeSpec, name: Language| LanguageInfo {
+        name,
+        version: spec.version.to_owned(),
+        runtime: Some(RuntimeInfo {
+            package: spec.package.to_owned(),
+            package_version: spec.package_version.to_owned(),
+            file: spec.member.to_owned(),
+            sha256: spec.sha256.to_owned(),
+        }),
+        current_line: LineSupport::Known(name == Language::Python),
     };
-    Json(json!({
-        "languages": [
-            runtime(&runtimes::PYTHON),
-            runtime(&runtimes::JAVASCRIPT),
-            {"name": "wat", "version": "WebAssembly text format, WASI preview 1 command",
-             "current_line": "with DWARF"},
-            {"name": "wasm", "version": "WebAssembly binary (base64), WASI preview 1 command",
-             "current_line": "with DWARF"},
-        ]
-    }))
-}
-
-fn stats_json(service: &Service) -> serde_json::Value {
-    let counts = service.jobs.counts();
-    let totals = service.jobs.finished_totals();
-    let by_state = |map: &std::collections::HashMap<State, u64>| {
-        State::ALL
-            .iter()
-            .map(|state| {
-                (
-                    state.name().to_owned(),
-                    json!(map.get(state).copied().unwrap_or(0)),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
+    let module = |name: Language, version: &str| LanguageInfo {
+        name,
+        version: version.to_owned(),
+        runtime: None,
+        current_line: LineSupport::When("with DWARF".to_owned()),
     };
-    json!({
-        "node": service.node,
-        "jobs": by_state(&counts),
-        "finished_total": by_state(&totals),
-        "running": service.running.load(Ordering::Relaxed),
-        "queued": service.waiting.load(Ordering::Relaxed),
-        "submitted": service.jobs.submitted.load(Ordering::Relaxed),
-        "rejected_busy": service.jobs.rejected_busy.load(Ordering::Relaxed),
-        "max_concurrent_jobs": service.settings.load().max_concurrent_jobs,
-        "queue_length": service.settings.load().queue_length,
-        "runtime_dir": service.engine.dir.path,
+    Json(Languages {
+        languages: vec![
+            runtime(&runtimes::PYTHON, Language::Python),
+            runtime(&runtimes::JAVASCRIPT, Language::Javascript),
+            module(
+                Language::Wat,
+                "WebAssembly text format, WASI preview 1 command",
+            ),
+            module(
+                Language::Wasm,
+                "WebAssembly binary (base64), WASI preview 1 command",
+            ),
+        ],
     })
 }
 
-async fn stats(AxState(service): AxState<Shared>) -> Json<serde_json::Value> {
-    Json(stats_json(&service))
+fn stats_of(service: &Service) -> SandboxStats {
+    let counts = service.jobs.counts();
+    let totals = service.jobs.finished_totals();
+    let by_state = |map: &std::collections::HashMap<JobState, u64>| {
+        JobState::ALL
+            .iter()
+            .map(|state| (*state, map.get(state).copied().unwrap_or(0)))
+            .collect()
+    };
+    let settings = service.settings.load();
+    SandboxStats {
+        node: service.node.clone(),
+        jobs: by_state(&counts),
+        finished_total: by_state(&totals),
+        running: service.running.load(Ordering::Relaxed) as u64,
+        queued: service.waiting.load(Ordering::Relaxed) as u64,
+        submitted: service.jobs.submitted.load(Ordering::Relaxed),
+        rejected_busy: service.jobs.rejected_busy.load(Ordering::Relaxed),
+        max_concurrent_jobs: settings.max_concurrent_jobs as u64,
+        queue_length: settings.queue_length as u64,
+        runtime_dir: service.engine.dir.path.clone(),
+        retained: service.jobs.retained(service.retention()),
+        subscribers: service.subscribers.load(Ordering::Relaxed) as u64,
+    }
+}
+
+async fn stats(AxState(service): AxState<Shared>) -> Json<SandboxStats> {
+    Json(stats_of(&service))
 }
 
 async fn metrics(AxState(service): AxState<Shared>) -> Response {
@@ -136,7 +163,7 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
     let totals = service.jobs.finished_totals();
     out.push_str("# HELP edgebox_sandbox_jobs_finished_total Jobs finished, by final state.\n");
     out.push_str("# TYPE edgebox_sandbox_jobs_finished_total counter\n");
-    for state in State::ALL.iter().filter(|state| state.is_final()) {
+    for state in JobState::ALL.iter().filter(|state| state.is_final()) {
         let _ = writeln!(
             out,
             "edgebox_sandbox_jobs_finished_total{{state=\"{}\"}} {}",
@@ -144,6 +171,7 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
             totals.get(state).copied().unwrap_or(0)
         );
     }
+    let retained = service.jobs.retained(service.retention());
     let gauges = [
         (
             "edgebox_sandbox_jobs_running",
@@ -154,6 +182,21 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
             "edgebox_sandbox_jobs_queued",
             "Jobs waiting for a slot.",
             service.waiting.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "edgebox_sandbox_retained_jobs",
+            "Finished jobs kept readable.",
+            retained.jobs,
+        ),
+        (
+            "edgebox_sandbox_retained_bytes",
+            "Bytes finished jobs hold (bounded by max_finished_bytes).",
+            retained.bytes,
+        ),
+        (
+            "edgebox_sandbox_subscribers",
+            "Event subscribers connected now.",
+            service.subscribers.load(Ordering::Relaxed) as u64,
         ),
     ];
     for (name, help, value) in gauges {
@@ -172,6 +215,11 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
             "edgebox_sandbox_jobs_rejected_busy_total",
             "Submissions refused with 429.",
             service.jobs.rejected_busy.load(Ordering::Relaxed),
+        ),
+        (
+            "edgebox_sandbox_jobs_evicted_total",
+            "Finished jobs forgotten early (oldest first) to stay within the retention bounds.",
+            retained.evicted_total,
         ),
     ];
     for (name, help, value) in counters {
@@ -221,34 +269,37 @@ fn decode_submission(
     Ok(value)
 }
 
-fn urls(job: &Job) -> serde_json::Value {
-    json!({
-        "id": job.id,
-        "state": job.state(),
-        "status_url": format!("/v1/jobs/{}", job.id),
-        "events_url": format!("/v1/jobs/{}/events", job.id),
-    })
+fn urls(job: &Job) -> JobAccepted {
+    JobAccepted {
+        id: job.id.clone(),
+        state: job.state(),
+        status_url: format!("/v1/jobs/{}", job.id),
+        events_url: format!("/v1/jobs/{}/events", job.id),
+    }
+}
+
+/// Admits (429 when full, before the body is even read), reads, validates and queues a
+/// submission.
+async fn accept(service: &Shared, request: Request) -> Result<Arc<Job>, Response> {
+    let ticket = service.admit().map_err(IntoResponse::into_response)?;
+    let submission = read_submission(service, request.into_body()).await?;
+    service
+        .submit(submission, ticket)
+        .await
+        .map_err(IntoResponse::into_response)
 }
 
 async fn submit(AxState(service): AxState<Shared>, request: Request) -> Response {
-    let submission = match read_submission(&service, request.into_body()).await {
-        Ok(submission) => submission,
-        Err(response) => return response,
-    };
-    match service.submit(submission).await {
+    match accept(&service, request).await {
         Ok(job) => (StatusCode::ACCEPTED, Json(urls(&job))).into_response(),
-        Err(rejection) => rejection.into_response(),
+        Err(response) => response,
     }
 }
 
 async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
-    let submission = match read_submission(&service, request.into_body()).await {
-        Ok(submission) => submission,
-        Err(response) => return response,
-    };
-    let job = match service.submit(submission).await {
+    let job = match accept(&service, request).await {
         Ok(job) => job,
-        Err(rejection) => return rejection.into_response(),
+        Err(response) => return response,
     };
     let mut changes = job.subscribe();
     while !job.state().is_final() {
@@ -256,7 +307,15 @@ async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
             break;
         }
     }
-    Json(job.view()).into_response()
+    view_response(&job)
+}
+
+/// The job's view, streamed: the output is escaped one chunk at a time as the client
+/// reads, never built into one string.
+fn view_response(job: &Job) -> Response {
+    let pieces = ViewPieces::view(job.snapshot()).map(Ok::<_, std::convert::Infallible>);
+    let body = Body::from_stream(futures_util::stream::iter(pieces));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn find(service: &Service, id: &str) -> Result<Arc<Job>, Rejection> {
@@ -271,7 +330,7 @@ fn find(service: &Service, id: &str) -> Result<Arc<Job>, Rejection> {
 
 async fn get_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -> Response {
     match find(&service, &id) {
-        Ok(job) => Json(job.view()).into_response(),
+        Ok(job) => view_response(&job),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -298,7 +357,7 @@ async fn cancel_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -
         }
     })
     .await;
-    Json(job.view()).into_response()
+    view_response(&job)
 }
 
 async fn events(
@@ -306,61 +365,126 @@ async fn events(
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    match find(&service, &id) {
-        Ok(job) => upgrade.on_upgrade(move |socket| stream_events(socket, job)),
-        Err(rejection) => rejection.into_response(),
-    }
+    let job = match find(&service, &id) {
+        Ok(job) => job,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let subscription = match service.subscribe(&job) {
+        Ok(subscription) => subscription,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let send_timeout = service.settings.load().subscriber_send_timeout;
+    upgrade
+        .max_message_size(MAX_INCOMING_MESSAGE)
+        .max_frame_size(MAX_INCOMING_MESSAGE)
+        .on_upgrade(move |socket| stream_events(socket, job, subscription, send_timeout))
 }
 
 /// What a subscriber receives: everything it missed first (output so far), then output
 /// chunks as they come, a status at least every 100 ms while the job is queued or running,
-/// and the final result.
-async fn stream_events(mut socket: WebSocket, job: Arc<Job>) {
+/// and the final result. Every send has `send_timeout`: a client that stops reading is
+/// disconnected, and its place and its hold on the job go with it.
+async fn stream_events(
+    mut socket: WebSocket,
+    job: Arc<Job>,
+    subscription: Subscription,
+    send_timeout: Duration,
+) {
     const STATUS_EVERY: Duration = Duration::from_millis(100);
+    let _subscription = subscription;
     let mut changes = job.subscribe();
     let mut cursor = crate::jobs::OutputCursor::default();
+    // One decoder per stream, so that a character split between chunks stays whole.
+    let mut decoders = [LossyUtf8::default(), LossyUtf8::default()];
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let reason = loop {
         let finished = job.state().is_final();
+        let mut failed = None;
         for chunk in job.output_since(&mut cursor) {
-            let message = json!({
-                "type": "output",
-                "stream": chunk.stream,
-                "data": String::from_utf8_lossy(&chunk.data),
-            });
-            if send(&mut socket, &message).await.is_err() {
-                return;
+            let mut data = String::new();
+            decoders[chunk.stream as usize].push(&chunk.data, &mut data);
+            if data.is_empty() {
+                continue;
+            }
+            if let Err(reason) =
+                send(&mut socket, send_timeout, event_text(chunk.stream, data)).await
+            {
+                failed = Some(reason);
+                break;
             }
         }
+        if let Some(reason) = failed {
+            break reason;
+        }
         if finished {
-            let mut result = job.view();
-            result["type"] = json!("result");
-            let _ = send(&mut socket, &result).await;
-            let _ = socket.send(Message::Close(None)).await;
+            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+                let mut data = String::new();
+                decoders[stream as usize].finish(&mut data);
+                if !data.is_empty()
+                    && send(&mut socket, send_timeout, event_text(stream, data))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            let sent = send(&mut socket, send_timeout, shared_text(job.result_text())).await;
+            if sent.is_ok() {
+                let _ = tokio::time::timeout(send_timeout, socket.send(Message::Close(None))).await;
+            }
             return;
         }
         tokio::select! {
             _ = status.tick() => {
-                if send(&mut socket, &job.status()).await.is_err() {
-                    return;
+                let text = serde_json::to_string(&JobEvent::Status(job.status())).unwrap_or_default();
+                if let Err(reason) = send(&mut socket, send_timeout, text.into()).await {
+                    break reason;
                 }
             }
             changed = changes.changed() => {
                 if changed.is_err() {
-                    return;
+                    break "job dropped";
                 }
             }
             incoming = socket.recv() => {
                 match incoming {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "client closed",
                     Some(Ok(_)) => {}
                 }
             }
         }
+    };
+    tracing::debug!(job = %job.id, reason, "event subscriber disconnected");
+}
+
+/// Sends one text message, giving up after `timeout`.
+async fn send(
+    socket: &mut WebSocket,
+    timeout: Duration,
+    text: Utf8Bytes,
+) -> Result<(), &'static str> {
+    match tokio::time::timeout(timeout, socket.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("client went away"),
+        Err(_) => Err("client stopped reading"),
     }
 }
 
-async fn send(socket: &mut WebSocket, value: &serde_json::Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(value.to_string().into())).await
+fn event_text(stream: OutputStream, data: String) -> Utf8Bytes {
+    serde_json::to_string(&JobEvent::Output(OutputChunk { stream, data }))
+        .unwrap_or_default()
+        .into()
+}
+
+/// A message over the job's shared result text, without a copy: the text lives as long
+/// as some message still refers to it (which is what keeps the job's cache alive).
+fn shared_text(text: Arc<String>) -> Utf8Bytes {
+    struct Shared(Arc<String>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    Utf8Bytes::try_from(Bytes::from_owner(Shared(text))).unwrap_or_default()
 }

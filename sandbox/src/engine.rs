@@ -92,6 +92,8 @@ impl SandboxEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx: &mut JobCtx| &mut ctx.wasi)
             .map_err(EngineError::Engine)?;
+        // The scratch quota's wrappers shadow the functions that can grow a directory.
+        crate::scratch::add_to_linker(&mut linker).map_err(EngineError::Engine)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("sandbox-epoch".into())

@@ -14,12 +14,15 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::jobs::{Job, Outcome, State, StopReason, Stream};
+use crate::jobs::{Job, JobState, Outcome, StopReason, Stream};
 use crate::pyline;
+use crate::scratch;
 
 /// The `T` of every job's `Store`.
 pub struct JobCtx {
     pub wasi: WasiP1Ctx,
+    /// The scratch directory's quota, when the job has one (see [`crate::scratch`]).
+    pub scratch: Option<scratch::Quota>,
     limiter: Limiter,
     memory: Option<Memory>,
 }
@@ -35,7 +38,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn job(&self) -> Option<&(Arc<Job>, Instant)> {
+    pub(crate) fn job(&self) -> Option<&(Arc<Job>, Instant)> {
         self.job.get()
     }
 
@@ -149,8 +152,17 @@ pub struct Program {
     pub argv: Vec<String>,
     pub stdin: Bytes,
     pub sampler: Sampler,
-    /// Scratch directory size limit when the job asked for one.
-    pub scratch_limit: Option<u64>,
+    /// The scratch directory's quota when the job asked for one.
+    pub scratch: Option<ScratchLimits>,
+}
+
+/// What a job's scratch directory may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ScratchLimits {
+    /// Bytes allocated on disk.
+    pub bytes: u64,
+    /// Files and directories.
+    pub files: u64,
 }
 
 /// Guest stdout/stderr: forwards what it keeps to the job, never buffers beyond the limit.
@@ -226,7 +238,7 @@ impl Started {
 
 fn failed(error: String) -> Outcome {
     Outcome {
-        state: State::Failed,
+        state: JobState::Failed,
         exit_code: None,
         error: Some(error),
     }
@@ -250,7 +262,7 @@ pub fn start(
     default_memory: usize,
     attach_now: Option<(Arc<Job>, Bytes)>,
 ) -> Result<Started, Outcome> {
-    let scratch = match program.scratch_limit {
+    let scratch = match program.scratch {
         Some(_) => match tempfile::Builder::new()
             .prefix("edgebox-scratch-")
             .tempdir()
@@ -284,8 +296,18 @@ pub fn start(
             return Err(failed(format!("opening the scratch directory: {error:#}")));
         }
     }
+    let quota = match (&scratch, program.scratch) {
+        (Some(dir), Some(limits)) => Some(scratch::Quota::new(
+            dir.path().to_owned(),
+            limits.bytes,
+            limits.files,
+            slot.clone(),
+        )),
+        _ => None,
+    };
     let ctx = JobCtx {
         wasi: wasi.build_p1(),
+        scratch: quota,
         limiter: Limiter {
             default_bytes: default_memory,
             slot: slot.clone(),
@@ -303,8 +325,6 @@ pub fn start(
         _ => None,
     };
     let callback_slot = slot.clone();
-    let scratch_path = scratch.as_ref().map(|dir| dir.path().to_owned());
-    let scratch_limit = program.scratch_limit.unwrap_or(u64::MAX);
     let mut sampler = program.sampler;
     let mut tick: u64 = 0;
     store.epoch_deadline_callback(move |cx| {
@@ -324,13 +344,6 @@ pub fn start(
         }
         if cpu >= job.limits.cpu_ms {
             job.request_stop(StopReason::CpuTime);
-            return Ok(UpdateDeadline::Interrupt);
-        }
-        if tick.is_multiple_of(50)
-            && let Some(path) = &scratch_path
-            && dir_size(path) > scratch_limit
-        {
-            job.request_stop(StopReason::Scratch);
             return Ok(UpdateDeadline::Interrupt);
         }
         match &mut sampler {
@@ -438,18 +451,21 @@ fn classify(job: &Job, result: Option<wasmtime::Result<()>>, memory_hit: bool) -
     };
     if job.cancel_requested() {
         return Outcome {
-            state: State::Cancelled,
+            state: JobState::Cancelled,
             exit_code,
             error: Some("cancelled".into()),
         };
     }
     if let Some(reason) = job.stop_reason() {
         let (state, message) = match reason {
-            StopReason::WallTime => (State::TimedOut, "wall-time limit reached"),
-            StopReason::CpuTime => (State::TimedOut, "CPU-time limit reached"),
-            StopReason::Output => (State::OutputExceeded, "output limit reached"),
-            StopReason::Cancelled => (State::Cancelled, "cancelled"),
-            StopReason::Scratch => (State::Failed, "scratch directory size limit reached"),
+            StopReason::WallTime => (JobState::TimedOut, "wall-time limit reached"),
+            StopReason::CpuTime => (JobState::TimedOut, "CPU-time limit reached"),
+            StopReason::Output => (JobState::OutputExceeded, "output limit reached"),
+            StopReason::Cancelled => (JobState::Cancelled, "cancelled"),
+            StopReason::Scratch => (
+                JobState::ScratchExceeded,
+                "scratch quota (bytes or files) reached",
+            ),
         };
         return Outcome {
             state,
@@ -459,41 +475,19 @@ fn classify(job: &Job, result: Option<wasmtime::Result<()>>, memory_hit: bool) -
     }
     match (exit_code, trap) {
         (Some(0), _) => Outcome {
-            state: State::Succeeded,
+            state: JobState::Succeeded,
             exit_code,
             error: None,
         },
         (_, trap) if memory_hit => Outcome {
-            state: State::MemoryExceeded,
+            state: JobState::MemoryExceeded,
             exit_code,
             error: Some(trap.unwrap_or_else(|| "memory limit reached".into())),
         },
         (exit_code, trap) => Outcome {
-            state: State::Failed,
+            state: JobState::Failed,
             exit_code,
             error: trap,
         },
     }
-}
-
-/// Total size of the files under `path`, not following symlinks.
-fn dir_size(path: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
 }

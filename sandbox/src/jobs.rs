@@ -1,115 +1,35 @@
-//! Jobs: what was submitted, their state machine, their captured output, and the table of
-//! jobs the API reads (finished jobs are kept for `keep_finished`).
+//! Jobs: what was submitted, their state machine and their captured output. The table
+//! of jobs the API reads, with its retention bounds, is [`table`]; output storage is
+//! [`output`]; the streamed JSON view is [`view`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+pub mod output;
+pub mod table;
+pub mod view;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-/// Languages the sandbox runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    Python,
-    Javascript,
-    Wat,
-    Wasm,
-}
+use edgebox_wire::sandbox::{JobHead, JobStatus};
+pub use edgebox_wire::sandbox::{JobLimits as Limits, JobState, Language, OutputStream as Stream};
 
-impl Language {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "python" => Self::Python,
-            "javascript" => Self::Javascript,
-            "wat" => Self::Wat,
-            "wasm" => Self::Wasm,
-            _ => return None,
-        })
+pub use table::{JobTable, Retention};
+
+use output::OutputBuf;
+use view::Snapshot;
+
+/// A job's resolved limits from the configured ones.
+pub fn limits_from_config(limits: &edgebox_config::JobLimits) -> Limits {
+    Limits {
+        wall_ms: limits.wall.as_millis() as u64,
+        cpu_ms: limits.cpu.as_millis() as u64,
+        memory_mb: limits.memory / (1024 * 1024),
+        output_bytes: limits.output,
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Python => "python",
-            Self::Javascript => "javascript",
-            Self::Wat => "wat",
-            Self::Wasm => "wasm",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    MemoryExceeded,
-    OutputExceeded,
-    Cancelled,
-}
-
-impl State {
-    pub const ALL: [State; 8] = [
-        State::Queued,
-        State::Running,
-        State::Succeeded,
-        State::Failed,
-        State::TimedOut,
-        State::MemoryExceeded,
-        State::OutputExceeded,
-        State::Cancelled,
-    ];
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, State::Queued | State::Running)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Running => "running",
-            State::Succeeded => "succeeded",
-            State::Failed => "failed",
-            State::TimedOut => "timed_out",
-            State::MemoryExceeded => "memory_exceeded",
-            State::OutputExceeded => "output_exceeded",
-            State::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Resolved limits of one job (the API's `limits` object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    pub wall_ms: u64,
-    pub cpu_ms: u64,
-    pub memory_mb: u64,
-    pub output_bytes: u64,
-}
-
-impl Limits {
-    pub fn from_config(limits: &edgebox_config::JobLimits) -> Self {
-        Self {
-            wall_ms: limits.wall.as_millis() as u64,
-            cpu_ms: limits.cpu.as_millis() as u64,
-            memory_mb: limits.memory / (1024 * 1024),
-            output_bytes: limits.output,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
 }
 
 #[derive(Debug, Clone)]
@@ -170,15 +90,20 @@ pub struct Job {
     pub stop_flag: AtomicBool,
     /// Bumped on every change so that WebSocket subscribers wake up.
     changes: watch::Sender<u64>,
+    /// Event subscribers connected now (bounded by `max_subscribers_per_job`).
+    pub subscribers: AtomicUsize,
+    /// The final `result` event's text while some subscriber is sending it, shared so
+    /// that N subscribers of one finished job hold one copy, and none once they are done.
+    result_text: Mutex<Weak<String>>,
 }
 
 #[derive(Debug)]
 struct JobInner {
-    state: State,
+    state: JobState,
     started: Option<(Instant, OffsetDateTime)>,
     finished: Option<Instant>,
     exit_code: Option<i32>,
-    output: [Vec<u8>; 2],
+    output: [OutputBuf; 2],
     segments: Vec<Segment>,
     truncated: bool,
     error: Option<String>,
@@ -187,7 +112,7 @@ struct JobInner {
 /// The final outcome the runner reports.
 #[derive(Debug)]
 pub struct Outcome {
-    pub state: State,
+    pub state: JobState,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
 }
@@ -201,11 +126,11 @@ impl Job {
             scratch,
             submitted_at: Instant::now(),
             inner: Mutex::new(JobInner {
-                state: State::Queued,
+                state: JobState::Queued,
                 started: None,
                 finished: None,
                 exit_code: None,
-                output: [Vec::new(), Vec::new()],
+                output: [OutputBuf::default(), OutputBuf::default()],
                 segments: Vec::new(),
                 truncated: false,
                 error: None,
@@ -217,6 +142,8 @@ impl Job {
             stop: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
             changes: watch::Sender::new(0),
+            subscribers: AtomicUsize::new(0),
+            result_text: Mutex::new(Weak::new()),
         }
     }
 
@@ -228,7 +155,7 @@ impl Job {
         self.changes.subscribe()
     }
 
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> JobState {
         self.inner.lock().unwrap().state
     }
 
@@ -249,6 +176,15 @@ impl Job {
             *stop = Some(reason);
         }
         self.stop_flag.store(true, Ordering::Release);
+    }
+
+    /// Records why the job will end badly without stopping the guest (a refused
+    /// scratch write: the guest sees the error and may go on); the first reason wins.
+    pub fn note_stop(&self, reason: StopReason) {
+        let mut stop = self.stop.lock().unwrap();
+        if stop.is_none() {
+            *stop = Some(reason);
+        }
     }
 
     pub fn stop_reason(&self) -> Option<StopReason> {
@@ -273,7 +209,7 @@ impl Job {
 
     pub fn mark_running(&self) {
         let mut inner = self.inner.lock().unwrap();
-        inner.state = State::Running;
+        inner.state = JobState::Running;
         inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
         drop(inner);
         self.changed();
@@ -291,14 +227,37 @@ impl Job {
         if inner.started.is_none() {
             inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
         }
+        // Finished output never changes again: drop the spare capacity it grew with, so
+        // what the retention budget counts is what is held.
+        for output in &mut inner.output {
+            output.freeze();
+        }
+        inner.segments.shrink_to_fit();
         drop(inner);
         self.changed();
+    }
+
+    /// Heap bytes this job holds, as the retention budget counts them: output, output
+    /// bookkeeping, error text and a fixed allowance for the job itself.
+    pub fn retained_bytes(&self) -> u64 {
+        /// The `Job`, its `Arc`, table entries and id, rounded up.
+        const OVERHEAD: usize = 1024;
+        let inner = self.inner.lock().unwrap();
+        let held = inner.output.iter().map(OutputBuf::held).sum::<usize>()
+            + inner.segments.capacity() * std::mem::size_of::<Segment>()
+            + inner.error.as_ref().map_or(0, String::capacity)
+            + self.id.len()
+            + OVERHEAD;
+        held as u64
     }
 
     /// Appends guest output, keeping at most `limits.output_bytes` per stream. Returns
     /// false when some of it was dropped.
     pub fn push_output(&self, stream: Stream, data: &[u8]) -> bool {
         let mut inner = self.inner.lock().unwrap();
+        if inner.state.is_final() {
+            return false;
+        }
         let index = stream as usize;
         let kept = inner.output[index].len();
         let room = (self.limits.output_bytes as usize).saturating_sub(kept);
@@ -311,7 +270,7 @@ impl Job {
             keep = 0;
         }
         if keep > 0 {
-            inner.output[index].extend_from_slice(&data[..keep]);
+            inner.output[index].push(&data[..keep]);
             let end = kept + keep;
             match inner.segments.last_mut() {
                 Some(segment) if segment.stream == stream => segment.end = end,
@@ -337,7 +296,8 @@ impl Job {
         self.inner.lock().unwrap().finished
     }
 
-    /// Output produced after `cursor`, in order, advancing the cursor.
+    /// Output produced after `cursor`, in order, advancing the cursor; each chunk is at
+    /// most [`output::CHUNK`] bytes (complete chunks are shared, not copied).
     pub fn output_since(&self, cursor: &mut OutputCursor) -> Vec<Chunk> {
         let inner = self.inner.lock().unwrap();
         let mut chunks = Vec::new();
@@ -348,12 +308,16 @@ impl Job {
                 segment.start
             };
             if from < segment.end {
-                chunks.push(Chunk {
-                    stream: segment.stream,
-                    data: Bytes::copy_from_slice(
-                        &inner.output[segment.stream as usize][from..segment.end],
-                    ),
-                });
+                let buffer = &inner.output[segment.stream as usize];
+                chunks.extend(
+                    buffer
+                        .slice(from, segment.end)
+                        .into_iter()
+                        .map(|data| Chunk {
+                            stream: segment.stream,
+                            data,
+                        }),
+                );
             }
             *cursor = OutputCursor {
                 segment: i,
@@ -363,46 +327,64 @@ impl Job {
         chunks
     }
 
-    /// Everything kept of one stream so far.
+    /// Everything kept of one stream so far, copied.
     pub fn output(&self, stream: Stream) -> Vec<u8> {
-        self.inner.lock().unwrap().output[stream as usize].clone()
+        self.inner.lock().unwrap().output[stream as usize].to_vec()
+    }
+
+    /// The head and the output as of now, taken together (output by reference).
+    pub fn snapshot(&self) -> Snapshot {
+        let head = self.head();
+        let inner = self.inner.lock().unwrap();
+        Snapshot {
+            head,
+            stdout: inner.output[Stream::Stdout as usize].all(),
+            stderr: inner.output[Stream::Stderr as usize].all(),
+        }
+    }
+
+    /// The text of the final `result` event, built once however many subscribers send it
+    /// at the same time.
+    pub fn result_text(&self) -> Arc<String> {
+        let mut cached = self.result_text.lock().unwrap();
+        if let Some(text) = cached.upgrade() {
+            return text;
+        }
+        let text = Arc::new(view::result_text(self.snapshot()));
+        *cached = Arc::downgrade(&text);
+        text
     }
 
     /// The short status sent over the WebSocket at least every 100 ms.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> JobStatus {
         let inner = self.inner.lock().unwrap();
-        serde_json::json!({
-            "type": "status",
-            "id": self.id,
-            "state": inner.state,
-            "start_time": start_time(&inner),
-            "runtime_ms": runtime_ms(&inner),
-            "cpu_ms": self.cpu_ticks.load(Ordering::Relaxed),
-            "current_line": self.current_line(),
-        })
+        JobStatus {
+            id: self.id.clone(),
+            state: inner.state,
+            start_time: start_time(&inner),
+            runtime_ms: runtime_ms(&inner),
+            cpu_ms: self.cpu_ticks.load(Ordering::Relaxed),
+            current_line: self.current_line(),
+        }
     }
 
-    /// The whole job as `GET /v1/jobs/{id}` shows it.
-    pub fn view(&self) -> serde_json::Value {
+    /// Everything `GET /v1/jobs/{id}` shows but the output (see [`view`] for the rest).
+    pub fn head(&self) -> JobHead {
         let inner = self.inner.lock().unwrap();
-        let collect =
-            |stream: Stream| String::from_utf8_lossy(&inner.output[stream as usize]).into_owned();
-        serde_json::json!({
-            "id": self.id,
-            "language": self.language,
-            "state": inner.state,
-            "start_time": start_time(&inner),
-            "runtime_ms": runtime_ms(&inner),
-            "cpu_ms": self.cpu_ticks.load(Ordering::Relaxed),
-            "current_line": self.current_line(),
-            "exit_code": inner.exit_code,
-            "stdout": collect(Stream::Stdout),
-            "stderr": collect(Stream::Stderr),
-            "truncated": inner.truncated,
-            "limits": self.limits,
-            "scratch": self.scratch,
-            "error": inner.error,
-        })
+        JobHead {
+            id: self.id.clone(),
+            language: self.language,
+            state: inner.state,
+            start_time: start_time(&inner),
+            runtime_ms: runtime_ms(&inner),
+            cpu_ms: self.cpu_ticks.load(Ordering::Relaxed),
+            current_line: self.current_line(),
+            exit_code: inner.exit_code,
+            truncated: inner.truncated,
+            limits: self.limits,
+            scratch: self.scratch,
+            error: inner.error.clone(),
+        }
     }
 }
 
@@ -418,55 +400,5 @@ fn runtime_ms(inner: &JobInner) -> u64 {
         (Some((start, _)), Some(end)) => end.duration_since(start).as_millis() as u64,
         (Some((start, _)), None) => start.elapsed().as_millis() as u64,
         _ => 0,
-    }
-}
-
-/// Every job the daemon knows, by id, with counters per final state.
-#[derive(Default)]
-pub struct JobTable {
-    jobs: Mutex<HashMap<String, Arc<Job>>>,
-    finished: Mutex<HashMap<State, u64>>,
-    pub submitted: AtomicU64,
-    pub rejected_busy: AtomicU64,
-}
-
-impl JobTable {
-    pub fn insert(&self, job: Arc<Job>) {
-        self.submitted.fetch_add(1, Ordering::Relaxed);
-        self.jobs.lock().unwrap().insert(job.id.clone(), job);
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        self.jobs.lock().unwrap().get(id).cloned()
-    }
-
-    pub fn record_finished(&self, state: State) {
-        *self.finished.lock().unwrap().entry(state).or_default() += 1;
-    }
-
-    /// Jobs currently in the table, counted by state.
-    pub fn counts(&self) -> HashMap<State, u64> {
-        let mut counts = HashMap::new();
-        for job in self.jobs.lock().unwrap().values() {
-            *counts.entry(job.state()).or_default() += 1;
-        }
-        counts
-    }
-
-    /// Finished jobs since start, by final state.
-    pub fn finished_totals(&self) -> HashMap<State, u64> {
-        self.finished.lock().unwrap().clone()
-    }
-
-    /// Forgets jobs that finished more than `keep` ago.
-    pub fn expire(&self, keep: Duration) {
-        self.jobs.lock().unwrap().retain(|_, job| {
-            job.finished_at()
-                .is_none_or(|finished| finished.elapsed() < keep)
-        });
-    }
-
-    pub fn all(&self) -> Vec<Arc<Job>> {
-        self.jobs.lock().unwrap().values().cloned().collect()
     }
 }

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod jobs;
 pub mod pyline;
 pub mod runtimes;
+pub mod scratch;
 pub mod service;
 
 use std::sync::Arc;

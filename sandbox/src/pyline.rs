@@ -36,6 +36,10 @@ const ASCII_LENGTH: u32 = 8;
 const ASCII_DATA: u32 = 20;
 /// Frames walked at most from the current one towards the submitted source.
 const MAX_FRAMES: usize = 256;
+/// Location-table bytes decoded at most per sample (one sample per epoch tick). A real
+/// table of a function this long is rare; lines beyond it read as unknown rather than
+/// letting a hostile size word make every tick decode megabytes.
+pub const MAX_LINETABLE_BYTES: usize = 64 * 1024;
 
 /// The file name CPython gives source run with `-c` (the calibration program).
 pub const DASH_C_FILENAME: &[u8] = b"<string>";
@@ -80,7 +84,7 @@ pub fn submitted_line(memory: &[u8], mut frame: u32, filename: &[u8]) -> Option<
         if frame == 0 {
             return None;
         }
-        let code = read_u32(memory, frame + IFRAME_CODE)?;
+        let code = read_u32(memory, frame.checked_add(IFRAME_CODE)?)?;
         if is_from(memory, code, filename) {
             return frame_line(memory, frame, code);
         }
@@ -107,15 +111,22 @@ fn frame_line(memory: &[u8], frame: u32, code: u32) -> Option<u32> {
     let prev_instr = read_u32(memory, frame.checked_add(IFRAME_PREV_INSTR)?)?;
     let first = code.checked_add(CODE_BYTECODE)?;
     let index = prev_instr.saturating_sub(first) / 2;
-    let first_line = read_u32(memory, code.checked_add(CODE_FIRSTLINENO)?)? as i32;
+    let first_line = i32::try_from(read_u32(memory, code.checked_add(CODE_FIRSTLINENO)?)?).ok()?;
     let table = read_u32(memory, code.checked_add(CODE_LINETABLE)?)?;
     let size = read_u32(memory, table.checked_add(BYTES_SIZE)?)?;
+    // Only the budget is read: a size word larger than memory then still decodes the
+    // prefix that exists, and a huge one costs no more than the budget.
+    let size = size.min(MAX_LINETABLE_BYTES as u32);
     let table = read_bytes(memory, table.checked_add(BYTES_DATA)?, size)?;
     line_for_index(table, first_line, index)
 }
 
-/// Decodes a 3.11+ location table up to the entry covering code unit `index`.
+/// Decodes a 3.11+ location table up to the entry covering code unit `index`. The table
+/// comes from guest memory, so every step is checked: an overflowing line or unit count,
+/// a truncated entry or a missing entry marker is `None`, and at most
+/// [`MAX_LINETABLE_BYTES`] are looked at.
 pub fn line_for_index(table: &[u8], first_line: i32, index: u32) -> Option<u32> {
+    let table = &table[..table.len().min(MAX_LINETABLE_BYTES)];
     let mut pos = 0;
     let mut line = first_line;
     let mut unit: u32 = 0;
@@ -157,30 +168,32 @@ pub fn line_for_index(table: &[u8], first_line: i32, index: u32) -> Option<u32> 
         let entry_line = match kind {
             15 => None,
             14 => {
-                line += svarint(&mut pos)?;
+                line = line.checked_add(svarint(&mut pos)?)?;
                 varint(&mut pos)?;
                 varint(&mut pos)?;
                 varint(&mut pos)?;
                 Some(line)
             }
             13 => {
-                line += svarint(&mut pos)?;
+                line = line.checked_add(svarint(&mut pos)?)?;
                 Some(line)
             }
             10..=12 => {
-                line += i32::from(kind - 10);
-                pos += 2;
+                line = line.checked_add(i32::from(kind - 10))?;
+                next(&mut pos)?;
+                next(&mut pos)?;
                 Some(line)
             }
             _ => {
-                pos += 1;
+                next(&mut pos)?;
                 Some(line)
             }
         };
-        if index < unit + length {
+        let end = unit.checked_add(length)?;
+        if index < end {
             return entry_line.and_then(|line| u32::try_from(line).ok().filter(|&l| l > 0));
         }
-        unit += length;
+        unit = end;
     }
     None
 }
@@ -326,7 +339,7 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
         argv: dash_c_argv(CALIBRATION_SOURCE),
         stdin: Bytes::new(),
         sampler: Sampler::Calibrate(calibration.clone()),
-        scratch_limit: None,
+        scratch: None,
     };
     exec::run(job.clone(), program).await;
     let state = calibration.inner.lock().unwrap();
@@ -347,7 +360,7 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
         (None, failed) => {
             tracing::warn!(
                 reason = failed.as_deref().unwrap_or("the program ended first"),
-                stderr = %job.view()["stderr"],
+                stderr = %String::from_utf8_lossy(&job.output(Stream::Stderr)),
                 "CPython line probe calibration failed; Python lines will be null"
             );
             None

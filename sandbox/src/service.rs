@@ -16,7 +16,7 @@ use wasmtime::{InstancePre, Module};
 
 use crate::engine::SandboxEngine;
 use crate::exec::{self, JobCtx, Program, Sampler};
-use crate::jobs::{Job, JobTable, Language, Limits, Outcome, State};
+use crate::jobs::{self, Job, JobState, JobTable, Language, Limits, Outcome, Retention};
 use crate::pyline;
 use crate::runtimes;
 
@@ -39,30 +39,7 @@ impl Rejection {
     }
 }
 
-/// A submission as the API decoded it.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Submission {
-    pub language: String,
-    pub source: String,
-    #[serde(default)]
-    pub stdin: Option<String>,
-    #[serde(default)]
-    pub args: Option<Vec<String>>,
-    #[serde(default)]
-    pub limits: Option<RequestedLimits>,
-    #[serde(default)]
-    pub scratch: Option<bool>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestedLimits {
-    pub wall_ms: Option<u64>,
-    pub cpu_ms: Option<u64>,
-    pub memory_mb: Option<u64>,
-    pub output_bytes: Option<u64>,
-}
+pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 
 /// What a job will run once it gets a slot.
 enum Prepared {
@@ -87,6 +64,39 @@ pub struct Service {
     /// CPython instances started ahead of their job.
     python_pool: std::sync::Mutex<Vec<exec::Started>>,
     refilling: tokio::sync::Mutex<()>,
+    /// Module validations and compilations at once (`compile_concurrency`).
+    compiling: Arc<Semaphore>,
+    /// Event subscribers of every job, connected now.
+    pub subscribers: AtomicUsize,
+}
+
+/// A queue place, taken before a submission is read or compiled so that a full sandbox
+/// refuses (429) without spending anything on it. Given back when dropped, unless the
+/// job it was taken for starts waiting for a slot.
+pub struct Ticket {
+    service: Arc<Service>,
+    used: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.used {
+            self.service.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// An event subscriber's place, in its job's and in the daemon's count.
+pub struct Subscription {
+    service: Arc<Service>,
+    job: Arc<Job>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.job.subscribers.fetch_sub(1, Ordering::AcqRel);
+        self.service.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Environment switch for line sampling, for benchmarks.
@@ -108,10 +118,11 @@ impl Service {
         engine: Arc<SandboxEngine>,
         jobs_runtime: tokio::runtime::Handle,
     ) -> Self {
+        let compile_slots = settings.compile_concurrency.max(1);
         Self {
             node,
             slots: Arc::new(Semaphore::new(settings.max_concurrent_jobs.max(1))),
-            settings: ArcSwap::from_pointee(settings),
+            compiling: Arc::new(Semaphore::new(compile_slots)),
             engine,
             jobs: JobTable::default(),
             jobs_runtime,
@@ -120,6 +131,8 @@ impl Service {
             draining: AtomicBool::new(false),
             python_pool: std::sync::Mutex::new(Vec::new()),
             refilling: tokio::sync::Mutex::new(()),
+            subscribers: AtomicUsize::new(0),
+            settings: ArcSwap::from_pointee(settings),
             line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
         }
     }
@@ -138,7 +151,23 @@ impl Service {
         if new.maximums.memory > current.maximums.memory {
             return Err(ApplyError::MemoryRaised);
         }
+        if new.compile_concurrency > current.compile_concurrency {
+            self.compiling
+                .add_permits(new.compile_concurrency - current.compile_concurrency);
+        } else if new.compile_concurrency < current.compile_concurrency {
+            // Take the surplus permits as compilations finish, and keep them.
+            let fewer = (current.compile_concurrency - new.compile_concurrency) as u32;
+            let compiling = self.compiling.clone();
+            tokio::spawn(async move {
+                if let Ok(permits) = compiling.acquire_many_owned(fewer).await {
+                    permits.forget();
+                }
+            });
+        }
+        let retention = Retention::from_settings(&new);
         self.settings.store(Arc::new(new));
+        // Lowered bounds apply to what is already kept.
+        self.jobs.enforce(retention);
         Ok(())
     }
 
@@ -173,7 +202,8 @@ impl Service {
         }
     }
 
-    /// Forgets finished jobs older than `keep_finished`.
+    /// Forgets finished jobs older than `keep_finished` (the count and byte bounds are
+    /// kept as each job finishes).
     pub fn spawn_reaper(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -181,15 +211,57 @@ impl Service {
                 .clamp(Duration::from_millis(100), Duration::from_secs(30));
             loop {
                 tokio::time::sleep(period).await;
-                this.jobs.expire(this.settings.load().keep_finished);
+                this.jobs.enforce(this.retention());
             }
         });
     }
 
+    pub fn retention(&self) -> Retention {
+        Retention::from_settings(&self.settings.load())
+    }
+
+    /// Takes an event subscriber's place for `job`, or refuses with 429 when the job or
+    /// the daemon has as many as configured.
+    pub fn subscribe(self: &Arc<Self>, job: &Arc<Job>) -> Result<Subscription, Rejection> {
+        let settings = self.settings.load();
+        let take = |count: &AtomicUsize, max: usize| {
+            count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        if !take(&self.subscribers, settings.max_subscribers) {
+            return Err(Rejection::new(
+                429,
+                "too_many_subscribers",
+                format!(
+                    "{} event streams are open, the most the sandbox keeps; retry later",
+                    settings.max_subscribers
+                ),
+            ));
+        }
+        if !take(&job.subscribers, settings.max_subscribers_per_job) {
+            self.subscribers.fetch_sub(1, Ordering::AcqRel);
+            return Err(Rejection::new(
+                429,
+                "too_many_subscribers",
+                format!(
+                    "job {} already has {} event streams, the most one job may have",
+                    job.id, settings.max_subscribers_per_job
+                ),
+            ));
+        }
+        Ok(Subscription {
+            service: self.clone(),
+            job: job.clone(),
+        })
+    }
+
     /// Resolves the requested limits against the configured defaults and maximums.
     fn limits(&self, requested: Option<RequestedLimits>) -> Result<Limits, Rejection> {
-        let defaults = Limits::from_config(&self.settings.load().defaults);
-        let maximums = Limits::from_config(&self.settings.load().maximums);
+        let defaults = jobs::limits_from_config(&self.settings.load().defaults);
+        let maximums = jobs::limits_from_config(&self.settings.load().maximums);
         let requested = requested.unwrap_or_default();
         let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
             None => Ok(default),
@@ -228,15 +300,13 @@ impl Service {
         })
     }
 
-    /// Validates and admits a submission; the job starts when a slot frees up.
-    pub async fn submit(self: &Arc<Self>, submission: Submission) -> Result<Arc<Job>, Rejection> {
-        if self.is_draining() {
-            return Err(Rejection::new(
-                503,
-                "draining",
-                "the sandbox is shutting down",
-            ));
-        }
+    /// Validates an admitted submission (`ticket` from [`Service::admit`]) and queues it;
+    /// the job starts when a slot frees up.
+    pub async fn submit(
+        self: &Arc<Self>,
+        submission: Submission,
+        mut ticket: Ticket,
+    ) -> Result<Arc<Job>, Rejection> {
         let language = Language::parse(&submission.language).ok_or_else(|| {
             Rejection::new(
                 422,
@@ -301,7 +371,6 @@ impl Service {
                 (Prepared::Module(pre), argv)
             }
         };
-        self.admit()?;
         let job = Arc::new(Job::new(
             uuid::Uuid::now_v7().to_string(),
             language,
@@ -309,6 +378,8 @@ impl Service {
             submission.scratch.unwrap_or(false),
         ));
         self.jobs.insert(job.clone());
+        // From here the job owns the queue place: `run_job` gives it back.
+        ticket.used = true;
         let this = self.clone();
         let span = tracing::info_span!("job", id = %job.id, language = language.name());
         let running_job = job.clone();
@@ -318,8 +389,16 @@ impl Service {
         Ok(job)
     }
 
-    /// Takes a queue place, or refuses with 429 when the queue is full.
-    fn admit(&self) -> Result<(), Rejection> {
+    /// Takes a queue place before anything of a submission is read, or refuses: 503
+    /// while draining, 429 when slots and queue are full.
+    pub fn admit(self: &Arc<Self>) -> Result<Ticket, Rejection> {
+        if self.is_draining() {
+            return Err(Rejection::new(
+                503,
+                "draining",
+                "the sandbox is shutting down",
+            ));
+        }
         let capacity = self.settings.load().max_concurrent_jobs + self.settings.load().queue_length;
         let mut current = self.waiting.load(Ordering::Acquire);
         loop {
@@ -343,70 +422,33 @@ impl Service {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    return Ok(Ticket {
+                        service: self.clone(),
+                        used: false,
+                    });
+                }
                 Err(actual) => current = actual,
             }
         }
     }
 
+    /// Parses, validates and pre-links a submitted module on a blocking thread, at most
+    /// `compile_concurrency` at once (admission already bounds how many wait).
     async fn prepare_module(
         &self,
         language: Language,
         source: String,
     ) -> Result<InstancePre<JobCtx>, Rejection> {
-        let bytes = match language {
-            // Line tables in DWARF so that the current line of a WAT job is known.
-            Language::Wat => wat::Parser::new()
-                .generate_dwarf(wat::GenerateDwarf::Lines)
-                .parse_str(Some(std::path::Path::new("main.wat")), &source)
-                .map_err(|error| {
-                    Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
-                })?,
-            _ => base64::engine::general_purpose::STANDARD
-                .decode(source.trim())
-                .map_err(|error| {
-                    Rejection::new(
-                        422,
-                        "invalid_base64",
-                        format!("a wasm source must be the module in base64: {error}"),
-                    )
-                })?,
-        };
+        let _permit = self
+            .compiling
+            .acquire()
+            .await
+            .map_err(|error| Rejection::new(503, "draining", error.to_string()))?;
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || {
-            let module = Module::new(&engine.engine, &bytes).map_err(|error| {
-                Rejection::new(
-                    422,
-                    "invalid_module",
-                    format!("the module fails validation: {error:#}"),
-                )
-            })?;
-            if !module
-                .exports()
-                .any(|export| export.name() == "_start" && export.ty().func().is_some())
-            {
-                return Err(Rejection::new(
-                    422,
-                    "not_a_command",
-                    "the module does not export a `_start` function (a WASI command)",
-                ));
-            }
-            if !module.exports().any(|export| export.name() == "memory") {
-                tracing::debug!("module exports no memory");
-            }
-            engine.linker.instantiate_pre(&module).map_err(|error| {
-                Rejection::new(
-                    422,
-                    "unsupported_import",
-                    format!(
-                        "the module imports something the sandbox does not provide \
-                         (only wasi_snapshot_preview1): {error:#}"
-                    ),
-                )
-            })
-        })
-        .await
-        .map_err(|error| Rejection::new(500, "internal", error.to_string()))?
+        tokio::task::spawn_blocking(move || compile_module(&engine, language, &source))
+            .await
+            .map_err(|error| Rejection::new(500, "internal", error.to_string()))?
     }
 
     async fn run_job(
@@ -446,7 +488,7 @@ impl Service {
                     self.finish(
                         &job,
                         Outcome {
-                            state: State::Failed,
+                            state: JobState::Failed,
                             exit_code: None,
                             error: Some(format!(
                                 "the {} runtime is unavailable: {error}",
@@ -465,7 +507,13 @@ impl Service {
             argv,
             stdin,
             sampler,
-            scratch_limit: job.scratch.then_some(self.settings.load().scratch_size),
+            scratch: job.scratch.then(|| {
+                let settings = self.settings.load();
+                exec::ScratchLimits {
+                    bytes: settings.scratch_size,
+                    files: settings.scratch_files,
+                }
+            }),
         };
         let outcome = match self.take_prestarted(&job) {
             Some(started) => started.run(job.clone(), program.stdin).await,
@@ -506,7 +554,7 @@ impl Service {
                     Some(probe) if self.line_sampling => Sampler::Python(Some(probe)),
                     _ => Sampler::None,
                 },
-                scratch_limit: None,
+                scratch: None,
             };
             match exec::start(program, self.settings.load().maximums.memory as usize, None) {
                 Ok(started) => self.python_pool.lock().unwrap().push(started),
@@ -520,8 +568,8 @@ impl Service {
 
     fn finish(&self, job: &Job, outcome: Outcome) {
         tracing::info!(state = outcome.state.name(), exit_code = ?outcome.exit_code, error = ?outcome.error, "job finished");
-        self.jobs.record_finished(outcome.state);
         job.finish(outcome);
+        self.jobs.retire(job, self.retention());
     }
 
     /// Stops taking jobs, lets running ones finish for up to `grace`, then cancels the rest.
@@ -537,9 +585,66 @@ impl Service {
     }
 }
 
+/// WAT → binary (with DWARF line tables) or base64 → binary, then validation, the WASI
+/// command check and pre-linking: everything a submitted module costs before it runs.
+fn compile_module(
+    engine: &SandboxEngine,
+    language: Language,
+    source: &str,
+) -> Result<InstancePre<JobCtx>, Rejection> {
+    let bytes = match language {
+        // Line tables in DWARF so that the current line of a WAT job is known.
+        Language::Wat => wat::Parser::new()
+            .generate_dwarf(wat::GenerateDwarf::Lines)
+            .parse_str(Some(std::path::Path::new("main.wat")), source)
+            .map_err(|error| {
+                Rejection::new(422, "invalid_module", format!("invalid WAT: {error}"))
+            })?,
+        _ => base64::engine::general_purpose::STANDARD
+            .decode(source.trim())
+            .map_err(|error| {
+                Rejection::new(
+                    422,
+                    "invalid_base64",
+                    format!("a wasm source must be the module in base64: {error}"),
+                )
+            })?,
+    };
+    let module = Module::new(&engine.engine, &bytes).map_err(|error| {
+        Rejection::new(
+            422,
+            "invalid_module",
+            format!("the module fails validation: {error:#}"),
+        )
+    })?;
+    if !module
+        .exports()
+        .any(|export| export.name() == "_start" && export.ty().func().is_some())
+    {
+        return Err(Rejection::new(
+            422,
+            "not_a_command",
+            "the module does not export a `_start` function (a WASI command)",
+        ));
+    }
+    if !module.exports().any(|export| export.name() == "memory") {
+        tracing::debug!("module exports no memory");
+    }
+    engine.linker.instantiate_pre(&module).map_err(|error| {
+        Rejection::new(
+            422,
+            "unsupported_import",
+            format!(
+                "the module imports something the sandbox does not provide \
+                 (only wasi_snapshot_preview1): {error:#}"
+            ),
+        )
+    })
+}
+
 fn cancelled() -> Outcome {
     Outcome {
-        state: State::Cancelled,
+        state: JobState::Cancelled,
         exit_code: None,
         error: Some("cancelled before it started".into()),
     }

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use edgebox_config::TokenRole;
+use edgebox_wire::sandbox::{JobAccepted, JobEvent, JobRequest, JobState, JobView, OutputStream};
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use super::cp_client::{Client, ClientArgs};
@@ -32,15 +32,6 @@ pub struct Args {
     pub client: ClientArgs,
 }
 
-const TERMINAL_STATES: &[&str] = &[
-    "succeeded",
-    "failed",
-    "timed_out",
-    "memory_exceeded",
-    "output_exceeded",
-    "cancelled",
-];
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client, TokenRole::Submitter)?;
     let language = match &args.lang {
@@ -55,19 +46,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.file.display()
         )
     })?;
-    let mut job = json!({"language": language, "source": source});
+    let mut job = JobRequest {
+        language,
+        source: source.clone(),
+        ..JobRequest::default()
+    };
     if let Some(stdin) = &args.stdin {
         let stdin = std::fs::read_to_string(stdin)
             .with_context(|| format!("reading {}", stdin.display()))?;
-        job["stdin"] = Value::String(stdin);
+        job.stdin = Some(stdin);
     }
     if !args.follow {
-        let result: Value = client.call(Method::POST, "/v1/run", Some(&job))?;
+        let result: JobView = client.call(Method::POST, "/v1/run", Some(&job))?;
         if client.json {
             println!("{}", serde_json::to_string_pretty(&result)?);
         } else {
-            print!("{}", result["stdout"].as_str().unwrap_or_default());
-            eprint!("{}", result["stderr"].as_str().unwrap_or_default());
+            print!("{}", result.stdout);
+            eprint!("{}", result.stderr);
         }
         return Ok(exit_code(&result));
     }
@@ -75,14 +70,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(follow(&client, job, &source))
 }
 
-async fn follow(client: &Client, job: Value, source: &str) -> anyhow::Result<ExitCode> {
-    let accepted = client
-        .call_async(Method::POST, "/v1/jobs", Some(&job))
-        .await?;
-    let id = accepted["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the sandbox gave no job id: {accepted}"))?
-        .to_owned();
+async fn follow(client: &Client, job: JobRequest, source: &str) -> anyhow::Result<ExitCode> {
+    let accepted: JobAccepted = serde_json::from_value(
+        client
+            .call_async(Method::POST, "/v1/jobs", Some(&job))
+            .await?,
+    )
+    .context("unexpected answer to the job submission")?;
+    let id = accepted.id;
     let ws_base = client.base.replacen("http", "ws", 1);
     let mut request = format!("{ws_base}/v1/jobs/{id}/events").into_client_request()?;
     if let Some(token) = client.token() {
@@ -90,9 +85,15 @@ async fn follow(client: &Client, job: Value, source: &str) -> anyhow::Result<Exi
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
     }
-    let (mut events, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .context("opening the job's event stream")?;
+    // The final `result` event carries the whole output, which the sandbox bounds
+    // (`sandbox.maximums.output`); this client takes whatever size it was allowed.
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let (mut events, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .context("opening the job's event stream")?;
     let lines: Vec<&str> = source.lines().collect();
     let mut view = LiveView::new(client.json);
     let mut final_result = None;
@@ -112,36 +113,30 @@ async fn follow(client: &Client, job: Value, source: &str) -> anyhow::Result<Exi
             Some(Ok(_)) => continue,
             Some(Err(err)) => bail!("event stream broke: {err}"),
         };
-        let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
-            continue;
-        };
+        let event = serde_json::from_str::<JobEvent>(text.as_str())
+            .context("reading an event of the job's stream")?;
         if client.json {
-            println!("{event}");
+            println!("{}", text.as_str());
         }
-        view.event(&event, &lines);
-        if event["state"]
-            .as_str()
-            .is_some_and(|s| TERMINAL_STATES.contains(&s))
-        {
-            final_result = Some(event);
+        match event {
+            JobEvent::Result(result) => final_result = Some(result),
+            event => view.event(&event, &lines),
         }
     }
     view.clear();
-    let result = match final_result {
+    let result: JobView = match final_result {
         Some(result) => result,
         None => {
-            client
+            let answer = client
                 .call_async(Method::GET, &format!("/v1/jobs/{id}"), None::<&()>)
-                .await?
+                .await?;
+            serde_json::from_value(answer).context("unexpected answer for the job")?
         }
     };
     view.rest(&result);
     if !client.json {
-        let state = result["state"].as_str().unwrap_or("unknown");
-        let runtime = result["runtime_ms"]
-            .as_u64()
-            .map(super::cp_client::duration_ms)
-            .unwrap_or_default();
+        let state = result.head.state.name();
+        let runtime = super::cp_client::duration_ms(result.head.runtime_ms);
         eprintln!("job {id} {state} in {runtime}");
     }
     Ok(exit_code(&result))
@@ -167,29 +162,27 @@ impl LiveView {
         }
     }
 
-    fn event(&mut self, event: &Value, lines: &[&str]) {
+    fn event(&mut self, event: &JobEvent, lines: &[&str]) {
         if self.quiet {
             return;
         }
-        // Output chunk: `{"stream": "stdout", "data": "..."}` (or `text`/`chunk`).
-        if let Some(stream) = event["stream"].as_str() {
-            let data = ["data", "text", "chunk"]
-                .iter()
-                .find_map(|key| event[*key].as_str());
-            if let Some(data) = data {
+        match event {
+            JobEvent::Output(chunk) => {
                 self.clear();
-                self.write(stream, data);
+                self.write(chunk.stream, &chunk.data);
             }
-        }
-        if let Some(runtime) = event["runtime_ms"].as_u64() {
-            let state = event["state"].as_str().unwrap_or("running");
-            let line = event["current_line"].as_u64();
-            self.status(line, runtime, state, lines);
+            JobEvent::Status(status) => self.status(
+                status.current_line,
+                status.runtime_ms,
+                status.state.name(),
+                lines,
+            ),
+            JobEvent::Result(_) => {}
         }
     }
 
-    fn write(&mut self, stream: &str, data: &str) {
-        if stream == "stderr" {
+    fn write(&mut self, stream: OutputStream, data: &str) {
+        if stream == OutputStream::Stderr {
             self.printed_stderr += data.len();
             eprint!("{data}");
         } else {
@@ -199,11 +192,14 @@ impl LiveView {
         }
     }
 
-    fn status(&mut self, line: Option<u64>, runtime_ms: u64, state: &str, lines: &[&str]) {
+    fn status(&mut self, line: Option<u32>, runtime_ms: u64, state: &str, lines: &[&str]) {
         let seconds = runtime_ms as f64 / 1000.0;
         let text = match line {
             Some(line) => {
-                let code = lines.get(line as usize - 1).map_or("", |l| l.trim());
+                let code = (line as usize)
+                    .checked_sub(1)
+                    .and_then(|at| lines.get(at))
+                    .map_or("", |l| l.trim());
                 format!("▶ line {line:>4} │ {seconds:>6.2}s │ {state} │ {code}")
             }
             None => format!("▶ {seconds:>6.2}s │ {state}"),
@@ -225,29 +221,26 @@ impl LiveView {
     }
 
     /// Prints whatever part of the final stdout/stderr the stream did not carry.
-    fn rest(&mut self, result: &Value) {
+    fn rest(&mut self, result: &JobView) {
         if self.quiet {
             return;
         }
-        for stream in ["stdout", "stderr"] {
-            if let Some(all) = result[stream].as_str() {
-                let printed = if stream == "stdout" {
-                    self.printed_stdout
-                } else {
-                    self.printed_stderr
-                };
-                if let Some(rest) = all.get(printed..) {
-                    self.write(stream, rest);
-                }
+        let streams = [
+            (OutputStream::Stdout, &result.stdout, self.printed_stdout),
+            (OutputStream::Stderr, &result.stderr, self.printed_stderr),
+        ];
+        for (stream, all, printed) in streams {
+            if let Some(rest) = all.get(printed..) {
+                self.write(stream, rest);
             }
         }
     }
 }
 
-fn exit_code(result: &Value) -> ExitCode {
-    match (result["state"].as_str(), result["exit_code"].as_i64()) {
+fn exit_code(result: &JobView) -> ExitCode {
+    match (result.head.state, result.head.exit_code) {
         (_, Some(code)) => ExitCode::from(code.clamp(0, 255) as u8),
-        (Some("succeeded"), None) => ExitCode::SUCCESS,
+        (JobState::Succeeded, None) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
 }

@@ -1,11 +1,15 @@
 //! The sandbox daemon, black-box over HTTP and WebSockets: languages, limits, live status
 //! with the current line, and hostile programs.
 
+pub mod bounds;
 mod hostile;
 mod runtimes;
+mod scratch;
 
 use std::time::Duration;
 
+use edgebox_wire::ErrorBody;
+use edgebox_wire::sandbox::{JobEvent, JobState, JobStatus, JobView};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -32,6 +36,11 @@ impl Sandbox {
 
     /// Starts a daemon with these `[sandbox]` settings.
     pub fn start_with(settings: &str) -> Self {
+        Self::start_with_env(settings, &[])
+    }
+
+    /// Starts a daemon with these `[sandbox]` settings and extra environment.
+    pub fn start_with_env(settings: &str, env: &[(&str, &str)]) -> Self {
         let dir = TestDir::new();
         let config = dir.config(&format!(
             "{ONE_REGION}\n[[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\n\
@@ -42,7 +51,7 @@ impl Sandbox {
             &config,
             "sandbox",
             &["api"],
-            &[("EDGEBOX_RUNTIME_DIR", &runtime_dir())],
+            &[&[("EDGEBOX_RUNTIME_DIR", runtime_dir().as_str())], env].concat(),
         );
         let base = daemon.url("api");
         Self {
@@ -77,37 +86,54 @@ impl Sandbox {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// `GET /v1/stats`, typed.
+    pub async fn stats(&self) -> edgebox_wire::sandbox::SandboxStats {
+        let (status, stats) = self.get("/v1/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        serde_json::from_value(stats).expect("SandboxStats")
+    }
+
+    /// `GET /v1/jobs/{id}`, typed; `None` for 404.
+    pub async fn job(&self, id: &str) -> Option<JobView> {
+        let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+        match status {
+            404 => None,
+            200 => Some(serde_json::from_value(job).expect("JobView")),
+            _ => panic!("GET job {id}: {status} {job}"),
+        }
+    }
+
     /// `POST /v1/run`: the final result in one call.
-    pub async fn run(&self, body: Value) -> Value {
+    pub async fn run(&self, body: Value) -> JobView {
         let (status, result) = self.post("/v1/run", &body).await;
         assert_eq!(status, 200, "run {body}: {result}");
-        result
+        serde_json::from_value(result).expect("JobView")
     }
 
     /// `POST /v1/jobs`, returning the job id.
     pub async fn submit(&self, body: Value) -> String {
         let (status, accepted) = self.post("/v1/jobs", &body).await;
         assert_eq!(status, 202, "submit: {accepted}");
-        accepted["id"].as_str().expect("id").to_owned()
+        let accepted: edgebox_wire::sandbox::JobAccepted =
+            serde_json::from_value(accepted).expect("JobAccepted");
+        accepted.id
     }
 
     /// Polls `GET /v1/jobs/{id}` until the job has finished.
-    pub async fn wait(&self, id: &str) -> Value {
+    pub async fn wait(&self, id: &str) -> JobView {
         support::eventually(
             &format!("job {id} to finish"),
             Duration::from_secs(120),
             || async {
-                let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
-                assert_eq!(status, 200, "{job}");
-                let state = job["state"].as_str().unwrap_or("").to_owned();
-                (state != "queued" && state != "running").then_some(job)
+                let job = self.job(id).await.expect("the job is known");
+                job.head.state.is_final().then_some(job)
             },
         )
         .await
     }
 
     /// Every message of the job's event stream, until the final result.
-    pub async fn events(&self, id: &str) -> Vec<Value> {
+    pub async fn events(&self, id: &str) -> Vec<JobEvent> {
         let url = format!("ws://{}/v1/jobs/{id}/events", self.daemon.addr("api"));
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
             .await
@@ -117,9 +143,9 @@ impl Sandbox {
             while let Some(message) = socket.next().await {
                 let message = message.expect("WebSocket message");
                 if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-                    let value: Value = serde_json::from_str(&text).expect("JSON message");
-                    let done = value["type"] == "result";
-                    messages.push(value);
+                    let event: JobEvent = serde_json::from_str(&text).expect("an event");
+                    let done = matches!(event, JobEvent::Result(_));
+                    messages.push(event);
                     if done {
                         break;
                     }
@@ -133,6 +159,36 @@ impl Sandbox {
     }
 }
 
+/// The statuses sent while the job was running.
+fn running_statuses(events: &[JobEvent]) -> Vec<&JobStatus> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            JobEvent::Status(status) if status.state == JobState::Running => Some(status),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The output events' text, in order.
+fn output_of(events: &[JobEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            JobEvent::Output(chunk) => Some(chunk.data.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The final `result` event, which must be the last.
+fn result_of(events: &[JobEvent]) -> &JobView {
+    match events.last() {
+        Some(JobEvent::Result(view)) => view,
+        other => panic!("the stream did not end with a result: {other:?}"),
+    }
+}
+
 fn python(source: &str) -> Value {
     json!({"language": "python", "source": source})
 }
@@ -141,25 +197,25 @@ fn python(source: &str) -> Value {
 async fn hello_world_in_each_language() {
     let sandbox = Sandbox::start();
     let result = sandbox.run(python("print('hello from python')")).await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    assert_eq!(result["stdout"], "hello from python\n");
-    assert_eq!(result["exit_code"], 0);
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "hello from python\n");
+    assert_eq!(result.head.exit_code, Some(0));
     assert!(
-        result["start_time"].as_str().unwrap().contains('T'),
-        "{result}"
+        result.head.start_time.as_deref().unwrap().contains('T'),
+        "{result:?}"
     );
 
     let result = sandbox
         .run(json!({"language": "javascript", "source": "console.log('hello from ' + 'js')"}))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    assert_eq!(result["stdout"], "hello from js\n");
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "hello from js\n");
 
     let result = sandbox
         .run(json!({"language": "wat", "source": HELLO_WAT}))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    assert_eq!(result["stdout"], "hello from wat\n");
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "hello from wat\n");
 
     use base64::Engine as _;
     let binary = wat::parse_str(HELLO_WAT).unwrap();
@@ -167,24 +223,16 @@ async fn hello_world_in_each_language() {
     let result = sandbox
         .run(json!({"language": "wasm", "source": encoded}))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    assert_eq!(result["stdout"], "hello from wat\n");
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "hello from wat\n");
 
     let (status, languages) = sandbox.get("/v1/languages").await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = languages["languages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap())
-        .collect();
+    let languages: edgebox_wire::sandbox::Languages =
+        serde_json::from_value(languages).expect("Languages");
+    let names: Vec<&str> = languages.languages.iter().map(|l| l.name.name()).collect();
     assert_eq!(names, ["python", "javascript", "wat", "wasm"]);
-    assert!(
-        languages["languages"][0]["version"]
-            .as_str()
-            .unwrap()
-            .contains("3.12")
-    );
+    assert!(languages.languages[0].version.contains("3.12"));
 }
 
 const HELLO_WAT: &str = r#"(module
@@ -207,9 +255,9 @@ async fn stdin_args_and_exit_codes() {
             "args": ["a", "b"],
         }))
         .await;
-    assert_eq!(result["state"], "failed", "{result}");
-    assert_eq!(result["exit_code"], 3);
-    assert_eq!(result["stdout"], "ROUND TRIP ['a', 'b']\n");
+    assert_eq!(result.head.state, JobState::Failed, "{result:?}");
+    assert_eq!(result.head.exit_code, Some(3));
+    assert_eq!(result.stdout, "ROUND TRIP ['a', 'b']\n");
 
     let result = sandbox
         .run(json!({
@@ -218,15 +266,15 @@ async fn stdin_args_and_exit_codes() {
             "stdin": "abc",
         }))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    assert_eq!(result["stdout"], "cba\n");
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "cba\n");
 
     let result = sandbox
         .run(python("def f():\n    raise ValueError('boom')\n\nf()\n"))
         .await;
-    assert_eq!(result["state"], "failed", "{result}");
-    assert_eq!(result["exit_code"], 1);
-    let stderr = result["stderr"].as_str().unwrap();
+    assert_eq!(result.head.state, JobState::Failed, "{result:?}");
+    assert_eq!(result.head.exit_code, Some(1));
+    let stderr = result.stderr.as_str();
     assert!(stderr.contains("Traceback"), "{stderr}");
     assert!(stderr.contains("line 4"), "{stderr}");
     assert!(stderr.contains("line 2, in f"), "{stderr}");
@@ -256,14 +304,10 @@ async fn current_line_is_reported_live_over_the_websocket() {
     .join("\n");
     let id = sandbox.submit(python(&source)).await;
     let messages = sandbox.events(&id).await;
-    let statuses: Vec<&Value> = messages.iter().filter(|m| m["type"] == "status").collect();
-    let lines: Vec<Option<u64>> = statuses
-        .iter()
-        .filter(|m| m["state"] == "running")
-        .map(|m| m["current_line"].as_u64())
-        .collect();
+    let statuses = running_statuses(&messages);
+    let lines: Vec<Option<u32>> = statuses.iter().map(|m| m.current_line).collect();
     // Collapse runs of the same line to see the order of the loops.
-    let mut order: Vec<u64> = Vec::new();
+    let mut order: Vec<u32> = Vec::new();
     for line in lines.iter().flatten() {
         if order.last() != Some(line) {
             order.push(*line);
@@ -283,34 +327,22 @@ async fn current_line_is_reported_live_over_the_websocket() {
         order.iter().all(|&l| (1..=13).contains(&l)),
         "order: {order:?}"
     );
-    let running: Vec<&&Value> = statuses
-        .iter()
-        .filter(|m| m["state"] == "running")
-        .collect();
-    let runtime_ms: Vec<u64> = running
-        .iter()
-        .map(|m| m["runtime_ms"].as_u64().unwrap())
-        .collect();
+    let running = statuses;
+    let runtime_ms: Vec<u64> = running.iter().map(|m| m.runtime_ms).collect();
     assert!(
         runtime_ms.windows(2).all(|w| w[0] <= w[1]),
         "{runtime_ms:?}"
     );
-    assert!(running.iter().all(|m| m["start_time"].as_str().is_some()));
+    assert!(running.iter().all(|m| m.start_time.is_some()));
     // About 2 s at one status per 100 ms at least.
     assert!(
         running.len() >= 15,
         "only {} status messages",
         running.len()
     );
-    let output: String = messages
-        .iter()
-        .filter(|m| m["type"] == "output")
-        .map(|m| m["data"].as_str().unwrap())
-        .collect();
-    assert_eq!(output, "first loop done\nsecond loop done\n");
-    let result = messages.last().unwrap();
-    assert_eq!(result["type"], "result");
-    assert_eq!(result["state"], "succeeded", "{result}");
+    assert_eq!(output_of(&messages), "first loop done\nsecond loop done\n");
+    let result = result_of(&messages);
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
 }
 
 /// A subscriber connecting after the job finished still receives its output, then the result.
@@ -321,15 +353,10 @@ async fn late_subscriber_receives_what_it_missed() {
         .submit(python("for i in range(3):\n    print('line', i)\n"))
         .await;
     let job = sandbox.wait(&id).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job.head.state, JobState::Succeeded, "{job:?}");
     let messages = sandbox.events(&id).await;
-    let output: String = messages
-        .iter()
-        .filter(|m| m["type"] == "output")
-        .map(|m| m["data"].as_str().unwrap())
-        .collect();
-    assert_eq!(output, "line 0\nline 1\nline 2\n");
-    assert_eq!(messages.last().unwrap()["type"], "result");
+    assert_eq!(output_of(&messages), "line 0\nline 1\nline 2\n");
+    result_of(&messages);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,12 +418,9 @@ async fn bad_input_gets_json_errors() {
     for (body, status, code) in cases {
         let (got, error) = sandbox.post("/v1/jobs", &body).await;
         assert_eq!(got, status, "{body} -> {error}");
-        assert_eq!(error["error"]["code"], code, "{body} -> {error}");
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        let error: ErrorBody = serde_json::from_value(error).expect("the JSON error body");
+        assert_eq!(error.error.code, code, "{body} -> {error:?}");
+        assert!(!error.error.message.is_empty());
     }
     // Invalid JSON and invalid UTF-8 inside the JSON.
     for raw in [
@@ -412,29 +436,30 @@ async fn bad_input_gets_json_errors() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 400);
-        let error: Value = response.json().await.unwrap();
-        assert_eq!(error["error"]["code"], "invalid_json", "{error}");
+        let error: ErrorBody = response.json().await.unwrap();
+        assert_eq!(error.error.code, "invalid_json", "{error:?}");
     }
     let (status, error) = sandbox.get("/v1/jobs/nope").await;
-    assert_eq!(
-        (status, error["error"]["code"].as_str()),
-        (404, Some("job_not_found"))
-    );
+    let error: ErrorBody = serde_json::from_value(error).expect("the JSON error body");
+    assert_eq!((status, error.error.code.as_str()), (404, "job_not_found"));
     // The daemon still works.
     let result = sandbox.run(python("print(1 + 1)")).await;
-    assert_eq!(result["stdout"], "2\n");
+    assert_eq!(result.stdout, "2\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_metrics_health_and_graceful_stop() {
     let mut sandbox = Sandbox::start();
     sandbox.run(python("print('x')")).await;
-    let (status, stats) = sandbox.get("/v1/stats").await;
-    assert_eq!(status, 200);
-    assert_eq!(stats["finished_total"]["succeeded"], 1, "{stats}");
-    assert_eq!(stats["running"], 0);
+    let stats = sandbox.stats().await;
+    assert_eq!(stats.finished_total[&JobState::Succeeded], 1, "{stats:?}");
+    assert_eq!(stats.running, 0);
     let (status, health) = sandbox.get("/healthz").await;
-    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let health: edgebox_wire::health::NodeHealth = serde_json::from_value(health).unwrap();
+    assert_eq!(
+        (status, health.status),
+        (200, edgebox_wire::health::HealthStatus::Ok)
+    );
     let metrics = sandbox
         .client
         .get(format!("{}/metrics", sandbox.base))
@@ -470,16 +495,15 @@ async fn wat_current_line_from_dwarf() {
         .submit(json!({"language": "wat", "source": source, "limits": {"wall_ms": 1500}}))
         .await;
     let messages = sandbox.events(&id).await;
-    let lines: Vec<u64> = messages
+    let lines: Vec<u32> = running_statuses(&messages)
         .iter()
-        .filter(|m| m["type"] == "status" && m["state"] == "running")
-        .filter_map(|m| m["current_line"].as_u64())
+        .filter_map(|m| m.current_line)
         .collect();
     assert!(lines.len() >= 5, "lines: {lines:?}");
     assert!(
         lines.iter().all(|l| (5..=7).contains(l)),
         "lines: {lines:?}"
     );
-    let result = messages.last().unwrap();
-    assert_eq!(result["state"], "timed_out", "{result}");
+    let result = result_of(&messages);
+    assert_eq!(result.head.state, JobState::TimedOut, "{result:?}");
 }

@@ -219,10 +219,8 @@ pub struct Unreachable {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsResponse {
     pub edges: EdgeTotals,
-    /// The sandbox's `jobs` object (`{"queued": N, "running": N, ...}`), summed over
-    /// sandbox nodes.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub jobs: serde_json::Value,
+    /// Jobs the sandboxes hold, by state, summed over sandbox nodes.
+    pub jobs: BTreeMap<crate::sandbox::JobState, u64>,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub per_node: BTreeMap<String, serde_json::Value>,
     pub unreachable: Vec<Unreachable>,

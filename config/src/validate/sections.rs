@@ -492,6 +492,53 @@ pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSe
             );
         }
     }
+    let positive = [
+        ("max_finished_jobs", raw.max_finished_jobs as u64),
+        (
+            "max_subscribers_per_job",
+            raw.max_subscribers_per_job as u64,
+        ),
+        ("max_subscribers", raw.max_subscribers as u64),
+        ("compile_concurrency", raw.compile_concurrency as u64),
+        ("scratch_files", raw.scratch_files),
+        ("scratch_size", raw.scratch_size.bytes()),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            c.error(
+                format!("sandbox.{key}"),
+                format!("{key} must be at least 1"),
+            );
+        }
+    }
+    if raw.max_subscribers_per_job > raw.max_subscribers {
+        c.error(
+            "sandbox.max_subscribers_per_job",
+            format!(
+                "max_subscribers_per_job ({}) exceeds max_subscribers ({})",
+                raw.max_subscribers_per_job, raw.max_subscribers
+            ),
+        );
+    }
+    if raw.subscriber_send_timeout.get().is_zero() {
+        c.error(
+            "sandbox.subscriber_send_timeout",
+            "subscriber_send_timeout must be positive",
+        );
+    }
+    // The newest finished job must fit on its own, or a job could be forgotten the
+    // moment it finishes.
+    let one_job = maximums.output.saturating_mul(2);
+    if raw.max_finished_bytes.bytes() < one_job {
+        c.error(
+            "sandbox.max_finished_bytes",
+            format!(
+                "max_finished_bytes ({} bytes) must hold one job's maximum output on both \
+                 streams (2 x sandbox.maximums.output = {one_job} bytes)",
+                raw.max_finished_bytes.bytes()
+            ),
+        );
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -506,6 +553,13 @@ pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSe
         max_source_size: raw.max_source_size.bytes(),
         max_stdin_size: raw.max_stdin_size.bytes(),
         scratch_size: raw.scratch_size.bytes(),
+        scratch_files: raw.scratch_files,
+        max_finished_jobs: raw.max_finished_jobs,
+        max_finished_bytes: raw.max_finished_bytes.bytes(),
+        max_subscribers_per_job: raw.max_subscribers_per_job,
+        max_subscribers: raw.max_subscribers,
+        subscriber_send_timeout: raw.subscriber_send_timeout.get(),
+        compile_concurrency: raw.compile_concurrency,
         defaults,
         maximums,
     }

@@ -7,14 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edgebox_config::Role;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio_tungstenite::tungstenite;
 
 use super::nodes::describe;
@@ -22,6 +21,8 @@ use crate::auth::Submitter;
 use crate::error::{ApiError, Json, Path};
 use crate::state::AppState;
 use edgebox_wire::control_plane::ErrorBody;
+#[allow(unused_imports)] // `JobView` is named by the OpenAPI annotations only.
+use edgebox_wire::sandbox::{JobAccepted, JobRequest, JobView, max_event_message};
 
 /// Job calls answer quickly; `run` waits for the job, bounded by the sandbox's limits.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,43 +31,55 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that stops reading for this long is dropped (and the upstream closed),
 /// so an abandoned socket cannot hold the relay forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Clients send nothing the sandbox reads but closes; a small bound keeps one from
+/// making the relay buffer a large message.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// Event relays open at once (each holds two sockets).
 const MAX_RELAYS: i64 = 1024;
 
 /// Submits a job to the sandbox: `{language, source, stdin?, args?, limits?, scratch?}`.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body(content = Object, description = "Job as the sandbox takes it"),
-    responses((status = 202, description = "Accepted: `{id, status_url, events_url}`"),
+    request_body = JobRequest,
+    responses((status = 202, description = "Accepted", body = JobAccepted),
         (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
         (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
 pub async fn submit(
     caller: Submitter,
     State(state): State<Arc<AppState>>,
-    Json(job): Json<Value>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    tracing::info!(token = %caller.0.token, language = ?job.get("language"), "job submitted");
+    let job = job_request(&state, request).await?;
+    tracing::info!(token = %caller.0.token, language = %job.language, "job submitted");
     forward(&state, Method::POST, "/v1/jobs", Some(job), CALL_TIMEOUT).await
+}
+
+/// The submitted job, decoded once a sandbox is known to exist (so that a deployment
+/// without one answers `no_sandbox` whatever the body).
+async fn job_request(state: &Arc<AppState>, request: Request) -> Result<JobRequest, ApiError> {
+    sandbox_addr(state)?;
+    let Json(job) = Json::<JobRequest>::from_request(request, state).await?;
+    Ok(job)
 }
 
 /// Runs a job to completion and answers with its result.
 #[utoipa::path(post, path = "/v1/run", tag = "jobs", security(("bearer" = [])),
-    request_body(content = Object, description = "Job as the sandbox takes it"),
-    responses((status = 200, description = "The finished job"),
+    request_body = JobRequest,
+    responses((status = 200, description = "The finished job", body = JobView),
         (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
         (status = 429, description = "Sandbox queue full", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody), (status = 503, description = "Unavailable", body = ErrorBody)))]
 pub async fn run(
     _: Submitter,
     State(state): State<Arc<AppState>>,
-    Json(job): Json<Value>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let job = job_request(&state, request).await?;
     forward(&state, Method::POST, "/v1/run", Some(job), RUN_TIMEOUT).await
 }
 
 /// A job's state, times, current line and output.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "The job"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+    responses((status = 200, description = "The job", body = JobView), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn get_job(
     _: Submitter,
@@ -87,7 +100,7 @@ pub async fn get_job(
 /// Cancels a job.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, description = "Cancelled"), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+    responses((status = 200, description = "Cancelled", body = JobView), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody), (status = 502, description = "A node could not be reached", body = ErrorBody)))]
 pub async fn cancel_job(
     _: Submitter,
@@ -129,8 +142,13 @@ pub async fn events(
     }
     let addr = sandbox_addr(&state)?;
     let url = format!("ws://{addr}/v1/jobs/{id}/events");
-    let config =
-        tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
+    // Output events are small, but the final `result` carries the whole output, so the
+    // relay takes messages (and frames: the sandbox sends each message as one frame) as
+    // large as the deployment's output limit allows, and no larger.
+    let max_message = max_event_message(state.current().deployment.sandbox.maximums.output);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     // Connect upstream before accepting the client, so a missing job or a down
     // sandbox is an HTTP error the client can read, not a socket that closes at once.
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
@@ -162,7 +180,8 @@ pub async fn events(
         Ok(Ok((upstream, _))) => upstream,
     };
     Ok(upgrade
-        .max_message_size(MAX_MESSAGE)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |client| relay(state, id, client, upstream)))
 }
 
@@ -286,7 +305,7 @@ async fn forward(
     state: &AppState,
     method: Method,
     path: &str,
-    body: Option<Value>,
+    body: Option<JobRequest>,
     timeout: Duration,
 ) -> Result<Response, ApiError> {
     let addr = sandbox_addr(state)?;
@@ -330,25 +349,21 @@ async fn forward(
 }
 
 /// The relay serves the same paths as the sandbox, so absolute URLs the sandbox
-/// hands out are made relative (to whichever host the client used).
+/// hands out in a [`JobAccepted`] are made relative (to whichever host the client used).
 fn rewrite_urls(bytes: Bytes) -> Bytes {
-    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+    let Ok(mut accepted) = serde_json::from_slice::<JobAccepted>(&bytes) else {
         return bytes;
     };
-    let mut changed = false;
-    if let Value::Object(map) = &mut value {
-        for key in ["status_url", "events_url"] {
-            if let Some(Value::String(url)) = map.get_mut(key)
-                && let Some(rest) = url.split_once("://").map(|(_, rest)| rest)
-            {
-                let path = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
-                *url = path;
-                changed = true;
-            }
+    let relative = |url: &mut String| match url.split_once("://") {
+        Some((_, rest)) => {
+            *url = rest.find('/').map_or("/", |at| &rest[at..]).to_owned();
+            true
         }
-    }
+        None => false,
+    };
+    let changed = relative(&mut accepted.status_url) | relative(&mut accepted.events_url);
     if changed {
-        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        Bytes::from(serde_json::to_vec(&accepted).unwrap_or_default())
     } else {
         bytes
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use edgebox_config::Role;
 use futures_util::future::join_all;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::nodes::describe;
 use crate::auth::Operator;
@@ -16,6 +16,7 @@ use crate::error::Json;
 use crate::state::AppState;
 use edgebox_wire::control_plane::{EdgeTotals, ErrorBody, StatsResponse, Unreachable};
 use edgebox_wire::edge::EdgeStats;
+use edgebox_wire::sandbox::SandboxStats;
 
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,7 +45,7 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
         }
     });
     let mut edges = EdgeTotals::default();
-    let mut jobs = Value::Object(Map::new());
+    let mut jobs = BTreeMap::new();
     let mut per_node = BTreeMap::new();
     let mut unreachable = Vec::new();
     for (node, result) in join_all(fetches).await {
@@ -80,11 +81,20 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
                     continue;
                 }
             },
-            _ => {
-                if let Some(node_jobs) = document.get("jobs") {
-                    add_numbers(&mut jobs, node_jobs);
+            _ => match serde_json::from_value::<SandboxStats>(document.clone()) {
+                Ok(stats) => {
+                    for (state, count) in stats.jobs {
+                        *jobs.entry(state).or_default() += count;
+                    }
                 }
-            }
+                Err(error) => {
+                    unreachable.push(Unreachable {
+                        node: node.name.clone(),
+                        error: format!("invalid stats JSON: {error}"),
+                    });
+                    continue;
+                }
+            },
         }
         per_node.insert(node.name.clone(), document);
     }
@@ -116,58 +126,4 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<Value, String> {
         .json()
         .await
         .map_err(|err| format!("invalid stats JSON: {}", describe(&err)))
-}
-
-/// Adds every number of `from` into `into`, matching objects key by key, so that
-/// counters sum whatever shape the nodes report them in.
-fn add_numbers(into: &mut Value, from: &Value) {
-    match (into, from) {
-        (Value::Object(into), Value::Object(from)) => {
-            for (key, value) in from {
-                match value {
-                    Value::Number(_) | Value::Object(_) => {
-                        let slot = into.entry(key.clone()).or_insert_with(|| match value {
-                            Value::Object(_) => Value::Object(Map::new()),
-                            _ => Value::from(0u64),
-                        });
-                        add_numbers(slot, value);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        (into @ Value::Number(_), Value::Number(from)) => {
-            let sum = match (into.as_u64(), from.as_u64()) {
-                (Some(a), Some(b)) => Value::from(a.saturating_add(b)),
-                _ => serde_json::Number::from_f64(
-                    into.as_f64().unwrap_or(0.0) + from.as_f64().unwrap_or(0.0),
-                )
-                .map_or(Value::Null, Value::Number),
-            };
-            *into = sum;
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_counters_of_any_shape() {
-        let mut total = Value::Object(Map::new());
-        add_numbers(
-            &mut total,
-            &serde_json::json!({"l1": {"hits": 3, "misses": 1}, "note": "x"}),
-        );
-        add_numbers(
-            &mut total,
-            &serde_json::json!({"l1": {"hits": 1, "misses": 3}, "l2": {"hits": 2, "misses": 0}}),
-        );
-        assert_eq!(
-            total,
-            serde_json::json!({"l1": {"hits": 4, "misses": 4}, "l2": {"hits": 2, "misses": 0}})
-        );
-    }
 }

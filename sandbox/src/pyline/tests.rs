@@ -57,3 +57,307 @@ fn out_of_bounds_pointers_read_nothing() {
     };
     assert_eq!(probe.current_line(&memory), None);
 }
+
+/// Property tests: the decoder and the frame walker read guest memory, which a hostile
+/// guest controls entirely, so on any bytes they must return (never panic, never loop),
+/// and on well-formed input they must agree with a model.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::{
+        BYTES_DATA, BYTES_SIZE, CODE_BYTECODE, CODE_FILENAME, CODE_FIRSTLINENO, CODE_LINETABLE,
+        IFRAME_CODE, IFRAME_PREV_INSTR, IFRAME_PREVIOUS, MAX_LINETABLE_BYTES, Probe,
+        SUBMITTED_FILENAME, line_for_index, submitted_line,
+    };
+
+    /// One location-table entry as the model sees it.
+    #[derive(Debug, Clone)]
+    enum Entry {
+        /// Kinds 0–9: same line, one byte of column data.
+        Short { kind: u8, len: u8, column: u8 },
+        /// Kinds 10–12: line + (kind - 10), two bytes of columns.
+        OneLine {
+            delta: u8,
+            len: u8,
+            columns: [u8; 2],
+        },
+        /// Kind 13: svarint line delta.
+        NoColumn { delta: i32, len: u8 },
+        /// Kind 14: svarint line delta, end line, two columns.
+        Long { delta: i32, len: u8, rest: [u32; 3] },
+        /// Kind 15: no line.
+        None { len: u8 },
+    }
+
+    fn varint(out: &mut Vec<u8>, mut value: u32) {
+        while value >= 64 {
+            out.push(64 | (value & 63) as u8);
+            value >>= 6;
+        }
+        out.push(value as u8);
+    }
+
+    fn svarint(out: &mut Vec<u8>, value: i32) {
+        let zigzag = if value < 0 {
+            (value.unsigned_abs() << 1) | 1
+        } else {
+            (value as u32) << 1
+        };
+        varint(out, zigzag);
+    }
+
+    fn head(kind: u8, len: u8) -> u8 {
+        0x80 | (kind << 3) | (len - 1)
+    }
+
+    fn encode(entries: &[Entry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in entries {
+            match *entry {
+                Entry::Short { kind, len, column } => out.extend([head(kind, len), column & 0x7f]),
+                Entry::OneLine {
+                    delta,
+                    len,
+                    columns,
+                } => out.extend([head(10 + delta, len), columns[0] & 0x7f, columns[1] & 0x7f]),
+                Entry::NoColumn { delta, len } => {
+                    out.push(head(13, len));
+                    svarint(&mut out, delta);
+                }
+                Entry::Long { delta, len, rest } => {
+                    out.push(head(14, len));
+                    svarint(&mut out, delta);
+                    rest.iter().for_each(|&value| varint(&mut out, value));
+                }
+                Entry::None { len } => out.push(head(15, len)),
+            }
+        }
+        out
+    }
+
+    /// The line of every code unit, as CPython defines it (`None` where unknown or ≤ 0).
+    fn model(entries: &[Entry], first_line: i32) -> Vec<Option<u32>> {
+        let mut line = first_line;
+        let mut units = Vec::new();
+        for entry in entries {
+            let (len, entry_line) = match *entry {
+                Entry::Short { len, .. } => (len, Some(line)),
+                Entry::OneLine { delta, len, .. } => {
+                    line += i32::from(delta);
+                    (len, Some(line))
+                }
+                Entry::NoColumn { delta, len } | Entry::Long { delta, len, .. } => {
+                    line += delta;
+                    (len, Some(line))
+                }
+                Entry::None { len } => (len, None),
+            };
+            let shown = entry_line
+                .and_then(|l| u32::try_from(l).ok())
+                .filter(|&l| l > 0);
+            units.extend(std::iter::repeat_n(shown, usize::from(len)));
+        }
+        units
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let len = 1u8..=8;
+        prop_oneof![
+            (0u8..=9, len.clone(), any::<u8>()).prop_map(|(kind, len, column)| Entry::Short {
+                kind,
+                len,
+                column
+            }),
+            (0u8..=2, len.clone(), any::<[u8; 2]>()).prop_map(|(delta, len, columns)| {
+                Entry::OneLine {
+                    delta,
+                    len,
+                    columns,
+                }
+            }),
+            (-300i32..300, len.clone()).prop_map(|(delta, len)| Entry::NoColumn { delta, len }),
+            (-5000i32..5000, len.clone(), any::<[u32; 3]>()).prop_map(|(delta, len, rest)| {
+                Entry::Long {
+                    delta,
+                    len,
+                    rest: rest.map(|v| v % 100_000),
+                }
+            }),
+            len.prop_map(|len| Entry::None { len }),
+        ]
+    }
+
+    fn put(memory: &mut [u8], addr: u32, value: u32) {
+        let at = addr as usize;
+        memory[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// Lays out, in otherwise random memory, a chain of `depth + 1` frames whose last one
+    /// runs submitted code at code unit `index` of a code object with `table`.
+    fn chain(
+        noise: &[u8],
+        depth: usize,
+        table: &[u8],
+        first_line: u32,
+        index: u32,
+    ) -> (Vec<u8>, u32) {
+        const STRING: u32 = 64; // "<main>" string object
+        const OTHER: u32 = 128; // "<frozen>" string object
+        const CODE: u32 = 192; // submitted code object (bytecode from +124)
+        const OTHER_CODE: u32 = 512;
+        const FRAMES: u32 = 1024; // 32 bytes per frame
+        let table_at = FRAMES + 32 * (depth as u32 + 1);
+        let size = table_at as usize + 16 + table.len() + 64;
+        let mut memory: Vec<u8> = noise
+            .iter()
+            .copied()
+            .cycle()
+            .take(size.max(noise.len()))
+            .collect();
+        if memory.len() < size {
+            memory.resize(size, 0);
+        }
+        for (at, text) in [
+            (STRING, SUBMITTED_FILENAME),
+            (OTHER, b"<frozen>".as_slice()),
+        ] {
+            put(&mut memory, at + 8, text.len() as u32);
+            memory[(at + 20) as usize..(at + 20) as usize + text.len()].copy_from_slice(text);
+        }
+        put(&mut memory, CODE + CODE_FIRSTLINENO, first_line);
+        put(&mut memory, CODE + CODE_FILENAME, STRING);
+        put(&mut memory, CODE + CODE_LINETABLE, table_at);
+        put(&mut memory, OTHER_CODE + CODE_FILENAME, OTHER);
+        put(&mut memory, table_at + BYTES_SIZE, table.len() as u32);
+        let data = (table_at + BYTES_DATA) as usize;
+        memory[data..data + table.len()].copy_from_slice(table);
+        // Frame 0 is the innermost (library code); frame `depth` runs the submission.
+        for i in 0..=depth as u32 {
+            let frame = FRAMES + 32 * i;
+            let last = i == depth as u32;
+            put(
+                &mut memory,
+                frame + IFRAME_CODE,
+                if last { CODE } else { OTHER_CODE },
+            );
+            put(
+                &mut memory,
+                frame + IFRAME_PREVIOUS,
+                if last { 0 } else { frame + 32 },
+            );
+            if last {
+                put(
+                    &mut memory,
+                    frame + IFRAME_PREV_INSTR,
+                    CODE + CODE_BYTECODE + 2 * index,
+                );
+            }
+        }
+        (memory, FRAMES)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any bytes, any first line, any index: an answer, never a panic.
+        #[test]
+        fn decoder_never_panics(table in proptest::collection::vec(any::<u8>(), 0..512),
+                                first_line in any::<i32>(), index in any::<u32>()) {
+            if let Some(line) = line_for_index(&table, first_line, index) {
+                prop_assert!(line > 0);
+            }
+        }
+
+        /// Extreme deltas that overflow `i32` are unknown, not a wrapped or panicking line.
+        #[test]
+        fn overflowing_lines_are_unknown(first_line in (i32::MAX - 10)..=i32::MAX, index in 0u32..4) {
+            let mut table = vec![head(13, 8)];
+            svarint(&mut table, 1_000_000);
+            prop_assert_eq!(line_for_index(&table, first_line, index), None);
+        }
+
+        /// Well-formed tables decode to the model's line for every unit, and past the
+        /// end to `None`.
+        #[test]
+        fn decoder_matches_the_model(entries in proptest::collection::vec(entry(), 0..64),
+                                     first_line in 1i32..100_000) {
+            let table = encode(&entries);
+            let expected = model(&entries, first_line);
+            for (index, line) in expected.iter().enumerate() {
+                prop_assert_eq!(line_for_index(&table, first_line, index as u32), *line, "unit {}", index);
+            }
+            prop_assert_eq!(line_for_index(&table, first_line, expected.len() as u32), None);
+        }
+
+        /// Random memory, random probe word: the walk ends with an answer.
+        #[test]
+        fn walker_never_panics_on_random_memory(memory in proptest::collection::vec(any::<u8>(), 0..4096),
+                                                word in any::<u32>(), frame in any::<u32>()) {
+            let probe = Probe { cframe_word: word, filename: SUBMITTED_FILENAME };
+            let _ = probe.current_line(&memory);
+            let _ = submitted_line(&memory, frame, SUBMITTED_FILENAME);
+            // Pointers near the ends of the address space must not wrap.
+            let _ = submitted_line(&memory, u32::MAX - 3, SUBMITTED_FILENAME);
+        }
+
+        /// Memory whose words mostly point back into it (so the walk goes deep and may
+        /// loop): bounded by the frame limit, never a panic.
+        #[test]
+        fn walker_terminates_on_self_referential_memory(words in proptest::collection::vec(0u32..1024, 256),
+                                                        start in 0u32..1024) {
+            let memory: Vec<u8> = words.iter().flat_map(|w| (w & !3).to_le_bytes()).collect();
+            let _ = submitted_line(&memory, start & !3, SUBMITTED_FILENAME);
+        }
+
+        /// A frame chain in random memory: the walker skips library frames and reads the
+        /// submitted frame's line exactly as the decoder does.
+        #[test]
+        fn walker_finds_the_submitted_frame(noise in proptest::collection::vec(any::<u8>(), 1..2048),
+                                            depth in 0usize..16,
+                                            entries in proptest::collection::vec(entry(), 1..32),
+                                            first_line in 1u32..10_000,
+                                            pick in any::<prop::sample::Index>()) {
+            let table = encode(&entries);
+            let expected = model(&entries, first_line as i32);
+            let index = pick.index(expected.len()) as u32;
+            let (memory, innermost) = chain(&noise, depth, &table, first_line, index);
+            prop_assert_eq!(submitted_line(&memory, innermost, SUBMITTED_FILENAME), expected[index as usize]);
+        }
+
+        /// A size word claiming more than memory holds, or more than the budget, decodes
+        /// no further than both allow.
+        #[test]
+        fn huge_table_sizes_are_bounded(noise in proptest::collection::vec(any::<u8>(), 1..256),
+                                        claimed in any::<u32>()) {
+            let table = encode(&[Entry::Short { kind: 0, len: 1, column: 0 }]);
+            let (mut memory, innermost) = chain(&noise, 0, &table, 7, 0);
+            let table_at = 1024 + 32;
+            put(&mut memory, table_at + BYTES_SIZE, claimed);
+            let line = submitted_line(&memory, innermost, SUBMITTED_FILENAME);
+            let fits = (claimed as usize).min(MAX_LINETABLE_BYTES) <= memory.len() - (table_at + BYTES_DATA) as usize;
+            if claimed >= 2 && fits {
+                prop_assert_eq!(line, Some(7));
+            } else if !fits {
+                prop_assert_eq!(line, None);
+            }
+        }
+    }
+
+    /// A table longer than the budget: units past it read as unknown.
+    #[test]
+    fn budget_cuts_long_tables() {
+        let entries = vec![
+            Entry::Short {
+                kind: 0,
+                len: 8,
+                column: 0
+            };
+            MAX_LINETABLE_BYTES
+        ];
+        let table = encode(&entries);
+        assert_eq!(line_for_index(&table, 3, 0), Some(3));
+        let last_in_budget = (MAX_LINETABLE_BYTES / 2 * 8 - 1) as u32;
+        assert_eq!(line_for_index(&table, 3, last_in_budget), Some(3));
+        assert_eq!(line_for_index(&table, 3, last_in_budget + 1), None);
+    }
+}

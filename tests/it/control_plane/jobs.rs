@@ -222,3 +222,53 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
         "{body}"
     );
 }
+
+/// One guest write far over the relay's old 4 MiB message limit: every output event
+/// (each a bounded chunk) and the final result, whose message holds the whole output,
+/// arrive through the control plane.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_carries_output_of_any_allowed_size() {
+    let dir = TestDir::new();
+    let real = real::Real::start(&dir, &[], true, "").await;
+    let cp = &real.cp;
+    let size: u32 = 6 << 20;
+    let (status, job) = cp
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(SUBMITTER),
+            Some(json!({
+                "language": "wat",
+                "source": crate::sandbox::bounds::printer(1, size),
+                "limits": {"output_bytes": size, "memory_mb": 16},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let accepted: edgebox_wire::sandbox::JobAccepted = serde_json::from_value(job).unwrap();
+    let mut socket = open_events(cp, &accepted.id).await;
+    let mut streamed = 0;
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(message) = socket.next().await {
+            let message = message.expect("relayed message");
+            let tokio_tungstenite::tungstenite::Message::Text(text) = message else {
+                continue;
+            };
+            match serde_json::from_str(&text).expect("event") {
+                edgebox_wire::sandbox::JobEvent::Output(chunk) => streamed += chunk.data.len(),
+                edgebox_wire::sandbox::JobEvent::Result(view) => return Some(view),
+                edgebox_wire::sandbox::JobEvent::Status(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stream ended in time")
+    .expect("a result before the stream ended");
+    assert_eq!(
+        result.head.state,
+        edgebox_wire::sandbox::JobState::Succeeded
+    );
+    assert_eq!(result.stdout.len(), size as usize);
+    assert_eq!(streamed, size as usize);
+}

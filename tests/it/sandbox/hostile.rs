@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use edgebox_wire::sandbox::JobState;
 use serde_json::{Value, json};
 
 use super::{Sandbox, python};
@@ -10,8 +11,8 @@ use super::{Sandbox, python};
 /// A quick job that must still succeed while hostile ones run.
 async fn still_serving(sandbox: &Sandbox) {
     let result = sandbox.run(python("print('still here')")).await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    assert_eq!(result["stdout"], "still here\n");
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "still here\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,20 +26,23 @@ async fn infinite_loops_time_out() {
         .await;
     still_serving(&sandbox).await;
     let job = sandbox.wait(&py).await;
-    assert_eq!(job["state"], "timed_out", "{job}");
-    let line = job["current_line"].as_u64();
-    assert!(matches!(line, Some(2 | 3)), "{job}");
-    let runtime = job["runtime_ms"].as_u64().unwrap();
-    assert!((1400..10_000).contains(&runtime), "{job}");
+    assert_eq!(job.head.state, JobState::TimedOut, "{job:?}");
+    let line = job.head.current_line.map(u64::from);
+    assert!(matches!(line, Some(2 | 3)), "{job:?}");
+    let runtime = job.head.runtime_ms;
+    assert!((1400..10_000).contains(&runtime), "{job:?}");
     let job = sandbox.wait(&wat).await;
-    assert_eq!(job["state"], "timed_out", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("CPU"), "{job}");
+    assert_eq!(job.head.state, JobState::TimedOut, "{job:?}");
+    assert!(
+        job.head.error.as_deref().unwrap().contains("CPU"),
+        "{job:?}"
+    );
     // Sleeping is wall time, not CPU, and still bounded.
     let result = sandbox
         .run(json!({"language": "python", "source": "import time\ntime.sleep(100)\n", "limits": {"wall_ms": 1000}}))
         .await;
-    assert_eq!(result["state"], "timed_out", "{result}");
-    assert_eq!(result["current_line"], 2, "{result}");
+    assert_eq!(result.head.state, JobState::TimedOut, "{result:?}");
+    assert_eq!(result.head.current_line, Some(2), "{result:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -47,42 +51,33 @@ async fn memory_bombs_and_recursion_are_contained() {
     let result = sandbox
         .run(json!({"language": "python", "source": "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 20))\n", "limits": {"memory_mb": 64}}))
         .await;
-    assert_eq!(result["state"], "memory_exceeded", "{result}");
-    assert!(
-        result["stderr"].as_str().unwrap().contains("MemoryError"),
-        "{result}"
-    );
+    assert_eq!(result.head.state, JobState::MemoryExceeded, "{result:?}");
+    assert!(result.stderr.as_str().contains("MemoryError"), "{result:?}");
 
     let result = sandbox
         .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))", "limits": {"memory_mb": 32}}))
         .await;
-    assert_eq!(result["state"], "memory_exceeded", "{result}");
+    assert_eq!(result.head.state, JobState::MemoryExceeded, "{result:?}");
 
     let result = sandbox
         .run(python("def f(n):\n    return f(n + 1)\nf(0)\n"))
         .await;
-    assert_eq!(result["state"], "failed", "{result}");
-    assert!(
-        result["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("RecursionError"),
-        "{result}"
-    );
+    assert_eq!(result.head.state, JobState::Failed, "{result:?}");
+    assert!(result.stderr.contains("RecursionError"), "{result:?}");
 
     let result = sandbox
         .run(json!({"language": "wat", "source": "(module (memory (export \"memory\") 1) (func $f (call $f)) (func (export \"_start\") (call $f)))"}))
         .await;
-    assert_eq!(result["state"], "failed", "{result}");
+    assert_eq!(result.head.state, JobState::Failed, "{result:?}");
     assert!(
-        result["error"].as_str().unwrap().contains("stack"),
-        "{result}"
+        result.head.error.as_deref().unwrap().contains("stack"),
+        "{result:?}"
     );
 
     let result = sandbox
         .run(json!({"language": "javascript", "source": "function f(n) { return f(n + 1) + 1; }\nf(0);"}))
         .await;
-    assert_eq!(result["state"], "failed", "{result}");
+    assert_eq!(result.head.state, JobState::Failed, "{result:?}");
     still_serving(&sandbox).await;
 }
 
@@ -92,16 +87,16 @@ async fn output_floods_are_capped() {
     let result = sandbox
         .run(json!({"language": "python", "source": "while True:\n    print('x' * 1000)\n", "limits": {"output_bytes": 100_000}}))
         .await;
-    assert_eq!(result["state"], "output_exceeded", "{result}");
-    assert_eq!(result["truncated"], true);
-    assert_eq!(result["stdout"].as_str().unwrap().len(), 100_000);
+    assert_eq!(result.head.state, JobState::OutputExceeded, "{result:?}");
+    assert_eq!(result.head.truncated, true);
+    assert_eq!(result.stdout.as_str().len(), 100_000);
     // Alternating single bytes between stdout and stderr: bounded bookkeeping too.
     let result = sandbox
         .run(json!({"language": "python", "source": "import os\nwhile True:\n    os.write(1, b'a')\n    os.write(2, b'b')\n", "limits": {"output_bytes": 1_000_000}}))
         .await;
-    assert_eq!(result["state"], "output_exceeded", "{result}");
-    assert_eq!(result["truncated"], true);
-    let kept = result["stdout"].as_str().unwrap().len() + result["stderr"].as_str().unwrap().len();
+    assert_eq!(result.head.state, JobState::OutputExceeded, "{result:?}");
+    assert_eq!(result.head.truncated, true);
+    let kept = result.stdout.as_str().len() + result.stderr.as_str().len();
     assert!((60_000..=2_000_000).contains(&kept), "{kept}");
     still_serving(&sandbox).await;
 }
@@ -140,8 +135,8 @@ print('argv', sys.argv)
     let result = sandbox
         .run(json!({"language": "python", "source": probe, "scratch": true, "args": ["x"]}))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
-    let stdout = result["stdout"].as_str().unwrap();
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    let stdout = result.stdout.as_str();
     assert!(!stdout.contains("REACHED"), "{stdout}");
     for what in [
         "passwd",
@@ -164,18 +159,12 @@ print('argv', sys.argv)
     let result = sandbox
         .run(python("import os\ntry:\n    os.listdir('/')\n    print('listed')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
         .await;
-    assert!(
-        result["stdout"].as_str().unwrap().starts_with("blocked"),
-        "{result}"
-    );
+    assert!(result.stdout.as_str().starts_with("blocked"), "{result:?}");
     // And no sockets.
     let result = sandbox
         .run(python("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 80))\n    print('connected')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n"))
         .await;
-    assert!(
-        !result["stdout"].as_str().unwrap().contains("connected"),
-        "{result}"
-    );
+    assert!(!result.stdout.as_str().contains("connected"), "{result:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,8 +174,8 @@ async fn cancelling_a_running_job() {
         .submit(python("n = 0\nwhile True:\n    n += 1\n"))
         .await;
     crate::support::eventually("the job to run", Duration::from_secs(60), || async {
-        let (_, job) = sandbox.get(&format!("/v1/jobs/{id}")).await;
-        (job["state"] == "running").then_some(())
+        let job = sandbox.job(&id).await.expect("the job is known");
+        (job.head.state == JobState::Running).then_some(())
     })
     .await;
     let response = sandbox
@@ -197,7 +186,7 @@ async fn cancelling_a_running_job() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let job = sandbox.wait(&id).await;
-    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job.head.state, JobState::Cancelled, "{job:?}");
     let response = sandbox
         .client
         .delete(format!("{}/v1/jobs/{id}", sandbox.base))
@@ -233,10 +222,14 @@ async fn a_hundred_concurrent_submissions() {
     let mut accepted = Vec::new();
     for (i, status, retry_after, body) in results {
         match status {
-            202 => accepted.push((i, body["id"].as_str().unwrap().to_owned())),
+            202 => {
+                let job: edgebox_wire::sandbox::JobAccepted = serde_json::from_value(body).unwrap();
+                accepted.push((i, job.id));
+            }
             429 => {
                 assert!(retry_after, "429 without Retry-After");
-                assert_eq!(body["error"]["code"], "queue_full");
+                let error: edgebox_wire::ErrorBody = serde_json::from_value(body).unwrap();
+                assert_eq!(error.error.code, "queue_full");
             }
             other => panic!("unexpected {other}: {body}"),
         }
@@ -244,7 +237,7 @@ async fn a_hundred_concurrent_submissions() {
     assert!(accepted.len() >= 20, "only {} accepted", accepted.len());
     for (i, id) in accepted {
         let job = sandbox.wait(&id).await;
-        assert_eq!(job["state"], "succeeded", "{job}");
-        assert_eq!(job["stdout"], format!("{}\n", i * 2));
+        assert_eq!(job.head.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.stdout, format!("{}\n", i * 2));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use edgebox_wire::sandbox::JobState;
 use serde_json::json;
 
 use super::{Sandbox, runtime_dir};
@@ -33,7 +34,7 @@ async fn fetch_runtimes_verifies_and_refuses_a_mismatch() {
     let result = sandbox
         .run(json!({"language": "javascript", "source": "console.log(1)"}))
         .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
     drop(sandbox);
 
     let test = TestDir::new();
@@ -82,7 +83,7 @@ async fn the_daemon_refuses_a_tampered_runtime() {
         &[("EDGEBOX_RUNTIME_DIR", dir.to_str().unwrap())],
     );
     let client = support::client();
-    let result: serde_json::Value = client
+    let result: edgebox_wire::sandbox::JobView = client
         .post(format!("{}/v1/run", daemon.url("api")))
         .json(&json!({"language": "javascript", "source": "console.log(1)"}))
         .send()
@@ -91,12 +92,12 @@ async fn the_daemon_refuses_a_tampered_runtime() {
         .json()
         .await
         .unwrap();
-    assert_eq!(result["state"], "failed", "{result}");
-    let error = result["error"].as_str().unwrap();
+    assert_eq!(result.head.state, JobState::Failed, "{result:?}");
+    let error = result.head.error.as_deref().unwrap();
     assert!(error.contains("SHA-256 mismatch"), "{error}");
-    assert_eq!(result["stdout"], "");
+    assert_eq!(result.stdout, "");
     // Python, whose file is intact, still runs.
-    let result: serde_json::Value = client
+    let result: edgebox_wire::sandbox::JobView = client
         .post(format!("{}/v1/run", daemon.url("api")))
         .json(&json!({"language": "python", "source": "print('ok')"}))
         .send()
@@ -105,5 +106,5 @@ async fn the_daemon_refuses_a_tampered_runtime() {
         .json()
         .await
         .unwrap();
-    assert_eq!(result["stdout"], "ok\n", "{result}");
+    assert_eq!(result.stdout, "ok\n", "{result:?}");
 }
