@@ -107,6 +107,8 @@ struct JobInner {
     segments: Vec<Segment>,
     truncated: bool,
     error: Option<String>,
+    /// Set when the job finishes: its output takes no more writes.
+    frozen: bool,
 }
 
 /// The final outcome the runner reports.
@@ -134,6 +136,7 @@ impl Job {
                 segments: Vec::new(),
                 truncated: false,
                 error: None,
+                frozen: false,
             }),
             current_line: AtomicI64::new(NO_LINE),
             cpu_ticks: AtomicU64::new(0),
@@ -215,24 +218,32 @@ impl Job {
         self.changed();
     }
 
-    pub fn finish(&self, outcome: Outcome) {
+    /// Finishes the job: freezes its output (it never changes again, so the spare
+    /// capacity it grew with is dropped and what the retention budget counts is what is
+    /// held), lets `retire` account for it with its final state and bytes, and only then
+    /// makes the final state visible, so that whoever sees the job finished also sees it
+    /// counted and retained. A second call does nothing.
+    pub fn finish(&self, outcome: Outcome, retire: impl FnOnce(JobState, u64)) {
         let mut inner = self.inner.lock().unwrap();
-        if inner.state.is_final() {
+        if inner.state.is_final() || inner.frozen {
             return;
         }
-        inner.state = outcome.state;
-        inner.exit_code = outcome.exit_code;
-        inner.error = outcome.error;
-        inner.finished = Some(Instant::now());
-        if inner.started.is_none() {
-            inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
-        }
-        // Finished output never changes again: drop the spare capacity it grew with, so
-        // what the retention budget counts is what is held.
+        inner.frozen = true;
         for output in &mut inner.output {
             output.freeze();
         }
         inner.segments.shrink_to_fit();
+        inner.error = outcome.error;
+        let bytes = Self::held(&inner, &self.id);
+        drop(inner);
+        retire(outcome.state, bytes);
+        let mut inner = self.inner.lock().unwrap();
+        inner.state = outcome.state;
+        inner.exit_code = outcome.exit_code;
+        inner.finished = Some(Instant::now());
+        if inner.started.is_none() {
+            inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
+        }
         drop(inner);
         self.changed();
     }
@@ -240,13 +251,16 @@ impl Job {
     /// Heap bytes this job holds, as the retention budget counts them: output, output
     /// bookkeeping, error text and a fixed allowance for the job itself.
     pub fn retained_bytes(&self) -> u64 {
+        Self::held(&self.inner.lock().unwrap(), &self.id)
+    }
+
+    fn held(inner: &JobInner, id: &str) -> u64 {
         /// The `Job`, its `Arc`, table entries and id, rounded up.
         const OVERHEAD: usize = 1024;
-        let inner = self.inner.lock().unwrap();
         let held = inner.output.iter().map(OutputBuf::held).sum::<usize>()
             + inner.segments.capacity() * std::mem::size_of::<Segment>()
             + inner.error.as_ref().map_or(0, String::capacity)
-            + self.id.len()
+            + id.len()
             + OVERHEAD;
         held as u64
     }
@@ -255,7 +269,7 @@ impl Job {
     /// false when some of it was dropped.
     pub fn push_output(&self, stream: Stream, data: &[u8]) -> bool {
         let mut inner = self.inner.lock().unwrap();
-        if inner.state.is_final() {
+        if inner.state.is_final() || inner.frozen {
             return false;
         }
         let index = stream as usize;

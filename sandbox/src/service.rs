@@ -568,8 +568,10 @@ impl Service {
 
     fn finish(&self, job: &Job, outcome: Outcome) {
         tracing::info!(state = outcome.state.name(), exit_code = ?outcome.exit_code, error = ?outcome.error, "job finished");
-        job.finish(outcome);
-        self.jobs.retire(job, self.retention());
+        let retention = self.retention();
+        job.finish(outcome, |state, bytes| {
+            self.jobs.retire(&job.id, state, bytes, retention)
+        });
     }
 
     /// Stops taking jobs, lets running ones finish for up to `grace`, then cancels the rest.

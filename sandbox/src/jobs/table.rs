@@ -75,22 +75,17 @@ impl JobTable {
         self.table.lock().unwrap().jobs.get(id).cloned()
     }
 
-    /// Counts a finished job and moves it to the retained ones, forgetting the oldest
-    /// until the bounds hold again. Called once per job, after [`Job::finish`].
-    pub fn retire(&self, job: &Job, retention: Retention) {
-        *self
-            .finished
-            .lock()
-            .unwrap()
-            .entry(job.state())
-            .or_default() += 1;
-        let bytes = job.retained_bytes();
+    /// Counts job `id` as finished in `state` and moves it to the retained ones with
+    /// the `bytes` it holds, forgetting the oldest until the bounds hold again. The
+    /// `retire` step of [`Job::finish`], once per job.
+    pub fn retire(&self, id: &str, state: JobState, bytes: u64, retention: Retention) {
+        *self.finished.lock().unwrap().entry(state).or_default() += 1;
         let mut table = self.table.lock().unwrap();
-        if !table.jobs.contains_key(&job.id) {
-            return; // never inserted (calibration), or already forgotten
+        if !table.jobs.contains_key(id) {
+            return; // never inserted, or already forgotten
         }
         table.finished.push_back(Finished {
-            id: job.id.clone(),
+            id: id.to_owned(),
             at: Instant::now(),
             bytes,
         });
@@ -174,12 +169,14 @@ mod tests {
     }
 
     fn finish(table: &JobTable, job: &Job, retention: Retention) {
-        job.finish(Outcome {
+        let outcome = Outcome {
             state: JobState::Succeeded,
             exit_code: Some(0),
             error: None,
+        };
+        job.finish(outcome, |state, bytes| {
+            table.retire(&job.id, state, bytes, retention)
         });
-        table.retire(job, retention);
     }
 
     /// Thousands of jobs at their maximum output: what the table holds stays within the
