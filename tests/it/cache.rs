@@ -4,6 +4,7 @@
 
 mod fast_path;
 mod headers;
+mod key;
 mod semantics;
 mod shield;
 mod tiers;

@@ -342,3 +342,41 @@ fn daemons_refuse_a_broken_config_with_exit_78() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown region \"atlantis\""));
 }
+
+#[test]
+fn edge_hosts_and_the_hop_key_are_checked() {
+    let found = diagnostics(
+        "[origin_groups.web]",
+        "[edge]\nhop_key = \"short\"\nhop_key_env = \"X\"\n\n[edge.hosts]\n\
+         names = [\"ok.example\", \"bad/host\", \"a.example:80\", \"*.fine.example\", \"[::1]\", \"[nope]\"]\n\
+         unknown = \"maybe\"\ndefault = \"x y\"\n\n[origin_groups.web]",
+    );
+    let has = |path: &str, message: &str| {
+        found
+            .iter()
+            .any(|(_, p, m)| p == path && m.contains(message))
+    };
+    assert!(has("edge.hosts.names[1]", "is not a host name"), "{found:#?}");
+    assert!(has("edge.hosts.names[2]", "no port"), "{found:#?}");
+    assert!(has("edge.hosts.names[5]", "is not a host name"), "{found:#?}");
+    assert!(has("edge.hosts.unknown", "\"default\" or \"reject\""), "{found:#?}");
+    assert!(has("edge.hosts.default", "is not a host name"), "{found:#?}");
+    assert!(has("edge", "at most one of `hop_key`"), "{found:#?}");
+    assert_eq!(found.len(), 6, "{found:#?}");
+    // Only wildcards: unknown hosts need a default named.
+    let found = diagnostics(
+        "[origin_groups.web]",
+        "[edge.hosts]\nnames = [\"*.example\"]\n\n[origin_groups.web]",
+    );
+    assert!(
+        found.iter().any(|(_, p, _)| p == "edge.hosts.default"),
+        "{found:#?}"
+    );
+    assert_eq!(
+        diagnostics(
+            "[origin_groups.web]",
+            "[edge.hosts]\nnames = [\"*.example\"]\nunknown = \"reject\"\n\n[origin_groups.web]",
+        ),
+        Vec::new()
+    );
+}

@@ -8,12 +8,14 @@ mod discovery;
 mod hygiene;
 mod origin;
 mod tls;
+mod trust;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::{Daemon, TestDir};
 pub use origin::TestOrigin;
+pub use trust::raw as trust_raw;
 
 /// A deployment with one edge (`edge`, region `edge_region`) in front of `origins`
 /// (as origin nodes `o0..`, each with a region), and `group` lines for `[origin_groups.g]`

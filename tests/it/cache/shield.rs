@@ -7,14 +7,14 @@ use super::{Origin, get, origin_group};
 use crate::support::{Daemon, ONE_REGION, TestDir, client};
 use edgebox_wire::edge::{CacheStatus, Tier};
 
-struct Tiered {
+pub(super) struct Tiered {
     _shield_dir: TestDir,
-    shield: Daemon,
+    pub shield: Daemon,
     _dir: TestDir,
-    children: [Daemon; 2],
+    pub children: [Daemon; 2],
 }
 
-fn start(origin: &Origin) -> Tiered {
+pub(super) fn start(origin: &Origin) -> Tiered {
     let shield_dir = TestDir::new();
     let shield_config = shield_dir.config(&format!(
         "{ONE_REGION}\n[[nodes]]\nname = \"shield\"\nrole = \"edge\"\nregion = \"local\"\n\

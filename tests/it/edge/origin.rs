@@ -165,6 +165,10 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let mut builder = Response::builder().header("x-origin", name.as_str());
+    // Plays a parent edge that reports whatever simulated time the test asks for.
+    if let Some(timing) = headers.get("x-test-server-timing") {
+        builder = builder.header("server-timing", timing);
+    }
     let forced = shared.forced_status.load(Ordering::SeqCst) as u16;
     if forced != 0 {
         let body = Bytes::from(format!("forced {forced} from {name}"));
@@ -189,6 +193,11 @@ async fn handle(
             .header("content-type", "text/plain")
             .header("content-encoding", "gzip");
         encoder.finish().unwrap().into()
+    } else if path == "/cookie" {
+        builder = builder
+            .header("cache-control", "public, max-age=60")
+            .header("set-cookie", "session=for-one-client");
+        Bytes::from_static(b"a page that sets a cookie")
     } else if let Some(code) = path.strip_prefix("/status/") {
         builder = builder.status(code.parse::<u16>().unwrap_or(500));
         Bytes::from(format!("status {code} from {name}"))
