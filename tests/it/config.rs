@@ -356,11 +356,23 @@ fn edge_hosts_and_the_hop_key_are_checked() {
             .iter()
             .any(|(_, p, m)| p == path && m.contains(message))
     };
-    assert!(has("edge.hosts.names[1]", "is not a host name"), "{found:#?}");
+    assert!(
+        has("edge.hosts.names[1]", "is not a host name"),
+        "{found:#?}"
+    );
     assert!(has("edge.hosts.names[2]", "no port"), "{found:#?}");
-    assert!(has("edge.hosts.names[5]", "is not a host name"), "{found:#?}");
-    assert!(has("edge.hosts.unknown", "\"default\" or \"reject\""), "{found:#?}");
-    assert!(has("edge.hosts.default", "is not a host name"), "{found:#?}");
+    assert!(
+        has("edge.hosts.names[5]", "is not a host name"),
+        "{found:#?}"
+    );
+    assert!(
+        has("edge.hosts.unknown", "\"default\" or \"reject\""),
+        "{found:#?}"
+    );
+    assert!(
+        has("edge.hosts.default", "is not a host name"),
+        "{found:#?}"
+    );
     assert!(has("edge", "at most one of `hop_key`"), "{found:#?}");
     assert_eq!(found.len(), 6, "{found:#?}");
     // Only wildcards: unknown hosts need a default named.
