@@ -9,19 +9,44 @@ use std::time::Duration;
 
 pub use tokio_util::sync::CancellationToken;
 
+/// SIGTERM and SIGINT as a sequence of stop requests, for a process that reacts to a
+/// second one too (a supervisor escalating to SIGKILL, a tool quitting at once). The
+/// handlers are installed by [`StopSignals::install`], so a signal that arrives right
+/// after is not lost.
+pub struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers. Must be called inside a tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
 /// A token cancelled on the first SIGTERM or SIGINT. Must be called inside a tokio
 /// runtime; the handlers are installed before it returns, so a signal that arrives
 /// right after is not lost.
 pub fn on_signals() -> std::io::Result<CancellationToken> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut signals = StopSignals::install()?;
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = terminate.recv() => tracing::info!("received SIGTERM"),
-            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+            name = signals.recv() => tracing::info!("received {name}"),
             () = cancel.cancelled() => return,
         }
         cancel.cancel();

@@ -158,77 +158,71 @@ async fn stats(AxState(service): AxState<Shared>) -> Json<SandboxStats> {
 }
 
 async fn metrics(AxState(service): AxState<Shared>) -> Response {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let totals = service.jobs.finished_totals();
-    out.push_str("# HELP edgebox_sandbox_jobs_finished_total Jobs finished, by final state.\n");
-    out.push_str("# TYPE edgebox_sandbox_jobs_finished_total counter\n");
+    // The same numbers as `/stats`, every sample labelled with the node.
+    let stats = stats_of(&service);
+    let node = [("node", stats.node.as_str())];
+    let mut out = edgebox_node::metrics::MetricsText::new();
     for state in JobState::ALL.iter().filter(|state| state.is_final()) {
-        let _ = writeln!(
-            out,
-            "edgebox_sandbox_jobs_finished_total{{state=\"{}\"}} {}",
-            state.name(),
-            totals.get(state).copied().unwrap_or(0)
+        out.counter(
+            "edgebox_sandbox_jobs_finished_total",
+            "Jobs finished, by final state.",
+            &[("node", stats.node.as_str()), ("state", state.name())],
+            stats.finished_total.get(state).copied().unwrap_or(0),
         );
     }
-    let retained = service.jobs.retained(service.retention());
-    let gauges = [
-        (
-            "edgebox_sandbox_jobs_running",
-            "Jobs running now.",
-            service.running.load(Ordering::Relaxed) as u64,
-        ),
-        (
-            "edgebox_sandbox_jobs_queued",
-            "Jobs waiting for a slot.",
-            service.waiting.load(Ordering::Relaxed) as u64,
-        ),
-        (
-            "edgebox_sandbox_retained_jobs",
-            "Finished jobs kept readable.",
-            retained.jobs,
-        ),
-        (
-            "edgebox_sandbox_retained_bytes",
-            "Bytes finished jobs hold (bounded by max_finished_bytes).",
-            retained.bytes,
-        ),
-        (
-            "edgebox_sandbox_subscribers",
-            "Event subscribers connected now.",
-            service.subscribers.load(Ordering::Relaxed) as u64,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
-    let counters = [
-        (
-            "edgebox_sandbox_jobs_submitted_total",
-            "Jobs accepted.",
-            service.jobs.submitted.load(Ordering::Relaxed),
-        ),
-        (
-            "edgebox_sandbox_jobs_rejected_busy_total",
-            "Submissions refused with 429.",
-            service.jobs.rejected_busy.load(Ordering::Relaxed),
-        ),
-        (
-            "edgebox_sandbox_jobs_evicted_total",
-            "Finished jobs forgotten early (oldest first) to stay within the retention bounds.",
-            retained.evicted_total,
-        ),
-    ];
-    for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    out.gauge(
+        "edgebox_sandbox_jobs_running",
+        "Jobs running now.",
+        &node,
+        stats.running,
+    )
+    .gauge(
+        "edgebox_sandbox_jobs_queued",
+        "Jobs waiting for a slot.",
+        &node,
+        stats.queued,
+    )
+    .gauge(
+        "edgebox_sandbox_retained_jobs",
+        "Finished jobs kept readable.",
+        &node,
+        stats.retained.jobs,
+    )
+    .gauge(
+        "edgebox_sandbox_retained_bytes",
+        "Bytes finished jobs hold (bounded by max_finished_bytes).",
+        &node,
+        stats.retained.bytes,
+    )
+    .gauge(
+        "edgebox_sandbox_subscribers",
+        "Event subscribers connected now.",
+        &node,
+        stats.subscribers,
+    )
+    .counter(
+        "edgebox_sandbox_jobs_submitted_total",
+        "Jobs accepted.",
+        &node,
+        stats.submitted,
+    )
+    .counter(
+        "edgebox_sandbox_jobs_rejected_busy_total",
+        "Submissions refused with 429.",
+        &node,
+        stats.rejected_busy,
+    )
+    .counter(
+        "edgebox_sandbox_jobs_evicted_total",
+        "Finished jobs forgotten early (oldest first) to stay within the retention bounds.",
+        &node,
+        stats.retained.evicted_total,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out.finish(),
+    )
+        .into_response()
 }
 
 /// Reads and decodes a submission: 413 when the body cannot fit the size limits, 400 for

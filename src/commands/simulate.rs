@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use edgebox_simulate::{self as simulate, SimError, examples, scenario::Limit};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code when the deployment cannot be reached or started (sysexits' EX_UNAVAILABLE).
@@ -158,19 +157,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the simulator's runtime")?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
-        let mut interrupt =
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut terminate =
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut signals = edgebox_node::shutdown::StopSignals::install()
+            .context("installing the SIGINT/SIGTERM handlers")?;
         let on_signal = cancel.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
+            signals.recv().await;
             eprintln!("\nedgebox simulate: stopping (Ctrl-C again to quit at once)");
             on_signal.cancel();
-            interrupt.recv().await;
+            signals.recv().await;
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         });
         match simulate::run(scenario, &options, cancel.clone()).await {

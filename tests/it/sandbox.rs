@@ -470,7 +470,9 @@ async fn stats_metrics_health_and_graceful_stop() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("edgebox_sandbox_jobs_finished_total{state=\"succeeded\"} 1"),
+        metrics.contains(
+            "edgebox_sandbox_jobs_finished_total{node=\"sandbox\",state=\"succeeded\"} 1"
+        ),
         "{metrics}"
     );
     let status = sandbox.daemon.terminate(Duration::from_secs(15));

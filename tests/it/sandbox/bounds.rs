@@ -94,11 +94,11 @@ async fn finished_jobs_are_bounded_by_count_and_bytes() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("edgebox_sandbox_jobs_evicted_total 4"),
+        metrics.contains("edgebox_sandbox_jobs_evicted_total{node=\"sandbox\"} 4"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("edgebox_sandbox_retained_jobs 2"),
+        metrics.contains("edgebox_sandbox_retained_jobs{node=\"sandbox\"} 2"),
         "{metrics}"
     );
     // The count bound applies on its own too.
