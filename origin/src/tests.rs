@@ -90,6 +90,30 @@ fn ranges_resolve_against_the_length() {
 }
 
 #[test]
+fn overlapping_and_adjacent_ranges_are_coalesced() {
+    let resolve = |header: &str, len: u64| range::resolve(&range::parse(header).unwrap(), len);
+    let zeros = format!("bytes={}", vec!["0-"; range::MAX_RANGES].join(","));
+    assert_eq!(resolve(&zeros, 100), Resolved::Partial(vec![0..100]));
+    assert_eq!(
+        resolve("bytes=0-9, 10-19", 100),
+        Resolved::Partial(vec![0..20])
+    );
+    assert_eq!(
+        resolve("bytes=50-59, 0-9, 5-14", 100),
+        Resolved::Partial(vec![0..15, 50..60])
+    );
+    // Nothing to merge: the request's order is kept.
+    assert_eq!(
+        resolve("bytes=50-59, 0-9", 100),
+        Resolved::Partial(vec![50..60, 0..10])
+    );
+    // Multipart only when smaller than the file.
+    let overhead = |_: &std::ops::Range<u64>| 80;
+    assert!(range::multipart_worthwhile(&[0..10, 50..60], 1000, overhead, 40));
+    assert!(!range::multipart_worthwhile(&[0..10, 50..60], 200, overhead, 40));
+}
+
+#[test]
 fn the_large_sample_file_is_deterministic_and_mixed() {
     let generate = || {
         let mut out = Vec::new();
