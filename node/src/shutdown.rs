@@ -19,12 +19,15 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("received SIGTERM"),
-            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
             () = cancel.cancelled() => return,
-        }
+        };
+        // Cancel first: nothing that can fail (logging to a closed stderr) may stand
+        // between the signal and the shutdown.
         cancel.cancel();
+        tracing::info!("received {name}");
     });
     Ok(token)
 }

@@ -111,6 +111,13 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     );
     println!("edgebox: data directory {}", deployment.data_dir.display());
 
+    // Handlers first: a Ctrl-C that arrives while nodes are being started is kept and
+    // stops them, instead of killing `up` with the default action and orphaning the
+    // nodes already started.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
     let mut supervisor = Supervisor::new();
     let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
     for node in nodes {
@@ -129,10 +136,6 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
             },
         );
     }
-
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     let expected: usize = supervised.values().map(|s| s.node.listeners().len()).sum();
     let mut bound: BTreeMap<(String, String), SocketAddr> = BTreeMap::new();
