@@ -13,3 +13,5 @@ fn embedded_default_is_valid() {
     assert_eq!(edge.listeners()[1].1, "127.0.0.1:8443".parse().unwrap());
     assert!(deployment.origin.rule_for("/assets/app.css").is_some());
 }
+
+mod properties;
