@@ -151,7 +151,10 @@ impl Store {
         }
         store.next_version = highest_seen.saturating_add(1).max(1);
         if let Some(pointer) = pointer
-            && store.history.last().is_none_or(|meta| meta.version != pointer)
+            && store
+                .history
+                .last()
+                .is_none_or(|meta| meta.version != pointer)
         {
             report(&StoreError::Corrupt {
                 path: current_path.clone(),
@@ -354,6 +357,9 @@ mod tests {
         }
         let (mut store, current) = Store::open(dir.path()).unwrap();
         assert!(current.is_none());
-        assert_eq!(store.append("a = 9\n", "startup".into()).unwrap().version, 4);
+        assert_eq!(
+            store.append("a = 9\n", "startup".into()).unwrap().version,
+            4
+        );
     }
 }

@@ -109,8 +109,18 @@ fn overlapping_and_adjacent_ranges_are_coalesced() {
     );
     // Multipart only when smaller than the file.
     let overhead = |_: &std::ops::Range<u64>| 80;
-    assert!(range::multipart_worthwhile(&[0..10, 50..60], 1000, overhead, 40));
-    assert!(!range::multipart_worthwhile(&[0..10, 50..60], 200, overhead, 40));
+    assert!(range::multipart_worthwhile(
+        &[0..10, 50..60],
+        1000,
+        overhead,
+        40
+    ));
+    assert!(!range::multipart_worthwhile(
+        &[0..10, 50..60],
+        200,
+        overhead,
+        40
+    ));
 }
 
 mod properties {

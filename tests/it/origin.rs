@@ -386,15 +386,45 @@ async fn overlapping_or_excessive_ranges_never_amplify_the_response() {
     let sparse: Vec<String> = (0..60).map(|i| format!("{0}-{0}", i * 10)).collect();
     // (Range, status, Content-Range of a single-part answer, body)
     let cases: Vec<(String, StatusCode, Option<&str>, std::ops::Range<usize>)> = vec![
-        (repeat("0-", 64), StatusCode::PARTIAL_CONTENT, Some("bytes 0-999/1000"), 0..1000),
-        (repeat("-1000", 64), StatusCode::PARTIAL_CONTENT, Some("bytes 0-999/1000"), 0..1000),
-        ("bytes=0-499, 250-749".into(), StatusCode::PARTIAL_CONTENT, Some("bytes 0-749/1000"), 0..750),
-        ("bytes=10-19, 0-9, 20-29".into(), StatusCode::PARTIAL_CONTENT, Some("bytes 0-29/1000"), 0..30),
-        ("bytes=100-199, 150-299, 5-5".into(), StatusCode::PARTIAL_CONTENT, None, 0..0),
+        (
+            repeat("0-", 64),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-999/1000"),
+            0..1000,
+        ),
+        (
+            repeat("-1000", 64),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-999/1000"),
+            0..1000,
+        ),
+        (
+            "bytes=0-499, 250-749".into(),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-749/1000"),
+            0..750,
+        ),
+        (
+            "bytes=10-19, 0-9, 20-29".into(),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-29/1000"),
+            0..30,
+        ),
+        (
+            "bytes=100-199, 150-299, 5-5".into(),
+            StatusCode::PARTIAL_CONTENT,
+            None,
+            0..0,
+        ),
         // More ranges than allowed: the header is ignored.
         (repeat("0-0", 65), StatusCode::OK, None, 0..1000),
         // Disjoint, but their part headers would outweigh the file: the file.
-        (format!("bytes={}", sparse.join(",")), StatusCode::OK, None, 0..1000),
+        (
+            format!("bytes={}", sparse.join(",")),
+            StatusCode::OK,
+            None,
+            0..1000,
+        ),
     ];
     for (range, status, content_range, body_range) in cases {
         let response = site.get("/data.bin", &[("range", &range)]).await;

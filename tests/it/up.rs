@@ -246,7 +246,10 @@ delay = "60s"
 
     signal(up.child.id(), 2);
     wait_for_line(&up, "stopping", Duration::from_secs(10));
-    assert!(alive(pid), "the origin drains its request instead of exiting");
+    assert!(
+        alive(pid),
+        "the origin drains its request instead of exiting"
+    );
     let second = std::time::Instant::now();
     signal(up.child.id(), 2);
     let status = eventually_blocking(
@@ -259,7 +262,10 @@ delay = "60s"
         "the second Ctrl-C must not wait for the drain ({:?})",
         second.elapsed()
     );
-    assert!(!status.success(), "a killed node is not a clean stop: {status}");
+    assert!(
+        !status.success(),
+        "a killed node is not a clean stop: {status}"
+    );
     eventually_blocking("the origin to be gone", Duration::from_secs(5), || {
         (!alive(pid)).then_some(())
     });

@@ -50,7 +50,9 @@ fn leaves(value: &Value, path: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
 }
 
 fn default_table() -> Table {
-    EMBEDDED_DEFAULT.parse().expect("the embedded default is TOML")
+    EMBEDDED_DEFAULT
+        .parse()
+        .expect("the embedded default is TOML")
 }
 
 fn all_leaves() -> Vec<Vec<Step>> {

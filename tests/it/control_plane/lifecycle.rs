@@ -414,7 +414,11 @@ async fn a_damaged_store_starts_from_the_newest_intact_version() {
     std::fs::write(store.join("current"), "18446744073709551615\n").unwrap();
     let started = Instant::now();
     cp = Cp::start_file(cp.config.clone());
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     let (_, current) = cp.get("/v1/config").await;
     assert_eq!(current["version"], 3);
     assert_eq!(current["toml"], v3.as_str());
