@@ -118,6 +118,13 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
+    // Each node's credential (and the deployment's node key) exist before any node
+    // starts, so nodes and the control plane agree on them from the first request.
+    for node in &nodes {
+        edgebox_node::credentials::ensure(&deployment, &node.name)
+            .with_context(|| format!("preparing the credential of node {}", node.name))?;
+    }
+
     let mut supervisor = Supervisor::new();
     let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
     for node in nodes {
@@ -308,6 +315,13 @@ fn print_table(
                 println!("edgebox: {} token in {}", token.name, path.display());
             }
         }
+        println!(
+            "edgebox: node credentials (for calling a node's admin or API port yourself) in {}",
+            deployment
+                .node_data_dir("NODE")
+                .join(edgebox_node::credentials::CREDENTIAL_FILE)
+                .display()
+        );
     }
     println!(
         "edgebox: all {} nodes ready (deployment {:?}); Ctrl-C stops them",

@@ -92,7 +92,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
 
 /// The edge's `/stats` document.
 pub async fn stats(edge: &Daemon) -> serde_json::Value {
-    crate::support::client()
+    edge.authed_client()
         .get(format!("{}/stats", edge.url("admin")))
         .send()
         .await
@@ -104,8 +104,10 @@ pub async fn stats(edge: &Daemon) -> serde_json::Value {
 
 /// POSTs a TOML body to `/reload`.
 pub async fn reload(edge: &Daemon, toml: String) -> (u16, serde_json::Value) {
-    let response = crate::support::client()
+    let response = edge
+        .authed_client()
         .post(format!("{}/reload", edge.url("admin")))
+        .header("content-type", "application/toml")
         .body(toml)
         .send()
         .await

@@ -127,8 +127,16 @@ pub async fn events(
             "too many event streams are open; retry later",
         ));
     }
-    let addr = sandbox_addr(&state)?;
-    let url = format!("ws://{addr}/v1/jobs/{id}/events");
+    let (addr, credential) = sandbox_addr(&state)?;
+    let mut url = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{addr}/v1/jobs/{id}/events"
+    ))
+    .map_err(|err| ApiError::internal(format!("sandbox URL: {err}")))?;
+    url.headers_mut().insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {credential}"))
+            .map_err(|err| ApiError::internal(format!("credential header: {err}")))?,
+    );
     let config =
         tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE));
     // Connect upstream before accepting the client, so a missing job or a down
@@ -256,8 +264,9 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The sandbox node jobs go to: the first one in the config with a known address.
-fn sandbox_addr(state: &AppState) -> Result<SocketAddr, ApiError> {
+/// The sandbox node jobs go to: the first one in the config with a known address, and
+/// the credential calls to it present.
+fn sandbox_addr(state: &AppState) -> Result<(SocketAddr, String), ApiError> {
     let current = state.current();
     let mut sandboxes = current
         .deployment
@@ -273,7 +282,11 @@ fn sandbox_addr(state: &AppState) -> Result<SocketAddr, ApiError> {
         ));
     }
     sandboxes
-        .find_map(|node| state.service_addr(node, "api"))
+        .find_map(|node| {
+            state
+                .service_addr(node, "api")
+                .map(|addr| (addr, state.credential_for(node)))
+        })
         .ok_or_else(|| {
             ApiError::bad_gateway(
                 "sandbox_address_unknown",
@@ -289,10 +302,11 @@ async fn forward(
     body: Option<Value>,
     timeout: Duration,
 ) -> Result<Response, ApiError> {
-    let addr = sandbox_addr(state)?;
+    let (addr, credential) = sandbox_addr(state)?;
     let mut request = state
         .http
         .request(method.clone(), format!("http://{addr}{path}"))
+        .bearer_auth(credential)
         .timeout(timeout);
     if let Some(body) = &body {
         request = request.json(body);

@@ -11,7 +11,7 @@ async fn healthz_stats_metrics_and_drain() {
     let origin = TestOrigin::start("o0");
     let dir = TestDir::new();
     let (edge, _) = Deploy::local(&[&origin], "").start(&dir);
-    let client = client();
+    let client = edge.authed_client();
     let admin = edge.url("admin");
     let health: serde_json::Value = client
         .get(format!("{admin}/healthz"))
@@ -57,6 +57,7 @@ async fn healthz_stats_metrics_and_drain() {
 
     let purge = client
         .post(format!("{admin}/purge"))
+        .header("content-type", "application/json")
         .body("{\"all\":true}")
         .send()
         .await
@@ -67,7 +68,12 @@ async fn healthz_stats_metrics_and_drain() {
     let missing = client.get(format!("{admin}/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
-    let drain = client.post(format!("{admin}/drain")).send().await.unwrap();
+    let drain = client
+        .post(format!("{admin}/drain"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(drain.status(), 200);
     let health = client.get(format!("{admin}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 503);
