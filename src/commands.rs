@@ -125,6 +125,10 @@ pub fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A node whose stderr is gone (its `edgebox up` was killed) must keep running
+        // and stop on SIGTERM: by default the subscriber reports a failed write with
+        // `eprintln!`, which panics on the same broken pipe, in whatever task logged.
+        .log_internal_errors(false)
         // Colours only for a person at a terminal; `up` and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {

@@ -127,6 +127,8 @@ pub struct EdgeNode {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// Whether `admin` may be a non-loopback address (validation refuses one otherwise).
+    pub admin_public: bool,
     /// The group this edge fetches from when it has no parent, and the group its
     /// parent chain ends in.
     pub origin_group: String,

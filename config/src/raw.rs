@@ -137,6 +137,9 @@ pub struct RawNode {
     pub https: Option<String>,
     /// Edge only: admin listener (health, stats, purge, reload, metrics).
     pub admin: Option<String>,
+    /// Edge only: allow `admin` on a non-loopback address. The admin port always needs
+    /// the node credential, but by default it is not exposed beyond the machine.
+    pub admin_public: Option<bool>,
     /// Edge only: the origin group this edge (or its parent chain) fetches from.
     pub origin_group: Option<String>,
     /// Edge only: the shield edge that misses go to before the origin.

@@ -40,3 +40,4 @@ fn sandbox_bounds_are_validated() {
     assert_eq!(defaults.sandbox.max_finished_bytes, 256 << 20);
     assert!(defaults.sandbox.max_finished_bytes >= 2 * defaults.sandbox.maximums.output);
 }
+mod properties;

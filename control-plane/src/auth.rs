@@ -6,6 +6,11 @@
 //! start and the CLI on the same machine can read the secret from the same path.
 //!
 //! `operator` may do everything; `submitter` may only run code (jobs, run, events).
+//!
+//! Nodes present their own credential (`edgebox_node::credentials`, checked with the
+//! deployment's node key): it lets node N watch N's config and report N's status,
+//! and nothing else, so a compromised edge cannot change the config or speak for
+//! another node.
 
 use std::sync::Arc;
 
@@ -60,11 +65,19 @@ impl Tokens {
     }
 }
 
-/// Who made a request.
+/// Who made a request with a token.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: String,
     pub role: TokenRole,
+}
+
+/// Who made a request: a token holder or a node.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Token(Caller),
+    /// A node, by name, with its own credential.
+    Node(String),
 }
 
 /// Extractor: the request carries an operator token.
@@ -73,7 +86,7 @@ pub struct Operator(pub Caller);
 /// Extractor: the request carries a token allowed to run code (submitter or operator).
 pub struct Submitter(pub Caller);
 
-fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let header = parts.headers.get(axum::http::header::AUTHORIZATION);
     let presented = match header {
         Some(value) => {
@@ -96,6 +109,17 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         None if is_websocket_upgrade(parts) => query_token(parts).ok_or_else(missing)?,
         None => return Err(missing()),
     };
+    if edgebox_node::credentials::claimed_node(&presented).is_some() {
+        let current = state.current();
+        return match state.node_key.verify(&current.deployment, &presented) {
+            Some(node) => Ok(Principal::Node(node.to_owned())),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "not the credential of any node of the current config",
+            )),
+        };
+    }
     let tokens = state.tokens();
     let credential = tokens.find(&presented).ok_or_else(|| {
         ApiError::new(
@@ -104,10 +128,21 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
             "unknown bearer token",
         )
     })?;
-    Ok(Caller {
+    Ok(Principal::Token(Caller {
         token: credential.name.clone(),
         role: credential.role,
-    })
+    }))
+}
+
+fn node_forbidden(node: &str, needs: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "the credential of node {node:?} may only watch its config and report its status; \
+             this route needs {needs}"
+        ),
+    )
 }
 
 fn missing() -> ApiError {
@@ -140,7 +175,10 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(parts, state)?;
+        let caller = match authenticate(parts, state)? {
+            Principal::Token(caller) => caller,
+            Principal::Node(node) => return Err(node_forbidden(&node, "an operator token")),
+        };
         if caller.role != TokenRole::Operator {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -162,7 +200,68 @@ impl FromRequestParts<Arc<AppState>> for Submitter {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state).map(Self)
+        match authenticate(parts, state)? {
+            Principal::Token(caller) => Ok(Self(caller)),
+            Principal::Node(node) => Err(node_forbidden(&node, "a submitter or operator token")),
+        }
+    }
+}
+
+/// Extractor for the config watch: a node (for itself) or an operator.
+pub enum NodeOrOperator {
+    Node(String),
+    Operator,
+}
+
+/// Extractor for status reports: a node (for itself only) or an operator.
+pub struct ReportingNode(pub NodeOrOperator);
+
+impl NodeOrOperator {
+    /// Refuses a node speaking for another one.
+    pub fn may_speak_for(&self, node: &str) -> Result<(), ApiError> {
+        match self {
+            Self::Node(caller) if caller != node => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("node {caller:?} may only watch and report for itself, not for {node:?}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for NodeOrOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        match authenticate(parts, state)? {
+            Principal::Node(node) => Ok(Self::Node(node)),
+            Principal::Token(caller) if caller.role == TokenRole::Operator => Ok(Self::Operator),
+            Principal::Token(caller) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {:?} has role submitter; this route needs a node credential or an operator token",
+                    caller.token
+                ),
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for ReportingNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        NodeOrOperator::from_request_parts(parts, state)
+            .await
+            .map(Self)
     }
 }
 

@@ -45,6 +45,9 @@ pub struct AppState {
     store: Mutex<Store>,
     current: watch::Sender<Arc<Current>>,
     tokens: RwLock<Arc<Tokens>>,
+    /// The deployment's node key: checks nodes' credentials and mints the one each
+    /// call to a node presents (`edgebox_node::credentials`).
+    pub node_key: edgebox_node::credentials::NodeKey,
     reports: Mutex<BTreeMap<String, NodeReport>>,
     /// The address the API is bound to (known after bind).
     pub self_addr: OnceLock<SocketAddr>,
@@ -68,6 +71,8 @@ pub enum InitError {
     Store(#[from] crate::store::StoreError),
     #[error("tokens: {0}")]
     Tokens(#[from] edgebox_node::secrets::TokenError),
+    #[error("node key: {0}")]
+    NodeKey(#[from] edgebox_node::credentials::CredentialError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -122,6 +127,8 @@ impl AppState {
             }
         };
         let tokens = Tokens::load(&current.deployment)?;
+        let node_key =
+            edgebox_node::credentials::NodeKey::load_or_create(&current.deployment.data_dir)?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(2))
@@ -136,6 +143,7 @@ impl AppState {
             store: Mutex::new(store),
             current: watch::Sender::new(Arc::new(current)),
             tokens: RwLock::new(Arc::new(tokens)),
+            node_key,
             reports: Mutex::new(BTreeMap::new()),
             self_addr: OnceLock::new(),
             http,
@@ -299,6 +307,12 @@ impl AppState {
             .and_then(|report| report.addresses.get(service))
             .copied()
             .map(reachable)
+    }
+
+    /// The credential a call to `node` presents: the node's own, which only the node
+    /// and this control plane know.
+    pub fn credential_for(&self, node: &Node) -> String {
+        self.node_key.mint(node.role_name(), &node.name)
     }
 
     /// The service a node's health is probed on.

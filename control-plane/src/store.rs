@@ -59,11 +59,23 @@ pub struct Store {
     dir: PathBuf,
     /// Oldest first; the last one is current.
     history: Vec<VersionMeta>,
+    /// The number the next version gets: past every version file at or below the
+    /// pointer, intact or not, so a damaged one is never overwritten.
+    next_version: u64,
 }
 
 impl Store {
     /// Opens the store in `dir`, creating it when missing. Returns the store and the
     /// current version's text when one is persisted.
+    ///
+    /// Damage never stops the control plane from starting (under `edgebox up` that
+    /// would be a crash loop): a `current` pointer that is not a number or names a
+    /// version past the last one on disk, a version whose metadata does not parse and a
+    /// text whose checksum does not match are each logged as an error naming the file,
+    /// and the newest intact version at or below the pointer becomes current. Damaged
+    /// files are left where they are, for the operator to look at, and new versions
+    /// are numbered past them. The work is bounded by the files in `versions/`, never by
+    /// the number the pointer holds.
     pub fn open(dir: &Path) -> Result<(Self, Option<String>), StoreError> {
         let versions = dir.join("versions");
         fs::create_dir_all(&versions).map_err(|source| StoreError::Io {
@@ -74,16 +86,23 @@ impl Store {
         let mut store = Self {
             dir: dir.to_path_buf(),
             history: Vec::new(),
+            next_version: 1,
         };
         let current_path = dir.join("current");
-        let current = match fs::read_to_string(&current_path) {
-            Ok(text) => text
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| StoreError::Corrupt {
-                    path: current_path.clone(),
-                    message: format!("not a version number: {:?}", text.trim()),
-                })?,
+        let pointer = match fs::read_to_string(&current_path) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(version) => Some(version),
+                Err(_) => {
+                    report(&StoreError::Corrupt {
+                        path: current_path.clone(),
+                        message: format!(
+                            "not a version number: {:?}; using the newest intact version",
+                            text.trim().chars().take(40).collect::<String>()
+                        ),
+                    });
+                    None
+                }
+            },
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((store, None)),
             Err(source) => {
                 return Err(StoreError::Io {
@@ -95,29 +114,93 @@ impl Store {
         };
         // Versions newer than `current` are leftovers of a write that crashed before
         // the pointer moved; they are not history and get overwritten.
-        for version in 1..=current {
+        let bound = pointer.unwrap_or(u64::MAX);
+        let on_disk = store.versions_on_disk()?;
+        let mut highest_seen = 0;
+        for version in on_disk.into_iter().filter(|version| *version <= bound) {
+            highest_seen = highest_seen.max(version);
             let meta_path = store.meta_path(version);
-            let meta: VersionMeta = match fs::read(&meta_path) {
-                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+            let meta = fs::read(&meta_path)
+                .map_err(|source| StoreError::Io {
+                    action: "read",
                     path: meta_path.clone(),
-                    message: err.to_string(),
-                })?,
-                // A gap can only come from someone deleting files by hand; keep going.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound && version != current => {
-                    continue;
-                }
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        action: "read",
-                        path: meta_path,
-                        source,
-                    });
-                }
-            };
-            store.history.push(meta);
+                    source,
+                })
+                .and_then(|bytes| {
+                    serde_json::from_slice::<VersionMeta>(&bytes).map_err(|err| {
+                        StoreError::Corrupt {
+                            path: meta_path.clone(),
+                            message: err.to_string(),
+                        }
+                    })
+                })
+                .and_then(|meta| {
+                    if meta.version == version {
+                        Ok(meta)
+                    } else {
+                        Err(StoreError::Corrupt {
+                            path: meta_path.clone(),
+                            message: format!("records version {}", meta.version),
+                        })
+                    }
+                });
+            match meta {
+                Ok(meta) => store.history.push(meta),
+                Err(error) => report(&error),
+            }
         }
-        let text = store.text(current)?;
-        Ok((store, Some(text)))
+        store.next_version = highest_seen.saturating_add(1).max(1);
+        if let Some(pointer) = pointer
+            && store
+                .history
+                .last()
+                .is_none_or(|meta| meta.version != pointer)
+        {
+            report(&StoreError::Corrupt {
+                path: current_path.clone(),
+                message: format!(
+                    "names version {pointer}, which is not on disk intact; using the newest intact version"
+                ),
+            });
+        }
+        // The newest version whose text matches its checksum is current.
+        while let Some(meta) = store.history.last() {
+            match store.text(meta.version) {
+                Ok(text) => return Ok((store, Some(text))),
+                Err(error) => {
+                    report(&error);
+                    store.history.pop();
+                }
+            }
+        }
+        tracing::error!(
+            dir = %dir.display(),
+            "no intact config version in the store; starting from the given config"
+        );
+        Ok((store, None))
+    }
+
+    /// Version numbers that have a metadata file, ascending.
+    fn versions_on_disk(&self) -> Result<Vec<u64>, StoreError> {
+        let dir = self.dir.join("versions");
+        let entries = fs::read_dir(&dir).map_err(|source| StoreError::Io {
+            action: "list",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut versions: Vec<u64> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let stem = name.to_str()?.strip_suffix(".json")?;
+                stem.bytes()
+                    .all(|byte| byte.is_ascii_digit())
+                    .then(|| stem.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
     }
 
     pub fn current(&self) -> Option<&VersionMeta> {
@@ -154,7 +237,7 @@ impl Store {
 
     /// Persists `text` as the next version and makes it current.
     pub fn append(&mut self, text: &str, source: String) -> Result<VersionMeta, StoreError> {
-        let version = self.current().map_or(1, |meta| meta.version + 1);
+        let version = self.next_version;
         let meta = VersionMeta {
             version,
             created_at: now_rfc3339(),
@@ -167,6 +250,7 @@ impl Store {
         write_atomic(&self.meta_path(version), &meta_json)?;
         write_atomic(&self.dir.join("current"), format!("{version}\n").as_bytes())?;
         self.history.push(meta.clone());
+        self.next_version = version + 1;
         Ok(meta)
     }
 
@@ -177,6 +261,11 @@ impl Store {
     fn meta_path(&self, version: u64) -> PathBuf {
         self.dir.join("versions").join(format!("{version:06}.json"))
     }
+}
+
+/// Logs damage found while opening, with the file it is in.
+fn report(error: &StoreError) {
+    tracing::error!(%error, "config store damaged; skipping it");
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -230,10 +319,47 @@ mod tests {
         let (mut store, current) = Store::open(dir.path()).unwrap();
         assert_eq!(current.as_deref(), Some("a = 1\n"));
         assert_eq!(store.append("a = 3\n", "api".into()).unwrap().version, 2);
+        // A damaged current text: the newest intact version is current, and the
+        // damaged one is kept and never overwritten.
         fs::write(dir.path().join("versions/000002.toml"), "a = 4\n").unwrap();
-        assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::Corrupt { .. })
-        ));
+        let (mut store, current) = Store::open(dir.path()).unwrap();
+        assert_eq!(current.as_deref(), Some("a = 1\n"));
+        assert_eq!(store.append("a = 5\n", "api".into()).unwrap().version, 3);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("versions/000002.toml")).unwrap(),
+            "a = 4\n"
+        );
+    }
+
+    #[test]
+    fn a_pointer_far_past_the_last_version_or_garbage_opens_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        store.append("a = 1\n", "startup".into()).unwrap();
+        store.append("a = 2\n", "api".into()).unwrap();
+        for pointer in ["18446744073709551615", "999999999999", "banana", ""] {
+            fs::write(dir.path().join("current"), pointer).unwrap();
+            let started = std::time::Instant::now();
+            let (store, current) = Store::open(dir.path()).unwrap();
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+            assert_eq!(current.as_deref(), Some("a = 2\n"), "{pointer:?}");
+            assert_eq!(store.history().len(), 2);
+        }
+        // Unreadable metadata of the current version: the one before it.
+        fs::write(dir.path().join("current"), "2").unwrap();
+        fs::write(dir.path().join("versions/000002.json"), "{not json").unwrap();
+        let (mut store, current) = Store::open(dir.path()).unwrap();
+        assert_eq!(current.as_deref(), Some("a = 1\n"));
+        assert_eq!(store.append("a = 3\n", "api".into()).unwrap().version, 3);
+        // Nothing intact at all: no current version, and the next one is past them.
+        for version in 1..=3 {
+            fs::write(dir.path().join(format!("versions/{version:06}.toml")), "x").unwrap();
+        }
+        let (mut store, current) = Store::open(dir.path()).unwrap();
+        assert!(current.is_none());
+        assert_eq!(
+            store.append("a = 9\n", "startup".into()).unwrap().version,
+            4
+        );
     }
 }

@@ -12,10 +12,11 @@
 //! Codemap: `proxy` (the `ProxyHttp` phases; the cache tiers plug into its cache
 //! phases), `upstream` (+ `upstream/selection`: policies, per-origin stats and health
 //! state), `health` (active checks), `discovery` (DNS), `tls` (SNI resolver, local CA,
-//! file watcher), `compress`, `latency`, `admin`, `state` (the `ArcSwap` snapshot and
+//! file watcher), `compress`, `latency`, `admin` (behind `admin_auth`), `state` (the `ArcSwap` snapshot and
 //! the reload path, shared with start-up).
 
 mod admin;
+mod admin_auth;
 pub mod authority;
 pub mod cache;
 mod client_timeout;
@@ -64,6 +65,8 @@ pub enum RunError {
     TlsSettings(String),
     #[error("building the edge state")]
     State(#[from] state::ReloadError),
+    #[error("reading the node credential")]
+    Credential(#[from] edgebox_node::credentials::CredentialError),
 }
 
 /// Runs edge `node` of `deployment` until SIGTERM or SIGINT, then drains.
@@ -132,6 +135,7 @@ async fn serve(
         }
         None => None,
     };
+    let gate = Arc::new(edgebox_node::credentials::Gate::open(&deployment, &node)?);
     let state = Arc::new(state::EdgeState::new(
         deployment,
         &node,
@@ -177,8 +181,11 @@ async fn serve(
     }
     let mut admin = pingora::services::listening::Service::new(
         "edge admin".to_owned(),
-        pingora::apps::http_app::HttpServer::new_app(admin::AdminApp {
-            state: state.clone(),
+        pingora::apps::http_app::HttpServer::new_app(admin_auth::Authenticated {
+            inner: admin::AdminApp {
+                state: state.clone(),
+            },
+            gate,
         }),
     );
     let admin_addr = bind(&fds, edge.admin)?;

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgebox_config::{Deployment, TokenRole, TokenSecret};
+use edgebox_config::Deployment;
 use edgebox_wire::control_plane::{StatusReport, WatchResponse};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -26,7 +26,6 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-use crate::secrets::TokenError;
 
 /// Why the daemon could not apply a version; reported to the control plane.
 pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,9 +37,9 @@ pub struct AgentConfig {
     pub control_plane: String,
     /// This node's name.
     pub node: String,
-    /// Operator token; re-read on every attempt so a file generated after the node
-    /// started is picked up.
-    pub token: Option<(String, TokenSecret)>,
+    /// This node's credential ([`crate::credentials`]): the control plane lets it
+    /// watch this node's config and report this node's status, nothing else.
+    pub credential: Option<String>,
     /// Relative paths in received configs resolve against this directory.
     pub base_dir: PathBuf,
     /// Bound addresses by service, reported with each status.
@@ -53,8 +52,10 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// The agent settings a node of `deployment` uses: the control plane's address and
-    /// the first operator token. `None` when the deployment has no control plane, or
-    /// one on port 0 (which a node cannot find from the config).
+    /// the node's credential ([`crate::credentials::ensure`]; a node whose credential
+    /// cannot be read runs without one and is refused, which its log says). `None` when
+    /// the deployment has no control plane, or one on port 0 (which a node cannot find
+    /// from the config).
     pub fn from_deployment(deployment: &Deployment, node: &str) -> Option<Self> {
         let addr = deployment.control_plane_addr()?;
         if addr.port() == 0 {
@@ -65,16 +66,17 @@ impl AgentConfig {
         } else {
             addr
         };
-        let token = deployment
-            .control_plane
-            .tokens
-            .iter()
-            .find(|token| token.role == TokenRole::Operator)
-            .map(|token| (token.name.clone(), token.secret.clone()));
+        let credential = match crate::credentials::ensure(deployment, node) {
+            Ok(credential) => Some(credential),
+            Err(error) => {
+                tracing::error!(%error, "no node credential; the control plane will refuse this node");
+                None
+            }
+        };
         Some(Self {
             control_plane: format!("http://{addr}"),
             node: node.to_owned(),
-            token,
+            credential,
             base_dir: deployment.base_dir.clone(),
             addresses: BTreeMap::new(),
             poll_timeout: Duration::from_secs(25),
@@ -129,8 +131,6 @@ enum AgentError {
     },
     #[error("decoding the answer: {0}")]
     Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Token(#[from] TokenError),
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -240,13 +240,6 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn token(config: &AgentConfig) -> Result<Option<String>, AgentError> {
-    match &config.token {
-        None => Ok(None),
-        Some((name, secret)) => Ok(Some(crate::secrets::resolve(name, secret, false)?)),
-    }
-}
-
 /// Sends one request and reads the whole answer within `timeout`.
 async fn exchange(
     http: &HttpClient,
@@ -259,8 +252,8 @@ async fn exchange(
     let mut request = http::Request::builder()
         .method(method)
         .uri(format!("{}{path_and_query}", config.control_plane));
-    if let Some(token) = token(config)? {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(credential) = &config.credential {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {credential}"));
     }
     if body.is_some() {
         request = request.header(http::header::CONTENT_TYPE, "application/json");
@@ -345,21 +338,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_node_of_the_embedded_default_finds_the_control_plane_and_its_operator_token() {
+    fn a_node_of_the_embedded_default_finds_the_control_plane_and_its_credential() {
+        let dir = tempfile::tempdir().unwrap();
         let deployment = edgebox_config::parse(
             edgebox_config::EMBEDDED_DEFAULT,
             edgebox_config::EMBEDDED_NAME,
-            std::path::Path::new("/srv/edgebox"),
+            dir.path(),
         )
         .unwrap();
         let config = AgentConfig::from_deployment(&deployment, "edge-eu")
             .unwrap()
             .address("admin", "127.0.0.1:9180".parse().unwrap());
         assert_eq!(config.control_plane, "http://127.0.0.1:9090");
-        assert_eq!(config.base_dir, std::path::Path::new("/srv/edgebox"));
-        let (name, secret) = config.token.unwrap();
-        assert_eq!(name, "operator");
-        assert!(matches!(secret, TokenSecret::File(path) if path.ends_with("tokens/operator")));
+        assert_eq!(config.base_dir, dir.path());
+        let credential = config.credential.unwrap();
+        assert!(credential.starts_with("ebn1.edge-eu."), "{credential}");
+        assert!(
+            !dir.path().join(".edgebox/tokens/operator").exists(),
+            "no operator token is read, or made, by a node"
+        );
         assert_eq!(config.addresses["admin"].port(), 9180);
     }
 }

@@ -1,7 +1,7 @@
 //! The runtime every edgebox node shares, written once: the config-watch [`agent`],
 //! one [`shutdown`] signal and drain with a deadline, the [`announce`] protocol by which
 //! a daemon tells its starter which ports it bound, [`backoff`], [`fs::atomic_write`],
-//! bearer-token [`secrets`], one Prometheus text writer ([`metrics`]) and the
+//! bearer-token [`secrets`], per-node [`credentials`], one Prometheus text writer ([`metrics`]) and the
 //! child-process [`supervisor`] behind `edgebox up` and the simulator.
 //!
 //! This crate knows no daemon: daemons depend on it, never the other way round.
@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod announce;
 pub mod backoff;
+pub mod credentials;
 pub mod fs;
 pub mod metrics;
 pub mod secrets;

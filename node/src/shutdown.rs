@@ -45,11 +45,14 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            name = signals.recv() => tracing::info!("received {name}"),
+        let name = tokio::select! {
+            name = signals.recv() => name,
             () = cancel.cancelled() => return,
-        }
+        };
+        // Cancel first: nothing that can fail (logging to a closed stderr) may stand
+        // between the signal and the shutdown.
         cancel.cancel();
+        tracing::info!("received {name}");
     });
     Ok(token)
 }

@@ -130,11 +130,22 @@ impl Supervisor {
             })
             .kill_on_drop(true)
             .process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-        // which is async-signal-safe; it allocates nothing and takes no locks.
+        // The death signal is tied to the thread that forks, so the supervisor must
+        // spawn from a thread that lives as long as it does (a runtime worker or the
+        // thread blocked on the runtime, never a blocking-pool thread that may retire).
+        // If the supervisor died between the fork and the prctl, the signal will never
+        // come: the child sees its parent changed and refuses to start.
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl
+        // and getppid, which are async-signal-safe; it allocates nothing on the success
+        // path and takes no locks.
         unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+                    return Err(std::io::Error::other("the supervisor exited during spawn"));
+                }
+                Ok(())
             });
         }
         let mut child = command.spawn()?;
@@ -280,6 +291,18 @@ impl Supervisor {
             }
         }
         outcome
+    }
+}
+
+/// A supervisor that goes away without [`Supervisor::stop`] (an early return, a
+/// panic) takes its children's whole process groups with it: nothing it started may
+/// outlive it.
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for (name, pid) in &self.running {
+            tracing::debug!(child = %name, pid, "supervisor dropped; killing its process group");
+            signal_group(*pid, Signal::SIGKILL);
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 use std::ops::Range;
 
 /// Above this many ranges in one request the header is ignored and the whole
-/// representation is sent: many tiny ranges cost more than they save.
+/// representation is sent (RFC 9110 §14.2 lets a server ignore a Range it finds
+/// abusive): many tiny ranges cost more than they save.
 pub const MAX_RANGES: usize = 64;
 
 /// One range spec as written in the header.
@@ -69,6 +70,11 @@ fn parse_number(text: &str) -> Option<u64> {
 }
 
 /// Resolves parsed specs against a representation of `len` bytes.
+///
+/// Overlapping or adjacent ranges are coalesced (RFC 9110 §14.2 allows it, and asks
+/// servers to, against "many overlapping ranges" amplification): 64 copies of `0-` are
+/// one range, never 64 copies of the file. When nothing needs coalescing the request's
+/// order is kept, as the RFC asks for multipart answers.
 pub fn resolve(specs: &[Spec], len: u64) -> Resolved {
     if specs.len() > MAX_RANGES {
         return Resolved::Whole;
@@ -88,8 +94,45 @@ pub fn resolve(specs: &[Spec], len: u64) -> Resolved {
         .filter(|range| range.start < range.end)
         .collect();
     if ranges.is_empty() {
-        Resolved::Unsatisfiable
-    } else {
-        Resolved::Partial(ranges)
+        return Resolved::Unsatisfiable;
     }
+    Resolved::Partial(coalesce(ranges))
+}
+
+/// `ranges` with overlapping or touching ones merged. Sorted by start when any were
+/// merged; unchanged (request order) otherwise.
+fn coalesce(ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    let mut sorted = ranges.clone();
+    sorted.sort_by_key(|range| range.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for range in sorted {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    if merged.len() == ranges.len() {
+        ranges
+    } else {
+        merged
+    }
+}
+
+/// Whether a multipart answer of `ranges` (disjoint, as [`resolve`] gives them) with
+/// `part_overhead` bytes of part headers each and `closing` bytes of final boundary is
+/// worth sending instead of the whole `len`-byte representation. It never is when it
+/// would be as large as the file: a client gains nothing, and the answer is bounded
+/// by the file's size whatever the header asks for.
+pub fn multipart_worthwhile(
+    ranges: &[Range<u64>],
+    len: u64,
+    part_overhead: impl Fn(&Range<u64>) -> u64,
+    closing: u64,
+) -> bool {
+    let total = ranges.iter().fold(closing, |total, range| {
+        total
+            .saturating_add(range.end - range.start)
+            .saturating_add(part_overhead(range))
+    });
+    total < len
 }

@@ -316,26 +316,41 @@ fn serve_file(
         }
         Resolved::Partial(ranges) => {
             let boundary = format!("edgebox-{}", uuid::Uuid::new_v4().simple());
-            insert(
-                &mut headers,
-                header::CONTENT_TYPE,
-                &format!("multipart/byteranges; boundary={boundary}"),
-            );
-            let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
-            for range in ranges {
-                let part_head = format!(
+            let part_head = |range: &std::ops::Range<u64>| {
+                format!(
                     "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
                     range.start,
                     range.end - 1
+                )
+            };
+            let closing = format!("\r\n--{boundary}--\r\n");
+            // The ranges are disjoint (coalesced), and a multipart answer at least as
+            // large as the file is sent as the file: the answer never exceeds it.
+            if range::multipart_worthwhile(
+                &ranges,
+                len,
+                |range| part_head(range).len() as u64,
+                closing.len() as u64,
+            ) {
+                insert(
+                    &mut headers,
+                    header::CONTENT_TYPE,
+                    &format!("multipart/byteranges; boundary={boundary}"),
                 );
-                pieces.push(Piece::Bytes(Bytes::from(part_head)));
-                pieces.push(Piece::File {
-                    offset: range.start,
-                    len: range.end - range.start,
-                });
+                let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+                for range in &ranges {
+                    pieces.push(Piece::Bytes(Bytes::from(part_head(range))));
+                    pieces.push(Piece::File {
+                        offset: range.start,
+                        len: range.end - range.start,
+                    });
+                }
+                pieces.push(Piece::Bytes(Bytes::from(closing)));
+                (StatusCode::PARTIAL_CONTENT, pieces)
+            } else {
+                insert(&mut headers, header::CONTENT_TYPE, &content_type);
+                (StatusCode::OK, vec![Piece::File { offset: 0, len }])
             }
-            pieces.push(Piece::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
-            (StatusCode::PARTIAL_CONTENT, pieces)
         }
     };
     let body_len: u64 = pieces.iter().map(Piece::len).sum();

@@ -90,6 +90,110 @@ fn ranges_resolve_against_the_length() {
 }
 
 #[test]
+fn overlapping_and_adjacent_ranges_are_coalesced() {
+    let resolve = |header: &str, len: u64| range::resolve(&range::parse(header).unwrap(), len);
+    let zeros = format!("bytes={}", vec!["0-"; range::MAX_RANGES].join(","));
+    assert_eq!(resolve(&zeros, 100), Resolved::Partial(vec![0..100]));
+    assert_eq!(
+        resolve("bytes=0-9, 10-19", 100),
+        Resolved::Partial(vec![0..20])
+    );
+    assert_eq!(
+        resolve("bytes=50-59, 0-9, 5-14", 100),
+        Resolved::Partial(vec![0..15, 50..60])
+    );
+    // Nothing to merge: the request's order is kept.
+    assert_eq!(
+        resolve("bytes=50-59, 0-9", 100),
+        Resolved::Partial(vec![50..60, 0..10])
+    );
+    // Multipart only when smaller than the file.
+    let overhead = |_: &std::ops::Range<u64>| 80;
+    assert!(range::multipart_worthwhile(
+        &[0..10, 50..60],
+        1000,
+        overhead,
+        40
+    ));
+    assert!(!range::multipart_worthwhile(
+        &[0..10, 50..60],
+        200,
+        overhead,
+        40
+    ));
+}
+
+mod properties {
+    //! Property tests: the Range decoder reads bytes from any client.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Range header values: mostly well-formed specs, with hostile numbers and noise.
+    fn header() -> impl Strategy<Value = String> {
+        let number = prop_oneof![0u64..2000, Just(u64::MAX), any::<u64>()];
+        let spec = prop_oneof![
+            (number.clone(), proptest::option::of(number.clone()))
+                .prop_map(|(a, b)| b.map_or(format!("{a}-"), |b| format!("{a}-{b}"))),
+            number.prop_map(|n| format!("-{n}")),
+            "[ 0-9,=-]{0,8}",
+        ];
+        (
+            prop_oneof![Just("bytes"), Just("BYTES"), Just("items"), Just("")],
+            proptest::collection::vec(spec, 0..80),
+        )
+            .prop_map(|(unit, specs)| format!("{unit}={}", specs.join(",")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parsing_any_text_never_panics(text in "\\PC{0,200}") {
+            let _ = range::parse(&text);
+        }
+
+        /// What `resolve` sends: disjoint ranges inside the file, each byte at most
+        /// once, covering exactly the bytes the satisfiable specs asked for.
+        #[test]
+        fn resolved_ranges_cover_what_was_asked_and_nothing_twice(
+            value in header(),
+            len in 0u64..1500,
+        ) {
+            let Some(specs) = range::parse(&value) else { return Ok(()) };
+            let mut asked = vec![false; len as usize];
+            for spec in &specs {
+                let (start, end) = match *spec {
+                    Spec::From { first, last } => (first, last.map_or(len, |l| l.saturating_add(1))),
+                    Spec::Suffix(n) => (len.saturating_sub(n), len),
+                };
+                for byte in start.min(len)..end.min(len) {
+                    asked[byte as usize] = true;
+                }
+            }
+            match range::resolve(&specs, len) {
+                Resolved::Whole => prop_assert!(specs.len() > range::MAX_RANGES),
+                Resolved::Unsatisfiable => prop_assert!(!asked.contains(&true)),
+                Resolved::Partial(ranges) => {
+                    prop_assert!(ranges.len() <= specs.len());
+                    let mut sent = vec![false; len as usize];
+                    for range in &ranges {
+                        prop_assert!(range.start < range.end && range.end <= len);
+                        for byte in range.clone() {
+                            prop_assert!(!sent[byte as usize], "byte {} sent twice", byte);
+                            sent[byte as usize] = true;
+                        }
+                    }
+                    prop_assert_eq!(sent, asked);
+                    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+                    prop_assert!(total <= len);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn the_large_sample_file_is_deterministic_and_mixed() {
     let generate = || {
         let mut out = Vec::new();

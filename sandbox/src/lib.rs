@@ -1,13 +1,14 @@
 //! edgebox sandbox: runs submitted Python, JavaScript and WebAssembly in wasmtime, with
 //! limits, isolation and live status (start time, running time, current line, output).
 //!
-//! Bird's-eye view: [`api`] takes submissions over HTTP and streams status over
+//! Bird's-eye view: [`api`] takes submissions over HTTP (behind `auth`) and streams status over
 //! WebSockets; [`service`] admits jobs (bounded concurrency and queue) and runs each on
 //! the jobs runtime through [`exec`]; [`engine`] owns the single wasmtime `Engine` and the
 //! precompiled runtimes that [`runtimes`] fetches and verifies; [`pyline`] reads CPython's
 //! current line from guest memory on every epoch tick.
 
 pub mod api;
+mod auth;
 pub mod engine;
 pub mod exec;
 pub mod jobs;
@@ -36,6 +37,8 @@ pub enum RunError {
     NotASandbox(String),
     #[error(transparent)]
     Io(#[from] edgebox_node::IoError),
+    #[error("reading the node credential")]
+    Credential(#[from] edgebox_node::credentials::CredentialError),
     #[error("starting the wasmtime engine")]
     Engine(#[from] engine::EngineError),
     #[error("preparing the {language} runtime")]
@@ -94,6 +97,10 @@ async fn serve(
 ) -> Result<(), RunError> {
     // Installed before anything is announced, so a signal right after is not lost.
     let signals = edgebox_node::shutdown::on_signals().io_context("installing signal handlers")?;
+    let gate = Arc::new(edgebox_node::credentials::Gate::open(
+        &deployment,
+        &service.node,
+    )?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .io_context(format!("binding the api listener on {listen}"))?;
@@ -102,12 +109,12 @@ async fn serve(
         .io_context("reading the bound address")?;
     edgebox_node::announce_listening(&service.node, "api", addr);
     tracing::info!(%addr, "sandbox api listening");
-    let _agent = watch_control_plane(&deployment, addr, &service);
+    let _agent = watch_control_plane(&deployment, addr, &service, &gate);
     // Fetch, compile and calibrate the runtimes now, so that the first job does not wait.
     service.warm_up();
     service.spawn_reaper();
 
-    let app = api::router(service.clone());
+    let app = auth::layer(api::router(service.clone()), gate);
     let shutdown_service = service.clone();
     let drain_signal = signals.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -139,13 +146,16 @@ fn watch_control_plane(
     deployment: &Deployment,
     addr: std::net::SocketAddr,
     service: &Arc<service::Service>,
+    gate: &Arc<edgebox_node::credentials::Gate>,
 ) -> Option<edgebox_node::agent::AgentHandle> {
     let config = edgebox_node::agent::AgentConfig::from_deployment(deployment, &service.node)?
         .address("api", addr);
     let service = Arc::clone(service);
+    let gate = Arc::clone(gate);
     Some(edgebox_node::agent::spawn(
         config,
         move |deployment, _version| {
+            gate.set_tokens(&deployment);
             let result = service
                 .apply(deployment.sandbox.clone())
                 .map_err(Into::into);

@@ -159,6 +159,25 @@ impl ControlPlane {
         .await
     }
 
+    /// The deployment as the file the control plane was started with describes it,
+    /// when that file is readable here: its data directory holds the nodes'
+    /// credentials (for reading edges' admin `/stats`).
+    pub async fn started_with(&self) -> Option<edgebox_config::Deployment> {
+        let history: edgebox_wire::control_plane::History = self
+            .json(
+                "reading the history",
+                self.request(reqwest::Method::GET, "/v1/config/history"),
+            )
+            .await
+            .ok()?;
+        history
+            .versions
+            .iter()
+            .rev()
+            .filter_map(|version| version.source.strip_prefix("startup "))
+            .find_map(|path| edgebox_config::load_file(std::path::Path::new(path)).ok())
+    }
+
     /// Bound addresses of every node's services, as the nodes reported them.
     pub async fn addresses(&self) -> Result<BTreeMap<(String, String), SocketAddr>, SimError> {
         let list: NodeList = self

@@ -18,6 +18,8 @@ use super::SimError;
 /// A running deployment started by the simulator.
 pub struct Started {
     supervisor: Supervisor,
+    /// The deployment the nodes run (its data directory holds their credentials).
+    pub deployment: Deployment,
     /// `(node, service)` -> bound address.
     pub addrs: BTreeMap<(String, String), SocketAddr>,
 }
@@ -38,6 +40,7 @@ pub async fn start(
     })?;
     let mut started = Started {
         supervisor: Supervisor::new(),
+        deployment: deployment.clone(),
         addrs: BTreeMap::new(),
     };
     let mut nodes: Vec<_> = deployment.nodes.iter().collect();
@@ -47,6 +50,16 @@ pub async fn start(
         Role::Edge(edge) if edge.parent.is_none() => 1,
         _ => 2,
     });
+    // Credentials before any node starts, as `edgebox up` does: edges' admin `/stats`
+    // is read with them.
+    for node in &nodes {
+        edgebox_node::credentials::ensure(deployment, &node.name).map_err(|error| {
+            SimError::Deployment(format!(
+                "preparing the credential of {}: {error}",
+                node.name
+            ))
+        })?;
+    }
     let mut logs = BTreeMap::new();
     for node in nodes {
         let log_path = log_dir.join(format!("{}.log", node.name));

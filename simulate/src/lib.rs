@@ -206,7 +206,7 @@ async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError
                 tracing::warn!("cannot list nodes, using configured addresses: {err}");
                 Default::default()
             });
-            let targets = target::choose(
+            let mut targets = target::choose(
                 &deployment,
                 &scenario.clients,
                 scenario.workload.protocol,
@@ -218,6 +218,9 @@ async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError
                 },
             )
             .map_err(SimError::Deployment)?;
+            if let Some(started_with) = cp.started_with().await {
+                targets.credentials_from(&started_with);
+            }
             load::check_reachable(&targets).await?;
             Ok((
                 Prepared::Running {
@@ -341,7 +344,10 @@ async fn run_variants(
                     &|node, service| running.addr(node, service),
                 );
                 let chosen = match chosen {
-                    Ok(chosen) => chosen,
+                    Ok(mut chosen) => {
+                        chosen.credentials_from(&running.deployment);
+                        chosen
+                    }
                     Err(err) => {
                         let mut running = running;
                         running.stop(Duration::from_secs(15)).await;

@@ -452,11 +452,11 @@ pub async fn edge_counters(targets: &Targets) -> BTreeMap<String, Result<WireEdg
     for edge in &targets.all_edges {
         let Some(admin) = &edge.admin else { continue };
         let result = async {
-            let response = client
-                .get(format!("{admin}/stats"))
-                .send()
-                .await
-                .map_err(|err| err.to_string())?;
+            let mut request = client.get(format!("{admin}/stats"));
+            if let Some(credential) = &edge.credential {
+                request = request.bearer_auth(credential);
+            }
+            let response = request.send().await.map_err(|err| err.to_string())?;
             if !response.status().is_success() {
                 return Err(format!("GET /stats: {}", response.status()));
             }

@@ -23,6 +23,32 @@ pub struct Edge {
     pub url: String,
     /// `http://IP:PORT` of its admin listener, when known.
     pub admin: Option<String>,
+    /// Its node credential, for reading its admin `/stats`, when this machine has it
+    /// (`<node data dir>/credential`). Never written into reports.
+    #[serde(skip)]
+    pub credential: Option<String>,
+}
+
+impl Targets {
+    /// Takes the edges' credentials from `deployment`'s data directory (the one the
+    /// running nodes use, which may differ from the deployment routes were chosen from).
+    pub fn credentials_from(&mut self, deployment: &Deployment) {
+        for edge in self
+            .per_region
+            .iter_mut()
+            .flatten()
+            .chain(&mut self.all_edges)
+        {
+            edge.credential = credential(deployment, &edge.name);
+        }
+    }
+}
+
+/// The credential of `node` as its data directory holds it, if this machine has it.
+fn credential(deployment: &Deployment, node: &str) -> Option<String> {
+    let path = edgebox_node::credentials::credential_path(deployment, node);
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.trim().to_owned()).filter(|text| !text.is_empty())
 }
 
 /// Edges per client region (same order as the scenario's clients), plus every edge of
@@ -108,6 +134,7 @@ pub fn choose(
                 region: region.clone(),
                 url: url.clone(),
                 admin: admin.clone(),
+                credential: credential(deployment, name),
             });
         }
         per_region.push(edges);
@@ -116,6 +143,7 @@ pub fn choose(
         .into_iter()
         .filter_map(|(region, name, url, admin)| {
             Some(Edge {
+                credential: credential(deployment, &name),
                 name,
                 region,
                 url: url.or_else(|| admin.clone())?,
@@ -149,6 +177,7 @@ pub fn direct(
                         region: client.name.clone(),
                         url: url.clone(),
                         admin: None,
+                        credential: None,
                     };
                     all_edges.push(edge.clone());
                     edge

@@ -111,6 +111,20 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     );
     println!("edgebox: data directory {}", deployment.data_dir.display());
 
+    // Handlers first: a Ctrl-C that arrives while nodes are being started is kept and
+    // stops them, instead of killing `up` with the default action and orphaning the
+    // nodes already started.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
+    // Each node's credential (and the deployment's node key) exist before any node
+    // starts, so nodes and the control plane agree on them from the first request.
+    for node in &nodes {
+        edgebox_node::credentials::ensure(&deployment, &node.name)
+            .with_context(|| format!("preparing the credential of node {}", node.name))?;
+    }
+
     let mut supervisor = Supervisor::new();
     let mut supervised: BTreeMap<String, Supervised> = BTreeMap::new();
     for node in nodes {
@@ -129,10 +143,6 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
             },
         );
     }
-
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     let expected: usize = supervised.values().map(|s| s.node.listeners().len()).sum();
     let mut bound: BTreeMap<(String, String), SocketAddr> = BTreeMap::new();
@@ -305,6 +315,13 @@ fn print_table(
                 println!("edgebox: {} token in {}", token.name, path.display());
             }
         }
+        println!(
+            "edgebox: node credentials (for calling a node's admin or API port yourself) in {}",
+            deployment
+                .node_data_dir("NODE")
+                .join(edgebox_node::credentials::CREDENTIAL_FILE)
+                .display()
+        );
     }
     println!(
         "edgebox: all {} nodes ready (deployment {:?}); Ctrl-C stops them",

@@ -187,7 +187,8 @@ pub async fn get(daemon: &Daemon, path: &str, headers: &[(&str, &str)]) -> Got {
 
 /// POST `body` to the edge's `/purge`: (status, JSON answer).
 pub async fn purge(edge: &Daemon, body: &str) -> (u16, serde_json::Value) {
-    let response = client()
+    let response = edge
+        .authed_client()
         .post(format!("{}/purge", edge.url("admin")))
         .header("content-type", "application/json")
         .body(body.to_owned())
@@ -202,7 +203,8 @@ pub async fn purge(edge: &Daemon, body: &str) -> (u16, serde_json::Value) {
 
 /// The `cache` object of the edge's `/stats`.
 pub async fn cache_stats(edge: &Daemon) -> edgebox_wire::edge::CacheStats {
-    let stats: edgebox_wire::edge::EdgeStats = client()
+    let stats: edgebox_wire::edge::EdgeStats = edge
+        .authed_client()
         .get(format!("{}/stats", edge.url("admin")))
         .send()
         .await

@@ -131,6 +131,25 @@ fn each_mistake_is_reported_with_line_and_key() {
         "nodes[0].admin",
         "not a listen address",
     );
+    // The admin port stays on the machine unless the config says otherwise.
+    check(
+        "admin = \"127.0.0.1:0\"",
+        "admin = \"0.0.0.0:9180\"",
+        "0.0.0.0:9180",
+        "nodes[0].admin",
+        "admin_public = true",
+    );
+    assert_eq!(
+        diagnostics(
+            "admin = \"127.0.0.1:0\"",
+            "admin = \"0.0.0.0:0\"\nadmin_public = true"
+        ),
+        Vec::new()
+    );
+    assert_eq!(
+        diagnostics("admin = \"127.0.0.1:0\"", "admin = \"[::1]:0\""),
+        Vec::new()
+    );
     check(
         "role = \"origin\"",
         "role = \"origin\"\nparent = \"edge-1\"",

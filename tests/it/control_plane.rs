@@ -14,6 +14,7 @@ mod jobs;
 mod lifecycle;
 mod real;
 mod standins;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -94,7 +94,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
 
 /// The edge's `/stats` document.
 pub async fn stats(edge: &Daemon) -> edgebox_wire::edge::EdgeStats {
-    crate::support::client()
+    edge.authed_client()
         .get(format!("{}/stats", edge.url("admin")))
         .send()
         .await
@@ -106,8 +106,10 @@ pub async fn stats(edge: &Daemon) -> edgebox_wire::edge::EdgeStats {
 
 /// POSTs a TOML body to `/reload`.
 pub async fn reload(edge: &Daemon, toml: String) -> (u16, serde_json::Value) {
-    let response = crate::support::client()
+    let response = edge
+        .authed_client()
         .post(format!("{}/reload", edge.url("admin")))
+        .header("content-type", "application/toml")
         .body(toml)
         .send()
         .await

@@ -375,6 +375,94 @@ async fn multiple_ranges_answer_multipart_byteranges() {
     }
 }
 
+/// 64 overlapping `0-` ranges once answered 64 copies of the file; ranges are now
+/// coalesced, and a multipart answer that would not be smaller than the file is the
+/// file. Whatever the header, the body is never larger than the file.
+#[tokio::test]
+async fn overlapping_or_excessive_ranges_never_amplify_the_response() {
+    let site = Site::start("", "");
+    let data = pattern(1000);
+    let repeat = |spec: &str, count: usize| format!("bytes={}", vec![spec; count].join(","));
+    let sparse: Vec<String> = (0..60).map(|i| format!("{0}-{0}", i * 10)).collect();
+    // (Range, status, Content-Range of a single-part answer, body)
+    let cases: Vec<(String, StatusCode, Option<&str>, std::ops::Range<usize>)> = vec![
+        (
+            repeat("0-", 64),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-999/1000"),
+            0..1000,
+        ),
+        (
+            repeat("-1000", 64),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-999/1000"),
+            0..1000,
+        ),
+        (
+            "bytes=0-499, 250-749".into(),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-749/1000"),
+            0..750,
+        ),
+        (
+            "bytes=10-19, 0-9, 20-29".into(),
+            StatusCode::PARTIAL_CONTENT,
+            Some("bytes 0-29/1000"),
+            0..30,
+        ),
+        (
+            "bytes=100-199, 150-299, 5-5".into(),
+            StatusCode::PARTIAL_CONTENT,
+            None,
+            0..0,
+        ),
+        // More ranges than allowed: the header is ignored.
+        (repeat("0-0", 65), StatusCode::OK, None, 0..1000),
+        // Disjoint, but their part headers would outweigh the file: the file.
+        (
+            format!("bytes={}", sparse.join(",")),
+            StatusCode::OK,
+            None,
+            0..1000,
+        ),
+    ];
+    for (range, status, content_range, body_range) in cases {
+        let response = site.get("/data.bin", &[("range", &range)]).await;
+        assert_eq!(response.status(), status, "{range}");
+        let headers = response.headers().clone();
+        let length: usize = header(&headers, "content-length").parse().unwrap();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), length, "{range}");
+        assert!(body.len() <= data.len(), "{range}: {} bytes", body.len());
+        match content_range {
+            Some(content_range) => {
+                assert_eq!(header(&headers, "content-range"), content_range, "{range}");
+                assert_eq!(&body[..], &data[body_range], "{range}");
+            }
+            None if status == StatusCode::OK => assert_eq!(&body[..], &data[..], "{range}"),
+            None => {
+                // Coalesced into two parts, sorted: 5-5, and 100-299 (100-199 and 150-299).
+                let content_type = header(&headers, "content-type");
+                let boundary = content_type
+                    .strip_prefix("multipart/byteranges; boundary=")
+                    .unwrap_or_else(|| panic!("{range}: {content_type}"));
+                let parts = raw::parse_multipart(&body, boundary);
+                let ranges: Vec<&str> = parts
+                    .iter()
+                    .map(|(headers, _)| {
+                        headers
+                            .lines()
+                            .find_map(|line| line.strip_prefix("Content-Range: "))
+                            .unwrap()
+                    })
+                    .collect();
+                assert_eq!(ranges, ["bytes 5-5/1000", "bytes 100-299/1000"], "{range}");
+                assert_eq!(parts[1].1.as_slice(), &data[100..300]);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn unsatisfiable_ranges_answer_416() {
     let site = Site::start("", "");

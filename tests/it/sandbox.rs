@@ -54,9 +54,11 @@ impl Sandbox {
             &[&[("EDGEBOX_RUNTIME_DIR", runtime_dir().as_str())], env].concat(),
         );
         let base = daemon.url("api");
+        // Every route but /healthz and /metrics needs the node credential.
+        let client = daemon.authed_client();
         Self {
             daemon,
-            client: support::client(),
+            client,
             base,
             _dir: dir,
         }
@@ -134,7 +136,12 @@ impl Sandbox {
 
     /// Every message of the job's event stream, until the final result.
     pub async fn events(&self, id: &str) -> Vec<JobEvent> {
-        let url = format!("ws://{}/v1/jobs/{id}/events", self.daemon.addr("api"));
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut url = format!("ws://{}/v1/jobs/{id}/events", self.daemon.addr("api"))
+            .into_client_request()
+            .unwrap();
+        url.headers_mut()
+            .insert("authorization", self.daemon.bearer().parse().unwrap());
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("WebSocket connect");

@@ -70,6 +70,7 @@ pub struct Daemon {
     pub node: String,
     addrs: HashMap<String, SocketAddr>,
     log_path: PathBuf,
+    config: PathBuf,
     announcements: mpsc::Receiver<(String, String, SocketAddr)>,
 }
 
@@ -122,6 +123,7 @@ impl Daemon {
             node: node.to_owned(),
             addrs: HashMap::new(),
             log_path,
+            config: config.to_path_buf(),
             announcements,
         };
         daemon.wait_for(services, Duration::from_secs(120));
@@ -187,6 +189,23 @@ impl Daemon {
     /// `http://ADDR` of a service.
     pub fn url(&self, service: &str) -> String {
         format!("http://{}", self.addr(service))
+    }
+
+    /// This node's credential, as the node wrote it (or `edgebox up` minted it) under
+    /// its data directory: what the control plane presents to call the node.
+    pub fn credential(&self) -> String {
+        let deployment = edgebox_config::load_file(&self.config).expect("test config loads");
+        edgebox_node::credentials::ensure(&deployment, &self.node).expect("node credential")
+    }
+
+    /// `Bearer <credential>`.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.credential())
+    }
+
+    /// A [`client`] that sends this node's credential with every request.
+    pub fn authed_client(&self) -> reqwest::Client {
+        authed_client(&self.credential())
     }
 
     pub fn pid(&self) -> u32 {
@@ -301,6 +320,31 @@ pub fn install_crypto() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The credential of `node` of the deployment in `config`, minted with its node key
+/// (for tests that need another node's, or a wrong one).
+pub fn credential_of(config: &Path, node: &str) -> String {
+    let deployment = edgebox_config::load_file(config).expect("test config loads");
+    edgebox_node::credentials::ensure(&deployment, node).expect("node credential")
+}
+
+/// A [`client`] that sends `Authorization: Bearer <credential>` with every request.
+pub fn authed_client(credential: &str) -> reqwest::Client {
+    install_crypto();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {credential}")
+            .parse()
+            .expect("header value"),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .expect("build HTTP client")
 }
 
 /// A plain HTTP client: no proxy, no automatic decompression, short timeouts.

@@ -176,3 +176,117 @@ fn up_restarts_a_crashed_node() {
         || (!alive(pid) && healthy(addr)).then_some(()),
     );
 }
+
+/// The next stdout line of `up` containing `needle`, within `timeout`.
+fn wait_for_line(up: &Up, needle: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match up.lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(error) => panic!("no line with {needle:?} from edgebox up: {error}"),
+        }
+    }
+}
+
+/// A node busy with a request drains for up to its own grace (8 s for an origin); a
+/// second Ctrl-C while `up` waits for it kills what is left at once.
+#[test]
+fn a_second_ctrl_c_while_stopping_kills_what_is_left() {
+    let dir = TestDir::new();
+    let config = dir.config(&format!(
+        r#"{ONE_REGION}
+[[nodes]]
+name = "slow"
+role = "origin"
+region = "local"
+listen = "127.0.0.1:0"
+delay = "60s"
+"#
+    ));
+    let mut child = Command::new(edgebox_bin())
+        .args(["up", "--stop-timeout", "60s", "--config"])
+        .arg(&config)
+        .env_remove("EDGEBOX_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn edgebox up");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut up = Up {
+        child,
+        lines,
+        rows: HashMap::new(),
+    };
+    up.read_table();
+    let (pid, addr) = up.row("slow", "http");
+
+    // A request the origin holds for its 60 s delay: stopping has to wait for it.
+    let (held_tx, held) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let request = format!("GET /index.html HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let _ = held_tx.send(());
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+    });
+    held.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    signal(up.child.id(), 2);
+    wait_for_line(&up, "stopping", Duration::from_secs(10));
+    assert!(
+        alive(pid),
+        "the origin drains its request instead of exiting"
+    );
+    let second = std::time::Instant::now();
+    signal(up.child.id(), 2);
+    let status = eventually_blocking(
+        "edgebox up to exit after the second Ctrl-C",
+        Duration::from_secs(20),
+        || up.child.try_wait().unwrap(),
+    );
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "the second Ctrl-C must not wait for the drain ({:?})",
+        second.elapsed()
+    );
+    assert!(
+        !status.success(),
+        "a killed node is not a clean stop: {status}"
+    );
+    eventually_blocking("the origin to be gone", Duration::from_secs(5), || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+/// `up` killed outright (SIGKILL: no handler runs) takes its nodes with it: each
+/// child asked the kernel for a signal when its parent dies.
+#[test]
+fn a_killed_up_leaves_no_node_behind() {
+    let dir = TestDir::new();
+    let config = two_origins(&dir, 0);
+    let mut up = Up::start(&config);
+    let (pid_a, addr_a) = up.row("origin-a", "http");
+    let (pid_b, _) = up.row("origin-b", "http");
+    assert!(healthy(addr_a));
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    eventually_blocking(
+        "both nodes to exit after their supervisor was killed",
+        Duration::from_secs(20),
+        || (!alive(pid_a) && !alive(pid_b)).then_some(()),
+    );
+    assert!(!healthy(addr_a));
+}

@@ -158,6 +158,7 @@ fn check_keys_of_other_roles(c: &mut Collector<'_>, raw: &RawNode, path: &str, r
     let is_origin = raw.role == RawRole::Origin;
     not_for_role("https", !is_edge && raw.https.is_some());
     not_for_role("admin", !is_edge && raw.admin.is_some());
+    not_for_role("admin_public", !is_edge && raw.admin_public.is_some());
     not_for_role("origin_group", !is_edge && raw.origin_group.is_some());
     not_for_role("parent", !is_edge && raw.parent.is_some());
     not_for_role("l1_capacity", !is_edge && raw.l1_capacity.is_some());
@@ -203,6 +204,19 @@ fn check_edge_node(
             None
         }
     };
+    let admin_public = raw.admin_public.unwrap_or(false);
+    if let Some(admin) = admin
+        && !admin.ip().is_loopback()
+        && !admin_public
+    {
+        c.error(
+            format!("{path}.admin"),
+            format!(
+                "the admin listener {admin} is not a loopback address; bind it to 127.0.0.1 \
+                 (or [::1]), or set `admin_public = true` to expose it"
+            ),
+        );
+    }
     let origin_group = match &raw.origin_group {
         Some(group) if !known.groups.contains(group.as_str()) => {
             c.error(
@@ -245,6 +259,7 @@ fn check_edge_node(
         http: at.listen,
         https,
         admin: admin.unwrap_or(PLACEHOLDER),
+        admin_public,
         origin_group,
         parent: raw.parent.clone(),
         l1_capacity: raw

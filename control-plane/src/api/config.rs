@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::Operator;
+use crate::auth::{NodeOrOperator, Operator, ReportingNode};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::state::{AppState, NodeReport};
 use crate::store::now_rfc3339;
@@ -127,10 +127,22 @@ pub struct WatchQuery {
     responses((status = 200, description = "OK", body = WatchResponse), (status = 204, description = "No change within the timeout"),
         (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody)))]
 pub async fn watch(
-    _: Operator,
+    caller: NodeOrOperator,
     State(state): State<Arc<AppState>>,
     Query(query): Query<WatchQuery>,
 ) -> Response {
+    let query = match (&caller, query.node) {
+        (NodeOrOperator::Node(node), None) => WatchQuery {
+            node: Some(node.clone()),
+            ..query
+        },
+        (_, node) => WatchQuery { node, ..query },
+    };
+    if let Some(node) = &query.node
+        && let Err(error) = caller.may_speak_for(node)
+    {
+        return error.into_response();
+    }
     let wait = query
         .timeout_ms
         .map_or(WATCH_DEFAULT, Duration::from_millis)
@@ -186,10 +198,11 @@ impl Drop for Gauge<'_> {
     responses((status = 204, description = "Recorded"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
         (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
 pub async fn report_status(
-    _: Operator,
+    ReportingNode(caller): ReportingNode,
     State(state): State<Arc<AppState>>,
     Json(report): Json<StatusReport>,
 ) -> Result<StatusCode, ApiError> {
+    caller.may_speak_for(&report.node)?;
     let current = state.current();
     if current.deployment.node(&report.node).is_none() {
         return Err(ApiError::not_found(format!(

@@ -140,8 +140,16 @@ pub async fn events(
             "too many event streams are open; retry later",
         ));
     }
-    let addr = sandbox_addr(&state)?;
-    let url = format!("ws://{addr}/v1/jobs/{id}/events");
+    let (addr, credential) = sandbox_addr(&state)?;
+    let mut url = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{addr}/v1/jobs/{id}/events"
+    ))
+    .map_err(|err| ApiError::internal(format!("sandbox URL: {err}")))?;
+    url.headers_mut().insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {credential}"))
+            .map_err(|err| ApiError::internal(format!("credential header: {err}")))?,
+    );
     // Output events are small, but the final `result` carries the whole output, so the
     // relay takes messages (and frames: the sandbox sends each message as one frame) as
     // large as the deployment's output limit allows, and no larger.
@@ -275,8 +283,9 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The sandbox node jobs go to: the first one in the config with a known address.
-fn sandbox_addr(state: &AppState) -> Result<SocketAddr, ApiError> {
+/// The sandbox node jobs go to: the first one in the config with a known address, and
+/// the credential calls to it present.
+fn sandbox_addr(state: &AppState) -> Result<(SocketAddr, String), ApiError> {
     let current = state.current();
     let mut sandboxes = current
         .deployment
@@ -292,7 +301,11 @@ fn sandbox_addr(state: &AppState) -> Result<SocketAddr, ApiError> {
         ));
     }
     sandboxes
-        .find_map(|node| state.service_addr(node, "api"))
+        .find_map(|node| {
+            state
+                .service_addr(node, "api")
+                .map(|addr| (addr, state.credential_for(node)))
+        })
         .ok_or_else(|| {
             ApiError::bad_gateway(
                 "sandbox_address_unknown",
@@ -308,10 +321,11 @@ async fn forward(
     body: Option<JobRequest>,
     timeout: Duration,
 ) -> Result<Response, ApiError> {
-    let addr = sandbox_addr(state)?;
+    let (addr, credential) = sandbox_addr(state)?;
     let mut request = state
         .http
         .request(method.clone(), format!("http://{addr}{path}"))
+        .bearer_auth(credential)
         .timeout(timeout);
     if let Some(body) = &body {
         request = request.json(body);

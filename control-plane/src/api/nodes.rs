@@ -103,7 +103,8 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
                     info.uptime_ms = body.and_then(|health| health.uptime_ms);
                     if info.uptime_ms.is_none() && matches!(node.role, Role::Edge(_)) {
                         // Edges report their uptime in the admin `/stats` only.
-                        info.uptime_ms = edge_uptime(&state.http, addr).await;
+                        info.uptime_ms =
+                            edge_uptime(&state.http, addr, &state.credential_for(node)).await;
                     }
                     if status.is_success() {
                         info.health = "up".into();
@@ -163,6 +164,8 @@ pub async fn drain(
     let response = state
         .http
         .post(format!("http://{addr}/drain"))
+        .bearer_auth(state.credential_for(node))
+        .json(&serde_json::json!({}))
         .timeout(DRAIN_TIMEOUT)
         .send()
         .await
@@ -188,9 +191,14 @@ pub async fn drain(
 }
 
 /// An edge's uptime from its admin `/stats`; `None` if it does not answer in time.
-async fn edge_uptime(http: &reqwest::Client, admin: std::net::SocketAddr) -> Option<u64> {
+async fn edge_uptime(
+    http: &reqwest::Client,
+    admin: std::net::SocketAddr,
+    credential: &str,
+) -> Option<u64> {
     let response = http
         .get(format!("http://{admin}/stats"))
+        .bearer_auth(credential)
         .timeout(PROBE_TIMEOUT)
         .send()
         .await

@@ -52,6 +52,7 @@ pub async fn purge(
                     let response = state
                         .http
                         .post(format!("http://{addr}/purge"))
+                        .bearer_auth(state.credential_for(node))
                         .json(request)
                         .timeout(PURGE_TIMEOUT)
                         .send()

@@ -39,7 +39,10 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
         async move {
             let result = match state.service_addr(node, service) {
                 None => Err("address not known yet (port 0, not reported)".to_owned()),
-                Some(addr) => fetch(&state.http, &format!("http://{addr}{path}")).await,
+                Some(addr) => {
+                    let credential = state.credential_for(node);
+                    fetch(&state.http, &format!("http://{addr}{path}"), &credential).await
+                }
             };
             (node, result)
         }
@@ -111,9 +114,10 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
     })
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+async fn fetch(http: &reqwest::Client, url: &str, credential: &str) -> Result<Value, String> {
     let response = http
         .get(url)
+        .bearer_auth(credential)
         .timeout(STATS_TIMEOUT)
         .send()
         .await

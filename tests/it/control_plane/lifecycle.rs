@@ -392,3 +392,64 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
         "{edge}"
     );
 }
+
+/// A damaged store (a `current` pointer far past the last version, a text whose
+/// checksum does not match) never stops the control plane: it starts at once from the
+/// newest intact version, says which file is damaged, and numbers new versions past
+/// the damaged one, which it leaves alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_store_starts_from_the_newest_intact_version() {
+    let dir = TestDir::new();
+    let mut cp = Cp::start(&dir, &deployment(&[], None, ""));
+    let v1 = std::fs::read_to_string(&cp.config).unwrap();
+    let v2 = format!("{v1}\n[edge]\nshutdown_grace = \"3s\"\n");
+    let v3 = format!("{v1}\n[edge]\nshutdown_grace = \"4s\"\n");
+    assert_eq!(cp.put_config(&v2).await.1["version"], 2);
+    assert_eq!(cp.put_config(&v3).await.1["version"], 3);
+    let store = dir.path().join("data/nodes/control/config");
+
+    // The pointer names a version that never existed (and would take forever to count
+    // up to).
+    let exit = tokio::task::block_in_place(|| cp.daemon.terminate(Duration::from_secs(10)));
+    assert!(exit.success(), "{exit:?}");
+    std::fs::write(store.join("current"), "18446744073709551615\n").unwrap();
+    let started = Instant::now();
+    cp = Cp::start_file(cp.config.clone());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, current) = cp.get("/v1/config").await;
+    assert_eq!(current["version"], 3);
+    assert_eq!(current["toml"], v3.as_str());
+    let logs = cp.daemon.logs();
+    assert!(
+        logs.contains(&store.join("current").display().to_string())
+            && logs.contains("18446744073709551615"),
+        "{logs}"
+    );
+
+    // Version 3's text no longer matches its checksum: version 2 is current.
+    let exit = tokio::task::block_in_place(|| cp.daemon.terminate(Duration::from_secs(10)));
+    assert!(exit.success(), "{exit:?}");
+    let damaged = store.join("versions/000003.toml");
+    std::fs::write(&damaged, "[deployment]\nname = \"tampered\"\n").unwrap();
+    cp = Cp::start_file(cp.config.clone());
+    let (_, current) = cp.get("/v1/config").await;
+    assert_eq!(current["version"], 2, "{current}");
+    assert_eq!(current["toml"], v2.as_str());
+    let logs = cp.daemon.logs();
+    assert!(
+        logs.contains(&damaged.display().to_string()) && logs.contains("checksum"),
+        "{logs}"
+    );
+    // New versions go past the damaged one, which stays as it was.
+    let v5 = format!("{v1}\n[edge]\nshutdown_grace = \"5s\"\n");
+    assert_eq!(cp.put_config(&v5).await.1["version"], 4);
+    assert_eq!(
+        std::fs::read_to_string(&damaged).unwrap(),
+        "[deployment]\nname = \"tampered\"\n"
+    );
+    assert_eq!(cp.get("/healthz").await.1["config_version"], 4);
+}

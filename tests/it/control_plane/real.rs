@@ -140,7 +140,8 @@ impl Real {
 
     /// Edge `name`'s admin `/stats`.
     pub async fn edge_stats(&self, name: &str) -> edgebox_wire::edge::EdgeStats {
-        client()
+        self.edge(name)
+            .authed_client()
             .get(format!("{}/stats", self.edge(name).url("admin")))
             .send()
             .await

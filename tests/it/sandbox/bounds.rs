@@ -180,7 +180,12 @@ async fn subscribers_are_bounded_and_a_client_that_never_reads_is_dropped() {
          maximums = { wall = \"60s\", cpu = \"60s\", memory = \"256MiB\", output = \"16MiB\" }\n",
     );
     let connect = |id: String| {
-        let url = format!("ws://{}/v1/jobs/{id}/events", sandbox.daemon.addr("api"));
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut url = format!("ws://{}/v1/jobs/{id}/events", sandbox.daemon.addr("api"))
+            .into_client_request()
+            .unwrap();
+        url.headers_mut()
+            .insert("authorization", sandbox.daemon.bearer().parse().unwrap());
         async move { tokio_tungstenite::connect_async(url).await }
     };
     let spinning = sandbox

@@ -82,7 +82,7 @@ async fn the_daemon_refuses_a_tampered_runtime() {
         &["api"],
         &[("EDGEBOX_RUNTIME_DIR", dir.to_str().unwrap())],
     );
-    let client = support::client();
+    let client = daemon.authed_client();
     let result: edgebox_wire::sandbox::JobView = client
         .post(format!("{}/v1/run", daemon.url("api")))
         .json(&json!({"language": "javascript", "source": "console.log(1)"}))

@@ -4,6 +4,7 @@
 //! This checks the simulator's process handling on its own, whatever the daemons do.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgebox_simulate::{SimError, deploy};
@@ -363,7 +364,32 @@ async fn interrupting_a_started_deployment_reports_and_stops_it() {
         },
     )
     .await;
-    let http = reqwest::Client::new();
+    // The simulator minted edge-a's credential before starting it, in its own work
+    // directory under the system's temp dir; other tests' simulators have theirs there
+    // too, so the right one is the one edge-a accepts.
+    let mut candidates = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("edgebox-simulate-")
+        {
+            candidates.extend(find_files(&entry.path(), Path::new("edge-a/credential")));
+        }
+    }
+    let mut http = None;
+    for path in candidates {
+        let Ok(credential) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let client = crate::support::authed_client(credential.trim());
+        let answer = client.get(format!("http://{admin}/stats")).send().await;
+        if answer.is_ok_and(|answer| answer.status().is_success()) {
+            http = Some(client);
+            break;
+        }
+    }
+    let http = http.expect("edge-a accepts a credential the simulator minted");
     crate::support::eventually(
         "edge-a to serve 20 requests",
         Duration::from_secs(30),
@@ -407,4 +433,24 @@ async fn interrupting_a_started_deployment_reports_and_stops_it() {
             route.edge
         );
     }
+}
+
+/// Every file under `root` whose path ends with `suffix`.
+fn find_files(root: &Path, suffix: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
