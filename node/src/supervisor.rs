@@ -313,3 +313,68 @@ fn signal_group(pid: u32, signal: Signal) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that starts a grandchild and prints the grandchild's pid.
+    fn spawn_family(supervisor: &mut Supervisor, log: &std::path::Path) -> (u32, u32) {
+        let spec = ChildSpec {
+            name: "family".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 1000 & echo $!; wait".into()],
+            env_remove: Vec::new(),
+            output: Output::LogFile(log.to_path_buf()),
+        };
+        let child = supervisor.spawn(&spec).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(pid) = text
+                .lines()
+                .next()
+                .and_then(|line| line.trim().parse().ok())
+            {
+                return (child, pid);
+            }
+            assert!(std::time::Instant::now() < deadline, "no grandchild pid");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn gone(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.contains(") Z "))
+    }
+
+    async fn wait_gone(pid: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !gone(pid) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pid} still running: {:?}",
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // Multi-threaded: the log is written by the supervisor's reader task while the
+    // test thread waits for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_or_dropping_the_supervisor_stops_grandchildren_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut supervisor = Supervisor::new();
+        let (child, grandchild) = spawn_family(&mut supervisor, &dir.path().join("a.log"));
+        supervisor.stop(&[], Duration::from_secs(5), None).await;
+        wait_gone(child).await;
+        wait_gone(grandchild).await;
+
+        let mut supervisor = Supervisor::new();
+        let (child, grandchild) = spawn_family(&mut supervisor, &dir.path().join("b.log"));
+        drop(supervisor);
+        wait_gone(child).await;
+        wait_gone(grandchild).await;
+    }
+}

@@ -177,6 +177,23 @@ async fn every_node_route_needs_its_own_credential() {
         assert_eq!(status, *ok, "{what} with its credential: {answer}");
     }
 
+    // A real WebSocket handshake: browsers cannot set headers, so the token may come
+    // as `?access_token=`; without one the handshake is refused with 401.
+    let events = format!("ws://{}/v1/jobs/{id}/events", sandbox.addr("api"));
+    match tokio_tungstenite::connect_async(events.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        other => panic!("an unauthenticated handshake must be refused: {other:?}"),
+    }
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{events}?access_token={SUBMITTER}"))
+            .await
+            .expect("handshake with the submitter token");
+    use futures_util::StreamExt;
+    let first = socket.next().await.expect("an event").expect("a message");
+    assert!(first.to_text().unwrap().contains("result"), "{first:?}");
+
     // The origin has no route that changes state; `/_origin/stats` only reads, like
     // `/healthz`, and stays open (documented in ARCHITECTURE.md).
     let origin = real._origin.url("http");
