@@ -197,7 +197,7 @@ pub struct OriginGroup {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     RoundRobin,
@@ -207,7 +207,7 @@ pub enum LbPolicy {
     LatencyAware,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashKey {
     Path,
@@ -266,6 +266,42 @@ pub struct EdgeSettings {
     pub compression: Compression,
     /// Threads of the edge's request runtime (0 = one per core); read at start only.
     pub worker_threads: usize,
+    pub hosts: Hosts,
+    /// Signs `x-edgebox-hop` between child and parent edges.
+    #[serde(skip)]
+    pub hop_key: TokenSecret,
+}
+
+/// `[edge.hosts]`, checked: every name lower case, without port.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hosts {
+    /// Exact names (`example.com`, `127.0.0.1`, `[::1]`) or `*.suffix` patterns.
+    pub names: Vec<String>,
+    pub unknown: UnknownHost,
+    /// The host unknown hosts are served as.
+    pub default: String,
+}
+
+impl Hosts {
+    /// Whether `host` (already normalised) is one of the configured names.
+    pub fn serves(&self, host: &str) -> bool {
+        self.names.iter().any(|name| match name.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|below| below.len() > 1 && below.ends_with('.')),
+            None => name == host,
+        })
+    }
+}
+
+/// What a request for a host outside `[edge.hosts] names` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownHost {
+    /// Served as the default host.
+    Default,
+    /// 421 Misdirected Request.
+    Reject,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -307,6 +343,8 @@ pub struct CacheSettings {
     pub rules: Vec<TtlRule>,
     /// Fresh L1 hits answered without pingora-cache's state machine.
     pub fast_path: bool,
+    /// Store `Cache-Control: public` responses that set cookies, without the cookies.
+    pub strip_set_cookie: bool,
 }
 
 impl CacheSettings {

@@ -290,6 +290,56 @@ pub struct RawEdge {
     /// Threads of the edge's request runtime; 0 (the default) = one per CPU core.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Which hosts the edges serve, and what a request for any other host gets.
+    #[serde(default)]
+    pub hosts: RawHosts,
+    /// The key that signs `x-edgebox-hop` between a child edge and its parent (so a
+    /// client cannot claim to be an edge). At most one of `hop_key`, `hop_key_env` and
+    /// `hop_key_file`; with none, the file `secrets/hop-key` in the data dir, generated
+    /// (0600) by the first edge that needs it. Edges on other machines need the same key.
+    pub hop_key: Option<String>,
+    /// Environment variable holding the hop key.
+    pub hop_key_env: Option<String>,
+    /// File holding the hop key (relative to the data dir); generated when missing.
+    pub hop_key_file: Option<PathBuf>,
+}
+
+/// `[edge.hosts]`: the virtual hosts. A request's host is checked and normalised first
+/// (lower case, no port, one spelling per IPv6 address); a malformed one gets 400.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHosts {
+    /// Host names served as themselves: exact names, IP addresses (`[::1]` for IPv6),
+    /// or `*.example.com` for every name below example.com. No ports.
+    #[serde(default = "default_host_names")]
+    pub names: Vec<String>,
+    /// A request for any other host: `"default"` serves it as the `default` host (it is
+    /// cached under that host's name and sent upstream with `Host: <default>`), `"reject"`
+    /// answers 421 Misdirected Request.
+    #[serde(default = "default_unknown_host")]
+    pub unknown: String,
+    /// The host unknown hosts are served as; defaults to the first of `names`.
+    pub default: Option<String>,
+}
+
+impl Default for RawHosts {
+    fn default() -> Self {
+        Self {
+            names: default_host_names(),
+            unknown: default_unknown_host(),
+            default: None,
+        }
+    }
+}
+
+fn default_host_names() -> Vec<String> {
+    ["localhost", "127.0.0.1", "[::1]"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+fn default_unknown_host() -> String {
+    "default".into()
 }
 
 /// `[edge.limits]`.
@@ -402,6 +452,11 @@ pub struct RawCache {
     /// through pingora-cache's full hit path (same answers, less work per hit).
     #[serde(default = "default_true")]
     pub fast_path: bool,
+    /// Responses that set a cookie are never stored, unless this is true and the
+    /// response also says `Cache-Control: public`; then the copy is stored without its
+    /// `Set-Cookie` headers (the client that caused the fetch still gets its cookie).
+    #[serde(default)]
+    pub strip_set_cookie: bool,
 }
 
 impl Default for RawCache {
@@ -415,6 +470,7 @@ impl Default for RawCache {
             stale_if_error: default_sie(),
             rules: Vec::new(),
             fast_path: true,
+            strip_set_cookie: false,
         }
     }
 }

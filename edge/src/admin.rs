@@ -1,16 +1,20 @@
 //! The admin listener: `/healthz`, `/stats`, `/metrics`, `POST /reload`, `POST /drain`,
 //! `POST /purge` (by URL with all its variants, prefix, surrogate tag, or everything).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use edgebox_config::{ConfigLocation, Deployment};
+use edgebox_config::Deployment;
+use edgebox_node::metrics::MetricsText;
+use edgebox_wire::edge::{
+    CacheStatus, Draining, EdgeStats, PurgeCount, ReloadApplied, Tier, UpstreamOrigin,
+};
+use edgebox_wire::health::{HealthStatus, NodeHealth};
+use edgebox_wire::{ConfigDiagnostic, ErrorBody};
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use serde_json::{Value, json};
 
 use crate::state::EdgeState;
 
@@ -21,8 +25,8 @@ pub struct AdminApp {
     pub state: Arc<EdgeState>,
 }
 
-fn json_response(status: u16, body: Value) -> Response<Vec<u8>> {
-    let body = body.to_string().into_bytes();
+fn json_response(status: u16, body: &impl serde::Serialize) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(body).expect("wire types serialise");
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -33,10 +37,7 @@ fn json_response(status: u16, body: Value) -> Response<Vec<u8>> {
 }
 
 fn error(status: u16, code: &str, message: impl Into<String>) -> Response<Vec<u8>> {
-    json_response(
-        status,
-        json!({"error": {"code": code, "message": message.into()}}),
-    )
+    json_response(status, &ErrorBody::new(code, message))
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
@@ -61,197 +62,159 @@ impl AdminApp {
         let snapshot = self.state.snapshot();
         json_response(
             if draining { 503 } else { 200 },
-            json!({
-                "status": if draining { "draining" } else { "ok" },
-                "node": self.state.node,
-                "region": snapshot.region,
-                "config_version": snapshot.version,
-            }),
+            &NodeHealth {
+                status: if draining {
+                    HealthStatus::Draining
+                } else {
+                    HealthStatus::Ok
+                },
+                node: self.state.node.clone(),
+                region: Some(snapshot.region.clone()),
+                uptime_ms: Some(self.state.started.elapsed().as_millis() as u64),
+                config_version: Some(snapshot.version),
+                running: None,
+                queued: None,
+            },
         )
     }
 
-    fn stats(&self) -> Value {
+    fn stats(&self) -> EdgeStats {
         let state = &self.state;
         let snapshot = state.snapshot();
-        let s = &state.stats;
-        let class = |i: usize| s.by_class(i);
-        let origins: Vec<Value> = snapshot
+        let origins = snapshot
             .upstream
             .pool()
             .origins
             .iter()
-            .map(|o| {
-                json!({
-                    "address": o.addr.to_string(),
-                    "region": o.region,
-                    "healthy": o.healthy(),
-                    "ewma_ms": o.ewma_ms(),
-                    "active": o.active(),
-                    "requests": o.requests(),
-                    "failures": o.failures(),
-                })
+            .map(|o| UpstreamOrigin {
+                address: o.addr.to_string(),
+                region: o.region.clone(),
+                healthy: o.healthy(),
+                ewma_ms: o.ewma_ms(),
+                active: o.active(),
+                requests: o.requests(),
+                failures: o.failures(),
             })
             .collect();
-        json!({
-            "node": state.node,
-            "region": snapshot.region,
-            "uptime_ms": state.started.elapsed().as_millis() as u64,
-            "config_version": snapshot.version,
-            "policy": snapshot.upstream.policy,
-            "upstream": snapshot.upstream.label,
-            "draining": state.draining.load(Ordering::SeqCst),
-            "in_flight": state.in_flight.load(Ordering::SeqCst),
-            "requests": {
-                "total": s.total(),
-                "1xx": class(0), "2xx": class(1), "3xx": class(2), "4xx": class(3), "5xx": class(4),
-            },
-            "bytes_sent": s.bytes_sent(),
-            "origins": origins,
-            "cache": cache_json(state),
-        })
+        let mut cache = state.cache.snapshot();
+        state.stats.add_served(&mut cache);
+        EdgeStats {
+            node: state.node.clone(),
+            region: snapshot.region.clone(),
+            uptime_ms: state.started.elapsed().as_millis() as u64,
+            config_version: snapshot.version,
+            policy: snapshot.upstream.policy.clone(),
+            upstream: snapshot.upstream.label.clone(),
+            draining: state.draining.load(Ordering::SeqCst),
+            in_flight: state.in_flight.load(Ordering::SeqCst),
+            requests: state.stats.requests(),
+            bytes_sent: state.stats.bytes_sent(),
+            origins,
+            cache,
+        }
     }
 
     fn metrics(&self) -> Response<Vec<u8>> {
-        let state = &self.state;
-        let snapshot = state.snapshot();
-        let s = &state.stats;
-        let node = &state.node;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_requests_total Requests answered, by status class."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_requests_total counter");
-        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_requests_total{{node=\"{node}\",class=\"{class}\"}} {}",
-                s.by_class(i)
+        let stats = self.stats();
+        let node = stats.node.as_str();
+        let mut out = MetricsText::new();
+        for (class, count) in stats.requests.entries().into_iter().skip(1) {
+            out.counter(
+                "edgebox_edge_requests_total",
+                "Requests answered, by status class.",
+                &[("node", node), ("class", class)],
+                count,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_bytes_sent_total Response body bytes sent to clients."
+        out.counter(
+            "edgebox_edge_bytes_sent_total",
+            "Response body bytes sent to clients.",
+            &[("node", node)],
+            stats.bytes_sent,
+        )
+        .gauge(
+            "edgebox_edge_in_flight",
+            "Requests in flight.",
+            &[("node", node)],
+            stats.in_flight,
+        )
+        .gauge(
+            "edgebox_edge_config_version",
+            "Version of the applied configuration.",
+            &[("node", node)],
+            stats.config_version,
         );
-        let _ = writeln!(out, "# TYPE edgebox_edge_bytes_sent_total counter");
-        let _ = writeln!(
-            out,
-            "edgebox_edge_bytes_sent_total{{node=\"{node}\"}} {}",
-            s.bytes_sent()
-        );
-        let _ = writeln!(out, "# HELP edgebox_edge_in_flight Requests in flight.");
-        let _ = writeln!(out, "# TYPE edgebox_edge_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "edgebox_edge_in_flight{{node=\"{node}\"}} {}",
-            state.in_flight.load(Ordering::SeqCst)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_config_version Version of the applied configuration."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_config_version gauge");
-        let _ = writeln!(
-            out,
-            "edgebox_edge_config_version{{node=\"{node}\"}} {}",
-            snapshot.version
-        );
-        let origins = snapshot.upstream.pool().origins.clone();
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_origin_healthy 1 when the origin is in rotation."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_origin_healthy gauge");
-        for o in &origins {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_origin_healthy{{node=\"{node}\",origin=\"{}\"}} {}",
-                o.addr,
-                u8::from(o.healthy())
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_origin_requests_total Requests sent to the origin."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_origin_requests_total counter");
-        for o in &origins {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_origin_requests_total{{node=\"{node}\",origin=\"{}\"}} {}",
-                o.addr,
-                o.requests()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_origin_failures_total Failed attempts on the origin."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_origin_failures_total counter");
-        for o in &origins {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_origin_failures_total{{node=\"{node}\",origin=\"{}\"}} {}",
-                o.addr,
-                o.failures()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_origin_latency_ewma_seconds EWMA of origin response-header latency."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_origin_latency_ewma_seconds gauge");
-        for o in &origins {
-            if let Some(ms) = o.ewma_ms() {
-                let _ = writeln!(
-                    out,
-                    "edgebox_edge_origin_latency_ewma_seconds{{node=\"{node}\",origin=\"{}\"}} {}",
-                    o.addr,
-                    ms / 1000.0
-                );
+        let per_origin: [(&str, &str, fn(&UpstreamOrigin) -> Option<f64>); 4] = [
+            (
+                "edgebox_edge_origin_healthy",
+                "1 when the origin is in rotation.",
+                |o| Some(f64::from(u8::from(o.healthy))),
+            ),
+            (
+                "edgebox_edge_origin_requests_total",
+                "Requests sent to the origin.",
+                |o| Some(o.requests as f64),
+            ),
+            (
+                "edgebox_edge_origin_failures_total",
+                "Failed attempts on the origin.",
+                |o| Some(o.failures as f64),
+            ),
+            (
+                "edgebox_edge_origin_latency_ewma_seconds",
+                "EWMA of origin response-header latency.",
+                |o| o.ewma_ms.map(|ms| ms / 1000.0),
+            ),
+        ];
+        for (name, help, value) in per_origin {
+            let kind = if name.ends_with("_total") {
+                edgebox_node::metrics::Kind::Counter
+            } else {
+                edgebox_node::metrics::Kind::Gauge
+            };
+            for origin in &stats.origins {
+                if let Some(value) = value(origin) {
+                    out.sample(
+                        name,
+                        kind,
+                        help,
+                        &[("node", node), ("origin", &origin.address)],
+                        value,
+                    );
+                }
             }
         }
-        out.push_str(&state.cache.snapshot().prometheus(node));
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_served_total Responses by how they were served (X-Cache-Tier)."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_served_total counter");
-        for (i, tier) in crate::state::SERVED_TIERS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_served_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
-                s.tier_responses(i)
+        crate::cache::metrics::prometheus(&stats.cache, node, &mut out);
+        for tier in Tier::ALL {
+            let served = stats.cache.by_tier.get(&tier).copied().unwrap_or_default();
+            out.counter(
+                "edgebox_edge_served_total",
+                "Responses by how they were served (X-Cache-Tier).",
+                &[("node", node), ("tier", tier.as_str())],
+                served.responses,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_served_bytes_total Response body bytes by how they were served."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_served_bytes_total counter");
-        for (i, tier) in crate::state::SERVED_TIERS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_served_bytes_total{{node=\"{node}\",tier=\"{tier}\"}} {}",
-                s.tier_bytes(i)
+        for tier in Tier::ALL {
+            let served = stats.cache.by_tier.get(&tier).copied().unwrap_or_default();
+            out.counter(
+                "edgebox_edge_served_bytes_total",
+                "Response body bytes by how they were served.",
+                &[("node", node), ("tier", tier.as_str())],
+                served.bytes,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP edgebox_edge_cache_responses_total Responses by X-Cache status."
-        );
-        let _ = writeln!(out, "# TYPE edgebox_edge_cache_responses_total counter");
-        for (i, status) in crate::state::CACHE_STATUSES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "edgebox_edge_cache_responses_total{{node=\"{node}\",status=\"{status}\"}} {}",
-                s.cache_status(i)
+        for status in CacheStatus::ALL {
+            out.counter(
+                "edgebox_edge_cache_responses_total",
+                "Responses by X-Cache status.",
+                &[("node", node), ("status", status.as_str())],
+                stats.cache.by_status.get(&status).copied().unwrap_or(0),
             );
         }
-        let body = out.into_bytes();
+        let body = out.finish().into_bytes();
         Response::builder()
             .status(200)
-            .header("content-type", "text/plain; version=0.0.4")
+            .header("content-type", edgebox_node::metrics::CONTENT_TYPE)
             .header("content-length", body.len())
             .body(body)
             .expect("static response parts are valid")
@@ -265,14 +228,9 @@ impl AdminApp {
                 let Ok(text) = String::from_utf8(body) else {
                     return error(400, "bad_request", "the body must be UTF-8 TOML");
                 };
-                let base = match &self.state.location {
-                    ConfigLocation::File(path) => path
-                        .parent()
-                        .map(std::path::Path::to_path_buf)
-                        .unwrap_or_default(),
-                    ConfigLocation::Embedded => std::env::current_dir().unwrap_or_default(),
-                };
-                let base = std::path::absolute(&base).unwrap_or(base);
+                // Relative paths in the body resolve like those of the running
+                // deployment: against its own base directory, never the process's.
+                let base = self.state.snapshot().deployment.base_dir.clone();
                 edgebox_config::parse(&text, "<reload body>", &base)
             };
         let deployment = match loaded {
@@ -280,25 +238,24 @@ impl AdminApp {
             Err(errors) => return invalid_config(&errors.to_string(), diagnostics(&errors)),
         };
         match self.state.reload(deployment).await {
-            Ok(version) => json_response(200, json!({"applied": true, "version": version})),
+            Ok(version) => json_response(
+                200,
+                &ReloadApplied {
+                    applied: true,
+                    version,
+                },
+            ),
             Err(other) => invalid_config(
                 &other.to_string(),
-                vec![
-                    json!({"path": "", "line": null, "column": null, "message": other.to_string()}),
-                ],
+                vec![ConfigDiagnostic {
+                    path: String::new(),
+                    line: None,
+                    column: None,
+                    message: other.to_string(),
+                }],
             ),
         }
     }
-}
-
-/// The `cache` object of `/stats`: the storage tiers' counters plus the responses (and
-/// bytes) by the tier that served them, `parent` and `origin` included.
-fn cache_json(state: &EdgeState) -> Value {
-    let mut value = serde_json::to_value(state.cache.snapshot()).unwrap_or_default();
-    if let (Value::Object(map), Value::Object(served)) = (&mut value, state.stats.served_json()) {
-        map.extend(served);
-    }
-    value
 }
 
 /// The body of `POST /purge`; exactly one selector.
@@ -336,23 +293,25 @@ impl AdminApp {
         };
         let purged = self.state.cache.purge_by(&request).await;
         tracing::info!(?request, purged, "purge");
-        json_response(200, json!({"purged": purged}))
+        json_response(
+            200,
+            &PurgeCount {
+                purged: purged as u64,
+            },
+        )
     }
 }
 
-fn diagnostics(errors: &edgebox_config::ConfigErrors) -> Vec<Value> {
+fn diagnostics(errors: &edgebox_config::ConfigErrors) -> Vec<ConfigDiagnostic> {
     errors
         .diagnostics
         .iter()
-        .map(|d| json!({"path": d.path, "line": d.line, "column": d.column, "message": d.message}))
+        .map(ConfigDiagnostic::from)
         .collect()
 }
 
-fn invalid_config(message: &str, diagnostics: Vec<Value>) -> Response<Vec<u8>> {
-    json_response(
-        422,
-        json!({"error": {"code": "invalid_config", "message": message.trim(), "diagnostics": diagnostics}}),
-    )
+fn invalid_config(message: &str, diagnostics: Vec<ConfigDiagnostic>) -> Response<Vec<u8>> {
+    json_response(422, &ErrorBody::invalid_config(message.trim(), diagnostics))
 }
 
 #[async_trait]
@@ -362,7 +321,7 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         let response = match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => self.healthz(),
-            ("GET", "/stats") => json_response(200, self.stats()),
+            ("GET", "/stats") => json_response(200, &self.stats()),
             ("GET", "/metrics") => self.metrics(),
             ("POST", "/reload") => match read_body(session).await {
                 Ok(body) => self.reload(body).await,
@@ -371,7 +330,7 @@ impl ServeHttp for AdminApp {
             ("POST", "/drain") => {
                 self.state.draining.store(true, Ordering::SeqCst);
                 tracing::info!("draining: health checks now fail, traffic keeps being served");
-                json_response(200, json!({"draining": true}))
+                json_response(200, &Draining { draining: true })
             }
             ("POST", "/purge") => match read_body(session).await {
                 Ok(body) => self.purge(&body).await,

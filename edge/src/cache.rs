@@ -26,12 +26,14 @@
 //!    (`pingora::cache::filters::request_cacheable`):
 //!    `session.cache.enable(storage, None, None, Some(lock), None)` and
 //!    `session.cache.set_max_file_size_bytes(max_object_size as usize)`.
-//! 3. **`cache_key_callback`**: `Ok(cache::key::cache_key(host, path_and_query))` with the
-//!    request's `Host` (or `:authority`) and `uri.path_and_query()`. The URL purge index relies
-//!    on this format (host, then a path starting with `/`).
+//! 3. **`cache_key_callback`**: `Ok(cache::key::key_for(host, path, query))` with the
+//!    request's normalised host after the virtual-host decision (`crate::authority`,
+//!    `proxy/host.rs`) and the URI's path and query. The URL purge index relies on this
+//!    framing (`key::url_of_primary`).
 //! 4. **`response_cache_filter(session, resp, ctx)`**:
 //!    `Ok(cache::policy::response_cacheable(resp, req_has_authorization,
-//!    settings.default_ttl(path), settings.stale_while_revalidate, settings.stale_if_error))`
+//!    settings.default_ttl(path), settings.stale_while_revalidate, settings.stale_if_error,
+//!    settings.strip_set_cookie))`
 //!    — origin headers first (`s-maxage`, `max-age`, `Expires`, `no-store`, `no-cache`,
 //!    `private`, swr/sie overriding the configured defaults), then the path's TTL rule; an
 //!    unparsable `Cache-Control` or `Vary: *` is not stored. `Surrogate-Key` tags are read from
@@ -59,7 +61,7 @@
 //!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
 //!    `{"purged": storage.purge_by(&request).await}`.
 //! 10. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
-//!     and `storage.snapshot().prometheus(node)` the lines to append to `/metrics`.
+//!     and `metrics::prometheus(&snapshot, node, &mut text)` its samples on `/metrics`.
 //!
 //! `tests::proxy` runs exactly this wiring in an in-process pingora proxy (a reference
 //! implementation to copy from).
@@ -98,9 +100,14 @@ pub enum Tier {
 
 impl Tier {
     pub fn as_str(self) -> &'static str {
+        self.served().as_str()
+    }
+
+    /// The `X-Cache-Tier` of a hit from this storage tier.
+    pub fn served(self) -> edgebox_wire::edge::Tier {
         match self {
-            Tier::L1 => "l1",
-            Tier::L2 => "l2",
+            Tier::L1 => edgebox_wire::edge::Tier::L1,
+            Tier::L2 => edgebox_wire::edge::Tier::L2,
         }
     }
 }

@@ -115,6 +115,62 @@ pub fn parse_accept_encoding(header: &str) -> Vec<(String, f32)> {
         .collect()
 }
 
+/// The codings `normalise_accept_encoding` keeps: those the edge can produce, and the
+/// ones that change what it may send (`identity`, `*`), plus `deflate` for origins.
+const KNOWN_CODINGS: [&str; 6] = ["*", "br", "deflate", "gzip", "identity", "zstd"];
+
+/// One spelling per meaning of an `Accept-Encoding` value (all its lines joined): known
+/// codings only, each once (its first q-value), sorted, q-values to three decimals and
+/// `q=1` left out. The edge forwards this, and keys `Vary: Accept-Encoding` variants by
+/// it, so the many ways clients write the same preference share one cached variant and
+/// an origin sees exactly what the variant was keyed by. `None` when nothing is left.
+pub fn normalise_accept_encoding(header: &str) -> Option<String> {
+    let mut codings: Vec<(String, f32)> = Vec::new();
+    for (name, q) in parse_accept_encoding(header) {
+        if KNOWN_CODINGS.contains(&name.as_str()) && !codings.iter().any(|(n, _)| *n == name) {
+            codings.push((name, q));
+        }
+    }
+    if codings.is_empty() {
+        return None;
+    }
+    codings.sort_by(|a, b| a.0.cmp(&b.0));
+    let items: Vec<String> = codings
+        .into_iter()
+        .map(|(name, q)| {
+            if q >= 1.0 {
+                name
+            } else {
+                let q = format!("{q:.3}");
+                format!("{name};q={}", q.trim_end_matches('0').trim_end_matches('.'))
+            }
+        })
+        .collect();
+    Some(items.join(", "))
+}
+
+/// Replaces `req`'s `Accept-Encoding` lines with [`normalise_accept_encoding`]'s one
+/// (or none when nothing known is left).
+pub fn normalise_request(req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
+    let accept: Vec<&str> = req
+        .headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !req.headers.contains_key(http::header::ACCEPT_ENCODING) {
+        return Ok(());
+    }
+    // Lines that are not text say nothing we can use: dropped like unknown codings.
+    match normalise_accept_encoding(&accept.join(",")) {
+        Some(value) => req.insert_header(http::header::ACCEPT_ENCODING, value)?,
+        None => {
+            req.remove_header(&http::header::ACCEPT_ENCODING);
+        }
+    }
+    Ok(())
+}
+
 /// A streaming encoder for the chosen encoding.
 pub fn encoder(encoding: Encoding) -> Option<Box<dyn Encode + Send + Sync>> {
     let algorithm = match encoding {
@@ -208,6 +264,38 @@ mod tests {
             min_size: 10,
             algorithms: vec![Encoding::Zstd, Encoding::Br, Encoding::Gzip],
             content_types: vec!["text/*".into(), "application/json".into()],
+        }
+    }
+
+    #[test]
+    fn accept_encoding_has_one_spelling_per_meaning() {
+        let same = [
+            "gzip, br",
+            "br,gzip",
+            "BR;q=1.0, gzip;q=1, x-custom",
+            "br, gzip, br;q=0",
+        ];
+        for value in same {
+            assert_eq!(
+                normalise_accept_encoding(value).as_deref(),
+                Some("br, gzip"),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            normalise_accept_encoding("gzip;q=0.50, identity;q=0, *;q=0.1").as_deref(),
+            Some("*;q=0.1, gzip;q=0.5, identity;q=0")
+        );
+        assert_eq!(normalise_accept_encoding("x-unknown, ;q=1"), None);
+        // What negotiation picks is unchanged by normalising.
+        let p = policy();
+        for value in [
+            "gzip;q=1, br;q=0.5",
+            "br;q=0.2, zstd;q=0.1, gzip;q=0.3",
+            "*;q=0.5, gzip;q=0",
+        ] {
+            let normalised = normalise_accept_encoding(value).unwrap();
+            assert_eq!(p.negotiate(value), p.negotiate(&normalised), "{value}");
         }
     }
 

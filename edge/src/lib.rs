@@ -16,11 +16,13 @@
 //! the reload path, shared with start-up).
 
 mod admin;
+pub mod authority;
 pub mod cache;
 mod client_timeout;
 mod compress;
 mod discovery;
 mod health;
+mod hop;
 mod latency;
 mod proxy;
 mod request_id;

@@ -10,10 +10,15 @@
 //! out, so the cache holds one identity copy per URL (and per origin `Vary`), ranges on hits
 //! are cut from it, and 206 answers are never compressed.
 
+mod failure;
+mod fast_path;
+mod headers;
+mod host;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,59 +32,23 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::compression::Encode;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, Result};
 use tracing::Instrument;
+
+use edgebox_wire::edge::{CacheStatus, Tier as ServedTier};
 
 use crate::cache::{self, Tier};
 use crate::compress;
 use crate::state::{EdgeState, Snapshot};
 use crate::upstream::ActiveGuard;
-
-/// Region header a client uses to say where it is.
-pub const REGION_HEADER: &str = "x-edgebox-region";
-
-/// Set by an edge on requests to its parent: the sending edge has already simulated
-/// that hop (and its own client's), so the parent must not add a client↔edge delay.
-/// The parent's `Server-Timing` `sim` is folded into the child's in return, so that the
-/// client sees the whole path's simulated time once.
-pub const HOP_HEADER: &str = "x-edgebox-hop";
-const REQUEST_ID: &str = "x-request-id";
+use failure::{Failure, ORIGIN_5XX, replayable, retryable_status};
+use headers::{
+    HOP_HEADER, HopByHop, REGION_HEADER, REQUEST_ID, UNKEYED, header_str, hop_signed,
+    parent_simulated, via, via_chain,
+};
 
 pub struct EdgeProxy {
     pub state: Arc<EdgeState>,
-}
-
-/// Why no upstream response could be had.
-#[derive(Debug, Clone)]
-enum Failure {
-    NoOrigin,
-    Timeout(String),
-    Unreachable(String),
-    /// An origin answered with a retryable 5xx and the retry found no other origin.
-    Status(u16, String),
-}
-
-/// The error `upstream_response_filter` raises to send a request to another origin after
-/// a retryable 5xx: pingora's retry loop then calls `upstream_peer` again, before any of
-/// the failed response has been cached or sent downstream.
-const ORIGIN_5XX: ErrorType = ErrorType::Custom("OriginServerError");
-
-/// Statuses worth another origin: the origin (or something in front of it) says it is
-/// overloaded, down or cut off, which another member of the group may not be. A 500 is
-/// not among them: it is the application's own answer to this request, which the other
-/// members (running the same application) would most likely repeat, so a retry would only
-/// multiply the load on a failing application; it still counts against the origin's health.
-fn retryable_status(status: u16) -> bool {
-    matches!(status, 502..=504)
-}
-
-/// A request that can be sent again to another origin after a response came back: GET
-/// or HEAD without a body (safe methods, and nothing to replay).
-fn replayable(req: &RequestHeader) -> bool {
-    let bodiless = req.headers.get(http::header::TRANSFER_ENCODING).is_none()
-        && header_str(req, "content-length").is_none_or(|v| v.trim() == "0");
-    matches!(req.method, http::Method::GET | http::Method::HEAD) && bodiless
 }
 
 /// Counts a request as in flight for graceful shutdown, for exactly its lifetime.
@@ -101,6 +70,9 @@ pub struct RequestCtx {
     simulated: Duration,
     /// The client's region when it named a known one; `None` = the edge's own.
     client_region: Option<String>,
+    /// The virtual host the request is served as (`proxy/host.rs`): the cache key's host
+    /// and the `Host` sent upstream.
+    host: String,
     /// The cache key, computed once for the fast path and handed to pingora-cache.
     cache_key: Option<CacheKey>,
     tried: Vec<SocketAddr>,
@@ -113,21 +85,12 @@ pub struct RequestCtx {
     response_bytes: u64,
     /// The cache tier a hit came from (set in `cache_hit_filter`).
     cache_tier: Option<Tier>,
-    /// Who answered the upstream fetch: `origin`, or `parent` when the parent edge served
+    /// Who answered the upstream fetch: `Origin`, or `Parent` when the parent edge served
     /// it from its own cache (read from the parent's `X-Cache`).
-    upstream_tier: &'static str,
+    upstream_tier: ServedTier,
     /// (`X-Cache-Tier`, `X-Cache`) as sent, for the per-tier counters.
-    served: Option<(&'static str, &'static str)>,
+    served: Option<(ServedTier, CacheStatus)>,
     span: tracing::Span,
-}
-
-/// The `sim;dur=N` entry of a `Server-Timing` value, in milliseconds.
-fn simulated_ms(server_timing: &str) -> Option<f64> {
-    server_timing.split(',').find_map(|metric| {
-        let mut parts = metric.trim().split(';');
-        (parts.next()? == "sim").then_some(())?;
-        parts.find_map(|param| param.trim().strip_prefix("dur=")?.parse().ok())
-    })
 }
 
 impl RequestCtx {
@@ -136,207 +99,14 @@ impl RequestCtx {
     }
 }
 
-/// This edge's own `Via` entry for the session's HTTP version.
-fn via<'a>(state: &'a EdgeState, session: &Session) -> &'a http::HeaderValue {
-    if session.is_http2() {
-        &state.via_h2
-    } else {
-        &state.via_h1
-    }
-}
-
-/// `previous, own` (a `Via` chain), or `own` alone.
-fn via_chain(previous: Option<&http::HeaderValue>, own: &http::HeaderValue) -> http::HeaderValue {
-    match previous.and_then(|v| v.to_str().ok()) {
-        Some(previous) => {
-            let mut chain = Vec::with_capacity(previous.len() + 2 + own.len());
-            chain.extend_from_slice(previous.as_bytes());
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(own.as_bytes());
-            http::HeaderValue::from_bytes(&chain).unwrap_or_else(|_| own.clone())
-        }
-        None => own.clone(),
-    }
-}
-
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
-static HOP_BY_HOP: [http::HeaderName; 8] = [
-    http::header::CONNECTION,
-    http::HeaderName::from_static("keep-alive"),
-    http::HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::UPGRADE,
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-];
-
-/// The hop-by-hop headers present in a header map: those of the fixed list (a bit each) and
-/// any other that `Connection` names. Finding them allocates only for such other names
-/// (rare: origins name `keep-alive` or `close`), not on every request and response.
-#[derive(Default)]
-struct HopByHop {
-    fixed: u8,
-    named: Vec<http::HeaderName>,
-}
-
-impl HopByHop {
-    fn find(headers: &http::HeaderMap) -> Self {
-        let mut found = Self::default();
-        for value in headers.get_all(http::header::CONNECTION) {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                if HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
-                {
-                    continue; // checked below
-                }
-                if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes())
-                    && headers.contains_key(&name)
-                    && !found.named.contains(&name)
-                {
-                    found.named.push(name);
-                }
-            }
-        }
-        for (bit, name) in HOP_BY_HOP.iter().enumerate() {
-            if headers.contains_key(name) {
-                found.fixed |= 1 << bit;
-            }
-        }
-        found
-    }
-
-    fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
-        self.named.iter().chain(
-            HOP_BY_HOP
-                .iter()
-                .enumerate()
-                .filter(|(bit, _)| self.fixed & (1 << bit) != 0)
-                .map(|(_, name)| name),
-        )
-    }
-}
-
-/// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
-/// The fast path and pingora-cache's lookup use this one key.
-fn request_cache_key(req: &RequestHeader) -> CacheKey {
-    let host = header_str(req, "host")
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    cache::key::cache_key(host, target)
+/// The virtual host (decided in `request_filter`), path and query, each framed
+/// (`cache::key`); the purge index relies on it. The fast path and pingora-cache's lookup
+/// use this one key.
+fn request_cache_key(host: &str, req: &RequestHeader) -> CacheKey {
+    cache::key::key_for(host, req.uri.path(), req.uri.query())
 }
 
 impl EdgeProxy {
-    /// Writes a JSON error response with the edge's usual headers.
-    async fn respond_json(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        status: u16,
-        code: &str,
-        message: &str,
-    ) -> Result<()> {
-        let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-        let mut response = ResponseHeader::build(status, Some(6))?;
-        response.insert_header("content-type", "application/json")?;
-        response.insert_header("content-length", body.len().to_string())?;
-        response.insert_header("x-request-id", ctx.request_id.clone())?;
-        response.insert_header("via", via(&self.state, session).clone())?;
-        response.insert_header("server-timing", ctx.server_timing())?;
-        response.insert_header("cache-control", "no-store")?;
-        if status == 431 || status == 413 || status == 400 || status == 408 {
-            response.insert_header("connection", "close")?;
-            session.set_keepalive(None);
-        }
-        session
-            .write_response_header(Box::new(response), false)
-            .await?;
-        ctx.response_bytes += body.len() as u64;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await
-    }
-
-    /// Answers a fresh L1 hit from the entry's prepared header and shared body, without
-    /// pingora-cache's state machine (see `cache::hot`); `Ok(false)` leaves the request to
-    /// the full path, which handles everything this does not: methods other than GET/HEAD,
-    /// ranges, conditional requests, objects that vary or need compressing, stale ones.
-    async fn serve_fresh_l1(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let settings = &ctx.snapshot.deployment.cache;
-        if !settings.enabled || !settings.fast_path {
-            return Ok(false);
-        }
-        let req = session.req_header();
-        let head = match req.method {
-            http::Method::GET => false,
-            http::Method::HEAD => true,
-            _ => return Ok(false),
-        };
-        // What pingora-cache's hit path treats specially: ranges, and the conditional
-        // headers its not-modified filter reads (and those it does not, to stay out of
-        // their way if it learns them).
-        use http::header::{
-            IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-        };
-        if [
-            RANGE,
-            IF_RANGE,
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-        ]
-        .iter()
-        .any(|name| req.headers.contains_key(name))
-        {
-            return Ok(false);
-        }
-        let key = request_cache_key(req);
-        let now = std::time::SystemTime::now();
-        let Some(entry) = self.state.cache.fresh_l1(&key, now) else {
-            ctx.cache_key = Some(key);
-            return Ok(false);
-        };
-        let Some(hot) = entry.hot.as_ref() else {
-            ctx.cache_key = Some(key);
-            return Ok(false);
-        };
-        if let Some(policy) = &ctx.snapshot.compression
-            && !head
-            && policy.eligible(&hot.header)
-        {
-            ctx.cache_key = Some(key);
-            return Ok(false);
-        }
-        let mut header = Box::new(hot.header.clone());
-        header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
-        header.insert_header(
-            http::header::VIA,
-            via_chain(hot.stored_via.as_ref(), via(&self.state, session)),
-        )?;
-        header.insert_header(REQUEST_ID, ctx.request_id.clone())?;
-        header.insert_header("server-timing", ctx.server_timing())?;
-        ctx.cache_tier = Some(Tier::L1);
-        ctx.served = Some((Tier::L1.as_str(), "HIT"));
-        session.write_response_header(header, head).await?;
-        let bytes = if head { 0 } else { entry.body.len() };
-        if !head {
-            session
-                .write_response_body(Some(entry.body.clone()), true)
-                .await?;
-        }
-        ctx.response_bytes += bytes as u64;
-        self.state.cache.note_fast_hit(bytes);
-        Ok(true)
-    }
-
     async fn simulate(&self, ctx: &mut RequestCtx, from: &str, to: &str) {
         if let Some(sim) = &ctx.snapshot.latency {
             let delay = sim.sample(from, to);
@@ -358,6 +128,7 @@ impl ProxyHttp for EdgeProxy {
         RequestCtx {
             _in_flight: InFlight(self.state.clone()),
             client_region: None,
+            host: String::new(),
             cache_key: None,
             snapshot,
             request_id: http::HeaderValue::from_static(""),
@@ -372,7 +143,7 @@ impl ProxyHttp for EdgeProxy {
             request_body: 0,
             response_bytes: 0,
             cache_tier: None,
-            upstream_tier: "origin",
+            upstream_tier: ServedTier::Origin,
             served: None,
             span: tracing::Span::none(),
         }
@@ -418,6 +189,24 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
             return Ok(true);
         }
+        match host::resolve(req, &ctx.snapshot.deployment.edge.hosts) {
+            Ok(host) => ctx.host = host,
+            Err(refusal) => {
+                let host::Refusal {
+                    status,
+                    code,
+                    message,
+                } = refusal;
+                self.respond_json(session, ctx, status, code, &message)
+                    .await?;
+                return Ok(true);
+            }
+        }
+        let from_edge = req.headers.get(HOP_HEADER).is_some_and(|value| {
+            ctx.snapshot
+                .hop_key
+                .verify(value.as_bytes(), &hop_signed(req), SystemTime::now())
+        });
         if let Some(sim) = &ctx.snapshot.latency
             && let Some(region) = header_str(req, REGION_HEADER)
             && (sim.knows(region) || region == ctx.snapshot.region)
@@ -432,7 +221,8 @@ impl ProxyHttp for EdgeProxy {
         // `process_new_http` sets the keepalive timeout before delegating, in `lib.rs`.
         let client_timeout = ctx.snapshot.client_timeout;
         session.set_read_timeout(Some(client_timeout));
-        let from_edge = header_str(session.req_header(), HOP_HEADER) == Some("edge");
+        // One spelling per preference, forwarded and keyed for `Vary` alike.
+        compress::normalise_request(session.req_header_mut())?;
         if !from_edge && ctx.snapshot.latency.is_some() {
             let to = ctx.snapshot.region.clone();
             let from = ctx.client_region.clone().unwrap_or_else(|| to.clone());
@@ -482,7 +272,7 @@ impl ProxyHttp for EdgeProxy {
         Ok(ctx
             .cache_key
             .take()
-            .unwrap_or_else(|| request_cache_key(session.req_header())))
+            .unwrap_or_else(|| request_cache_key(&ctx.host, session.req_header())))
     }
 
     /// The origin's headers decide; when they say nothing about freshness the path's TTL
@@ -501,6 +291,7 @@ impl ProxyHttp for EdgeProxy {
             settings.default_ttl(req.uri.path()),
             settings.stale_while_revalidate,
             settings.stale_if_error,
+            settings.strip_set_cookie,
         ))
     }
 
@@ -635,10 +426,29 @@ impl ProxyHttp for EdgeProxy {
         );
         upstream_request.insert_header("via", via_value)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.clone())?;
+        // The upstream sees the host the cache key holds, in origin-form (an absolute
+        // target's authority was checked against it and is dropped).
+        upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+        if upstream_request.uri.authority().is_some() {
+            let target = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+            upstream_request.set_uri(target);
+        }
+        for name in &UNKEYED {
+            upstream_request.remove_header(name);
+        }
+        upstream_request.remove_header(REGION_HEADER);
+        upstream_request.remove_header(HOP_HEADER);
         if ctx.snapshot.edge.parent.is_some() {
-            upstream_request.insert_header(HOP_HEADER, "edge")?;
-        } else {
-            upstream_request.remove_header(HOP_HEADER);
+            let signature = ctx
+                .snapshot
+                .hop_key
+                .sign(&hop_signed(upstream_request), SystemTime::now());
+            upstream_request.insert_header(HOP_HEADER, signature)?;
         }
         if let Some(region) = ctx.active.as_ref().map(|a| a.stats().region.clone()) {
             let own = ctx.snapshot.region.clone();
@@ -705,17 +515,27 @@ impl ProxyHttp for EdgeProxy {
                 .headers
                 .get("x-cache")
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| matches!(v, "HIT" | "STALE" | "REVALIDATED"));
-            ctx.upstream_tier = if parent_cached { "parent" } else { "origin" };
+                .and_then(CacheStatus::parse)
+                .is_some_and(|status| {
+                    matches!(
+                        status,
+                        CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Revalidated
+                    )
+                });
+            ctx.upstream_tier = if parent_cached {
+                ServedTier::Parent
+            } else {
+                ServedTier::Origin
+            };
             // The parent's simulated time is part of this response's path: count it as
             // simulated here, not as real upstream time.
             let parent_sim = upstream_response
                 .headers
                 .get("server-timing")
                 .and_then(|v| v.to_str().ok())
-                .and_then(simulated_ms);
+                .and_then(parent_simulated);
             if let Some(parent_sim) = parent_sim {
-                let parent_sim = Duration::from_secs_f64(parent_sim / 1000.0).min(ctx.origin_time);
+                let parent_sim = parent_sim.min(ctx.origin_time);
                 ctx.simulated += parent_sim;
                 ctx.origin_time -= parent_sim;
             }
@@ -770,12 +590,12 @@ impl ProxyHttp for EdgeProxy {
                 | CachePhase::RevalidatedNoCache(_)
         );
         let tier = match (from_cache, ctx.cache_tier) {
-            (true, Some(tier)) => tier.as_str(),
+            (true, Some(tier)) => tier.served(),
             _ => ctx.upstream_tier,
         };
         let status = cache::policy::x_cache(phase);
-        response.insert_header("x-cache", status)?;
-        response.insert_header("x-cache-tier", tier)?;
+        response.insert_header("x-cache", status.as_str())?;
+        response.insert_header("x-cache-tier", tier.as_str())?;
         ctx.served = Some((tier, status));
         if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
             response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
@@ -810,27 +630,9 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        let upstream = &ctx.snapshot.upstream;
-        if let Some(active) = ctx.active.take() {
-            active.stats().passive_failure(
-                upstream.eject_for(),
-                upstream.health.unhealthy_threshold,
-                true,
-            );
-        }
-        let reason = format!("connecting to {}: {}", peer.address(), e.etype().as_str());
-        ctx.failure = Some(if matches!(e.etype(), ErrorType::ConnectTimedout) {
-            Failure::Timeout(reason)
-        } else {
-            Failure::Unreachable(reason)
-        });
-        // Nothing was sent, so any method may go to another origin.
-        if ctx.tried.len() <= upstream.retries as usize {
-            e.set_retry(true);
-        }
-        e
+        failure::connect_failed(peer, ctx, e)
     }
 
     fn error_while_proxy(
@@ -841,43 +643,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if e.etype() == &ORIGIN_5XX {
-            // Health and `ctx.failure` were updated when the response came in, and the
-            // retry was decided there.
-            return e;
-        }
-        let mut e = e.more_context(format!("origin {}", peer.address()));
-        let upstream = &ctx.snapshot.upstream;
-        let timeout = matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        );
-        if e.esource() == &ErrorSource::Upstream {
-            if let Some(active) = ctx.active.take() {
-                // A pooled connection the origin closed while idle says nothing about
-                // its health; a fresh connection failing does.
-                if !client_reused || timeout {
-                    active.stats().passive_failure(
-                        upstream.eject_for(),
-                        upstream.health.unhealthy_threshold,
-                        true,
-                    );
-                }
-            }
-            let reason = format!("origin {}: {}", peer.address(), e.etype().as_str());
-            ctx.failure = Some(if timeout {
-                Failure::Timeout(reason)
-            } else {
-                Failure::Unreachable(reason)
-            });
-        }
-        let idempotent = session.req_header().method.is_idempotent();
-        let retry = e.esource() == &ErrorSource::Upstream
-            && idempotent
-            && !session.as_ref().retry_buffer_truncated()
-            && ctx.tried.len() <= upstream.retries as usize;
-        e.set_retry(retry);
-        e
+        failure::proxy_failed(peer, session, e, ctx, client_reused)
     }
 
     async fn fail_to_proxy(
@@ -886,70 +652,7 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let upstream_label = ctx.snapshot.upstream.label.clone();
-        let (status, code, message): (u16, &str, String) = match (e.etype(), e.esource()) {
-            (ErrorType::HTTPStatus(413), _) => (
-                413,
-                "body_too_large",
-                "request body exceeds the limit".into(),
-            ),
-            (_, ErrorSource::Downstream) => match e.etype() {
-                ErrorType::ReadTimedout => (
-                    408,
-                    "client_timeout",
-                    "the client was too slow sending its request".into(),
-                ),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                    (0, "", String::new())
-                }
-                _ => (
-                    400,
-                    "bad_request",
-                    format!("malformed request: {}", e.etype().as_str()),
-                ),
-            },
-            _ => match ctx.failure.clone() {
-                Some(Failure::NoOrigin) if ctx.tried.is_empty() => (
-                    502,
-                    "no_healthy_origin",
-                    format!("no healthy origin in {upstream_label}"),
-                ),
-                Some(Failure::NoOrigin) => (
-                    502,
-                    "origins_failed",
-                    format!(
-                        "every usable origin in {upstream_label} failed ({} tried)",
-                        ctx.tried.len()
-                    ),
-                ),
-                Some(Failure::Timeout(reason)) => (
-                    504,
-                    "origin_timeout",
-                    format!("{reason} ({} tried in {upstream_label})", ctx.tried.len()),
-                ),
-                Some(Failure::Unreachable(reason)) => (
-                    502,
-                    "origin_unreachable",
-                    format!("{reason} ({} tried in {upstream_label})", ctx.tried.len()),
-                ),
-                Some(Failure::Status(status, reason)) => (
-                    status,
-                    "origin_error",
-                    format!(
-                        "{reason}; no other usable origin in {upstream_label} ({} tried)",
-                        ctx.tried.len()
-                    ),
-                ),
-                None => match e.etype() {
-                    ErrorType::HTTPStatus(code) => (*code, "error", e.to_string()),
-                    _ => (
-                        500,
-                        "internal_error",
-                        format!("edge error: {}", e.etype().as_str()),
-                    ),
-                },
-            },
-        };
+        let (status, code, message) = failure::client_error(e, ctx);
         let written = session.response_written().is_some();
         // pingora drops the connection after a failure (`can_reuse_downstream: false`);
         // saying so in the response keeps a client from sending its next request into

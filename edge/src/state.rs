@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use edgebox_config::{ConfigLocation, Deployment, EdgeNode, Role};
+use edgebox_wire::edge::{CacheStatus, RequestCounts, Served, Tier as ServedTier};
 
 use crate::cache::{CacheOptions, TieredStorage};
 use crate::compress;
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub max_header_size: u64,
     pub max_body_size: u64,
     pub client_timeout: std::time::Duration,
+    /// Signs and checks `x-edgebox-hop` (`crate::hop`); re-read on reload.
+    pub hop_key: Arc<crate::hop::HopKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum ReloadError {
     NodeName(String),
     #[error("certificates: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    HopKey(#[from] crate::hop::HopKeyError),
 }
 
 /// Counters for `/stats` and `/metrics`, one set per worker thread (`crate::sharded`):
@@ -55,18 +60,13 @@ pub struct StatsShard {
     /// Index 0 = 1xx ... 4 = 5xx.
     pub by_class: [AtomicU64; 5],
     pub bytes_sent: AtomicU64,
-    /// Responses by `X-Cache-Tier`, indexed like [`SERVED_TIERS`].
-    pub tier_responses: [AtomicU64; 4],
+    /// Responses by `X-Cache-Tier`, indexed by [`ServedTier::index`].
+    pub tier_responses: [AtomicU64; ServedTier::ALL.len()],
     /// Body bytes sent by `X-Cache-Tier`.
-    pub tier_bytes: [AtomicU64; 4],
-    /// Responses by `X-Cache`, indexed like [`CACHE_STATUSES`].
-    pub cache_status: [AtomicU64; 6],
+    pub tier_bytes: [AtomicU64; ServedTier::ALL.len()],
+    /// Responses by `X-Cache`, indexed by [`CacheStatus::index`].
+    pub cache_status: [AtomicU64; CacheStatus::ALL.len()],
 }
-
-/// The `X-Cache-Tier` values, in the order of [`Stats::tier_responses`].
-pub const SERVED_TIERS: [&str; 4] = ["l1", "l2", "parent", "origin"];
-/// The `X-Cache` values, in the order of [`Stats::cache_status`].
-pub const CACHE_STATUSES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "BYPASS", "EXPIRED"];
 
 impl Stats {
     pub fn record(&self, status: u16, bytes: u64) {
@@ -78,72 +78,55 @@ impl Stats {
         local.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn total(&self) -> u64 {
-        self.shards.sum(|s| &s.total)
-    }
-
-    /// Responses of status class `i` (0 = 1xx ... 4 = 5xx).
-    pub fn by_class(&self, i: usize) -> u64 {
-        self.shards.sum(|s| &s.by_class[i])
+    /// Requests answered, by status class.
+    pub fn requests(&self) -> RequestCounts {
+        let class = |i: usize| self.shards.sum(|s| &s.by_class[i]);
+        RequestCounts {
+            total: self.shards.sum(|s| &s.total),
+            informational: class(0),
+            success: class(1),
+            redirection: class(2),
+            client_error: class(3),
+            server_error: class(4),
+        }
     }
 
     pub fn bytes_sent(&self) -> u64 {
         self.shards.sum(|s| &s.bytes_sent)
     }
 
-    /// Responses served by tier `i` of [`SERVED_TIERS`].
-    pub fn tier_responses(&self, i: usize) -> u64 {
-        self.shards.sum(|s| &s.tier_responses[i])
+    /// Responses and body bytes served by `tier`.
+    pub fn served_by(&self, tier: ServedTier) -> Served {
+        let i = tier.index();
+        Served {
+            responses: self.shards.sum(|s| &s.tier_responses[i]),
+            bytes: self.shards.sum(|s| &s.tier_bytes[i]),
+        }
     }
 
-    /// Body bytes served by tier `i` of [`SERVED_TIERS`].
-    pub fn tier_bytes(&self, i: usize) -> u64 {
-        self.shards.sum(|s| &s.tier_bytes[i])
-    }
-
-    /// Responses with `X-Cache` value `i` of [`CACHE_STATUSES`].
-    pub fn cache_status(&self, i: usize) -> u64 {
-        self.shards.sum(|s| &s.cache_status[i])
+    /// Responses sent with `X-Cache: status`.
+    pub fn with_status(&self, status: CacheStatus) -> u64 {
+        self.shards.sum(|s| &s.cache_status[status.index()])
     }
 
     /// Counts a response by how it was served (its `X-Cache-Tier` and `X-Cache`).
-    pub fn record_served(&self, tier: &str, cache_status: &str, bytes: u64) {
+    pub fn record_served(&self, tier: ServedTier, status: CacheStatus, bytes: u64) {
         let local = self.shards.local();
-        if let Some(i) = SERVED_TIERS.iter().position(|t| *t == tier) {
-            local.tier_responses[i].fetch_add(1, Ordering::Relaxed);
-            local.tier_bytes[i].fetch_add(bytes, Ordering::Relaxed);
-        }
-        if let Some(i) = CACHE_STATUSES.iter().position(|s| *s == cache_status) {
-            local.cache_status[i].fetch_add(1, Ordering::Relaxed);
-        }
+        local.tier_responses[tier.index()].fetch_add(1, Ordering::Relaxed);
+        local.tier_bytes[tier.index()].fetch_add(bytes, Ordering::Relaxed);
+        local.cache_status[status.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `{"by_tier": {"l1": {"responses", "bytes"}, ...}, "by_status": {"HIT": n, ...}}`.
-    pub fn served_json(&self) -> serde_json::Value {
-        let by_tier: serde_json::Map<String, serde_json::Value> = SERVED_TIERS
-            .iter()
-            .enumerate()
-            .map(|(i, tier)| {
-                (
-                    (*tier).to_owned(),
-                    serde_json::json!({
-                        "responses": self.shards.sum(|s| &s.tier_responses[i]),
-                        "bytes": self.shards.sum(|s| &s.tier_bytes[i]),
-                    }),
-                )
-            })
+    /// Fills the `by_tier` and `by_status` parts of the cache stats.
+    pub fn add_served(&self, cache: &mut edgebox_wire::edge::CacheStats) {
+        cache.by_tier = ServedTier::ALL
+            .into_iter()
+            .map(|tier| (tier, self.served_by(tier)))
             .collect();
-        let by_status: serde_json::Map<String, serde_json::Value> = CACHE_STATUSES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    (*s).to_owned(),
-                    self.shards.sum(|s| &s.cache_status[i]).into(),
-                )
-            })
+        cache.by_status = CacheStatus::ALL
+            .into_iter()
+            .map(|status| (status, self.with_status(status)))
             .collect();
-        serde_json::json!({"by_tier": by_tier, "by_status": by_status})
     }
 }
 
@@ -269,7 +252,9 @@ fn build_snapshot(
     let edge = edge.clone();
     let region = me.region.clone();
     let upstream = Arc::new(Upstream::build(&deployment, node, origins));
+    let hop_key = Arc::new(crate::hop::HopKey::resolve(&deployment.edge.hop_key)?);
     Ok(Snapshot {
+        hop_key,
         version,
         region,
         edge,

@@ -264,11 +264,11 @@ pub fn ensure_local_ca(dir: &Path) -> Result<LocalCa, TlsError> {
         .signed_by(&server_key, &ca)
         .map_err(|e| fail(e.to_string()))?;
 
-    // Write to temporary names and rename so a crash never leaves half a set.
+    // Each file is replaced atomically, so a crash never leaves half a file. The key
+    // is written first and the CA last: a set is only reused when all three parse.
     let write = |path: &Path, contents: &str| -> Result<(), TlsError> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, contents).map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+        edgebox_node::fs::atomic_write(path, contents.as_bytes())
+            .map_err(|e| fail(format!("writing {}: {e}", path.display())))
     };
     write(&paths.key, &server_key.serialize_pem())?;
     write(&paths.cert, &format!("{}{}", server.pem(), ca.pem()))?;

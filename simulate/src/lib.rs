@@ -155,17 +155,12 @@ pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, 
     let json_path = out_dir.join("report.json");
     let html_path = out_dir.join("report.html");
     let json = serde_json::to_string_pretty(report).expect("reports serialise");
+    // Replaced atomically: a reader never sees half a report.
     let write = |path: &Path, contents: &str| {
-        // Write beside, then rename: a reader never sees half a report.
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(".tmp");
-        let temp = PathBuf::from(temp);
-        std::fs::write(&temp, contents)
-            .and_then(|()| std::fs::rename(&temp, path))
-            .map_err(|source| SimError::Io {
-                what: format!("writing {}", path.display()),
-                source,
-            })
+        edgebox_node::fs::atomic_write(path, contents.as_bytes()).map_err(|source| SimError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })
     };
     write(&json_path, &json)?;
     write(&html_path, &html::render(report))?;

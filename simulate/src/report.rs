@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use edgebox_wire::edge::EdgeStats as WireEdgeStats;
 use serde::{Deserialize, Serialize};
 
 use super::load::{LoadRun, Outcome, Sample, Tier};
@@ -170,7 +171,7 @@ pub struct EdgeStats {
     /// `requests.total` after minus before the run.
     pub requests: Option<u64>,
     /// The edge's `cache` counters after the run, as it reported them.
-    pub cache: Option<serde_json::Value>,
+    pub cache: Option<edgebox_wire::edge::CacheStats>,
     pub error: Option<String>,
 }
 
@@ -440,9 +441,7 @@ fn nice_bucket(raw: f64) -> f64 {
 }
 
 /// Reads every edge's admin `/stats` (before or after a run).
-pub async fn edge_counters(
-    targets: &Targets,
-) -> BTreeMap<String, Result<serde_json::Value, String>> {
+pub async fn edge_counters(targets: &Targets) -> BTreeMap<String, Result<WireEdgeStats, String>> {
     edgebox_node::install_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -462,7 +461,7 @@ pub async fn edge_counters(
                 return Err(format!("GET /stats: {}", response.status()));
             }
             response
-                .json::<serde_json::Value>()
+                .json::<WireEdgeStats>()
                 .await
                 .map_err(|err| err.to_string())
         }
@@ -475,11 +474,9 @@ pub async fn edge_counters(
 /// Per-edge differences between two [`edge_counters`] readings.
 pub fn edge_stats(
     targets: &Targets,
-    before: &BTreeMap<String, Result<serde_json::Value, String>>,
-    after: &BTreeMap<String, Result<serde_json::Value, String>>,
+    before: &BTreeMap<String, Result<WireEdgeStats, String>>,
+    after: &BTreeMap<String, Result<WireEdgeStats, String>>,
 ) -> Vec<EdgeStats> {
-    let total =
-        |value: &serde_json::Value| value.pointer("/requests/total").and_then(|v| v.as_u64());
     targets
         .all_edges
         .iter()
@@ -487,10 +484,8 @@ pub fn edge_stats(
         .map(|edge| {
             let (requests, cache, error) = match (before.get(&edge.name), after.get(&edge.name)) {
                 (Some(Ok(before)), Some(Ok(after))) => (
-                    total(after)
-                        .zip(total(before))
-                        .map(|(a, b)| a.saturating_sub(b)),
-                    after.get("cache").cloned(),
+                    Some(after.requests.total.saturating_sub(before.requests.total)),
+                    Some(after.cache.clone()),
                     None,
                 ),
                 (_, Some(Err(err))) | (Some(Err(err)), _) => (None, None, Some(err.clone())),

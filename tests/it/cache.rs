@@ -200,8 +200,8 @@ pub async fn purge(edge: &Daemon, body: &str) -> (u16, serde_json::Value) {
 }
 
 /// The `cache` object of the edge's `/stats`.
-pub async fn cache_stats(edge: &Daemon) -> serde_json::Value {
-    let stats: serde_json::Value = client()
+pub async fn cache_stats(edge: &Daemon) -> edgebox_wire::edge::CacheStats {
+    let stats: edgebox_wire::edge::EdgeStats = client()
         .get(format!("{}/stats", edge.url("admin")))
         .send()
         .await
@@ -209,7 +209,7 @@ pub async fn cache_stats(edge: &Daemon) -> serde_json::Value {
         .json()
         .await
         .unwrap();
-    stats["cache"].clone()
+    stats.cache
 }
 
 /// `len` bytes whose value at offset `i` is `i % 251`: any slice names its offset.

@@ -91,7 +91,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
 }
 
 /// The edge's `/stats` document.
-pub async fn stats(edge: &Daemon) -> serde_json::Value {
+pub async fn stats(edge: &Daemon) -> edgebox_wire::edge::EdgeStats {
     crate::support::client()
         .get(format!("{}/stats", edge.url("admin")))
         .send()

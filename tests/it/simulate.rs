@@ -600,10 +600,13 @@ async fn ctrl_c_stops_the_load_and_writes_a_partial_report() {
         "{sent} requests in the partial report"
     );
     assert!(variant["unsent"].as_u64().unwrap() > 1000);
+    // A request cancelled in flight may or may not have reached the stand-in; every
+    // other one did, and nothing was sent that the report does not count.
+    let cancelled = variant["total"]["cancelled"].as_u64().unwrap();
+    let received = edge.count() as u64;
     assert!(
-        sent.abs_diff(edge.count() as u64) <= 1,
-        "report {sent} vs stand-in {}",
-        edge.count()
+        received <= sent && received + cancelled >= sent,
+        "report {sent} sent ({cancelled} cancelled) vs stand-in {received}"
     );
     assert!(out.join("report.html").exists());
 }

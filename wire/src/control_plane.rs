@@ -233,9 +233,8 @@ pub struct EdgeTotals {
     /// Requests by status class plus `total`.
     pub requests: BTreeMap<String, u64>,
     pub bytes_sent: u64,
-    /// Numeric cache counters summed over edges (shape as the edges report it).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub cache: serde_json::Value,
+    /// Cache counters summed over edges.
+    pub cache: crate::edge::CacheStats,
     /// Hit ratio per cache tier, where edges report `hits` and `misses` per tier.
     pub hit_ratio: BTreeMap<String, f64>,
 }

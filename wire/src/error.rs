@@ -9,6 +9,25 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                diagnostics: None,
+            },
+        }
+    }
+
+    /// An `invalid_config` error listing every problem found.
+    pub fn invalid_config(message: impl Into<String>, diagnostics: Vec<ConfigDiagnostic>) -> Self {
+        let mut body = Self::new("invalid_config", message);
+        body.error.diagnostics = Some(diagnostics);
+        body
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {

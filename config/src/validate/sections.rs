@@ -228,7 +228,26 @@ pub(super) fn check_origin(c: &mut Collector<'_>, raw: RawOrigin) -> OriginSetti
     OriginSettings { rules }
 }
 
-pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge) -> EdgeSettings {
+pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge, data_dir: &Path) -> EdgeSettings {
+    let hosts = check_hosts(c, raw.hosts);
+    let hop_key = match (raw.hop_key, raw.hop_key_env, raw.hop_key_file) {
+        (None, None, None) => TokenSecret::File(data_dir.join("secrets/hop-key")),
+        (Some(key), None, None) => {
+            if key.len() < 16 {
+                c.error("edge.hop_key", "a hop key must be at least 16 characters");
+            }
+            TokenSecret::Inline(key)
+        }
+        (None, Some(var), None) => TokenSecret::Env(var),
+        (None, None, Some(file)) => TokenSecret::File(data_dir.join(file)),
+        _ => {
+            c.error(
+                "edge",
+                "give at most one of `hop_key`, `hop_key_env` or `hop_key_file`",
+            );
+            TokenSecret::File(data_dir.join("secrets/hop-key"))
+        }
+    };
     let limits = raw.limits;
     if limits.max_header_size.bytes() < 1024 {
         c.error(
@@ -258,6 +277,8 @@ pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge) -> EdgeSettings {
         );
     }
     EdgeSettings {
+        hosts,
+        hop_key,
         worker_threads: raw.worker_threads,
         max_header_size: limits.max_header_size.bytes(),
         max_body_size: limits.max_body_size.bytes(),
@@ -278,6 +299,83 @@ pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge) -> EdgeSettings {
                 .collect(),
         },
     }
+}
+
+/// `[edge.hosts]`: names as the edge compares them (lower case; an IPv6 literal in the
+/// spelling `std` prints), so that a request's normalised host matches by equality.
+fn check_hosts(c: &mut Collector<'_>, raw: RawHosts) -> Hosts {
+    let mut names = Vec::new();
+    for (index, name) in raw.names.iter().enumerate() {
+        match host_name(name, true) {
+            Some(name) => names.push(name),
+            None => c.error(
+                format!("edge.hosts.names[{index}]"),
+                format!(
+                    "{name:?} is not a host name, an IP address or `*.name` (no port, no path)"
+                ),
+            ),
+        }
+    }
+    let unknown = match raw.unknown.as_str() {
+        "default" => UnknownHost::Default,
+        "reject" => UnknownHost::Reject,
+        other => {
+            c.error(
+                "edge.hosts.unknown",
+                format!("unknown policy {other:?}; expected \"default\" or \"reject\""),
+            );
+            UnknownHost::Default
+        }
+    };
+    let default = match &raw.default {
+        Some(name) => host_name(name, false).unwrap_or_else(|| {
+            c.error(
+                "edge.hosts.default",
+                format!("{name:?} is not a host name or an IP address (no port, no path)"),
+            );
+            String::new()
+        }),
+        None => match names.iter().find(|name| !name.starts_with("*.")) {
+            Some(name) => name.clone(),
+            None => {
+                if unknown == UnknownHost::Default {
+                    c.error(
+                        "edge.hosts.default",
+                        "unknown hosts are served as the default host: name one (no exact name in `names` to take it from)",
+                    );
+                }
+                String::new()
+            }
+        },
+    };
+    Hosts {
+        names,
+        unknown,
+        default,
+    }
+}
+
+/// `name` lower-cased when it is a DNS name, an IPv4 address or a bracketed IPv6 address
+/// (canonical spelling), or `*.name` when `wildcard`; `None` otherwise.
+fn host_name(name: &str, wildcard: bool) -> Option<String> {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        let address: std::net::Ipv6Addr = literal.parse().ok()?;
+        return Some(format!("[{address}]"));
+    }
+    let (prefix, rest) = match name.strip_prefix("*.") {
+        Some(rest) if wildcard => ("*.", rest),
+        _ => ("", name),
+    };
+    let valid = !rest.is_empty()
+        && rest.len() <= 253
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        });
+    valid.then(|| format!("{prefix}{}", rest.to_ascii_lowercase()))
 }
 
 pub(super) fn check_cache(c: &mut Collector<'_>, raw: RawCache) -> CacheSettings {
@@ -305,6 +403,7 @@ pub(super) fn check_cache(c: &mut Collector<'_>, raw: RawCache) -> CacheSettings
         stale_if_error: raw.stale_if_error.get(),
         rules,
         fast_path: raw.fast_path,
+        strip_set_cookie: raw.strip_set_cookie,
     }
 }
 

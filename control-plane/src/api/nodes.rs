@@ -195,11 +195,7 @@ async fn edge_uptime(http: &reqwest::Client, admin: std::net::SocketAddr) -> Opt
         .send()
         .await
         .ok()?;
-    #[derive(serde::Deserialize)]
-    struct Uptime {
-        uptime_ms: u64,
-    }
-    let stats: Uptime = response.json().await.ok()?;
+    let stats: edgebox_wire::edge::EdgeStats = response.json().await.ok()?;
     Some(stats.uptime_ms)
 }
 

@@ -20,6 +20,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use edgebox_wire::edge::{CacheStatus, Tier as ServedTier};
 use http::HeaderValue;
 use http::header::{
     ACCEPT_RANGES, AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, VARY, VIA,
@@ -75,8 +76,12 @@ impl HotHeader {
             header.insert_header(ACCEPT_RANGES, "bytes").ok()?;
         }
         // 3. response_filter
-        header.insert_header(X_CACHE, "HIT").ok()?;
-        header.insert_header(X_CACHE_TIER, "l1").ok()?;
+        header
+            .insert_header(X_CACHE, CacheStatus::Hit.as_str())
+            .ok()?;
+        header
+            .insert_header(X_CACHE_TIER, ServedTier::L1.as_str())
+            .ok()?;
         header.insert_header(AGE, placeholder.clone()).ok()?;
         // The full path appends to a stored `Via` only when it reads as text.
         let stored_via = meta

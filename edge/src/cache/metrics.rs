@@ -1,10 +1,9 @@
 //! Cache counters: hits, misses and bytes served per tier, evictions, corrupt entries, write
 //! failures; a serialisable snapshot for the admin `/stats` JSON and Prometheus text lines.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use edgebox_node::metrics::{Kind, MetricsText};
 
 /// The counters, one set per worker thread (see `crate::sharded`): `&metrics.l1_hits`
 /// (through `Deref`) is the calling thread's own counter, so the request path bumps it
@@ -59,35 +58,7 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Relaxed);
 }
 
-/// Per-tier figures.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct TierStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub bytes_served: u64,
-    pub objects: u64,
-    pub bytes: u64,
-    pub capacity: u64,
-    pub evictions: u64,
-}
-
-/// The `cache` section of the edge's `/stats`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct CacheStats {
-    pub l1: TierStats,
-    pub l2: TierStats,
-    /// Whether the disk tier is in use (false when off in config or its directory is unusable).
-    pub l2_enabled: bool,
-    pub misses: u64,
-    pub promotions: u64,
-    pub corrupt_entries: u64,
-    pub l2_write_errors: u64,
-    pub stored: u64,
-    pub purged: u64,
-    pub lock_waits: u64,
-    /// L1 hits answered by the fast path (included in `l1.hits`).
-    pub fast_hits: u64,
-}
+pub use edgebox_wire::edge::{CacheStats, TierStats};
 
 impl Metrics {
     pub(crate) fn snapshot(
@@ -126,116 +97,126 @@ impl Metrics {
             purged: get(|c| &c.purged),
             lock_waits: get(|c| &c.lock_waits),
             fast_hits: get(|c| &c.fast_hits),
+            // Filled by the admin `/stats` from the proxy's counters.
+            by_tier: Default::default(),
+            by_status: Default::default(),
         }
     }
 }
 
-impl CacheStats {
-    /// Prometheus text-format lines (with `# TYPE` headers) labelled with `node`.
-    pub fn prometheus(&self, node: &str) -> String {
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, values: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (tier, value) in values {
-                if tier.is_empty() {
-                    let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{node=\"{node}\",tier=\"{tier}\"}} {value}");
-                }
-            }
-        };
-        let (l1, l2) = (&self.l1, &self.l2);
-        family(
+/// Prometheus samples of the cache counters, labelled with `node` (and `tier`).
+pub fn prometheus(stats: &CacheStats, node: &str, out: &mut MetricsText) {
+    let (l1, l2) = (&stats.l1, &stats.l2);
+    let per_tier: [(&str, Kind, &str, u64, u64); 7] = [
+        (
             "edgebox_cache_hits_total",
-            "counter",
+            Kind::Counter,
             "Cache hits per tier.",
-            &[("l1", l1.hits), ("l2", l2.hits)],
-        );
-        family(
+            l1.hits,
+            l2.hits,
+        ),
+        (
             "edgebox_cache_tier_misses_total",
-            "counter",
+            Kind::Counter,
             "Lookups a tier could not answer.",
-            &[("l1", l1.misses), ("l2", l2.misses)],
-        );
-        family(
-            "edgebox_cache_misses_total",
-            "counter",
-            "Lookups no tier could answer.",
-            &[("", self.misses)],
-        );
-        family(
+            l1.misses,
+            l2.misses,
+        ),
+        (
             "edgebox_cache_served_bytes_total",
-            "counter",
+            Kind::Counter,
             "Body bytes served from each tier.",
-            &[("l1", l1.bytes_served), ("l2", l2.bytes_served)],
-        );
-        family(
+            l1.bytes_served,
+            l2.bytes_served,
+        ),
+        (
             "edgebox_cache_objects",
-            "gauge",
+            Kind::Gauge,
             "Objects held per tier.",
-            &[("l1", l1.objects), ("l2", l2.objects)],
-        );
-        family(
+            l1.objects,
+            l2.objects,
+        ),
+        (
             "edgebox_cache_bytes",
-            "gauge",
+            Kind::Gauge,
             "Bytes held per tier.",
-            &[("l1", l1.bytes), ("l2", l2.bytes)],
-        );
-        family(
+            l1.bytes,
+            l2.bytes,
+        ),
+        (
             "edgebox_cache_capacity_bytes",
-            "gauge",
+            Kind::Gauge,
             "Byte capacity per tier.",
-            &[("l1", l1.capacity), ("l2", l2.capacity)],
-        );
-        family(
+            l1.capacity,
+            l2.capacity,
+        ),
+        (
             "edgebox_cache_evictions_total",
-            "counter",
+            Kind::Counter,
             "Objects evicted for space per tier.",
-            &[("l1", l1.evictions), ("l2", l2.evictions)],
+            l1.evictions,
+            l2.evictions,
+        ),
+    ];
+    for (name, kind, help, l1_value, l2_value) in per_tier {
+        out.sample(
+            name,
+            kind,
+            help,
+            &[("node", node), ("tier", "l1")],
+            l1_value,
+        )
+        .sample(
+            name,
+            kind,
+            help,
+            &[("node", node), ("tier", "l2")],
+            l2_value,
         );
-        family(
+    }
+    let totals: [(&str, &str, u64); 8] = [
+        (
+            "edgebox_cache_misses_total",
+            "Lookups no tier could answer.",
+            stats.misses,
+        ),
+        (
             "edgebox_cache_promotions_total",
-            "counter",
             "L2 hits copied into L1.",
-            &[("", self.promotions)],
-        );
-        family(
+            stats.promotions,
+        ),
+        (
             "edgebox_cache_corrupt_entries_total",
-            "counter",
             "Damaged disk entries detected and deleted.",
-            &[("", self.corrupt_entries)],
-        );
-        family(
+            stats.corrupt_entries,
+        ),
+        (
             "edgebox_cache_l2_write_errors_total",
-            "counter",
             "Disk writes that failed.",
-            &[("", self.l2_write_errors)],
-        );
-        family(
+            stats.l2_write_errors,
+        ),
+        (
             "edgebox_cache_stored_total",
-            "counter",
             "Objects stored on a miss.",
-            &[("", self.stored)],
-        );
-        family(
+            stats.stored,
+        ),
+        (
             "edgebox_cache_purged_total",
-            "counter",
             "Objects removed by purge.",
-            &[("", self.purged)],
-        );
-        family(
+            stats.purged,
+        ),
+        (
             "edgebox_cache_lock_waits_total",
-            "counter",
             "Requests that waited for another request's fetch.",
-            &[("", self.lock_waits)],
-        );
-        family(
+            stats.lock_waits,
+        ),
+        (
             "edgebox_cache_fast_hits_total",
-            "counter",
             "L1 hits answered by the fast path (included in the l1 hits).",
-            &[("", self.fast_hits)],
-        );
-        out
+            stats.fast_hits,
+        ),
+    ];
+    for (name, help, value) in totals {
+        out.counter(name, help, &[("node", node)], value);
     }
 }

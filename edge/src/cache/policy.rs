@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use edgebox_wire::edge::CacheStatus;
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::cache::filters::{calculate_serve_stale_durations, resp_cacheable};
 use pingora::cache::{CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable};
@@ -28,15 +29,33 @@ fn no_default_ttl(_: http::StatusCode) -> Option<Duration> {
 /// directives. A `Cache-Control` that is present but does not parse, `Vary: *`, and a request
 /// with `Authorization` (unless the response allows it) are not cached: when in doubt, don't
 /// store — the response is still served.
+///
+/// A response that sets a cookie is one client's: it is not stored unless the origin says
+/// `Cache-Control: public` and `strip_set_cookie` (the config's switch) allows it, and then
+/// the stored copy has no `Set-Cookie` (only the client that caused the fetch gets it).
 pub fn response_cacheable(
     resp: &ResponseHeader,
     authorization_present: bool,
     default_ttl: Option<Duration>,
     swr: Duration,
     sie: Duration,
+    strip_set_cookie: bool,
 ) -> RespCacheable {
     let status = resp.status.as_u16();
     let cache_control = CacheControl::from_resp_headers(resp);
+    let stored;
+    let resp = if resp.headers.contains_key(http::header::SET_COOKIE) {
+        let public = cache_control.as_ref().is_some_and(|cc| cc.public());
+        if !(strip_set_cookie && public) {
+            return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
+        }
+        let mut copy = resp.clone();
+        copy.remove_header(&http::header::SET_COOKIE);
+        stored = copy;
+        &stored
+    } else {
+        resp
+    };
     // pingora's parser is lenient: a directive whose value is not a number parses but reads
     // as an error; treat that like a header that does not parse at all.
     // pingora's parser is lenient: a numeric directive without a readable number (`max-age=`,
@@ -104,17 +123,17 @@ pub fn response_cacheable(
 }
 
 /// The `X-Cache` value for a request that went through the cache in `phase`.
-pub fn x_cache(phase: CachePhase) -> &'static str {
+pub fn x_cache(phase: CachePhase) -> CacheStatus {
     match phase {
-        CachePhase::Hit => "HIT",
-        CachePhase::Miss => "MISS",
-        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
-        CachePhase::Expired => "EXPIRED",
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        CachePhase::Hit => CacheStatus::Hit,
+        CachePhase::Miss => CacheStatus::Miss,
+        CachePhase::Stale | CachePhase::StaleUpdating => CacheStatus::Stale,
+        CachePhase::Expired => CacheStatus::Expired,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => CacheStatus::Revalidated,
         CachePhase::Disabled(_)
         | CachePhase::Bypass
         | CachePhase::Uninit
-        | CachePhase::CacheKey => "BYPASS",
+        | CachePhase::CacheKey => CacheStatus::Bypass,
     }
 }
 
@@ -142,4 +161,34 @@ pub fn stale_allowed(meta: &CacheMeta, upstream_failed: bool) -> bool {
         return false;
     }
     upstream_failed || !has("no-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pingora::cache::RespCacheable;
+    use pingora::http::ResponseHeader;
+
+    use super::response_cacheable;
+
+    fn decide(cache_control: &str, strip_set_cookie: bool) -> RespCacheable {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("cache-control", cache_control).unwrap();
+        resp.append_header("set-cookie", "session=alice").unwrap();
+        let none = Duration::ZERO;
+        response_cacheable(&resp, false, None, none, none, strip_set_cookie)
+    }
+
+    #[test]
+    fn responses_setting_cookies_are_stored_only_when_public_and_allowed_and_never_with_the_cookie()
+    {
+        assert!(!decide("max-age=60", false).is_cacheable());
+        assert!(!decide("max-age=60", true).is_cacheable());
+        assert!(!decide("public, max-age=60", false).is_cacheable());
+        let RespCacheable::Cacheable(meta) = decide("public, max-age=60", true) else {
+            panic!("public + strip_set_cookie is stored");
+        };
+        assert!(!meta.headers().contains_key("set-cookie"));
+    }
 }

@@ -154,16 +154,13 @@ async fn fresh_l1_hits_answer_header_for_header_like_the_full_hit_path() {
         );
     }
     let after = cache_stats(&fast.daemon).await;
-    let fast_hits = |stats: &serde_json::Value| stats["fast_hits"].as_u64().unwrap();
+    let fast_hits = |stats: &edgebox_wire::edge::CacheStats| stats.fast_hits;
     // GET+HEAD plain, blob, tagged: four answers from the fast path; the rest not. (The
     // origin's 404s say `no-store`, so a missing file is never a hit on either path.)
-    assert_eq!(fast_hits(&after) - fast_hits(&before), 4, "{after}");
+    assert_eq!(fast_hits(&after) - fast_hits(&before), 4, "{after:?}");
     assert_eq!(fast_hits(&cache_stats(&full.daemon).await), 0);
     // Every hit counts as an L1 hit whichever path served it.
-    assert_eq!(
-        after["l1"]["hits"].as_u64().unwrap() - before["l1"]["hits"].as_u64().unwrap(),
-        compare.len() as u64
-    );
+    assert_eq!(after.l1.hits - before.l1.hits, compare.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::{Origin, get, origin_group};
 use crate::support::{Daemon, ONE_REGION, TestDir, client};
+use edgebox_wire::edge::{CacheStatus, Tier};
 
 struct Tiered {
     _shield_dir: TestDir,
@@ -74,10 +75,10 @@ async fn a_second_edge_missing_an_object_gets_it_from_the_shield_cache() {
     assert_eq!(get(a, "/shared.txt", &[]).await.how(), "HIT l1");
     assert_eq!(origin.count("/shared.txt").await, 1);
     let stats = super::cache_stats(b).await;
-    assert_eq!(stats["by_tier"]["parent"]["responses"], 1, "{stats}");
-    assert_eq!(stats["by_tier"]["parent"]["bytes"], 6, "{stats}");
-    assert_eq!(stats["by_tier"]["l1"]["responses"], 1, "{stats}");
-    assert_eq!(stats["by_status"]["HIT"], 1, "{stats}");
+    assert_eq!(stats.by_tier[&Tier::Parent].responses, 1, "{stats:?}");
+    assert_eq!(stats.by_tier[&Tier::Parent].bytes, 6, "{stats:?}");
+    assert_eq!(stats.by_tier[&Tier::L1].responses, 1, "{stats:?}");
+    assert_eq!(stats.by_status[&CacheStatus::Hit], 1, "{stats:?}");
     // The shield itself answers from its cache too.
     assert_eq!(
         get(&tiered.shield, "/shared.txt", &[]).await.how(),

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use edgebox_config::LbPolicy;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -18,7 +19,7 @@ async fn config_put_is_applied_by_real_nodes_and_reported_per_node() {
     let (_, current) = cp.get("/v1/config").await;
     assert_eq!(current["version"], 1);
     assert_eq!(current["toml"], v1.as_str());
-    assert_eq!(real.edge_stats("edge-a").await["policy"], "round_robin");
+    assert_eq!(real.edge_stats("edge-a").await.policy, LbPolicy::RoundRobin);
 
     // A new version reaches every node through the watch; the edge applies it through
     // its reload path (its LB policy changes).
@@ -33,8 +34,8 @@ async fn config_put_is_applied_by_real_nodes_and_reported_per_node() {
     assert_eq!(applied, json!({"version": 2, "changed": true}));
     real.wait_in_sync(2).await;
     assert_eq!(
-        real.edge_stats("edge-a").await["policy"],
-        "least_connections"
+        real.edge_stats("edge-a").await.policy,
+        LbPolicy::LeastConnections
     );
 
     // Valid, but the sandbox cannot change its slot count without a restart: reported
@@ -135,7 +136,7 @@ async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() 
     let real = real::Real::start(&dir, &["edge-a"], false, "").await;
     let cp = &real.cp;
     let v1 = std::fs::read_to_string(&cp.config).unwrap();
-    let edge_before = real.edge_stats("edge-a").await["config_version"].clone();
+    let edge_before = real.edge_stats("edge-a").await.config_version;
 
     // Two problems at once: an unknown parent and a bad duration.
     let invalid = v1.replace(
@@ -208,10 +209,7 @@ async fn invalid_config_is_rejected_with_every_diagnostic_and_nothing_changes() 
         (edge_a["version"].clone(), edge_a["in_sync"].clone()),
         (json!(1), json!(true))
     );
-    assert_eq!(
-        real.edge_stats("edge-a").await["config_version"],
-        edge_before
-    );
+    assert_eq!(real.edge_stats("edge-a").await.config_version, edge_before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -326,7 +324,7 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
     );
     assert_eq!(real.cp.put_config(&v2).await.1["version"], 2);
     real.wait_in_sync(2).await;
-    let local_version = real.edge_stats("edge-a").await["config_version"].clone();
+    let local_version = real.edge_stats("edge-a").await.config_version;
 
     // The control plane crashes. The edge notices, keeps serving what it applied, and
     // keeps trying.
@@ -344,9 +342,9 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
     .await;
     assert_eq!(real.fetch("edge-a", "/index.html").await.0, 200);
     let stats = real.edge_stats("edge-a").await;
-    assert_eq!(stats["policy"], "least_connections");
+    assert_eq!(stats.policy, LbPolicy::LeastConnections);
     assert_eq!(
-        stats["config_version"], local_version,
+        stats.config_version, local_version,
         "nothing re-applied while away"
     );
 
@@ -368,7 +366,10 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
     let v3 = v2.replacen("least_connections", "latency_aware", 1);
     assert_eq!(cp.put_config(&v3).await.1["version"], 3);
     real.wait_in_sync(3).await;
-    assert_eq!(real.edge_stats("edge-a").await["policy"], "latency_aware");
+    assert_eq!(
+        real.edge_stats("edge-a").await.policy,
+        LbPolicy::LatencyAware
+    );
     assert!(
         real.edge("edge-a")
             .logs()

@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::{Cp, deployment, status_of};
 use crate::support::{Daemon, TestDir, client, eventually};
 
@@ -141,7 +139,7 @@ impl Real {
     }
 
     /// Edge `name`'s admin `/stats`.
-    pub async fn edge_stats(&self, name: &str) -> Value {
+    pub async fn edge_stats(&self, name: &str) -> edgebox_wire::edge::EdgeStats {
         client()
             .get(format!("{}/stats", self.edge(name).url("admin")))
             .send()

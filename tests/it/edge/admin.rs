@@ -32,14 +32,14 @@ async fn healthz_stats_metrics_and_drain() {
             .unwrap();
     }
     let body = stats(&edge).await;
-    assert_eq!(body["requests"]["total"], 3, "{body}");
-    assert_eq!(body["requests"]["2xx"], 2);
-    assert_eq!(body["requests"]["4xx"], 1);
-    assert!(body["bytes_sent"].as_u64().unwrap() > 0);
-    assert_eq!(body["origins"][0]["address"], origin.addr.to_string());
-    assert_eq!(body["origins"][0]["healthy"], true);
-    assert!(body["origins"][0]["ewma_ms"].as_f64().is_some());
-    assert_eq!(body["config_version"], 1);
+    assert_eq!(body.requests.total, 3, "{body:?}");
+    assert_eq!(body.requests.success, 2);
+    assert_eq!(body.requests.client_error, 1);
+    assert!(body.bytes_sent > 0);
+    assert_eq!(body.origins[0].address, origin.addr.to_string());
+    assert!(body.origins[0].healthy);
+    assert!(body.origins[0].ewma_ms.is_some());
+    assert_eq!(body.config_version, 1);
 
     let metrics = client
         .get(format!("{admin}/metrics"))

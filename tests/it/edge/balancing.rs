@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{Deploy, SECOND, TestOrigin, get, reload, stats};
 use crate::support::{TestDir, client, eventually};
+use edgebox_config::LbPolicy;
 
 fn three() -> Vec<TestOrigin> {
     (0..3)
@@ -184,15 +185,14 @@ async fn latency_aware_steers_away_from_a_slow_origin() {
     // Exploration costs a few requests; after that P2C never prefers the slow origin.
     assert!(slow <= 8, "slow origin got {slow} of 80: {counts:?}");
     let body = stats(&edge).await;
-    let ewma: Vec<f64> = body["origins"]
-        .as_array()
-        .unwrap()
+    let ewma: Vec<f64> = body
+        .origins
         .iter()
-        .map(|o| o["ewma_ms"].as_f64().unwrap_or(0.0))
+        .map(|o| o.ewma_ms.unwrap_or(0.0))
         .collect();
     assert!(
         ewma.iter().any(|&ms| ms >= 100.0),
-        "the slow origin's EWMA is visible: {body}"
+        "the slow origin's EWMA is visible: {body:?}"
     );
 }
 
@@ -240,14 +240,13 @@ async fn killing_an_origin_during_a_client_loop_is_invisible_to_clients() {
         &failures[..failures.len().min(3)]
     );
     let body = stats(&edge).await;
-    let o1 = body["origins"]
-        .as_array()
-        .unwrap()
+    let o1 = body
+        .origins
         .iter()
-        .find(|o| o["address"] == origins[1].addr.to_string())
+        .find(|o| o.address == origins[1].addr.to_string())
         .unwrap()
         .clone();
-    assert_eq!(o1["healthy"], false, "{body}");
+    assert!(!o1.healthy, "{body:?}");
 }
 
 #[tokio::test]
@@ -295,22 +294,12 @@ async fn an_origin_answering_5xx_is_ejected_and_recovers() {
         let _ = get(&client, &format!("{}/status/503", edge.url("http"))).await;
     }
     let body = stats(&edge).await;
-    let failures: u64 = body["origins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["failures"].as_u64().unwrap())
-        .sum();
-    assert!(failures >= 6, "5xx answers count as failures: {body}");
+    let failures: u64 = body.origins.iter().map(|o| o.failures).sum();
+    assert!(failures >= 6, "5xx answers count as failures: {body:?}");
     // Ejections expire; all three serve again.
     eventually("all origins back in rotation", 10 * SECOND, || async {
         let body = stats(&edge).await;
-        body["origins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["healthy"] == true)
-            .then_some(())
+        body.origins.iter().all(|o| o.healthy).then_some(())
     })
     .await;
 }
@@ -320,7 +309,7 @@ async fn reload_changes_policy_and_rejects_bad_config() {
     let origins = three();
     let dir = TestDir::new();
     let (edge, config) = Deploy::local(&refs(&origins), "policy = \"round_robin\"").start(&dir);
-    assert_eq!(stats(&edge).await["policy"], "round_robin");
+    assert_eq!(stats(&edge).await.policy, LbPolicy::RoundRobin);
 
     let (status, body) = reload(&edge, full("this is = = not toml")).await;
     assert_eq!(status, 422, "{body}");
@@ -333,8 +322,8 @@ async fn reload_changes_policy_and_rejects_bad_config() {
     let (status, body) = reload(&edge, full(&bad_policy.toml())).await;
     assert_eq!(status, 422, "{body}");
     let now = stats(&edge).await;
-    assert_eq!(now["config_version"], 1, "nothing changed: {now}");
-    assert_eq!(now["policy"], "round_robin");
+    assert_eq!(now.config_version, 1, "nothing changed: {now:?}");
+    assert_eq!(now.policy, LbPolicy::RoundRobin);
 
     // A good config through the file: empty body re-reads it.
     let hashed = Deploy::local(&refs(&origins), "policy = \"consistent_hash\"");
@@ -412,14 +401,13 @@ async fn a_503_from_one_origin_is_retried_on_another_for_get_and_head() {
     );
     // Every 503 counted against the origin's health.
     let body = stats(&edge).await;
-    let o1 = body["origins"]
-        .as_array()
-        .unwrap()
+    let o1 = body
+        .origins
         .iter()
-        .find(|o| o["address"] == origins[1].addr.to_string())
+        .find(|o| o.address == origins[1].addr.to_string())
         .unwrap()
         .clone();
-    assert_eq!(o1["failures"], origins[1].requests(), "{body}");
+    assert_eq!(o1.failures, origins[1].requests() as u64, "{body:?}");
 }
 
 #[tokio::test]
@@ -504,9 +492,6 @@ async fn an_edge_with_a_parent_forwards_to_the_parent_edge() {
         "the request went child -> shield -> origin"
     );
     let body = stats(&child).await;
-    assert_eq!(body["upstream"], "parent shield", "{body}");
-    assert_eq!(
-        body["origins"][0]["address"],
-        shield.addr("http").to_string()
-    );
+    assert_eq!(body.upstream, "parent shield", "{body:?}");
+    assert_eq!(body.origins[0].address, shield.addr("http").to_string());
 }

@@ -69,12 +69,7 @@ fn config(host: &str, port: u16) -> String {
 
 async fn origins_in_stats(edge: &Daemon) -> Vec<String> {
     let body = stats(edge).await;
-    let mut list: Vec<String> = body["origins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["address"].as_str().unwrap().to_owned())
-        .collect();
+    let mut list: Vec<String> = body.origins.into_iter().map(|o| o.address).collect();
     list.sort();
     list
 }

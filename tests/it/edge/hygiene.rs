@@ -360,7 +360,9 @@ async fn simulated_latency_through_a_parent_counts_each_hop_once() {
     let origin = TestOrigin::start("o0");
     // Client and child edge in `near`; shield and origin in `far`. The path is
     // client -> child (2 ms) -> shield (80 ms) -> origin (2 ms): 84 ms, each hop once.
-    let network = "[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
+    // Two copies of the deployment in two data dirs (as on two machines): they share
+    // the hop key through the config, as such edges must.
+    let network = "[edge]\nhop_key = \"test-hop-key-0123456789\"\n\n[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
     let nodes = |shield_listen: &str, child_admin: &str, shield_admin: &str| {
         format!(
             "{network}\n[cache]\nenabled = false\n\n[[nodes]]\nname = \"child\"\nrole = \"edge\"\nregion = \"near\"\nlisten = \"127.0.0.1:0\"\nadmin = \"{child_admin}\"\norigin_group = \"g\"\nparent = \"shield\"\n\n[[nodes]]\nname = \"shield\"\nrole = \"edge\"\nregion = \"far\"\nlisten = \"{shield_listen}\"\nadmin = \"{shield_admin}\"\norigin_group = \"g\"\n\n[[nodes]]\nname = \"o0\"\nrole = \"origin\"\nregion = \"far\"\nlisten = \"{}\"\n\n[origin_groups.g]\nmembers = [{{ node = \"o0\" }}]\n",

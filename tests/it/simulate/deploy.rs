@@ -225,8 +225,7 @@ name = "flat"
 tiering = false
 "#;
 
-/// The whole path for a deployment the simulator starts, with `fake_node.py` standing in
-/// for the daemons (see its docstring): the catalogue is written and served, each variant
+/// The whole path for a deployment the simulator starts, on the real daemons: the catalogue is written and served, each variant
 /// gets its own processes on free ports, clients reach their region's client-facing edge
 /// (never the shield, even when a variant removes it as a parent), what the simulator
 /// sent agrees with each edge's own counter, and every node is stopped at the end.
@@ -236,13 +235,11 @@ async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
     let dir = TestDir::new();
     dir.config(SHIELDED);
     let scenario_path = dir.write("scenario.toml", VARIANTS);
-    let fake = dir.write("fake_node.py", include_str!("fake_node.py"));
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let scenario = simulate::scenario::load_file(&scenario_path).unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("out");
     let options = simulate::Options {
         out_dir: out.clone(),
-        exe: fake,
+        exe: crate::support::edgebox_bin().to_path_buf(),
         progress: false,
     };
     let report = simulate::run(scenario, &options, CancellationToken::new())
@@ -337,13 +334,11 @@ async fn interrupting_a_started_deployment_reports_and_stops_it() {
         "scenario.toml",
         VARIANTS.replace("duration = \"2s\"", "duration = \"60s\""),
     );
-    let fake = dir.write("fake_node.py", include_str!("fake_node.py"));
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let scenario = simulate::scenario::load_file(&scenario_path).unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("out");
     let options = simulate::Options {
         out_dir: out.clone(),
-        exe: fake,
+        exe: crate::support::edgebox_bin().to_path_buf(),
         progress: false,
     };
     let cancel = CancellationToken::new();
@@ -351,13 +346,33 @@ async fn interrupting_a_started_deployment_reports_and_stops_it() {
         let cancel = cancel.clone();
         async move { simulate::run(scenario, &options, cancel).await }
     });
+    // edge-a's admin address is in its log (the supervisor appends announcements there);
+    // its own request counter says when it has served 20 requests.
     let edge_log = out.join("logs/tiered/edge-a.log");
+    let admin = crate::support::eventually(
+        "edge-a to announce its admin listener",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&edge_log).unwrap_or_default();
+            async move {
+                log.lines()
+                    .find(|line| line.contains("node=edge-a service=admin"))
+                    .and_then(|line| line.split("addr=").nth(1))
+                    .map(|addr| addr.trim().to_owned())
+            }
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
     crate::support::eventually(
         "edge-a to serve 20 requests",
         Duration::from_secs(30),
         || {
-            let log = std::fs::read_to_string(&edge_log).unwrap_or_default();
-            async move { (log.matches("request /sim/").count() >= 20).then_some(()) }
+            let request = http.get(format!("http://{admin}/stats")).send();
+            async move {
+                let stats: edgebox_wire::edge::EdgeStats = request.await.ok()?.json().await.ok()?;
+                (stats.requests.total >= 20).then_some(())
+            }
         },
     )
     .await;

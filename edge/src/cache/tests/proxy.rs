@@ -195,6 +195,7 @@ impl ProxyHttp for CacheProxy {
             Some(Duration::from_secs(60)),
             Duration::from_secs(10),
             Duration::from_secs(300),
+            false,
         ))
     }
 
@@ -242,7 +243,7 @@ impl ProxyHttp for CacheProxy {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let phase = session.cache.phase();
-        resp.insert_header("x-cache", policy::x_cache(phase))?;
+        resp.insert_header("x-cache", policy::x_cache(phase).as_str())?;
         let tier = match (phase, ctx.tier) {
             (pingora::cache::CachePhase::Hit | pingora::cache::CachePhase::Stale, Some(tier)) => {
                 tier.as_str()

@@ -1,0 +1,91 @@
+//! Fresh L1 hits served straight from `request_filter`, before pingora-cache's state
+//! machine runs (see `cache::hot`).
+
+use pingora::Result;
+use pingora::proxy::Session;
+
+use super::headers::{REQUEST_ID, via, via_chain};
+use super::{EdgeProxy, RequestCtx, request_cache_key};
+use crate::cache::Tier;
+
+impl EdgeProxy {
+    /// Answers a fresh L1 hit from the entry's prepared header and shared body, without
+    /// pingora-cache's state machine (see `cache::hot`); `Ok(false)` leaves the request to
+    /// the full path, which handles everything this does not: methods other than GET/HEAD,
+    /// ranges, conditional requests, objects that vary or need compressing, stale ones.
+    pub(super) async fn serve_fresh_l1(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let settings = &ctx.snapshot.deployment.cache;
+        if !settings.enabled || !settings.fast_path {
+            return Ok(false);
+        }
+        let req = session.req_header();
+        let head = match req.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return Ok(false),
+        };
+        // What pingora-cache's hit path treats specially: ranges, and the conditional
+        // headers its not-modified filter reads (and those it does not, to stay out of
+        // their way if it learns them).
+        use http::header::{
+            IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+        };
+        if [
+            RANGE,
+            IF_RANGE,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+        ]
+        .iter()
+        .any(|name| req.headers.contains_key(name))
+        {
+            return Ok(false);
+        }
+        let key = request_cache_key(&ctx.host, req);
+        let now = std::time::SystemTime::now();
+        let Some(entry) = self.state.cache.fresh_l1(&key, now) else {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        };
+        let Some(hot) = entry.hot.as_ref() else {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        };
+        if let Some(policy) = &ctx.snapshot.compression
+            && !head
+            && policy.eligible(&hot.header)
+        {
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        }
+        let mut header = Box::new(hot.header.clone());
+        header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
+        header.insert_header(
+            http::header::VIA,
+            via_chain(hot.stored_via.as_ref(), via(&self.state, session)),
+        )?;
+        header.insert_header(REQUEST_ID, ctx.request_id.clone())?;
+        header.insert_header("server-timing", ctx.server_timing())?;
+        ctx.cache_tier = Some(Tier::L1);
+        ctx.served = Some((
+            edgebox_wire::edge::Tier::L1,
+            edgebox_wire::edge::CacheStatus::Hit,
+        ));
+        session.write_response_header(header, head).await?;
+        let bytes = if head { 0 } else { entry.body.len() };
+        if !head {
+            session
+                .write_response_body(Some(entry.body.clone()), true)
+                .await?;
+        }
+        ctx.response_bytes += bytes as u64;
+        self.state.cache.note_fast_hit(bytes);
+        Ok(true)
+    }
+}
