@@ -1,6 +1,7 @@
 //! The JSON every edgebox party exchanges, defined once and used by both ends: the
 //! control plane's `/v1` API ([`control_plane`]), what nodes serve to the control
-//! plane, the CLI, the simulator and tests ([`edge`], [`origin`], [`health`], [`sandbox`]),
+//! plane, the CLI, the simulator and tests ([`edge`], [`origin`], [`health`],
+//! [`sandbox`]),
 //! and the one error envelope ([`error`]).
 //!
 //! This crate holds types only (serde derives, OpenAPI schemas behind the `openapi`
