@@ -17,7 +17,6 @@ use anyhow::Context;
 use edgebox_config::{Deployment, Node, Role};
 use edgebox_node::backoff::Backoff;
 use edgebox_node::supervisor::{ChildSpec, Event, Output, Supervisor};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -114,9 +113,8 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     // Handlers first: a Ctrl-C that arrives while nodes are being started is kept and
     // stops them, instead of killing `up` with the default action and orphaning the
     // nodes already started.
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut signals = edgebox_node::shutdown::StopSignals::install()
+        .context("installing the SIGINT/SIGTERM handlers")?;
 
     // Each node's credential (and the deployment's node key) exist before any node
     // starts, so nodes and the control plane agree on them from the first request.
@@ -152,8 +150,7 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     loop {
         let next_restart = supervised.values().filter_map(|s| s.restart_at).min();
         tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            _ = signals.recv() => break,
             _ = tokio::time::sleep_until(ready_deadline), if !announced_ready => {
                 let missing: Vec<String> = supervised
                     .values()
@@ -217,10 +214,7 @@ async fn supervise(args: Args, deployment: Deployment) -> anyhow::Result<ExitCod
     {
         let escalate = escalate.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
+            signals.recv().await;
             eprintln!("edgebox up: second signal; killing the nodes that are left");
             escalate.cancel();
         });
