@@ -17,7 +17,7 @@ pub use diagnostics::{
     Collector, ConfigErrors, Diagnostic, join as join_key_path, write_diagnostics,
 };
 pub use model::*;
-pub use pattern::PathPattern;
+pub use pattern::{PathPattern, PatternError};
 pub use validate::parse;
 
 /// The default deployment shipped inside the binary, with its comments.

@@ -18,17 +18,26 @@ enum Segment {
     Glob(String),
 }
 
+/// Why a path pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("path pattern {0:?} must start with '/'")]
+    NotAbsolute(String),
+    #[error("'**' must be a whole segment in {0:?}")]
+    PartialAnyDepth(String),
+}
+
 impl PathPattern {
     /// Parses a pattern; it must start with `/`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
         if !text.starts_with('/') {
-            return Err(format!("path pattern {text:?} must start with '/'"));
+            return Err(PatternError::NotAbsolute(text.to_owned()));
         }
         let segments = text[1..]
             .split('/')
             .map(|segment| match segment {
                 "**" => Ok(Segment::AnyDepth),
-                s if s.contains("**") => Err(format!("'**' must be a whole segment in {text:?}")),
+                s if s.contains("**") => Err(PatternError::PartialAnyDepth(text.to_owned())),
                 s => Ok(Segment::Glob(s.to_owned())),
             })
             .collect::<Result<_, _>>()?;

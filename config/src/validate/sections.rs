@@ -189,8 +189,8 @@ pub(super) fn check_origin_groups(
 }
 
 fn check_pattern(c: &mut Collector<'_>, path: String, text: &str) -> PathPattern {
-    PathPattern::parse(text).unwrap_or_else(|message| {
-        c.error(path, message);
+    PathPattern::parse(text).unwrap_or_else(|error| {
+        c.error(path, error.to_string());
         PathPattern::parse("/**").expect("literal pattern parses")
     })
 }
