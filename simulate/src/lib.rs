@@ -41,6 +41,10 @@ pub enum SimError {
     Unreachable(String),
     #[error("deployment: {0}")]
     Deployment(String),
+    #[error("deployment: {0}")]
+    Target(#[from] target::TargetError),
+    #[error("deployment: {0}")]
+    Variant(#[from] variant::VariantError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -216,8 +220,7 @@ async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError
                         .copied()
                         .or_else(|| target::configured_addr(&deployment, node, service))
                 },
-            )
-            .map_err(SimError::Deployment)?;
+            )?;
             if let Some(started_with) = cp.started_with().await {
                 targets.credentials_from(&started_with);
             }
@@ -351,7 +354,7 @@ async fn run_variants(
                     Err(err) => {
                         let mut running = running;
                         running.stop(Duration::from_secs(15)).await;
-                        return Err(SimError::Deployment(err));
+                        return Err(SimError::Target(err));
                     }
                 };
                 started = Some(running);
@@ -397,8 +400,7 @@ async fn start_variant(
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let config_path = dir.join("deployment.toml");
     for attempt in 1..=ATTEMPTS {
-        let rewritten = variant::for_started(text, base_dir, &dir.join("data"), catalogue_root)
-            .map_err(SimError::Deployment)?;
+        let rewritten = variant::for_started(text, base_dir, &dir.join("data"), catalogue_root)?;
         std::fs::write(&config_path, &rewritten)
             .map_err(io(format!("writing {}", config_path.display())))?;
         let deployment = edgebox_config::load_file(&config_path)

@@ -14,6 +14,15 @@ use serde::Serialize;
 
 use super::scenario::{ClientRegion, Protocol};
 
+/// Why the simulator cannot aim its clients at the deployment.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{source_name} has no edge for clients")]
+    NoClientFacingEdge { source_name: String },
+    #[error("edge {edge:?} has no {service} address (is it running, with a {service} listener?)")]
+    NoAddress { edge: String, service: &'static str },
+}
+
 /// One edge the simulator sends requests to, or reads statistics from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Edge {
@@ -73,7 +82,7 @@ pub fn choose(
     clients: &[ClientRegion],
     protocol: Protocol,
     addr: &dyn Fn(&str, &str) -> Option<SocketAddr>,
-) -> Result<Targets, String> {
+) -> Result<Targets, TargetError> {
     let service = match protocol {
         Protocol::Http => "http",
         Protocol::Https => "https",
@@ -91,7 +100,9 @@ pub fn choose(
         .map(|(node, _)| (node.name.as_str(), node.region.as_str()))
         .collect();
     if facing.is_empty() {
-        return Err(format!("{} has no edge for clients", deployment.source));
+        return Err(TargetError::NoClientFacingEdge {
+            source_name: deployment.source.clone(),
+        });
     }
     let rtt = |a: &str, b: &str| {
         deployment
@@ -125,9 +136,10 @@ pub fn choose(
                 .find(|(_, edge, _, _)| edge == name)
                 .expect("chosen from the deployment's edges");
             let Some(url) = url else {
-                return Err(format!(
-                    "edge {name:?} has no {service} address (is it running, with a {service} listener?)"
-                ));
+                return Err(TargetError::NoAddress {
+                    edge: name.to_owned(),
+                    service,
+                });
             };
             edges.push(Edge {
                 name: name.to_owned(),

@@ -11,16 +11,29 @@ use toml::{Table, Value};
 
 use super::scenario::Settings;
 
+/// Why a deployment file could not be rewritten for a variant.
+#[derive(Debug, thiserror::Error)]
+pub enum VariantError {
+    #[error("cannot read the deployment file: {0}")]
+    Read(#[from] toml::de::Error),
+    #[error("cannot write the deployment file: {0}")]
+    Write(#[from] toml::ser::Error),
+    /// A latency link's `rtt`/`jitter` that is not a duration (the config check reports
+    /// it with its line; this only stops the rewrite).
+    #[error("latency link `{key}`: {reason}")]
+    Duration { key: &'static str, reason: String },
+    #[error("cannot find free ports: {0}")]
+    Ports(#[source] std::io::Error),
+}
+
 /// URL prefix of cacheable generated objects.
 pub const OBJECTS_PREFIX: &str = "/sim/objects/";
 /// URL prefix of the same objects served `no-store`.
 pub const NOCACHE_PREFIX: &str = "/sim/nocache/";
 
 /// `text` with `settings` applied.
-pub fn apply(text: &str, settings: &Settings) -> Result<String, String> {
-    let mut doc: Table = text
-        .parse()
-        .map_err(|err| format!("cannot read the deployment file: {err}"))?;
+pub fn apply(text: &str, settings: &Settings) -> Result<String, VariantError> {
+    let mut doc: Table = text.parse()?;
     if settings.is_empty() {
         return Ok(text.to_owned());
     }
@@ -79,13 +92,15 @@ pub fn apply(text: &str, settings: &Settings) -> Result<String, String> {
             }
         }
     }
-    toml::to_string(&doc).map_err(|err| format!("cannot write the deployment file: {err}"))
+    Ok(toml::to_string(&doc)?)
 }
 
-fn scale_link(link: &mut Table, scale: f64) -> Result<(), String> {
+fn scale_link(link: &mut Table, scale: f64) -> Result<(), VariantError> {
     for key in ["rtt", "jitter"] {
         if let Some(Value::String(text)) = link.get(key) {
-            let duration: edgebox_config::units::Duration = text.parse()?;
+            let duration: edgebox_config::units::Duration = text
+                .parse()
+                .map_err(|reason| VariantError::Duration { key, reason })?;
             let micros = (duration.get().as_secs_f64() * 1e6 * scale).round() as u64;
             link.insert(key.into(), Value::String(format!("{micros}us")));
         }
@@ -127,10 +142,8 @@ pub fn for_started(
     base_dir: &Path,
     data_dir: &Path,
     catalogue_root: &Path,
-) -> Result<String, String> {
-    let mut doc: Table = text
-        .parse()
-        .map_err(|err| format!("cannot read the deployment file: {err}"))?;
+) -> Result<String, VariantError> {
+    let mut doc: Table = text.parse()?;
     table_mut(&mut doc, "deployment").insert(
         "data_dir".into(),
         Value::String(data_dir.display().to_string()),
@@ -150,7 +163,7 @@ pub fn for_started(
         })
         .sum();
     let mut ports = free_ports(listeners)
-        .map_err(|err| format!("cannot find free ports: {err}"))?
+        .map_err(VariantError::Ports)?
         .into_iter();
     for node in nodes_mut(&mut doc) {
         for key in ["listen", "https", "admin"] {
@@ -189,7 +202,7 @@ pub fn for_started(
             }
         }
     }
-    toml::to_string(&doc).map_err(|err| format!("cannot write the deployment file: {err}"))
+    Ok(toml::to_string(&doc)?)
 }
 
 /// `count` distinct ports free on 127.0.0.1 right now: all are held open together so

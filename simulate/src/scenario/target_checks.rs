@@ -230,7 +230,7 @@ pub(super) fn bind_deployment(
                     }
                 }
             },
-            Err(message) => c.error(path.clone(), message),
+            Err(error) => c.error(path.clone(), error.to_string()),
         }
     }
 }
