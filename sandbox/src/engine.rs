@@ -37,6 +37,13 @@ pub enum EngineError {
     },
     #[error("building the wasmtime engine: {0:#}")]
     Engine(wasmtime::Error),
+    /// The blocking task that loads a runtime panicked or was cancelled.
+    #[error("loading {language}: {source}")]
+    Loader {
+        language: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A runtime ready to instantiate: the pre-linked module and, for CPython, where its
@@ -120,7 +127,7 @@ impl SandboxEngine {
 
     /// The runtime for `spec`, fetching, compiling and (for CPython) calibrating the line
     /// sampler on first use. A failure is returned and retried on the next call.
-    pub async fn runtime(self: &Arc<Self>, spec: &RuntimeSpec) -> Result<Arc<Runtime>, String> {
+    pub async fn runtime(self: &Arc<Self>, spec: &RuntimeSpec) -> Result<Arc<Runtime>, EngineError> {
         let cell = if spec.language == runtimes::PYTHON.language {
             &self.python
         } else {
@@ -131,8 +138,10 @@ impl SandboxEngine {
             let this = self.clone();
             let runtime = tokio::task::spawn_blocking(move || this.load(&spec, &mut |_| {}))
                 .await
-                .map_err(|error| format!("loading {}: {error}", spec.language))?
-                .map_err(|error| error.to_string())?;
+                .map_err(|source| EngineError::Loader {
+                    language: spec.language,
+                    source,
+                })??;
             let mut runtime = runtime;
             if spec.language == runtimes::PYTHON.language {
                 runtime.probe = pyline::calibrated_probe(self, &runtime).await;
