@@ -9,9 +9,13 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)  # sandbox runtimes come from PyPI via pip
 
 # `--test`: what the test suite needs too (the dashboard's end-to-end test drives
-# Debian's headless Chromium).
+# Debian's headless Chromium; the control plane's etcd store is tested against a real
+# etcd, Debian's etcd-server, which the tests start on loopback ports of their own;
+# the multi-host test builds network namespaces with iproute2).
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 fi
 
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -58,6 +58,29 @@ impl Deployment {
         })
     }
 
+    /// Where node agents reach the control plane, in the order they try them:
+    /// `[control_plane] urls`, or else every control-plane node's `listen` address (a
+    /// wildcard IP as loopback; port-0 listeners, which no node can find, left out).
+    pub fn control_plane_urls(&self) -> Vec<String> {
+        if !self.control_plane.urls.is_empty() {
+            return self.control_plane.urls.clone();
+        }
+        self.nodes
+            .iter()
+            .filter_map(|node| match node.role {
+                Role::ControlPlane(ref cp) if cp.listen.port() != 0 => {
+                    let addr = if cp.listen.ip().is_unspecified() {
+                        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), cp.listen.port())
+                    } else {
+                        cp.listen
+                    };
+                    Some(format!("http://{addr}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn edges(&self) -> impl Iterator<Item = (&Node, &EdgeNode)> {
         self.nodes.iter().filter_map(|node| match &node.role {
             Role::Edge(edge) => Some((node, edge)),
@@ -414,6 +437,28 @@ pub struct JobLimits {
 #[derive(Debug, Clone, Serialize)]
 pub struct ControlPlaneSettings {
     pub tokens: Vec<Token>,
+    /// `[control_plane] urls` as written (empty: derived from the nodes, see
+    /// [`Deployment::control_plane_urls`]).
+    pub urls: Vec<String>,
+    pub store: StoreSettings,
+}
+
+/// Where the control plane keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum StoreSettings {
+    /// Files under the control-plane node's data directory.
+    File,
+    Etcd(EtcdSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EtcdSettings {
+    /// Client URLs without a trailing slash, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Ends with `/`.
+    pub prefix: String,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

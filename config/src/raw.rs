@@ -677,6 +677,53 @@ pub struct RawControlPlane {
     /// Bearer tokens and the role each grants.
     #[serde(default)]
     pub tokens: Vec<RawToken>,
+    /// Where node agents reach the control plane: `http://HOST:PORT` URLs, tried in
+    /// order, an agent failing over to the next when one stops answering. Default:
+    /// the `listen` address of every control-plane node.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Where config versions, history, the node registry and generated secrets are
+    /// kept.
+    #[serde(default)]
+    pub store: RawStore,
+}
+
+/// `[control_plane.store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `file` (the default: files under the control-plane node's data directory, one
+    /// control-plane node) or `etcd` (shared by every control-plane replica).
+    #[serde(default = "default_store_backend")]
+    pub backend: String,
+    /// etcd only: client URLs of the etcd cluster, e.g. `["http://127.0.0.1:2379"]`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// etcd only: the key prefix everything is kept under; default
+    /// `/edgebox/<deployment name>/`.
+    pub prefix: Option<String>,
+    /// etcd only: one request to etcd gives up after this long.
+    #[serde(default = "default_etcd_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            backend: default_store_backend(),
+            endpoints: Vec::new(),
+            prefix: None,
+            timeout: default_etcd_timeout(),
+        }
+    }
+}
+
+fn default_store_backend() -> String {
+    "file".to_owned()
+}
+
+fn default_etcd_timeout() -> Duration {
+    Duration::from_millis(2000)
 }
 
 /// `[[control_plane.tokens]]`: exactly one of `token`, `token_env`, `token_file`.

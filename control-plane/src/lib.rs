@@ -7,6 +7,8 @@ mod api;
 mod auth;
 mod dashboard;
 mod error;
+mod etcd;
+mod etcd_store;
 mod metrics;
 mod state;
 mod store;
@@ -62,7 +64,7 @@ async fn serve(deployment: Deployment, node: &str) -> Result<(), RunError> {
         }
     };
     edgebox_node::install_crypto();
-    let state = state::AppState::init(deployment, node)?;
+    let state = state::AppState::init(deployment, node).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .io_context(format!("binding the API listener {listen}"))?;

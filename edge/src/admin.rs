@@ -74,6 +74,7 @@ impl AdminApp {
                 config_version: Some(snapshot.version),
                 running: None,
                 queued: None,
+                control_plane: self.state.agent_link.get().map(|link| link.snapshot()),
             },
         )
     }

@@ -252,8 +252,9 @@ fn watch_control_plane(
     for (service, addr) in bound {
         config = config.address(service, *addr);
     }
+    let handle_state = Arc::clone(state);
     let state = Arc::clone(state);
-    Some(edgebox_node::agent::spawn(
+    let handle = edgebox_node::agent::spawn(
         config,
         move |deployment, version| {
             let state = Arc::clone(&state);
@@ -263,5 +264,7 @@ fn watch_control_plane(
                 Ok(())
             }
         },
-    ))
+    );
+    let _ = handle_state.agent_link.set(handle.link());
+    Some(handle)
 }

@@ -152,6 +152,9 @@ pub struct EdgeState {
     pub via_h1: http::HeaderValue,
     pub via_h2: http::HeaderValue,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The config agent's view of the control plane (set once the agent runs), for
+    /// `/healthz`.
+    pub agent_link: std::sync::OnceLock<edgebox_node::agent::LinkWatch>,
 }
 
 impl EdgeState {
@@ -189,6 +192,7 @@ impl EdgeState {
             via_h1: via_value("1.1", node)?,
             via_h2: via_value("2", node)?,
             reload_lock: tokio::sync::Mutex::new(()),
+            agent_link: std::sync::OnceLock::new(),
         })
     }
 

@@ -4,8 +4,11 @@
 //! new version it parses and validates the TOML with [`edgebox_config::parse`] (the same
 //! checks as start-up), hands the checked [`Deployment`] to the daemon's apply callback,
 //! and reports the outcome with `POST /v1/config/status` (with the addresses the daemon
-//! bound, so port-0 listeners become reachable). While the control plane is away it
-//! retries with backoff; the daemon keeps serving whatever it applied last.
+//! bound, so port-0 listeners become reachable). It knows every control-plane replica
+//! ([`Deployment::control_plane_urls`]) and fails over to the next one when the one it
+//! uses stops answering; while none answers it retries with backoff and the daemon
+//! keeps serving whatever it applied last. What it sees is published as a
+//! [`ControlPlaneLink`] for the node's `/healthz`.
 //!
 //! It speaks plain HTTP/1.1 through hyper, which every daemon already has, so that a
 //! node does not carry a second HTTP client stack for one long-poll.
@@ -19,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use edgebox_config::Deployment;
 use edgebox_wire::control_plane::{StatusReport, WatchResponse};
+use edgebox_wire::health::ControlPlaneLink;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -33,8 +37,8 @@ pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
 /// Where the agent finds the control plane and what it tells it.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `http://HOST:PORT` of the control plane.
-    pub control_plane: String,
+    /// `http://HOST:PORT` of every control-plane replica, in the order tried.
+    pub control_planes: Vec<String>,
     /// This node's name.
     pub node: String,
     /// This node's credential ([`crate::credentials`]): the control plane lets it
@@ -57,15 +61,10 @@ impl AgentConfig {
     /// the deployment has no control plane, or one on port 0 (which a node cannot find
     /// from the config).
     pub fn from_deployment(deployment: &Deployment, node: &str) -> Option<Self> {
-        let addr = deployment.control_plane_addr()?;
-        if addr.port() == 0 {
+        let control_planes = deployment.control_plane_urls();
+        if control_planes.is_empty() {
             return None;
         }
-        let addr = if addr.ip().is_unspecified() {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-        } else {
-            addr
-        };
         let credential = match crate::credentials::ensure(deployment, node) {
             Ok(credential) => Some(credential),
             Err(error) => {
@@ -74,7 +73,7 @@ impl AgentConfig {
             }
         };
         Some(Self {
-            control_plane: format!("http://{addr}"),
+            control_planes,
             node: node.to_owned(),
             credential,
             base_dir: deployment.base_dir.clone(),
@@ -95,10 +94,49 @@ impl AgentConfig {
 /// A running agent. Dropping it stops the agent.
 pub struct AgentHandle {
     applied: watch::Receiver<Option<u64>>,
+    link: LinkWatch,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What the agent last saw of the control plane, for the node's `/healthz`.
+#[derive(Debug, Clone)]
+pub struct LinkWatch {
+    state: watch::Receiver<LinkState>,
+}
+
+#[derive(Debug, Clone)]
+struct LinkState {
+    connected: bool,
+    url: String,
+    urls: Vec<String>,
+    applied: Option<u64>,
+    last_contact: Option<std::time::Instant>,
+    error: Option<String>,
+}
+
+impl LinkWatch {
+    /// The link as `/healthz` shows it.
+    pub fn snapshot(&self) -> ControlPlaneLink {
+        let state = self.state.borrow();
+        ControlPlaneLink {
+            connected: state.connected,
+            url: state.url.clone(),
+            urls: state.urls.clone(),
+            applied_version: state.applied,
+            last_contact_ms: state
+                .last_contact
+                .map(|at| at.elapsed().as_millis() as u64),
+            error: state.error.clone(),
+        }
+    }
+}
+
 impl AgentHandle {
+    /// The agent's view of the control plane, to show in `/healthz`.
+    pub fn link(&self) -> LinkWatch {
+        self.link.clone()
+    }
+
     /// The last version applied successfully.
     pub fn applied_version(&self) -> Option<u64> {
         *self.applied.borrow()
@@ -144,12 +182,28 @@ where
     Fut: Future<Output = Result<(), ApplyError>> + Send + 'static,
 {
     let (applied_tx, applied) = watch::channel(None);
-    let task = tokio::spawn(run(config, apply, applied_tx));
-    AgentHandle { applied, task }
+    let (link_tx, link) = watch::channel(LinkState {
+        connected: false,
+        url: config.control_planes[0].clone(),
+        urls: config.control_planes.clone(),
+        applied: None,
+        last_contact: None,
+        error: None,
+    });
+    let task = tokio::spawn(run(config, apply, applied_tx, link_tx));
+    AgentHandle {
+        applied,
+        link: LinkWatch { state: link },
+        task,
+    }
 }
 
-async fn run<F, Fut>(config: AgentConfig, mut apply: F, applied: watch::Sender<Option<u64>>)
-where
+async fn run<F, Fut>(
+    config: AgentConfig,
+    mut apply: F,
+    applied: watch::Sender<Option<u64>>,
+    link: watch::Sender<LinkState>,
+) where
     F: FnMut(Deployment, u64) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), ApplyError>> + Send + 'static,
 {
@@ -157,7 +211,11 @@ where
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     connector.set_nodelay(true);
     let http: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
-    let span = tracing::info_span!("config_agent", node = %config.node, control_plane = %config.control_plane);
+    let span = tracing::info_span!("config_agent", node = %config.node, control_planes = ?config.control_planes);
+    // The replica in use; a failure moves on to the next, and only a whole round of
+    // failures waits (so losing one replica costs no backoff).
+    let mut which = 0usize;
+    let mut failures_in_a_row = 0usize;
     let mut seen = 0u64;
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut failing = false;
@@ -167,22 +225,30 @@ where
     let mut last_report: Option<StatusReport> = None;
     let mut delivered = true;
     loop {
+        let base = &config.control_planes[which % config.control_planes.len()];
         let step = async {
             if !delivered {
                 if let Some(report) = &last_report {
-                    send_report(&http, &config, report).await?;
+                    send_report(&http, &config, base, report).await?;
                 }
                 delivered = true;
             }
-            poll(&http, &config, seen).await
+            poll(&http, &config, base, seen).await
         };
         match step.await {
             Ok(update) => {
                 if failing {
-                    tracing::info!(parent: &span, "control plane reachable again");
+                    tracing::info!(parent: &span, control_plane = %base, "control plane reachable again");
                     failing = false;
                 }
+                failures_in_a_row = 0;
                 backoff.reset();
+                link.send_modify(|state| {
+                    state.connected = true;
+                    state.url = base.clone();
+                    state.last_contact = Some(std::time::Instant::now());
+                    state.error = None;
+                });
                 let Some(update) = update else { continue };
                 let source = format!("control plane version {}", update.version);
                 let outcome = match edgebox_config::parse(&update.toml, &source, &config.base_dir) {
@@ -195,6 +261,7 @@ where
                     Ok(()) => {
                         tracing::info!(parent: &span, version = update.version, "applied config");
                         applied.send_replace(Some(update.version));
+                        link.send_modify(|state| state.applied = Some(update.version));
                     }
                     Err(error) => tracing::warn!(
                         parent: &span, version = update.version, %error,
@@ -214,12 +281,25 @@ where
                 delivered = true;
             }
             Err(error) => {
-                if !failing {
-                    tracing::warn!(parent: &span, %error, "control plane unreachable; serving the last config and retrying");
+                failures_in_a_row += 1;
+                which = (which + 1) % config.control_planes.len();
+                let next = config.control_planes[which].clone();
+                let whole_round = failures_in_a_row >= config.control_planes.len();
+                if whole_round && !failing {
+                    tracing::warn!(parent: &span, %error, "control plane unreachable (every replica); serving the last config and retrying");
                     failing = true;
+                } else if !whole_round {
+                    tracing::info!(parent: &span, failed = %base, %error, next = %next, "control plane replica failed; trying the next");
                 }
+                link.send_modify(|state| {
+                    state.connected = !whole_round && state.connected;
+                    state.url = next;
+                    state.error = Some(error.to_string());
+                });
                 delivered = false;
-                tokio::time::sleep(backoff.next_delay()).await;
+                if whole_round {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
             }
         }
     }
@@ -244,6 +324,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 async fn exchange(
     http: &HttpClient,
     config: &AgentConfig,
+    base: &str,
     method: http::Method,
     path_and_query: &str,
     body: Option<Vec<u8>>,
@@ -251,7 +332,7 @@ async fn exchange(
 ) -> Result<(http::StatusCode, Bytes), AgentError> {
     let mut request = http::Request::builder()
         .method(method)
-        .uri(format!("{}{path_and_query}", config.control_plane));
+        .uri(format!("{base}{path_and_query}"));
     if let Some(credential) = &config.credential {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {credential}"));
     }
@@ -275,6 +356,7 @@ async fn exchange(
 async fn poll(
     http: &HttpClient,
     config: &AgentConfig,
+    base: &str,
     after: u64,
 ) -> Result<Option<WatchResponse>, AgentError> {
     let path = format!(
@@ -283,7 +365,7 @@ async fn poll(
         config.node
     );
     let timeout = config.poll_timeout + Duration::from_secs(10);
-    let (status, body) = exchange(http, config, http::Method::GET, &path, None, timeout).await?;
+    let (status, body) = exchange(http, config, base, http::Method::GET, &path, None, timeout).await?;
     match status {
         http::StatusCode::NO_CONTENT => Ok(None),
         status if status.is_success() => Ok(Some(serde_json::from_slice(&body)?)),
@@ -311,12 +393,14 @@ fn status_report(config: &AgentConfig, version: u64, outcome: Result<(), String>
 async fn send_report(
     http: &HttpClient,
     config: &AgentConfig,
+    base: &str,
     report: &StatusReport,
 ) -> Result<(), AgentError> {
     let body = serde_json::to_vec(report)?;
     let (status, body) = exchange(
         http,
         config,
+        base,
         http::Method::POST,
         "/v1/config/status",
         Some(body),
@@ -349,7 +433,7 @@ mod tests {
         let config = AgentConfig::from_deployment(&deployment, "edge-eu")
             .unwrap()
             .address("admin", "127.0.0.1:9180".parse().unwrap());
-        assert_eq!(config.control_plane, "http://127.0.0.1:9090");
+        assert_eq!(config.control_planes, ["http://127.0.0.1:9090"]);
         assert_eq!(config.base_dir, dir.path());
         let credential = config.credential.unwrap();
         assert!(credential.starts_with("ebn1.edge-eu."), "{credential}");

@@ -142,6 +142,7 @@ fn healthz(app: &App) -> Response<Body> {
         config_version: None,
         running: None,
         queued: None,
+        control_plane: None,
     };
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

@@ -84,6 +84,7 @@ async fn healthz(AxState(service): AxState<Shared>) -> Response {
         config_version: None,
         running: Some(service.running.load(Ordering::Relaxed) as u64),
         queued: Some(service.waiting.load(Ordering::Relaxed) as u64),
+        control_plane: None,
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

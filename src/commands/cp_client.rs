@@ -88,15 +88,13 @@ impl Client {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
                 let deployment = deployment().context("finding the control plane's address")?;
-                let addr = deployment
-                    .control_plane_addr()
-                    .ok_or_else(|| anyhow!("{} has no control-plane node", deployment.source))?;
-                let ip = if addr.ip().is_unspecified() {
-                    "127.0.0.1".parse().unwrap()
-                } else {
-                    addr.ip()
-                };
-                format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+                // The first replica the nodes would try (`[control_plane] urls`, or
+                // the control-plane nodes' listen addresses).
+                deployment
+                    .control_plane_urls()
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("{} has no control-plane node at a known address", deployment.source))?
             }
         };
         let token = match &args.token {

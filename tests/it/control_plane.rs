@@ -13,6 +13,7 @@ mod fleet;
 mod jobs;
 mod lifecycle;
 mod real;
+mod replicas;
 mod standins;
 mod trust;
 

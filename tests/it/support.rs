@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test module uses its own part of the support
 
+pub mod etcd;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -11,10 +11,25 @@ pub use crate::error::{ConfigDiagnostic, ErrorBody, ErrorDetail};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
+    /// `ok`, or `degraded` while the store cannot be reached (reads are answered from
+    /// the last view; writes are refused with 503 `store_unavailable`).
     pub status: String,
     pub node: String,
     pub uptime_ms: u64,
     pub config_version: u64,
+    pub store: StoreHealth,
+}
+
+/// The control plane's store as `/healthz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoreHealth {
+    /// `file` or `etcd`.
+    pub backend: String,
+    pub reachable: bool,
+    /// Why the store cannot be reached, while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A deployment file's text, to validate.

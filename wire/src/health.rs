@@ -22,6 +22,32 @@ pub struct NodeHealth {
     /// Sandbox: jobs waiting for a slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
+    /// How the node's config agent sees the control plane (nodes that follow one).
+    /// A node that lost every control-plane replica still answers `ok`: it keeps
+    /// serving the config it applied last, and says so here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneLink>,
+}
+
+/// A node agent's view of the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ControlPlaneLink {
+    /// Whether the agent's last exchange with a control-plane replica worked.
+    pub connected: bool,
+    /// The replica the agent uses now (or tries next), `http://HOST:PORT`.
+    pub url: String,
+    /// Every replica the agent knows, in the order it tries them.
+    pub urls: Vec<String>,
+    /// The config version the node applied last, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<u64>,
+    /// Milliseconds since a replica last answered; absent before the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_contact_ms: Option<u64>,
+    /// Why the last exchange failed, while disconnected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

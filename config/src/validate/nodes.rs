@@ -53,7 +53,6 @@ pub(super) fn check_nodes(
     };
     let mut nodes = Vec::new();
     let mut seen_names = HashMap::new();
-    let mut control_planes = 0;
 
     for (index, raw) in raw_nodes {
         let path = format!("nodes[{index}]");
@@ -81,18 +80,11 @@ pub(super) fn check_nodes(
             RawRole::Sandbox => Role::Sandbox(SandboxNode {
                 listen: require_listen(c, &at),
             }),
-            RawRole::ControlPlane => {
-                control_planes += 1;
-                if control_planes > 1 {
-                    c.error(
-                        format!("{}.role", at.path),
-                        "a deployment has at most one control-plane node",
-                    );
-                }
-                Role::ControlPlane(ControlPlaneNode {
-                    listen: require_listen(c, &at),
-                })
-            }
+            // More than one control-plane node needs a shared store: checked with
+            // `[control_plane.store]` in `topology`.
+            RawRole::ControlPlane => Role::ControlPlane(ControlPlaneNode {
+                listen: require_listen(c, &at),
+            }),
         };
         nodes.push(Node {
             name: raw.name.clone(),

@@ -569,6 +569,7 @@ pub(super) fn check_control_plane(
     c: &mut Collector<'_>,
     raw: RawControlPlane,
     data_dir: &Path,
+    deployment_name: &str,
 ) -> ControlPlaneSettings {
     let mut names = BTreeSet::new();
     let tokens = raw
@@ -622,5 +623,103 @@ pub(super) fn check_control_plane(
             })
         })
         .collect();
-    ControlPlaneSettings { tokens }
+    let urls = raw
+        .urls
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, url)| {
+            check_http_url(c, &format!("control_plane.urls[{index}]"), &url, false)
+        })
+        .collect();
+    let store = check_store(c, raw.store, deployment_name);
+    ControlPlaneSettings {
+        tokens,
+        urls,
+        store,
+    }
+}
+
+fn check_store(c: &mut Collector<'_>, raw: RawStore, deployment_name: &str) -> StoreSettings {
+    match raw.backend.as_str() {
+        "file" => {
+            if !raw.endpoints.is_empty() || raw.prefix.is_some() {
+                c.error(
+                    "control_plane.store",
+                    "`endpoints` and `prefix` are for backend = \"etcd\"",
+                );
+            }
+            StoreSettings::File
+        }
+        "etcd" => {
+            if raw.endpoints.is_empty() {
+                c.error(
+                    "control_plane.store.endpoints",
+                    "backend = \"etcd\" needs at least one endpoint, e.g. [\"http://127.0.0.1:2379\"]",
+                );
+            }
+            let endpoints = raw
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(index, url)| {
+                    check_http_url(c, &format!("control_plane.store.endpoints[{index}]"), url, true)
+                })
+                .collect();
+            let prefix = match raw.prefix {
+                Some(prefix) if prefix.starts_with('/') && !prefix.contains('\0') => {
+                    if prefix.ends_with('/') { prefix } else { format!("{prefix}/") }
+                }
+                Some(prefix) => {
+                    c.error(
+                        "control_plane.store.prefix",
+                        format!("prefix {prefix:?} must start with '/'"),
+                    );
+                    String::new()
+                }
+                None => format!("/edgebox/{deployment_name}/"),
+            };
+            if raw.timeout.get().is_zero() {
+                c.error("control_plane.store.timeout", "must be more than 0");
+            }
+            StoreSettings::Etcd(EtcdSettings {
+                endpoints,
+                prefix,
+                timeout: raw.timeout.get(),
+            })
+        }
+        other => {
+            c.error(
+                "control_plane.store.backend",
+                format!("unknown backend {other:?}; expected \"file\" or \"etcd\""),
+            );
+            StoreSettings::File
+        }
+    }
+}
+
+/// `http://HOST:PORT` (or `https://` where `tls`), without a path; returned without
+/// a trailing slash.
+fn check_http_url(c: &mut Collector<'_>, path: &str, url: &str, tls: bool) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://").filter(|_| tls));
+    let authority = rest.map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+    let valid = authority.is_some_and(|authority| {
+        !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@', ' '])
+            && authority
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+    });
+    if valid {
+        let scheme = if url.starts_with("https://") { "https" } else { "http" };
+        Some(format!("{scheme}://{}", authority.unwrap_or_default()))
+    } else {
+        let schemes = if tls { "http:// or https://" } else { "http://" };
+        c.error(
+            path,
+            format!("{url:?} is not a URL of the form {schemes}HOST:PORT (no path)"),
+        );
+        None
+    }
 }

@@ -23,6 +23,24 @@ pub(super) fn check_topology(
         format!("nodes[{}].{key}", index_of.get(name).copied().unwrap_or(0))
     };
 
+    // Replicas of the control plane must share one store, or each would number its
+    // own versions.
+    let control_planes: Vec<&Node> = deployment
+        .nodes
+        .iter()
+        .filter(|node| matches!(node.role, Role::ControlPlane(_)))
+        .collect();
+    if control_planes.len() > 1 && deployment.control_plane.store == StoreSettings::File {
+        c.error(
+            path_of(&control_planes[1].name, "role"),
+            format!(
+                "{} control-plane nodes need a shared store: set [control_plane.store] backend = \"etcd\" \
+                 (the file store serves one control-plane node)",
+                control_planes.len()
+            ),
+        );
+    }
+
     for (node, edge) in deployment.edges() {
         let mut chain = vec![node.name.as_str()];
         let mut current = edge;

@@ -71,15 +71,18 @@ pub async fn validate(
 #[utoipa::path(put, path = "/v1/config", tag = "config", security(("bearer" = [])),
     request_body = PutConfig,
     responses((status = 200, description = "OK", body = Applied), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 409, description = "Conflict with the current state", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
+        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 409, description = "Conflict with the current state", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
+        (status = 503, description = "The store (etcd) cannot be reached; nothing was changed", body = ErrorBody)))]
 pub async fn put_config(
     caller: Operator,
     State(state): State<Arc<AppState>>,
     Json(body): Json<PutConfig>,
 ) -> Result<Json<Applied>, ApiError> {
     let source = format!("api (token {})", caller.0.token);
-    // Persisting fsyncs; keep it off the async workers.
-    tokio::task::block_in_place(|| state.apply(&body.toml, source, body.expected_version)).map(Json)
+    state
+        .apply(&body.toml, source, body.expected_version)
+        .await
+        .map(Json)
 }
 
 /// Every version, oldest first.
@@ -97,13 +100,14 @@ pub async fn history(_: Operator, State(state): State<Arc<AppState>>) -> Json<Hi
 #[utoipa::path(post, path = "/v1/config/rollback/{version}", tag = "config", security(("bearer" = [])),
     params(("version" = u64, Path, description = "Version to return to")),
     responses((status = 200, description = "OK", body = Applied), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody)))]
+        (status = 403, description = "The token's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid body or config", body = ErrorBody),
+        (status = 503, description = "The store (etcd) cannot be reached; nothing was changed", body = ErrorBody)))]
 pub async fn rollback(
     _: Operator,
     State(state): State<Arc<AppState>>,
     Path(version): Path<u64>,
 ) -> Result<Json<Applied>, ApiError> {
-    tokio::task::block_in_place(|| state.rollback(version)).map(Json)
+    state.rollback(version).await.map(Json)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -224,16 +228,18 @@ pub async fn report_status(
         node = %report.node, version = report.version, applied = report.applied,
         error = ?report.error, "node reported config status"
     );
-    state.record_report(
-        report.node,
-        NodeReport {
-            version: report.version,
-            applied: report.applied,
-            error: report.error,
-            reported_at: now_rfc3339(),
-            addresses,
-        },
-    );
+    state
+        .record_report(
+            report.node,
+            NodeReport {
+                version: report.version,
+                applied: report.applied,
+                error: report.error,
+                reported_at: now_rfc3339(),
+                addresses,
+            },
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

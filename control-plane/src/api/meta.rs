@@ -11,15 +11,19 @@ use utoipa::openapi::OpenApi;
 use crate::state::AppState;
 use edgebox_wire::control_plane::Health;
 
-/// Liveness of the control plane itself (open).
+/// Liveness of the control plane itself and whether its store answers (open): a
+/// replica whose etcd is away says `degraded`, still answers reads from its last
+/// view, and refuses writes with 503.
 #[utoipa::path(get, path = "/healthz", tag = "meta",
     responses((status = 200, description = "The control plane is up", body = Health)))]
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Health> {
+    let store = state.store_health();
     Json(Health {
-        status: "ok".into(),
+        status: if store.reachable { "ok" } else { "degraded" }.into(),
         node: state.node.clone(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
         config_version: state.current().meta.version,
+        store,
     })
 }
 

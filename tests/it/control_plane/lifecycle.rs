@@ -341,6 +341,15 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
     )
     .await;
     assert_eq!(real.fetch("edge-a", "/index.html").await.0, 200);
+    // ... and says so on its /healthz, still `ok`: it serves.
+    let health = eventually("the edge's /healthz says it lost the control plane", Duration::from_secs(10), || async {
+        let health = edge_health(&real, "edge-a").await;
+        (health["control_plane"]["connected"] == false).then_some(health)
+    })
+    .await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["control_plane"]["applied_version"], 2, "{health}");
+    assert!(health["control_plane"]["error"].is_string(), "{health}");
     let stats = real.edge_stats("edge-a").await;
     assert_eq!(stats.policy, LbPolicy::LeastConnections);
     assert_eq!(
@@ -370,6 +379,12 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
         real.edge_stats("edge-a").await.policy,
         LbPolicy::LatencyAware
     );
+    let health = eventually("the edge's /healthz says it is back", Duration::from_secs(10), || async {
+        let health = edge_health(&real, "edge-a").await;
+        (health["control_plane"]["applied_version"] == 3).then_some(health)
+    })
+    .await;
+    assert_eq!(health["control_plane"]["connected"], true, "{health}");
     assert!(
         real.edge("edge-a")
             .logs()
@@ -452,4 +467,16 @@ async fn a_damaged_store_starts_from_the_newest_intact_version() {
         "[deployment]\nname = \"tampered\"\n"
     );
     assert_eq!(cp.get("/healthz").await.1["config_version"], 4);
+}
+
+/// Edge `name`'s open `/healthz` on its admin port.
+pub(super) async fn edge_health(real: &real::Real, name: &str) -> serde_json::Value {
+    client()
+        .get(format!("{}/healthz", real.edge(name).url("admin")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
