@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test module uses its own part of the support
 
 pub mod etcd;
+pub mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -90,9 +91,22 @@ impl Daemon {
         services: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_through(Command::new(edgebox_bin()), role, config, node, services, env)
+    }
+
+    /// Like [`Daemon::start_with`], with `launcher` running the binary: a command that
+    /// ends by exec'ing its arguments (e.g. `ip netns exec NS <edgebox>`), so that the
+    /// child's pid is the daemon's.
+    pub fn start_through(
+        mut command: Command,
+        role: &str,
+        config: &Path,
+        node: &str,
+        services: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log_path = config.with_file_name(format!("{node}.{}.log", unique()));
         let log = std::fs::File::create(&log_path).expect("create daemon log");
-        let mut command = Command::new(edgebox_bin());
         command
             .args([role, "--config"])
             .arg(config)
