@@ -210,11 +210,16 @@ pub(super) fn node_addr(
     let Some((host, port)) = text.rsplit_once(':') else {
         return not_an_address(c);
     };
+    // DNS name syntax; a last label of digits only is a mistyped IPv4 address, never
+    // sent to a resolver.
     let host_syntax = !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        })
+        && !host.rsplit('.').next().is_some_and(|last| last.chars().all(|ch| ch.is_ascii_digit()));
     let Ok(port) = port.parse::<u16>() else {
         return not_an_address(c);
     };

@@ -144,7 +144,7 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
             objects.push(document);
         }
     }
-    let kinds = |kind: &str| objects.iter().filter(move |o| o["kind"] == kind);
+    let kinds = |kind: &'static str| objects.iter().filter(move |o| o["kind"] == kind);
 
     // Every edgebox container: a real role, a real node of that role (or, for the
     // DaemonSet, the machine's name from the downward API), the config mounted from the

@@ -213,9 +213,10 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
     // file becomes version 1), the others at once.
     let control = start(&network, &config, "control");
     let mut daemons: Vec<Daemon> = std::thread::scope(|scope| {
+        let (network, config) = (&network, &config);
         let started: Vec<_> = HOSTS[1..]
             .iter()
-            .map(|node| scope.spawn(|| start(&network, &config, node)))
+            .map(|node| scope.spawn(move || start(network, config, node)))
             .collect();
         started.into_iter().map(|handle| handle.join().unwrap()).collect()
     });
