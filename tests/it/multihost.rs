@@ -408,6 +408,12 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
         handle.await.unwrap();
     }
     let failures = failures.lock().unwrap();
+    eprintln!(
+        "multihost: {} GETs through edge-eu, {} after origin-2 was killed, {} failed",
+        served.load(Ordering::SeqCst) + failures.len(),
+        served.load(Ordering::SeqCst) - at_kill,
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} requests failed after origin-2 was killed: {:?}",
