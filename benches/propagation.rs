@@ -33,6 +33,8 @@ use edgebox_node::agent::{AgentConfig, AgentHandle};
 const OPERATOR: &str = "propagation-bench-operator-token";
 
 fn main() {
+    // reqwest is built without a default TLS provider (as everywhere in edgebox).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let agents: usize = env_or("AGENTS", 100);
     let rounds: usize = env_or("ROUNDS", 30);
     let binary = std::env::var("EDGEBOX_BIN")
