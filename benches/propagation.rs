@@ -47,7 +47,10 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     for store in [Store::File, Store::Etcd] {
-        eprintln!("propagation: {} store, {agents} agents, {rounds} rounds", store.name());
+        eprintln!(
+            "propagation: {} store, {agents} agents, {rounds} rounds",
+            store.name()
+        );
         let result = runtime.block_on(measure(&binary, store, agents, rounds));
         eprintln!(
             "  p50 {:?} p99 {:?} max {:?}",
@@ -108,7 +111,11 @@ async fn measure(binary: &Path, store: Store, agents: usize, rounds: usize) -> S
         Store::File => vec![("cp-a", free_port())],
         Store::Etcd => vec![("cp-a", free_port()), ("cp-b", free_port())],
     };
-    let text = deployment(&replicas, agents, etcd.as_ref().map(|e| e.endpoint.as_str()));
+    let text = deployment(
+        &replicas,
+        agents,
+        etcd.as_ref().map(|e| e.endpoint.as_str()),
+    );
     let config = dir.path().join("edgebox.toml");
     std::fs::write(&config, &text).unwrap();
     let deployment = edgebox_config::load_file(&config).unwrap();
@@ -139,11 +146,14 @@ async fn measure(binary: &Path, store: Store, agents: usize, rounds: usize) -> S
             backoff_max: Duration::from_secs(5),
         };
         let applied = Arc::clone(&applied);
-        handles.push(edgebox_node::agent::spawn(config, move |_deployment, version| {
-            let at = Instant::now();
-            applied.lock().unwrap().entry(version).or_default().push(at);
-            async { Ok(()) }
-        }));
+        handles.push(edgebox_node::agent::spawn(
+            config,
+            move |_deployment, version| {
+                let at = Instant::now();
+                applied.lock().unwrap().entry(version).or_default().push(at);
+                async { Ok(()) }
+            },
+        ));
     }
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     wait_until_applied(&applied, 1, agents, Duration::from_secs(60)).await;
@@ -288,9 +298,24 @@ impl EtcdProcess {
         let child = Command::new("etcd")
             .args(["--name", "bench", "--data-dir"])
             .arg(dir.join("etcd"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("bench={peer}"), "--log-level", "warn"])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("bench={peer}"),
+                "--log-level",
+                "warn",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -351,7 +376,12 @@ fn report(binary: &Path, agents: usize, rounds: usize, rows: &[(Store, Samples)]
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let when = httpdate::fmt_http_date(std::time::SystemTime::now());
     // The agents' parsing runs in this binary: its profile matters for the figures.

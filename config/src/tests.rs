@@ -55,12 +55,20 @@ fn nodes_named_by_host_name_are_resolved_or_refused_by_name() {
     let deployment = parse(&text("localhost"), "hosts.toml", Path::new("/tmp"))
         .unwrap_or_else(|err| panic!("{err}"));
     let origin = deployment.node("origin-a").unwrap();
-    assert!(origin.listeners()[0].1.ip().is_loopback(), "{:?}", origin.listeners());
+    assert!(
+        origin.listeners()[0].1.ip().is_loopback(),
+        "{:?}",
+        origin.listeners()
+    );
     assert_eq!(origin.listeners()[0].1.port(), 8080);
 
     // `.invalid` never resolves (RFC 6761).
-    let errors = parse(&text("origin-a.edgebox.invalid"), "hosts.toml", Path::new("/tmp"))
-        .unwrap_err();
+    let errors = parse(
+        &text("origin-a.edgebox.invalid"),
+        "hosts.toml",
+        Path::new("/tmp"),
+    )
+    .unwrap_err();
     let error = errors
         .diagnostics
         .iter()
@@ -68,10 +76,15 @@ fn nodes_named_by_host_name_are_resolved_or_refused_by_name() {
         .unwrap_or_else(|| panic!("{errors}"));
     assert!(
         error.message.contains("node \"origin-a\"")
-            && error.message.contains("host \"origin-a.edgebox.invalid\" does not resolve"),
+            && error
+                .message
+                .contains("host \"origin-a.edgebox.invalid\" does not resolve"),
         "{errors}"
     );
     // Not a host name at all: the usual syntax error, no lookup.
     let errors = parse(&text("bad host!"), "hosts.toml", Path::new("/tmp")).unwrap_err();
-    assert!(errors.to_string().contains("not a listen address"), "{errors}");
+    assert!(
+        errors.to_string().contains("not a listen address"),
+        "{errors}"
+    );
 }

@@ -217,9 +217,14 @@ pub(super) fn node_addr(
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
         })
-        && !host.rsplit('.').next().is_some_and(|last| last.chars().all(|ch| ch.is_ascii_digit()));
+        && !host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.chars().all(|ch| ch.is_ascii_digit()));
     let Ok(port) = port.parse::<u16>() else {
         return not_an_address(c);
     };

@@ -346,7 +346,10 @@ fn a_node_host_that_does_not_resolve_is_named_with_its_node() {
         "{}:27:1: nodes[1].listen: node \"origin-1\": host \"origin-1.edgebox.invalid\" does not resolve",
         file.display()
     );
-    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
 }
 
 #[test]

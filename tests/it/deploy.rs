@@ -15,7 +15,9 @@ const ROLES: &[&str] = &["edge", "origin", "sandbox", "control-plane"];
 const INSTALLED_CONFIG: &str = "/etc/edgebox/edgebox.toml";
 
 fn deploy_dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(sub)
 }
 
 /// Checks `file` with the real CLI (exit 0) and loads it.
@@ -41,7 +43,11 @@ fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
 }
 
 fn roles_of(deployment: &Deployment) -> BTreeSet<&'static str> {
-    deployment.nodes.iter().map(|node| node.role_name()).collect()
+    deployment
+        .nodes
+        .iter()
+        .map(|node| node.role_name())
+        .collect()
 }
 
 #[test]
@@ -71,7 +77,11 @@ fn systemd_units_run_every_role_of_their_deployment_file_hardened() {
         };
         assert!(binary.ends_with("/edgebox"), "{name}: {binary}");
         assert!(ROLES.contains(&role), "{name}: unknown role {role}");
-        assert_eq!(name, format!("edgebox-{role}@.service"), "one template unit per role");
+        assert_eq!(
+            name,
+            format!("edgebox-{role}@.service"),
+            "one template unit per role"
+        );
         assert_eq!(config, INSTALLED_CONFIG, "{name}");
         // A template: instantiated once per node of that role (`edgebox-edge@edge-eu`).
         assert_eq!(node, "%i", "{name}");
@@ -96,7 +106,10 @@ fn systemd_units_run_every_role_of_their_deployment_file_hardened() {
         }
         units.insert(role.to_owned());
     }
-    let roles: BTreeSet<String> = roles_of(&deployment).into_iter().map(str::to_owned).collect();
+    let roles: BTreeSet<String> = roles_of(&deployment)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(units, roles, "a unit for every role");
 }
 
@@ -138,9 +151,15 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
     for manifest in &manifests {
         for document in documents(&dir.join(manifest)) {
             for key in ["apiVersion", "kind"] {
-                assert!(document[key].is_string(), "{manifest}: no {key}: {document}");
+                assert!(
+                    document[key].is_string(),
+                    "{manifest}: no {key}: {document}"
+                );
             }
-            assert!(document["metadata"]["name"].is_string(), "{manifest}: {document}");
+            assert!(
+                document["metadata"]["name"].is_string(),
+                "{manifest}: {document}"
+            );
             objects.push(document);
         }
     }
@@ -151,15 +170,17 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
     // ConfigMap, container ports that are the node's listeners.
     let mut roles_run = BTreeSet::new();
     let mut literal_nodes = BTreeSet::new();
-    for workload in objects
-        .iter()
-        .filter(|o| ["Deployment", "DaemonSet", "StatefulSet"].contains(&o["kind"].as_str().unwrap()))
-    {
+    for workload in objects.iter().filter(|o| {
+        ["Deployment", "DaemonSet", "StatefulSet"].contains(&o["kind"].as_str().unwrap())
+    }) {
         let name = workload["metadata"]["name"].as_str().unwrap();
         let pod = &workload["spec"]["template"]["spec"];
         let selector = &workload["spec"]["selector"]["matchLabels"];
         for (key, value) in selector.as_object().unwrap() {
-            assert_eq!(&workload["spec"]["template"]["metadata"]["labels"][key], value, "{name}");
+            assert_eq!(
+                &workload["spec"]["template"]["metadata"]["labels"][key], value,
+                "{name}"
+            );
         }
         for container in pod["containers"].as_array().unwrap() {
             if container["command"][0] != "edgebox" {
@@ -176,15 +197,20 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
             };
             assert!(ROLES.contains(&role), "{name}: unknown role {role}");
             assert_eq!(config, INSTALLED_CONFIG, "{name}");
-            let mounted = container["volumeMounts"].as_array().unwrap().iter().any(|m| {
-                m["mountPath"] == "/etc/edgebox"
-                    && pod["volumes"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|v| v["name"] == m["name"] && v["configMap"]["name"] == "edgebox-config")
-            });
-            assert!(mounted, "{name}: /etc/edgebox is not the edgebox-config ConfigMap");
+            let mounted = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| {
+                    m["mountPath"] == "/etc/edgebox"
+                        && pod["volumes"].as_array().unwrap().iter().any(|v| {
+                            v["name"] == m["name"] && v["configMap"]["name"] == "edgebox-config"
+                        })
+                });
+            assert!(
+                mounted,
+                "{name}: /etc/edgebox is not the edgebox-config ConfigMap"
+            );
             let nodes: Vec<&edgebox_config::Node> = match node.strip_prefix("$(") {
                 Some(variable) => {
                     let variable = variable.trim_end_matches(')');
@@ -199,14 +225,23 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
                         "{name}: the node is the machine's name"
                     );
                     assert_eq!(workload["kind"], "DaemonSet", "{name}");
-                    assert_eq!(pod["hostNetwork"], true, "{name}: one node per machine address");
-                    deployment.nodes.iter().filter(|n| n.role_name() == role).collect()
+                    assert_eq!(
+                        pod["hostNetwork"], true,
+                        "{name}: one node per machine address"
+                    );
+                    deployment
+                        .nodes
+                        .iter()
+                        .filter(|n| n.role_name() == role)
+                        .collect()
                 }
                 None => {
                     literal_nodes.insert(node);
-                    vec![deployment.node(node).unwrap_or_else(|| {
-                        panic!("{name}: no node {node:?} in edgebox.toml")
-                    })]
+                    vec![
+                        deployment
+                            .node(node)
+                            .unwrap_or_else(|| panic!("{name}: no node {node:?} in edgebox.toml")),
+                    ]
                 }
             };
             assert!(!nodes.is_empty(), "{name}: no {role} node in edgebox.toml");
@@ -217,20 +252,37 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
                 .map(|p| p["containerPort"].as_u64().unwrap())
                 .collect();
             for node in nodes {
-                assert_eq!(node.role_name(), role, "{name}: {} is not a {role}", node.name);
+                assert_eq!(
+                    node.role_name(),
+                    role,
+                    "{name}: {} is not a {role}",
+                    node.name
+                );
                 let listening: BTreeSet<u64> = node
                     .listeners()
                     .iter()
                     .map(|(_, addr)| u64::from(addr.port()))
                     .collect();
-                assert_eq!(ports, listening, "{name}: container ports of node {}", node.name);
+                assert_eq!(
+                    ports, listening,
+                    "{name}: container ports of node {}",
+                    node.name
+                );
             }
             roles_run.insert(role);
         }
     }
-    assert_eq!(roles_run, roles_of(&deployment), "every role runs somewhere");
+    assert_eq!(
+        roles_run,
+        roles_of(&deployment),
+        "every role runs somewhere"
+    );
     // Nodes a Deployment names are not also edge machines of the DaemonSet.
-    assert!(literal_nodes.iter().all(|n| deployment.node(n).unwrap().role_name() != "edge"));
+    assert!(
+        literal_nodes
+            .iter()
+            .all(|n| deployment.node(n).unwrap().role_name() != "edge")
+    );
 
     // Services select pods that exist; the origins' headless Service is the origin
     // group's DNS name and the control plane's Service is the agents' URL.
@@ -241,26 +293,42 @@ fn kubernetes_manifests_parse_and_run_real_nodes_of_their_deployment_file() {
             let labels = &o["spec"]["template"]["metadata"]["labels"];
             selector.iter().all(|(key, value)| &labels[key] == value)
         });
-        assert!(selected, "Service {} selects no pod", service["metadata"]["name"]);
+        assert!(
+            selected,
+            "Service {} selects no pod",
+            service["metadata"]["name"]
+        );
     }
     let origins = kinds("Service")
         .find(|s| s["metadata"]["name"] == "edgebox-origins")
         .expect("the origins' Service");
-    assert_eq!(origins["spec"]["clusterIP"], "None", "headless: one A record per pod");
+    assert_eq!(
+        origins["spec"]["clusterIP"], "None",
+        "headless: one A record per pod"
+    );
     let members: Vec<String> = deployment
         .origin_groups
         .values()
         .flat_map(|group| &group.members)
         .filter_map(|member| match &member.target {
-            edgebox_config::model::OriginTarget::Host { host, port } => Some(format!("{host}:{port}")),
+            edgebox_config::model::OriginTarget::Host { host, port } => {
+                Some(format!("{host}:{port}"))
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(members, [format!("{}:8080", service_host("edgebox-origins"))]);
+    assert_eq!(
+        members,
+        [format!("{}:8080", service_host("edgebox-origins"))]
+    );
     let urls = deployment.control_plane_urls();
-    assert_eq!(urls, [format!("http://{}:9090", service_host("edgebox-control"))]);
-    assert!(kinds("Service").any(|s| s["metadata"]["name"] == "edgebox-control"
-        && s["spec"]["ports"][0]["port"] == 9090));
+    assert_eq!(
+        urls,
+        [format!("http://{}:9090", service_host("edgebox-control"))]
+    );
+    assert!(kinds("Service").any(
+        |s| s["metadata"]["name"] == "edgebox-control" && s["spec"]["ports"][0]["port"] == 9090
+    ));
     let etcd = kinds("StatefulSet").find(|s| s["metadata"]["name"] == "etcd");
     assert!(etcd.is_some(), "the control plane's etcd");
     assert!(kinds("DaemonSet").any(|d| d["metadata"]["name"] == "edgebox-edge"));

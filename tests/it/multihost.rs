@@ -142,8 +142,17 @@ impl Fleet {
         self.daemons.iter().find(|d| d.node == node).unwrap()
     }
 
-    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(token);
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -154,14 +163,22 @@ impl Fleet {
 
     /// Waits until every node but the control plane reports `version` applied.
     async fn wait_in_sync(&self, version: u64) {
-        eventually(&format!("every node applied v{version}"), Duration::from_secs(30), || async {
-            let (_, status) = self.call(Method::GET, "/v1/config/status", OPERATOR, None).await;
-            let nodes = status["nodes"].as_array()?;
-            let synced = HOSTS[1..].iter().all(|node| {
-                nodes.iter().any(|n| n["node"] == *node && n["version"] == version && n["in_sync"] == true)
-            });
-            synced.then_some(())
-        })
+        eventually(
+            &format!("every node applied v{version}"),
+            Duration::from_secs(30),
+            || async {
+                let (_, status) = self
+                    .call(Method::GET, "/v1/config/status", OPERATOR, None)
+                    .await;
+                let nodes = status["nodes"].as_array()?;
+                let synced = HOSTS[1..].iter().all(|node| {
+                    nodes.iter().any(|n| {
+                        n["node"] == *node && n["version"] == version && n["in_sync"] == true
+                    })
+                });
+                synced.then_some(())
+            },
+        )
         .await;
     }
 
@@ -193,7 +210,9 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
     let network = match Network::create(HOSTS) {
         Ok(network) => network,
         Err(why) => {
-            eprintln!("SKIPPED multihost test: {why} (needs root and iproute2 to create network namespaces)");
+            eprintln!(
+                "SKIPPED multihost test: {why} (needs root and iproute2 to create network namespaces)"
+            );
             return;
         }
     };
@@ -207,7 +226,11 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
         .arg(&config)
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     // ... and every node starts on its own host, the control plane first (its start-up
     // file becomes version 1), the others at once.
@@ -218,7 +241,10 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
             .iter()
             .map(|node| scope.spawn(move || start(network, config, node)))
             .collect();
-        started.into_iter().map(|handle| handle.join().unwrap()).collect()
+        started
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
     });
     for daemon in &daemons {
         let node = daemon.node.as_str();
@@ -230,16 +256,30 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
     }
     let api = control.url("api");
     daemons.push(control);
-    let fleet = Fleet { http: client(), api, daemons };
+    let fleet = Fleet {
+        http: client(),
+        api,
+        daemons,
+    };
     fleet.wait_in_sync(1).await;
 
     // MISS → parent → origin, then HIT: the first edge's miss goes through the shield to
     // an origin, the other region's edge finds it at the shield, then each has it.
     let (status, cache, tier, via) = fleet.fetch("edge-eu", "/index.html").await;
-    assert_eq!((status, cache.as_str(), tier.as_str()), (200, "MISS", "origin"), "{via}");
-    assert!(via.contains("edgebox-shield") && via.contains("edgebox-edge-eu"), "{via}");
+    assert_eq!(
+        (status, cache.as_str(), tier.as_str()),
+        (200, "MISS", "origin"),
+        "{via}"
+    );
+    assert!(
+        via.contains("edgebox-shield") && via.contains("edgebox-edge-eu"),
+        "{via}"
+    );
     let (status, cache, tier, _) = fleet.fetch("edge-us", "/index.html").await;
-    assert_eq!((status, cache.as_str(), tier.as_str()), (200, "MISS", "parent"));
+    assert_eq!(
+        (status, cache.as_str(), tier.as_str()),
+        (200, "MISS", "parent")
+    );
     for edge in ["edge-eu", "edge-us", "shield"] {
         let (status, cache, _, _) = fleet.fetch(edge, "/index.html").await;
         assert_eq!((status, cache.as_str()), (200, "HIT"), "{edge}");
@@ -268,7 +308,12 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
 
     // Purge by tag: every edge, across the network, drops the page.
     let (status, body) = fleet
-        .call(Method::POST, "/v1/purge", OPERATOR, Some(json!({"tag": "html"})))
+        .call(
+            Method::POST,
+            "/v1/purge",
+            OPERATOR,
+            Some(json!({"tag": "html"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut purged: Vec<&str> = body["results"]
@@ -282,7 +327,11 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
     assert_eq!(purged, ["edge-eu", "edge-us", "shield"]);
     for edge in ["shield", "edge-eu", "edge-us"] {
         let (status, cache, _, _) = fleet.fetch(edge, "/index.html").await;
-        assert_eq!((status, cache.as_str()), (200, "MISS"), "{edge} after the purge");
+        assert_eq!(
+            (status, cache.as_str()),
+            (200, "MISS"),
+            "{edge} after the purge"
+        );
     }
 
     // A sandbox job through the control plane, its live line relayed over the WebSocket.
@@ -330,7 +379,10 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
             }
         }
     }
-    assert!(!lines.is_empty() && lines.iter().all(|l| (5..=7).contains(l)), "live lines: {lines:?}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| (5..=7).contains(l)),
+        "live lines: {lines:?}"
+    );
     assert_eq!(result["state"], "timed_out", "{result}");
 
     // A config change reaches every node on every host.
@@ -340,9 +392,18 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
         .unwrap()
         .replace("max-age=600", "max-age=300");
     let (status, applied) = fleet
-        .call(Method::PUT, "/v1/config", OPERATOR, Some(json!({"toml": changed})))
+        .call(
+            Method::PUT,
+            "/v1/config",
+            OPERATOR,
+            Some(json!({"toml": changed})),
+        )
         .await;
-    assert_eq!((status, applied["version"].as_u64()), (StatusCode::OK, Some(2)), "{applied}");
+    assert_eq!(
+        (status, applied["version"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{applied}"
+    );
     fleet.wait_in_sync(2).await;
     for edge in ["shield", "edge-eu", "edge-us"] {
         let health: Value = fleet
@@ -354,8 +415,14 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
             .json()
             .await
             .unwrap();
-        assert_eq!(health["control_plane"]["applied_version"], 2, "{edge}: {health}");
-        assert_eq!(health["control_plane"]["connected"], true, "{edge}: {health}");
+        assert_eq!(
+            health["control_plane"]["applied_version"], 2,
+            "{edge}: {health}"
+        );
+        assert_eq!(
+            health["control_plane"]["connected"], true,
+            "{edge}: {health}"
+        );
     }
 
     // An origin's host loses its process under load: GETs that miss every cache keep
@@ -383,7 +450,10 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
                         Ok(response) => {
                             let status = response.status();
                             let body = response.text().await.unwrap_or_default();
-                            failures.lock().unwrap().push(format!("{url}: {status} {body}"));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{url}: {status} {body}"));
                         }
                         Err(error) => failures.lock().unwrap().push(format!("{url}: {error}")),
                     }
@@ -396,12 +466,18 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
         (served.load(Ordering::SeqCst) >= 100).then_some(())
     })
     .await;
-    let index = fleet.daemons.iter().position(|d| d.node == "origin-2").unwrap();
+    let index = fleet
+        .daemons
+        .iter()
+        .position(|d| d.node == "origin-2")
+        .unwrap();
     fleet.daemons[index].kill();
     let at_kill = served.load(Ordering::SeqCst);
-    eventually("300 more requests after the kill", Duration::from_secs(30), || async {
-        (served.load(Ordering::SeqCst) >= at_kill + 300).then_some(())
-    })
+    eventually(
+        "300 more requests after the kill",
+        Duration::from_secs(30),
+        || async { (served.load(Ordering::SeqCst) >= at_kill + 300).then_some(()) },
+    )
     .await;
     done.store(true, Ordering::SeqCst);
     for handle in loops {

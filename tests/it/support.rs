@@ -91,7 +91,14 @@ impl Daemon {
         services: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        Self::start_through(Command::new(edgebox_bin()), role, config, node, services, env)
+        Self::start_through(
+            Command::new(edgebox_bin()),
+            role,
+            config,
+            node,
+            services,
+            env,
+        )
     }
 
     /// Like [`Daemon::start_with`], with `launcher` running the binary: a command that

@@ -63,17 +63,37 @@ impl Network {
         let bridge = network.bridge.clone();
         ip(&["link", "add", &bridge, "type", "bridge"]).expect("bridge");
         ip(&["link", "set", &bridge, "up"]).expect("bridge up");
-        ip(&["addr", "add", &format!("{}/24", network.address(1)), "dev", &bridge])
-            .expect("bridge address");
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", network.address(1)),
+            "dev",
+            &bridge,
+        ])
+        .expect("bridge address");
         let hosts_file = network.hosts_file();
         for (index, host) in network.hosts.iter().enumerate() {
-            let (outside, inside) = (format!("{}h{index}", network.id), format!("{}n{index}", network.id));
+            let (outside, inside) = (
+                format!("{}h{index}", network.id),
+                format!("{}n{index}", network.id),
+            );
             let ns = host.namespace.as_str();
-            ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]).expect("veth");
+            ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ])
+            .expect("veth");
             ip(&["link", "set", &inside, "netns", ns]).expect("veth into namespace");
             ip(&["link", "set", &outside, "master", &bridge, "up"]).expect("veth on bridge");
-            ip(&["-n", ns, "addr", "add", &format!("{}/24", host.ip), "dev", &inside])
-                .expect("host address");
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", host.ip),
+                "dev",
+                &inside,
+            ])
+            .expect("host address");
             ip(&["-n", ns, "link", "set", &inside, "up"]).expect("veth up");
             ip(&["-n", ns, "link", "set", "lo", "up"]).expect("loopback up");
             let etc = etc_dir(ns);
@@ -81,8 +101,11 @@ impl Network {
             std::fs::write(etc.join("hosts"), &hosts_file).expect("hosts file");
             // No DNS server in these hosts: a name missing from the hosts file fails at
             // once instead of waiting for a resolver that cannot be reached.
-            std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-                .expect("resolv.conf");
+            std::fs::write(
+                etc.join("resolv.conf"),
+                "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+            )
+            .expect("resolv.conf");
         }
         Ok(network)
     }
