@@ -30,7 +30,7 @@ const HOSTS: &[&str] = &[
 
 /// The deployment: nodes by host name, fixed ports (each host has its own addresses).
 fn deployment() -> String {
-    let mut text = format!(
+    let mut text = String::from(
         r#"[deployment]
 name = "multihost"
 data_dir = "data"
@@ -55,7 +55,7 @@ listen = "shield:8080"
 admin = "shield:9180"
 admin_public = true
 origin_group = "web"
-"#
+"#,
     );
     for (edge, region) in [("edge-eu", "eu"), ("edge-us", "us")] {
         text.push_str(&format!(
