@@ -18,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::netns::Network;
-use crate::support::{Daemon, TestDir, client, edgebox_bin, eventually, install_crypto};
+use crate::support::{Daemon, TestDir, client, edgebox_bin, eventually, tls_client};
 
 const OPERATOR: &str = "multihost-operator-0123456789";
 const SUBMITTER: &str = "multihost-submitter-0123456789";
@@ -286,17 +286,10 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
     }
 
     // TLS with the CA the edge generated, over HTTP/2.
-    install_crypto();
     let edge_eu = fleet.daemon("edge-eu");
     let ca = std::fs::read(dir.path().join("data/nodes/edge-eu/tls/ca.pem")).expect("generated CA");
     let https = edge_eu.addr("https");
-    let tls = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
-        .resolve("localhost", https)
-        .build()
-        .unwrap();
+    let tls = tls_client(&ca, &["localhost"], https);
     let response = tls
         .get(format!("https://localhost:{}/index.html", https.port()))
         .send()
