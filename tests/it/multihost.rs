@@ -4,7 +4,7 @@
 //! hosts file each namespace gets. The same checks as on one machine, through real
 //! links: MISS → parent → origin → HIT, a purge by tag on every edge, TLS with the
 //! generated CA, a sandbox job relayed with its live line, a config change applied by
-//! every node, and an origin killed under load without a client error.
+//! every node, and an origin, then a sandbox, killed under load without a client error.
 //!
 //! Needs root and iproute2 (network namespaces); elsewhere it prints why and passes.
 
@@ -25,7 +25,15 @@ const SUBMITTER: &str = "multihost-submitter-0123456789";
 
 /// Host names (one namespace each), which are also the node names.
 const HOSTS: &[&str] = &[
-    "control", "shield", "edge-eu", "edge-us", "origin-1", "origin-2", "origin-3", "sandbox",
+    "control",
+    "shield",
+    "edge-eu",
+    "edge-us",
+    "origin-1",
+    "origin-2",
+    "origin-3",
+    "sandbox",
+    "sandbox-2",
 ];
 
 /// The deployment: nodes by host name, fixed ports (each host has its own addresses).
@@ -77,6 +85,12 @@ role = "sandbox"
 region = "us"
 listen = "sandbox:9300"
 
+[[nodes]]
+name = "sandbox-2"
+role = "sandbox"
+region = "eu"
+listen = "sandbox-2:9300"
+
 [origin_groups.web]
 policy = "round_robin"
 retries = 2
@@ -104,7 +118,7 @@ token = "{SUBMITTER}"
 fn role_of(node: &str) -> &'static str {
     match node {
         "control" => "control-plane",
-        "sandbox" => "sandbox",
+        node if node.starts_with("sandbox") => "sandbox",
         node if node.starts_with("origin") => "origin",
         _ => "edge",
     }
@@ -206,7 +220,7 @@ impl Fleet {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_origin() {
+async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_origin_and_sandbox() {
     let network = match Network::create(HOSTS) {
         Ok(network) => network,
         Err(why) => {
@@ -421,75 +435,142 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
     // An origin's host loses its process under load: GETs that miss every cache keep
     // succeeding, retried on the other origins.
     let mut fleet = fleet;
+    let base = fleet.daemon("edge-eu").url("http");
+    let (total, failures) =
+        kill_under_load(&mut fleet, "origin-2", 100, 300, move |http, worker, n| {
+            // A query of its own: a miss on the edge and the shield alike.
+            let url = format!("{base}/about.html?w={worker}&n={n}");
+            async move {
+                let response = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                (status == StatusCode::OK)
+                    .then_some(())
+                    .ok_or(format!("{url}: {status} {body}"))
+            }
+        })
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {total} GETs failed after origin-2 was killed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+
+    // Jobs spread over both sandboxes; one sandbox's host loses its process while jobs
+    // run to completion through the control plane (`POST /v1/run`, which the control
+    // plane may run again elsewhere: a job has no effect outside itself). None fails.
+    let empty = "(module (memory (export \"memory\") 1) (func (export \"_start\")))";
+    let run = move |http: reqwest::Client, api: String| async move {
+        let response = http
+            .post(format!("{api}/v1/run"))
+            .bearer_auth(SUBMITTER)
+            .json(&json!({"language": "wat", "source": empty}))
+            .send()
+            .await
+            .map_err(|e| format!("run: {e}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status == StatusCode::OK && body["state"] == "succeeded")
+            .then_some(())
+            .ok_or(format!("run: {status} {body}"))
+    };
+    for _ in 0..4 {
+        run(fleet.http.clone(), fleet.api.clone()).await.unwrap();
+    }
+    let metrics = fleet
+        .http
+        .get(format!("{}/metrics", fleet.daemon("sandbox-2").url("api")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "edgebox_sandbox_jobs_finished_total{node=\"sandbox-2\",state=\"succeeded\"} 2"
+        ),
+        "every other job ran on sandbox-2:\n{metrics}"
+    );
+    let api = fleet.api.clone();
+    let (total, failures) = kill_under_load(&mut fleet, "sandbox-2", 10, 40, move |http, _, _| {
+        run(http, api.clone())
+    })
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {total} jobs failed after sandbox-2 was killed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    drop(fleet);
+    drop(network);
+}
+
+/// Runs 4 loops of `request` (given a client, the loop's number and the request's),
+/// kills node `victim` once `before` requests succeeded, and stops `after` successes
+/// later. Returns how many requests were made and what failed.
+async fn kill_under_load<F, Fut>(
+    fleet: &mut Fleet,
+    victim: &str,
+    before: usize,
+    after: usize,
+    request: F,
+) -> (usize, Vec<String>)
+where
+    F: Fn(reqwest::Client, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let done = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let base = fleet.daemon("edge-eu").url("http");
     let loops: Vec<_> = (0..4)
         .map(|worker| {
-            let (done, served, failures, base) =
-                (done.clone(), served.clone(), failures.clone(), base.clone());
-            let http = fleet.http.clone();
+            let (done, served, failures) = (done.clone(), served.clone(), failures.clone());
+            let (http, request) = (fleet.http.clone(), request.clone());
             tokio::spawn(async move {
                 let mut n = 0;
                 while !done.load(Ordering::SeqCst) {
-                    // A query of its own: a miss on the edge and the shield alike.
-                    let url = format!("{base}/about.html?w={worker}&n={n}");
-                    match http.get(&url).send().await {
-                        Ok(response) if response.status() == StatusCode::OK => {
-                            let _ = response.bytes().await;
-                            served.fetch_add(1, Ordering::SeqCst);
+                    match request(http.clone(), worker, n).await {
+                        Ok(()) => served.fetch_add(1, Ordering::SeqCst),
+                        Err(failure) => {
+                            failures.lock().unwrap().push(failure);
+                            0
                         }
-                        Ok(response) => {
-                            let status = response.status();
-                            let body = response.text().await.unwrap_or_default();
-                            failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{url}: {status} {body}"));
-                        }
-                        Err(error) => failures.lock().unwrap().push(format!("{url}: {error}")),
-                    }
+                    };
                     n += 1;
                 }
             })
         })
         .collect();
-    eventually("load under way", Duration::from_secs(20), || async {
-        (served.load(Ordering::SeqCst) >= 100).then_some(())
+    eventually("load under way", Duration::from_secs(30), || async {
+        (served.load(Ordering::SeqCst) >= before).then_some(())
     })
     .await;
-    let index = fleet
-        .daemons
-        .iter()
-        .position(|d| d.node == "origin-2")
-        .unwrap();
+    let index = fleet.daemons.iter().position(|d| d.node == victim).unwrap();
     fleet.daemons[index].kill();
     let at_kill = served.load(Ordering::SeqCst);
     eventually(
-        "300 more requests after the kill",
+        &format!("{after} more successes after {victim} was killed"),
         Duration::from_secs(30),
-        || async { (served.load(Ordering::SeqCst) >= at_kill + 300).then_some(()) },
+        || async { (served.load(Ordering::SeqCst) >= at_kill + after).then_some(()) },
     )
     .await;
     done.store(true, Ordering::SeqCst);
     for handle in loops {
         handle.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
+    let total = served.load(Ordering::SeqCst) + failures.len();
     eprintln!(
-        "multihost: {} GETs through edge-eu, {} after origin-2 was killed, {} failed",
-        served.load(Ordering::SeqCst) + failures.len(),
+        "multihost: {total} requests, {} after {victim} was killed, {} failed",
         served.load(Ordering::SeqCst) - at_kill,
         failures.len()
     );
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed after origin-2 was killed: {:?}",
-        failures.len(),
-        served.load(Ordering::SeqCst) + failures.len(),
-        &failures[..failures.len().min(3)]
-    );
-    drop(fleet);
-    drop(network);
+    (total, failures)
 }
