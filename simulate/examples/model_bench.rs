@@ -16,10 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().ok_or("usage: model_bench TRACE SIZE...")?);
     let sizes: Vec<u64> = args.map(|size| size.parse()).collect::<Result<_, _>>()?;
-    println!("kind\tpolicy\tsize\trequests\tmiss_ratio\tbyte_miss_ratio\tseconds\trequests_per_s");
+    println!(
+        "kind\tpolicy\tsize\trequests\tmiss_ratio\tbyte_miss_ratio\twall_s\tcpu_s\trequests_per_cpu_s"
+    );
     for policy in PolicyKind::ALL {
         for &size in &sizes {
             let started = Instant::now();
+            let cpu_started = model::thread_cpu_seconds();
             let mut cache = L1::new(policy, size, 1 << 16);
             let (mut requests, mut misses, mut bytes, mut missed_bytes) = (0u64, 0u64, 0u64, 0u64);
             for record in trace::open(&path, Some(trace::Format::Oracle), &[])? {
@@ -33,11 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let seconds = started.elapsed().as_secs_f64();
+            let cpu = cpu_started
+                .zip(model::thread_cpu_seconds())
+                .map_or(seconds, |(before, after)| after - before);
             println!(
-                "policy\t{policy}\t{size}\t{requests}\t{:.4}\t{:.4}\t{seconds:.2}\t{:.0}",
+                "policy\t{policy}\t{size}\t{requests}\t{:.4}\t{:.4}\t{seconds:.2}\t{cpu:.2}\t{:.0}",
                 misses as f64 / requests as f64,
                 missed_bytes as f64 / bytes as f64,
-                requests as f64 / seconds
+                requests as f64 / cpu
             );
         }
     }
@@ -67,14 +73,15 @@ l1_capacity = [{size}]
         let variant = result?;
         let stats = variant.model.expect("model mode reports model stats");
         println!(
-            "model\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.2}\t{:.0}",
+            "model\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.0}",
             stats.l1_policy,
             stats.l1_capacity,
             variant.total.requests,
             1.0 - variant.total.hit_ratio,
             1.0 - variant.total.origin_offload.bytes,
             stats.wall_s,
-            stats.requests_per_s
+            stats.cpu_s,
+            stats.requests_per_cpu_s
         );
     }
     Ok(())

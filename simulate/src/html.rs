@@ -360,11 +360,11 @@ fn model_sections(html: &mut String, variants: &[VariantReport]) {
             Some((0.0, 100.0)),
         ));
     }
-    html.push_str("<h2>Model runs</h2>\n<table>\n<tr><th>variant</th><th>L1 policy</th><th>L1 per edge</th><th>hit ratio</th><th>byte hit ratio</th><th>L1 evictions</th><th>simulated</th><th>wall</th><th>requests/s</th></tr>\n");
+    html.push_str("<h2>Model runs</h2>\n<table>\n<tr><th>variant</th><th>L1 policy</th><th>L1 per edge</th><th>hit ratio</th><th>byte hit ratio</th><th>L1 evictions</th><th>simulated</th><th>wall</th><th>requests/s</th><th>requests per CPU-second</th></tr>\n");
     for (variant, model) in &modelled {
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} s</td><td>{:.2} s</td><td>{:.0}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} s</td><td>{:.2} s</td><td>{:.0}</td><td>{:.0}</td></tr>",
             escape(&variant.name),
             escape(&model.l1_policy),
             escape(&edgebox_config::units::ByteSize(model.l1_capacity).to_string()),
@@ -374,6 +374,7 @@ fn model_sections(html: &mut String, variants: &[VariantReport]) {
             model.simulated_s,
             model.wall_s,
             model.requests_per_s,
+            model.requests_per_cpu_s,
         );
     }
     html.push_str("</table>\n");

@@ -450,6 +450,15 @@ impl Topology {
     }
 }
 
+/// CPU time this thread has run, from Linux's `/proc/thread-self/schedstat` (nanoseconds
+/// on CPU, first field). On a shared machine wall time measures the neighbours too; the
+/// thread's own CPU time is what "requests per second on one core" means.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(nanos as f64 / 1e9)
+}
+
 /// Progress shared by every variant's worker, for the bar.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -468,6 +477,7 @@ pub fn run_variant(
     progress: &Progress,
 ) -> Result<VariantReport, ModelError> {
     let started = Instant::now();
+    let cpu_started = thread_cpu_seconds();
     let mut counters = Counters::new(scenario, topology.origins.len());
     let mut done = 0u64;
     let mut interrupted = false;
@@ -490,7 +500,10 @@ pub fn run_variant(
     }
     progress.done.fetch_add(done % BATCH, Ordering::Relaxed);
     let wall_s = started.elapsed().as_secs_f64();
-    Ok(counters.report(scenario, variant, &topology, wall_s, interrupted))
+    let cpu_s = cpu_started
+        .zip(thread_cpu_seconds())
+        .map_or(wall_s, |(before, after)| after - before);
+    Ok(counters.report(scenario, variant, &topology, (wall_s, cpu_s), interrupted))
 }
 
 /// Runs every variant, in parallel over `threads` workers, each over its own stream of the

@@ -93,7 +93,14 @@ pub struct ModelStats {
     pub simulated_s: f64,
     /// Wall-clock time the replay took.
     pub wall_s: f64,
+    /// CPU time the replaying thread ran (wall time where the OS does not say).
+    #[serde(default)]
+    pub cpu_s: f64,
     pub requests_per_s: f64,
+    /// Requests per second of the replaying thread's own CPU time: the speed on one core,
+    /// whatever else the machine was running.
+    #[serde(default)]
+    pub requests_per_cpu_s: f64,
     pub l1_evictions: u64,
     /// Load on each origin: totals and the busiest second.
     pub origins: Vec<OriginLoad>,

@@ -154,7 +154,7 @@ impl Counters {
         scenario: &Scenario,
         variant: &Variant,
         topology: &Topology,
-        wall_s: f64,
+        (wall_s, cpu_s): (f64, f64),
         interrupted: bool,
     ) -> VariantReport {
         // A trace whose requests all share one second still spans that second.
@@ -246,7 +246,9 @@ impl Counters {
                 l1_capacity: first_edge.map_or(0, |edge| topology.edges[edge].l1_capacity),
                 simulated_s,
                 wall_s,
+                cpu_s,
                 requests_per_s: requests as f64 / wall_s.max(1e-9),
+                requests_per_cpu_s: requests as f64 / cpu_s.max(1e-9),
                 l1_evictions: topology.l1_evictions(),
                 origins,
                 cost,
