@@ -219,6 +219,9 @@ impl Writer {
     /// (Re)opens the configured destination, recording whether it worked.
     fn open(&mut self) {
         self.last_open = Some(Instant::now());
+        // The old file is closed first: a failed reopen must not keep writing to a file
+        // that rotation renamed away.
+        self.sink = Sink::None;
         self.sink = match &self.destination {
             None => Sink::None,
             Some(Destination { file: None, .. }) => Sink::Stderr,

@@ -9,11 +9,13 @@
 //! raising each of those cells to the key's new time (`fetch_max`). Clients choose their
 //! keys (addresses, API keys), so the table must not grow with them: the sketch is a fixed
 //! 2 MiB however many keys arrive, takes no lock and never evicts. What it trades is
-//! exactness in one direction only: a key that shares a cell in *every* row with busier
-//! keys is limited a little early, never late. With 2^16 cells per row an unrelated
-//! client shares all four cells with a flooding one with probability 2^-64; the cells of
-//! a row fill up only when the admitted requests of every key together exceed about
-//! `WIDTH` × the rule's rate.
+//! exactness in one direction only: a key is limited early, never late, and only when
+//! each of its four cells is shared with keys that together spent its burst (a cell holds
+//! the latest time any of its keys reached). An unrelated client shares all four cells
+//! with one flooding key with probability 2^-64. What fills the sketch is many distinct
+//! keys within one burst window (`burst` × the refill interval): beyond roughly `WIDTH` ×
+//! `burst` / 4 of them, fresh keys start to be refused early (e.g. a one-per-minute rule
+//! keyed by an API key, sprayed with over ~16,000 random keys a minute).
 //!
 //! Two workers checking one key at the same instant may both be admitted on one token
 //! (the check reads, then raises): at most one extra request per concurrent worker.

@@ -368,7 +368,7 @@ mod tests {
 }
 
 /// Rate limiting on an edge since it started.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateLimitStats {
     /// Requests a rule applied to.
@@ -381,7 +381,7 @@ pub struct RateLimitStats {
 }
 
 /// One `[[edge.rate_limit.rules]]` entry and what it did since the edge applied it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateRuleStats {
     /// The rule's path pattern.

@@ -61,16 +61,16 @@ fn keys_and_rules_have_their_own_buckets() {
 }
 
 #[test]
-fn a_flood_of_keys_leaves_other_keys_alone() {
-    // 200,000 distinct keys once each, far more keys than cells per row: a cell holds the
-    // time of its busiest key, not a sum, so keys that are each within their burst never
-    // push another key past its own.
+fn many_keys_within_their_burst_leave_other_keys_alone() {
+    // 20,000 distinct keys in one instant, each once, a third as many as cells per row:
+    // a fresh key is refused only when all four of its cells were raised twice (two
+    // earlier keys shared each), which happens to about one key in a million here.
     let buckets = Buckets::default();
     let rules = rules(1, 1000, 2);
     let rule = rules.find("/").unwrap();
     let now = 1_000 * MS;
-    for n in 0u32..200_000 {
-        let _ = buckets.take_at(rule, Key::Header(&n.to_le_bytes()), now);
+    for n in 0u32..20_000 {
+        assert!(buckets.take_at(rule, Key::Header(&n.to_le_bytes()), now).is_ok());
     }
     let refused = (0u32..1000)
         .filter(|n| {
@@ -78,7 +78,7 @@ fn a_flood_of_keys_leaves_other_keys_alone() {
             buckets.take_at(rule, Key::Header(key.as_bytes()), now).is_err()
         })
         .count();
-    assert_eq!(refused, 0, "{refused} of 1000 fresh keys refused");
+    assert!(refused <= 1, "{refused} of 1000 fresh keys refused");
 }
 
 #[test]
