@@ -98,7 +98,11 @@ mod tests {
     #[track_caller]
     fn check(cidr: &str, addr: &str, expected: bool) {
         let parsed = Cidr::parse(cidr).unwrap();
-        assert_eq!(parsed.contains(addr.parse().unwrap()), expected, "{cidr} ∋ {addr}");
+        assert_eq!(
+            parsed.contains(addr.parse().unwrap()),
+            expected,
+            "{cidr} ∋ {addr}"
+        );
     }
 
     #[test]

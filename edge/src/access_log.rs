@@ -435,7 +435,12 @@ fn civil(time: SystemTime) -> ((i64, u32, u32), (u64, u64, u64, u32)) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     (
         (year, month, day),
-        (rest / 3600, rest % 3600 / 60, rest % 60, since.subsec_millis()),
+        (
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60,
+            since.subsec_millis(),
+        ),
     )
 }
 

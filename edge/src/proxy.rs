@@ -218,7 +218,10 @@ impl ProxyHttp for EdgeProxy {
             ctx.client_region = Some(region.to_owned());
         }
         ctx.client = crate::client::address(
-            session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             &req.headers,
             &ctx.snapshot.deployment.edge.trusted_proxies,
         );

@@ -123,8 +123,7 @@ impl Rules {
                         RateKey::Ip => "ip".to_owned(),
                         RateKey::Header(name) => format!("header:{name}"),
                     },
-                    rate_per_second: f64::from(rule.config.rate)
-                        / rule.config.per.as_secs_f64(),
+                    rate_per_second: f64::from(rule.config.rate) / rule.config.per.as_secs_f64(),
                     burst: rule.config.burst,
                     checked: rule.counts.sum(|c| &c.checked),
                     limited: rule.counts.sum(|c| &c.limited),

@@ -82,11 +82,7 @@ fn check_rule(c: &mut Collector<'_>, path: &str, raw: RawRateRule) -> Option<Rat
             if valid_header_name(&name) {
                 Some(RateKey::Header(name.to_ascii_lowercase()))
             } else {
-                fail(
-                    c,
-                    "header",
-                    format!("{name:?} is not an HTTP header name"),
-                );
+                fail(c, "header", format!("{name:?} is not an HTTP header name"));
                 None
             }
         }
@@ -94,7 +90,8 @@ fn check_rule(c: &mut Collector<'_>, path: &str, raw: RawRateRule) -> Option<Rat
             fail(
                 c,
                 "header",
-                "key = \"header\" needs `header`, the request header to key by, e.g. \"x-api-key\"".into(),
+                "key = \"header\" needs `header`, the request header to key by, e.g. \"x-api-key\""
+                    .into(),
             );
             None
         }

@@ -108,7 +108,9 @@ fn writes_reports_failures_and_recovers() {
     std::fs::remove_dir(&path).unwrap();
     runtime.block_on(log.reopen());
     log.record(record());
-    wait_until("a line after recovery", || log.state().unwrap().written == 3);
+    wait_until("a line after recovery", || {
+        log.state().unwrap().written == 3
+    });
     assert!(log.state().unwrap().ok);
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
 

@@ -36,8 +36,7 @@ impl EdgeProxy {
         };
         let retry_after = retry_after_secs(wait);
         tracing::debug!(parent: &ctx.span, client = ?ctx.client, retry_after, "rate limited");
-        let message =
-            format!("too many requests; this client may try again in {retry_after} s");
+        let message = format!("too many requests; this client may try again in {retry_after} s");
         self.respond_json_with(
             session,
             ctx,

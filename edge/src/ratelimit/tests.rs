@@ -53,7 +53,10 @@ fn keys_and_rules_have_their_own_buckets() {
     assert!(buckets.take_at(rule, ip(1), now).is_ok());
     assert!(buckets.take_at(rule, ip(1), now).is_err());
     for other in 2..200 {
-        assert!(buckets.take_at(rule, ip(other), now).is_ok(), "10.0.0.{other}");
+        assert!(
+            buckets.take_at(rule, ip(other), now).is_ok(),
+            "10.0.0.{other}"
+        );
     }
     assert!(buckets.take_at(rule, Key::Header(b"key-a"), now).is_ok());
     assert!(buckets.take_at(rule, Key::Header(b"key-b"), now).is_ok());
@@ -70,12 +73,18 @@ fn many_keys_within_their_burst_leave_other_keys_alone() {
     let rule = rules.find("/").unwrap();
     let now = 1_000 * MS;
     for n in 0u32..20_000 {
-        assert!(buckets.take_at(rule, Key::Header(&n.to_le_bytes()), now).is_ok());
+        assert!(
+            buckets
+                .take_at(rule, Key::Header(&n.to_le_bytes()), now)
+                .is_ok()
+        );
     }
     let refused = (0u32..1000)
         .filter(|n| {
             let key = format!("fresh-{n}");
-            buckets.take_at(rule, Key::Header(key.as_bytes()), now).is_err()
+            buckets
+                .take_at(rule, Key::Header(key.as_bytes()), now)
+                .is_err()
         })
         .count();
     assert!(refused <= 1, "{refused} of 1000 fresh keys refused");
@@ -104,7 +113,11 @@ fn counters_and_first_match() {
     assert_eq!(api.key(), &RateKey::Header("x-api-key".into()));
     assert!(buckets.take(api, Key::Header(b"k")).is_ok());
     assert!(buckets.take(api, Key::Header(b"k")).is_err());
-    assert!(buckets.take(rules.find("/img/a.png").unwrap(), ip(1)).is_ok());
+    assert!(
+        buckets
+            .take(rules.find("/img/a.png").unwrap(), ip(1))
+            .is_ok()
+    );
     let stats = rules.stats(&buckets);
     assert_eq!((stats.checked, stats.limited), (3, 1));
     assert_eq!((stats.rules[0].checked, stats.rules[0].limited), (2, 1));

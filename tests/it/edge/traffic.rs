@@ -71,12 +71,20 @@ async fn after_the_burst_clients_get_429_with_retry_after_even_on_cache_hits() {
     assert_eq!(how, ["MISS origin", "HIT l1", "HIT l1"]);
     let got = get(&edge.daemon, "/a.txt", &[]).await;
     assert_eq!(got.status, 429);
-    let retry_after: u64 = got.header("retry-after").parse().expect("Retry-After seconds");
+    let retry_after: u64 = got
+        .header("retry-after")
+        .parse()
+        .expect("Retry-After seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(got.header("content-type"), "application/json");
     let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
-    assert!(body["error"]["message"].as_str().unwrap().contains("try again"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again")
+    );
     assert!(!got.header("x-request-id").is_empty());
 
     let stats = admin_json(&edge, "/stats").await;
@@ -85,10 +93,18 @@ async fn after_the_burst_clients_get_429_with_retry_after_even_on_cache_hits() {
     assert_eq!(stats["rate_limit"]["rules"][0]["pattern"], "/**");
     assert_eq!(stats["rate_limit"]["rules"][0]["limited"], 1);
     let text = metrics(&edge).await;
-    assert!(text.contains("edgebox_edge_rate_limited_total{node=\"edge\"} 1"), "{text}");
-    assert!(text.contains("edgebox_edge_rate_limit_checked_total{node=\"edge\"} 4"), "{text}");
     assert!(
-        text.contains("edgebox_edge_rate_limit_rule_limited_total{node=\"edge\",rule=\"/**\",key=\"ip\"} 1"),
+        text.contains("edgebox_edge_rate_limited_total{node=\"edge\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edgebox_edge_rate_limit_checked_total{node=\"edge\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "edgebox_edge_rate_limit_rule_limited_total{node=\"edge\",rule=\"/**\",key=\"ip\"} 1"
+        ),
         "{text}"
     );
 }
@@ -125,16 +141,43 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     );
     let from = |ip: &'static str| [("x-forwarded-for", ip)];
     // The test client (127.0.0.1) is not trusted: both requests are its own.
-    assert_eq!(get(&edge.daemon, "/a.txt", &from("198.51.100.1")).await.status, 200);
-    assert_eq!(get(&edge.daemon, "/a.txt", &from("198.51.100.2")).await.status, 429);
+    assert_eq!(
+        get(&edge.daemon, "/a.txt", &from("198.51.100.1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&edge.daemon, "/a.txt", &from("198.51.100.2"))
+            .await
+            .status,
+        429
+    );
 
     reload_replacing(&edge, "[\"10.0.0.0/8\"]", "[\"127.0.0.1/32\"]").await;
-    assert_eq!(get(&edge.daemon, "/a.txt", &from("198.51.100.1")).await.status, 200);
-    assert_eq!(get(&edge.daemon, "/a.txt", &from("198.51.100.2")).await.status, 200);
-    assert_eq!(get(&edge.daemon, "/a.txt", &from("198.51.100.1")).await.status, 429);
+    assert_eq!(
+        get(&edge.daemon, "/a.txt", &from("198.51.100.1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&edge.daemon, "/a.txt", &from("198.51.100.2"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&edge.daemon, "/a.txt", &from("198.51.100.1"))
+            .await
+            .status,
+        429
+    );
     // A client-written entry left of the trusted proxy's is not believed.
     assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("203.0.113.7, 198.51.100.2")).await.status,
+        get(&edge.daemon, "/a.txt", &from("203.0.113.7, 198.51.100.2"))
+            .await
+            .status,
         429
     );
 }
@@ -245,9 +288,17 @@ async fn access_log_lines_in_json_and_combined() {
         "",
         "[edge]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[edge.access_log]\npath = \"access.log\"\n",
     );
-    let miss = get(&edge.daemon, "/a.txt?x=1", &[("x-forwarded-for", "198.51.100.7")]).await;
+    let miss = get(
+        &edge.daemon,
+        "/a.txt?x=1",
+        &[("x-forwarded-for", "198.51.100.7")],
+    )
+    .await;
     let hit = get(&edge.daemon, "/a.txt?x=1", &[]).await;
-    assert_eq!((miss.how().as_str(), hit.how().as_str()), ("MISS origin", "HIT l1"));
+    assert_eq!(
+        (miss.how().as_str(), hit.how().as_str()),
+        ("MISS origin", "HIT l1")
+    );
     let path = log_file(&edge);
     let lines = wait_for_lines(&path, 2).await;
     let parsed: Vec<serde_json::Value> = lines
@@ -269,14 +320,24 @@ async fn access_log_lines_in_json_and_combined() {
     assert!(first["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(second["request_id"], hit.header("x-request-id"));
     assert_eq!(second["client"], "127.0.0.1");
-    assert_eq!((&second["cache"], &second["tier"]), (&"HIT".into(), &"l1".into()));
+    assert_eq!(
+        (&second["cache"], &second["tier"]),
+        (&"HIT".into(), &"l1".into())
+    );
 
-    reload_replacing(&edge, "path = \"access.log\"", "path = \"access.log\"\nformat = \"combined\"")
-        .await;
+    reload_replacing(
+        &edge,
+        "path = \"access.log\"",
+        "path = \"access.log\"\nformat = \"combined\"",
+    )
+    .await;
     let got = get(
         &edge.daemon,
         "/b.txt",
-        &[("referer", "http://ref.test/"), ("user-agent", "tester/1.0")],
+        &[
+            ("referer", "http://ref.test/"),
+            ("user-agent", "tester/1.0"),
+        ],
     )
     .await;
     assert_eq!(got.status, 200);
@@ -291,8 +352,14 @@ async fn access_log_lines_in_json_and_combined() {
     assert_eq!(state["format"], "combined");
     assert_eq!(state["written"], 3);
     let text = metrics(&edge).await;
-    assert!(text.contains("edgebox_edge_access_log_lines_total{node=\"edge\"} 3"), "{text}");
-    assert!(text.contains("edgebox_edge_access_log_dropped_total{node=\"edge\"} 0"), "{text}");
+    assert!(
+        text.contains("edgebox_edge_access_log_lines_total{node=\"edge\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edgebox_edge_access_log_dropped_total{node=\"edge\"} 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -307,10 +374,14 @@ async fn sighup_reopens_the_log_and_an_unwritable_one_is_reported_in_healthz() {
     let rotated = path.with_file_name("access.log.1");
     std::fs::rename(&path, &rotated).unwrap();
     signal(edge.daemon.pid(), 1);
-    eventually("a line in the reopened file", Duration::from_secs(10), || async {
-        assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
-        (!lines(&path).is_empty()).then_some(())
-    })
+    eventually(
+        "a line in the reopened file",
+        Duration::from_secs(10),
+        || async {
+            assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
+            (!lines(&path).is_empty()).then_some(())
+        },
+    )
     .await;
     assert!(!lines(&rotated).is_empty());
 
@@ -319,20 +390,30 @@ async fn sighup_reopens_the_log_and_an_unwritable_one_is_reported_in_healthz() {
     std::fs::rename(&path, path.with_file_name("access.log.2")).unwrap();
     std::fs::create_dir(&path).unwrap();
     signal(edge.daemon.pid(), 1);
-    let health = eventually("healthz reporting the log", Duration::from_secs(10), || async {
-        assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
-        let health = admin_json(&edge, "/healthz").await;
-        (health["access_log"]["ok"] == false && health["access_log"]["write_errors"] != 0)
-            .then_some(health)
-    })
+    let health = eventually(
+        "healthz reporting the log",
+        Duration::from_secs(10),
+        || async {
+            assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
+            let health = admin_json(&edge, "/healthz").await;
+            (health["access_log"]["ok"] == false && health["access_log"]["write_errors"] != 0)
+                .then_some(health)
+        },
+    )
     .await;
     assert_eq!(health["status"], "ok");
     assert!(
-        health["access_log"]["error"].as_str().unwrap().contains("access.log"),
+        health["access_log"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("access.log"),
         "{health}"
     );
     let text = metrics(&edge).await;
-    assert!(text.contains("edgebox_edge_access_log_ok{node=\"edge\"} 0"), "{text}");
+    assert!(
+        text.contains("edgebox_edge_access_log_ok{node=\"edge\"} 0"),
+        "{text}"
+    );
 
     // Writable again: the next reopen recovers.
     std::fs::remove_dir(&path).unwrap();
@@ -373,20 +454,52 @@ fn check_config_rejects_bad_rate_limits_and_logs_with_their_keys() {
     };
     let file = config.display();
     for (key, line, message) in [
-        ("edge.trusted_proxies[0]", line_of("10.1.2.3/8"), "network address"),
-        ("edge.rate_limit.rules[0].rate", line_of("rate = 0"), "at least 1"),
-        ("edge.rate_limit.rules[0].burst", line_of("burst = 0"), "at least 1"),
-        ("edge.rate_limit.rules[1].pattern", line_of("pattern = \"api\""), "must start with '/'"),
-        ("edge.rate_limit.rules[1].key", line_of("key = \"cookie\""), "unknown key"),
-        ("edge.rate_limit.rules[2].header", line_of("x api key"), "not an HTTP header name"),
-        ("edge.access_log.format", line_of("format = \"xml\""), "unknown format"),
-        ("edge.access_log.path", line_of("/proc/edgebox-test"), "not writable"),
+        (
+            "edge.trusted_proxies[0]",
+            line_of("10.1.2.3/8"),
+            "network address",
+        ),
+        (
+            "edge.rate_limit.rules[0].rate",
+            line_of("rate = 0"),
+            "at least 1",
+        ),
+        (
+            "edge.rate_limit.rules[0].burst",
+            line_of("burst = 0"),
+            "at least 1",
+        ),
+        (
+            "edge.rate_limit.rules[1].pattern",
+            line_of("pattern = \"api\""),
+            "must start with '/'",
+        ),
+        (
+            "edge.rate_limit.rules[1].key",
+            line_of("key = \"cookie\""),
+            "unknown key",
+        ),
+        (
+            "edge.rate_limit.rules[2].header",
+            line_of("x api key"),
+            "not an HTTP header name",
+        ),
+        (
+            "edge.access_log.format",
+            line_of("format = \"xml\""),
+            "unknown format",
+        ),
+        (
+            "edge.access_log.path",
+            line_of("/proc/edgebox-test"),
+            "not writable",
+        ),
     ] {
         let expected = format!("{file}:{line}:");
         assert!(
-            stderr
-                .lines()
-                .any(|l| l.contains(&expected) && l.contains(&format!(": {key}: ")) && l.contains(message)),
+            stderr.lines().any(|l| l.contains(&expected)
+                && l.contains(&format!(": {key}: "))
+                && l.contains(message)),
             "expected {expected}…{key}: …{message}… in:\n{stderr}"
         );
     }
