@@ -374,12 +374,18 @@ fn protocol(version: http::Version) -> &'static str {
 /// inside quoted fields are written `\xHH`, as nginx does, so a line stays one line.
 fn ncsa(out: &mut Vec<u8>, r: &Record, combined: bool) {
     let client = r.client.map_or_else(|| "-".to_owned(), |c| c.to_string());
-    let (date, time) = civil(r.time);
+    let Civil {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        ..
+    } = civil(r.time);
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (year, month, day) = date;
-    let (hour, minute, second, _) = time;
     let _ = write!(
         out,
         "{client} - - [{day:02}/{}/{year}:{hour:02}:{minute:02}:{second:02} +0000] \"",
@@ -414,12 +420,31 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// `2026-12-06T03:22:09.123Z`.
 fn rfc3339(time: SystemTime) -> String {
-    let ((year, month, day), (hour, minute, second, millis)) = civil(time);
+    let Civil {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        millis,
+    } = civil(time);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
 }
 
-/// UTC date and time of day (with milliseconds) of `time`.
-fn civil(time: SystemTime) -> ((i64, u32, u32), (u64, u64, u64, u32)) {
+/// A UTC date and time of day.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    millis: u32,
+}
+
+/// The UTC date and time of day of `time`.
+fn civil(time: SystemTime) -> Civil {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
@@ -433,15 +458,15 @@ fn civil(time: SystemTime) -> ((i64, u32, u32), (u64, u64, u64, u32)) {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        (year, month, day),
-        (
-            rest / 3600,
-            rest % 3600 / 60,
-            rest % 60,
-            since.subsec_millis(),
-        ),
-    )
+    Civil {
+        year,
+        month,
+        day,
+        hour: rest / 3600,
+        minute: rest % 3600 / 60,
+        second: rest % 60,
+        millis: since.subsec_millis(),
+    }
 }
 
 /// The access-log families of `/metrics`.

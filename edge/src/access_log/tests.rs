@@ -63,7 +63,10 @@ fn json_line() {
 
 #[test]
 fn civil_dates() {
-    let at = |secs: u64| civil(UNIX_EPOCH + Duration::from_secs(secs)).0;
+    let at = |secs: u64| {
+        let c = civil(UNIX_EPOCH + Duration::from_secs(secs));
+        (c.year, c.month, c.day)
+    };
     assert_eq!(at(0), (1970, 1, 1));
     assert_eq!(at(951_782_400), (2000, 2, 29));
     assert_eq!(at(1_798_761_599), (2026, 12, 31));
