@@ -18,21 +18,24 @@ impl EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        let snapshot = ctx.snapshot.clone();
-        let req = session.req_header();
-        let Some(rule) = snapshot.rate_limit.find(req.uri.path()) else {
-            return Ok(false);
-        };
-        let header = match rule.key() {
-            edgebox_config::RateKey::Ip => None,
-            edgebox_config::RateKey::Header(name) => req.headers.get(name.as_str()),
-        };
-        let key = match header {
-            Some(value) => Key::Header(value.as_bytes()),
-            None => Key::Ip(ctx.client),
-        };
-        let Err(wait) = self.state.buckets.take(rule, key) else {
-            return Ok(false);
+        // Decided under borrows of the snapshot and the request, answered after.
+        let wait = {
+            let req = session.req_header();
+            let Some(rule) = ctx.snapshot.rate_limit.find(req.uri.path()) else {
+                return Ok(false);
+            };
+            let header = match rule.key() {
+                edgebox_config::RateKey::Ip => None,
+                edgebox_config::RateKey::Header(name) => req.headers.get(name.as_str()),
+            };
+            let key = match header {
+                Some(value) => Key::Header(value.as_bytes()),
+                None => Key::Ip(ctx.client),
+            };
+            match self.state.buckets.take(rule, key) {
+                Ok(()) => return Ok(false),
+                Err(wait) => wait,
+            }
         };
         let retry_after = retry_after_secs(wait);
         tracing::debug!(parent: &ctx.span, client = ?ctx.client, retry_after, "rate limited");
