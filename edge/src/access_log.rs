@@ -420,16 +420,11 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// `2026-12-06T03:22:09.123Z`.
 fn rfc3339(time: SystemTime) -> String {
-    let Civil {
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second,
-        millis,
-    } = civil(time);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+    let c = civil(time);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+    )
 }
 
 /// A UTC date and time of day.

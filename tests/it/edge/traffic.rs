@@ -43,6 +43,18 @@ async fn metrics(edge: &Edge) -> String {
         .unwrap()
 }
 
+/// A request without extra headers, for [`statuses`].
+const NONE: &[(&str, &str)] = &[];
+
+/// The statuses of GET `path`, one request per header set, in order.
+async fn statuses(edge: &Edge, path: &str, requests: &[&[(&str, &str)]]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for headers in requests {
+        statuses.push(get(&edge.daemon, path, headers).await.status);
+    }
+    statuses
+}
+
 /// Rewrites the edge's config file with `from` replaced by `to` and reloads it.
 async fn reload_replacing(edge: &Edge, from: &str, to: &str) {
     let text = std::fs::read_to_string(&edge.config).unwrap();
@@ -118,16 +130,13 @@ async fn keys_and_routes_are_limited_independently() {
         "[[edge.rate_limit.rules]]\npattern = \"/api/**\"\nrate = 1\nper = \"1m\"\nburst = 1\n\
          key = \"header\"\nheader = \"X-Api-Key\"\n",
     );
-    let alice = [("x-api-key", "alice")];
-    let bob = [("x-api-key", "bob")];
-    assert_eq!(get(&edge.daemon, "/api/x", &alice).await.status, 200);
-    assert_eq!(get(&edge.daemon, "/api/x", &alice).await.status, 429);
-    assert_eq!(get(&edge.daemon, "/api/x", &bob).await.status, 200);
-    assert_eq!(get(&edge.daemon, "/api/x", &bob).await.status, 429);
+    let (alice, bob): (&[_], &[_]) = (&[("x-api-key", "alice")], &[("x-api-key", "bob")]);
+    assert_eq!(
+        statuses(&edge, "/api/x", &[alice, alice, bob, bob]).await,
+        [200, 429, 200, 429]
+    );
     // No rule matches elsewhere.
-    for _ in 0..5 {
-        assert_eq!(get(&edge.daemon, "/a.txt", &alice).await.status, 200);
-    }
+    assert_eq!(statuses(&edge, "/a.txt", &[alice; 5]).await, [200; 5]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,46 +148,17 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
         "[edge]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\n\
          [[edge.rate_limit.rules]]\nrate = 1\nper = \"1m\"\nburst = 1\n",
     );
-    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let one: &[_] = &[("x-forwarded-for", "198.51.100.1")];
+    let two: &[_] = &[("x-forwarded-for", "198.51.100.2")];
     // The test client (127.0.0.1) is not trusted: both requests are its own.
-    assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("198.51.100.1"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("198.51.100.2"))
-            .await
-            .status,
-        429
-    );
+    assert_eq!(statuses(&edge, "/a.txt", &[one, two]).await, [200, 429]);
 
     reload_replacing(&edge, "[\"10.0.0.0/8\"]", "[\"127.0.0.1/32\"]").await;
-    assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("198.51.100.1"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("198.51.100.2"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("198.51.100.1"))
-            .await
-            .status,
-        429
-    );
     // A client-written entry left of the trusted proxy's is not believed.
+    let spoofed: &[_] = &[("x-forwarded-for", "203.0.113.7, 198.51.100.2")];
     assert_eq!(
-        get(&edge.daemon, "/a.txt", &from("203.0.113.7, 198.51.100.2"))
-            .await
-            .status,
-        429
+        statuses(&edge, "/a.txt", &[one, two, one, spoofed]).await,
+        [200, 200, 429, 429]
     );
 }
 
@@ -190,18 +170,13 @@ async fn a_reload_changes_the_limit() {
         "",
         "[[edge.rate_limit.rules]]\nrate = 1\nper = \"1m\"\nburst = 1\n",
     );
-    assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
-    assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 429);
+    assert_eq!(statuses(&edge, "/a.txt", &[NONE; 2]).await, [200, 429]);
     reload_replacing(&edge, "burst = 1", "burst = 4").await;
-    let statuses = {
-        let mut statuses = Vec::new();
-        for _ in 0..4 {
-            statuses.push(get(&edge.daemon, "/a.txt", &[]).await.status);
-        }
-        statuses
-    };
     // The bucket keeps its one spent token: three more fit in a burst of four.
-    assert_eq!(statuses, [200, 200, 200, 429]);
+    assert_eq!(
+        statuses(&edge, "/a.txt", &[NONE; 4]).await,
+        [200, 200, 200, 429]
+    );
     // Without the rule nothing is limited.
     reload_replacing(
         &edge,
@@ -209,9 +184,7 @@ async fn a_reload_changes_the_limit() {
         "",
     )
     .await;
-    for _ in 0..5 {
-        assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
-    }
+    assert_eq!(statuses(&edge, "/a.txt", &[NONE; 5]).await, [200; 5]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
