@@ -19,28 +19,15 @@ fn origin() -> Origin {
     )
 }
 
-async fn admin_json(edge: &Edge, path: &str) -> serde_json::Value {
-    edge.daemon
-        .authed_client()
-        .get(format!("{}{path}", edge.daemon.url("admin")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// The body of GET `path` on the edge's admin listener.
+async fn admin(edge: &Edge, path: &str) -> String {
+    let url = format!("{}{path}", edge.daemon.url("admin"));
+    let response = edge.daemon.authed_client().get(url).send().await.unwrap();
+    response.text().await.unwrap()
 }
 
-async fn metrics(edge: &Edge) -> String {
-    edge.daemon
-        .authed_client()
-        .get(format!("{}/metrics", edge.daemon.url("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+async fn healthz(edge: &Edge) -> serde_json::Value {
+    serde_json::from_str(&admin(edge, "/healthz").await).unwrap()
 }
 
 /// A request without extra headers, for [`statuses`].
@@ -99,12 +86,11 @@ async fn after_the_burst_clients_get_429_with_retry_after_even_on_cache_hits() {
     );
     assert!(!got.header("x-request-id").is_empty());
 
-    let stats = admin_json(&edge, "/stats").await;
-    assert_eq!(stats["rate_limit"]["checked"], 4);
-    assert_eq!(stats["rate_limit"]["limited"], 1);
-    assert_eq!(stats["rate_limit"]["rules"][0]["pattern"], "/**");
-    assert_eq!(stats["rate_limit"]["rules"][0]["limited"], 1);
-    let text = metrics(&edge).await;
+    let limits = crate::edge::stats(&edge.daemon).await.rate_limit;
+    assert_eq!((limits.checked, limits.limited), (4, 1));
+    assert_eq!(limits.rules[0].pattern, "/**");
+    assert_eq!((limits.rules[0].checked, limits.rules[0].limited), (4, 1));
+    let text = admin(&edge, "/metrics").await;
     assert!(
         text.contains("edgebox_edge_rate_limited_total{node=\"edge\"} 1"),
         "{text}"
@@ -321,10 +307,12 @@ async fn access_log_lines_in_json_and_combined() {
         line.ends_with("+0000] \"GET /b.txt HTTP/1.1\" 200 4 \"http://ref.test/\" \"tester/1.0\""),
         "{line}"
     );
-    let state = admin_json(&edge, "/stats").await["access_log"].clone();
-    assert_eq!(state["format"], "combined");
-    assert_eq!(state["written"], 3);
-    let text = metrics(&edge).await;
+    let state = crate::edge::stats(&edge.daemon).await.access_log.unwrap();
+    assert_eq!(
+        (state.format.as_str(), state.written, state.ok),
+        ("combined", 3, true)
+    );
+    let text = admin(&edge, "/metrics").await;
     assert!(
         text.contains("edgebox_edge_access_log_lines_total{node=\"edge\"} 3"),
         "{text}"
@@ -368,7 +356,7 @@ async fn sighup_reopens_the_log_and_an_unwritable_one_is_reported_in_healthz() {
         Duration::from_secs(10),
         || async {
             assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
-            let health = admin_json(&edge, "/healthz").await;
+            let health = healthz(&edge).await;
             (health["access_log"]["ok"] == false && health["access_log"]["write_errors"] != 0)
                 .then_some(health)
         },
@@ -382,7 +370,7 @@ async fn sighup_reopens_the_log_and_an_unwritable_one_is_reported_in_healthz() {
             .contains("access.log"),
         "{health}"
     );
-    let text = metrics(&edge).await;
+    let text = admin(&edge, "/metrics").await;
     assert!(
         text.contains("edgebox_edge_access_log_ok{node=\"edge\"} 0"),
         "{text}"
@@ -393,7 +381,7 @@ async fn sighup_reopens_the_log_and_an_unwritable_one_is_reported_in_healthz() {
     signal(edge.daemon.pid(), 1);
     eventually("the log recovering", Duration::from_secs(10), || async {
         assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
-        let health = admin_json(&edge, "/healthz").await;
+        let health = healthz(&edge).await;
         (health["access_log"]["ok"] == true && !lines(&path).is_empty()).then_some(())
     })
     .await;
