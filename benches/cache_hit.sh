@@ -193,7 +193,7 @@ for round in $(seq "$ROUNDS"); do
     for target in edge-tls nginx-tls; do run "$round" "$target" "$object"; done
   done
 done
-EDGE_STATS=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print("L1 hits %d, L2 hits %d, misses %d" % (c["l1"]["hits"], c["l2"]["hits"], c["misses"]))')
+EDGE_STATS=$(admin_get "$WORK/data" edge "$ADMIN_PORT" /stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print("L1 hits %d, L2 hits %d, misses %d" % (c["l1"]["hits"], c["l2"]["hits"], c["misses"]))')
 EDGE_RSS=$(awk '/VmHWM/ {print $2 " kB"}' "/proc/$EDGE_PID/status" 2>/dev/null || echo unknown)
 
 # The best anchor of a round for an object: the faster of nginx and Varnish.
@@ -266,7 +266,7 @@ best_anchor() { # ROUND OBJECT PROTO(http|tls)
     done
   done
   if [ "$RATE_LIMIT" = 1 ]; then
-    RL_STATS=$(curl -sf "http://127.0.0.1:$ADMIN_RL_PORT/stats" | python3 -c 'import json,sys; r=json.load(sys.stdin)["rate_limit"]; print("%d checked, %d limited" % (r["checked"], r["limited"]))')
+    RL_STATS=$(admin_get "$WORK/rl/data" edge "$ADMIN_RL_PORT" /stats | python3 -c 'import json,sys; r=json.load(sys.stdin)["rate_limit"]; print("%d checked, %d limited" % (r["checked"], r["limited"]))')
     echo
     echo "Rate limiting enabled with a limit that is not hit (\`edge-rl\`: the same edge plus one"
     echo "\`[[edge.rate_limit.rules]]\` on \`/**\`, 1,000,000/s with an equal burst per client address;"

@@ -60,6 +60,9 @@ admin = "127.0.0.1:$ADMIN_PORT"
 origin_group = "g"
 [origin_groups.g]
 members = [{ node = "origin" }]
+[[origin.rules]]
+pattern = "/**"
+cache_control = "max-age=3600"
 [[edge.rate_limit.rules]]
 pattern = "/**"
 rate = $RATE
@@ -132,7 +135,7 @@ FLOOD_SENT=$(awk '/requests in/ {print $1}' "$WORK/flood.txt")
 FLOOD_NON2XX=$(awk '/Non-2xx/ {print $NF}' "$WORK/flood.txt")
 FLOOD_NON2XX=${FLOOD_NON2XX:-0}
 FLOOD_SECS=$((SECONDS_PER_PHASE + 2))
-LIMITED=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate_limit"]["limited"])')
+LIMITED=$(admin_get "$WORK/data" edge "$ADMIN_PORT" /stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate_limit"]["limited"])')
 
 {
   echo "# Rate limiting under a flood"
