@@ -10,6 +10,7 @@ use edgebox_node::metrics::MetricsText;
 use edgebox_wire::edge::{
     CacheStatus, Draining, EdgeStats, PurgeCount, ReloadApplied, Tier, UpstreamOrigin,
 };
+use edgebox_wire::control_plane::PurgeRequest;
 use edgebox_wire::health::{HealthStatus, NodeHealth};
 use edgebox_wire::{ConfigDiagnostic, ErrorBody};
 use http::Response;
@@ -112,6 +113,7 @@ impl AdminApp {
             bytes_sent: state.stats.bytes_sent(),
             origins,
             cache,
+            latency: state.stats.latency(),
         }
     }
 
@@ -259,26 +261,17 @@ impl AdminApp {
     }
 }
 
-/// The body of `POST /purge`; exactly one selector.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeBody {
-    url: Option<String>,
-    prefix: Option<String>,
-    tag: Option<String>,
-    all: Option<bool>,
-}
-
 impl AdminApp {
+    /// `POST /purge`: the control plane's [`PurgeRequest`] as it fans it out.
     async fn purge(&self, body: &[u8]) -> Response<Vec<u8>> {
-        let parsed: PurgeBody = match serde_json::from_slice(body) {
+        let parsed: PurgeRequest = match serde_json::from_slice(body) {
             Ok(parsed) => parsed,
             Err(e) => {
                 return error(
                     400,
                     "invalid_purge",
                     format!(
-                        "the body must be a JSON object with one of url, prefix, tag, all: {e}"
+                        "the body must be a JSON object with one of url, prefix, tag, all (and optionally soft): {e}"
                     ),
                 );
             }
@@ -292,8 +285,13 @@ impl AdminApp {
             Ok(request) => request,
             Err(message) => return error(400, "invalid_purge", message),
         };
-        let purged = self.state.cache.purge_by(&request).await;
-        tracing::info!(?request, purged, "purge");
+        let kind = if parsed.soft {
+            crate::cache::PurgeKind::MarkStale
+        } else {
+            crate::cache::PurgeKind::Remove
+        };
+        let purged = self.state.cache.purge_by(&request, kind).await;
+        tracing::info!(?request, ?kind, purged, "purge");
         json_response(
             200,
             &PurgeCount {

@@ -34,14 +34,14 @@ async fn purge_by_url_prefix_tag_and_everything() {
     }
 
     assert_eq!(
-        storage.purge_by(&PurgeRequest::Url("/v.css".into())).await,
+        storage.purge_by(&PurgeRequest::Url("/v.css".into()), PurgeKind::Remove).await,
         3
     );
     for key in [&primary, &gzip, &br] {
         assert!(fetch(storage, key).await.is_none());
     }
     assert_eq!(
-        storage.purge_by(&PurgeRequest::Url("/v.css".into())).await,
+        storage.purge_by(&PurgeRequest::Url("/v.css".into()), PurgeKind::Remove).await,
         0
     );
 
@@ -50,7 +50,7 @@ async fn purge_by_url_prefix_tag_and_everything() {
     }
     // Tag: exactly the tagged objects (two variants + /img/a.png), nothing else.
     assert_eq!(
-        storage.purge_by(&PurgeRequest::Tag("assets".into())).await,
+        storage.purge_by(&PurgeRequest::Tag("assets".into()), PurgeKind::Remove).await,
         3
     );
     assert!(
@@ -63,12 +63,12 @@ async fn purge_by_url_prefix_tag_and_everything() {
             .await
             .is_some()
     );
-    assert_eq!(storage.purge_by(&PurgeRequest::Tag("blue".into())).await, 0);
+    assert_eq!(storage.purge_by(&PurgeRequest::Tag("blue".into()), PurgeKind::Remove).await, 0);
 
     // Prefix: "/img/" takes /img/b.png but not /imgx.
     assert_eq!(
         storage
-            .purge_by(&PurgeRequest::Prefix("/img/".into()))
+            .purge_by(&PurgeRequest::Prefix("/img/".into()), PurgeKind::Remove)
             .await,
         1
     );
@@ -77,11 +77,11 @@ async fn purge_by_url_prefix_tag_and_everything() {
     // Absolute URLs purge by their path.
     assert_eq!(
         storage
-            .purge_by(&PurgeRequest::Url("http://other.example/imgx".into()))
+            .purge_by(&PurgeRequest::Url("http://other.example/imgx".into()), PurgeKind::Remove)
             .await,
         1
     );
-    assert_eq!(storage.purge_by(&PurgeRequest::All).await, 1);
+    assert_eq!(storage.purge_by(&PurgeRequest::All, PurgeKind::Remove).await, 1);
     assert!(fetch(storage, &cache_key("h", "/doc/a")).await.is_none());
     let stats = storage.snapshot();
     assert_eq!(
@@ -120,15 +120,15 @@ async fn tags_and_urls_are_rebuilt_from_disk_after_a_restart() {
     )
     .await;
     let restarted = open(dir.path(), 8 * MIB, 64 * MIB);
-    assert_eq!(restarted.purge_by(&PurgeRequest::Tag("t1".into())).await, 1);
+    assert_eq!(restarted.purge_by(&PurgeRequest::Tag("t1".into()), PurgeKind::Remove).await, 1);
     assert_eq!(
         restarted
-            .purge_by(&PurgeRequest::Prefix("/p/".into()))
+            .purge_by(&PurgeRequest::Prefix("/p/".into()), PurgeKind::Remove)
             .await,
         1
     );
     assert_eq!(
-        restarted.purge_by(&PurgeRequest::Url("/q/3".into())).await,
+        restarted.purge_by(&PurgeRequest::Url("/q/3".into()), PurgeKind::Remove).await,
         1
     );
     assert_eq!(restarted.snapshot().l2.objects, 0);
