@@ -644,8 +644,13 @@ impl ProxyHttp for EdgeProxy {
         response.insert_header("x-cache", status.as_str())?;
         response.insert_header("x-cache-tier", tier.as_str())?;
         let meta = session.cache.maybe_cache_meta();
+        // `X-Cache: BYPASS` covers both a request the cache never handled and a response
+        // it declined to store; `Cache-Status` tells them apart (`fwd=bypass` vs a miss
+        // that was not stored).
+        let declined = status == CacheStatus::Bypass
+            && matches!(&phase, CachePhase::Disabled(reason) if *reason != NoCacheReason::NeverEnabled);
         let entry = cache_status::Entry {
-            status,
+            status: if declined { CacheStatus::Miss } else { status },
             collapsed: status == CacheStatus::Hit && session.cache.lock_duration().is_some(),
             stored: matches!(phase, CachePhase::Miss | CachePhase::Expired),
             ttl: meta

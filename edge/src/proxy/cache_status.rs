@@ -9,7 +9,7 @@
 //! | `MISS`        | `fwd=uri-miss; stored; ttl=N` (no `stored` when not cacheable) |
 //! | `EXPIRED`     | `fwd=stale; stored; ttl=N`                   |
 //! | `REVALIDATED` | `fwd=stale; fwd-status=304; ttl=N`           |
-//! | `BYPASS`      | `fwd=bypass`                                 |
+//! | `BYPASS`      | `fwd=bypass` (the request is not cacheable); `fwd=uri-miss` when the cache declined to store the response |
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
