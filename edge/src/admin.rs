@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use edgebox_config::Deployment;
 use edgebox_node::metrics::MetricsText;
+use edgebox_wire::control_plane::PurgeRequest;
 use edgebox_wire::edge::{
     CacheStatus, Draining, EdgeStats, PurgeCount, ReloadApplied, Tier, UpstreamOrigin,
 };
-use edgebox_wire::control_plane::PurgeRequest;
 use edgebox_wire::health::{HealthStatus, NodeHealth};
 use edgebox_wire::{ConfigDiagnostic, ErrorBody};
 use http::Response;

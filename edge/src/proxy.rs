@@ -318,11 +318,7 @@ impl ProxyHttp for EdgeProxy {
             // response from saying `stored`.)
             let url = cache::key::url_of_primary(session.cache.cache_key().primary_key());
             let tags = cache::index::tags_from_headers(meta.response_header());
-            if self
-                .state
-                .cache
-                .purged_since(ctx.purge_epoch, &url, &tags)
-            {
+            if self.state.cache.purged_since(ctx.purge_epoch, &url, &tags) {
                 return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
                     "purged while in flight",
                 )));

@@ -94,7 +94,13 @@ pub async fn purge(
     });
     let results = join_all(calls).await;
     let ok = results.iter().all(|result| result.ok);
-    tracing::info!(?request, ok, soft = request.soft, edges = results.len(), "purge fanned out");
+    tracing::info!(
+        ?request,
+        ok,
+        soft = request.soft,
+        edges = results.len(),
+        "purge fanned out"
+    );
     let status = if ok {
         StatusCode::OK
     } else {

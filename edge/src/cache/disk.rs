@@ -309,10 +309,12 @@ impl DiskTier {
             return None;
         }
         let path = self.path_of(&key);
-        tokio::task::spawn_blocking(move || read_prefix(&path, &key).ok().map(|(_, _, meta, _)| meta))
-            .await
-            .ok()
-            .flatten()
+        tokio::task::spawn_blocking(move || {
+            read_prefix(&path, &key).ok().map(|(_, _, meta, _)| meta)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Replace the stored meta of `key`, keeping its body: the entry is copied into a new

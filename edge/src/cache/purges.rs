@@ -117,7 +117,10 @@ mod tests {
         log.lock().record(&PurgeRequest::Prefix("/a".into()));
         assert!(log.purged_since(start, "/a/b", &[]));
         let later = log.epoch();
-        assert!(!log.purged_since(later, "/a/b", &[]), "started after the purges");
+        assert!(
+            !log.purged_since(later, "/a/b", &[]),
+            "started after the purges"
+        );
         log.lock().record(&PurgeRequest::All);
         assert!(log.purged_since(later, "/anything", &[]));
     }

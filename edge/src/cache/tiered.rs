@@ -643,7 +643,10 @@ impl HandleMiss for TieredMiss {
         let storage = self.storage;
         let shared = &storage.shared;
         let mut kept = false;
-        if shared.purges.purged_since(self.epoch, &self.url, &self.tags) {
+        if shared
+            .purges
+            .purged_since(self.epoch, &self.url, &self.tags)
+        {
             // Purged while in flight: the body predates the purge. Dropping the writer
             // deletes its temp file; whatever the tiers hold stays as the purge left it.
             self.disk = None;
@@ -686,7 +689,9 @@ impl HandleMiss for TieredMiss {
                     // What the purge left (a stale copy after a soft purge) stays.
                     return Ok(MissFinishType::Created(self.size));
                 } else if storage.l1.insert(self.hash, entry) {
-                    shared.index.record(self.hash, &self.url, &self.tags, Tier::L1);
+                    shared
+                        .index
+                        .record(self.hash, &self.url, &self.tags, Tier::L1);
                     true
                 } else {
                     false

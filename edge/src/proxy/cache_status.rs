@@ -109,19 +109,34 @@ mod tests {
             entry(CacheStatus::Miss, true, Some(300)).header("a", Some(&shield)),
             "shield; fwd=uri-miss; stored; ttl=300, a; fwd=uri-miss; stored; ttl=300"
         );
-        assert_eq!(entry(CacheStatus::Miss, false, Some(300)).header("a", None), "a; fwd=uri-miss");
-        assert_eq!(entry(CacheStatus::Hit, false, Some(12)).header("a", None), "a; hit; ttl=12");
-        assert_eq!(entry(CacheStatus::Stale, false, Some(-3)).header("a", None), "a; hit; ttl=-3");
+        assert_eq!(
+            entry(CacheStatus::Miss, false, Some(300)).header("a", None),
+            "a; fwd=uri-miss"
+        );
+        assert_eq!(
+            entry(CacheStatus::Hit, false, Some(12)).header("a", None),
+            "a; hit; ttl=12"
+        );
+        assert_eq!(
+            entry(CacheStatus::Stale, false, Some(-3)).header("a", None),
+            "a; hit; ttl=-3"
+        );
         assert_eq!(
             entry(CacheStatus::Revalidated, false, Some(60)).header("a", None),
             "a; fwd=stale; fwd-status=304; ttl=60"
         );
-        assert_eq!(entry(CacheStatus::Bypass, false, None).header("a", None), "a; fwd=bypass");
+        assert_eq!(
+            entry(CacheStatus::Bypass, false, None).header("a", None),
+            "a; fwd=bypass"
+        );
         let collapsed = Entry {
             collapsed: true,
             ..entry(CacheStatus::Hit, false, Some(5))
         };
-        assert_eq!(collapsed.header("a", None), "a; fwd=uri-miss; collapsed; ttl=5");
+        assert_eq!(
+            collapsed.header("a", None),
+            "a; fwd=uri-miss; collapsed; ttl=5"
+        );
     }
 
     #[test]

@@ -87,9 +87,7 @@ async fn requests_that_waited_on_another_fetch_say_collapsed() {
     let requests: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move {
-                request(&client(), reqwest::Method::GET, &url, &[]).await
-            })
+            tokio::spawn(async move { request(&client(), reqwest::Method::GET, &url, &[]).await })
         })
         .collect();
     let mut statuses = Vec::new();
@@ -100,7 +98,11 @@ async fn requests_that_waited_on_another_fetch_say_collapsed() {
     }
     assert_eq!(origin.count("/slow.txt").await, 1);
     let count = |wanted: &str| statuses.iter().filter(|s| *s == wanted).count();
-    assert_eq!(count("edge; fwd=uri-miss; stored; ttl=<n>"), 1, "{statuses:?}");
+    assert_eq!(
+        count("edge; fwd=uri-miss; stored; ttl=<n>"),
+        1,
+        "{statuses:?}"
+    );
     assert_eq!(
         count("edge; fwd=uri-miss; collapsed; ttl=<n>"),
         7,
@@ -119,12 +121,19 @@ async fn a_childs_copy_is_as_old_as_the_parents_and_goes_stale_as_much_sooner() 
     let origin = Origin::start(&[("old.txt", b"old")], "", FRESH);
     let tiered = shield::start(&origin);
     let [a, _] = &tiered.children;
-    assert_eq!(get(&tiered.shield, "/old.txt", &[]).await.how(), "MISS origin");
+    assert_eq!(
+        get(&tiered.shield, "/old.txt", &[]).await.how(),
+        "MISS origin"
+    );
     // Let the shield's copy age (a condition on its own Age header, not a fixed sleep).
-    let at_shield = eventually("the shield's copy to age", Duration::from_secs(10), || async {
-        let got = get(&tiered.shield, "/old.txt", &[]).await;
-        (age(&got) >= 2).then_some(age(&got))
-    })
+    let at_shield = eventually(
+        "the shield's copy to age",
+        Duration::from_secs(10),
+        || async {
+            let got = get(&tiered.shield, "/old.txt", &[]).await;
+            (age(&got) >= 2).then_some(age(&got))
+        },
+    )
     .await;
     let miss = get(a, "/old.txt", &[]).await;
     assert_eq!(miss.how(), "MISS parent");

@@ -35,7 +35,11 @@ async fn not_modified(origin: &Origin) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_soft_purge_by_url_prefix_tag_or_all_turns_the_next_request_into_a_revalidation() {
-    let files: &[(&str, &[u8])] = &[("a/one.txt", b"one"), ("a/two.txt", b"two"), ("b.txt", b"b")];
+    let files: &[(&str, &[u8])] = &[
+        ("a/one.txt", b"one"),
+        ("a/two.txt", b"two"),
+        ("b.txt", b"b"),
+    ];
     let origin = Origin::start(files, "", RULES);
     let edge = Edge::start(&origin, "", NO_SWR);
     let paths = ["/a/one.txt", "/a/two.txt", "/b.txt"];
@@ -45,8 +49,14 @@ async fn a_soft_purge_by_url_prefix_tag_or_all_turns_the_next_request_into_a_rev
     }
     let cases: [(&str, &[&str]); 4] = [
         (r#"{"url": "/a/one.txt", "soft": true}"#, &["/a/one.txt"]),
-        (r#"{"prefix": "/a/", "soft": true}"#, &["/a/one.txt", "/a/two.txt"]),
-        (r#"{"tag": "ta", "soft": true}"#, &["/a/one.txt", "/a/two.txt"]),
+        (
+            r#"{"prefix": "/a/", "soft": true}"#,
+            &["/a/one.txt", "/a/two.txt"],
+        ),
+        (
+            r#"{"tag": "ta", "soft": true}"#,
+            &["/a/one.txt", "/a/two.txt"],
+        ),
         (r#"{"all": true, "soft": true}"#, &paths),
     ];
     for (body, selected) in cases {
@@ -78,7 +88,11 @@ async fn a_soft_purge_by_url_prefix_tag_or_all_turns_the_next_request_into_a_rev
                 assert_eq!(origin.count(path).await, count, "{body} {path}");
             }
             // Fresh again after the 304: the fast path answers it.
-            assert_eq!(get(&edge.daemon, path, &[]).await.how(), "HIT l1", "{body} {path}");
+            assert_eq!(
+                get(&edge.daemon, path, &[]).await.how(),
+                "HIT l1",
+                "{body} {path}"
+            );
         }
         assert_eq!(
             not_modified(&origin).await - before_304,
@@ -116,7 +130,10 @@ async fn after_a_soft_purge_stale_if_error_still_serves_while_the_origin_is_down
         "[[origin.rules]]\npattern = \"/**\"\ncache_control = \"max-age=300, stale-if-error=300\"\n",
     );
     let edge = Edge::start(&origin, "", NO_SWR);
-    assert_eq!(get(&edge.daemon, "/sie.txt", &[]).await.how(), "MISS origin");
+    assert_eq!(
+        get(&edge.daemon, "/sie.txt", &[]).await.how(),
+        "MISS origin"
+    );
     origin.daemon.kill();
     let (status, _) = purge(&edge.daemon, r#"{"url": "/sie.txt", "soft": true}"#).await;
     assert_eq!(status, 200);
@@ -170,11 +187,7 @@ impl GatedOrigin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            addr,
-            gate,
-            seen,
-        }
+        Self { addr, gate, seen }
     }
 
     fn count(&self, path: &str) -> u64 {
@@ -196,9 +209,11 @@ async fn a_purge_applied_while_a_fill_is_in_flight_keeps_its_old_body_out_of_the
         let fill = tokio::spawn(async move {
             super::request(&crate::support::client(), reqwest::Method::GET, &url, &[]).await
         });
-        eventually("the fill to reach the origin", Duration::from_secs(10), || async {
-            (origin.count(path) == 1).then_some(())
-        })
+        eventually(
+            "the fill to reach the origin",
+            Duration::from_secs(10),
+            || async { (origin.count(path) == 1).then_some(()) },
+        )
         .await;
         // ... the purge is applied (its answer came back) ...
         let (status, answer) = purge(&edge.daemon, purge_body).await;

@@ -155,7 +155,11 @@ async fn cli_drives_the_control_plane() {
     assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
     // --soft keeps the page, marked stale: served stale (within the default
     // stale-while-revalidate) or revalidated, never fetched whole again.
-    let output = cli(args(cp, &["purge", "--url", "/index.html", "--soft", "--json"])).await;
+    let output = cli(args(
+        cp,
+        &["purge", "--url", "/index.html", "--soft", "--json"],
+    ))
+    .await;
     assert!(output.status.success());
     assert_eq!(stdout_json(&output)["results"][0]["purged"], 1);
     let after = real.fetch("edge-a", "/index.html").await.1;

@@ -206,17 +206,31 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
 
     // Sign in through the form: the token stays in this tab's sessionStorage, out of the
     // URL and out of the page's own input.
-    page.wait_for("the sign-in form", "!!document.getElementById('login') && !document.getElementById('login').hidden").await;
-    page.eval(&format!("document.getElementById('token').value = {}; \
-        document.querySelector('#login button').click(); true", json!(OPERATOR))).await;
+    page.wait_for(
+        "the sign-in form",
+        "!!document.getElementById('login') && !document.getElementById('login').hidden",
+    )
+    .await;
+    page.eval(&format!(
+        "document.getElementById('token').value = {}; \
+        document.querySelector('#login button').click(); true",
+        json!(OPERATOR)
+    ))
+    .await;
     let signed_in = page.eval("JSON.stringify({url: location.href, stored: sessionStorage.getItem('edgebox-token'), \
         input: document.getElementById('token').value, form_hidden: document.getElementById('login').hidden})").await;
     let signed_in: Value = serde_json::from_str(signed_in.as_str().unwrap()).unwrap();
     assert_eq!(signed_in["stored"], OPERATOR, "{signed_in}");
     assert_eq!(signed_in["input"], "", "{signed_in}");
     assert_eq!(signed_in["form_hidden"], true, "{signed_in}");
-    assert!(!signed_in["url"].as_str().unwrap().contains(OPERATOR), "{signed_in}");
-    assert!(!signed_in["url"].as_str().unwrap().contains('?'), "{signed_in}");
+    assert!(
+        !signed_in["url"].as_str().unwrap().contains(OPERATOR),
+        "{signed_in}"
+    );
+    assert!(
+        !signed_in["url"].as_str().unwrap().contains('?'),
+        "{signed_in}"
+    );
 
     // Topology: every node with its health and config version.
     let nodes = page.wait_for("the topology", "document.querySelectorAll('[data-node]').length === 4 && \
@@ -253,7 +267,10 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     // Live charts: traffic sent now shows up within a poll or two as requests per second,
     // an L1 hit ratio and latency percentiles of that interval.
     let samples_before: u64 = page
-        .wait_for("the charts' first samples", "document.getElementById('chart-rps').dataset.samples")
+        .wait_for(
+            "the charts' first samples",
+            "document.getElementById('chart-rps').dataset.samples",
+        )
         .await
         .as_str()
         .unwrap()
@@ -279,7 +296,10 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     let charted: Value = serde_json::from_str(charted.as_str().unwrap()).unwrap();
     let samples: u64 = charted["samples"].as_str().unwrap().parse().unwrap();
     assert!(samples > samples_before, "{charted}");
-    assert!(charted["latency"]["p99"].as_u64() >= charted["latency"]["p50"].as_u64(), "{charted}");
+    assert!(
+        charted["latency"]["p99"].as_u64() >= charted["latency"]["p50"].as_u64(),
+        "{charted}"
+    );
 
     // A soft purge from the form: the next response is a revalidation, not a miss.
     assert_eq!(real.fetch("edge-a", "/index.html").await.1, "HIT");

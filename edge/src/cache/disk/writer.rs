@@ -165,34 +165,35 @@ impl DiskWriter {
         let key = header.key;
         let path = tier.path_of(&key);
         let table_at = header.body_offset() + header.body_len;
-        let victims = tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<HashBinary>>> {
-            file.write_all_at(&table, table_at)?;
-            file.write_all_at(&header.encode(), 0)?;
-            file.sync_all()?;
-            let purges = tier.shared.purges.lock();
-            if purges.purged_since(admission.epoch, &admission.url, &admission.tags) {
+        let victims =
+            tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<HashBinary>>> {
+                file.write_all_at(&table, table_at)?;
+                file.write_all_at(&header.encode(), 0)?;
+                file.sync_all()?;
+                let purges = tier.shared.purges.lock();
+                if purges.purged_since(admission.epoch, &admission.url, &admission.tags) {
+                    drop(purges);
+                    let _ = fs::remove_file(&temp);
+                    return Ok(None);
+                }
+                fs::rename(&temp, &path)?;
+                let victims = {
+                    let mut state = tier.state.lock().unwrap();
+                    state.insert(key, size);
+                    state.evict_to(tier.budget)
+                };
+                tier.shared
+                    .index
+                    .record(key, &admission.url, &admission.tags, Tier::L2);
                 drop(purges);
-                let _ = fs::remove_file(&temp);
-                return Ok(None);
-            }
-            fs::rename(&temp, &path)?;
-            let victims = {
-                let mut state = tier.state.lock().unwrap();
-                state.insert(key, size);
-                state.evict_to(tier.budget)
-            };
-            tier.shared
-                .index
-                .record(key, &admission.url, &admission.tags, Tier::L2);
-            drop(purges);
-            // Make the rename itself durable.
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(Some(victims))
-        })
-        .await
-        .map_err(io::Error::other)??;
+                // Make the rename itself durable.
+                if let Some(dir) = path.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+                Ok(Some(victims))
+            })
+            .await
+            .map_err(io::Error::other)??;
         let Some(victims) = victims else {
             return Ok(None);
         };

@@ -34,14 +34,18 @@ async fn purge_by_url_prefix_tag_and_everything() {
     }
 
     assert_eq!(
-        storage.purge_by(&PurgeRequest::Url("/v.css".into()), PurgeKind::Remove).await,
+        storage
+            .purge_by(&PurgeRequest::Url("/v.css".into()), PurgeKind::Remove)
+            .await,
         3
     );
     for key in [&primary, &gzip, &br] {
         assert!(fetch(storage, key).await.is_none());
     }
     assert_eq!(
-        storage.purge_by(&PurgeRequest::Url("/v.css".into()), PurgeKind::Remove).await,
+        storage
+            .purge_by(&PurgeRequest::Url("/v.css".into()), PurgeKind::Remove)
+            .await,
         0
     );
 
@@ -50,7 +54,9 @@ async fn purge_by_url_prefix_tag_and_everything() {
     }
     // Tag: exactly the tagged objects (two variants + /img/a.png), nothing else.
     assert_eq!(
-        storage.purge_by(&PurgeRequest::Tag("assets".into()), PurgeKind::Remove).await,
+        storage
+            .purge_by(&PurgeRequest::Tag("assets".into()), PurgeKind::Remove)
+            .await,
         3
     );
     assert!(
@@ -63,7 +69,12 @@ async fn purge_by_url_prefix_tag_and_everything() {
             .await
             .is_some()
     );
-    assert_eq!(storage.purge_by(&PurgeRequest::Tag("blue".into()), PurgeKind::Remove).await, 0);
+    assert_eq!(
+        storage
+            .purge_by(&PurgeRequest::Tag("blue".into()), PurgeKind::Remove)
+            .await,
+        0
+    );
 
     // Prefix: "/img/" takes /img/b.png but not /imgx.
     assert_eq!(
@@ -77,11 +88,19 @@ async fn purge_by_url_prefix_tag_and_everything() {
     // Absolute URLs purge by their path.
     assert_eq!(
         storage
-            .purge_by(&PurgeRequest::Url("http://other.example/imgx".into()), PurgeKind::Remove)
+            .purge_by(
+                &PurgeRequest::Url("http://other.example/imgx".into()),
+                PurgeKind::Remove
+            )
             .await,
         1
     );
-    assert_eq!(storage.purge_by(&PurgeRequest::All, PurgeKind::Remove).await, 1);
+    assert_eq!(
+        storage
+            .purge_by(&PurgeRequest::All, PurgeKind::Remove)
+            .await,
+        1
+    );
     assert!(fetch(storage, &cache_key("h", "/doc/a")).await.is_none());
     let stats = storage.snapshot();
     assert_eq!(
@@ -120,7 +139,12 @@ async fn tags_and_urls_are_rebuilt_from_disk_after_a_restart() {
     )
     .await;
     let restarted = open(dir.path(), 8 * MIB, 64 * MIB);
-    assert_eq!(restarted.purge_by(&PurgeRequest::Tag("t1".into()), PurgeKind::Remove).await, 1);
+    assert_eq!(
+        restarted
+            .purge_by(&PurgeRequest::Tag("t1".into()), PurgeKind::Remove)
+            .await,
+        1
+    );
     assert_eq!(
         restarted
             .purge_by(&PurgeRequest::Prefix("/p/".into()), PurgeKind::Remove)
@@ -128,7 +152,9 @@ async fn tags_and_urls_are_rebuilt_from_disk_after_a_restart() {
         1
     );
     assert_eq!(
-        restarted.purge_by(&PurgeRequest::Url("/q/3".into()), PurgeKind::Remove).await,
+        restarted
+            .purge_by(&PurgeRequest::Url("/q/3".into()), PurgeKind::Remove)
+            .await,
         1
     );
     assert_eq!(restarted.snapshot().l2.objects, 0);
@@ -193,7 +219,10 @@ async fn a_soft_purge_keeps_the_body_in_both_tiers_and_makes_it_stale() {
     );
     let (meta, _) = storage.lookup(&key, &span()).await.unwrap().unwrap();
     assert!(!meta.is_fresh(SystemTime::now()));
-    assert!(meta.serve_stale_if_error(SystemTime::now()), "its window still holds");
+    assert!(
+        meta.serve_stale_if_error(SystemTime::now()),
+        "its window still holds"
+    );
     assert_eq!(fetch(storage, &key).await, Some((Tier::L1, data.clone())));
     let stats = storage.snapshot();
     assert_eq!((stats.marked_stale, stats.purged), (1, 0));
@@ -214,7 +243,10 @@ async fn a_fill_admitted_before_a_purge_is_not_stored_after_it() {
             .insert(super::super::purges::FillEpoch(storage.purge_epoch()));
         // The fill starts (its epoch is noted), the purge lands, then the body arrives.
         let meta = meta(&[]);
-        let mut miss = storage.get_miss_handler(&key, &meta, &span()).await.unwrap();
+        let mut miss = storage
+            .get_miss_handler(&key, &meta, &span())
+            .await
+            .unwrap();
         storage
             .purge_by(&PurgeRequest::Prefix("/race".into()), kind)
             .await;
