@@ -375,6 +375,8 @@ $("stop").addEventListener("click", async () => {
   if (job) await api("DELETE", `/v1/jobs/${job.id}`).catch(() => {});
 });
 
+// The forms are wired: a test (or a user script) may drive the page from here on.
+document.documentElement.dataset.ready = "true";
 refreshTopology();
 refreshStats();
 setInterval(refreshTopology, 2000);

@@ -207,8 +207,8 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     // Sign in through the form: the token stays in this tab's sessionStorage, out of the
     // URL and out of the page's own input.
     page.wait_for(
-        "the sign-in form",
-        "!!document.getElementById('login') && !document.getElementById('login').hidden",
+        "the page's script",
+        "document.documentElement?.dataset.ready === 'true' && document.getElementById('login')?.hidden === false",
     )
     .await;
     page.eval(&format!(
@@ -218,7 +218,7 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     ))
     .await;
     let signed_in = page.eval("JSON.stringify({url: location.href, stored: sessionStorage.getItem('edgebox-token'), \
-        input: document.getElementById('token').value, form_hidden: document.getElementById('login').hidden})").await;
+        input: document.getElementById('token').value, form_hidden: getComputedStyle(document.getElementById('login')).display === 'none'})").await;
     let signed_in: Value = serde_json::from_str(signed_in.as_str().unwrap()).unwrap();
     assert_eq!(signed_in["stored"], OPERATOR, "{signed_in}");
     assert_eq!(signed_in["input"], "", "{signed_in}");
