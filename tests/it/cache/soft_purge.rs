@@ -22,15 +22,13 @@ const NO_SWR: &str = "[cache]\nstale_while_revalidate = \"0s\"\n";
 
 /// Conditional requests the origin answered `304` so far (its `3xx` responses).
 async fn not_modified(origin: &Origin) -> u64 {
-    let stats: serde_json::Value = crate::support::client()
-        .get(format!("{}/_origin/stats", origin.daemon.url("http")))
-        .send()
+    origin
+        .stats()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["responses"]["3xx"].as_u64().unwrap_or(0)
+        .responses
+        .get("3xx")
+        .copied()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
