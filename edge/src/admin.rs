@@ -76,6 +76,7 @@ impl AdminApp {
                 running: None,
                 queued: None,
                 control_plane: self.state.agent_link.get().map(|link| link.snapshot()),
+                access_log: self.state.access_log.state(),
             },
         )
     }
@@ -114,6 +115,8 @@ impl AdminApp {
             origins,
             cache,
             latency: state.stats.latency(),
+            rate_limit: snapshot.rate_limit.stats(&state.buckets),
+            access_log: state.access_log.state(),
         }
     }
 
@@ -188,6 +191,8 @@ impl AdminApp {
             }
         }
         crate::cache::metrics::prometheus(&stats.cache, node, &mut out);
+        crate::ratelimit::prometheus(&stats.rate_limit, node, &mut out);
+        crate::access_log::prometheus(stats.access_log.as_ref(), node, &mut out);
         for tier in Tier::ALL {
             let served = stats.cache.by_tier.get(&tier).copied().unwrap_or_default();
             out.counter(

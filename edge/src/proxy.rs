@@ -15,6 +15,7 @@ mod failure;
 mod fast_path;
 mod headers;
 mod host;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct RequestCtx {
     simulated: Duration,
     /// The client's region when it named a known one; `None` = the edge's own.
     client_region: Option<String>,
+    /// The client's address (`crate::client`): rate-limit key and access-log field.
+    client: Option<std::net::IpAddr>,
     /// The virtual host the request is served as (`proxy/host.rs`): the cache key's host
     /// and the `Host` sent upstream.
     host: String,
@@ -140,6 +143,7 @@ impl ProxyHttp for EdgeProxy {
         RequestCtx {
             _in_flight: InFlight(self.state.clone()),
             client_region: None,
+            client: None,
             host: String::new(),
             cache_key: None,
             snapshot,
@@ -227,6 +231,18 @@ impl ProxyHttp for EdgeProxy {
             && (sim.knows(region) || region == ctx.snapshot.region)
         {
             ctx.client_region = Some(region.to_owned());
+        }
+        ctx.client = crate::client::address(
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            &req.headers,
+            &ctx.snapshot.deployment.edge.trusted_proxies,
+        );
+        // A request signed by one of our edges was limited there, by its real client.
+        if !from_edge && self.enforce_rate_limit(session, ctx).await? {
+            return Ok(true);
         }
         // Bounds the body reads from here on. The request header itself was read before
         // any `ProxyHttp` hook runs: pingora 0.9.1 (apps/mod.rs) gives every new HTTP/1
@@ -748,6 +764,7 @@ impl ProxyHttp for EdgeProxy {
                 .stats
                 .record_served(tier, cache_status, ctx.response_bytes);
         }
+        self.log_access(session, ctx);
         let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         match e {
             Some(error) => {
