@@ -134,16 +134,16 @@ pub struct EdgeStats {
     /// The origins of the upstream pool (empty when misses go to a parent).
     pub origins: Vec<UpstreamOrigin>,
     pub cache: CacheStats,
+    /// How long requests took, start to end of response (real time, simulated delays
+    /// included), since the edge started.
+    #[serde(default)]
+    pub latency: LatencyHistogram,
     /// `[edge.rate_limit]`: what was checked and refused.
     #[serde(default)]
     pub rate_limit: RateLimitStats,
     /// `[edge.access_log]`, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<crate::health::AccessLogState>,
-    /// How long requests took, start to end of response (real time, simulated delays
-    /// included), since the edge started.
-    #[serde(default)]
-    pub latency: LatencyHistogram,
 }
 
 /// A bounded latency histogram: request counts per bucket of [`LATENCY_BOUNDS_MS`] (the

@@ -259,6 +259,7 @@ impl Storage for TieredStorage {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
         let metrics = &self.shared.metrics;
+        let epoch = fill_epoch(key, &self.shared);
         if let Some(entry) = self.l1.get(&hash) {
             let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
             bump(&metrics.l1_hits);
@@ -300,7 +301,13 @@ impl Storage for TieredStorage {
                         meta: object.meta,
                         body: body.clone(),
                     });
-                    if self.l1.insert(hash, entry) {
+                    // Admitted like a fill (`cache::purges`): a purge that ran while the
+                    // disk copy was read has removed or marked that copy, and must not
+                    // find its old version back in L1.
+                    let purges = self.shared.purges.lock();
+                    if !purges.purged_since(epoch, &object.url, &tags)
+                        && self.l1.insert(hash, entry)
+                    {
                         self.shared.index.record(hash, &object.url, &tags, Tier::L1);
                         bump(&metrics.promotions);
                     }
@@ -325,11 +332,7 @@ impl Storage for TieredStorage {
         let hash = key.combined_bin();
         let url = key::url_of_primary(key.primary_key());
         let tags = tags_from_headers(meta.response_header());
-        // Without the proxy's epoch (in-process use), the fill counts from now.
-        let epoch = key
-            .extensions
-            .get::<FillEpoch>()
-            .map_or_else(|| self.shared.purges.epoch(), |e| e.0);
+        let epoch = fill_epoch(key, &self.shared);
         let serialized = meta.serialize()?;
         let meta_len = (serialized.0.len() + serialized.1.len()) as u64;
         let l1_body = self.l1.fits(meta_len).then(BytesMut::new);
@@ -420,6 +423,14 @@ impl Storage for TieredStorage {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// The purge epoch the request for `key` started at; without the proxy's (in-process
+/// use), now.
+fn fill_epoch(key: &CacheKey, shared: &Shared) -> u64 {
+    key.extensions
+        .get::<FillEpoch>()
+        .map_or_else(|| shared.purges.epoch(), |e| e.0)
 }
 
 /// The fast-path header of a stored meta, decoded from its stored bytes.

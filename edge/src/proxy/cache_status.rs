@@ -55,7 +55,9 @@ impl Entry {
         if let Some(ttl) = self.ttl.filter(|_| !forwarded || self.stored) {
             let _ = write!(value, "; ttl={ttl}");
         }
-        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("edgebox"))
+        // The string's buffer becomes the value's (no second copy on the hit path).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+            .unwrap_or_else(|_| HeaderValue::from_static("edgebox"))
     }
 }
 

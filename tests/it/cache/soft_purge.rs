@@ -22,15 +22,13 @@ const NO_SWR: &str = "[cache]\nstale_while_revalidate = \"0s\"\n";
 
 /// Conditional requests the origin answered `304` so far (its `3xx` responses).
 async fn not_modified(origin: &Origin) -> u64 {
-    let stats: serde_json::Value = crate::support::client()
-        .get(format!("{}/_origin/stats", origin.daemon.url("http")))
-        .send()
+    origin
+        .stats()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["responses"]["3xx"].as_u64().unwrap_or(0)
+        .responses
+        .get("3xx")
+        .copied()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +118,45 @@ async fn a_soft_purge_marks_the_disk_copy_stale_too() {
     assert!(got.body[..] == body[..], "the kept body");
     assert_eq!(get(&edge.daemon, "/d.bin", &[]).await.how(), "HIT l2");
     assert_eq!(origin.count("/d.bin").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_soft_purge_stale_while_revalidate_answers_at_once_and_revalidates_behind() {
+    let origin = Origin::start(
+        &[("swr.txt", b"swr")],
+        "",
+        "[[origin.rules]]\npattern = \"/**\"\ncache_control = \"max-age=300, stale-while-revalidate=60\"\n",
+    );
+    let edge = Edge::start(&origin, "", "");
+    assert_eq!(
+        get(&edge.daemon, "/swr.txt", &[]).await.how(),
+        "MISS origin"
+    );
+    let (status, _) = purge(&edge.daemon, r#"{"tag": "none-such", "soft": true}"#).await;
+    assert_eq!(
+        status, 200,
+        "a soft purge that selects nothing changes nothing"
+    );
+    assert_eq!(get(&edge.daemon, "/swr.txt", &[]).await.how(), "HIT l1");
+    let (status, _) = purge(&edge.daemon, r#"{"url": "/swr.txt", "soft": true}"#).await;
+    assert_eq!(status, 200);
+    let stale = get(&edge.daemon, "/swr.txt", &[]).await;
+    assert_eq!(
+        (stale.cache.as_str(), &stale.body[..]),
+        ("STALE", &b"swr"[..])
+    );
+    // The background revalidation is a conditional request the origin answers 304.
+    eventually(
+        "the background revalidation",
+        Duration::from_secs(10),
+        || async { (not_modified(&origin).await == 1).then_some(()) },
+    )
+    .await;
+    eventually("the refreshed copy", Duration::from_secs(10), || async {
+        (get(&edge.daemon, "/swr.txt", &[]).await.how() == "HIT l1").then_some(())
+    })
+    .await;
+    assert_eq!(origin.count("/swr.txt").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
