@@ -131,7 +131,10 @@ pub struct RawNode {
     pub role: RawRole,
     /// Region the node lives in (one of `[regions]`).
     pub region: String,
-    /// Main listener: plain HTTP for edges, the API for the other roles.
+    /// Main listener: plain HTTP for edges, the API for the other roles. `IP:PORT`, or
+    /// `HOST:PORT` with a host name resolved when the file is loaded (on every node, so
+    /// a deployment across machines names its nodes by host name); the same form for
+    /// `https` and `admin`.
     pub listen: Option<String>,
     /// Edge only: TLS listener. Edges without it serve plain HTTP only.
     pub https: Option<String>,
