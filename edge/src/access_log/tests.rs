@@ -99,6 +99,7 @@ fn writes_reports_failures_and_recovers() {
     std::fs::rename(&path, dir.path().join("logs/access.log.1")).unwrap();
     std::fs::create_dir(&path).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     runtime.block_on(log.reopen());
@@ -116,6 +117,12 @@ fn writes_reports_failures_and_recovers() {
     });
     assert!(log.state().unwrap().ok);
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+
+    for _ in 0..10 {
+        log.record(record());
+    }
+    runtime.block_on(log.flush(Duration::from_secs(10)));
+    assert_eq!(log.state().unwrap().written, 13);
 
     runtime.block_on(log.configure(None));
     assert!(log.state().is_none());
