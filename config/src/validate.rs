@@ -11,6 +11,7 @@ mod latency;
 mod nodes;
 mod sections;
 mod topology;
+mod traffic;
 
 use latency::check_latency;
 use nodes::check_nodes;
