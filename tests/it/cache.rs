@@ -2,11 +2,13 @@
 //! counts content requests per path (`/_origin/stats`), which is how these tests see how
 //! many fetches the cache let through.
 
+mod cache_status;
 mod fast_path;
 mod headers;
 mod key;
 mod semantics;
 mod shield;
+mod soft_purge;
 mod tiers;
 
 use std::path::PathBuf;

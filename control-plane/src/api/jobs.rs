@@ -139,7 +139,8 @@ pub async fn cancel_job(
 }
 
 /// The job's events (status, current line, output chunks) over a WebSocket, relayed
-/// from the sandbox in order. Browsers may pass the token as `?access_token=`.
+/// from the sandbox in order. Browsers pass the token as a `bearer.<hex>` subprotocol
+/// (offered with `edgebox`); other clients may use `?access_token=`.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
     responses((status = 101, description = "WebSocket of JSON events"), (status = 400, description = "Malformed request", body = ErrorBody),
@@ -225,6 +226,9 @@ pub async fn events(
         Err(error) => return Err(error),
     };
     Ok(upgrade
+        // A browser that sent its token as a subprotocol (`crate::auth`) needs one of its
+        // offers chosen, or it drops the connection.
+        .protocols(["edgebox"])
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |client| relay(state, id, client, upstream)))
