@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use edgebox_config::Deployment;
 use edgebox_node::metrics::MetricsText;
+use edgebox_wire::control_plane::PurgeRequest;
 use edgebox_wire::edge::{
     CacheStatus, Draining, EdgeStats, PurgeCount, ReloadApplied, Tier, UpstreamOrigin,
 };
@@ -75,6 +76,7 @@ impl AdminApp {
                 running: None,
                 queued: None,
                 control_plane: self.state.agent_link.get().map(|link| link.snapshot()),
+                access_log: self.state.access_log.state(),
             },
         )
     }
@@ -112,6 +114,9 @@ impl AdminApp {
             bytes_sent: state.stats.bytes_sent(),
             origins,
             cache,
+            rate_limit: snapshot.rate_limit.stats(&state.buckets),
+            access_log: state.access_log.state(),
+            latency: state.stats.latency(),
         }
     }
 
@@ -186,6 +191,8 @@ impl AdminApp {
             }
         }
         crate::cache::metrics::prometheus(&stats.cache, node, &mut out);
+        crate::ratelimit::prometheus(&stats.rate_limit, node, &mut out);
+        crate::access_log::prometheus(stats.access_log.as_ref(), node, &mut out);
         for tier in Tier::ALL {
             let served = stats.cache.by_tier.get(&tier).copied().unwrap_or_default();
             out.counter(
@@ -259,26 +266,17 @@ impl AdminApp {
     }
 }
 
-/// The body of `POST /purge`; exactly one selector.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeBody {
-    url: Option<String>,
-    prefix: Option<String>,
-    tag: Option<String>,
-    all: Option<bool>,
-}
-
 impl AdminApp {
+    /// `POST /purge`: the control plane's [`PurgeRequest`] as it fans it out.
     async fn purge(&self, body: &[u8]) -> Response<Vec<u8>> {
-        let parsed: PurgeBody = match serde_json::from_slice(body) {
+        let parsed: PurgeRequest = match serde_json::from_slice(body) {
             Ok(parsed) => parsed,
             Err(e) => {
                 return error(
                     400,
                     "invalid_purge",
                     format!(
-                        "the body must be a JSON object with one of url, prefix, tag, all: {e}"
+                        "the body must be a JSON object with one of url, prefix, tag, all (and optionally soft): {e}"
                     ),
                 );
             }
@@ -292,8 +290,13 @@ impl AdminApp {
             Ok(request) => request,
             Err(message) => return error(400, "invalid_purge", message),
         };
-        let purged = self.state.cache.purge_by(&request).await;
-        tracing::info!(?request, purged, "purge");
+        let kind = if parsed.soft {
+            crate::cache::PurgeKind::MarkStale
+        } else {
+            crate::cache::PurgeKind::Remove
+        };
+        let purged = self.state.cache.purge_by(&request, kind).await;
+        tracing::info!(?request, ?kind, purged, "purge");
         json_response(
             200,
             &PurgeCount {

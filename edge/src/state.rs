@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use edgebox_config::{ConfigLocation, Deployment, EdgeNode, Role};
-use edgebox_wire::edge::{CacheStatus, RequestCounts, Served, Tier as ServedTier};
+use edgebox_wire::edge::{
+    CacheStatus, LATENCY_BOUNDS_MS, LatencyHistogram, RequestCounts, Served, Tier as ServedTier,
+};
 
 use crate::cache::{CacheOptions, TieredStorage};
 use crate::compress;
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub client_timeout: std::time::Duration,
     /// Signs and checks `x-edgebox-hop` (`crate::hop`); re-read on reload.
     pub hop_key: Arc<crate::hop::HopKey>,
+    /// `[[edge.rate_limit.rules]]` with their counters since this snapshot was built.
+    pub rate_limit: crate::ratelimit::Rules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub struct StatsShard {
     pub tier_bytes: [AtomicU64; ServedTier::ALL.len()],
     /// Responses by `X-Cache`, indexed by [`CacheStatus::index`].
     pub cache_status: [AtomicU64; CacheStatus::ALL.len()],
+    /// Requests by duration, in the buckets of [`LATENCY_BOUNDS_MS`] (plus overflow).
+    pub latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
 impl Stats {
@@ -89,6 +95,21 @@ impl Stats {
             client_error: class(3),
             server_error: class(4),
         }
+    }
+
+    /// Counts a request that took `elapsed` from its first hook to its log line.
+    pub fn record_latency(&self, elapsed: std::time::Duration) {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.shards.local().latency[LatencyHistogram::bucket(ms)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests by duration since start.
+    pub fn latency(&self) -> LatencyHistogram {
+        let mut histogram = LatencyHistogram::default();
+        for (i, count) in histogram.counts.iter_mut().enumerate() {
+            *count = self.shards.sum(|s| &s.latency[i]);
+        }
+        histogram
     }
 
     pub fn bytes_sent(&self) -> u64 {
@@ -151,10 +172,16 @@ pub struct EdgeState {
     /// This edge's `Via` entry over HTTP/1.1 and HTTP/2 (`1.1 edgebox-NODE`), made once.
     pub via_h1: http::HeaderValue,
     pub via_h2: http::HeaderValue,
+    /// This edge's name in `Cache-Status` (`proxy/cache_status.rs`), made once.
+    pub cache_status_name: String,
     reload_lock: tokio::sync::Mutex<()>,
     /// The config agent's view of the control plane (set once the agent runs), for
     /// `/healthz`.
     pub agent_link: std::sync::OnceLock<edgebox_node::agent::LinkWatch>,
+    /// Every client's rate-limit buckets, kept across reloads.
+    pub buckets: crate::ratelimit::Buckets,
+    /// The access-log writer, reconfigured on reload.
+    pub access_log: crate::access_log::AccessLog,
 }
 
 impl EdgeState {
@@ -175,7 +202,11 @@ impl EdgeState {
             pingora::cache::lock::CacheLock::new_boxed(std::time::Duration::from_secs(10)),
         );
         let snapshot = build_snapshot(deployment, node, 1, &origins)?;
+        let access_log =
+            crate::access_log::AccessLog::start(access_log_destination(&snapshot.deployment, node));
         Ok(Self {
+            buckets: crate::ratelimit::Buckets::default(),
+            access_log,
             node: node.to_owned(),
             location,
             started: Instant::now(),
@@ -191,6 +222,7 @@ impl EdgeState {
             ids: crate::request_id::RequestIds::new(node),
             via_h1: via_value("1.1", node)?,
             via_h2: via_value("2", node)?,
+            cache_status_name: crate::proxy::cache_name(node),
             reload_lock: tokio::sync::Mutex::new(()),
             agent_link: std::sync::OnceLock::new(),
         })
@@ -231,9 +263,23 @@ impl EdgeState {
             certs.apply(&next.deployment.tls)?;
         }
         tracing::info!(version, policy = ?next.upstream.policy, upstream = %next.upstream.label, "configuration applied");
+        let access_log = access_log_destination(&next.deployment, &self.node);
         self.snapshot.store(Arc::new(next));
+        self.access_log.configure(access_log).await;
         Ok(version)
     }
+}
+
+/// Where `[edge.access_log]` sends node `node`'s lines, if anywhere.
+fn access_log_destination(
+    deployment: &Deployment,
+    node: &str,
+) -> Option<crate::access_log::Destination> {
+    let log = deployment.edge.access_log.as_ref()?;
+    Some(crate::access_log::Destination {
+        format: log.format,
+        file: log.target.resolve(deployment, node),
+    })
 }
 
 fn via_value(version: &str, node: &str) -> Result<http::HeaderValue, ReloadError> {
@@ -258,6 +304,7 @@ fn build_snapshot(
     let upstream = Arc::new(Upstream::build(&deployment, node, origins));
     let hop_key = Arc::new(crate::hop::HopKey::resolve(&deployment.edge.hop_key)?);
     Ok(Snapshot {
+        rate_limit: crate::ratelimit::Rules::new(&deployment.edge.rate_limit),
         hop_key,
         version,
         region,

@@ -9,6 +9,7 @@ use super::scenario::{self, Scenario, ScenarioErrors};
 pub const EXAMPLES: &[(&str, &str)] = &[
     ("tiering", include_str!("examples/tiering.toml")),
     ("lb-policies", include_str!("examples/lb-policies.toml")),
+    ("policies", include_str!("examples/policies.toml")),
 ];
 
 /// The names of the built-in examples.

@@ -15,10 +15,12 @@ pub mod deploy;
 pub mod examples;
 pub mod html;
 pub mod load;
+pub mod model;
 mod raw;
 pub mod report;
 pub mod scenario;
 pub mod target;
+pub mod trace;
 pub mod variant;
 pub mod workload;
 
@@ -53,6 +55,8 @@ pub enum SimError {
     },
     #[error("interrupted before any load was sent")]
     Interrupted,
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
 }
 
 /// How to run, beyond what the scenario says.
@@ -64,6 +68,8 @@ pub struct Options {
     pub exe: PathBuf,
     /// Show a progress bar on stderr (only drawn on a terminal).
     pub progress: bool,
+    /// Model mode: variants replayed at once (default: one per core).
+    pub threads: Option<usize>,
 }
 
 /// A finished (or interrupted) simulation.
@@ -104,6 +110,9 @@ pub async fn run(
     options: &Options,
     cancel: CancellationToken,
 ) -> Result<Outcome, SimError> {
+    if scenario.mode == scenario::Mode::Model {
+        return run_model(scenario, options, cancel).await;
+    }
     edgebox_node::install_crypto();
     let started_at = now_rfc3339();
 
@@ -125,6 +134,7 @@ pub async fn run(
         finished_at: String::new(),
         interrupted: false,
         error: None,
+        mode: "live".to_owned(),
         variants: Vec::new(),
     };
 
@@ -152,6 +162,164 @@ pub async fn run(
     report.interrupted |= cancel.is_cancelled();
     report.finished_at = now_rfc3339();
     write_report(&report, &options.out_dir)
+}
+
+/// Model mode: checks the trace whole first (a bad record stops the run before any
+/// variant replays), then replays every variant in parallel on the virtual clock.
+async fn run_model(
+    scenario: Scenario,
+    options: &Options,
+    cancel: CancellationToken,
+) -> Result<Outcome, SimError> {
+    let started_at = now_rfc3339();
+    let (planned, target_text) = match &scenario.trace {
+        Some(scenario::TraceSpec::File { path, format }) => {
+            let (path, format) = (path.clone(), *format);
+            let regions: Vec<String> = scenario.clients.iter().map(|c| c.name.clone()).collect();
+            eprintln!("edgebox simulate: checking {}", path.display());
+            let summary = tokio::task::spawn_blocking(move || trace::check(&path, format, &regions))
+                .await
+                .expect("trace check does not panic")
+                .map_err(model::ModelError::from)?;
+            let text = format!(
+                "trace {} ({} records over {:.0} s), model of {}",
+                scenario_trace_name(&scenario),
+                summary.records,
+                summary.last_ms as f64 / 1000.0,
+                scenario.deployment().map_or("the deployment", |d| d.source.as_str())
+            );
+            (summary.records, text)
+        }
+        Some(scenario::TraceSpec::Generate(generated)) => (
+            generated.requests,
+            format!(
+                "generated trace ({} requests, {} objects, zipf {}, {}% one-hit wonders), model of {}",
+                generated.requests,
+                generated.objects,
+                generated.zipf,
+                generated.one_hit_wonders * 100.0,
+                scenario.deployment().map_or("the deployment", |d| d.source.as_str())
+            ),
+        ),
+        None => (
+            workload::Plan::len_hint(&scenario),
+            format!(
+                "synthetic workload, model of {}",
+                scenario.deployment().map_or("the deployment", |d| d.source.as_str())
+            ),
+        ),
+    };
+    let planned = match scenario.workload.limit {
+        scenario::Limit::Requests(limit) => planned.min(limit),
+        scenario::Limit::Duration(_) => planned,
+    };
+    std::fs::create_dir_all(&options.out_dir).map_err(|source| SimError::Io {
+        what: format!("creating {}", options.out_dir.display()),
+        source,
+    })?;
+    let digest = {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(scenario.text.as_bytes());
+        hasher.update(planned.to_le_bytes());
+        let hash = hasher.finalize();
+        hash[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+    };
+    let mut report = report::Report {
+        scenario: report::summarize(&scenario, digest, planned, target_text),
+        started_at,
+        finished_at: String::new(),
+        interrupted: false,
+        error: None,
+        mode: "model".to_owned(),
+        variants: Vec::new(),
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = Arc::new(model::Progress::default());
+    let watcher = {
+        let (stop, cancel) = (stop.clone(), cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let bar = options.progress.then(|| {
+        model_progress_bar(planned * scenario.variants.len() as u64, progress.clone())
+    });
+    let threads = options.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let shared = Arc::new(scenario);
+    let results = {
+        let (scenario, stop, progress) = (shared.clone(), stop.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || model::run_all(&scenario, &stop, &progress, threads))
+            .await
+            .expect("model runs do not panic")
+    };
+    watcher.abort();
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    for result in results {
+        match result {
+            Ok(variant) => report.variants.push(variant),
+            Err(err) => {
+                if report.variants.is_empty() {
+                    return Err(err.into());
+                }
+                eprintln!("edgebox simulate: {err}; writing the partial report");
+                report.error = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    report.interrupted = cancel.is_cancelled();
+    report.finished_at = now_rfc3339();
+    write_report(&report, &options.out_dir)
+}
+
+fn scenario_trace_name(scenario: &Scenario) -> String {
+    match &scenario.trace {
+        Some(scenario::TraceSpec::File { path, .. }) => path.display().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The model's bar: requests replayed over every variant, the virtual time reached and
+/// the replay speed.
+fn model_progress_bar(
+    total: u64,
+    progress: Arc<model::Progress>,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "model [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+    )
+    .expect("valid template");
+    bar.set_style(style);
+    let ticking = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        loop {
+            let done = progress.done.load(Ordering::Relaxed);
+            let simulated = progress.simulated_ms.load(Ordering::Relaxed) / 1000;
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            ticking.set_position(done);
+            ticking.set_message(format!(
+                "simulated {:02}:{:02}:{:02} · {:.2} M req/s",
+                simulated / 3600,
+                simulated / 60 % 60,
+                simulated % 60,
+                rate / 1e6
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (bar, ticker)
 }
 
 /// Writes `report.json` and `report.html` into `out_dir`.

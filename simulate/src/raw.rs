@@ -130,4 +130,66 @@ pub struct RawSettings {
     pub latency_scale: Option<f64>,
     /// Simulated processing delay per origin node, e.g. `{ origin-3 = "200ms" }`.
     pub origin_delay: Option<BTreeMap<String, Duration>>,
+    /// L1 eviction policy of every edge: `lru`, `s3fifo`, `sieve` or `tinyufo` (model mode).
+    pub l1_policy: Option<String>,
+}
+
+/// `[trace]`: requests from a trace instead of the synthetic workload (model mode).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrace {
+    /// A trace file (relative to the scenario file): CSV or libCacheSim `oracleGeneral`,
+    /// plain or zstd-compressed.
+    pub file: Option<PathBuf>,
+    /// `"csv"` or `"oracle"`; default: `.csv` names are CSV, others `oracleGeneral`.
+    pub format: Option<String>,
+    /// Generate the trace while replaying it instead (same knobs as `trace-gen`).
+    pub generate: Option<RawGenerate>,
+}
+
+/// `[trace.generate]`: a synthetic trace, streamed from its generator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGenerate {
+    pub requests: Option<u64>,
+    pub objects: Option<u64>,
+    /// Zipf exponent of object popularity.
+    pub zipf: Option<f64>,
+    /// Share of requests (0..1) for objects requested once.
+    pub one_hit_wonders: Option<f64>,
+    /// Median object size (log-normal around it).
+    pub size: Option<ByteSize>,
+    pub size_sigma: Option<f64>,
+    pub min_size: Option<ByteSize>,
+    pub max_size: Option<ByteSize>,
+    /// Time the trace spans (its daily pattern repeats every 24 h); default one day.
+    pub span: Option<Duration>,
+}
+
+/// `[sweep]`: every variant is run once per combination of these values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSweep {
+    pub l1_capacity: Option<Vec<ByteSize>>,
+    pub l1_policy: Option<Vec<String>>,
+}
+
+/// `[cost]`: prices, turned into a cost table per variant (model mode).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    /// Shown with the amounts, e.g. `"USD"`.
+    pub currency: Option<String>,
+    /// Price per GiB delivered to clients, per client region.
+    pub egress_per_gib: Option<BTreeMap<String, f64>>,
+    /// Price per GiB delivered to clients of regions not in `egress_per_gib`.
+    pub egress_default_per_gib: Option<f64>,
+    /// Price per million requests that reach an origin.
+    pub origin_requests_per_million: Option<f64>,
+    /// Price per GiB fetched from origins.
+    pub origin_egress_per_gib: Option<f64>,
+    /// Price of one GiB of L1 (memory) for a month (30 days), per edge.
+    pub memory_per_gib_month: Option<f64>,
+    /// Price of one GiB of L2 (disk) for a month (30 days), per edge.
+    pub disk_per_gib_month: Option<f64>,
 }

@@ -25,7 +25,14 @@ pub struct Report {
     /// to start); the variants before it are reported.
     #[serde(default)]
     pub error: Option<String>,
+    /// `live` (real processes and HTTP) or `model` (in-process, virtual clock).
+    #[serde(default = "live")]
+    pub mode: String,
     pub variants: Vec<VariantReport>,
+}
+
+fn live() -> String {
+    "live".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +78,56 @@ pub struct VariantReport {
     pub routes: Vec<Route>,
     /// Each edge's own counters over the run (from its admin `/stats`), when available.
     pub edges: Vec<EdgeStats>,
+    /// Model mode only: the policy and size simulated, speed, origin load and cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelStats>,
+}
+
+/// What model mode adds to a variant's report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelStats {
+    pub l1_policy: String,
+    /// L1 bytes of each client-facing edge: the x axis of the miss-ratio curves.
+    pub l1_capacity: u64,
+    /// Virtual time the requests spanned.
+    pub simulated_s: f64,
+    /// Wall-clock time the replay took.
+    pub wall_s: f64,
+    /// CPU time the replaying thread ran (wall time where the OS does not say).
+    #[serde(default)]
+    pub cpu_s: f64,
+    pub requests_per_s: f64,
+    /// Requests per second of the replaying thread's own CPU time: the speed on one core,
+    /// whatever else the machine was running.
+    #[serde(default)]
+    pub requests_per_cpu_s: f64,
+    pub l1_evictions: u64,
+    /// Load on each origin: totals and the busiest second.
+    pub origins: Vec<OriginLoad>,
+    /// Present when the scenario has a `[cost]` section.
+    pub cost: Option<CostTable>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OriginLoad {
+    pub name: String,
+    pub requests: u64,
+    pub bytes: u64,
+    pub peak_requests_per_s: u64,
+    pub peak_bytes_per_s: u64,
+}
+
+/// A variant's traffic priced by the scenario's `[cost]`, for the simulated time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CostTable {
+    pub currency: String,
+    /// Bytes delivered to clients, priced per region.
+    pub client_egress: f64,
+    pub origin_requests: f64,
+    pub origin_egress: f64,
+    /// Every edge's L1 and L2 capacity, held for the simulated time.
+    pub storage: f64,
+    pub total: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +327,7 @@ pub fn variant_report(
         timeline: timeline(&run.samples, scenario),
         routes,
         edges,
+        model: None,
     }
 }
 

@@ -12,9 +12,12 @@ use edgebox_config::{Collector, ConfigLocation, Deployment, Diagnostic, Role, jo
 use serde::Serialize;
 use toml::de::DeTable;
 
+mod model_checks;
 mod target_checks;
 mod workload_checks;
 
+use edgebox_cache_model::eviction::PolicyKind;
+use model_checks::{check_cost, check_mode, check_sweep, check_trace};
 use target_checks::{bind_deployment, check_target};
 use workload_checks::{POLICIES, check_catalogue, check_clients, check_settings, check_workload};
 
@@ -43,6 +46,10 @@ const SECTIONS: &[&str] = &[
     "name",
     "description",
     "seed",
+    "mode",
+    "trace",
+    "sweep",
+    "cost",
     "deployment",
     "workload",
     "clients",
@@ -82,6 +89,52 @@ pub struct Scenario {
     /// Changes applied to every variant.
     pub base_settings: Settings,
     pub ready_timeout: Duration,
+    pub mode: Mode,
+    /// Requests from a trace rather than the synthetic workload (model mode).
+    pub trace: Option<TraceSpec>,
+    /// Prices for the cost table (model mode).
+    pub cost: Option<CostModel>,
+}
+
+/// How a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Real processes and real HTTP, in real time.
+    Live,
+    /// The deployment's cache policy in-process, on a virtual clock.
+    Model,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Model => "model",
+        }
+    }
+}
+
+/// Where a trace comes from.
+#[derive(Debug, Clone)]
+pub enum TraceSpec {
+    File {
+        path: PathBuf,
+        format: Option<crate::trace::Format>,
+    },
+    Generate(crate::trace::generate::Options),
+}
+
+/// `[cost]`, checked: every price is finite and not negative.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CostModel {
+    pub currency: String,
+    pub egress_per_gib: BTreeMap<String, f64>,
+    pub egress_default_per_gib: f64,
+    pub origin_requests_per_million: f64,
+    pub origin_egress_per_gib: f64,
+    pub memory_per_gib_month: f64,
+    pub disk_per_gib_month: f64,
 }
 
 /// What the load goes to.
@@ -211,6 +264,9 @@ pub struct Settings {
     pub latency_scale: Option<f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub origin_delay: BTreeMap<String, u64>,
+    /// L1 eviction policy (model mode; live edges run their own L1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l1_policy: Option<PolicyKind>,
 }
 
 impl Settings {
@@ -231,7 +287,8 @@ impl Settings {
             l2_capacity,
             lb_policy,
             latency,
-            latency_scale
+            latency_scale,
+            l1_policy
         );
         merged.origin_delay.extend(over.origin_delay.clone());
         merged
@@ -285,6 +342,11 @@ impl Scenario {
         }
         finish(c.diagnostics, &self.source)
     }
+}
+
+/// The seed as written, for checks that need it before the scenario is assembled.
+fn scenario_seed(seed: Option<u64>) -> u64 {
+    seed.unwrap_or(1)
 }
 
 /// The directory relative paths of a deployment resolve against (as `edgebox_config::load`).
@@ -364,6 +426,10 @@ pub fn parse(
     let mut raw_clients: Option<Vec<(String, RawClients)>> = None;
     let mut raw_catalogue: Option<RawCatalogue> = None;
     let mut raw_variants: Option<Vec<Option<RawSettings>>> = None;
+    let mut raw_mode: Option<String> = None;
+    let mut raw_trace: Option<RawTrace> = None;
+    let mut raw_sweep: Option<RawSweep> = None;
+    let mut raw_cost: Option<RawCost> = None;
     for (key, value) in &root {
         let key_name = key.get_ref().as_ref();
         match key_name {
@@ -375,6 +441,10 @@ pub fn parse(
             "clients" => raw_clients = decode_map(&mut c, key_name, value),
             "catalogue" => raw_catalogue = decode(&mut c, key_name, value),
             "variants" => raw_variants = decode_list(&mut c, key_name, value),
+            "mode" => raw_mode = decode(&mut c, key_name, value),
+            "trace" => raw_trace = decode(&mut c, key_name, value),
+            "sweep" => raw_sweep = decode(&mut c, key_name, value),
+            "cost" => raw_cost = decode(&mut c, key_name, value),
             other => c.error_at(
                 join_key_path("", other),
                 Some(key.span()),
@@ -396,8 +466,18 @@ pub fn parse(
         .map(|raw| check_settings(&mut c, "deployment.settings", raw, false))
         .unwrap_or_default();
     let (target, target_known) = check_target(&mut c, raw_deployment, base_dir);
-    let workload = check_workload(&mut c, raw_workload.unwrap_or_default(), base_dir);
-    let clients = check_clients(&mut c, raw_clients, &workload);
+    let mode = check_mode(&mut c, raw_mode.as_deref(), &target);
+    let trace = raw_trace.and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode));
+    let model = mode == Mode::Model;
+    let workload = check_workload(
+        &mut c,
+        raw_workload.unwrap_or_default(),
+        base_dir,
+        model,
+        trace.is_some(),
+    );
+    let clients = check_clients(&mut c, raw_clients, &workload, model);
+    let cost = raw_cost.map(|raw| check_cost(&mut c, raw, &clients, mode));
     let catalogue = check_catalogue(
         &mut c,
         raw_catalogue.unwrap_or_default(),
@@ -438,6 +518,7 @@ pub fn parse(
             key_path: path,
         });
     }
+    let declared = !variants.is_empty();
     if variants.is_empty() {
         variants.push(Variant {
             name: "baseline".to_owned(),
@@ -446,6 +527,19 @@ pub fn parse(
             deployment_text: None,
             key_path: "deployment.settings".to_owned(),
         });
+    }
+    if let Some(raw) = raw_sweep {
+        variants = check_sweep(&mut c, raw, variants, declared, mode);
+    }
+    if mode == Mode::Live {
+        for variant in &variants {
+            if variant.settings.l1_policy.is_some() {
+                c.error(
+                    format!("{}.l1_policy", variant.key_path),
+                    "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`",
+                );
+            }
+        }
     }
     if let Target::Edges { .. } = &target {
         for (index, variant) in variants.iter().enumerate() {
@@ -476,6 +570,9 @@ pub fn parse(
         variants,
         base_settings,
         ready_timeout,
+        mode,
+        trace,
+        cost,
     };
     if scenario.name.trim().is_empty() {
         c.error("name", "the scenario name must not be empty");

@@ -18,7 +18,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["scenario", "example", "from_json"])))]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<SimulateCommand>,
     /// Scenario file (TOML): deployment, workload, clients per region, catalogue, variants.
     #[arg(value_name = "SCENARIO")]
     pub scenario: Option<PathBuf>,
@@ -46,6 +49,82 @@ pub struct Args {
     /// No progress bar (it is only drawn on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Run the scenario this way instead of its `mode`: `live` (real processes and HTTP)
+    /// or `model` (in-process on a virtual clock).
+    #[arg(long, value_name = "MODE", value_parser = ["live", "model"])]
+    pub mode: Option<String>,
+    /// Model mode: variants replayed at once [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SimulateCommand {
+    /// Write a synthetic trace: Zipf popularity, one-hit wonders, a daily pattern (seeded).
+    TraceGen(TraceGenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceGenArgs {
+    /// Requests in the trace.
+    #[arg(long, value_name = "N")]
+    pub requests: u64,
+    /// Objects in the catalogue (one-hit wonders come on top).
+    #[arg(long, value_name = "M")]
+    pub objects: u64,
+    /// Zipf exponent of popularity (0 = uniform).
+    #[arg(long, value_name = "A", default_value_t = 0.9)]
+    pub zipf: f64,
+    /// Share of requests (0..1) for objects requested only once.
+    #[arg(long, value_name = "F", default_value_t = 0.1)]
+    pub one_hit_wonders: f64,
+    /// Output file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// `csv` (timestamp,object_id,size) or `oracle` (libCacheSim oracleGeneral).
+    #[arg(long, value_name = "FORMAT", default_value = "oracle", value_parser = ["csv", "oracle"])]
+    pub format: String,
+    /// zstd-compress the output.
+    #[arg(long)]
+    pub zstd: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Median object size (log-normal around it), e.g. `16KiB`.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB")]
+    pub size: edgebox_config::units::ByteSize,
+    /// Client regions for a CSV `region` column, comma-separated (none: no column).
+    #[arg(long, value_name = "REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
+}
+
+fn trace_gen(args: TraceGenArgs) -> anyhow::Result<ExitCode> {
+    use simulate::trace::{Format, generate};
+    let options = generate::Options {
+        requests: args.requests,
+        objects: args.objects,
+        zipf: args.zipf,
+        one_hit_wonders: args.one_hit_wonders,
+        seed: args.seed,
+        median_size: args.size.bytes(),
+        regions: args.regions,
+        ..generate::Options::default()
+    };
+    let problems = generate::problems(&options);
+    if !problems.is_empty() {
+        for (key, message) in problems {
+            eprintln!("edgebox simulate trace-gen: --{}: {message}", key.replace('_', "-"));
+        }
+        return Ok(ExitCode::from(64));
+    }
+    let format = Format::parse(&args.format).expect("clap checked the format");
+    if format == Format::Oracle && !options.regions.is_empty() {
+        eprintln!("edgebox simulate trace-gen: --regions needs --format csv (oracleGeneral has no region field)");
+        return Ok(ExitCode::from(64));
+    }
+    let written = generate::write(&options, format, args.zstd, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {written} requests to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -53,7 +132,10 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
         .map(|duration| duration.get())
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(SimulateCommand::TraceGen(trace_args)) = args.command.take() {
+        return trace_gen(trace_args);
+    }
     if let Some(path) = &args.from_json {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -104,6 +186,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(edgebox_config::EXIT_CONFIG as u8));
         }
     };
+    if let Some(mode) = &args.mode {
+        let text = scenario
+            .text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("mode"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Checked again as if written in the file, so every rule about modes applies.
+        let reparsed = simulate::scenario::parse(
+            &format!("mode = {mode:?}\n{text}"),
+            &scenario.source,
+            &scenario_base_dir(&args),
+            &scenario.name,
+        );
+        scenario = match reparsed {
+            Ok(scenario) => scenario,
+            Err(errors) => {
+                eprint!("{errors}");
+                return Ok(ExitCode::from(edgebox_config::EXIT_CONFIG as u8));
+            }
+        };
+    }
     if let Some(duration) = args.duration {
         scenario.workload.limit = Limit::Duration(duration);
     }
@@ -112,7 +216,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let planned = simulate::workload::Plan::len_hint(&scenario);
     let overridden = args.duration.is_some() || args.requests.is_some();
-    if overridden && (planned == 0 || planned as f64 > simulate::scenario::MAX_PLANNED) {
+    let live = scenario.mode == simulate::scenario::Mode::Live;
+    if overridden && (planned == 0 || (live && planned as f64 > simulate::scenario::MAX_PLANNED)) {
         eprintln!(
             "edgebox simulate: the override plans {planned} requests; it must plan between 1 and {}",
             simulate::scenario::MAX_PLANNED
@@ -149,6 +254,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out_dir,
         exe: std::env::current_exe().context("finding the edgebox executable")?,
         progress: !args.no_progress,
+        threads: args.threads.map(usize::from),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -196,6 +302,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(error) => Err(error.into()),
         }
     })
+}
+
+/// The directory a scenario's relative paths resolve against.
+fn scenario_base_dir(args: &Args) -> PathBuf {
+    match &args.scenario {
+        Some(path) => edgebox_config::base_dir_of_file(path),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
 }
 
 fn unknown_example(name: &str) -> ExitCode {

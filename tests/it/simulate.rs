@@ -48,6 +48,7 @@ async fn run_library(text: &str, dir: &Path) -> Report {
         out_dir: dir.join("out"),
         exe: edgebox_bin().to_path_buf(),
         progress: false,
+        threads: None,
     };
     simulate::run(scenario, &options, CancellationToken::new())
         .await

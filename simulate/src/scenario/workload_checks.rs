@@ -3,8 +3,18 @@
 
 use super::*;
 
-pub(super) fn check_workload(c: &mut Collector<'_>, raw: RawWorkload, base_dir: &Path) -> Workload {
+/// `model`: the scenario runs in model mode, where only counters are kept, so the live
+/// limits on planned requests and rates do not apply. `whole_trace`: requests come from a
+/// trace, which may be replayed whole (neither `duration` nor `requests`).
+pub(super) fn check_workload(
+    c: &mut Collector<'_>,
+    raw: RawWorkload,
+    base_dir: &Path,
+    model: bool,
+    whole_trace: bool,
+) -> Workload {
     let limit = match (raw.duration, raw.requests) {
+        (None, None) if whole_trace => Limit::Requests(u64::MAX),
         (Some(_), Some(_)) => {
             c.error("workload", "give `duration` or `requests`, not both");
             Limit::Requests(1)
@@ -18,7 +28,7 @@ pub(super) fn check_workload(c: &mut Collector<'_>, raw: RawWorkload, base_dir: 
         }
         (Some(duration), None) => {
             let duration = duration.get();
-            if duration.is_zero() || duration > Duration::from_secs(24 * 3600) {
+            if duration.is_zero() || (!model && duration > Duration::from_secs(24 * 3600)) {
                 c.error(
                     "workload.duration",
                     "duration must be positive and at most 24h",
@@ -27,7 +37,7 @@ pub(super) fn check_workload(c: &mut Collector<'_>, raw: RawWorkload, base_dir: 
             Limit::Duration(duration)
         }
         (None, Some(requests)) => {
-            if requests == 0 || requests as f64 > MAX_PLANNED {
+            if requests == 0 || (!model && requests as f64 > MAX_PLANNED) {
                 c.error(
                     "workload.requests",
                     format!("requests must be between 1 and {MAX_PLANNED}"),
@@ -106,6 +116,7 @@ pub(super) fn check_clients(
     c: &mut Collector<'_>,
     raw: Option<Vec<(String, RawClients)>>,
     workload: &Workload,
+    model: bool,
 ) -> Vec<ClientRegion> {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
@@ -127,7 +138,7 @@ pub(super) fn check_clients(
             );
             continue;
         }
-        if client.rate > MAX_TOTAL_RATE {
+        if !model && client.rate > MAX_TOTAL_RATE {
             c.error(
                 path,
                 format!(
@@ -144,7 +155,7 @@ pub(super) fn check_clients(
     }
     clients.sort_by(|a, b| a.name.cmp(&b.name));
     let total: f64 = clients.iter().map(|client| client.rate).sum();
-    if total > MAX_TOTAL_RATE {
+    if !model && total > MAX_TOTAL_RATE {
         c.error(
             "clients",
             format!("impossible total rate {total}/s: at most {MAX_TOTAL_RATE}/s can be generated on one machine"),
@@ -163,7 +174,7 @@ pub(super) fn check_clients(
                 ),
             );
         }
-        if planned > MAX_PLANNED {
+        if !model && planned > MAX_PLANNED {
             c.error(
                 "workload.duration",
                 format!(
@@ -375,7 +386,14 @@ pub(super) fn check_settings(
             format!("latency_scale must be in (0, 100], got {scale}"),
         );
     }
+    let l1_policy = raw.l1_policy.as_deref().and_then(|policy| {
+        policy
+            .parse::<PolicyKind>()
+            .map_err(|err| c.error(format!("{path}.l1_policy"), err.to_string()))
+            .ok()
+    });
     Settings {
+        l1_policy,
         tiering: raw.tiering,
         cache: raw.cache,
         l1_capacity: raw.l1_capacity.map(|size| size.bytes()),

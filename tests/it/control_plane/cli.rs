@@ -153,6 +153,17 @@ async fn cli_drives_the_control_plane() {
     assert_eq!(purged["results"][0]["node"], "edge-a", "{purged}");
     assert_eq!(purged["results"][0]["purged"], 1, "{purged}");
     assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
+    // --soft keeps the page, marked stale: served stale (within the default
+    // stale-while-revalidate) or revalidated, never fetched whole again.
+    let output = cli(args(
+        cp,
+        &["purge", "--url", "/index.html", "--soft", "--json"],
+    ))
+    .await;
+    assert!(output.status.success());
+    assert_eq!(stdout_json(&output)["results"][0]["purged"], 1);
+    let after = real.fetch("edge-a", "/index.html").await.1;
+    assert!(matches!(after.as_str(), "STALE" | "REVALIDATED"), "{after}");
     let output = cli(args(cp, &["purge", "--tag", "a", "--all"])).await;
     assert_eq!(
         output.status.code(),

@@ -1,0 +1,88 @@
+//! Figures for `benches/results/simulate.md`: replays an `oracleGeneral` trace
+//! (1) through each L1 eviction policy alone — object sizes only, no TTL, no tiers, the
+//! setting libCacheSim simulates — printing miss ratios and requests/s, and (2) through
+//! model mode (single tier, one thread) for LRU and S3-FIFO, printing requests/s.
+//!
+//! `cargo run --release -p edgebox-simulate --example model_bench -- TRACE SIZE...`
+//! (sizes in bytes). Output is tab-separated, one line per run.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use edgebox_cache_model::eviction::{L1, PolicyKind};
+use edgebox_simulate::{model, scenario, trace};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = std::path::PathBuf::from(args.next().ok_or("usage: model_bench TRACE SIZE...")?);
+    let sizes: Vec<u64> = args.map(|size| size.parse()).collect::<Result<_, _>>()?;
+    println!(
+        "kind\tpolicy\tsize\trequests\tmiss_ratio\tbyte_miss_ratio\twall_s\tcpu_s\trequests_per_cpu_s"
+    );
+    for policy in PolicyKind::ALL {
+        for &size in &sizes {
+            let started = Instant::now();
+            let cpu_started = model::thread_cpu_seconds();
+            let mut cache = L1::new(policy, size, 1 << 16);
+            let (mut requests, mut misses, mut bytes, mut missed_bytes) = (0u64, 0u64, 0u64, 0u64);
+            for record in trace::open(&path, Some(trace::Format::Oracle), &[])? {
+                let record = record?;
+                requests += 1;
+                bytes += record.size;
+                if cache.get(record.object).is_none() {
+                    misses += 1;
+                    missed_bytes += record.size;
+                    cache.insert(record.object, record.size, 0);
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let cpu = cpu_started
+                .zip(model::thread_cpu_seconds())
+                .map_or(seconds, |(before, after)| after - before);
+            println!(
+                "policy\t{policy}\t{size}\t{requests}\t{:.4}\t{:.4}\t{seconds:.2}\t{cpu:.2}\t{:.0}",
+                misses as f64 / requests as f64,
+                missed_bytes as f64 / bytes as f64,
+                requests as f64 / cpu
+            );
+        }
+    }
+    // Model mode, one thread: the whole path (trace parsing, routing, freshness, tiers,
+    // latency model, counters) for a single-tier edge.
+    let size = sizes.last().copied().ok_or("give at least one size")?;
+    let text = format!(
+        r#"
+mode = "model"
+[deployment.settings]
+tiering = false
+l2_capacity = 0
+[clients.eu-west]
+rate = 1
+[trace]
+file = {path:?}
+format = "oracle"
+[sweep]
+l1_policy = ["lru", "s3fifo"]
+l1_capacity = [{size}]
+"#,
+        path = path.display().to_string()
+    );
+    let cwd = std::env::current_dir()?;
+    let scenario = scenario::parse(&text, "bench.toml", &cwd, "bench")?;
+    for result in model::run_all(&scenario, &AtomicBool::new(false), &model::Progress::default(), 1) {
+        let variant = result?;
+        let stats = variant.model.expect("model mode reports model stats");
+        println!(
+            "model\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.0}",
+            stats.l1_policy,
+            stats.l1_capacity,
+            variant.total.requests,
+            1.0 - variant.total.hit_ratio,
+            1.0 - variant.total.origin_offload.bytes,
+            stats.wall_s,
+            stats.cpu_s,
+            stats.requests_per_cpu_s
+        );
+    }
+    Ok(())
+}
