@@ -228,12 +228,12 @@ fn write_private(path: &Path, contents: &[u8], replace: bool) -> Result<(), Cred
     result
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// HMAC-SHA256 (RFC 2104) over `sha2`, to keep a dependency out for 15 lines.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {
