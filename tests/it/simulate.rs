@@ -48,6 +48,7 @@ async fn run_library(text: &str, dir: &Path) -> Report {
         out_dir: dir.join("out"),
         exe: edgebox_bin().to_path_buf(),
         progress: false,
+        threads: None,
     };
     simulate::run(scenario, &options, CancellationToken::new())
         .await
@@ -850,4 +851,51 @@ token_file = "tokens/operator"
         stderr.contains("bad.toml:6:10: clients.mars: unknown region \"mars\""),
         "{stderr}"
     );
+}
+
+/// Model mode shares the edge's cache policy: the same small scenario, live against the
+/// embedded default (real edges and origins, started by the simulator) and in model mode,
+/// answers the same share of requests from each tier, within 2 percentage points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_mode_agrees_with_live_mode_per_tier() {
+    let dir = TestDir::new();
+    // A catalogue that fits every L1: which tier answers depends on what each edge and
+    // the shield have seen, not on eviction details (live L1 is moka, the model LRU).
+    let text = r#"
+name = "agreement"
+seed = 4
+[deployment.settings]
+latency = false
+[workload]
+requests = 1200
+concurrency = 16
+uncacheable = 0
+arrivals = "constant"
+[clients.eu-west]
+rate = 120
+[clients.us-east]
+rate = 80
+[catalogue]
+objects = 150
+size = "4KiB"
+size_sigma = 0.5
+max_size = "64KiB"
+"#;
+    let live = run_library(text, dir.path()).await;
+    let model = run_library(&format!("mode = \"model\"\n{text}"), dir.path()).await;
+    assert_eq!(model.mode, "model");
+    let (live, model) = (&live.variants[0].total, &model.variants[0].total);
+    assert_eq!(live.errors, 0, "{:?}", live.errors_by_kind);
+    assert_eq!(live.requests, model.requests);
+    for tier in ["l1", "l2", "parent", "origin"] {
+        let (a, b) = (live.tiers[tier].ratio, model.tiers[tier].ratio);
+        assert!(
+            (a - b).abs() <= 0.02,
+            "{tier}: live {:.1}% vs model {:.1}%",
+            a * 100.0,
+            b * 100.0
+        );
+    }
+    assert!((live.origin_offload.requests - model.origin_offload.requests).abs() <= 0.02);
+    assert!(live.tiers["parent"].requests > 0 && live.tiers["l1"].requests > 0);
 }

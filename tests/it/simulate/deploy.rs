@@ -242,6 +242,7 @@ async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
         out_dir: out.clone(),
         exe: crate::support::edgebox_bin().to_path_buf(),
         progress: false,
+        threads: None,
     };
     let report = simulate::run(scenario, &options, CancellationToken::new())
         .await
@@ -341,6 +342,7 @@ async fn interrupting_a_started_deployment_reports_and_stops_it() {
         out_dir: out.clone(),
         exe: crate::support::edgebox_bin().to_path_buf(),
         progress: false,
+        threads: None,
     };
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
