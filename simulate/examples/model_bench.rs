@@ -28,7 +28,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "kind\tpolicy\tsize\trequests\tmiss_ratio\tbyte_miss_ratio\twall_s\tcpu_s\trequests_per_cpu_s"
     );
+    // `BENCH_POLICIES=lru,s3fifo` limits the policies replayed (all by default).
+    let only: Option<Vec<PolicyKind>> = std::env::var("BENCH_POLICIES")
+        .ok()
+        .map(|list| list.split(',').map(str::parse).collect())
+        .transpose()?;
     for policy in PolicyKind::ALL {
+        if only.as_ref().is_some_and(|only| !only.contains(&policy)) {
+            continue;
+        }
         for &size in &sizes {
             let started = Instant::now();
             let cpu_started = model::thread_cpu_seconds();
