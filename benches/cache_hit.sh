@@ -16,6 +16,10 @@
 # SERVER_CPUS, LOAD_CPUS, EDGE_THREADS (edge worker threads; default one per core), EDGE_ENV
 # (extra environment for the edge, e.g. "EDGEBOX_LOG=info"),
 # EDGEBOX_BIN (a prebuilt edgebox), RELEASE (1 = release build, the default),
+# RATE_LIMIT (1 = also measure a second edge, `edge-rl`, with the same config plus a
+# rate-limit rule on every path that the load never hits — 1,000,000 requests/s with an
+# equal burst per client — and report its throughput against the plain edge's in the same
+# round; issue 17 asks for a cost of at most 5 %),
 # PROFILE (a file: `perf record` the edge during round 1's first 1 KiB HTTP run into it;
 # PROFILE_ARGS adds perf options, e.g. "--call-graph dwarf"),
 # RESULTS (benches/results/cache.md).
@@ -121,11 +125,31 @@ EDGE_PID=$! # the subshell execs taskset, which execs the edge: one pid
 PIDS+=("$EDGE_PID")
 wait_for_line "$WORK/edge.out" "service=admin" || { cat "$WORK/edge.err"; exit 1; }
 
+RATE_LIMIT=${RATE_LIMIT:-0}
+if [ "$RATE_LIMIT" = 1 ]; then
+  # The same edge with a limit that is checked on every request and never reached: the
+  # cost of the check itself (fast-path hits included).
+  EDGE_RL_PORT=$(free_port); ADMIN_RL_PORT=$(free_port)
+  mkdir -p "$WORK/rl"
+  sed -e "s/127.0.0.1:$EDGE_PORT\"/127.0.0.1:$EDGE_RL_PORT\"/" -e "s/127.0.0.1:$ADMIN_PORT\"/127.0.0.1:$ADMIN_RL_PORT\"/" \
+    -e '/^https = /d' "$WORK/edgebox.toml" > "$WORK/rl/edgebox.toml"
+  cat >> "$WORK/rl/edgebox.toml" <<TOML
+[[edge.rate_limit.rules]]
+pattern = "/**"
+rate = 1000000
+burst = 1000000
+TOML
+  cp "$WORK/edgebox" "$WORK/rl/edgebox"
+  (cd "$WORK/rl" && EDGEBOX_LOG=warn exec env ${EDGE_ENV:-} taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
+  PIDS+=("$!")
+  wait_for_line "$WORK/rl/edge.out" "service=admin" || { cat "$WORK/rl/edge.err"; exit 1; }
+fi
+
 # Proof that a target answers from its cache: the second request of a warm object.
 is_hit() { # NAME URL
   local headers; headers=$(curl -skf -D - -o /dev/null "$2")
   case $1 in
-    edge|edge-tls) grep -qi '^x-cache: HIT' <<<"$headers" ;;
+    edge|edge-tls|edge-rl) grep -qi '^x-cache: HIT' <<<"$headers" ;;
     nginx|nginx-tls) grep -qi '^x-cache: HIT' <<<"$headers" ;;
     varnish) grep -qiE '^x-varnish: [0-9]+ [0-9]+' <<<"$headers" ;;
   esac
@@ -137,6 +161,7 @@ URL[nginx]="http://127.0.0.1:$NGINX_PORT"
 URL[varnish]="http://127.0.0.1:$VARNISH_PORT"
 URL[edge-tls]="https://127.0.0.1:$EDGE_TLS_PORT"
 URL[nginx-tls]="https://127.0.0.1:$NGINX_TLS_PORT"
+[ "$RATE_LIMIT" = 1 ] && URL[edge-rl]="http://127.0.0.1:$EDGE_RL_PORT"
 run() { # ROUND TARGET OBJECT
   local url="${URL[$2]}/$3.bin" key="$1 $2 $3"
   curl -skf "$url" -o /dev/null || { echo "$2 does not answer $url" >&2; exit 1; }
@@ -154,6 +179,7 @@ run() { # ROUND TARGET OBJECT
   echo "round $1, $2 $3: $M_RPS req/s, p50 $M_P50, p99 $M_P99"
 }
 TARGETS=(edge nginx)
+[ "$RATE_LIMIT" = 1 ] && TARGETS=(edge edge-rl nginx)
 [ "$HAVE_VARNISH" = 1 ] && TARGETS+=(varnish)
 TLS_NOTE=""
 if [ -n "$HTTPS_OBJECTS" ]; then
@@ -167,7 +193,7 @@ for round in $(seq "$ROUNDS"); do
     for target in edge-tls nginx-tls; do run "$round" "$target" "$object"; done
   done
 done
-EDGE_STATS=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print("L1 hits %d, L2 hits %d, misses %d" % (c["l1"]["hits"], c["l2"]["hits"], c["misses"]))')
+EDGE_STATS=$(admin_get "$WORK/data" edge "$ADMIN_PORT" /stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cache"]; print("L1 hits %d, L2 hits %d, misses %d" % (c["l1"]["hits"], c["l2"]["hits"], c["misses"]))')
 EDGE_RSS=$(awk '/VmHWM/ {print $2 " kB"}' "/proc/$EDGE_PID/status" 2>/dev/null || echo unknown)
 
 # The best anchor of a round for an object: the faster of nginx and Varnish.
@@ -239,5 +265,20 @@ best_anchor() { # ROUND OBJECT PROTO(http|tls)
       echo "| $round | ${object%k} KiB HTTPS | nginx | $(ratio "${RPS[$round edge-tls $object]}" "${RPS[$round nginx-tls $object]}") | $(ratio "${P99US[$round edge-tls $object]}" "${P99US[$round nginx-tls $object]}") |"
     done
   done
+  if [ "$RATE_LIMIT" = 1 ]; then
+    RL_STATS=$(admin_get "$WORK/rl/data" edge "$ADMIN_RL_PORT" /stats | python3 -c 'import json,sys; r=json.load(sys.stdin)["rate_limit"]; print("%d checked, %d limited" % (r["checked"], r["limited"]))')
+    echo
+    echo "Rate limiting enabled with a limit that is not hit (\`edge-rl\`: the same edge plus one"
+    echo "\`[[edge.rate_limit.rules]]\` on \`/**\`, 1,000,000/s with an equal burst per client address;"
+    echo "after the run: $RL_STATS). Issue 17 asks for a cost of at most 5 % (ratio ≥ 0.95):"
+    echo
+    echo "| round | object | edge-rl / edge (requests/s) | edge-rl p99 / edge p99 |"
+    echo "|---|---|---:|---:|"
+    for round in $(seq "$ROUNDS"); do
+      for object in $OBJECTS; do
+        echo "| $round | ${object%k} KiB | $(ratio "${RPS[$round edge-rl $object]}" "${RPS[$round edge $object]}") | $(ratio "${P99US[$round edge-rl $object]}" "${P99US[$round edge $object]}") |"
+      done
+    done
+  fi
 } > "$RESULTS"
 echo "wrote $RESULTS"

@@ -125,3 +125,9 @@ PY
 }
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+
+# GET an edge admin route with the node's credential (every admin route but /healthz and
+# /metrics needs it): the edge wrote it under its data dir.
+admin_get() { # DATA_DIR NODE ADMIN_PORT PATH
+  curl -sf -H "Authorization: Bearer $(cat "$1/nodes/$2/credential")" "http://127.0.0.1:$3$4"
+}

@@ -15,7 +15,8 @@
 //! report follows). The watch is a long poll answered when the version is published:
 //! no polling interval is involved.
 //!
-//! Run: `cargo bench --bench propagation` (release profile). `AGENTS=N`, `ROUNDS=N`,
+//! Run: `cargo bench --bench propagation` (release profile; `--profile dev` for a quick
+//! run on the debug build, which the report says). `AGENTS=N`, `ROUNDS=N`,
 //! `EDGEBOX_BIN=path` change the defaults (100, 30, the binary built with the bench).
 //! Results: `benches/results/propagation.md`.
 
@@ -32,6 +33,8 @@ use edgebox_node::agent::{AgentConfig, AgentHandle};
 const OPERATOR: &str = "propagation-bench-operator-token";
 
 fn main() {
+    // reqwest is built without a default TLS provider (as everywhere in edgebox).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let agents: usize = env_or("AGENTS", 100);
     let rounds: usize = env_or("ROUNDS", 30);
     let binary = std::env::var("EDGEBOX_BIN")
@@ -44,7 +47,10 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     for store in [Store::File, Store::Etcd] {
-        eprintln!("propagation: {} store, {agents} agents, {rounds} rounds", store.name());
+        eprintln!(
+            "propagation: {} store, {agents} agents, {rounds} rounds",
+            store.name()
+        );
         let result = runtime.block_on(measure(&binary, store, agents, rounds));
         eprintln!(
             "  p50 {:?} p99 {:?} max {:?}",
@@ -105,7 +111,11 @@ async fn measure(binary: &Path, store: Store, agents: usize, rounds: usize) -> S
         Store::File => vec![("cp-a", free_port())],
         Store::Etcd => vec![("cp-a", free_port()), ("cp-b", free_port())],
     };
-    let text = deployment(&replicas, agents, etcd.as_ref().map(|e| e.endpoint.as_str()));
+    let text = deployment(
+        &replicas,
+        agents,
+        etcd.as_ref().map(|e| e.endpoint.as_str()),
+    );
     let config = dir.path().join("edgebox.toml");
     std::fs::write(&config, &text).unwrap();
     let deployment = edgebox_config::load_file(&config).unwrap();
@@ -136,11 +146,14 @@ async fn measure(binary: &Path, store: Store, agents: usize, rounds: usize) -> S
             backoff_max: Duration::from_secs(5),
         };
         let applied = Arc::clone(&applied);
-        handles.push(edgebox_node::agent::spawn(config, move |_deployment, version| {
-            let at = Instant::now();
-            applied.lock().unwrap().entry(version).or_default().push(at);
-            async { Ok(()) }
-        }));
+        handles.push(edgebox_node::agent::spawn(
+            config,
+            move |_deployment, version| {
+                let at = Instant::now();
+                applied.lock().unwrap().entry(version).or_default().push(at);
+                async { Ok(()) }
+            },
+        ));
     }
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     wait_until_applied(&applied, 1, agents, Duration::from_secs(60)).await;
@@ -285,9 +298,24 @@ impl EtcdProcess {
         let child = Command::new("etcd")
             .args(["--name", "bench", "--data-dir"])
             .arg(dir.join("etcd"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("bench={peer}"), "--log-level", "warn"])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("bench={peer}"),
+                "--log-level",
+                "warn",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -348,12 +376,24 @@ fn report(binary: &Path, agents: usize, rounds: usize, rows: &[(Store, Samples)]
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let when = httpdate::fmt_http_date(std::time::SystemTime::now());
+    // The agents' parsing runs in this binary: its profile matters for the figures.
+    let profile = if cfg!(debug_assertions) {
+        "dev profile (`cargo bench --profile dev --bench propagation`: dependencies at \
+         opt-level 2, the edgebox crates, the agents' config parsing among them, at opt-level 0)"
+    } else {
+        "release profile (`cargo bench --bench propagation`)"
+    };
     let mut out = format!(
         "# Config propagation to {agents} agents\n\n\
-         Generated by `cargo bench --bench propagation` on {when} (commit {commit}).\n\n\
+         Generated on {when} (commit {commit}), {profile}.\n\n\
          What is measured: the time from `PUT /v1/config` returning to each of {agents} node agents \
          having applied the new version (its apply callback ran, after it parsed and validated the \
          text as every node does; its status report follows). {rounds} versions per store, one after \

@@ -3,6 +3,7 @@
 //! Every daemon and the CLI load configuration through [`load`], so `edgebox
 //! check-config` runs exactly the checks a daemon runs at start-up and on reload.
 
+mod cidr;
 pub mod decode;
 mod diagnostics;
 pub mod model;
@@ -13,6 +14,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use cidr::Cidr;
 pub use diagnostics::{
     Collector, ConfigErrors, Diagnostic, join as join_key_path, write_diagnostics,
 };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cidr::Cidr;
 use crate::pattern::PathPattern;
 
 /// A whole deployment, as every daemon sees it.
@@ -295,6 +296,76 @@ pub struct EdgeSettings {
     /// Signs `x-edgebox-hop` between child and parent edges.
     #[serde(skip)]
     pub hop_key: TokenSecret,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Rate-limit rules, first match wins; empty = nothing is limited.
+    pub rate_limit: Vec<RateRule>,
+    /// `None` = no access log.
+    pub access_log: Option<AccessLog>,
+}
+
+/// `[[edge.rate_limit.rules]]`, checked: a token bucket of `burst` requests refilled at
+/// `rate` per `per`, one per key.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateRule {
+    pub pattern: PathPattern,
+    pub rate: u32,
+    pub per: Duration,
+    pub burst: u32,
+    pub key: RateKey,
+}
+
+impl RateRule {
+    /// The time one request's token takes to refill (GCRA's emission interval).
+    pub fn interval(&self) -> Duration {
+        self.per / self.rate.max(1)
+    }
+}
+
+/// What a rate-limit bucket belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The client address (`X-Forwarded-For` from a trusted proxy, else the peer).
+    Ip,
+    /// The value of this request header (lower case); the client address without it.
+    Header(String),
+}
+
+/// `[edge.access_log]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+    pub target: AccessLogTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// NCSA common: `host - - [time] "request" status bytes`.
+    Common,
+    /// NCSA combined: common plus `"referer" "user-agent"`.
+    Combined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogTarget {
+    Stderr,
+    /// A file; a relative path is under the node's data dir.
+    File(PathBuf),
+}
+
+impl AccessLogTarget {
+    /// Where the lines of node `node` go: a relative file is under its data dir.
+    pub fn resolve(&self, deployment: &Deployment, node: &str) -> Option<PathBuf> {
+        match self {
+            Self::Stderr => None,
+            Self::File(path) => Some(deployment.node_data_dir(node).join(path)),
+        }
+    }
 }
 
 /// `[edge.hosts]`, checked: every name lower case, without port.

@@ -56,20 +56,26 @@ impl PathPattern {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
-        let parts: Vec<&str> = rest.split('/').collect();
-        match_segments(&self.segments, &parts)
+        match_segments(&self.segments, rest.split('/'))
     }
 }
 
-fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
+/// Walks the path's segments lazily (rate-limit rules match every request's path, so
+/// no allocation here); `**` retries the rest of the pattern from each later segment.
+fn match_segments(pattern: &[Segment], mut parts: std::str::Split<'_, char>) -> bool {
     match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((Segment::AnyDepth, rest)) => {
-            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
-        }
-        Some((Segment::Glob(glob), rest)) => match parts.split_first() {
-            Some((part, remaining)) => {
-                glob_matches(glob.as_bytes(), part.as_bytes()) && match_segments(rest, remaining)
+        None => parts.next().is_none(),
+        Some((Segment::AnyDepth, rest)) => loop {
+            if match_segments(rest, parts.clone()) {
+                return true;
+            }
+            if parts.next().is_none() {
+                return false;
+            }
+        },
+        Some((Segment::Glob(glob), rest)) => match parts.next() {
+            Some(part) => {
+                glob_matches(glob.as_bytes(), part.as_bytes()) && match_segments(rest, parts)
             }
             None => false,
         },
@@ -127,6 +133,12 @@ mod tests {
         check("/*.html", "/index.html", true);
         check("/*.html", "/a/index.html", false);
         check("/**", "/anything/at/all", true);
+        check("/**", "/", true);
+        check("/a/**/b", "/a/x/y/b", true);
+        check("/a/**/b", "/a/b", true);
+        check("/a/**/b", "/a/x/c", false);
+        check("/a/*", "/a/", true);
+        check("/a/*", "/a", false);
         assert!(PathPattern::parse("assets").is_err());
         assert!(PathPattern::parse("/a**b").is_err());
     }

@@ -131,7 +131,10 @@ pub struct RawNode {
     pub role: RawRole,
     /// Region the node lives in (one of `[regions]`).
     pub region: String,
-    /// Main listener: plain HTTP for edges, the API for the other roles.
+    /// Main listener: plain HTTP for edges, the API for the other roles. `IP:PORT`, or
+    /// `HOST:PORT` with a host name resolved when the file is loaded (on every node, so
+    /// a deployment across machines names its nodes by host name); the same form for
+    /// `https` and `admin`.
     pub listen: Option<String>,
     /// Edge only: TLS listener. Edges without it serve plain HTTP only.
     pub https: Option<String>,
@@ -305,6 +308,83 @@ pub struct RawEdge {
     pub hop_key_env: Option<String>,
     /// File holding the hop key (relative to the data dir); generated when missing.
     pub hop_key_file: Option<PathBuf>,
+    /// Peers (CIDRs, e.g. `"10.0.0.0/8"`, `"127.0.0.1/32"`) whose `X-Forwarded-For` names
+    /// the client for rate limiting and the access log; from any other peer the header is
+    /// ignored and the peer's own address is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Per-client request rate limits by path; without rules nothing is limited.
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    /// One line per request; absent = no access log.
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// `[edge.rate_limit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// `[[edge.rate_limit.rules]]`: the first rule whose pattern matches a request's path
+    /// limits it; a request no rule matches is not limited.
+    #[serde(default)]
+    pub rules: Vec<RawRateRule>,
+}
+
+/// `[[edge.rate_limit.rules]]`: a token bucket per client (or per header value).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateRule {
+    /// Path glob, as in `[[cache.rules]]`; `"/**"` (the default) matches every path.
+    #[serde(default = "default_any_path")]
+    pub pattern: String,
+    /// Requests allowed per `per`, sustained.
+    pub rate: u32,
+    /// The period `rate` is counted over.
+    #[serde(default = "default_rate_period")]
+    pub per: Duration,
+    /// Requests a client may send at once after being idle; defaults to `rate`.
+    pub burst: Option<u32>,
+    /// Whose bucket a request takes from: `"ip"` (the client address, the default) or
+    /// `"header"` (the value of `header`, e.g. an API key; requests without it fall back
+    /// to the client address).
+    #[serde(default = "default_rate_key")]
+    pub key: String,
+    /// The request header that keys the bucket when `key = "header"`.
+    pub header: Option<String>,
+}
+
+fn default_any_path() -> String {
+    "/**".to_owned()
+}
+fn default_rate_period() -> Duration {
+    Duration::from_millis(1000)
+}
+fn default_rate_key() -> String {
+    "ip".to_owned()
+}
+
+/// `[edge.access_log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// `false` keeps the section but writes nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `"json"` (one JSON object per line, the default), `"common"` or `"combined"`
+    /// (the NCSA formats nginx and Apache write).
+    #[serde(default = "default_access_log_format")]
+    pub format: String,
+    /// Where lines go: `"stderr"` (the default) or a file, relative to the node's data
+    /// dir (`<data_dir>/nodes/<node>/`). The file is reopened on SIGHUP (log rotation).
+    #[serde(default = "default_access_log_path")]
+    pub path: String,
+}
+
+fn default_access_log_format() -> String {
+    "json".to_owned()
+}
+fn default_access_log_path() -> String {
+    "stderr".to_owned()
 }
 
 /// `[edge.hosts]`: the virtual hosts. A request's host is checked and normalised first

@@ -41,3 +41,50 @@ fn sandbox_bounds_are_validated() {
     assert!(defaults.sandbox.max_finished_bytes >= 2 * defaults.sandbox.maximums.output);
 }
 mod properties;
+
+/// Nodes on separate machines are named by host name, resolved when the file is loaded;
+/// one that does not resolve is an error naming the node and the host.
+#[test]
+fn nodes_named_by_host_name_are_resolved_or_refused_by_name() {
+    let text = |host: &str| {
+        format!(
+            "[regions.local]\n[latency]\nenabled = false\n\
+             [[nodes]]\nname = \"origin-a\"\nrole = \"origin\"\nregion = \"local\"\nlisten = \"{host}:8080\"\n"
+        )
+    };
+    let deployment = parse(&text("localhost"), "hosts.toml", Path::new("/tmp"))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let origin = deployment.node("origin-a").unwrap();
+    assert!(
+        origin.listeners()[0].1.ip().is_loopback(),
+        "{:?}",
+        origin.listeners()
+    );
+    assert_eq!(origin.listeners()[0].1.port(), 8080);
+
+    // `.invalid` never resolves (RFC 6761).
+    let errors = parse(
+        &text("origin-a.edgebox.invalid"),
+        "hosts.toml",
+        Path::new("/tmp"),
+    )
+    .unwrap_err();
+    let error = errors
+        .diagnostics
+        .iter()
+        .find(|d| d.path == "nodes[0].listen")
+        .unwrap_or_else(|| panic!("{errors}"));
+    assert!(
+        error.message.contains("node \"origin-a\"")
+            && error
+                .message
+                .contains("host \"origin-a.edgebox.invalid\" does not resolve"),
+        "{errors}"
+    );
+    // Not a host name at all: the usual syntax error, no lookup.
+    let errors = parse(&text("bad host!"), "hosts.toml", Path::new("/tmp")).unwrap_err();
+    assert!(
+        errors.to_string().contains("not a listen address"),
+        "{errors}"
+    );
+}

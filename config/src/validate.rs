@@ -11,6 +11,7 @@ mod latency;
 mod nodes;
 mod sections;
 mod topology;
+mod traffic;
 
 use latency::check_latency;
 use nodes::check_nodes;
@@ -183,11 +184,81 @@ fn check(
     deployment
 }
 
-pub(super) fn parse_addr(c: &mut Collector<'_>, path: &str, text: &str) -> Option<SocketAddr> {
-    match text.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            c.error(path, format!("{text:?} is not a listen address; write IP:PORT, e.g. \"127.0.0.1:8080\" (port 0 picks a free port)"));
+/// A node's listener: `IP:PORT`, or `HOST:PORT` with a host name resolved now, through
+/// the system resolver (`/etc/hosts`, then DNS). On separate hosts every node loads the
+/// same file and resolves the same name: the node that owns it binds the address, the
+/// others reach it there. An IP literal is never looked up; a name costs one lookup per
+/// load (a hosts-file read, or a DNS query bounded by the resolver's own timeout).
+pub(super) fn node_addr(
+    c: &mut Collector<'_>,
+    path: &str,
+    node: &str,
+    text: &str,
+) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let not_an_address = |c: &mut Collector<'_>| {
+        c.error(
+            path,
+            format!(
+                "{text:?} is not a listen address; write IP:PORT or HOST:PORT, e.g. \"127.0.0.1:8080\" \
+                 or \"edge-eu.example:8080\" (port 0 picks a free port)"
+            ),
+        );
+        None
+    };
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return not_an_address(c);
+    };
+    // DNS name syntax; a last label of digits only is a mistyped IPv4 address, never
+    // sent to a resolver.
+    let host_syntax = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        })
+        && !host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.chars().all(|ch| ch.is_ascii_digit()));
+    let Ok(port) = port.parse::<u16>() else {
+        return not_an_address(c);
+    };
+    if !host_syntax {
+        return not_an_address(c);
+    }
+    use std::net::ToSocketAddrs;
+    let resolved = (host, port).to_socket_addrs().map(|addrs| {
+        let addrs: Vec<SocketAddr> = addrs.collect();
+        // One address per listener: IPv4 first, as the hosts file usually lists it.
+        addrs
+            .iter()
+            .find(|addr| addr.is_ipv4())
+            .or(addrs.first())
+            .copied()
+    });
+    match resolved {
+        Ok(Some(addr)) => Some(addr),
+        Ok(None) => {
+            c.error(
+                path,
+                format!("node {node:?}: host {host:?} resolves to no address"),
+            );
+            None
+        }
+        Err(error) => {
+            c.error(
+                path,
+                format!(
+                    "node {node:?}: host {host:?} does not resolve ({error}); list it in \
+                     /etc/hosts or DNS on every machine of the deployment, or write IP:PORT"
+                ),
+            );
             None
         }
     }

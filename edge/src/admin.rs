@@ -75,6 +75,7 @@ impl AdminApp {
                 running: None,
                 queued: None,
                 control_plane: self.state.agent_link.get().map(|link| link.snapshot()),
+                access_log: self.state.access_log.state(),
             },
         )
     }
@@ -112,6 +113,8 @@ impl AdminApp {
             bytes_sent: state.stats.bytes_sent(),
             origins,
             cache,
+            rate_limit: snapshot.rate_limit.stats(&state.buckets),
+            access_log: state.access_log.state(),
         }
     }
 
@@ -186,6 +189,8 @@ impl AdminApp {
             }
         }
         crate::cache::metrics::prometheus(&stats.cache, node, &mut out);
+        crate::ratelimit::prometheus(&stats.rate_limit, node, &mut out);
+        crate::access_log::prometheus(stats.access_log.as_ref(), node, &mut out);
         for tier in Tier::ALL {
             let served = stats.cache.by_tier.get(&tier).copied().unwrap_or_default();
             out.counter(

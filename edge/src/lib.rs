@@ -13,12 +13,15 @@
 //! phases), `upstream` (+ `upstream/selection`: policies, per-origin stats and health
 //! state), `health` (active checks), `discovery` (DNS), `tls` (SNI resolver, local CA,
 //! file watcher), `compress`, `latency`, `admin` (behind `admin_auth`), `state` (the `ArcSwap` snapshot and
-//! the reload path, shared with start-up).
+//! the reload path, shared with start-up), `client` (who the client is), `ratelimit`
+//! (per-client token buckets) and `access_log` (its writer thread).
 
+mod access_log;
 mod admin;
 mod admin_auth;
 pub mod authority;
 pub mod cache;
+mod client;
 mod client_timeout;
 mod compress;
 mod discovery;
@@ -26,6 +29,7 @@ mod health;
 mod hop;
 mod latency;
 mod proxy;
+mod ratelimit;
 mod request_id;
 mod sharded;
 mod state;
@@ -211,9 +215,21 @@ async fn serve(
         edgebox_node::announce_listening(&node, service, *addr);
     }
 
+    // Installed before the loop starts: without a handler SIGHUP would end the process.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .io_context("installing the SIGHUP handler")?;
     let background = [
         tokio::spawn(health::run(state.clone())),
         tokio::spawn(discovery::run(state.clone())),
+        tokio::spawn({
+            let state = state.clone();
+            async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reopening the access log");
+                    state.access_log.reopen().await;
+                }
+            }
+        }),
     ];
     let watcher = certs.map(|c| tokio::spawn(c.watch(CERT_POLL)));
     let _agent = watch_control_plane(&state, &node, &announce);

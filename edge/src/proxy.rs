@@ -14,6 +14,7 @@ mod failure;
 mod fast_path;
 mod headers;
 mod host;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct RequestCtx {
     simulated: Duration,
     /// The client's region when it named a known one; `None` = the edge's own.
     client_region: Option<String>,
+    /// The client's address (`crate::client`): rate-limit key and access-log field.
+    client: Option<std::net::IpAddr>,
     /// The virtual host the request is served as (`proxy/host.rs`): the cache key's host
     /// and the `Host` sent upstream.
     host: String,
@@ -128,6 +131,7 @@ impl ProxyHttp for EdgeProxy {
         RequestCtx {
             _in_flight: InFlight(self.state.clone()),
             client_region: None,
+            client: None,
             host: String::new(),
             cache_key: None,
             snapshot,
@@ -212,6 +216,18 @@ impl ProxyHttp for EdgeProxy {
             && (sim.knows(region) || region == ctx.snapshot.region)
         {
             ctx.client_region = Some(region.to_owned());
+        }
+        ctx.client = crate::client::address(
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            &req.headers,
+            &ctx.snapshot.deployment.edge.trusted_proxies,
+        );
+        // A request signed by one of our edges was limited there, by its real client.
+        if !from_edge && self.enforce_rate_limit(session, ctx).await? {
+            return Ok(true);
         }
         // Bounds the body reads from here on. The request header itself was read before
         // any `ProxyHttp` hook runs: pingora 0.9.1 (apps/mod.rs) gives every new HTTP/1
@@ -683,6 +699,7 @@ impl ProxyHttp for EdgeProxy {
                 .stats
                 .record_served(tier, cache_status, ctx.response_bytes);
         }
+        self.log_access(session, ctx);
         let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         match e {
             Some(error) => {

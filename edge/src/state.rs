@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub client_timeout: std::time::Duration,
     /// Signs and checks `x-edgebox-hop` (`crate::hop`); re-read on reload.
     pub hop_key: Arc<crate::hop::HopKey>,
+    /// `[[edge.rate_limit.rules]]` with their counters since this snapshot was built.
+    pub rate_limit: crate::ratelimit::Rules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,10 @@ pub struct EdgeState {
     /// The config agent's view of the control plane (set once the agent runs), for
     /// `/healthz`.
     pub agent_link: std::sync::OnceLock<edgebox_node::agent::LinkWatch>,
+    /// Every client's rate-limit buckets, kept across reloads.
+    pub buckets: crate::ratelimit::Buckets,
+    /// The access-log writer, reconfigured on reload.
+    pub access_log: crate::access_log::AccessLog,
 }
 
 impl EdgeState {
@@ -175,7 +181,11 @@ impl EdgeState {
             pingora::cache::lock::CacheLock::new_boxed(std::time::Duration::from_secs(10)),
         );
         let snapshot = build_snapshot(deployment, node, 1, &origins)?;
+        let access_log =
+            crate::access_log::AccessLog::start(access_log_destination(&snapshot.deployment, node));
         Ok(Self {
+            buckets: crate::ratelimit::Buckets::default(),
+            access_log,
             node: node.to_owned(),
             location,
             started: Instant::now(),
@@ -231,9 +241,23 @@ impl EdgeState {
             certs.apply(&next.deployment.tls)?;
         }
         tracing::info!(version, policy = ?next.upstream.policy, upstream = %next.upstream.label, "configuration applied");
+        let access_log = access_log_destination(&next.deployment, &self.node);
         self.snapshot.store(Arc::new(next));
+        self.access_log.configure(access_log).await;
         Ok(version)
     }
+}
+
+/// Where `[edge.access_log]` sends node `node`'s lines, if anywhere.
+fn access_log_destination(
+    deployment: &Deployment,
+    node: &str,
+) -> Option<crate::access_log::Destination> {
+    let log = deployment.edge.access_log.as_ref()?;
+    Some(crate::access_log::Destination {
+        format: log.format,
+        file: log.target.resolve(deployment, node),
+    })
 }
 
 fn via_value(version: &str, node: &str) -> Result<http::HeaderValue, ReloadError> {
@@ -258,6 +282,7 @@ fn build_snapshot(
     let upstream = Arc::new(Upstream::build(&deployment, node, origins));
     let hop_key = Arc::new(crate::hop::HopKey::resolve(&deployment.edge.hop_key)?);
     Ok(Snapshot {
+        rate_limit: crate::ratelimit::Rules::new(&deployment.edge.rate_limit),
         hop_key,
         version,
         region,

@@ -143,6 +143,7 @@ fn healthz(app: &App) -> Response<Body> {
         running: None,
         queued: None,
         control_plane: None,
+        access_log: None,
     };
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

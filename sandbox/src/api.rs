@@ -85,6 +85,7 @@ async fn healthz(AxState(service): AxState<Shared>) -> Response {
         running: Some(service.running.load(Ordering::Relaxed) as u64),
         queued: Some(service.waiting.load(Ordering::Relaxed) as u64),
         control_plane: None,
+        access_log: None,
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

@@ -326,6 +326,32 @@ fn check_config_exit_codes_and_output() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }
 
+/// Nodes on other machines are named by host name; one that does not resolve stops
+/// `check-config` (and any daemon) with the node, the host and the line.
+#[test]
+fn a_node_host_that_does_not_resolve_is_named_with_its_node() {
+    let dir = TestDir::new();
+    let file = dir.write(
+        "hosts.toml",
+        VALID.replacen(
+            "role = \"origin\"\nregion = \"us\"\nlisten = \"127.0.0.1:0\"",
+            "role = \"origin\"\nregion = \"us\"\nlisten = \"origin-1.edgebox.invalid:8080\"",
+            1,
+        ),
+    );
+    let output = edgebox(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "{}:27:1: nodes[1].listen: node \"origin-1\": host \"origin-1.edgebox.invalid\" does not resolve",
+        file.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+}
+
 #[test]
 fn embedded_default_round_trips_through_check_config() {
     let dir = TestDir::new();

@@ -8,6 +8,7 @@ mod discovery;
 mod hygiene;
 mod origin;
 mod tls;
+mod traffic;
 mod trust;
 
 use std::path::PathBuf;

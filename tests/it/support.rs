@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test module uses its own part of the support
 
 pub mod etcd;
+pub mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -90,9 +91,29 @@ impl Daemon {
         services: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_through(
+            Command::new(edgebox_bin()),
+            role,
+            config,
+            node,
+            services,
+            env,
+        )
+    }
+
+    /// Like [`Daemon::start_with`], with `launcher` running the binary: a command that
+    /// ends by exec'ing its arguments (e.g. `ip netns exec NS <edgebox>`), so that the
+    /// child's pid is the daemon's.
+    pub fn start_through(
+        mut command: Command,
+        role: &str,
+        config: &Path,
+        node: &str,
+        services: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log_path = config.with_file_name(format!("{node}.{}.log", unique()));
         let log = std::fs::File::create(&log_path).expect("create daemon log");
-        let mut command = Command::new(edgebox_bin());
         command
             .args([role, "--config"])
             .arg(config)
@@ -357,4 +378,17 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("build HTTP client")
+}
+
+/// A client trusting only `ca_pem`, resolving `names` to `addr`.
+pub fn tls_client(ca_pem: &[u8], names: &[&str], addr: SocketAddr) -> reqwest::Client {
+    install_crypto();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()]);
+    for name in names {
+        builder = builder.resolve(name, addr);
+    }
+    builder.build().unwrap()
 }

@@ -134,6 +134,12 @@ pub struct EdgeStats {
     /// The origins of the upstream pool (empty when misses go to a parent).
     pub origins: Vec<UpstreamOrigin>,
     pub cache: CacheStats,
+    /// `[edge.rate_limit]`: what was checked and refused.
+    #[serde(default)]
+    pub rate_limit: RateLimitStats,
+    /// `[edge.access_log]`, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<crate::health::AccessLogState>,
 }
 
 /// Requests answered, by status class.
@@ -359,4 +365,32 @@ mod tests {
         assert_eq!(json["4xx"], 1);
         assert_eq!(counts.class(2), 2);
     }
+}
+
+/// Rate limiting on an edge since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateLimitStats {
+    /// Requests a rule applied to.
+    pub checked: u64,
+    /// Requests answered 429.
+    pub limited: u64,
+    /// Per rule of the configuration in use, in its order.
+    #[serde(default)]
+    pub rules: Vec<RateRuleStats>,
+}
+
+/// One `[[edge.rate_limit.rules]]` entry and what it did since the edge applied it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateRuleStats {
+    /// The rule's path pattern.
+    pub pattern: String,
+    /// `ip` or `header:NAME`.
+    pub key: String,
+    /// Sustained requests per second per key.
+    pub rate_per_second: f64,
+    pub burst: u32,
+    pub checked: u64,
+    pub limited: u64,
 }

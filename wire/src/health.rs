@@ -27,6 +27,31 @@ pub struct NodeHealth {
     /// serving the config it applied last, and says so here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlaneLink>,
+    /// Edge: the access log, when configured. A log that cannot be written is reported
+    /// here (`ok: false`) while the edge keeps serving requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogState>,
+}
+
+/// An edge's access log: where it goes and whether lines reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccessLogState {
+    /// Whether the last open or write of the log worked.
+    pub ok: bool,
+    /// `json`, `common` or `combined`.
+    pub format: String,
+    /// `stderr` or the file's path.
+    pub destination: String,
+    /// Lines written.
+    pub written: u64,
+    /// Lines dropped because the writer fell behind (its queue was full).
+    pub dropped: u64,
+    /// Lines lost to failed opens or writes.
+    pub write_errors: u64,
+    /// The last open or write error, while `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A node agent's view of the control plane.

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{known_list, parse_addr};
+use super::{known_list, node_addr};
 use crate::diagnostics::Collector;
 use crate::model::*;
 use crate::raw::*;
@@ -67,7 +67,7 @@ pub(super) fn check_nodes(
         let listen = raw
             .listen
             .as_deref()
-            .and_then(|text| parse_addr(c, &format!("{path}.listen"), text));
+            .and_then(|text| node_addr(c, &format!("{path}.listen"), &raw.name, text));
         let at = NodeAt {
             path,
             raw,
@@ -179,7 +179,7 @@ fn check_edge_node(
     let https = raw
         .https
         .as_deref()
-        .and_then(|text| parse_addr(c, &format!("{path}.https"), text));
+        .and_then(|text| node_addr(c, &format!("{path}.https"), &raw.name, text));
     if raw.listen.is_none() && raw.https.is_none() {
         c.error(
             format!("{path}.listen"),
@@ -187,7 +187,7 @@ fn check_edge_node(
         );
     }
     let admin = match raw.admin.as_deref() {
-        Some(text) => parse_addr(c, &format!("{path}.admin"), text),
+        Some(text) => node_addr(c, &format!("{path}.admin"), &raw.name, text),
         None => {
             c.error(
                 format!("{path}.admin"),

@@ -188,7 +188,7 @@ pub(super) fn check_origin_groups(
     groups
 }
 
-fn check_pattern(c: &mut Collector<'_>, path: String, text: &str) -> PathPattern {
+pub(super) fn check_pattern(c: &mut Collector<'_>, path: String, text: &str) -> PathPattern {
     PathPattern::parse(text).unwrap_or_else(|error| {
         c.error(path, error.to_string());
         PathPattern::parse("/**").expect("literal pattern parses")
@@ -277,6 +277,9 @@ pub(super) fn check_edge(c: &mut Collector<'_>, raw: RawEdge, data_dir: &Path) -
         );
     }
     EdgeSettings {
+        trusted_proxies: super::traffic::check_trusted_proxies(c, &raw.trusted_proxies),
+        rate_limit: super::traffic::check_rate_limit(c, raw.rate_limit),
+        access_log: super::traffic::check_access_log(c, raw.access_log, data_dir),
         hosts,
         hop_key,
         worker_threads: raw.worker_threads,

@@ -1,9 +1,11 @@
-//! The sandbox relay: job calls forwarded to the sandbox node, and its events
-//! WebSocket relayed message by message, so clients need only the control plane.
+//! The sandbox relay: job calls forwarded to the sandbox nodes, and a job's events
+//! WebSocket relayed message by message, so clients need only the control plane. New
+//! jobs spread over every sandbox and go on to the next when one is down or full; a
+//! call about a job finds the sandbox that holds it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -50,13 +52,21 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let job = job_request(&state, request).await?;
     tracing::info!(token = %caller.0.token, language = %job.language, "job submitted");
-    forward(&state, Method::POST, "/v1/jobs", Some(job), CALL_TIMEOUT).await
+    forward(
+        &state,
+        Method::POST,
+        "/v1/jobs",
+        Some(job),
+        CALL_TIMEOUT,
+        Next::Submit,
+    )
+    .await
 }
 
 /// The submitted job, decoded once a sandbox is known to exist (so that a deployment
 /// without one answers `no_sandbox` whatever the body).
 async fn job_request(state: &Arc<AppState>, request: Request) -> Result<JobRequest, ApiError> {
-    sandbox_addr(state)?;
+    sandboxes(state)?;
     let Json(job) = Json::<JobRequest>::from_request(request, state).await?;
     Ok(job)
 }
@@ -73,7 +83,15 @@ pub async fn run(
     request: Request,
 ) -> Result<Response, ApiError> {
     let job = job_request(&state, request).await?;
-    forward(&state, Method::POST, "/v1/run", Some(job), RUN_TIMEOUT).await
+    forward(
+        &state,
+        Method::POST,
+        "/v1/run",
+        Some(job),
+        RUN_TIMEOUT,
+        Next::Rerun,
+    )
+    .await
 }
 
 /// A job's state, times, current line and output.
@@ -93,6 +111,7 @@ pub async fn get_job(
         &format!("/v1/jobs/{id}"),
         None,
         CALL_TIMEOUT,
+        Next::ById,
     )
     .await
 }
@@ -114,6 +133,7 @@ pub async fn cancel_job(
         &format!("/v1/jobs/{id}"),
         None,
         CALL_TIMEOUT,
+        Next::ById,
     )
     .await
 }
@@ -140,16 +160,6 @@ pub async fn events(
             "too many event streams are open; retry later",
         ));
     }
-    let (addr, credential) = sandbox_addr(&state)?;
-    let mut url = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{addr}/v1/jobs/{id}/events"
-    ))
-    .map_err(|err| ApiError::internal(format!("sandbox URL: {err}")))?;
-    url.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {credential}"))
-            .map_err(|err| ApiError::internal(format!("credential header: {err}")))?,
-    );
     // Output events are small, but the final `result` carries the whole output, so the
     // relay takes messages (and frames: the sandbox sends each message as one frame) as
     // large as the deployment's output limit allows, and no larger.
@@ -159,33 +169,60 @@ pub async fn events(
         .max_frame_size(Some(max_message));
     // Connect upstream before accepting the client, so a missing job or a down
     // sandbox is an HTTP error the client can read, not a socket that closes at once.
-    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Err(_) => {
-            return Err(ApiError::new(
+    // The job is on one sandbox: the others answer 404 or are skipped when down.
+    let mut outcome = Err(ApiError::bad_gateway(
+        "sandbox_unreachable",
+        "no sandbox could be reached",
+    ));
+    for sandbox in sandboxes(&state)? {
+        let mut url = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/v1/jobs/{id}/events",
+            sandbox.addr
+        ))
+        .map_err(|err| ApiError::internal(format!("sandbox URL: {err}")))?;
+        url.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {}", sandbox.credential))
+                .map_err(|err| ApiError::internal(format!("credential header: {err}")))?,
+        );
+        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+        outcome = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Err(_) => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "sandbox_timeout",
-                "the sandbox did not answer in time",
-            ));
-        }
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status =
-                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
-            return Ok(passthrough(status, Bytes::from(body), "application/json"));
-        }
-        Ok(Err(err)) => {
-            return Err(ApiError::bad_gateway(
+                format!("sandbox {} did not answer in time", sandbox.node),
+            )),
+            Ok(Err(tungstenite::Error::Http(response))) => {
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                let answer = passthrough(status, Bytes::from(body), "application/json");
+                if status == StatusCode::NOT_FOUND {
+                    Ok(Err(answer))
+                } else {
+                    return Ok(answer);
+                }
+            }
+            Ok(Err(err)) => Err(ApiError::bad_gateway(
                 "sandbox_unreachable",
-                format!("sandbox: {err}"),
-            ));
-        }
-        Ok(Ok((upstream, _))) => upstream,
+                format!("sandbox {}: {err}", sandbox.node),
+            )),
+            Ok(Ok((upstream, _))) => {
+                outcome = Ok(Ok(upstream));
+                break;
+            }
+        };
+    }
+    let upstream = match outcome {
+        Ok(Ok(upstream)) => upstream,
+        // Every sandbox that answered said 404: the job is nowhere.
+        Ok(Err(not_found)) => return Ok(not_found),
+        Err(error) => return Err(error),
     };
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
@@ -283,35 +320,66 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The sandbox node jobs go to: the first one in the config with a known address, and
-/// the credential calls to it present.
-fn sandbox_addr(state: &AppState) -> Result<(SocketAddr, String), ApiError> {
+/// A sandbox node jobs can go to: its name, address and the credential calls present.
+struct Sandbox {
+    node: String,
+    addr: SocketAddr,
+    credential: String,
+}
+
+/// Where the next submission starts in the list of sandboxes (one further each time),
+/// so that jobs spread over every sandbox of the deployment.
+static NEXT_SANDBOX: AtomicUsize = AtomicUsize::new(0);
+
+/// The sandbox nodes with a known address, in the config's order.
+fn sandboxes(state: &AppState) -> Result<Vec<Sandbox>, ApiError> {
     let current = state.current();
-    let mut sandboxes = current
+    let nodes: Vec<_> = current
         .deployment
         .nodes
         .iter()
         .filter(|node| matches!(node.role, Role::Sandbox(_)))
-        .peekable();
-    if sandboxes.peek().is_none() {
+        .collect();
+    if nodes.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_sandbox",
             "the deployment has no sandbox node",
         ));
     }
-    sandboxes
-        .find_map(|node| {
-            state
-                .service_addr(node, "api")
-                .map(|addr| (addr, state.credential_for(node)))
+    let known: Vec<Sandbox> = nodes
+        .into_iter()
+        .filter_map(|node| {
+            Some(Sandbox {
+                addr: state.service_addr(node, "api")?,
+                credential: state.credential_for(node),
+                node: node.name.clone(),
+            })
         })
-        .ok_or_else(|| {
-            ApiError::bad_gateway(
-                "sandbox_address_unknown",
-                "the sandbox has not reported its address yet",
-            )
-        })
+        .collect();
+    if known.is_empty() {
+        return Err(ApiError::bad_gateway(
+            "sandbox_address_unknown",
+            "the sandbox has not reported its address yet",
+        ));
+    }
+    Ok(known)
+}
+
+/// When a call goes on to the next sandbox instead of answering the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// A new job (`POST /v1/jobs`): when the request cannot have reached the sandbox
+    /// (connection refused) or it answered 429 (queue full). A connection broken later
+    /// is the client's 502: the job may exist, and a second one would be a duplicate.
+    Submit,
+    /// `POST /v1/run`: also when the connection broke before the answer. A job reads
+    /// nothing but its request and leaves nothing behind, so running it again on
+    /// another sandbox is safe (what the client sees is one run's result).
+    Rerun,
+    /// A call about one job (get, cancel: both idempotent): the sandbox that holds the
+    /// id answers, the others say 404 or are down.
+    ById,
 }
 
 async fn forward(
@@ -320,30 +388,67 @@ async fn forward(
     path: &str,
     body: Option<JobRequest>,
     timeout: Duration,
+    next: Next,
 ) -> Result<Response, ApiError> {
-    let (addr, credential) = sandbox_addr(state)?;
+    let mut outcome = Err(ApiError::bad_gateway(
+        "sandbox_unreachable",
+        "no sandbox could be reached",
+    ));
+    let mut candidates = sandboxes(state)?;
+    if next != Next::ById {
+        let start = NEXT_SANDBOX.fetch_add(1, Ordering::Relaxed) % candidates.len();
+        candidates.rotate_left(start);
+    }
+    for sandbox in candidates {
+        let answer = call(state, &sandbox, &method, path, body.as_ref(), timeout).await;
+        let go_on = match &answer {
+            Ok((status, _, _)) => match next {
+                Next::Submit | Next::Rerun => *status == StatusCode::TOO_MANY_REQUESTS,
+                Next::ById => *status == StatusCode::NOT_FOUND,
+            },
+            // A timeout may mean a job still running there: not one to start twice.
+            Err(err) => !err.is_timeout() && (err.is_connect() || next != Next::Submit),
+        };
+        outcome = match answer {
+            Ok((status, content_type, bytes)) => {
+                tracing::debug!(%method, path, %status, sandbox = %sandbox.node, "relayed to sandbox");
+                Ok(passthrough(status, rewrite_urls(bytes), &content_type))
+            }
+            Err(err) => {
+                let reason = format!("sandbox {}: {}", sandbox.node, describe(&err));
+                tracing::warn!(%method, path, sandbox = %sandbox.node, error = %reason, next_sandbox = go_on, "sandbox call failed");
+                Err(if err.is_timeout() {
+                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", reason)
+                } else {
+                    ApiError::bad_gateway("sandbox_unreachable", reason)
+                })
+            }
+        };
+        if !go_on {
+            break;
+        }
+    }
+    outcome
+}
+
+/// One call to one sandbox: status, content type and the whole body.
+async fn call(
+    state: &AppState,
+    sandbox: &Sandbox,
+    method: &Method,
+    path: &str,
+    body: Option<&JobRequest>,
+    timeout: Duration,
+) -> Result<(StatusCode, String, Bytes), reqwest::Error> {
     let mut request = state
         .http
-        .request(method.clone(), format!("http://{addr}{path}"))
-        .bearer_auth(credential)
+        .request(method.clone(), format!("http://{}{path}", sandbox.addr))
+        .bearer_auth(&sandbox.credential)
         .timeout(timeout);
-    if let Some(body) = &body {
+    if let Some(body) = body {
         request = request.json(body);
     }
-    let response = request.send().await.map_err(|err| {
-        if err.is_timeout() {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "sandbox_timeout",
-                format!("sandbox: {}", describe(&err)),
-            )
-        } else {
-            ApiError::bad_gateway(
-                "sandbox_unreachable",
-                format!("sandbox: {}", describe(&err)),
-            )
-        }
-    })?;
+    let response = request.send().await?;
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response
@@ -352,14 +457,8 @@ async fn forward(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
-    let bytes = response.bytes().await.map_err(|err| {
-        ApiError::bad_gateway(
-            "sandbox_unreachable",
-            format!("sandbox: {}", describe(&err)),
-        )
-    })?;
-    tracing::debug!(%method, path, %status, "relayed to sandbox");
-    Ok(passthrough(status, rewrite_urls(bytes), &content_type))
+    let bytes = response.bytes().await?;
+    Ok((status, content_type, bytes))
 }
 
 /// The relay serves the same paths as the sandbox, so absolute URLs the sandbox

@@ -54,8 +54,25 @@ impl EdgeProxy {
         code: &str,
         message: &str,
     ) -> Result<()> {
+        self.respond_json_with(session, ctx, status, code, message, &[])
+            .await
+    }
+
+    /// [`Self::respond_json`] with `extra` headers (e.g. `Retry-After`).
+    pub(super) async fn respond_json_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&'static str, String)],
+    ) -> Result<()> {
         let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-        let mut response = ResponseHeader::build(status, Some(6))?;
+        let mut response = ResponseHeader::build(status, Some(6 + extra.len()))?;
+        for (name, value) in extra {
+            response.insert_header(*name, value.as_str())?;
+        }
         response.insert_header("content-type", "application/json")?;
         response.insert_header("content-length", body.len().to_string())?;
         response.insert_header("x-request-id", ctx.request_id.clone())?;

@@ -1,25 +1,10 @@
 //! HTTPS: the generated local CA, SNI selection, certificates swapped on disk and by
 //! reload without a restart, bad certificates rejected, HTTP/2 by ALPN.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::{Deploy, SECOND, TestOrigin, reload};
-use crate::support::{Daemon, TestDir, eventually, install_crypto};
-
-/// A client trusting only `ca_pem`, resolving `names` to `addr`.
-fn tls_client(ca_pem: &[u8], names: &[&str], addr: SocketAddr) -> reqwest::Client {
-    install_crypto();
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()]);
-    for name in names {
-        builder = builder.resolve(name, addr);
-    }
-    builder.build().unwrap()
-}
+use crate::support::{Daemon, TestDir, eventually, tls_client};
 
 struct Ca {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
