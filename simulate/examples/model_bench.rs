@@ -86,7 +86,12 @@ l1_capacity = [{size}]
     );
     let cwd = std::env::current_dir()?;
     let scenario = scenario::parse(&text, "bench.toml", &cwd, "bench")?;
-    for result in model::run_all(&scenario, &AtomicBool::new(false), &model::Progress::default(), 1) {
+    for result in model::run_all(
+        &scenario,
+        &AtomicBool::new(false),
+        &model::Progress::default(),
+        1,
+    ) {
         let variant = result?;
         let stats = variant.model.expect("model mode reports model stats");
         println!(
@@ -107,7 +112,12 @@ l1_capacity = [{size}]
 fn example(name: &str, threads: usize) -> Result<(), Box<dyn std::error::Error>> {
     let scenario = edgebox_simulate::examples::load(name).ok_or("no such example")??;
     let started = Instant::now();
-    let results = model::run_all(&scenario, &AtomicBool::new(false), &model::Progress::default(), threads);
+    let results = model::run_all(
+        &scenario,
+        &AtomicBool::new(false),
+        &model::Progress::default(),
+        threads,
+    );
     let wall = started.elapsed().as_secs_f64();
     println!("variant\thit_ratio\tbyte_hit_ratio\tcpu_s\trequests_per_cpu_s");
     let mut cpu = 0.0;
@@ -124,6 +134,8 @@ fn example(name: &str, threads: usize) -> Result<(), Box<dyn std::error::Error>>
             stats.requests_per_cpu_s
         );
     }
-    println!("example {name}: {threads} threads, wall {wall:.1} s, CPU {cpu:.1} s (replay threads)");
+    println!(
+        "example {name}: {threads} threads, wall {wall:.1} s, CPU {cpu:.1} s (replay threads)"
+    );
     Ok(())
 }

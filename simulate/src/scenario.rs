@@ -467,7 +467,8 @@ pub fn parse(
         .unwrap_or_default();
     let (target, target_known) = check_target(&mut c, raw_deployment, base_dir);
     let mode = check_mode(&mut c, raw_mode.as_deref(), &target);
-    let trace = raw_trace.and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode));
+    let trace =
+        raw_trace.and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode));
     let model = mode == Mode::Model;
     let workload = check_workload(
         &mut c,

@@ -65,10 +65,7 @@ pub(super) fn check_trace(
         (Some(file), None) => {
             let path = base_dir.join(&file);
             if !path.is_file() {
-                c.error(
-                    "trace.file",
-                    format!("no trace file at {}", path.display()),
-                );
+                c.error("trace.file", format!("no trace file at {}", path.display()));
             }
             Some(TraceSpec::File { path, format })
         }
@@ -171,7 +168,10 @@ pub(super) fn check_cost(
     mode: Mode,
 ) -> CostModel {
     if mode == Mode::Live {
-        c.error("cost", "the cost table is computed in model mode; add `mode = \"model\"`");
+        c.error(
+            "cost",
+            "the cost table is computed in model mode; add `mode = \"model\"`",
+        );
     }
     let mut price = |key: &str, value: Option<f64>| {
         let value = value.unwrap_or(0.0);
