@@ -17,7 +17,7 @@ mod target_checks;
 mod workload_checks;
 
 use edgebox_cache_model::eviction::PolicyKind;
-use model_checks::{check_cost, check_mode, check_sweep, check_trace};
+use model_checks::{LIVE_L1_POLICY, check_cost, check_mode, check_sweep, check_trace};
 use target_checks::{bind_deployment, check_target};
 use workload_checks::{POLICIES, check_catalogue, check_clients, check_settings, check_workload};
 
@@ -535,10 +535,7 @@ pub fn parse(
     if mode == Mode::Live {
         for variant in &variants {
             if variant.settings.l1_policy.is_some() {
-                c.error(
-                    format!("{}.l1_policy", variant.key_path),
-                    "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`",
-                );
+                c.error(format!("{}.l1_policy", variant.key_path), LIVE_L1_POLICY);
             }
         }
     }

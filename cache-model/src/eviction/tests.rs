@@ -99,7 +99,7 @@ fn every_policy_parses_and_stays_within_capacity_on_a_skewed_stream() {
         for _ in 0..20_000 {
             state = crate::hash::mix64(state);
             // A popular set of 20 keys half the time, a long tail otherwise.
-            let key = if state % 2 == 0 {
+            let key = if state.is_multiple_of(2) {
                 state % 20
             } else {
                 state % 5000

@@ -3,6 +3,9 @@
 use super::*;
 use crate::trace::{Format, generate};
 
+/// Why a live scenario may not choose an L1 policy.
+pub(super) const LIVE_L1_POLICY: &str = "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`";
+
 pub(super) fn check_mode(c: &mut Collector<'_>, raw: Option<&str>, target: &Target) -> Mode {
     let mode = match raw {
         None | Some("live") => Mode::Live,
@@ -122,10 +125,7 @@ pub(super) fn check_sweep(
         policies.push(None);
     }
     if mode == Mode::Live && raw.l1_policy.is_some() {
-        c.error(
-            "sweep.l1_policy",
-            "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`",
-        );
+        c.error("sweep.l1_policy", LIVE_L1_POLICY);
     }
     let mut swept = Vec::new();
     for variant in variants {

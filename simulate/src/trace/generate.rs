@@ -274,7 +274,7 @@ pub fn problems(options: &Options) -> Vec<(&'static str, String)> {
             "oracleGeneral records hold sizes below 4 GiB".to_owned(),
         ));
     }
-    if !(options.span_s >= 1.0) {
+    if options.span_s.is_nan() || options.span_s < 1.0 {
         problems.push(("span", "the trace must span at least 1s".to_owned()));
     }
     problems
