@@ -964,7 +964,7 @@ fn model_mode_through_the_cli_replays_traces_and_reports_bad_records() {
     assert!(report.variants.iter().all(|v| v.total.requests == 5000));
 
     let mut text = std::fs::read_to_string(&trace).unwrap();
-    text.push_str("99999,7,0\n");
+    text.push_str("99999,7,0,eu-west\n");
     std::fs::write(&trace, text).unwrap();
     let bad_out = dir.path().join("bad");
     let output = run(&bad_out);
