@@ -45,6 +45,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let load_before = load_average();
     let mut rows = Vec::new();
     for store in [Store::File, Store::Etcd] {
         eprintln!(
@@ -61,7 +62,8 @@ fn main() {
         rows.push((store, result));
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/propagation.md");
-    std::fs::write(&out, report(&binary, agents, rounds, &rows)).unwrap();
+    let load = format!("{load_before} before, {} after", load_average());
+    std::fs::write(&out, report(&binary, agents, rounds, &rows, &load)).unwrap();
     eprintln!("wrote {}", out.display());
 }
 
@@ -365,7 +367,21 @@ fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
-fn report(binary: &Path, agents: usize, rounds: usize, rows: &[(Store, Samples)]) -> String {
+/// The 1-minute load average: on a shared machine, what else wanted the cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn report(
+    binary: &Path,
+    agents: usize,
+    rounds: usize,
+    rows: &[(Store, Samples)],
+    load: &str,
+) -> String {
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -406,7 +422,7 @@ fn report(binary: &Path, agents: usize, rounds: usize, rows: &[(Store, Samples)]
          agents use replica A, half replica B, every PUT goes to A, so half the samples cross \
          A → etcd → B's watch.\n\n\
          Machine: 2 CPU cores shared by the control planes, etcd and the {agents} agents (each \
-         version is parsed and validated {agents} times in this process), plus whatever else ran.\n\n\
+         version is parsed and validated {agents} times in this process), plus whatever else ran (1-minute load average {load}).\n\n\
          | store | samples | p50 | p99 | max | applied before the PUT's answer arrived |\n\
          |---|---:|---:|---:|---:|---:|\n",
         agents * rounds,

@@ -493,8 +493,82 @@ pub struct SandboxSettings {
     pub subscriber_send_timeout: Duration,
     /// Never 0.
     pub compile_concurrency: usize,
+    /// Files of a multi-file program at most; never 0.
+    pub max_files: usize,
+    /// Job-end webhooks.
+    pub callbacks: CallbackSettings,
+    /// Test cases per judged job at most; never 0.
+    pub max_test_cases: usize,
+    /// Bytes of a job's test cases together (stdin, arguments, expected output).
+    pub max_tests_size: u64,
     pub defaults: JobLimits,
     pub maximums: JobLimits,
+}
+
+/// Where job-end webhooks may go and how they are delivered.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallbackSettings {
+    pub allow: Vec<CallbackDestination>,
+    /// Never 0.
+    pub attempts: u32,
+    /// Never zero.
+    pub timeout: Duration,
+    pub backoff: Duration,
+    #[serde(skip)]
+    pub secret: TokenSecret,
+}
+
+/// One allowed callback destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackDestination {
+    /// A host name, lower case; `*.example.com` is kept as `.example.com` (any name
+    /// below it).
+    Host(String),
+    /// An IP network.
+    Network { addr: std::net::IpAddr, prefix: u8 },
+}
+
+impl CallbackDestination {
+    /// Whether `host` (a name, lower case) or `ip` is within this destination.
+    pub fn allows(&self, host: &str, ip: Option<std::net::IpAddr>) -> bool {
+        match self {
+            CallbackDestination::Host(name) if name.starts_with('.') => {
+                host.ends_with(name.as_str())
+            }
+            CallbackDestination::Host(name) => host == name,
+            CallbackDestination::Network { addr, prefix } => {
+                ip.is_some_and(|ip| in_network(ip, *addr, *prefix))
+            }
+        }
+    }
+}
+
+fn in_network(ip: std::net::IpAddr, network: std::net::IpAddr, prefix: u8) -> bool {
+    use std::net::IpAddr;
+    let bits = |ip: IpAddr| -> (u128, u32) {
+        match ip {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+            IpAddr::V6(v6) => (u128::from(v6), 128),
+        }
+    };
+    let ip = match (ip, network) {
+        (IpAddr::V6(v6), IpAddr::V4(_)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => return false,
+        },
+        _ => ip,
+    };
+    let ((ip, width), (network, network_width)) = (bits(ip), bits(network));
+    if width != network_width {
+        return false;
+    }
+    let prefix = u32::from(prefix).min(width);
+    if prefix == 0 {
+        return true;
+    }
+    let shift = width - prefix;
+    (ip >> shift) == (network >> shift)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

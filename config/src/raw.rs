@@ -650,6 +650,20 @@ pub struct RawSandbox {
     /// WebAssembly modules validated and compiled at once (each on a blocking thread).
     #[serde(default = "default_compile_concurrency")]
     pub compile_concurrency: usize,
+    /// Files a multi-file program may have (their bytes together are bounded by
+    /// `max_source_size`); more get 422.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+    /// Test cases one judged job may have; more get 422.
+    #[serde(default = "default_max_test_cases")]
+    pub max_test_cases: usize,
+    /// Bytes of all test cases of a job together (stdin, arguments, expected output);
+    /// more get 413.
+    #[serde(default = "default_max_tests_size")]
+    pub max_tests_size: ByteSize,
+    /// Where jobs' `callback_url` may point, and how results are delivered there.
+    #[serde(default)]
+    pub callbacks: RawCallbacks,
     /// Limits a job gets when it asks for none.
     #[serde(default = "RawJobLimits::defaults")]
     pub defaults: RawJobLimits,
@@ -674,6 +688,10 @@ impl Default for RawSandbox {
             max_subscribers: default_max_subscribers(),
             subscriber_send_timeout: default_subscriber_send_timeout(),
             compile_concurrency: default_compile_concurrency(),
+            max_files: default_max_files(),
+            callbacks: RawCallbacks::default(),
+            max_test_cases: default_max_test_cases(),
+            max_tests_size: default_max_tests_size(),
             defaults: RawJobLimits::defaults(),
             maximums: RawJobLimits::maximums(),
         }
@@ -715,6 +733,67 @@ fn default_subscriber_send_timeout() -> Duration {
 }
 fn default_compile_concurrency() -> usize {
     2
+}
+fn default_max_files() -> usize {
+    64
+}
+fn default_max_test_cases() -> usize {
+    64
+}
+fn default_max_tests_size() -> ByteSize {
+    ByteSize::from_bytes(4 * 1024 * 1024)
+}
+
+/// `[sandbox.callbacks]`: job-end webhooks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallbacks {
+    /// Destinations a `callback_url` may name: host names (exact, or `*.example.com`)
+    /// and IP networks (`10.1.0.0/16`, `127.0.0.1/32`, `::1/128`). Empty (the default):
+    /// no callbacks; any other destination is refused with 422 at submission.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Delivery attempts at most (the first one included).
+    #[serde(default = "default_callback_attempts")]
+    pub attempts: u32,
+    /// How long one attempt may take.
+    #[serde(default = "default_callback_timeout")]
+    pub timeout: Duration,
+    /// Wait before the first retry; doubled for each later one.
+    #[serde(default = "default_callback_backoff")]
+    pub backoff: Duration,
+    /// The key that signs callbacks (`X-Edgebox-Signature`). At most one of `secret`,
+    /// `secret_env` and `secret_file`; with none, the file `secrets/callback-key` in the
+    /// data dir, generated (0600) when missing.
+    pub secret: Option<String>,
+    /// Environment variable holding the key.
+    pub secret_env: Option<String>,
+    /// File holding the key (relative to the data dir); generated when missing.
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Default for RawCallbacks {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            attempts: default_callback_attempts(),
+            timeout: default_callback_timeout(),
+            backoff: default_callback_backoff(),
+            secret: None,
+            secret_env: None,
+            secret_file: None,
+        }
+    }
+}
+
+fn default_callback_attempts() -> u32 {
+    5
+}
+fn default_callback_timeout() -> Duration {
+    Duration::from_millis(5_000)
+}
+fn default_callback_backoff() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// Per-job limits.

@@ -125,8 +125,16 @@ pub fn routes() -> Routes {
 
 /// The OpenAPI 3.1 document for `routes`.
 pub fn openapi(routes: &Routes) -> OpenApi {
+    // What the events WebSocket carries each way (no HTTP body names them), with the
+    // schemas they refer to.
+    let mut socket_schemas = Vec::new();
+    <edgebox_wire::sandbox::JobEvent as utoipa::ToSchema>::schemas(&mut socket_schemas);
+    <edgebox_wire::sandbox::ClientMessage as utoipa::ToSchema>::schemas(&mut socket_schemas);
     let components = ComponentsBuilder::new()
         .schemas_from_iter(routes.schemas.clone())
+        .schemas_from_iter(socket_schemas)
+        .schema_from::<edgebox_wire::sandbox::JobEvent>()
+        .schema_from::<edgebox_wire::sandbox::ClientMessage>()
         .security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -105,8 +105,11 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> 
             }
         }
         // Browsers cannot set headers on WebSocket handshakes; for those only, the
-        // token may come as `?access_token=`.
-        None if is_websocket_upgrade(parts) => query_token(parts).ok_or_else(missing)?,
+        // token may come as a `bearer.<hex>` subprotocol (the dashboard's way: no token
+        // in a URL) or as `?access_token=` (other clients).
+        None if is_websocket_upgrade(parts) => protocol_token(parts)
+            .or_else(|| query_token(parts))
+            .ok_or_else(missing)?,
         None => return Err(missing()),
     };
     if edgebox_node::credentials::claimed_node(&presented).is_some() {
@@ -159,6 +162,25 @@ fn is_websocket_upgrade(parts: &Parts) -> bool {
         .get(axum::http::header::UPGRADE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// The token of a `Sec-WebSocket-Protocol: edgebox, bearer.<hex of the token>` offer.
+fn protocol_token(parts: &Parts) -> Option<String> {
+    let offered = parts
+        .headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix("bearer."))?;
+    if offered.len() % 2 != 0 || offered.len() > 2048 {
+        return None;
+    }
+    let bytes = (0..offered.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(offered.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn query_token(parts: &Parts) -> Option<String> {
@@ -286,6 +308,24 @@ mod tests {
         }
         let other = TokenSecret::File(dir.path().join("tokens/none"));
         assert!(resolve("x", &other, false).is_err());
+    }
+
+    #[test]
+    fn websocket_tokens_come_hex_encoded_in_a_subprotocol() {
+        let (parts, _) = axum::http::Request::builder()
+            .header("sec-websocket-protocol", "edgebox, bearer.6f702d31")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(protocol_token(&parts).as_deref(), Some("op-1"));
+        for bad in ["edgebox", "bearer.6f7", "bearer.zz", ""] {
+            let (parts, _) = axum::http::Request::builder()
+                .header("sec-websocket-protocol", bad)
+                .body(())
+                .unwrap()
+                .into_parts();
+            assert_eq!(protocol_token(&parts), None, "{bad}");
+        }
     }
 
     #[test]

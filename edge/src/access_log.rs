@@ -8,7 +8,8 @@
 //! SIGHUP, after a rotation has renamed it. A file that cannot be opened or written
 //! costs the lines (counted as `write_errors`) and turns `ok` false in `/healthz` and
 //! `/stats`; requests keep being served, and the writer tries to open it again at most
-//! once per [`RETRY_OPEN`] and at every SIGHUP.
+//! once per [`RETRY_OPEN`] and at every SIGHUP. A stopping edge waits (up to a second)
+//! for the lines of its last requests.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -64,6 +65,8 @@ enum Message {
     Configure(Option<Destination>),
     /// SIGHUP: reopen the file.
     Reopen,
+    /// Write everything queued before this, then answer (a stopping edge's last lines).
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -140,6 +143,19 @@ impl AccessLog {
         let _ = self.tx.send(Message::Reopen).await;
     }
 
+    /// Waits (up to `limit`) until every line queued so far is written or lost.
+    pub async fn flush(&self, limit: Duration) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let flushed = async {
+            if self.tx.send(Message::Flush(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        };
+        if tokio::time::timeout(limit, flushed).await.is_err() {
+            tracing::warn!("the access log did not catch up before the edge stopped");
+        }
+    }
+
     /// `None` while no log is configured.
     pub fn state(&self) -> Option<AccessLogState> {
         let current = self.shared.current.lock().clone()?;
@@ -205,6 +221,10 @@ impl Writer {
                     Message::Reopen => {
                         self.write(&mut batch, &mut lines);
                         self.open();
+                    }
+                    Message::Flush(done) => {
+                        self.write(&mut batch, &mut lines);
+                        let _ = done.send(());
                     }
                 }
                 // Batches at most what is queued now, so lines reach the file promptly.

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use edgebox_config::Deployment;
 use edgebox_node::metrics::MetricsText;
+use edgebox_wire::control_plane::PurgeRequest;
 use edgebox_wire::edge::{
     CacheStatus, Draining, EdgeStats, PurgeCount, ReloadApplied, Tier, UpstreamOrigin,
 };
@@ -115,6 +116,7 @@ impl AdminApp {
             cache,
             rate_limit: snapshot.rate_limit.stats(&state.buckets),
             access_log: state.access_log.state(),
+            latency: state.stats.latency(),
         }
     }
 
@@ -264,26 +266,17 @@ impl AdminApp {
     }
 }
 
-/// The body of `POST /purge`; exactly one selector.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeBody {
-    url: Option<String>,
-    prefix: Option<String>,
-    tag: Option<String>,
-    all: Option<bool>,
-}
-
 impl AdminApp {
+    /// `POST /purge`: the control plane's [`PurgeRequest`] as it fans it out.
     async fn purge(&self, body: &[u8]) -> Response<Vec<u8>> {
-        let parsed: PurgeBody = match serde_json::from_slice(body) {
+        let parsed: PurgeRequest = match serde_json::from_slice(body) {
             Ok(parsed) => parsed,
             Err(e) => {
                 return error(
                     400,
                     "invalid_purge",
                     format!(
-                        "the body must be a JSON object with one of url, prefix, tag, all: {e}"
+                        "the body must be a JSON object with one of url, prefix, tag, all (and optionally soft): {e}"
                     ),
                 );
             }
@@ -297,8 +290,13 @@ impl AdminApp {
             Ok(request) => request,
             Err(message) => return error(400, "invalid_purge", message),
         };
-        let purged = self.state.cache.purge_by(&request).await;
-        tracing::info!(?request, purged, "purge");
+        let kind = if parsed.soft {
+            crate::cache::PurgeKind::MarkStale
+        } else {
+            crate::cache::PurgeKind::Remove
+        };
+        let purged = self.state.cache.purge_by(&request, kind).await;
+        tracing::info!(?request, ?kind, purged, "purge");
         json_response(
             200,
             &PurgeCount {

@@ -59,7 +59,10 @@
 //!    `EXPIRED` where the edge shows `STALE` and refreshes in the background).
 //! 9. **Purge** (admin `POST /purge`): map the JSON body to a [`PurgeRequest`] with
 //!    [`PurgeRequest::from_fields`] (400 with its message otherwise) and answer
-//!    `{"purged": storage.purge_by(&request).await}`.
+//!    `{"purged": storage.purge_by(&request, kind).await}` ([`PurgeKind::MarkStale`] for a
+//!    soft purge). To keep a fill that was in flight during a purge from storing its old
+//!    body, note `storage.purge_epoch()` when the request starts and put it in the cache
+//!    key's extensions as [`purges::FillEpoch`] (`cache_key_callback`).
 //! 10. **Stats**: `serde_json::to_value(storage.snapshot())` is the `cache` object of `/stats`,
 //!     and `metrics::prometheus(&snapshot, node, &mut text)` its samples on `/metrics`.
 //!
@@ -78,6 +81,7 @@ pub mod key;
 pub mod memory;
 pub mod metrics;
 pub mod policy;
+pub mod purges;
 pub mod tiered;
 
 #[cfg(test)]
@@ -184,9 +188,20 @@ impl PurgeRequest {
     }
 }
 
-/// State the tiers share: counters and the purge index.
+/// What a purge does to the objects it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeKind {
+    /// Remove them from every tier.
+    Remove,
+    /// Keep them, marked stale: the next request revalidates with the upstream, and the
+    /// objects' own serve-stale windows (measured from the purge) still apply.
+    MarkStale,
+}
+
+/// State the tiers share: counters, the purge index and the purge epochs.
 #[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) metrics: metrics::Metrics,
     pub(crate) index: index::PurgeIndex,
+    pub(crate) purges: purges::PurgeLog,
 }

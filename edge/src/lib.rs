@@ -252,6 +252,8 @@ async fn serve(
     for task in background.iter().chain(watcher.iter()) {
         task.abort();
     }
+    // The last requests' lines, before the process exits under the writer thread.
+    state.access_log.flush(Duration::from_secs(1)).await;
     tracing::info!("edge stopped");
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! out, so the cache holds one identity copy per URL (and per origin `Vary`), ranges on hits
 //! are cut from it, and 206 answers are never compressed.
 
+mod cache_status;
 mod failure;
 mod fast_path;
 mod headers;
@@ -27,7 +28,8 @@ use edgebox_config::HashKey;
 use pingora::ErrorType;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{
-    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable, VarianceBuilder,
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+    VarianceBuilder,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -47,6 +49,8 @@ use headers::{
     HOP_HEADER, HopByHop, REGION_HEADER, REQUEST_ID, UNKEYED, header_str, hop_signed,
     parent_simulated, via, via_chain,
 };
+
+pub use cache_status::cache_name;
 
 pub struct EdgeProxy {
     pub state: Arc<EdgeState>,
@@ -93,6 +97,14 @@ pub struct RequestCtx {
     upstream_tier: ServedTier,
     /// (`X-Cache-Tier`, `X-Cache`) as sent, for the per-tier counters.
     served: Option<(ServedTier, CacheStatus)>,
+    /// The cache's purge epoch when the request started: a purge after it keeps this
+    /// request's fill from being stored (`cache::purges`).
+    purge_epoch: u64,
+    /// The upstream's `Cache-Status` for this request (a parent edge's), which this edge's
+    /// entry is appended to; never stored.
+    upstream_cache_status: Option<http::HeaderValue>,
+    /// The upstream response's `Age` in seconds: a stored copy is that much older already.
+    upstream_age: u64,
     span: tracing::Span,
 }
 
@@ -149,6 +161,9 @@ impl ProxyHttp for EdgeProxy {
             cache_tier: None,
             upstream_tier: ServedTier::Origin,
             served: None,
+            purge_epoch: self.state.cache.purge_epoch(),
+            upstream_cache_status: None,
+            upstream_age: 0,
             span: tracing::Span::none(),
         }
     }
@@ -284,11 +299,15 @@ impl ProxyHttp for EdgeProxy {
     }
 
     /// Host (or the HTTP/2 authority) plus path and query; the purge index relies on it.
+    /// The key carries the request's purge epoch to the storage (`cache::purges`).
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        Ok(ctx
+        let mut key = ctx
             .cache_key
             .take()
-            .unwrap_or_else(|| request_cache_key(&ctx.host, session.req_header())))
+            .unwrap_or_else(|| request_cache_key(&ctx.host, session.req_header()));
+        key.extensions
+            .insert(cache::purges::FillEpoch(ctx.purge_epoch));
+        Ok(key)
     }
 
     /// The origin's headers decide; when they say nothing about freshness the path's TTL
@@ -301,14 +320,28 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<RespCacheable> {
         let settings = &ctx.snapshot.deployment.cache;
         let req = session.req_header();
-        Ok(cache::policy::response_cacheable(
+        let mut decided = cache::policy::response_cacheable(
             resp,
             req.headers.contains_key(http::header::AUTHORIZATION),
             settings.default_ttl(req.uri.path()),
             settings.stale_while_revalidate,
             settings.stale_if_error,
             settings.strip_set_cookie,
-        ))
+        );
+        if let RespCacheable::Cacheable(meta) = &mut decided {
+            // Purged since this request started: its answer predates the purge. (The
+            // storage checks again, atomically, when it would store; this keeps the
+            // response from saying `stored`.)
+            let url = cache::key::url_of_primary(session.cache.cache_key().primary_key());
+            let tags = cache::index::tags_from_headers(meta.response_header());
+            if self.state.cache.purged_since(ctx.purge_epoch, &url, &tags) {
+                return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                    "purged while in flight",
+                )));
+            }
+            cache::policy::age_from_upstream(meta, resp, ctx.upstream_age, SystemTime::now());
+        }
+        Ok(decided)
     }
 
     /// One variant per combination of the request values the stored `Vary` names
@@ -559,6 +592,16 @@ impl ProxyHttp for EdgeProxy {
         upstream_response.remove_header("server-timing");
         upstream_response.remove_header("x-cache");
         upstream_response.remove_header("x-cache-tier");
+        // The upstream's `Cache-Status` describes this request only: chained onto this
+        // edge's entry in `response_filter`, never stored (a later hit here did not pass
+        // through the upstream).
+        ctx.upstream_cache_status = upstream_response.remove_header("cache-status");
+        ctx.upstream_age = upstream_response
+            .headers
+            .get(http::header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         Ok(())
     }
 
@@ -612,6 +655,27 @@ impl ProxyHttp for EdgeProxy {
         let status = cache::policy::x_cache(phase);
         response.insert_header("x-cache", status.as_str())?;
         response.insert_header("x-cache-tier", tier.as_str())?;
+        let meta = session.cache.maybe_cache_meta();
+        // `X-Cache: BYPASS` covers both a request the cache never handled and a response
+        // it declined to store; `Cache-Status` tells them apart (`fwd=bypass` vs a miss
+        // that was not stored).
+        let declined = status == CacheStatus::Bypass
+            && matches!(&phase, CachePhase::Disabled(reason) if *reason != NoCacheReason::NeverEnabled);
+        let entry = cache_status::Entry {
+            status: if declined { CacheStatus::Miss } else { status },
+            collapsed: status == CacheStatus::Hit && session.cache.lock_duration().is_some(),
+            stored: matches!(phase, CachePhase::Miss | CachePhase::Expired),
+            ttl: meta
+                .filter(|_| status != CacheStatus::Bypass)
+                .map(|meta| cache_status::ttl(meta.fresh_until(), SystemTime::now())),
+        };
+        response.insert_header(
+            cache_status::NAME,
+            entry.header(
+                &self.state.cache_status_name,
+                ctx.upstream_cache_status.as_ref(),
+            ),
+        )?;
         ctx.served = Some((tier, status));
         if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
             response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
@@ -694,6 +758,7 @@ impl ProxyHttp for EdgeProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.state.stats.record(status, ctx.response_bytes);
+        self.state.stats.record_latency(ctx.started.elapsed());
         if let Some((tier, cache_status)) = ctx.served {
             self.state
                 .stats

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use edgebox_config::{ConfigLocation, Deployment, EdgeNode, Role};
-use edgebox_wire::edge::{CacheStatus, RequestCounts, Served, Tier as ServedTier};
+use edgebox_wire::edge::{
+    CacheStatus, LATENCY_BOUNDS_MS, LatencyHistogram, RequestCounts, Served, Tier as ServedTier,
+};
 
 use crate::cache::{CacheOptions, TieredStorage};
 use crate::compress;
@@ -68,6 +70,8 @@ pub struct StatsShard {
     pub tier_bytes: [AtomicU64; ServedTier::ALL.len()],
     /// Responses by `X-Cache`, indexed by [`CacheStatus::index`].
     pub cache_status: [AtomicU64; CacheStatus::ALL.len()],
+    /// Requests by duration, in the buckets of [`LATENCY_BOUNDS_MS`] (plus overflow).
+    pub latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
 impl Stats {
@@ -91,6 +95,21 @@ impl Stats {
             client_error: class(3),
             server_error: class(4),
         }
+    }
+
+    /// Counts a request that took `elapsed` from its first hook to its log line.
+    pub fn record_latency(&self, elapsed: std::time::Duration) {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.shards.local().latency[LatencyHistogram::bucket(ms)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests by duration since start.
+    pub fn latency(&self) -> LatencyHistogram {
+        let mut histogram = LatencyHistogram::default();
+        for (i, count) in histogram.counts.iter_mut().enumerate() {
+            *count = self.shards.sum(|s| &s.latency[i]);
+        }
+        histogram
     }
 
     pub fn bytes_sent(&self) -> u64 {
@@ -153,6 +172,8 @@ pub struct EdgeState {
     /// This edge's `Via` entry over HTTP/1.1 and HTTP/2 (`1.1 edgebox-NODE`), made once.
     pub via_h1: http::HeaderValue,
     pub via_h2: http::HeaderValue,
+    /// This edge's name in `Cache-Status` (`proxy/cache_status.rs`), made once.
+    pub cache_status_name: String,
     reload_lock: tokio::sync::Mutex<()>,
     /// The config agent's view of the control plane (set once the agent runs), for
     /// `/healthz`.
@@ -201,6 +222,7 @@ impl EdgeState {
             ids: crate::request_id::RequestIds::new(node),
             via_h1: via_value("1.1", node)?,
             via_h2: via_value("2", node)?,
+            cache_status_name: crate::proxy::cache_name(node),
             reload_lock: tokio::sync::Mutex::new(()),
             agent_link: std::sync::OnceLock::new(),
         })

@@ -2,7 +2,7 @@
 //! one [`shutdown`] signal and drain with a deadline, the [`announce`] protocol by which
 //! a daemon tells its starter which ports it bound, [`backoff`], [`fs::atomic_write`],
 //! bearer-token [`secrets`], per-node [`credentials`], one Prometheus text writer ([`metrics`]) and the
-//! child-process [`supervisor`] behind `edgebox up` and the simulator.
+//! child-process [`supervisor`] behind `edgebox up` and the simulator, and signed [`webhook`]s.
 //!
 //! This crate knows no daemon: daemons depend on it, never the other way round.
 
@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod secrets;
 pub mod shutdown;
 pub mod supervisor;
+pub mod webhook;
 
 pub use announce::{announce_listening, parse_announcement};
 

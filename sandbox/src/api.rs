@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgebox_wire::health::{HealthStatus, NodeHealth};
 use edgebox_wire::sandbox::{
-    JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport, OutputChunk, OutputStream,
-    RuntimeInfo, SandboxStats,
+    ClientMessage, EventError, JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport,
+    OutputChunk, OutputStream, RuntimeInfo, SandboxStats,
 };
 use edgebox_wire::{ErrorBody, ErrorDetail};
 
@@ -25,8 +25,9 @@ use crate::jobs::{Job, JobState, Language};
 use crate::runtimes;
 use crate::service::{Rejection, Service, Submission, Subscription};
 
-/// What a subscriber may send the sandbox: nothing is read from it but closes, so a
-/// small bound keeps a client from making the daemon buffer a large message.
+/// What a subscriber may send the sandbox: stdin, `stdin_eof` and `cancel` messages; a
+/// bound keeps a client from making the daemon buffer a large one (more stdin is sent
+/// as more messages).
 const MAX_INCOMING_MESSAGE: usize = 64 * 1024;
 
 type Shared = Arc<Service>;
@@ -152,6 +153,7 @@ fn stats_of(service: &Service) -> SandboxStats {
         runtime_dir: service.engine.dir.path.clone(),
         retained: service.jobs.retained(service.retention()),
         subscribers: service.subscribers.load(Ordering::Relaxed) as u64,
+        programs_prepared: service.programs_prepared.load(Ordering::Relaxed),
     }
 }
 
@@ -215,6 +217,12 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
         stats.rejected_busy,
     )
     .counter(
+        "edgebox_sandbox_programs_prepared_total",
+        "Programs prepared (modules compiled, runtimes resolved): one per job, however many test cases.",
+        &node,
+        stats.programs_prepared,
+    )
+    .counter(
         "edgebox_sandbox_jobs_evicted_total",
         "Finished jobs forgotten early (oldest first) to stay within the retention bounds.",
         &node,
@@ -230,10 +238,13 @@ async fn metrics(AxState(service): AxState<Shared>) -> Response {
 /// Reads and decodes a submission: 413 when the body cannot fit the size limits, 400 for
 /// malformed JSON (including invalid UTF-8), 422 for JSON of the wrong shape.
 async fn read_submission(service: &Service, body: Body) -> Result<Submission, Response> {
-    // JSON escaping can at most sextuple a byte (`\u0000`); allow for it plus the envelope.
-    let limit = (service.settings.load().max_source_size + service.settings.load().max_stdin_size)
+    // JSON escaping can at most sextuple a byte (`\u0000`); allow for it plus the envelope
+    // (and a small allowance per test case for its keys).
+    let settings = service.settings.load();
+    let limit = (settings.max_source_size + settings.max_stdin_size + settings.max_tests_size)
         .saturating_mul(6)
-        .saturating_add(64 * 1024) as usize;
+        .saturating_add(64 * 1024)
+        .saturating_add(settings.max_test_cases as u64 * 256) as usize;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         error(
             413,
@@ -370,26 +381,33 @@ async fn events(
         Err(rejection) => return rejection.into_response(),
     };
     let send_timeout = service.settings.load().subscriber_send_timeout;
+    let stdin_limit = service.settings.load().max_stdin_size;
     upgrade
         .max_message_size(MAX_INCOMING_MESSAGE)
         .max_frame_size(MAX_INCOMING_MESSAGE)
-        .on_upgrade(move |socket| stream_events(socket, job, subscription, send_timeout))
+        .on_upgrade(move |socket| {
+            stream_events(socket, job, subscription, send_timeout, stdin_limit)
+        })
 }
 
 /// What a subscriber receives: everything it missed first (output so far), then output
 /// chunks as they come, a status at least every 100 ms while the job is queued or running,
 /// and the final result. Every send has `send_timeout`: a client that stops reading is
-/// disconnected, and its place and its hold on the job go with it.
+/// disconnected, and its place and its hold on the job go with it. What the client sends
+/// (stdin, `stdin_eof`, `cancel`) is applied as it comes; a message that cannot be is
+/// answered with an `error` event and the job goes on.
 async fn stream_events(
     mut socket: WebSocket,
     job: Arc<Job>,
     subscription: Subscription,
     send_timeout: Duration,
+    stdin_limit: u64,
 ) {
     const STATUS_EVERY: Duration = Duration::from_millis(100);
     let _subscription = subscription;
     let mut changes = job.subscribe();
     let mut cursor = crate::jobs::OutputCursor::default();
+    let mut cases_sent = 0;
     // One decoder per stream, so that a character split between chunks stays whole.
     let mut decoders = [LossyUtf8::default(), LossyUtf8::default()];
     let mut status = tokio::time::interval(STATUS_EVERY);
@@ -406,6 +424,16 @@ async fn stream_events(
             if let Err(reason) =
                 send(&mut socket, send_timeout, event_text(chunk.stream, data)).await
             {
+                failed = Some(reason);
+                break;
+            }
+        }
+        if let Some(reason) = failed {
+            break reason;
+        }
+        for case in job.cases_since(&mut cases_sent) {
+            let text = serde_json::to_string(&JobEvent::Case(case)).unwrap_or_default();
+            if let Err(reason) = send(&mut socket, send_timeout, text.into()).await {
                 failed = Some(reason);
                 break;
             }
@@ -444,14 +472,64 @@ async fn stream_events(
                 }
             }
             incoming = socket.recv() => {
-                match incoming {
+                let refused = match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break "client closed",
-                    Some(Ok(_)) => {}
+                    Some(Ok(Message::Text(text))) => apply_client_message(&job, text.as_str(), stdin_limit),
+                    Some(Ok(Message::Binary(_))) => Some(EventError {
+                        code: "invalid_message".into(),
+                        message: "messages are JSON text: {\"type\": \"stdin\" | \"stdin_eof\" | \"cancel\"}".into(),
+                    }),
+                    Some(Ok(_)) => None,
+                };
+                if let Some(refused) = refused {
+                    tracing::debug!(job = %job.id, code = %refused.code, "client message refused");
+                    let text = serde_json::to_string(&JobEvent::Error(refused)).unwrap_or_default();
+                    if let Err(reason) = send(&mut socket, send_timeout, text.into()).await {
+                        break reason;
+                    }
                 }
             }
         }
     };
     tracing::debug!(job = %job.id, reason, "event subscriber disconnected");
+}
+
+/// Applies one client message to `job`; `Some` says why it was refused.
+fn apply_client_message(job: &Job, text: &str, stdin_limit: u64) -> Option<EventError> {
+    let refused = |code: &str, message: String| {
+        Some(EventError {
+            code: code.to_owned(),
+            message,
+        })
+    };
+    let message = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(message) => message,
+        Err(error) => {
+            return refused(
+                "invalid_message",
+                format!(
+                    "not a client message ({error}); expected {{\"type\": \"stdin\", \"data\": ...}}, {{\"type\": \"stdin_eof\"}} or {{\"type\": \"cancel\"}}"
+                ),
+            );
+        }
+    };
+    if job.state().is_final() {
+        return refused(
+            "job_finished",
+            format!("job {} has already finished", job.id),
+        );
+    }
+    let applied = match message {
+        ClientMessage::Stdin { data } => job.stdin.write(Bytes::from(data), stdin_limit),
+        ClientMessage::StdinEof => job.stdin.close(),
+        ClientMessage::Cancel => {
+            job.cancel();
+            Ok(())
+        }
+    };
+    applied
+        .err()
+        .and_then(|error| refused(error.code(), error.to_string()))
 }
 
 /// Sends one text message, giving up after `timeout`.

@@ -101,6 +101,7 @@ impl SandboxEngine {
             .map_err(EngineError::Engine)?;
         // The scratch quota's wrappers shadow the functions that can grow a directory.
         crate::scratch::add_to_linker(&mut linker).map_err(EngineError::Engine)?;
+        crate::stdin::add_to_linker(&mut linker).map_err(EngineError::Engine)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("sandbox-epoch".into())
@@ -127,7 +128,10 @@ impl SandboxEngine {
 
     /// The runtime for `spec`, fetching, compiling and (for CPython) calibrating the line
     /// sampler on first use. A failure is returned and retried on the next call.
-    pub async fn runtime(self: &Arc<Self>, spec: &RuntimeSpec) -> Result<Arc<Runtime>, EngineError> {
+    pub async fn runtime(
+        self: &Arc<Self>,
+        spec: &RuntimeSpec,
+    ) -> Result<Arc<Runtime>, EngineError> {
         let cell = if spec.language == runtimes::PYTHON.language {
             &self.python
         } else {

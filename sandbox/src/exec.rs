@@ -25,6 +25,20 @@ pub struct JobCtx {
     pub scratch: Option<scratch::Quota>,
     limiter: Limiter,
     memory: Option<Memory>,
+    /// CPython's line probe, for the line a read of stdin is made from.
+    line_probe: Option<pyline::Probe>,
+}
+
+impl JobCtx {
+    /// Called on each read of stdin with the guest's memory: records the submitted
+    /// line reading it (a Python `input()` line), if there is one.
+    pub fn note_stdin_read(&self, memory: &[u8]) {
+        if let (Some(probe), Some((job, _))) = (self.line_probe, self.limiter.slot.job())
+            && let Some(location) = probe.current_location(memory, &job.guest_files)
+        {
+            job.set_location(Some(location));
+        }
+    }
 }
 
 /// The job an instance serves, set once when it is attached. An instance may be started
@@ -77,12 +91,19 @@ impl StdinStream for SlotStdin {
 #[wasmtime_wasi::async_trait]
 impl Pollable for SlotStdin {
     async fn ready(&mut self) {
-        loop {
+        let job = loop {
             let notified = self.0.attached.notified();
-            if self.0.stdin.lock().unwrap().is_some() {
-                return;
+            match self.0.stdin.lock().unwrap().as_ref() {
+                Some(rest) if !rest.is_empty() => return,
+                Some(_) => break self.0.job().map(|(job, _)| job.clone()),
+                None => {}
             }
             notified.await;
+        };
+        // The submitted stdin is read: what comes next is the job's pipe (interactive
+        // jobs wait here for the socket to write or close it).
+        if let Some(job) = job {
+            job.stdin.ready().await;
         }
     }
 }
@@ -93,7 +114,10 @@ impl InputStream for SlotStdin {
         let mut stdin = self.0.stdin.lock().unwrap();
         match stdin.as_mut() {
             None => Ok(Bytes::new()),
-            Some(rest) if rest.is_empty() => Err(StreamError::Closed),
+            Some(rest) if rest.is_empty() => match self.0.job() {
+                Some((job, _)) => job.stdin.read(size).ok_or(StreamError::Closed),
+                None => Err(StreamError::Closed),
+            },
             Some(rest) => Ok(rest.split_to(size.min(rest.len()))),
         }
     }
@@ -135,6 +159,7 @@ impl ResourceLimiter for Limiter {
 }
 
 /// How the current line is found for this job.
+#[derive(Clone)]
 pub enum Sampler {
     /// CPython: read the interpreter state from linear memory.
     Python(Option<pyline::Probe>),
@@ -154,6 +179,8 @@ pub struct Program {
     pub sampler: Sampler,
     /// The scratch directory's quota when the job asked for one.
     pub scratch: Option<ScratchLimits>,
+    /// A multi-file program's files, shown read-only as `/app`.
+    pub app: Option<Arc<crate::app::AppDir>>,
 }
 
 /// What a job's scratch directory may hold.
@@ -289,6 +316,12 @@ pub fn start(
         })
         .args(&program.argv)
         .allow_blocking_current_thread(true);
+    if let Some(app) = &program.app
+        && let Err(error) =
+            wasi.preopened_dir(app.host_path(), crate::app::GUEST_DIR, FsPerms::ReadOnly)
+    {
+        return Err(failed(format!("opening the program's files: {error:#}")));
+    }
     if let Some(dir) = &scratch {
         // The guest sees only this directory; wasmtime-wasi opens it with cap-std, so
         // `..` and symlinks cannot lead outside it.
@@ -305,7 +338,12 @@ pub fn start(
         )),
         _ => None,
     };
+    let line_probe = match &program.sampler {
+        Sampler::Python(probe) => *probe,
+        _ => None,
+    };
     let ctx = JobCtx {
+        line_probe,
         wasi: wasi.build_p1(),
         scratch: quota,
         limiter: Limiter {
@@ -320,10 +358,7 @@ pub fn start(
     store.limiter(|ctx| &mut ctx.limiter);
     store.set_epoch_deadline(1);
 
-    let final_probe = match &program.sampler {
-        Sampler::Python(probe) => *probe,
-        _ => None,
-    };
+    let final_probe = line_probe;
     let callback_slot = slot.clone();
     let mut sampler = program.sampler;
     let mut tick: u64 = 0;
@@ -349,7 +384,7 @@ pub fn start(
         match &mut sampler {
             Sampler::Python(Some(probe)) => {
                 if let Some(memory) = cx.data().memory {
-                    job.set_current_line(probe.current_line(memory.data(&cx)));
+                    job.set_location(probe.current_location(memory.data(&cx), &job.guest_files));
                 }
             }
             Sampler::Backtrace if tick.is_multiple_of(5) => {
@@ -376,6 +411,8 @@ pub fn start(
     let (attach_tx, attach_rx) = tokio::sync::oneshot::channel::<Arc<Job>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let pre = program.pre;
+    // The files stay on disk while the instance may read them.
+    let app = program.app;
     tokio::spawn(async move {
         let mut attach_rx = attach_rx;
         let (job, result) = {
@@ -417,12 +454,13 @@ pub fn start(
         {
             // The guest was stopped while blocked in a host call (e.g. sleeping): its
             // memory still shows where it is, which may be a line no tick landed on.
-            if let Some(line) = probe.current_line(memory.data(&store)) {
-                job.set_current_line(Some(line));
+            if let Some(location) = probe.current_location(memory.data(&store), &job.guest_files) {
+                job.set_location(Some(location));
             }
         }
         drop(store);
         drop(scratch);
+        drop(app);
         let _ = done_tx.send(classify(&job, result, memory_hit.load(Ordering::Relaxed)));
     });
     Ok(Started {

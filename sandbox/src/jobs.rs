@@ -14,7 +14,10 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-use edgebox_wire::sandbox::{JobHead, JobStatus};
+use edgebox_wire::sandbox::{
+    CallbackAttempt, CallbackState, CallbackView, CaseResult, CompareMode, JobHead, JobStatus,
+    RunningCase, SourceLocation, TestSummary, Verdict,
+};
 pub use edgebox_wire::sandbox::{JobLimits as Limits, JobState, Language, OutputStream as Stream};
 
 pub use table::{JobTable, Retention};
@@ -95,6 +98,19 @@ pub struct Job {
     /// The final `result` event's text while some subscriber is sending it, shared so
     /// that N subscribers of one finished job hold one copy, and none once they are done.
     result_text: Mutex<Weak<String>>,
+    /// What the guest reads after the submitted stdin: closed unless interactive.
+    pub stdin: crate::stdin::Pipe,
+    /// The file names whose frames count as the submitted program's, as the guest has
+    /// them (`<main>`, or `/app/...` for each file of a multi-file program).
+    pub guest_files: Arc<Vec<Vec<u8>>>,
+    /// Multi-file programs: the submitted paths, in the order of `guest_files`.
+    pub file_paths: Arc<Vec<String>>,
+    /// Index in `file_paths` of the file `current_line` is in.
+    current_file: AtomicUsize,
+    /// Jobs with a `callback_url`: its delivery (attempts are bounded by config).
+    callback: Mutex<Option<CallbackView>>,
+    /// Where the callback goes, as checked at submission.
+    pub callback_target: Option<edgebox_node::webhook::Target>,
 }
 
 #[derive(Debug)]
@@ -109,6 +125,20 @@ struct JobInner {
     error: Option<String>,
     /// Set when the job finishes: its output takes no more writes.
     frozen: bool,
+    /// Judged jobs: the cases judged so far.
+    tests: Option<TestSummary>,
+    /// Judged jobs: the case running now and the job its instance serves.
+    running_case: Option<(RunningCase, CaseJob)>,
+}
+
+/// The job a judged job's running case is (shown in `Debug` by its id).
+#[derive(Clone)]
+pub struct CaseJob(pub Arc<Job>);
+
+impl std::fmt::Debug for CaseJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.id)
+    }
 }
 
 /// The final outcome the runner reports.
@@ -137,6 +167,8 @@ impl Job {
                 truncated: false,
                 error: None,
                 frozen: false,
+                tests: None,
+                running_case: None,
             }),
             current_line: AtomicI64::new(NO_LINE),
             cpu_ticks: AtomicU64::new(0),
@@ -147,7 +179,67 @@ impl Job {
             changes: watch::Sender::new(0),
             subscribers: AtomicUsize::new(0),
             result_text: Mutex::new(Weak::new()),
+            stdin: crate::stdin::Pipe::default(),
+            guest_files: Arc::new(vec![crate::pyline::SUBMITTED_FILENAME.to_vec()]),
+            file_paths: Arc::new(Vec::new()),
+            current_file: AtomicUsize::new(0),
+            callback: Mutex::new(None),
+            callback_target: None,
         }
+    }
+
+    /// Gives the job a callback to `target`, delivered when it ends.
+    pub fn with_callback(mut self, target: edgebox_node::webhook::Target) -> Self {
+        *self.callback.lock().unwrap() = Some(CallbackView {
+            url: target.url.clone(),
+            state: CallbackState::Pending,
+            attempts: Vec::new(),
+        });
+        self.callback_target = Some(target);
+        self
+    }
+
+    /// Records a callback delivery attempt, and the delivery's state.
+    pub fn record_callback(&self, attempt: CallbackAttempt, state: CallbackState) {
+        if let Some(callback) = self.callback.lock().unwrap().as_mut() {
+            callback.attempts.push(attempt);
+            callback.state = state;
+        }
+        self.changed();
+    }
+
+    /// Makes the job a multi-file program's: lines are reported in these files.
+    pub fn with_files(mut self, paths: Arc<Vec<String>>, guest_files: Arc<Vec<Vec<u8>>>) -> Self {
+        self.file_paths = paths;
+        self.guest_files = guest_files;
+        self
+    }
+
+    /// Records the file (an index in `guest_files`) and line being executed.
+    pub fn set_location(&self, location: Option<(usize, u32)>) {
+        if let Some((file, _)) = location {
+            self.current_file.store(file, Ordering::Relaxed);
+        }
+        self.set_current_line(location.map(|(_, line)| line));
+    }
+
+    /// Multi-file programs: the file and line being executed.
+    fn current_location(&self) -> Option<SourceLocation> {
+        let line = self.current_line()?;
+        let path = self
+            .file_paths
+            .get(self.current_file.load(Ordering::Relaxed))?;
+        Some(SourceLocation {
+            path: path.clone(),
+            line,
+        })
+    }
+
+    /// Makes the job interactive: its stdin stays open after the `submitted` bytes
+    /// until the events socket closes it.
+    pub fn interactive(mut self, submitted: u64) -> Self {
+        self.stdin = crate::stdin::Pipe::interactive(submitted);
+        self
     }
 
     fn changed(&self) {
@@ -260,6 +352,19 @@ impl Job {
         let held = inner.output.iter().map(OutputBuf::held).sum::<usize>()
             + inner.segments.capacity() * std::mem::size_of::<Segment>()
             + inner.error.as_ref().map_or(0, String::capacity)
+            + inner.tests.as_ref().map_or(0, |tests| {
+                tests
+                    .cases
+                    .iter()
+                    .map(|case| {
+                        case.stdout.capacity()
+                            + case.stderr.capacity()
+                            + case.error.as_ref().map_or(0, String::capacity)
+                            + std::mem::size_of::<CaseResult>()
+                            + 256
+                    })
+                    .sum()
+            })
             + id.len()
             + OVERHEAD;
         held as u64
@@ -372,13 +477,23 @@ impl Job {
     /// The short status sent over the WebSocket at least every 100 ms.
     pub fn status(&self) -> JobStatus {
         let inner = self.inner.lock().unwrap();
+        let (case, current_line, current_location) = match &inner.running_case {
+            Some((case, CaseJob(job))) => (
+                Some(case.clone()),
+                job.current_line(),
+                job.current_location(),
+            ),
+            None => (None, self.current_line(), self.current_location()),
+        };
         JobStatus {
             id: self.id.clone(),
             state: inner.state,
             start_time: start_time(&inner),
             runtime_ms: runtime_ms(&inner),
-            cpu_ms: self.cpu_ticks.load(Ordering::Relaxed),
-            current_line: self.current_line(),
+            cpu_ms: self.cpu_ms(&inner),
+            current_line,
+            current_location,
+            case,
         }
     }
 
@@ -391,14 +506,86 @@ impl Job {
             state: inner.state,
             start_time: start_time(&inner),
             runtime_ms: runtime_ms(&inner),
-            cpu_ms: self.cpu_ticks.load(Ordering::Relaxed),
-            current_line: self.current_line(),
+            cpu_ms: self.cpu_ms(&inner),
+            current_line: match &inner.running_case {
+                Some((_, CaseJob(job))) => job.current_line(),
+                None => self.current_line(),
+            },
+            current_location: match &inner.running_case {
+                Some((_, CaseJob(job))) => job.current_location(),
+                None => self.current_location(),
+            },
             exit_code: inner.exit_code,
             truncated: inner.truncated,
             limits: self.limits,
             scratch: self.scratch,
             error: inner.error.clone(),
+            tests: inner.tests.clone(),
+            callback: self.callback.lock().unwrap().clone(),
         }
+    }
+
+    /// CPU time of the job's own instance, or of every case so far for a judged job.
+    fn cpu_ms(&self, inner: &JobInner) -> u64 {
+        let running = inner
+            .running_case
+            .as_ref()
+            .map_or(0, |(_, CaseJob(job))| job.cpu_ticks.load(Ordering::Relaxed));
+        self.cpu_ticks.load(Ordering::Relaxed) + running
+    }
+
+    /// Makes this a judged job of `total` cases compared by `compare`.
+    pub fn start_tests(&self, total: u32, compare: CompareMode) {
+        self.inner.lock().unwrap().tests = Some(TestSummary {
+            passed: 0,
+            total,
+            compare,
+            verdict: None,
+            cases: Vec::new(),
+        });
+        self.changed();
+    }
+
+    /// Which case runs now (`None` between and after cases); its instance serves `job`.
+    pub fn set_running_case(&self, case: Option<(RunningCase, Arc<Job>)>) {
+        self.inner.lock().unwrap().running_case = case.map(|(case, job)| (case, CaseJob(job)));
+        self.changed();
+    }
+
+    /// Records a judged case (its instance's CPU time joins the job's), and the overall
+    /// verdict once every case has one.
+    pub fn push_case(&self, result: CaseResult, case_cpu_ticks: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        self.cpu_ticks.fetch_add(case_cpu_ticks, Ordering::Relaxed);
+        inner.running_case = None;
+        if let Some(tests) = &mut inner.tests {
+            if result.verdict == Verdict::Accepted {
+                tests.passed += 1;
+            }
+            tests.cases.push(result);
+            if tests.cases.len() as u32 == tests.total {
+                tests.verdict = Some(
+                    tests
+                        .cases
+                        .iter()
+                        .map(|case| case.verdict)
+                        .find(|verdict| *verdict != Verdict::Accepted)
+                        .unwrap_or(Verdict::Accepted),
+                );
+            }
+        }
+        drop(inner);
+        self.changed();
+    }
+
+    /// Case results judged after `cursor` (a count of cases already seen), advancing it.
+    pub fn cases_since(&self, cursor: &mut usize) -> Vec<CaseResult> {
+        let inner = self.inner.lock().unwrap();
+        let cases = inner.tests.as_ref().map_or(&[][..], |tests| {
+            tests.cases.get(*cursor..).unwrap_or_default()
+        });
+        *cursor += cases.len();
+        cases.to_vec()
     }
 }
 

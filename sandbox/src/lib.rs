@@ -8,14 +8,17 @@
 //! current line from guest memory on every epoch tick.
 
 pub mod api;
+pub mod app;
 mod auth;
 pub mod engine;
 pub mod exec;
 pub mod jobs;
+pub mod judge;
 pub mod pyline;
 pub mod runtimes;
 pub mod scratch;
 pub mod service;
+pub mod stdin;
 
 use std::sync::Arc;
 use std::time::Duration;

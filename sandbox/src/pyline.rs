@@ -75,35 +75,49 @@ impl Probe {
         let frame = read_u32(memory, cframe)?;
         submitted_line(memory, frame, self.filename)
     }
+
+    /// Which of `files` (file names as the guest has them) the guest is executing, and
+    /// the line, or `None`.
+    pub fn current_location(&self, memory: &[u8], files: &[Vec<u8>]) -> Option<(usize, u32)> {
+        let cframe = read_u32(memory, self.cframe_word)?;
+        let frame = read_u32(memory, cframe)?;
+        submitted_location(memory, frame, |name| {
+            files.iter().position(|file| file == name)
+        })
+    }
 }
 
 /// Walks from `frame` through `previous` to the first frame of the submitted source and
 /// returns its line.
-pub fn submitted_line(memory: &[u8], mut frame: u32, filename: &[u8]) -> Option<u32> {
+pub fn submitted_line(memory: &[u8], frame: u32, filename: &[u8]) -> Option<u32> {
+    submitted_location(memory, frame, |name| (name == filename).then_some(0)).map(|(_, line)| line)
+}
+
+/// Walks from `frame` through `previous` to the first frame whose code's file name
+/// `wanted` knows (giving its index), and returns that index and the frame's line.
+pub fn submitted_location(
+    memory: &[u8],
+    mut frame: u32,
+    wanted: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<(usize, u32)> {
     for _ in 0..MAX_FRAMES {
         if frame == 0 {
             return None;
         }
         let code = read_u32(memory, frame.checked_add(IFRAME_CODE)?)?;
-        if is_from(memory, code, filename) {
-            return frame_line(memory, frame, code);
+        if let Some(index) = filename(memory, code).and_then(&wanted) {
+            return Some((index, frame_line(memory, frame, code)?));
         }
         frame = read_u32(memory, frame.checked_add(IFRAME_PREVIOUS)?)?;
     }
     None
 }
 
-fn is_from(memory: &[u8], code: u32, wanted: &[u8]) -> bool {
-    let check = || {
-        let filename = read_u32(memory, code.checked_add(CODE_FILENAME)?)?;
-        let len = read_u32(memory, filename.checked_add(ASCII_LENGTH)?)?;
-        if len as usize != wanted.len() {
-            return Some(false);
-        }
-        let text = read_bytes(memory, filename.checked_add(ASCII_DATA)?, len)?;
-        Some(text == wanted)
-    };
-    check().unwrap_or(false)
+/// The code object's file name, when it is a compact ASCII string in bounds.
+fn filename(memory: &[u8], code: u32) -> Option<&[u8]> {
+    let filename = read_u32(memory, code.checked_add(CODE_FILENAME)?)?;
+    let len = read_u32(memory, filename.checked_add(ASCII_LENGTH)?)?;
+    read_bytes(memory, filename.checked_add(ASCII_DATA)?, len)
 }
 
 /// Line of the instruction `frame` is executing, from the code object's location table.
@@ -340,6 +354,7 @@ pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) ->
         stdin: Bytes::new(),
         sampler: Sampler::Calibrate(calibration.clone()),
         scratch: None,
+        app: None,
     };
     exec::run(job.clone(), program).await;
     let state = calibration.inner.lock().unwrap();
@@ -377,10 +392,12 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 }
 
 /// The program every Python job's instance runs. It initialises CPython, then reads its
-/// job from stdin (a 24-byte header with the lengths of the source and of the
-/// NUL-separated arguments, the source, the arguments; what follows is the job's own
-/// stdin), compiles the source as `<main>` so that line numbers are the submitted ones,
-/// and runs it as `__main__`. Instances can thus start before their job arrives (the
+/// job from stdin (a 36-byte header with the lengths of the source, of the
+/// NUL-separated arguments and of the file name, then those three; what follows is the
+/// job's own stdin), compiles the source as `<main>` (or, for a multi-file program, as
+/// its entry's `/app/...` name, with `/app`'s directory first on `sys.path` so that
+/// imports between the files work) so that line numbers are the submitted ones, and
+/// runs it as `__main__`. Instances can thus start before their job arrives (the
 /// pre-started pool). Tracebacks leave out the bootstrap's own frame.
 const BOOTSTRAP: &str = r#"import os, sys
 def _edgebox_read(n):
@@ -393,18 +410,22 @@ def _edgebox_read(n):
         n -= len(chunk)
     return b''.join(parts)
 def _edgebox_main():
-    header = _edgebox_read(24)
+    header = _edgebox_read(36)
     source = _edgebox_read(int(header[:12])).decode()
-    args = _edgebox_read(int(header[12:])).decode()
-    sys.argv = ['-c'] + (args.split('\0') if args else [])
+    args = _edgebox_read(int(header[12:24])).decode()
+    filename = _edgebox_read(int(header[24:])).decode() or '<main>'
+    sys.argv = [filename if filename != '<main>' else '-c'] + (args.split('\0') if args else [])
+    namespace = {'__name__': '__main__', '__builtins__': __builtins__}
+    if filename != '<main>':
+        sys.path.insert(0, os.path.dirname(filename))
+        namespace['__file__'] = filename
     try:
-        code = compile(source, '<main>', 'exec')
+        code = compile(source, filename, 'exec')
     except SyntaxError as error:
         import traceback
         traceback.print_exception(type(error), error, None)
         sys.exit(1)
     del source
-    namespace = {'__name__': '__main__', '__builtins__': __builtins__}
     try:
         exec(code, namespace)
     except SystemExit:
@@ -422,12 +443,23 @@ pub fn bootstrap_argv() -> Vec<String> {
 }
 
 /// What a Python job's instance reads on stdin: its job, then the job's stdin.
-pub fn bootstrap_stdin(source: &str, args: &[String], stdin: &[u8]) -> Bytes {
+/// `filename` is the entry's guest path for a multi-file program, else empty.
+pub fn bootstrap_stdin(source: &str, args: &[String], filename: &str, stdin: &[u8]) -> Bytes {
     let args = args.join("\0");
-    let mut bytes = Vec::with_capacity(24 + source.len() + args.len() + stdin.len());
-    bytes.extend_from_slice(format!("{:012}{:012}", source.len(), args.len()).as_bytes());
+    let mut bytes =
+        Vec::with_capacity(36 + source.len() + args.len() + filename.len() + stdin.len());
+    bytes.extend_from_slice(
+        format!(
+            "{:012}{:012}{:012}",
+            source.len(),
+            args.len(),
+            filename.len()
+        )
+        .as_bytes(),
+    );
     bytes.extend_from_slice(source.as_bytes());
     bytes.extend_from_slice(args.as_bytes());
+    bytes.extend_from_slice(filename.as_bytes());
     bytes.extend_from_slice(stdin);
     Bytes::from(bytes)
 }

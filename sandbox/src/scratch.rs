@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use wasmtime::{AsContextMut, Caller, Extern, Linker};
 use wasmtime_wasi::p1::types::Errno;
-use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
-use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
+pub(crate) use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
+pub(crate) use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 
 use crate::exec::{JobCtx, Slot};
 use crate::jobs::StopReason;
@@ -138,7 +138,7 @@ fn iovecs_len(memory: &[u8], ptr: i32, count: i32) -> u64 {
 }
 
 /// The guest's exported memory, or the trap the generated bindings give without one.
-fn memory(caller: &mut Caller<'_, JobCtx>) -> wasmtime::Result<wasmtime::Memory> {
+pub(crate) fn memory(caller: &mut Caller<'_, JobCtx>) -> wasmtime::Result<wasmtime::Memory> {
     match caller.get_export("memory") {
         Some(Extern::Memory(memory)) => Ok(memory),
         _ => wasmtime::bail!("missing required memory export"),
@@ -166,11 +166,12 @@ macro_rules! call_wasi {
         let fuel = $caller.as_context_mut().hostcall_fuel();
         let (data, ctx) = $memory.data_and_store_mut(&mut $caller);
         let wasi = &mut ctx.wasi;
-        WasiSnapshotPreview1::set_hostcall_fuel(wasi, fuel);
+        $crate::scratch::WasiSnapshotPreview1::set_hostcall_fuel(wasi, fuel);
         let mut guest = wiggle::GuestMemory::Unshared(data);
-        p1::$func(wasi, &mut guest, $($arg),*).await
+        $crate::scratch::p1::$func(wasi, &mut guest, $($arg),*).await
     }};
 }
+pub(crate) use call_wasi;
 
 /// Shadows the growing preview-1 functions in `linker` (which already has the
 /// wasmtime-wasi ones) with quota-checking wrappers.

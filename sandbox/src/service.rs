@@ -3,7 +3,7 @@
 //! job on the jobs runtime.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -14,9 +14,12 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime::{InstancePre, Module};
 
+use crate::app::{self, AppDir};
 use crate::engine::SandboxEngine;
 use crate::exec::{self, JobCtx, Program, Sampler};
-use crate::jobs::{self, Job, JobState, JobTable, Language, Limits, Outcome, Retention};
+use crate::jobs::view::ViewPieces;
+use crate::jobs::{self, Job, JobState, JobTable, Language, Limits, Outcome, Retention, Stream};
+use crate::judge;
 use crate::pyline;
 use crate::runtimes;
 
@@ -39,12 +42,87 @@ impl Rejection {
     }
 }
 
+use edgebox_node::webhook;
+use edgebox_wire::sandbox::{
+    CallbackAttempt, CallbackState, CompareMode, RunningCase, SourceFile, TestCase,
+};
 pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 
 /// What a job will run once it gets a slot.
 enum Prepared {
     Runtime(runtimes::RuntimeSpec),
     Module(InstancePre<JobCtx>),
+}
+
+/// The submitted program, turned into an instance's argv and stdin for each run.
+struct Launch {
+    language: Language,
+    /// The source, or a multi-file program's entry file.
+    source: Arc<str>,
+    app: Option<Arc<AppDir>>,
+}
+
+impl Launch {
+    /// argv and stdin of one instance running the program with `args` and `stdin`.
+    fn invocation(&self, args: &[String], stdin: &[u8]) -> (Vec<String>, Bytes) {
+        let entry = self.app.as_ref().map(|app| app.guest_entry());
+        match self.language {
+            // The bootstrap reads the source and arguments ahead of the job's stdin.
+            Language::Python => (
+                pyline::bootstrap_argv(),
+                pyline::bootstrap_stdin(&self.source, args, entry.as_deref().unwrap_or(""), stdin),
+            ),
+            Language::Javascript => {
+                // A multi-file program's entry runs as an ES module from its file, so
+                // that its imports resolve against `/app`.
+                let mut argv = vec!["qjs".to_owned(), "--std".into()];
+                match entry {
+                    Some(entry) => argv.extend(["-m".to_owned(), entry]),
+                    None => argv.extend(["-e".to_owned(), self.source.to_string()]),
+                }
+                argv.extend_from_slice(args);
+                (argv, Bytes::copy_from_slice(stdin))
+            }
+            Language::Wat | Language::Wasm => {
+                let mut argv = vec!["main.wasm".to_owned()];
+                argv.extend_from_slice(args);
+                (argv, Bytes::copy_from_slice(stdin))
+            }
+        }
+    }
+}
+
+/// What a job's instances read: one run, or one run per test case.
+enum Input {
+    Single {
+        args: Vec<String>,
+        stdin: Bytes,
+    },
+    Tests {
+        cases: Vec<TestCase>,
+        compare: CompareMode,
+    },
+}
+
+/// A judged job's program, prepared once, and its cases.
+struct Tests {
+    pre: InstancePre<JobCtx>,
+    sampler: Sampler,
+    scratch: Option<exec::ScratchLimits>,
+    launch: Launch,
+    cases: Vec<TestCase>,
+    compare: CompareMode,
+}
+
+fn check_args(args: &[String]) -> Result<(), Rejection> {
+    if args.iter().any(|arg| arg.contains('\0')) {
+        return Err(Rejection::new(
+            422,
+            "invalid_args",
+            "arguments cannot contain NUL characters",
+        ));
+    }
+    Ok(())
 }
 
 pub struct Service {
@@ -68,6 +146,8 @@ pub struct Service {
     compiling: Arc<Semaphore>,
     /// Event subscribers of every job, connected now.
     pub subscribers: AtomicUsize,
+    /// Programs prepared since start: one per job, however many cases it has.
+    pub programs_prepared: AtomicU64,
 }
 
 /// A queue place, taken before a submission is read or compiled so that a full sandbox
@@ -132,6 +212,7 @@ impl Service {
             python_pool: std::sync::Mutex::new(Vec::new()),
             refilling: tokio::sync::Mutex::new(()),
             subscribers: AtomicUsize::new(0),
+            programs_prepared: AtomicU64::new(0),
             settings: ArcSwap::from_pointee(settings),
             line_sampling: std::env::var(LINE_SAMPLING_ENV).map_or(true, |value| value != "off"),
         }
@@ -317,17 +398,8 @@ impl Service {
                 ),
             )
         })?;
-        if submission.source.len() as u64 > self.settings.load().max_source_size {
-            return Err(Rejection::new(
-                413,
-                "source_too_large",
-                format!(
-                    "the source is {} bytes; the limit is {}",
-                    submission.source.len(),
-                    self.settings.load().max_source_size
-                ),
-            ));
-        }
+        let (source, app) =
+            self.program_source(submission.source, submission.files, submission.entry)?;
         let stdin = submission.stdin.unwrap_or_default();
         if stdin.len() as u64 > self.settings.load().max_stdin_size {
             return Err(Rejection::new(
@@ -342,41 +414,69 @@ impl Service {
         }
         let limits = self.limits(submission.limits)?;
         let args = submission.args.unwrap_or_default();
-        if args.iter().any(|arg| arg.contains('\0')) {
+        check_args(&args)?;
+        let interactive = submission.interactive.unwrap_or(false);
+        if interactive && submission.tests.is_some() {
             return Err(Rejection::new(
                 422,
-                "invalid_args",
-                "arguments cannot contain NUL characters",
+                "invalid_request",
+                "a job with tests cannot be interactive",
             ));
         }
-        let mut stdin = Bytes::from(stdin);
-        let (prepared, argv) = match language {
-            Language::Python => {
-                stdin = pyline::bootstrap_stdin(&submission.source, &args, &stdin);
-                (
-                    Prepared::Runtime(runtimes::PYTHON),
-                    pyline::bootstrap_argv(),
-                )
-            }
-            Language::Javascript => {
-                let mut argv = vec!["qjs".to_owned(), "--std".into(), "-e".into()];
-                argv.push(submission.source.clone());
-                argv.extend(args);
-                (Prepared::Runtime(runtimes::JAVASCRIPT), argv)
-            }
+        let submitted_stdin = stdin.len() as u64;
+        let callback = match &submission.callback_url {
+            Some(url) => Some(
+                webhook::check(url, &self.settings.load().callbacks.allow)
+                    .await
+                    .map_err(|error| {
+                        let code = match error {
+                            webhook::TargetError::NotAllowed { .. } => "callback_not_allowed",
+                            _ => "invalid_callback_url",
+                        };
+                        Rejection::new(422, code, error.to_string())
+                    })?,
+            ),
+            None => None,
+        };
+        let input = match submission.tests {
+            Some(cases) => Input::Tests {
+                cases: self.check_tests(cases)?,
+                compare: submission.compare.unwrap_or_default(),
+            },
+            None => Input::Single {
+                args,
+                stdin: Bytes::from(stdin),
+            },
+        };
+        let prepared = match language {
+            Language::Python => Prepared::Runtime(runtimes::PYTHON),
+            Language::Javascript => Prepared::Runtime(runtimes::JAVASCRIPT),
             Language::Wat | Language::Wasm => {
-                let pre = self.prepare_module(language, submission.source).await?;
-                let mut argv = vec!["main.wasm".to_owned()];
-                argv.extend(args);
-                (Prepared::Module(pre), argv)
+                Prepared::Module(self.prepare_module(language, source.clone()).await?)
             }
         };
-        let job = Arc::new(Job::new(
+        self.programs_prepared.fetch_add(1, Ordering::Relaxed);
+        let launch = Launch {
+            language,
+            source: source.into(),
+            app: app.map(Arc::new),
+        };
+        let mut job = Job::new(
             uuid::Uuid::now_v7().to_string(),
             language,
             limits,
             submission.scratch.unwrap_or(false),
-        ));
+        );
+        if interactive {
+            job = job.interactive(submitted_stdin);
+        }
+        if let Some(target) = callback {
+            job = job.with_callback(target);
+        }
+        if let Some(app) = &launch.app {
+            job = job.with_files(Arc::new(app.paths.clone()), Arc::new(app.guest_names()));
+        }
+        let job = Arc::new(job);
         self.jobs.insert(job.clone());
         // From here the job owns the queue place: `run_job` gives it back.
         ticket.used = true;
@@ -384,9 +484,112 @@ impl Service {
         let span = tracing::info_span!("job", id = %job.id, language = language.name());
         let running_job = job.clone();
         self.jobs_runtime.spawn(
-            async move { this.run_job(running_job, prepared, argv, stdin).await }.instrument(span),
+            async move { this.run_job(running_job, prepared, launch, input).await }
+                .instrument(span),
         );
         Ok(job)
+    }
+
+    /// The program's text, from `source` or (checked and written to disk) from `files`
+    /// with its `entry`.
+    fn program_source(
+        &self,
+        source: Option<String>,
+        files: Option<Vec<SourceFile>>,
+        entry: Option<String>,
+    ) -> Result<(String, Option<AppDir>), Rejection> {
+        let settings = self.settings.load();
+        match (source, files) {
+            (Some(source), None) => {
+                if entry.is_some() {
+                    return Err(Rejection::new(
+                        422,
+                        "invalid_entry",
+                        "`entry` goes with `files`, not with `source`",
+                    ));
+                }
+                if source.len() as u64 > settings.max_source_size {
+                    return Err(Rejection::new(
+                        413,
+                        "source_too_large",
+                        format!(
+                            "the source is {} bytes; the limit is {}",
+                            source.len(),
+                            settings.max_source_size
+                        ),
+                    ));
+                }
+                Ok((source, None))
+            }
+            (None, Some(files)) => {
+                let app = app::prepare(files, entry, settings.max_files, settings.max_source_size)?;
+                Ok((app.entry_source.clone(), Some(app)))
+            }
+            (None, None) => Err(Rejection::new(
+                422,
+                "invalid_request",
+                "a job needs `source`, or `files` and `entry`",
+            )),
+            (Some(_), Some(_)) => Err(Rejection::new(
+                422,
+                "invalid_request",
+                "give `source` or `files`, not both",
+            )),
+        }
+    }
+
+    /// Checks a judged job's cases against `max_test_cases` (422) and `max_tests_size`
+    /// (413), and each case's stdin against `max_stdin_size` (413).
+    fn check_tests(&self, cases: Vec<TestCase>) -> Result<Vec<TestCase>, Rejection> {
+        let settings = self.settings.load();
+        if cases.is_empty() {
+            return Err(Rejection::new(
+                422,
+                "invalid_tests",
+                "tests must hold at least one case",
+            ));
+        }
+        if cases.len() > settings.max_test_cases {
+            return Err(Rejection::new(
+                422,
+                "too_many_tests",
+                format!(
+                    "{} test cases; a job may have at most {}",
+                    cases.len(),
+                    settings.max_test_cases
+                ),
+            ));
+        }
+        let mut total = 0u64;
+        for (index, case) in cases.iter().enumerate() {
+            if case.stdin.len() as u64 > settings.max_stdin_size {
+                return Err(Rejection::new(
+                    413,
+                    "stdin_too_large",
+                    format!(
+                        "tests[{index}].stdin is {} bytes; the limit is {}",
+                        case.stdin.len(),
+                        settings.max_stdin_size
+                    ),
+                ));
+            }
+            let args = case.args.as_deref().unwrap_or_default();
+            check_args(args)?;
+            total += (case.stdin.len()
+                + case.expected_stdout.as_ref().map_or(0, String::len)
+                + args.iter().map(String::len).sum::<usize>()) as u64;
+        }
+        if total > settings.max_tests_size {
+            return Err(Rejection::new(
+                413,
+                "tests_too_large",
+                format!(
+                    "the test cases hold {total} bytes; the limit is {}",
+                    settings.max_tests_size
+                ),
+            ));
+        }
+        Ok(cases)
     }
 
     /// Takes a queue place before anything of a submission is read, or refuses: 503
@@ -455,8 +658,8 @@ impl Service {
         self: Arc<Self>,
         job: Arc<Job>,
         prepared: Prepared,
-        argv: Vec<String>,
-        stdin: Bytes,
+        launch: Launch,
+        input: Input,
     ) {
         let permit = tokio::select! {
             permit = self.slots.clone().acquire_owned() => permit.ok(),
@@ -502,25 +705,144 @@ impl Service {
         };
         job.mark_running();
         tracing::debug!("job running");
-        let program = Program {
-            pre,
-            argv,
-            stdin,
-            sampler,
-            scratch: job.scratch.then(|| {
-                let settings = self.settings.load();
-                exec::ScratchLimits {
-                    bytes: settings.scratch_size,
-                    files: settings.scratch_files,
-                }
-            }),
-        };
-        let outcome = match self.take_prestarted(&job) {
-            Some(started) => started.run(job.clone(), program.stdin).await,
-            None => exec::run(job.clone(), program).await,
+        let scratch = job.scratch.then(|| {
+            let settings = self.settings.load();
+            exec::ScratchLimits {
+                bytes: settings.scratch_size,
+                files: settings.scratch_files,
+            }
+        });
+        let outcome = match input {
+            Input::Single { args, stdin } => {
+                let (argv, stdin) = launch.invocation(&args, &stdin);
+                let program = Program {
+                    pre,
+                    argv,
+                    stdin,
+                    sampler,
+                    scratch,
+                    app: launch.app.clone(),
+                };
+                self.run_instance(&job, program).await
+            }
+            Input::Tests { cases, compare } => {
+                let tests = Tests {
+                    pre,
+                    sampler,
+                    scratch,
+                    launch,
+                    cases,
+                    compare,
+                };
+                self.judge(&job, tests).await
+            }
         };
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.finish(&job, outcome);
+    }
+
+    /// Runs `program` for `job` in a pre-started instance when one is ready, else in a
+    /// fresh one.
+    async fn run_instance(self: &Arc<Self>, job: &Arc<Job>, program: Program) -> Outcome {
+        // Preopens are fixed when an instance starts: a program with files needs its own.
+        let prestarted = match program.app {
+            Some(_) => None,
+            None => self.take_prestarted(job),
+        };
+        match prestarted {
+            Some(started) => started.run(job.clone(), program.stdin).await,
+            None => exec::run(job.clone(), program).await,
+        }
+    }
+
+    /// Runs every case of a judged job, one after the other, each in its own fresh
+    /// instance of the program prepared once, with the job's limits; a cancel of the
+    /// job stops the running case and skips the rest.
+    async fn judge(self: &Arc<Self>, job: &Arc<Job>, tests: Tests) -> Outcome {
+        let total = tests.cases.len() as u32;
+        job.start_tests(total, tests.compare);
+        for (index, case) in tests.cases.iter().enumerate() {
+            if job.cancel_requested() {
+                break;
+            }
+            // The case's own job: its output, limits, line and stop flags, not in the table.
+            let case_job = Arc::new(
+                Job::new(
+                    format!("{}/{index}", job.id),
+                    job.language,
+                    job.limits,
+                    job.scratch,
+                )
+                .with_files(job.file_paths.clone(), job.guest_files.clone()),
+            );
+            case_job.mark_running();
+            let running = RunningCase {
+                index: index as u32,
+                total,
+                name: case.name.clone(),
+            };
+            job.set_running_case(Some((running, case_job.clone())));
+            let (argv, stdin) = tests.launch.invocation(
+                case.args.as_deref().unwrap_or_default(),
+                case.stdin.as_bytes(),
+            );
+            let program = Program {
+                pre: tests.pre.clone(),
+                argv,
+                stdin,
+                sampler: tests.sampler.clone(),
+                scratch: tests.scratch,
+                app: tests.launch.app.clone(),
+            };
+            let run = self.run_instance(&case_job, program);
+            tokio::pin!(run);
+            let outcome = tokio::select! {
+                outcome = &mut run => outcome,
+                _ = job.cancelled.notified() => {
+                    case_job.cancel();
+                    run.await
+                }
+            };
+            if job.cancel_requested() {
+                break;
+            }
+            let (state, exit_code, error) =
+                (outcome.state, outcome.exit_code, outcome.error.clone());
+            case_job.finish(outcome, |_, _| {});
+            let head = case_job.head();
+            let stdout = case_job.output(Stream::Stdout);
+            let stderr = case_job.output(Stream::Stderr);
+            let result = judge::judge(
+                index,
+                case,
+                tests.compare,
+                judge::CaseRun {
+                    state,
+                    exit_code,
+                    error,
+                    stdout: &stdout,
+                    stderr: &stderr,
+                    truncated: head.truncated,
+                    runtime_ms: head.runtime_ms,
+                    cpu_ms: head.cpu_ms,
+                },
+            );
+            tracing::debug!(case = index, verdict = result.verdict.name(), "case judged");
+            job.push_case(result, head.cpu_ms);
+        }
+        job.set_running_case(None);
+        if job.cancel_requested() {
+            return Outcome {
+                state: JobState::Cancelled,
+                exit_code: None,
+                error: Some("cancelled".into()),
+            };
+        }
+        Outcome {
+            state: JobState::Succeeded,
+            exit_code: None,
+            error: None,
+        }
     }
 
     /// A pre-started CPython instance for `job` if one is ready (jobs with a scratch
@@ -555,6 +877,7 @@ impl Service {
                     _ => Sampler::None,
                 },
                 scratch: None,
+                app: None,
             };
             match exec::start(program, self.settings.load().maximums.memory as usize, None) {
                 Ok(started) => self.python_pool.lock().unwrap().push(started),
@@ -566,12 +889,18 @@ impl Service {
         }
     }
 
-    fn finish(&self, job: &Job, outcome: Outcome) {
+    fn finish(&self, job: &Arc<Job>, outcome: Outcome) {
         tracing::info!(state = outcome.state.name(), exit_code = ?outcome.exit_code, error = ?outcome.error, "job finished");
         let retention = self.retention();
         job.finish(outcome, |state, bytes| {
             self.jobs.retire(&job.id, state, bytes, retention)
         });
+        if job.callback_target.is_some() {
+            let callbacks = self.settings.load().callbacks.clone();
+            let job = job.clone();
+            self.jobs_runtime
+                .spawn(async move { deliver_callback(job, callbacks).await }.in_current_span());
+        }
     }
 
     /// Stops taking jobs, lets running ones finish for up to `grace`, then cancels the rest.
@@ -585,6 +914,72 @@ impl Service {
             job.cancel();
         }
     }
+}
+
+/// POSTs a finished job's view to its callback, signed with the deployment's callback
+/// key, recording every attempt in the job.
+async fn deliver_callback(job: Arc<Job>, callbacks: edgebox_config::CallbackSettings) {
+    let Some(target) = &job.callback_target else {
+        return;
+    };
+    let now = || {
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let key = match edgebox_node::secrets::resolve("callback", &callbacks.secret, true) {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(%error, "no callback key; the callback is not sent");
+            let attempt = CallbackAttempt {
+                at: now(),
+                status: None,
+                error: Some(format!("the callback key is unavailable: {error}")),
+                elapsed_ms: 0,
+            };
+            job.record_callback(attempt, CallbackState::Failed);
+            return;
+        }
+    };
+    let body: Vec<u8> = ViewPieces::view(job.snapshot())
+        .flat_map(|piece| piece.to_vec())
+        .collect();
+    let policy = webhook::Policy {
+        attempts: callbacks.attempts,
+        timeout: callbacks.timeout,
+        backoff: callbacks.backoff,
+    };
+    let mut tried = 0;
+    let delivered = webhook::deliver(
+        target,
+        &callbacks.allow,
+        Bytes::from(body),
+        key.as_bytes(),
+        &policy,
+        |report| {
+            tried += 1;
+            let delivered = report.error.is_none();
+            let state = match (delivered, tried >= policy.attempts) {
+                (true, _) => CallbackState::Delivered,
+                (false, true) => CallbackState::Failed,
+                (false, false) => CallbackState::Pending,
+            };
+            let at = time::OffsetDateTime::from(report.started)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            job.record_callback(
+                CallbackAttempt {
+                    at,
+                    status: report.status,
+                    error: report.error,
+                    elapsed_ms: report.elapsed.as_millis() as u64,
+                },
+                state,
+            );
+        },
+    )
+    .await;
+    tracing::info!(url = %target.url, delivered, attempts = tried, "callback done");
 }
 
 /// WAT → binary (with DWARF line tables) or base64 → binary, then validation, the WASI

@@ -1,4 +1,4 @@
-//! `edgebox purge (--url|--prefix|--tag|--all)`: purge on every edge at once.
+//! `edgebox purge (--url|--prefix|--tag|--all) [--soft]`: purge on every edge at once.
 
 use std::process::ExitCode;
 
@@ -23,6 +23,11 @@ pub struct Args {
     /// Everything.
     #[arg(long, group = "what")]
     pub all: bool,
+    /// Mark the objects stale instead of removing them: the next request revalidates
+    /// with the origin (a 304 keeps the body), and stale-while-revalidate /
+    /// stale-if-error still serve clients meanwhile.
+    #[arg(long)]
+    pub soft: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -34,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         prefix: args.prefix,
         tag: args.tag,
         all: args.all.then_some(true),
+        soft: args.soft,
     };
     // 207 (some edges failed) is a 2xx: the per-edge results say which.
     let response: PurgeResponse = client.call(Method::POST, "/v1/purge", Some(&request))?;

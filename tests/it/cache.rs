@@ -2,11 +2,13 @@
 //! counts content requests per path (`/_origin/stats`), which is how these tests see how
 //! many fetches the cache let through.
 
+mod cache_status;
 mod fast_path;
 mod headers;
 mod key;
 mod semantics;
 mod shield;
+mod soft_purge;
 mod tiers;
 
 use std::path::PathBuf;
@@ -38,17 +40,21 @@ impl Origin {
         Self { _dir: dir, daemon }
     }
 
-    /// Content requests the origin has seen for `path`.
-    pub async fn count(&self, path: &str) -> u64 {
-        let stats: serde_json::Value = client()
+    /// The origin's `/_origin/stats`.
+    pub async fn stats(&self) -> edgebox_wire::origin::OriginStats {
+        client()
             .get(format!("{}/_origin/stats", self.daemon.url("http")))
             .send()
             .await
             .expect("origin stats")
             .json()
             .await
-            .unwrap();
-        stats["by_path"][path].as_u64().unwrap_or(0)
+            .unwrap()
+    }
+
+    /// Content requests the origin has seen for `path`.
+    pub async fn count(&self, path: &str) -> u64 {
+        self.stats().await.by_path.get(path).copied().unwrap_or(0)
     }
 }
 

@@ -2,7 +2,11 @@
 //! with the current line, and hostile programs.
 
 pub mod bounds;
+mod callbacks;
+mod files;
 mod hostile;
+pub mod interactive;
+mod judge;
 mod runtimes;
 mod scratch;
 

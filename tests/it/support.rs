@@ -31,6 +31,16 @@ pub fn edgebox(args: &[&str]) -> std::process::Output {
         .expect("running edgebox")
 }
 
+/// [`edgebox`] run in the directory `cwd` (for arguments that are relative paths).
+pub fn edgebox_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(edgebox_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("EDGEBOX_CONFIG")
+        .output()
+        .expect("running edgebox")
+}
+
 /// A scratch directory holding a deployment file and its data directory.
 pub struct TestDir {
     pub dir: tempfile::TempDir,

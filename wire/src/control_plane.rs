@@ -169,6 +169,12 @@ pub struct NodeInfo {
     pub uptime_ms: Option<u64>,
     /// How long the health probe took.
     pub probe_ms: Option<u64>,
+    /// An edge's parent (shield) edge, when its misses go to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The origin nodes an edge's misses go to when it has no parent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,8 +191,11 @@ pub struct DrainResponse {
     pub draining: bool,
 }
 
-/// `POST /v1/purge`: exactly one of the fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `POST /v1/purge` (and the edge admin `POST /purge` it fans out to): exactly one of
+/// `url`, `prefix`, `tag`, `all`; `soft` marks the selected objects stale instead of
+/// removing them, so their next request revalidates with the upstream while the
+/// stale-while-revalidate / stale-if-error windows keep protecting clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
@@ -198,6 +207,8 @@ pub struct PurgeRequest {
     pub tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft: bool,
 }
 
 /// One edge's answer to a fanned-out request.
@@ -252,4 +263,8 @@ pub struct EdgeTotals {
     pub cache: crate::edge::CacheStats,
     /// Hit ratio per cache tier, where edges report `hits` and `misses` per tier.
     pub hit_ratio: BTreeMap<String, f64>,
+    /// Request latencies summed over edges (cumulative: percentiles over an interval
+    /// come from the difference of two readings).
+    #[serde(default)]
+    pub latency: crate::edge::LatencyHistogram,
 }

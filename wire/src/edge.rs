@@ -134,12 +134,100 @@ pub struct EdgeStats {
     /// The origins of the upstream pool (empty when misses go to a parent).
     pub origins: Vec<UpstreamOrigin>,
     pub cache: CacheStats,
+    /// How long requests took, start to end of response (real time, simulated delays
+    /// included), since the edge started.
+    #[serde(default)]
+    pub latency: LatencyHistogram,
     /// `[edge.rate_limit]`: what was checked and refused.
     #[serde(default)]
     pub rate_limit: RateLimitStats,
     /// `[edge.access_log]`, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<crate::health::AccessLogState>,
+}
+
+/// A bounded latency histogram: request counts per bucket of [`LATENCY_BOUNDS_MS`] (the
+/// last bucket counts everything slower). Cumulative, so that two readings' difference
+/// ([`LatencyHistogram::since`]) gives the percentiles of the interval between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LatencyHistogram {
+    /// Upper bounds of the buckets in milliseconds; the last bucket has none.
+    pub bounds_ms: Vec<u64>,
+    /// One count per bound, plus one for the overflow bucket.
+    pub counts: Vec<u64>,
+}
+
+/// Bucket bounds of [`LatencyHistogram`], in milliseconds: roughly 1-2-5 steps.
+pub const LATENCY_BOUNDS_MS: [u64; 16] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000,
+];
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
+            counts: vec![0; LATENCY_BOUNDS_MS.len() + 1],
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// The bucket a request of `ms` milliseconds counts in.
+    pub fn bucket(ms: u64) -> usize {
+        LATENCY_BOUNDS_MS.partition_point(|bound| *bound < ms)
+    }
+
+    /// Requests counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds another histogram with the same bounds (a fleet total); one with other bounds
+    /// (another version) is left out rather than mixed in wrongly.
+    pub fn add(&mut self, other: &LatencyHistogram) {
+        if other.bounds_ms != self.bounds_ms || other.counts.len() != self.counts.len() {
+            return;
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// The requests counted since `earlier` (a previous reading of the same counters).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut delta = self.clone();
+        if earlier.counts.len() == delta.counts.len() {
+            for (now, then) in delta.counts.iter_mut().zip(&earlier.counts) {
+                *now = now.saturating_sub(*then);
+            }
+        }
+        delta
+    }
+
+    /// The upper bound (ms) of the bucket holding quantile `q` (0..=1), or `None` when
+    /// nothing was counted; the overflow bucket reports the largest bound.
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(
+                    self.bounds_ms
+                        .get(i)
+                        .or(self.bounds_ms.last())
+                        .copied()
+                        .unwrap_or(0),
+                );
+            }
+        }
+        self.bounds_ms.last().copied()
+    }
 }
 
 /// Requests answered, by status class.
@@ -221,6 +309,9 @@ pub struct CacheStats {
     pub stored: u64,
     /// Objects removed by purges.
     pub purged: u64,
+    /// Objects marked stale by soft purges.
+    #[serde(default)]
+    pub marked_stale: u64,
     /// Requests that waited for another request's fetch of the same key.
     pub lock_waits: u64,
     /// L1 hits answered by the fast path (included in `l1.hits`).
@@ -247,6 +338,7 @@ impl CacheStats {
             (&mut self.l2_write_errors, other.l2_write_errors),
             (&mut self.stored, other.stored),
             (&mut self.purged, other.purged),
+            (&mut self.marked_stale, other.marked_stale),
             (&mut self.lock_waits, other.lock_waits),
             (&mut self.fast_hits, other.fast_hits),
         ] {
@@ -350,6 +442,30 @@ mod tests {
             assert_eq!(CacheStatus::ALL[status.index()], status);
         }
         assert_eq!(Tier::parse("L1"), None);
+    }
+
+    #[test]
+    fn latency_histogram_buckets_sums_and_quantiles() {
+        assert_eq!(LatencyHistogram::bucket(0), 0);
+        assert_eq!(LatencyHistogram::bucket(1), 0);
+        assert_eq!(LatencyHistogram::bucket(2), 1);
+        assert_eq!(LatencyHistogram::bucket(3), 2);
+        assert_eq!(LatencyHistogram::bucket(u64::MAX), LATENCY_BOUNDS_MS.len());
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile_ms(0.5), None);
+        h.counts[LatencyHistogram::bucket(4)] += 98;
+        h.counts[LatencyHistogram::bucket(700)] += 2;
+        assert_eq!(h.quantile_ms(0.5), Some(5));
+        assert_eq!(h.quantile_ms(0.99), Some(1_000));
+        let earlier = h.clone();
+        h.counts[LatencyHistogram::bucket(40_000)] += 1;
+        let delta = h.since(&earlier);
+        assert_eq!(delta.total(), 1);
+        assert_eq!(delta.quantile_ms(0.5), Some(30_000));
+        let mut sum = LatencyHistogram::default();
+        sum.add(&h);
+        sum.add(&h);
+        assert_eq!(sum.total(), 2 * h.total());
     }
 
     #[test]

@@ -99,7 +99,16 @@ pub struct JobRequest {
     /// `python`, `javascript`, `wat` or `wasm` (base64). A string, so that an unknown
     /// language is a 422 naming the choices rather than a JSON shape error.
     pub language: String,
-    pub source: String,
+    /// The program as one text; or give `files` and `entry` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A program of several files (at most `sandbox.max_files`, `sandbox.max_source_size`
+    /// bytes together), read-only under `/app`; `entry` names the one that runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<SourceFile>>,
+    /// The path (as in `files`) of the file that runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +118,209 @@ pub struct JobRequest {
     /// Give the job a writable `/scratch` directory (bounded in bytes and files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch: Option<bool>,
+    /// Judge the program on these cases (at most `sandbox.max_test_cases`): it is
+    /// prepared once and each case runs in its own fresh instance with the job's limits.
+    /// The job's own `stdin` and `args` are then not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Vec<TestCase>>,
+    /// How a case's stdout is compared with its `expected_stdout` (default
+    /// `trim_trailing_whitespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareMode>,
+    /// Keep stdin open after `stdin` until the events socket sends `stdin_eof`: the
+    /// program reads what the socket's `stdin` messages send, as they arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
+    /// When the job ends, its final view is POSTed here (signed: `X-Edgebox-Timestamp`,
+    /// `X-Edgebox-Signature`). Only destinations in `sandbox.callbacks.allow`; `http://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+/// The delivery of a job's callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallbackView {
+    pub url: String,
+    pub state: CallbackState,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<CallbackAttempt>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackState {
+    /// The job has not ended, or delivery is still being tried.
+    Pending,
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallbackAttempt {
+    /// RFC 3339.
+    pub at: String,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+/// One file of a multi-file program.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// Relative, `/`-separated, no `..` (e.g. `pkg/util.py`); it appears as `/app/<path>`.
+    pub path: String,
+    pub content: String,
+    /// Absent: `utf8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<FileEncoding>,
+}
+
+/// How a [`SourceFile`]'s `content` is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum FileEncoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+/// A line of one of a multi-file program's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceLocation {
+    /// As submitted in `files`.
+    pub path: String,
+    pub line: u32,
+}
+
+/// One test case of a judged job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub stdin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Absent: stdout is not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_stdout: Option<String>,
+    /// Absent: 0 is expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_exit_code: Option<i32>,
+}
+
+/// How stdout is compared with the expected output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CompareMode {
+    /// Byte for byte.
+    Exact,
+    /// Line by line with trailing whitespace (and trailing empty lines) ignored.
+    #[default]
+    TrimTrailingWhitespace,
+    /// The whitespace-separated tokens in order.
+    Tokens,
+}
+
+/// How a test case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Accepted,
+    WrongAnswer,
+    RuntimeError,
+    TimedOut,
+    MemoryExceeded,
+    OutputExceeded,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::WrongAnswer => "wrong_answer",
+            Verdict::RuntimeError => "runtime_error",
+            Verdict::TimedOut => "timed_out",
+            Verdict::MemoryExceeded => "memory_exceeded",
+            Verdict::OutputExceeded => "output_exceeded",
+        }
+    }
+}
+
+/// The first line where a case's stdout differs from the expected output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FirstDifference {
+    /// 1-based.
+    pub line: u32,
+    /// The expected line; absent when the expected output has no such line.
+    pub expected: Option<String>,
+    /// The line the program printed; absent when it printed no such line.
+    pub actual: Option<String>,
+}
+
+/// One judged case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CaseResult {
+    /// 0-based position in `tests`.
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub verdict: Verdict,
+    pub runtime_ms: u64,
+    pub cpu_ms: u64,
+    pub exit_code: Option<i32>,
+    /// At most [`MAX_CASE_OUTPUT`] bytes of each stream are kept.
+    pub stdout: String,
+    pub stderr: String,
+    /// Some output was dropped (the job's output limit or the per-case cap).
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference: Option<FirstDifference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Bytes of each stream a [`CaseResult`] keeps (the whole output is judged).
+pub const MAX_CASE_OUTPUT: usize = 16 * 1024;
+
+/// The judging of a job with `tests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TestSummary {
+    pub passed: u32,
+    pub total: u32,
+    pub compare: CompareMode,
+    /// `accepted` when every case was; otherwise the first failing case's verdict.
+    /// Absent until every case has run (or when the job was cancelled first).
+    pub verdict: Option<Verdict>,
+    /// The cases run so far, in order.
+    pub cases: Vec<CaseResult>,
+}
+
+/// The case a judged job is running now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunningCase {
+    pub index: u32,
+    pub total: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Limits a job asks for; each absent one takes the configured default.
@@ -174,12 +386,21 @@ pub struct JobHead {
     pub cpu_ms: u64,
     /// Line of the submitted source being executed, where known.
     pub current_line: Option<u32>,
+    /// Multi-file programs: the file and line being executed, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_location: Option<SourceLocation>,
     pub exit_code: Option<i32>,
     /// Some output was dropped (a limit was reached).
     pub truncated: bool,
     pub limits: JobLimits,
     pub scratch: bool,
     pub error: Option<String>,
+    /// Jobs with `tests`: the judging so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSummary>,
+    /// Jobs with a `callback_url`: its delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackView>,
 }
 
 /// The short status sent over the events socket at least every 100 ms.
@@ -192,6 +413,12 @@ pub struct JobStatus {
     pub runtime_ms: u64,
     pub cpu_ms: u64,
     pub current_line: Option<u32>,
+    /// Multi-file programs: the file and line being executed, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_location: Option<SourceLocation>,
+    /// Jobs with `tests`: the case running now (`current_line` is that case's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<RunningCase>,
 }
 
 /// Which output stream a chunk is from.
@@ -232,7 +459,34 @@ pub fn max_event_message(output_bytes: u64) -> usize {
 pub enum JobEvent {
     Status(JobStatus),
     Output(OutputChunk),
+    /// A judged job's case has finished (its result, as in the final view).
+    Case(CaseResult),
+    /// A client message was refused (the job goes on).
+    Error(EventError),
     Result(JobView),
+}
+
+/// Why the events socket refused a client message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventError {
+    /// `invalid_message`, `not_interactive`, `stdin_closed`, `stdin_too_large`,
+    /// `job_finished`.
+    pub code: String,
+    pub message: String,
+}
+
+/// What a client may send on a job's events socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// More stdin for an interactive job (counted against `max_stdin_size`).
+    Stdin { data: String },
+    /// Closes an interactive job's stdin: its next read sees end of file.
+    StdinEof,
+    /// Cancels the job, as `DELETE /v1/jobs/{id}` does.
+    Cancel,
 }
 
 /// `GET /v1/stats` of a sandbox node.
@@ -257,6 +511,9 @@ pub struct SandboxStats {
     pub retained: RetainedStats,
     /// Event subscribers connected now.
     pub subscribers: u64,
+    /// Programs prepared (modules compiled and pre-linked, runtimes resolved) since
+    /// start: one per job, however many test cases it has.
+    pub programs_prepared: u64,
 }
 
 /// The finished jobs the sandbox keeps, against their bounds.

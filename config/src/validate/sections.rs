@@ -458,7 +458,12 @@ pub(super) fn check_tls(c: &mut Collector<'_>, raw: RawTls, base_dir: &Path) -> 
     TlsSettings { certificates }
 }
 
-pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSettings {
+pub(super) fn check_sandbox(
+    c: &mut Collector<'_>,
+    raw: RawSandbox,
+    data_dir: &Path,
+) -> SandboxSettings {
+    let callbacks = check_callbacks(c, raw.callbacks, data_dir);
     let limits = |limits: &RawJobLimits| JobLimits {
         wall: limits.wall.get(),
         cpu: limits.cpu.get(),
@@ -503,6 +508,8 @@ pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSe
         ),
         ("max_subscribers", raw.max_subscribers as u64),
         ("compile_concurrency", raw.compile_concurrency as u64),
+        ("max_test_cases", raw.max_test_cases as u64),
+        ("max_files", raw.max_files as u64),
         ("scratch_files", raw.scratch_files),
         ("scratch_size", raw.scratch_size.bytes()),
     ];
@@ -563,9 +570,95 @@ pub(super) fn check_sandbox(c: &mut Collector<'_>, raw: RawSandbox) -> SandboxSe
         max_subscribers: raw.max_subscribers,
         subscriber_send_timeout: raw.subscriber_send_timeout.get(),
         compile_concurrency: raw.compile_concurrency,
+        max_files: raw.max_files,
+        callbacks,
+        max_test_cases: raw.max_test_cases,
+        max_tests_size: raw.max_tests_size.bytes(),
         defaults,
         maximums,
     }
+}
+
+fn check_callbacks(c: &mut Collector<'_>, raw: RawCallbacks, data_dir: &Path) -> CallbackSettings {
+    let default_file = || TokenSecret::File(data_dir.join("secrets/callback-key"));
+    let secret = match (raw.secret, raw.secret_env, raw.secret_file) {
+        (None, None, None) => default_file(),
+        (Some(key), None, None) => {
+            if key.len() < 16 {
+                c.error(
+                    "sandbox.callbacks.secret",
+                    "a callback key must be at least 16 characters",
+                );
+            }
+            TokenSecret::Inline(key)
+        }
+        (None, Some(var), None) => TokenSecret::Env(var),
+        (None, None, Some(file)) => TokenSecret::File(data_dir.join(file)),
+        _ => {
+            c.error(
+                "sandbox.callbacks",
+                "give at most one of `secret`, `secret_env` or `secret_file`",
+            );
+            default_file()
+        }
+    };
+    let mut allow = Vec::new();
+    for (index, entry) in raw.allow.iter().enumerate() {
+        match parse_destination(entry) {
+            Ok(destination) => allow.push(destination),
+            Err(message) => c.error(format!("sandbox.callbacks.allow[{index}]"), message),
+        }
+    }
+    if raw.attempts == 0 {
+        c.error("sandbox.callbacks.attempts", "attempts must be at least 1");
+    }
+    if raw.timeout.get().is_zero() {
+        c.error("sandbox.callbacks.timeout", "timeout must be positive");
+    }
+    CallbackSettings {
+        allow,
+        attempts: raw.attempts,
+        timeout: raw.timeout.get(),
+        backoff: raw.backoff.get(),
+        secret,
+    }
+}
+
+/// `10.0.0.0/8`, `::1/128`, a bare address (one host), `hooks.example.com` or
+/// `*.example.com`.
+fn parse_destination(entry: &str) -> Result<CallbackDestination, String> {
+    let entry = entry.trim();
+    if let Some((addr, prefix)) = entry.split_once('/') {
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{entry:?}: {addr:?} is not an IP address"))?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|prefix| *prefix <= width)
+            .ok_or_else(|| format!("{entry:?}: the prefix must be 0..={width}"))?;
+        return Ok(CallbackDestination::Network { addr, prefix });
+    }
+    if let Ok(addr) = entry.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        return Ok(CallbackDestination::Network { addr, prefix });
+    }
+    let name = entry.to_ascii_lowercase();
+    let bare = name.strip_prefix("*.").unwrap_or(&name);
+    let valid = !bare.is_empty()
+        && bare.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !valid {
+        return Err(format!(
+            "{entry:?} is neither a host name, `*.domain`, an IP address nor a network"
+        ));
+    }
+    Ok(CallbackDestination::Host(match name.strip_prefix('*') {
+        Some(suffix) => suffix.to_owned(),
+        None => name,
+    }))
 }
 
 pub(super) fn check_control_plane(
@@ -665,12 +758,21 @@ fn check_store(c: &mut Collector<'_>, raw: RawStore, deployment_name: &str) -> S
                 .iter()
                 .enumerate()
                 .filter_map(|(index, url)| {
-                    check_http_url(c, &format!("control_plane.store.endpoints[{index}]"), url, true)
+                    check_http_url(
+                        c,
+                        &format!("control_plane.store.endpoints[{index}]"),
+                        url,
+                        true,
+                    )
                 })
                 .collect();
             let prefix = match raw.prefix {
                 Some(prefix) if prefix.starts_with('/') && !prefix.contains('\0') => {
-                    if prefix.ends_with('/') { prefix } else { format!("{prefix}/") }
+                    if prefix.ends_with('/') {
+                        prefix
+                    } else {
+                        format!("{prefix}/")
+                    }
                 }
                 Some(prefix) => {
                     c.error(
@@ -710,15 +812,23 @@ fn check_http_url(c: &mut Collector<'_>, path: &str, url: &str, tls: bool) -> Op
     let valid = authority.is_some_and(|authority| {
         !authority.is_empty()
             && !authority.contains(['/', '?', '#', '@', ' '])
-            && authority
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+            && authority.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            })
     });
     if valid {
-        let scheme = if url.starts_with("https://") { "https" } else { "http" };
+        let scheme = if url.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
         Some(format!("{scheme}://{}", authority.unwrap_or_default()))
     } else {
-        let schemes = if tls { "http:// or https://" } else { "http://" };
+        let schemes = if tls {
+            "http:// or https://"
+        } else {
+            "http://"
+        };
         c.error(
             path,
             format!("{url:?} is not a URL of the form {schemes}HOST:PORT (no path)"),

@@ -33,13 +33,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that stops reading for this long is dropped (and the upstream closed),
 /// so an abandoned socket cannot hold the relay forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Clients send nothing the sandbox reads but closes; a small bound keeps one from
-/// making the relay buffer a large message.
+/// Clients send small messages (`stdin`, `stdin_eof`, `cancel`, passed on to the sandbox
+/// as they are); a bound keeps one from making the relay buffer a large message.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// Event relays open at once (each holds two sockets).
 const MAX_RELAYS: i64 = 1024;
 
-/// Submits a job to the sandbox: `{language, source, stdin?, args?, limits?, scratch?}`.
+/// Submits a job to the sandbox: `{language, source | files + entry, stdin?, args?,
+/// limits?, scratch?, tests?, compare?, interactive?, callback_url?}`. With `tests`, the
+/// program is judged on each case (verdicts in the job's `tests`); with `callback_url`,
+/// the sandbox POSTs the final view there, signed, when the job ends.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body = JobRequest,
     responses((status = 202, description = "Accepted", body = JobAccepted),
@@ -138,8 +141,12 @@ pub async fn cancel_job(
     .await
 }
 
-/// The job's events (status, current line, output chunks) over a WebSocket, relayed
-/// from the sandbox in order. Browsers may pass the token as `?access_token=`.
+/// The job's events (status, current line, output chunks, judged cases, the result:
+/// `JobEvent`) over a WebSocket, relayed from the sandbox in order; what the client sends
+/// (`ClientMessage`: stdin for interactive jobs, `stdin_eof`, `cancel`) is relayed to
+/// the sandbox, and a refused message comes back as an `error` event. Browsers pass the
+/// token as a `bearer.<hex>` subprotocol (offered with `edgebox`); other clients may use
+/// `?access_token=`.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id")),
     responses((status = 101, description = "WebSocket of JSON events"), (status = 400, description = "Malformed request", body = ErrorBody),
@@ -225,6 +232,9 @@ pub async fn events(
         Err(error) => return Err(error),
     };
     Ok(upgrade
+        // A browser that sent its token as a subprotocol (`crate::auth`) needs one of its
+        // offers chosen, or it drops the connection.
+        .protocols(["edgebox"])
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |client| relay(state, id, client, upstream)))

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use edgebox_config::Role;
+use edgebox_config::model::{Node, OriginTarget};
+use edgebox_config::{Deployment, Role};
 use edgebox_wire::health::NodeHealth;
 use futures_util::future::join_all;
 
@@ -42,6 +43,32 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<NodeList> {
     Json(listing)
 }
 
+/// Where an edge's misses go, for the dashboard's request-path drawing: its parent edge,
+/// or (without one) the members of its origin group.
+fn misses_go_to(deployment: &Deployment, node: &Node) -> (Option<String>, Vec<String>) {
+    let Role::Edge(edge) = &node.role else {
+        return (None, Vec::new());
+    };
+    if edge.parent.is_some() {
+        return (edge.parent.clone(), Vec::new());
+    }
+    let origins = deployment
+        .origin_groups
+        .get(&edge.origin_group)
+        .map(|group| {
+            group
+                .members
+                .iter()
+                .map(|member| match &member.target {
+                    OriginTarget::Node { name, .. } => name.clone(),
+                    OriginTarget::Host { host, port } => format!("{host}:{port}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (None, origins)
+}
+
 async fn probe_all(state: &Arc<AppState>) -> NodeList {
     let current = state.current();
     let reports = state.reports();
@@ -49,6 +76,7 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
     let probes = current.deployment.nodes.iter().map(|node| {
         let state = state.clone();
         let report = reports.get(&node.name).cloned();
+        let (parent, origins) = misses_go_to(&current.deployment, node);
         async move {
             let listeners = node
                 .listeners()
@@ -73,6 +101,8 @@ async fn probe_all(state: &Arc<AppState>) -> NodeList {
                 config_version: report.as_ref().filter(|r| r.applied).map(|r| r.version),
                 uptime_ms: None,
                 probe_ms: None,
+                parent,
+                origins,
             };
             if node.name == state.node {
                 info.health = "up".into();

@@ -18,7 +18,8 @@ use edgebox_wire::control_plane::{EdgeResult, ErrorBody, PurgeRequest, PurgeResp
 const PURGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Purges by URL, prefix, surrogate tag or everything on every edge (shields
-/// included). 200 when every edge purged, 207 with the per-edge results otherwise.
+/// included); with `"soft": true` the objects are marked stale rather than removed.
+/// 200 when every edge purged, 207 with the per-edge results otherwise.
 #[utoipa::path(post, path = "/v1/purge", tag = "cache", security(("bearer" = [])),
     request_body = PurgeRequest,
     responses((status = 200, description = "OK", body = PurgeResponse), (status = 207, description = "Some edges failed; see the per-edge results", body = PurgeResponse),
@@ -93,7 +94,13 @@ pub async fn purge(
     });
     let results = join_all(calls).await;
     let ok = results.iter().all(|result| result.ok);
-    tracing::info!(?request, ok, edges = results.len(), "purge fanned out");
+    tracing::info!(
+        ?request,
+        ok,
+        soft = request.soft,
+        edges = results.len(),
+        "purge fanned out"
+    );
     let status = if ok {
         StatusCode::OK
     } else {

@@ -75,6 +75,7 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
                     }
                     edges.bytes_sent += stats.bytes_sent;
                     edges.cache.add(&stats.cache);
+                    edges.latency.add(&stats.latency);
                 }
                 Err(error) => {
                     unreachable.push(Unreachable {

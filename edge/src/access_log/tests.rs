@@ -99,6 +99,7 @@ fn writes_reports_failures_and_recovers() {
     std::fs::rename(&path, dir.path().join("logs/access.log.1")).unwrap();
     std::fs::create_dir(&path).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     runtime.block_on(log.reopen());
@@ -117,6 +118,42 @@ fn writes_reports_failures_and_recovers() {
     assert!(log.state().unwrap().ok);
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
 
+    for _ in 0..10 {
+        log.record(record());
+    }
+    runtime.block_on(log.flush(Duration::from_secs(10)));
+    assert_eq!(log.state().unwrap().written, 13);
+
     runtime.block_on(log.configure(None));
     assert!(log.state().is_none());
+}
+
+#[test]
+fn a_stuck_writer_drops_and_counts_lines_without_blocking_requests() {
+    // Opening a FIFO for writing blocks until someone reads it: the writer thread is stuck
+    // in `open` from the start, as it would be on a hung network file system.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stuck");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let log = AccessLog::start(Some(Destination {
+        format: AccessLogFormat::Json,
+        file: Some(fifo.clone()),
+    }));
+    let started = Instant::now();
+    for _ in 0..QUEUE + 100 {
+        log.record(record());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let state = log.state().unwrap();
+    assert!(state.dropped >= 100, "{state:?}");
+    assert_eq!(state.written, 0);
+    // A reader lets the writer through; the queued lines arrive.
+    let reader = std::thread::spawn(move || std::fs::read(&fifo).unwrap().len());
+    wait_until("the queued lines", || log.state().unwrap().written > 0);
+    drop(log);
+    assert!(reader.join().unwrap() > 0);
 }

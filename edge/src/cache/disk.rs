@@ -53,7 +53,7 @@ use super::{Shared, Tier};
 pub use entry::{CHUNK_SIZE, ChunkedBody, DiskBody, DiskError, DiskObject, VERIFY_WHOLE_MAX};
 pub(crate) use entry::{hex, read_chunk};
 use entry::{open_entry, read_prefix, rewrite_meta};
-pub use writer::DiskWriter;
+pub use writer::{Admission, DiskWriter};
 
 /// In-memory index of what the disk holds, with LRU order by a logical access clock.
 #[derive(Default)]
@@ -300,6 +300,21 @@ impl DiskTier {
         let path = self.path_of(key);
         let _ = tokio::task::spawn_blocking(move || fs::remove_file(path)).await;
         removed
+    }
+
+    /// The stored meta of `key` (its header checked, the body not read), or `None` when it
+    /// is not stored or unreadable (a later lookup deals with damage).
+    pub async fn meta(&'static self, key: HashBinary) -> Option<(Vec<u8>, Vec<u8>)> {
+        if !self.contains(&key) {
+            return None;
+        }
+        let path = self.path_of(&key);
+        tokio::task::spawn_blocking(move || {
+            read_prefix(&path, &key).ok().map(|(_, _, meta, _)| meta)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Replace the stored meta of `key`, keeping its body: the entry is copied into a new

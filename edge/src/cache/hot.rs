@@ -10,11 +10,12 @@
 //! 1. pingora's `cache_hit_header`: the stored header, `Age`, HTTP/1.1, `Transfer-Encoding:
 //!    chunked` when there is no `Content-Length`;
 //! 2. its range filter with no `Range` asked: `Accept-Ranges: bytes` on a 200 with a length;
-//! 3. the edge's `response_filter`: `X-Cache: HIT`, `X-Cache-Tier: l1`, `Via` with this
-//!    edge appended, `X-Request-Id`, `Server-Timing`;
+//! 3. the edge's `response_filter`: `X-Cache: HIT`, `X-Cache-Tier: l1`, `Cache-Status`,
+//!    `Via` with this edge appended, `X-Request-Id`, `Server-Timing`;
 //! 4. pingora's writer: `Date` and `Connection`.
 //!
-//! The per-request values (`Age`, `X-Request-Id`, `Server-Timing`, `Date`, `Connection`)
+//! The per-request values (`Age`, `Cache-Status` (its ttl), `X-Request-Id`,
+//! `Server-Timing`, `Date`, `Connection`)
 //! are present as placeholders, so that setting them replaces a value in place and never
 //! grows the header map of the per-request copy.
 
@@ -43,6 +44,7 @@ pub struct HotHeader {
 /// Names the edge's `response_filter` sets on every response.
 pub const X_CACHE: &str = "x-cache";
 pub const X_CACHE_TIER: &str = "x-cache-tier";
+pub const CACHE_STATUS: &str = "cache-status";
 pub const X_REQUEST_ID: &str = "x-request-id";
 pub const SERVER_TIMING: &str = "server-timing";
 
@@ -81,6 +83,9 @@ impl HotHeader {
             .ok()?;
         header
             .insert_header(X_CACHE_TIER, ServedTier::L1.as_str())
+            .ok()?;
+        header
+            .insert_header(CACHE_STATUS, placeholder.clone())
             .ok()?;
         header.insert_header(AGE, placeholder.clone()).ok()?;
         // The full path appends to a stored `Via` only when it reads as text.

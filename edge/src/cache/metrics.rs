@@ -44,6 +44,8 @@ pub struct Counters {
     pub stored: AtomicU64,
     /// Objects removed by purge requests.
     pub purged: AtomicU64,
+    /// Objects marked stale by soft purges.
+    pub marked_stale: AtomicU64,
     /// Requests that waited on the cache lock for another request's fetch (reported by the proxy).
     pub lock_waits: AtomicU64,
     /// L1 hits answered by the proxy's fast path (also counted in `l1_hits`).
@@ -95,6 +97,7 @@ impl Metrics {
             l2_write_errors: get(|c| &c.l2_write_errors),
             stored: get(|c| &c.stored),
             purged: get(|c| &c.purged),
+            marked_stale: get(|c| &c.marked_stale),
             lock_waits: get(|c| &c.lock_waits),
             fast_hits: get(|c| &c.fast_hits),
             // Filled by the admin `/stats` from the proxy's counters.
@@ -174,7 +177,7 @@ pub fn prometheus(stats: &CacheStats, node: &str, out: &mut MetricsText) {
             l2_value,
         );
     }
-    let totals: [(&str, &str, u64); 8] = [
+    let totals: [(&str, &str, u64); 9] = [
         (
             "edgebox_cache_misses_total",
             "Lookups no tier could answer.",
@@ -204,6 +207,11 @@ pub fn prometheus(stats: &CacheStats, node: &str, out: &mut MetricsText) {
             "edgebox_cache_purged_total",
             "Objects removed by purge.",
             stats.purged,
+        ),
+        (
+            "edgebox_cache_marked_stale_total",
+            "Objects marked stale by soft purge.",
+            stats.marked_stale,
         ),
         (
             "edgebox_cache_lock_waits_total",

@@ -123,6 +123,32 @@ pub fn response_cacheable(
     }
 }
 
+/// The largest upstream `Age` believed (a year): beyond it the upstream is confused.
+const MAX_UPSTREAM_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A response that was `age` seconds old already when it arrived (its `Age`: a parent
+/// edge's copy, or an origin behind another cache) is stored as that old: its age counts
+/// from `now - age`, so a later hit here reports the parent's age plus its own time here.
+/// When its freshness was given relative to its receipt (`max-age`, `s-maxage` or the
+/// path's TTL rule, not an absolute `Expires`), it also goes stale `age` sooner
+/// (RFC 9111 §4.2.3: the freshness lifetime counts from the response's generation).
+pub fn age_from_upstream(meta: &mut CacheMeta, resp: &ResponseHeader, age: u64, now: SystemTime) {
+    if age == 0 {
+        return;
+    }
+    let age = Duration::from_secs(age).min(MAX_UPSTREAM_AGE);
+    let Some(epoch) = now.checked_sub(age) else {
+        return;
+    };
+    meta.set_epoch_override(epoch);
+    let relative = CacheControl::from_resp_headers(resp)
+        .is_some_and(|cc| cc.fresh_duration().is_some())
+        || !resp.headers.contains_key(http::header::EXPIRES);
+    if relative && let Some(until) = meta.fresh_until().checked_sub(age) {
+        meta.expire_at(until);
+    }
+}
+
 /// The `X-Cache` value for a request that went through the cache in `phase`.
 pub fn x_cache(phase: CachePhase) -> CacheStatus {
     match phase {
@@ -179,6 +205,26 @@ mod tests {
         resp.append_header("set-cookie", "session=alice").unwrap();
         let none = Duration::ZERO;
         response_cacheable(&resp, false, None, none, none, strip_set_cookie)
+    }
+
+    #[test]
+    fn an_upstream_age_makes_the_stored_copy_that_much_older_and_sooner_stale() {
+        use std::time::SystemTime;
+        let now = SystemTime::now();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("cache-control", "max-age=60").unwrap();
+        let RespCacheable::Cacheable(mut meta) =
+            response_cacheable(&resp, false, None, Duration::ZERO, Duration::ZERO, false)
+        else {
+            panic!("max-age=60 is stored");
+        };
+        let fresh_until = meta.fresh_until();
+        super::age_from_upstream(&mut meta, &resp, 20, now);
+        assert_eq!(meta.epoch(), now - Duration::from_secs(20));
+        assert!(meta.age() >= Duration::from_secs(20));
+        assert_eq!(meta.fresh_until(), fresh_until - Duration::from_secs(20));
+        // An absurd Age is bounded, never a panic.
+        super::age_from_upstream(&mut meta, &resp, u64::MAX, now);
     }
 
     #[test]

@@ -393,8 +393,18 @@ async fn update_meta_rewrites_both_tiers_and_keeps_the_body() {
         assert_eq!(drain(&mut hit).await.unwrap().concat(), data.to_vec());
     }
     // The purge index follows the new tags.
-    assert_eq!(storage.purge_by(&PurgeRequest::Tag("old".into())).await, 0);
-    assert_eq!(storage.purge_by(&PurgeRequest::Tag("new".into())).await, 2);
+    assert_eq!(
+        storage
+            .purge_by(&PurgeRequest::Tag("old".into()), PurgeKind::Remove)
+            .await,
+        0
+    );
+    assert_eq!(
+        storage
+            .purge_by(&PurgeRequest::Tag("new".into()), PurgeKind::Remove)
+            .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -447,7 +457,12 @@ async fn a_huge_key_is_stored_by_hash_with_a_bounded_url() {
     );
     let restarted = open(dir.path(), 8 * MIB, 64 * MIB);
     assert_eq!(fetch(restarted, &key).await, Some((Tier::L2, body(100, 1))));
-    assert_eq!(restarted.purge_by(&PurgeRequest::Url(path)).await, 1);
+    assert_eq!(
+        restarted
+            .purge_by(&PurgeRequest::Url(path), PurgeKind::Remove)
+            .await,
+        1
+    );
 }
 
 #[tokio::test]

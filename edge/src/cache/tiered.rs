@@ -21,12 +21,13 @@ use pingora::cache::{CacheKey, CacheMeta, Storage};
 use pingora::{Error, ErrorType, Result};
 use tracing::{debug, warn};
 
-use super::disk::{self, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
+use super::disk::{self, Admission, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
 use super::hot::HotHeader;
 use super::index::tags_from_headers;
 use super::memory::{MemEntry, MemoryTier};
 use super::metrics::{CacheStats, add, bump};
-use super::{CacheOptions, PurgeRequest, Shared, Tier, key};
+use super::purges::FillEpoch;
+use super::{CacheOptions, PurgeKind, PurgeRequest, Shared, Tier, key};
 
 /// The edge's cache storage. Build one per process with [`TieredStorage::open`] and leak it
 /// (pingora wants `&'static dyn Storage`).
@@ -122,29 +123,102 @@ impl TieredStorage {
         in_l1 || in_l2
     }
 
-    /// Purge objects selected by URL (all variants), path prefix, surrogate tag or everything.
-    /// Returns how many stored objects (variants count separately) were removed.
-    pub async fn purge_by(&'static self, request: &PurgeRequest) -> usize {
-        let index = &self.shared.index;
-        let keys = match request {
-            PurgeRequest::Url(url) => index.by_url(&key::purge_url(url)),
-            PurgeRequest::Prefix(prefix) => index.by_prefix(&key::purge_url(prefix)),
-            PurgeRequest::Tag(tag) => index.by_tag(tag),
-            PurgeRequest::All => index.all(),
+    /// Purge objects selected by URL (all variants), path prefix, surrogate tag or everything:
+    /// remove them, or mark them stale ([`PurgeKind`]). Returns how many stored objects
+    /// (variants count separately) were removed or marked.
+    ///
+    /// The purge is recorded in the purge log and its objects selected under the log's lock,
+    /// so a fill that started before it is either refused or selected here.
+    pub async fn purge_by(&'static self, request: &PurgeRequest, kind: PurgeKind) -> usize {
+        let keys = {
+            let mut log = self.shared.purges.lock();
+            log.record(request);
+            let index = &self.shared.index;
+            match request {
+                PurgeRequest::Url(url) => index.by_url(&key::purge_url(url)),
+                PurgeRequest::Prefix(prefix) => index.by_prefix(&key::purge_url(prefix)),
+                PurgeRequest::Tag(tag) => index.by_tag(tag),
+                PurgeRequest::All => index.all(),
+            }
         };
-        let mut removed = 0;
-        for hash in &keys {
-            if self.remove(hash).await {
-                removed += 1;
+        let mut done = 0;
+        match kind {
+            PurgeKind::Remove => {
+                for hash in &keys {
+                    if self.remove(hash).await {
+                        done += 1;
+                    }
+                }
+                if matches!(request, PurgeRequest::All) {
+                    // Belt and braces: anything L1 holds that the index lost track of goes too.
+                    self.l1.clear();
+                }
+                add(&self.shared.metrics.purged, done as u64);
+            }
+            PurgeKind::MarkStale => {
+                // A second back, so that the stored (whole-second) freshness reads as stale
+                // at once; the serve-stale windows are measured from here.
+                let at = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+                for hash in &keys {
+                    if self.mark_stale(hash, at).await {
+                        done += 1;
+                    }
+                }
+                add(&self.shared.metrics.marked_stale, done as u64);
             }
         }
-        if matches!(request, PurgeRequest::All) {
-            // Belt and braces: anything L1 holds that the index lost track of goes too.
-            self.l1.clear();
+        debug!(?request, ?kind, done, "cache purge");
+        done
+    }
+
+    /// Whether a purge after `epoch` selects an object at `url` with `tags`.
+    pub fn purged_since(&self, epoch: u64, url: &str, tags: &[String]) -> bool {
+        self.shared.purges.purged_since(epoch, url, tags)
+    }
+
+    /// The purge epoch now: a request notes it before its lookup (see [`FillEpoch`]).
+    pub fn purge_epoch(&self) -> u64 {
+        self.shared.purges.epoch()
+    }
+
+    /// Mark one object stale as of `at` in every tier that holds it, keeping its body; true
+    /// when some tier held it. The fast path reads freshness from the rewritten L1 entry.
+    async fn mark_stale(&'static self, hash: &HashBinary, at: std::time::SystemTime) -> bool {
+        let expire = |stored: &(Vec<u8>, Vec<u8>)| {
+            let mut meta = CacheMeta::deserialize(&stored.0, &stored.1).ok()?;
+            meta.expire_at(at);
+            meta.serialize().ok()
+        };
+        let mut marked = false;
+        let mut from_l1 = None;
+        if let Some(entry) = self.l1.get(hash)
+            && let Some(serialized) = expire(&entry.meta)
+        {
+            let stale = Arc::new(MemEntry {
+                hot: prepare_stored(&serialized),
+                meta: serialized.clone(),
+                body: entry.body.clone(),
+            });
+            if self.l1.insert(*hash, stale) {
+                marked = true;
+            } else {
+                // Never leave the fresh copy behind.
+                self.l1.remove(hash);
+            }
+            from_l1 = Some(serialized);
         }
-        add(&self.shared.metrics.purged, removed as u64);
-        debug!(?request, removed, "cache purge");
-        removed
+        if let Some(disk) = &self.l2 {
+            let serialized = match from_l1 {
+                Some(serialized) => Some(serialized),
+                None => disk.meta(*hash).await.as_ref().and_then(expire),
+            };
+            if let Some(serialized) = serialized
+                && disk.update_meta(*hash, serialized).await
+            {
+                marked = true;
+            }
+        }
+        marked
     }
 
     /// The L1 entry for `key` when the fast path may answer it: held in memory, prepared
@@ -185,6 +259,7 @@ impl Storage for TieredStorage {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
         let metrics = &self.shared.metrics;
+        let epoch = fill_epoch(key, &self.shared);
         if let Some(entry) = self.l1.get(&hash) {
             let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
             bump(&metrics.l1_hits);
@@ -226,7 +301,13 @@ impl Storage for TieredStorage {
                         meta: object.meta,
                         body: body.clone(),
                     });
-                    if self.l1.insert(hash, entry) {
+                    // Admitted like a fill (`cache::purges`): a purge that ran while the
+                    // disk copy was read has removed or marked that copy, and must not
+                    // find its old version back in L1.
+                    let purges = self.shared.purges.lock();
+                    if !purges.purged_since(epoch, &object.url, &tags)
+                        && self.l1.insert(hash, entry)
+                    {
                         self.shared.index.record(hash, &object.url, &tags, Tier::L1);
                         bump(&metrics.promotions);
                     }
@@ -251,6 +332,7 @@ impl Storage for TieredStorage {
         let hash = key.combined_bin();
         let url = key::url_of_primary(key.primary_key());
         let tags = tags_from_headers(meta.response_header());
+        let epoch = fill_epoch(key, &self.shared);
         let serialized = meta.serialize()?;
         let meta_len = (serialized.0.len() + serialized.1.len()) as u64;
         let l1_body = self.l1.fits(meta_len).then(BytesMut::new);
@@ -268,6 +350,7 @@ impl Storage for TieredStorage {
         Ok(Box::new(TieredMiss {
             storage: self,
             hash,
+            epoch,
             url,
             tags,
             meta: serialized,
@@ -307,6 +390,13 @@ impl Storage for TieredStorage {
         let serialized = meta.serialize()?;
         let tags = tags_from_headers(meta.response_header());
         let url = key::url_of_primary(key.primary_key());
+        // A revalidation that was in flight during a purge of this object must not make
+        // it fresh again.
+        if let Some(FillEpoch(epoch)) = key.extensions.get::<FillEpoch>()
+            && self.shared.purges.purged_since(*epoch, &url, &tags)
+        {
+            return Ok(false);
+        }
         let mut updated = false;
         if let Some(old) = self.l1.get(&hash) {
             let entry = Arc::new(MemEntry {
@@ -333,6 +423,14 @@ impl Storage for TieredStorage {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// The purge epoch the request for `key` started at; without the proxy's (in-process
+/// use), now.
+fn fill_epoch(key: &CacheKey, shared: &Shared) -> u64 {
+    key.extensions
+        .get::<FillEpoch>()
+        .map_or_else(|| shared.purges.epoch(), |e| e.0)
 }
 
 /// The fast-path header of a stored meta, decoded from its stored bytes.
@@ -508,6 +606,9 @@ impl HandleHit for TieredHit {
 pub struct TieredMiss {
     storage: &'static TieredStorage,
     hash: HashBinary,
+    /// The purge epoch the request started at: a purge since then that selects this object
+    /// keeps the fill from being stored.
+    epoch: u64,
     url: String,
     tags: Vec<String>,
     meta: (Vec<u8>, Vec<u8>),
@@ -551,13 +652,29 @@ impl HandleMiss for TieredMiss {
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         let storage = self.storage;
-        let index = &storage.shared.index;
+        let shared = &storage.shared;
         let mut kept = false;
+        if shared
+            .purges
+            .purged_since(self.epoch, &self.url, &self.tags)
+        {
+            // Purged while in flight: the body predates the purge. Dropping the writer
+            // deletes its temp file; whatever the tiers hold stays as the purge left it.
+            self.disk = None;
+            debug!(url = %self.url, "fill not stored: purged while in flight");
+            return Ok(MissFinishType::Created(self.size));
+        }
+        let admission = Admission {
+            epoch: self.epoch,
+            url: self.url.clone(),
+            tags: self.tags.clone(),
+        };
         match (self.disk.take(), &storage.l2) {
-            (Some(writer), Some(disk)) => match writer.commit().await {
-                Ok(_) => {
-                    index.record(self.hash, &self.url, &self.tags, Tier::L2);
-                    kept = true;
+            (Some(writer), Some(disk)) => match writer.commit(admission).await {
+                Ok(Some(_)) => kept = true,
+                Ok(None) => {
+                    debug!(url = %self.url, "fill not stored: purged while in flight");
+                    return Ok(MissFinishType::Created(self.size));
                 }
                 Err(error) => {
                     disk.write_failed(&error);
@@ -577,19 +694,30 @@ impl HandleMiss for TieredMiss {
                     hot: self.hot.take(),
                     body: body.freeze(),
                 });
-                storage.l1.insert(self.hash, entry)
+                // Admitted under the purge log's lock, like the disk entry (`cache::purges`).
+                let purges = shared.purges.lock();
+                if purges.purged_since(self.epoch, &self.url, &self.tags) {
+                    // What the purge left (a stale copy after a soft purge) stays.
+                    return Ok(MissFinishType::Created(self.size));
+                } else if storage.l1.insert(self.hash, entry) {
+                    shared
+                        .index
+                        .record(self.hash, &self.url, &self.tags, Tier::L1);
+                    true
+                } else {
+                    false
+                }
             }
             None => false,
         };
         if in_l1 {
-            index.record(self.hash, &self.url, &self.tags, Tier::L1);
             kept = true;
         } else {
             // Same reason: an older, smaller version in L1 would shadow the new one.
             storage.l1.remove(&self.hash);
         }
         if kept {
-            bump(&storage.shared.metrics.stored);
+            bump(&shared.metrics.stored);
         }
         Ok(MissFinishType::Created(self.size))
     }

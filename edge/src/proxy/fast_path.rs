@@ -66,6 +66,16 @@ impl EdgeProxy {
         }
         let mut header = Box::new(hot.header.clone());
         header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
+        let cache_status = super::cache_status::Entry {
+            status: edgebox_wire::edge::CacheStatus::Hit,
+            collapsed: false,
+            stored: false,
+            ttl: Some(super::cache_status::ttl(hot.fresh_until, now)),
+        };
+        header.insert_header(
+            super::cache_status::NAME,
+            cache_status.header(&self.state.cache_status_name, None),
+        )?;
         header.insert_header(
             http::header::VIA,
             via_chain(hot.stored_via.as_ref(), via(&self.state, session)),

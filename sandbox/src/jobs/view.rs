@@ -174,6 +174,7 @@ mod tests {
             runtime_ms: 5,
             cpu_ms: 4,
             current_line: None,
+            current_location: None,
             exit_code: Some(0),
             truncated: false,
             limits: JobLimits {
@@ -184,6 +185,8 @@ mod tests {
             },
             scratch: false,
             error: Some("a \u{1} b".into()),
+            tests: None,
+            callback: None,
         }
     }
 

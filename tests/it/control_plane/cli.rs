@@ -153,6 +153,17 @@ async fn cli_drives_the_control_plane() {
     assert_eq!(purged["results"][0]["node"], "edge-a", "{purged}");
     assert_eq!(purged["results"][0]["purged"], 1, "{purged}");
     assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
+    // --soft keeps the page, marked stale: served stale (within the default
+    // stale-while-revalidate) or revalidated, never fetched whole again.
+    let output = cli(args(
+        cp,
+        &["purge", "--url", "/index.html", "--soft", "--json"],
+    ))
+    .await;
+    assert!(output.status.success());
+    assert_eq!(stdout_json(&output)["results"][0]["purged"], 1);
+    let after = real.fetch("edge-a", "/index.html").await.1;
+    assert!(matches!(after.as_str(), "STALE" | "REVALIDATED"), "{after}");
     let output = cli(args(cp, &["purge", "--tag", "a", "--all"])).await;
     assert_eq!(
         output.status.code(),
@@ -184,6 +195,65 @@ async fn cli_drives_the_control_plane() {
     let failing = dir.write("fail.py", "import sys\nsys.exit(3)\n");
     let output = cli(args(cp, &["run", failing.to_str().unwrap()])).await;
     assert!(!output.status.success());
+
+    // run --tests: the verdict table, exit 1 unless every case is accepted; --json for
+    // scripts. Paths are given relative to the directory the command runs in.
+    let doubler = dir.write("double.py", "print(int(input()) * 2)\n");
+    let tests = dir.write(
+        "tests.toml",
+        "compare = \"tokens\"\n[[case]]\nname = \"two\"\nstdin = \"2\"\nexpected_stdout = \"4\"\n\
+         [[case]]\nname = \"three\"\nstdin = \"3\"\nexpected_stdout = \"7\"\n",
+    );
+    let output = cli(args(
+        cp,
+        &[
+            "run",
+            doubler.to_str().unwrap(),
+            "--tests",
+            tests.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{table}");
+    assert!(table.contains("accepted"), "{table}");
+    assert!(table.contains("wrong_answer"), "{table}");
+    assert!(
+        table.contains("line 1: expected \"7\", got \"6\""),
+        "{table}"
+    );
+    assert!(table.contains("passed 1/2: wrong_answer"), "{table}");
+    let output = cli(args(
+        cp,
+        &[
+            "run",
+            doubler.to_str().unwrap(),
+            "--tests",
+            tests.to_str().unwrap(),
+            "--json",
+        ],
+    ))
+    .await;
+    let view = stdout_json(&output);
+    assert_eq!(view["tests"]["passed"], 1, "{view}");
+
+    // Several files: a multi-file program whose entry imports the other.
+    dir.write("main.py", "import helper\nprint(helper.greet())\n");
+    dir.write("helper.py", "def greet():\n    return 'hi from helper'\n");
+    let cwd = dir.path().to_owned();
+    let list = args(cp, &["run", "main.py", "helper.py"]);
+    let output = tokio::task::spawn_blocking(move || {
+        let list: Vec<&str> = list.iter().map(String::as_str).collect();
+        crate::support::edgebox_in(&cwd, &list)
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hi from helper\n");
 
     // A drained edge is not healthy: status says so with exit 1.
     let (status, _) = cp

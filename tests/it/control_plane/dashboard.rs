@@ -1,5 +1,7 @@
-//! The dashboard in headless Chromium, driven over the DevTools protocol: topology,
-//! purge, and the code runner with its live line highlight and streamed output.
+//! The dashboard in headless Chromium, driven over the DevTools protocol: sign-in with the
+//! token kept out of the URL, the request-path drawing, live charts that follow the
+//! traffic, purge (a soft one turning the next response into a revalidation), and the code
+//! runner with its live line highlight and streamed output.
 //!
 //! Chromium is Debian's `chromium` package; the test installs it when missing.
 
@@ -183,7 +185,9 @@ impl Page {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     let dir = TestDir::new();
-    let real = Real::start(&dir, &["edge-a"], true, CACHEABLE_HTML).await;
+    // No stale-while-revalidate: a soft-purged page is revalidated before it is served.
+    let extra = format!("{CACHEABLE_HTML}\n[cache]\nstale_while_revalidate = \"0s\"\n");
+    let real = Real::start(&dir, &["edge-a"], true, &extra).await;
     let cp = &real.cp;
     // Cache traffic so the stats have a hit ratio for L1.
     assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
@@ -196,9 +200,37 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     page.call("Page.enable", json!({})).await;
     page.call(
         "Page.navigate",
-        json!({"url": format!("{}/?token={OPERATOR}", cp.daemon.url("api"))}),
+        json!({"url": format!("{}/", cp.daemon.url("api"))}),
     )
     .await;
+
+    // Sign in through the form: the token stays in this tab's sessionStorage, out of the
+    // URL and out of the page's own input.
+    page.wait_for(
+        "the page's script",
+        "document.documentElement?.dataset.ready === 'true' && document.getElementById('login')?.hidden === false",
+    )
+    .await;
+    page.eval(&format!(
+        "document.getElementById('token').value = {}; \
+        document.querySelector('#login button').click(); true",
+        json!(OPERATOR)
+    ))
+    .await;
+    let signed_in = page.eval("JSON.stringify({url: location.href, stored: sessionStorage.getItem('edgebox-token'), \
+        input: document.getElementById('token').value, form_hidden: getComputedStyle(document.getElementById('login')).display === 'none'})").await;
+    let signed_in: Value = serde_json::from_str(signed_in.as_str().unwrap()).unwrap();
+    assert_eq!(signed_in["stored"], OPERATOR, "{signed_in}");
+    assert_eq!(signed_in["input"], "", "{signed_in}");
+    assert_eq!(signed_in["form_hidden"], true, "{signed_in}");
+    assert!(
+        !signed_in["url"].as_str().unwrap().contains(OPERATOR),
+        "{signed_in}"
+    );
+    assert!(
+        !signed_in["url"].as_str().unwrap().contains('?'),
+        "{signed_in}"
+    );
 
     // Topology: every node with its health and config version.
     let nodes = page.wait_for("the topology", "document.querySelectorAll('[data-node]').length === 4 && \
@@ -217,8 +249,74 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     )
     .await;
 
+    // The request path: clients in `local` → edge-a → origin-1, each in its health.
+    let path = page.wait_for("the request path", "document.querySelectorAll('[data-path-node]').length === 3 && \
+        [...document.querySelectorAll('[data-path-node]')].map(n => n.dataset.pathNode + ' ' + n.getAttribute('class')).join('\\n') + '\\n' + \
+        [...document.querySelectorAll('[data-link]')].map(l => l.dataset.link).join('\\n')").await;
+    let path = path.as_str().unwrap();
+    for line in [
+        "clients:local hop clients",
+        "edge-a hop up",
+        "origin-1 hop up",
+        "clients:local>edge-a",
+        "edge-a>origin-1",
+    ] {
+        assert!(path.lines().any(|l| l == line), "{line:?} in\n{path}");
+    }
+
+    // Live charts: traffic sent now shows up within a poll or two as requests per second,
+    // an L1 hit ratio and latency percentiles of that interval.
+    let samples_before: u64 = page
+        .wait_for(
+            "the charts' first samples",
+            "document.getElementById('chart-rps').dataset.samples",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let edge_url = real.edge("edge-a").url("http");
+    let traffic = tokio::spawn(async move {
+        let client = crate::support::client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{edge_url}/index.html")).send().await {
+                let _ = response.bytes().await;
+            }
+        }
+    });
+    let charted = page.wait_for("the charts to show the traffic", "(() => { \
+        const last = (id) => JSON.parse(document.getElementById(id).dataset.last || '{}'); \
+        const rps = last('chart-rps'), hit = last('chart-hit'), latency = last('chart-latency'); \
+        const lines = document.querySelectorAll('#chart-rps polyline').length; \
+        return rps.rps > 5 && hit.l1 > 0.5 && latency.p50 != null && latency.p99 != null && lines > 0 \
+            && JSON.stringify({rps, hit, latency, samples: document.getElementById('chart-rps').dataset.samples}); })()").await;
+    traffic.abort();
+    let charted: Value = serde_json::from_str(charted.as_str().unwrap()).unwrap();
+    let samples: u64 = charted["samples"].as_str().unwrap().parse().unwrap();
+    assert!(samples > samples_before, "{charted}");
+    assert!(
+        charted["latency"]["p99"].as_u64() >= charted["latency"]["p50"].as_u64(),
+        "{charted}"
+    );
+
+    // A soft purge from the form: the next response is a revalidation, not a miss.
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "HIT");
+    page.eval("document.getElementById('purge-kind').value = 'url'; document.getElementById('purge-value').value = '/index.html'; \
+        document.getElementById('purge-soft').checked = true; \
+        document.querySelector('#purge-form button').click(); true").await;
+    page.wait_for(
+        "soft purge results",
+        "document.getElementById('purge-results').textContent.includes('1 marked stale')",
+    )
+    .await;
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "REVALIDATED");
+    assert_eq!(real.fetch("edge-a", "/index.html").await.1, "HIT");
+
     // Purge through the form.
     page.eval("document.getElementById('purge-kind').value = 'tag'; document.getElementById('purge-value').value = 'html'; \
+        document.getElementById('purge-soft').checked = false; \
         document.querySelector('#purge-form button').click(); true").await;
     page.wait_for(
         "purge results",

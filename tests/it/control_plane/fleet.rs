@@ -81,6 +81,48 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
         }
     }
 
+    // Soft: every edge keeps the page, marked stale; the next answer is served stale
+    // (the default stale-while-revalidate) or revalidated, never refetched whole.
+    for edge in edges {
+        assert_eq!(real.fetch(edge, "/index.html").await.1, "MISS", "{edge}");
+        assert_eq!(real.fetch(edge, "/index.html").await.1, "HIT", "{edge}");
+    }
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/v1/purge",
+            Some(OPERATOR),
+            Some(json!({"url": "/index.html", "soft": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for result in body["results"].as_array().unwrap() {
+        assert_eq!(
+            (&result["ok"], &result["purged"]),
+            (&json!(true), &json!(1)),
+            "{result}"
+        );
+    }
+    for edge in edges {
+        let (_, how) = real.fetch(edge, "/index.html").await;
+        assert!(
+            matches!(how.as_str(), "STALE" | "REVALIDATED"),
+            "{edge}: {how}"
+        );
+        let stats = real.edge_stats(edge).await;
+        assert_eq!(stats.cache.marked_stale, 1, "{edge}");
+    }
+    // Cold again for what follows.
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            "/v1/purge",
+            Some(OPERATOR),
+            Some(json!({"all": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
     // Bad requests never reach an edge.
     for request in [
         json!({}),
@@ -98,20 +140,20 @@ async fn purge_fans_out_to_every_edge_with_per_edge_results() {
             "invalid_purge",
         );
     }
-    let (status, body) = cp
-        .call(
-            Method::POST,
-            "/v1/purge",
-            Some(OPERATOR),
-            Some(json!({"everything": true})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_body",
-    );
+    for request in [
+        json!({"everything": true}),
+        json!({"all": true, "soft": "yes"}),
+    ] {
+        let (status, body) = cp
+            .call(Method::POST, "/v1/purge", Some(OPERATOR), Some(request))
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        );
+    }
 
     // One edge down, one failing: reported per edge, 207, the healthy ones still purged.
     // The failing edge is a stand-in: a real edge has no way to be made to answer 500

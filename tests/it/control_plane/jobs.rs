@@ -257,7 +257,7 @@ async fn the_relay_carries_output_of_any_allowed_size() {
             match serde_json::from_str(&text).expect("event") {
                 edgebox_wire::sandbox::JobEvent::Output(chunk) => streamed += chunk.data.len(),
                 edgebox_wire::sandbox::JobEvent::Result(view) => return Some(view),
-                edgebox_wire::sandbox::JobEvent::Status(_) => {}
+                _ => {}
             }
         }
         None
@@ -271,4 +271,80 @@ async fn the_relay_carries_output_of_any_allowed_size() {
     );
     assert_eq!(result.stdout.len(), size as usize);
     assert_eq!(streamed, size as usize);
+}
+
+/// Interactive stdin and judged jobs through the relay: client messages reach the
+/// sandbox, its `error`, `case` and `result` events come back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_carries_interactive_stdin_and_test_cases() {
+    use crate::sandbox::interactive::{next_until, send};
+    use edgebox_wire::sandbox::{ClientMessage, JobEvent, Verdict};
+    use futures_util::SinkExt;
+    let dir = TestDir::new();
+    let real = real::Real::start(&dir, &[], true, "").await;
+    let cp = &real.cp;
+    let (status, job) = cp
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(SUBMITTER),
+            Some(json!({
+                "language": "python",
+                "source": "name = input('name? ')\nprint('hello', name)\n",
+                "interactive": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut socket = open_events(cp, &id).await;
+    // Refused while the program waits for its input, which comes next.
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text("nonsense"))
+        .await
+        .unwrap();
+    send(
+        &mut socket,
+        &ClientMessage::Stdin {
+            data: "relay\n".into(),
+        },
+    )
+    .await;
+    send(&mut socket, &ClientMessage::StdinEof).await;
+    let mut refused = false;
+    let result = next_until(&mut socket, "the result", |event| {
+        refused |= matches!(event, JobEvent::Error(e) if e.code == "invalid_message");
+        matches!(event, JobEvent::Result(_))
+    })
+    .await;
+    let JobEvent::Result(result) = result else {
+        unreachable!()
+    };
+    assert_eq!(result.stdout, "name? hello relay\n", "{result:?}");
+    assert!(
+        refused,
+        "the malformed frame was answered with an error event"
+    );
+
+    let (status, view) = cp
+        .call(
+            Method::POST,
+            "/v1/run",
+            Some(SUBMITTER),
+            Some(json!({
+                "language": "python",
+                "source": "print(int(input()) * 2)",
+                "tests": [
+                    {"name": "two", "stdin": "2\n", "expected_stdout": "4"},
+                    {"name": "three", "stdin": "3\n", "expected_stdout": "7"},
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let view: edgebox_wire::sandbox::JobView = serde_json::from_value(view).unwrap();
+    let summary = view.head.tests.expect("the summary");
+    assert_eq!((summary.passed, summary.total), (1, 2));
+    assert_eq!(summary.verdict, Some(Verdict::WrongAnswer));
+    assert_eq!(summary.cases[1].name.as_deref(), Some("three"));
 }

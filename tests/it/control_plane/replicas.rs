@@ -321,11 +321,13 @@ async fn concurrent_puts_across_two_replicas_with_one_killed_lose_and_duplicate_
         "{PUTS} PUTs: {} acknowledged, {ambiguous_landed} in flight at the kill and landed, {resent} resent",
         PUTS - ambiguous_landed
     );
-    // The restarted replica serves the last version too.
-    assert_eq!(
-        b.get("/v1/config").await.1["version"],
-        a.get("/v1/config").await.1["version"]
-    );
+    // The restarted replica serves the last version too, once its watch has seen the
+    // PUTs just resent through the other one.
+    let last = a.get("/v1/config").await.1["version"].clone();
+    eventually("cp-b serves the last version", Duration::from_secs(10), || async {
+        (b.get("/v1/config").await.1["version"] == last).then_some(())
+    })
+    .await;
 }
 
 fn edgebox_sha256(text: &str) -> String {

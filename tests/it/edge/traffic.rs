@@ -242,7 +242,7 @@ async fn wait_for_lines(path: &PathBuf, count: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn access_log_lines_in_json_and_combined() {
     let origin = origin();
-    let edge = Edge::start(
+    let mut edge = Edge::start(
         &origin,
         "",
         "[edge]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[edge.access_log]\npath = \"access.log\"\n",
@@ -321,6 +321,12 @@ async fn access_log_lines_in_json_and_combined() {
         text.contains("edgebox_edge_access_log_dropped_total{node=\"edge\"} 0"),
         "{text}"
     );
+
+    // A stopping edge writes its last request's line before it exits.
+    assert_eq!(get(&edge.daemon, "/a.txt", &[]).await.status, 200);
+    let status = edge.daemon.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(self::lines(&path).len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

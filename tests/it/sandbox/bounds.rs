@@ -239,7 +239,7 @@ async fn subscribers_are_bounded_and_a_client_that_never_reads_is_dropped() {
                     assert_eq!(view.stdout.len(), 12 << 20);
                     break;
                 }
-                edgebox_wire::sandbox::JobEvent::Status(_) => {}
+                _ => {}
             }
         }
     }

@@ -142,9 +142,14 @@ impl DiskWriter {
         result
     }
 
-    /// Finish the entry: write the chunk table and the real header, fsync, rename into place,
-    /// index it and evict least recently used entries beyond the budget.
-    pub async fn commit(mut self) -> io::Result<u64> {
+    /// Finish the entry: write the chunk table and the real header, fsync, and — when
+    /// `admission` still holds — rename into place, index it and evict least recently used
+    /// entries beyond the budget. `Ok(None)`: a purge since the fill started selects the
+    /// entry, so it was dropped unseen.
+    ///
+    /// The check, the rename and the indexing happen under the purge log's lock
+    /// (`cache::purges`), so a purge either refuses this entry or finds it indexed.
+    pub async fn commit(mut self, admission: Admission) -> io::Result<Option<u64>> {
         self.flush_chunk().await?;
         let mut header = self.header;
         header.body_len = self.written;
@@ -160,23 +165,37 @@ impl DiskWriter {
         let key = header.key;
         let path = tier.path_of(&key);
         let table_at = header.body_offset() + header.body_len;
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            file.write_all_at(&table, table_at)?;
-            file.write_all_at(&header.encode(), 0)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)?;
-            // Make the rename itself durable.
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(io::Error::other)??;
-        let victims = {
-            let mut state = tier.state.lock().unwrap();
-            state.insert(key, size);
-            state.evict_to(tier.budget)
+        let victims =
+            tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<HashBinary>>> {
+                file.write_all_at(&table, table_at)?;
+                file.write_all_at(&header.encode(), 0)?;
+                file.sync_all()?;
+                let purges = tier.shared.purges.lock();
+                if purges.purged_since(admission.epoch, &admission.url, &admission.tags) {
+                    drop(purges);
+                    let _ = fs::remove_file(&temp);
+                    return Ok(None);
+                }
+                fs::rename(&temp, &path)?;
+                let victims = {
+                    let mut state = tier.state.lock().unwrap();
+                    state.insert(key, size);
+                    state.evict_to(tier.budget)
+                };
+                tier.shared
+                    .index
+                    .record(key, &admission.url, &admission.tags, Tier::L2);
+                drop(purges);
+                // Make the rename itself durable.
+                if let Some(dir) = path.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+                Ok(Some(victims))
+            })
+            .await
+            .map_err(io::Error::other)??;
+        let Some(victims) = victims else {
+            return Ok(None);
         };
         for victim in victims {
             bump(&tier.shared.metrics.l2_evictions);
@@ -184,8 +203,17 @@ impl DiskWriter {
             let path = tier.path_of(&victim);
             let _ = tokio::task::spawn_blocking(move || fs::remove_file(path)).await;
         }
-        Ok(size)
+        Ok(Some(size))
     }
+}
+
+/// What a fill must pass to be stored: no purge since `epoch` selects an object at `url`
+/// with `tags` (`cache::purges`).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub epoch: u64,
+    pub url: String,
+    pub tags: Vec<String>,
 }
 
 impl Drop for DiskWriter {

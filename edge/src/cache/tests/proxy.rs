@@ -26,7 +26,7 @@ use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
 
 use super::super::key::cache_key;
-use super::super::{CacheOptions, PurgeRequest, Tier, TieredStorage, policy, tier_of};
+use super::super::{CacheOptions, PurgeKind, PurgeRequest, Tier, TieredStorage, policy, tier_of};
 use super::{body, entry_path, flip_byte};
 
 const BIG: usize = 8 * 1024 * 1024;
@@ -476,7 +476,9 @@ async fn revalidation_vary_and_purge_through_the_proxy() {
     let got = get(&client, &format!("{base}/vary"), &br).await;
     assert_eq!((got.cache.as_str(), &got.body[..]), ("HIT", &b"enc=br"[..]));
     assert_eq!(
-        store.purge_by(&PurgeRequest::Url("/vary".into())).await,
+        store
+            .purge_by(&PurgeRequest::Url("/vary".into()), PurgeKind::Remove)
+            .await,
         2,
         "both variants"
     );
@@ -489,7 +491,12 @@ async fn revalidation_vary_and_purge_through_the_proxy() {
     for path in ["/tag/1", "/tag/2", "/untagged"] {
         get(&client, &format!("{base}{path}"), &[]).await;
     }
-    assert_eq!(store.purge_by(&PurgeRequest::Tag("t-1".into())).await, 1);
+    assert_eq!(
+        store
+            .purge_by(&PurgeRequest::Tag("t-1".into()), PurgeKind::Remove)
+            .await,
+        1
+    );
     assert_eq!(
         get(&client, &format!("{base}/tag/1"), &[]).await.cache,
         "MISS"
@@ -502,7 +509,12 @@ async fn revalidation_vary_and_purge_through_the_proxy() {
         get(&client, &format!("{base}/untagged"), &[]).await.cache,
         "HIT"
     );
-    assert_eq!(store.purge_by(&PurgeRequest::Tag("common".into())).await, 2);
+    assert_eq!(
+        store
+            .purge_by(&PurgeRequest::Tag("common".into()), PurgeKind::Remove)
+            .await,
+        2
+    );
     assert_eq!(
         get(&client, &format!("{base}/tag/2"), &[]).await.cache,
         "MISS"

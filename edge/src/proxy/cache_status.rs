@@ -1,0 +1,153 @@
+//! The `Cache-Status` response header (RFC 9211): this edge's entry — how its cache
+//! handled the request — appended to the upstream's entries (a parent edge's), so that the
+//! list reads from the cache nearest the origin to the one nearest the client.
+//!
+//! | `X-Cache`     | entry                                        |
+//! |---------------|----------------------------------------------|
+//! | `HIT`         | `hit; ttl=N` (`fwd=uri-miss; collapsed` when it waited on another request's fetch) |
+//! | `STALE`       | `hit; ttl=-N` (served stale: the ttl is negative) |
+//! | `MISS`        | `fwd=uri-miss; stored; ttl=N` (no `stored` when not cacheable) |
+//! | `EXPIRED`     | `fwd=stale; stored; ttl=N`                   |
+//! | `REVALIDATED` | `fwd=stale; fwd-status=304; ttl=N`           |
+//! | `BYPASS`      | `fwd=bypass` (the request is not cacheable); `fwd=uri-miss` when the cache declined to store the response |
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use edgebox_wire::edge::CacheStatus;
+use http::HeaderValue;
+
+pub const NAME: &str = "cache-status";
+
+/// This edge's part of the header.
+pub struct Entry {
+    pub status: CacheStatus,
+    /// The request waited on the cache lock and was answered from another's fetch.
+    pub collapsed: bool,
+    /// The response is being stored.
+    pub stored: bool,
+    /// Remaining freshness in seconds (negative when stale).
+    pub ttl: Option<i64>,
+}
+
+impl Entry {
+    /// `upstream, this` (or this alone) as a header value; `name` is [`cache_name`].
+    pub fn header(&self, name: &str, upstream: Option<&HeaderValue>) -> HeaderValue {
+        let mut value = String::with_capacity(64);
+        if let Some(previous) = upstream.and_then(|v| v.to_str().ok()) {
+            value.push_str(previous);
+            value.push_str(", ");
+        }
+        value.push_str(name);
+        let params = match self.status {
+            CacheStatus::Hit if self.collapsed => "; fwd=uri-miss; collapsed",
+            CacheStatus::Hit | CacheStatus::Stale => "; hit",
+            CacheStatus::Miss => "; fwd=uri-miss",
+            CacheStatus::Expired => "; fwd=stale",
+            CacheStatus::Revalidated => "; fwd=stale; fwd-status=304",
+            CacheStatus::Bypass => "; fwd=bypass",
+        };
+        value.push_str(params);
+        let forwarded = matches!(self.status, CacheStatus::Miss | CacheStatus::Expired);
+        if forwarded && self.stored {
+            value.push_str("; stored");
+        }
+        if let Some(ttl) = self.ttl.filter(|_| !forwarded || self.stored) {
+            let _ = write!(value, "; ttl={ttl}");
+        }
+        // The string's buffer becomes the value's (no second copy on the hit path).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+            .unwrap_or_else(|_| HeaderValue::from_static("edgebox"))
+    }
+}
+
+/// Whole seconds from `now` until `fresh_until`, negative once past.
+pub fn ttl(fresh_until: SystemTime, now: SystemTime) -> i64 {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match fresh_until.duration_since(now) {
+        Ok(left) => secs(left),
+        Err(past) => -secs(past.duration()),
+    }
+}
+
+/// The cache's name in the header: the node name as a structured-field token when it is
+/// one (it starts with a letter and uses token characters), else as a quoted string.
+pub fn cache_name(node: &str) -> String {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:/".contains(c);
+    if node.starts_with(|c: char| c.is_ascii_alphabetic()) && node.chars().all(tchar) {
+        node.to_owned()
+    } else {
+        let escaped: String = node
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        format!("\"{escaped}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry(status: CacheStatus, stored: bool, ttl: Option<i64>) -> Entry {
+        Entry {
+            status,
+            collapsed: false,
+            stored,
+            ttl,
+        }
+    }
+
+    #[test]
+    fn entries_name_the_cache_and_say_how_it_answered() {
+        let shield = HeaderValue::from_static("shield; fwd=uri-miss; stored; ttl=300");
+        assert_eq!(
+            entry(CacheStatus::Miss, true, Some(300)).header("a", Some(&shield)),
+            "shield; fwd=uri-miss; stored; ttl=300, a; fwd=uri-miss; stored; ttl=300"
+        );
+        assert_eq!(
+            entry(CacheStatus::Miss, false, Some(300)).header("a", None),
+            "a; fwd=uri-miss"
+        );
+        assert_eq!(
+            entry(CacheStatus::Hit, false, Some(12)).header("a", None),
+            "a; hit; ttl=12"
+        );
+        assert_eq!(
+            entry(CacheStatus::Stale, false, Some(-3)).header("a", None),
+            "a; hit; ttl=-3"
+        );
+        assert_eq!(
+            entry(CacheStatus::Revalidated, false, Some(60)).header("a", None),
+            "a; fwd=stale; fwd-status=304; ttl=60"
+        );
+        assert_eq!(
+            entry(CacheStatus::Bypass, false, None).header("a", None),
+            "a; fwd=bypass"
+        );
+        let collapsed = Entry {
+            collapsed: true,
+            ..entry(CacheStatus::Hit, false, Some(5))
+        };
+        assert_eq!(
+            collapsed.header("a", None),
+            "a; fwd=uri-miss; collapsed; ttl=5"
+        );
+    }
+
+    #[test]
+    fn ttl_is_signed_and_names_are_tokens_or_strings() {
+        let now = SystemTime::now();
+        assert_eq!(ttl(now + Duration::from_millis(5500), now), 5);
+        assert_eq!(ttl(now - Duration::from_millis(2500), now), -2);
+        assert_eq!(cache_name("edge-a"), "edge-a");
+        assert_eq!(cache_name("0edge"), "\"0edge\"");
+        assert_eq!(cache_name("we\"ird"), "\"we\\\"ird\"");
+    }
+}
