@@ -662,10 +662,14 @@ impl Ufo {
         while (capacity / 8).div_ceil(unit) > u64::from(u16::MAX) {
             unit *= 2;
         }
+        // TinyLFU's sketch must be sized for the objects the tier can hold, or its counters
+        // saturate and admission turns into noise: estimate at 16 KiB per object (a
+        // typical CDN median) unless the caller expects more.
+        let estimated = (capacity / (16 * 1024)).clamp(1024, 1 << 24) as usize;
         Self {
             cache: tinyufo::TinyUfo::new(
                 capacity.div_ceil(unit) as usize,
-                expected_objects.max(16),
+                estimated.max(expected_objects),
             ),
             unit,
             usage: Usage {

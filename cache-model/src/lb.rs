@@ -67,8 +67,9 @@ impl Chooser {
             Policy::ConsistentHash => (mix64(object) % n as u64) as usize,
             Policy::LatencyAware => {
                 let nearest = rtt_ms.iter().copied().min().unwrap_or(0);
-                let candidates: Vec<usize> =
-                    (0..n).filter(|i| rtt_ms.get(*i).copied().unwrap_or(0) == nearest).collect();
+                let candidates: Vec<usize> = (0..n)
+                    .filter(|i| rtt_ms.get(*i).copied().unwrap_or(0) == nearest)
+                    .collect();
                 let chosen = candidates[self.next % candidates.len()];
                 self.next = self.next.wrapping_add(1);
                 chosen

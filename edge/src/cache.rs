@@ -144,7 +144,10 @@ impl CacheOptions {
         let settings = &deployment.cache;
         Self {
             l1_capacity: edge.l1_capacity,
-            l1_max_object: (edge.l1_capacity / 8).min(settings.max_object_size),
+            l1_max_object: edgebox_cache_model::admission::l1_max_object(
+                edge.l1_capacity,
+                settings.max_object_size,
+            ),
             l2_dir: Some(deployment.node_data_dir(node).join("cache")),
             l2_capacity: edge.l2_capacity,
             max_object_size: settings.max_object_size,

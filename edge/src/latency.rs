@@ -7,10 +7,6 @@ use std::time::Duration;
 use edgebox_config::{LatencyModel, Link};
 use rand::Rng;
 
-/// Retransmission timeout as a multiple of the link's RTT (floored, like TCP's RTO).
-const RTO_FACTOR: u32 = 2;
-const RTO_FLOOR: Duration = Duration::from_millis(10);
-
 /// Present in the snapshot only when simulation is enabled, so that a disabled model
 /// costs one `Option` check per hop.
 #[derive(Debug, Clone)]
@@ -41,17 +37,15 @@ impl Simulator {
     }
 }
 
+/// One exchange over `link`: the shared latency model (the simulator's model mode runs the
+/// same function), fed from this thread's RNG.
 fn sample_link(link: &Link, rng: &mut impl Rng) -> Duration {
-    let mut delay = link.rtt;
-    if !link.jitter.is_zero() {
-        let jitter = link.jitter.as_secs_f64();
-        let offset = rng.random_range(-jitter..=jitter);
-        delay = Duration::from_secs_f64((link.rtt.as_secs_f64() + offset).max(0.0));
-    }
-    if link.loss > 0.0 && rng.random_bool(link.loss.clamp(0.0, 1.0)) {
-        delay += (link.rtt * RTO_FACTOR).max(RTO_FLOOR) + link.rtt;
-    }
-    delay
+    let link = edgebox_cache_model::latency::Link {
+        rtt: link.rtt,
+        jitter: link.jitter,
+        loss: link.loss,
+    };
+    edgebox_cache_model::latency::exchange(&link, rng.random(), rng.random())
 }
 
 #[cfg(test)]

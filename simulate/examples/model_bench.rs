@@ -5,6 +5,9 @@
 //!
 //! `cargo run --release -p edgebox-simulate --example model_bench -- TRACE SIZE...`
 //! (sizes in bytes). Output is tab-separated, one line per run.
+//!
+//! `model_bench --example NAME [THREADS]` times a built-in model-mode example (e.g.
+//! `policies`) as `edgebox simulate --example NAME` runs it, without building the daemons.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -13,13 +16,27 @@ use edgebox_cache_model::eviction::{L1, PolicyKind};
 use edgebox_simulate::{model, scenario, trace};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--example") {
+        args.next();
+        let name = args.next().ok_or("--example NAME")?;
+        let threads = args.next().map_or(Ok(2), |t| t.parse())?;
+        return example(&name, threads);
+    }
     let path = std::path::PathBuf::from(args.next().ok_or("usage: model_bench TRACE SIZE...")?);
     let sizes: Vec<u64> = args.map(|size| size.parse()).collect::<Result<_, _>>()?;
     println!(
         "kind\tpolicy\tsize\trequests\tmiss_ratio\tbyte_miss_ratio\twall_s\tcpu_s\trequests_per_cpu_s"
     );
+    // `BENCH_POLICIES=lru,s3fifo` limits the policies replayed (all by default).
+    let only: Option<Vec<PolicyKind>> = std::env::var("BENCH_POLICIES")
+        .ok()
+        .map(|list| list.split(',').map(str::parse).collect())
+        .transpose()?;
     for policy in PolicyKind::ALL {
+        if only.as_ref().is_some_and(|only| !only.contains(&policy)) {
+            continue;
+        }
         for &size in &sizes {
             let started = Instant::now();
             let cpu_started = model::thread_cpu_seconds();
@@ -69,7 +86,12 @@ l1_capacity = [{size}]
     );
     let cwd = std::env::current_dir()?;
     let scenario = scenario::parse(&text, "bench.toml", &cwd, "bench")?;
-    for result in model::run_all(&scenario, &AtomicBool::new(false), &model::Progress::default(), 1) {
+    for result in model::run_all(
+        &scenario,
+        &AtomicBool::new(false),
+        &model::Progress::default(),
+        1,
+    ) {
         let variant = result?;
         let stats = variant.model.expect("model mode reports model stats");
         println!(
@@ -84,5 +106,36 @@ l1_capacity = [{size}]
             stats.requests_per_cpu_s
         );
     }
+    Ok(())
+}
+
+fn example(name: &str, threads: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let scenario = edgebox_simulate::examples::load(name).ok_or("no such example")??;
+    let started = Instant::now();
+    let results = model::run_all(
+        &scenario,
+        &AtomicBool::new(false),
+        &model::Progress::default(),
+        threads,
+    );
+    let wall = started.elapsed().as_secs_f64();
+    println!("variant\thit_ratio\tbyte_hit_ratio\tcpu_s\trequests_per_cpu_s");
+    let mut cpu = 0.0;
+    for result in results {
+        let variant = result?;
+        let stats = variant.model.expect("model mode reports model stats");
+        cpu += stats.cpu_s;
+        println!(
+            "{}\t{:.4}\t{:.4}\t{:.2}\t{:.0}",
+            variant.name,
+            variant.total.hit_ratio,
+            variant.total.origin_offload.bytes,
+            stats.cpu_s,
+            stats.requests_per_cpu_s
+        );
+    }
+    println!(
+        "example {name}: {threads} threads, wall {wall:.1} s, CPU {cpu:.1} s (replay threads)"
+    );
     Ok(())
 }

@@ -177,16 +177,19 @@ async fn run_model(
             let (path, format) = (path.clone(), *format);
             let regions: Vec<String> = scenario.clients.iter().map(|c| c.name.clone()).collect();
             eprintln!("edgebox simulate: checking {}", path.display());
-            let summary = tokio::task::spawn_blocking(move || trace::check(&path, format, &regions))
-                .await
-                .expect("trace check does not panic")
-                .map_err(model::ModelError::from)?;
+            let summary =
+                tokio::task::spawn_blocking(move || trace::check(&path, format, &regions))
+                    .await
+                    .expect("trace check does not panic")
+                    .map_err(model::ModelError::from)?;
             let text = format!(
                 "trace {} ({} records over {:.0} s), model of {}",
                 scenario_trace_name(&scenario),
                 summary.records,
                 summary.last_ms as f64 / 1000.0,
-                scenario.deployment().map_or("the deployment", |d| d.source.as_str())
+                scenario
+                    .deployment()
+                    .map_or("the deployment", |d| d.source.as_str())
             );
             (summary.records, text)
         }
@@ -198,14 +201,18 @@ async fn run_model(
                 generated.objects,
                 generated.zipf,
                 generated.one_hit_wonders * 100.0,
-                scenario.deployment().map_or("the deployment", |d| d.source.as_str())
+                scenario
+                    .deployment()
+                    .map_or("the deployment", |d| d.source.as_str())
             ),
         ),
         None => (
             workload::Plan::len_hint(&scenario),
             format!(
                 "synthetic workload, model of {}",
-                scenario.deployment().map_or("the deployment", |d| d.source.as_str())
+                scenario
+                    .deployment()
+                    .map_or("the deployment", |d| d.source.as_str())
             ),
         ),
     };
@@ -243,9 +250,9 @@ async fn run_model(
             stop.store(true, Ordering::Relaxed);
         })
     };
-    let bar = options.progress.then(|| {
-        model_progress_bar(planned * scenario.variants.len() as u64, progress.clone())
-    });
+    let bar = options
+        .progress
+        .then(|| model_progress_bar(planned * scenario.variants.len() as u64, progress.clone()));
     let threads = options.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });

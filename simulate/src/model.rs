@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use edgebox_cache_model::admission;
 use edgebox_cache_model::eviction::{L1, Lru, PolicyKind};
 use edgebox_cache_model::freshness::{self, OriginFreshness};
-use edgebox_cache_model::lb::{self, Chooser};
 use edgebox_cache_model::latency::{self, Link};
+use edgebox_cache_model::lb::{self, Chooser};
 use edgebox_config::{Deployment, LbPolicy, OriginTarget, Role};
 
 use crate::report::VariantReport;
@@ -222,12 +222,18 @@ impl Topology {
                 region_names.len() - 1
             }
         };
-        let client_regions: Vec<usize> =
-            scenario.clients.iter().map(|c| region_index(&c.name)).collect();
+        let client_regions: Vec<usize> = scenario
+            .clients
+            .iter()
+            .map(|c| region_index(&c.name))
+            .collect();
         for origin in &mut origins {
             origin.region_index = origin.region.as_deref().map(&mut region_index);
         }
-        let edge_names: Vec<String> = deployment.edges().map(|(node, _)| node.name.clone()).collect();
+        let edge_names: Vec<String> = deployment
+            .edges()
+            .map(|(node, _)| node.name.clone())
+            .collect();
         let mut edges = Vec::new();
         for (node, edge) in deployment.edges() {
             let group = group_names
@@ -259,16 +265,14 @@ impl Topology {
                 name: node.name.clone(),
                 region: node.region.clone(),
                 region_index: region_index(&node.region),
-                l1: (enabled && edge.l1_capacity > 0).then(|| {
-                    L1::new(policy, edge.l1_capacity, expected_objects(edge.l1_capacity))
-                }),
+                l1: (enabled && edge.l1_capacity > 0)
+                    .then(|| L1::new(policy, edge.l1_capacity, expected_objects(edge.l1_capacity))),
                 l1_max_object: admission::l1_max_object(
                     edge.l1_capacity,
                     deployment.cache.max_object_size,
                 ),
-                l2: (enabled && edge.l2_capacity > 0).then(|| {
-                    Lru::new(edge.l2_capacity, expected_objects(edge.l2_capacity))
-                }),
+                l2: (enabled && edge.l2_capacity > 0)
+                    .then(|| Lru::new(edge.l2_capacity, expected_objects(edge.l2_capacity))),
                 parent,
                 group,
                 rtt_ms,
@@ -294,11 +298,12 @@ impl Topology {
         if deployment.latency.enabled {
             for (a, from) in region_names.iter().enumerate() {
                 for (b, to) in region_names.iter().enumerate() {
-                    links[a * region_count + b] = deployment.latency.link(from, to).map(|link| Link {
-                        rtt: link.rtt,
-                        jitter: link.jitter,
-                        loss: link.loss,
-                    });
+                    links[a * region_count + b] =
+                        deployment.latency.link(from, to).map(|link| Link {
+                            rtt: link.rtt,
+                            jitter: link.jitter,
+                            loss: link.loss,
+                        });
                 }
             }
         }
@@ -344,7 +349,10 @@ impl Topology {
         let slot = self.route_next[request.region];
         self.route_next[request.region] = slot.wrapping_add(1);
         let edge = routes[slot % routes.len()];
-        let mut ms = self.hop(self.client_regions[request.region], self.edges[edge].region_index);
+        let mut ms = self.hop(
+            self.client_regions[request.region],
+            self.edges[edge].region_index,
+        );
         let (answer, upstream_ms, origin) = self.at_edge(edge, request);
         ms += upstream_ms;
         Served {
@@ -381,7 +389,10 @@ impl Topology {
         }
         let (answer, ms, origin) = match self.edges[edge].parent {
             Some(parent) => {
-                let hop = self.hop(self.edges[edge].region_index, self.edges[parent].region_index);
+                let hop = self.hop(
+                    self.edges[edge].region_index,
+                    self.edges[parent].region_index,
+                );
                 let (upstream, ms, origin) = self.at_edge(parent, request);
                 let answer = if upstream == Answer::Origin {
                     Answer::Origin
@@ -547,7 +558,11 @@ pub fn run_all(
 }
 
 /// The topology of a variant: its deployment as bound by the scenario check.
-pub fn topology_of(scenario: &Scenario, variant: &Variant, index: usize) -> Result<Topology, ModelError> {
+pub fn topology_of(
+    scenario: &Scenario,
+    variant: &Variant,
+    index: usize,
+) -> Result<Topology, ModelError> {
     let topology_error = |message: String| ModelError::Topology {
         variant: variant.name.clone(),
         message,
@@ -561,8 +576,14 @@ pub fn topology_of(scenario: &Scenario, variant: &Variant, index: usize) -> Resu
         None => base.clone(),
     };
     let policy = variant.settings.l1_policy.unwrap_or(PolicyKind::Lru);
-    Topology::new(&deployment, base, scenario, policy, scenario.seed ^ index as u64)
-        .map_err(topology_error)
+    Topology::new(
+        &deployment,
+        base,
+        scenario,
+        policy,
+        scenario.seed ^ index as u64,
+    )
+    .map_err(topology_error)
 }
 
 fn prepare_and_run(

@@ -17,7 +17,7 @@ mod target_checks;
 mod workload_checks;
 
 use edgebox_cache_model::eviction::PolicyKind;
-use model_checks::{check_cost, check_mode, check_sweep, check_trace};
+use model_checks::{LIVE_L1_POLICY, check_cost, check_mode, check_sweep, check_trace};
 use target_checks::{bind_deployment, check_target};
 use workload_checks::{POLICIES, check_catalogue, check_clients, check_settings, check_workload};
 
@@ -467,7 +467,8 @@ pub fn parse(
         .unwrap_or_default();
     let (target, target_known) = check_target(&mut c, raw_deployment, base_dir);
     let mode = check_mode(&mut c, raw_mode.as_deref(), &target);
-    let trace = raw_trace.and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode));
+    let trace =
+        raw_trace.and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode));
     let model = mode == Mode::Model;
     let workload = check_workload(
         &mut c,
@@ -534,10 +535,7 @@ pub fn parse(
     if mode == Mode::Live {
         for variant in &variants {
             if variant.settings.l1_policy.is_some() {
-                c.error(
-                    format!("{}.l1_policy", variant.key_path),
-                    "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`",
-                );
+                c.error(format!("{}.l1_policy", variant.key_path), LIVE_L1_POLICY);
             }
         }
     }

@@ -82,8 +82,14 @@ pub enum TraceError {
         field: &'static str,
         message: String,
     },
-    #[error("{file}: truncated: the file ends inside record {record} ({got} of {ORACLE_RECORD} bytes)")]
-    Truncated { file: String, record: u64, got: usize },
+    #[error(
+        "{file}: truncated: the file ends inside record {record} ({got} of {ORACLE_RECORD} bytes)"
+    )]
+    Truncated {
+        file: String,
+        record: u64,
+        got: usize,
+    },
     #[error("{file}: {message}")]
     Header { file: String, message: String },
 }
@@ -163,8 +169,8 @@ pub fn from_reader(
         .map_err(TraceError::io(file))?
         .starts_with(&ZSTD_MAGIC);
     let mut input: Box<dyn BufRead + Send> = if compressed {
-        let decoder = zstd::stream::read::Decoder::with_buffer(buffered)
-            .map_err(TraceError::io(file))?;
+        let decoder =
+            zstd::stream::read::Decoder::with_buffer(buffered).map_err(TraceError::io(file))?;
         Box::new(BufReader::with_capacity(BUFFER, decoder))
     } else {
         Box::new(buffered)
@@ -173,9 +179,7 @@ pub fn from_reader(
         Format::Oracle => Decoder::Oracle,
         Format::Csv => {
             let mut header = String::new();
-            input
-                .read_line(&mut header)
-                .map_err(TraceError::io(file))?;
+            input.read_line(&mut header).map_err(TraceError::io(file))?;
             Decoder::Csv {
                 columns: csv_header(file, header.trim_end())?,
                 line: String::new(),
@@ -356,12 +360,9 @@ impl TraceReader {
                 format!("{:?} is not an unsigned 64-bit integer", fields[1]),
             )
         })?;
-        let size: u64 = fields[2].parse().map_err(|_| {
-            self.error(
-                "size",
-                format!("{:?} is not a number of bytes", fields[2]),
-            )
-        })?;
+        let size: u64 = fields[2]
+            .parse()
+            .map_err(|_| self.error("size", format!("{:?} is not a number of bytes", fields[2])))?;
         let size = self.check_size(size)?;
         let region = match columns.region {
             None => None,
@@ -430,7 +431,11 @@ impl Iterator for TraceReader {
 
 /// Reads a whole trace once to check it and count its records and distinct time span,
 /// before any load is sent (nothing is kept but counters).
-pub fn check(path: &Path, format: Option<Format>, regions: &[String]) -> Result<Summary, TraceError> {
+pub fn check(
+    path: &Path,
+    format: Option<Format>,
+    regions: &[String],
+) -> Result<Summary, TraceError> {
     let mut summary = Summary::default();
     for record in open(path, format, regions)? {
         let record = record?;

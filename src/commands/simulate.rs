@@ -112,13 +112,18 @@ fn trace_gen(args: TraceGenArgs) -> anyhow::Result<ExitCode> {
     let problems = generate::problems(&options);
     if !problems.is_empty() {
         for (key, message) in problems {
-            eprintln!("edgebox simulate trace-gen: --{}: {message}", key.replace('_', "-"));
+            eprintln!(
+                "edgebox simulate trace-gen: --{}: {message}",
+                key.replace('_', "-")
+            );
         }
         return Ok(ExitCode::from(64));
     }
     let format = Format::parse(&args.format).expect("clap checked the format");
     if format == Format::Oracle && !options.regions.is_empty() {
-        eprintln!("edgebox simulate trace-gen: --regions needs --format csv (oracleGeneral has no region field)");
+        eprintln!(
+            "edgebox simulate trace-gen: --regions needs --format csv (oracleGeneral has no region field)"
+        );
         return Ok(ExitCode::from(64));
     }
     let written = generate::write(&options, format, args.zstd, &args.out)

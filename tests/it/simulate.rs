@@ -852,3 +852,146 @@ token_file = "tokens/operator"
         "{stderr}"
     );
 }
+
+/// Model mode shares the edge's cache policy: the same small scenario, live against the
+/// embedded default (real edges and origins, started by the simulator) and in model mode,
+/// answers the same share of requests from each tier, within 2 percentage points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_mode_agrees_with_live_mode_per_tier() {
+    let dir = TestDir::new();
+    // A catalogue that fits every L1: which tier answers depends on what each edge and
+    // the shield have seen, not on eviction details (live L1 is moka, the model LRU).
+    let text = r#"
+name = "agreement"
+seed = 4
+[deployment.settings]
+latency = false
+[workload]
+requests = 1200
+concurrency = 64
+uncacheable = 0
+arrivals = "constant"
+[clients.eu-west]
+rate = 60
+[clients.us-east]
+rate = 40
+[catalogue]
+objects = 150
+size = "4KiB"
+size_sigma = 0.5
+max_size = "64KiB"
+"#;
+    let live = run_library(text, dir.path()).await;
+    let model = run_library(&format!("mode = \"model\"\n{text}"), dir.path()).await;
+    assert_eq!(model.mode, "model");
+    let (live, model) = (&live.variants[0].total, &model.variants[0].total);
+    assert_eq!(live.errors, 0, "{:?}", live.errors_by_kind);
+    // On a loaded machine a few live requests may be dropped at the concurrency bound;
+    // shares are compared over the requests answered.
+    assert_eq!(live.requests + live.dropped, model.requests);
+    assert!(
+        live.ok * 10 >= model.requests * 9,
+        "live answered {} of {} (dropped {}, late {}); tiers {:?}",
+        live.ok,
+        model.requests,
+        live.dropped,
+        live.late,
+        live.tiers
+    );
+    for tier in ["l1", "l2", "parent", "origin"] {
+        let (a, b) = (live.tiers[tier].ratio, model.tiers[tier].ratio);
+        assert!(
+            (a - b).abs() <= 0.02,
+            "{tier}: live {:.1}% vs model {:.1}%",
+            a * 100.0,
+            b * 100.0
+        );
+    }
+    assert!((live.origin_offload.requests - model.origin_offload.requests).abs() <= 0.02);
+    assert!(live.tiers["parent"].requests > 0 && live.tiers["l1"].requests > 0);
+}
+
+/// The CLI end to end in model mode: `trace-gen` writes a trace, a scenario replays it, a
+/// bad record stops the run before any variant with file, record and field; and the
+/// `policies` example (scaled down) draws its miss-ratio curves.
+#[test]
+fn model_mode_through_the_cli_replays_traces_and_reports_bad_records() {
+    let dir = TestDir::new();
+    let trace = dir.path().join("day.csv");
+    let output = edgebox(&[
+        "simulate",
+        "trace-gen",
+        "--requests",
+        "5000",
+        "--objects",
+        "500",
+        "--format",
+        "csv",
+        "--out",
+        trace.to_str().unwrap(),
+        "--regions",
+        "eu-west,us-east",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scenario = dir.write(
+        "trace.toml",
+        "mode = \"model\"\n[clients.eu-west]\nrate = 1\n[clients.us-east]\nrate = 1\n[trace]\nfile = \"day.csv\"\n[sweep]\nl1_policy = [\"lru\", \"sieve\"]\n",
+    );
+    let out = dir.path().join("out");
+    let run = |out: &Path| {
+        edgebox(&[
+            "simulate",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+    };
+    let output = run(&out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.mode, "model");
+    assert_eq!(report.variants.len(), 2);
+    assert!(report.variants.iter().all(|v| v.total.requests == 5000));
+
+    let mut text = std::fs::read_to_string(&trace).unwrap();
+    text.push_str("99999,7,0,eu-west\n");
+    std::fs::write(&trace, text).unwrap();
+    let bad_out = dir.path().join("bad");
+    let output = run(&bad_out);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("day.csv: record 5001, field `size`: an object of 0 bytes"),
+        "{stderr}"
+    );
+    assert!(!bad_out.join("report.json").exists());
+
+    let example = dir.path().join("policies");
+    let output = edgebox(&[
+        "simulate",
+        "--example",
+        "policies",
+        "--requests",
+        "20000",
+        "--out",
+        example.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let html = std::fs::read_to_string(example.join("report.html")).unwrap();
+    assert!(html.contains("Hit ratio against L1 size") && html.contains("<h2>Cost</h2>"));
+}

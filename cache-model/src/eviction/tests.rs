@@ -4,7 +4,9 @@ use super::*;
 
 fn held(policy: &mut L1, keys: impl IntoIterator<Item = u64>) -> Vec<u64> {
     // `get` counts an access; these checks run at the end of each sequence.
-    keys.into_iter().filter(|key| policy.get(*key).is_some()).collect()
+    keys.into_iter()
+        .filter(|key| policy.get(*key).is_some())
+        .collect()
 }
 
 #[test]
@@ -97,7 +99,11 @@ fn every_policy_parses_and_stays_within_capacity_on_a_skewed_stream() {
         for _ in 0..20_000 {
             state = crate::hash::mix64(state);
             // A popular set of 20 keys half the time, a long tail otherwise.
-            let key = if state % 2 == 0 { state % 20 } else { state % 5000 };
+            let key = if state.is_multiple_of(2) {
+                state % 20
+            } else {
+                state % 5000
+            };
             if policy.get(key).is_some() {
                 hits += 1;
             } else {

@@ -15,8 +15,8 @@ use super::metrics::bump;
 use super::{Shared, Tier};
 
 /// Bookkeeping bytes charged per entry on top of meta and body, so that many tiny objects
-/// cannot exceed the capacity in real memory.
-const ENTRY_OVERHEAD: u64 = 128;
+/// cannot exceed the capacity in real memory (the shared rule the simulator's model uses).
+const ENTRY_OVERHEAD: u64 = edgebox_cache_model::admission::L1_ENTRY_OVERHEAD;
 
 /// One object held in memory: pingora's serialised meta (internal, header) for the full
 /// hit path, the header prepared for the fast path (when the object does not vary), and the
@@ -75,7 +75,7 @@ impl MemoryTier {
 
     /// Whether an object of `size` bytes (meta + body) may enter L1 at all.
     pub fn fits(&self, size: u64) -> bool {
-        self.capacity > 0 && size + ENTRY_OVERHEAD <= self.max_object.min(self.capacity)
+        edgebox_cache_model::admission::l1_fits(self.capacity, self.max_object, size)
     }
 
     pub fn max_object(&self) -> u64 {

@@ -108,8 +108,9 @@ pub fn response_cacheable(
             pingora::cache::cache_control::Cacheable::No
         ) || (authorization_present && !cc.allow_caching_authorized_req())
     }) || (authorization_present && cache_control.is_none());
-    match default_ttl {
-        Some(ttl) if !forbidden && !ttl.is_zero() => {
+    // The fallback itself is the shared policy the simulator's model runs too.
+    match edgebox_cache_model::freshness::fallback_ttl(forbidden, default_ttl) {
+        Some(ttl) => {
             let now = SystemTime::now();
             let (swr, sie) = calculate_serve_stale_durations(cache_control.as_ref(), &defaults);
             let mut header = resp.clone();

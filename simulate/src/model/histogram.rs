@@ -124,14 +124,20 @@ mod tests {
     fn buckets_are_exact_when_small_and_within_two_percent_above() {
         for us in [0u64, 1, 127, 128, 129, 1000, 65_432, 1_000_000, 123_456_789] {
             let start = value(index(us));
-            assert!(start <= us && (us - start) as f64 <= us as f64 * 0.016, "{us} → {start}");
+            assert!(
+                start <= us && (us - start) as f64 <= us as f64 * 0.016,
+                "{us} → {start}"
+            );
         }
         let mut histogram = Histogram::default();
         for ms in 1..=100 {
             histogram.record_ms(f64::from(ms));
         }
         let p = histogram.percentiles().unwrap();
-        assert!((p.p50 - 50.0).abs() <= 1.0 && (p.p99 - 99.0).abs() <= 1.6, "{p:?}");
+        assert!(
+            (p.p50 - 50.0).abs() <= 1.0 && (p.p99 - 99.0).abs() <= 1.6,
+            "{p:?}"
+        );
         assert_eq!(p.max, 100.0);
         assert_eq!(p.mean, 50.5);
     }

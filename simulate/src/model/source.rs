@@ -61,10 +61,7 @@ impl Split {
 enum Inner {
     File(TraceReader),
     Generated(Box<dyn Iterator<Item = generate::Generated> + Send>),
-    Plan {
-        plan: Plan,
-        sizes: Arc<Vec<u64>>,
-    },
+    Plan { plan: Plan, sizes: Arc<Vec<u64>> },
 }
 
 pub struct Source {

@@ -79,12 +79,19 @@ fn a_larger_l1_never_hits_less_under_lru() {
             "l1_policy = [\"lru\", \"s3fifo\", \"sieve\"]",
             "l1_policy = [\"lru\"]\nl1_capacity = [\"256KiB\", \"1MiB\", \"4MiB\", \"16MiB\"]",
         )
-        .replace("l2_capacity = \"16MiB\"", "l2_capacity = 0\ntiering = false");
+        .replace(
+            "l2_capacity = \"16MiB\"",
+            "l2_capacity = 0\ntiering = false",
+        );
     let reports = run(&scenario(&text));
     let ratios: Vec<f64> = reports.iter().map(|r| r.total.hit_ratio).collect();
     assert!(ratios.windows(2).all(|w| w[0] <= w[1]), "{ratios:?}");
     assert!(reports.iter().all(|r| r.total.tiers["l2"].requests == 0));
-    assert!(reports.iter().all(|r| r.total.tiers["parent"].requests == 0));
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.total.tiers["parent"].requests == 0)
+    );
 }
 
 #[test]
@@ -96,10 +103,18 @@ fn the_cost_table_prices_egress_origin_and_storage() {
     let report = &reports[0];
     let cost = report.model.as_ref().unwrap().cost.as_ref().unwrap();
     // One currency unit per origin request.
-    assert_eq!(cost.origin_requests, report.total.tiers["origin"].requests as f64);
+    assert_eq!(
+        cost.origin_requests,
+        report.total.tiers["origin"].requests as f64
+    );
     let gib = (1u64 << 30) as f64;
-    let egress = report.regions[0].bytes as f64 / gib * 0.05 + report.regions[1].bytes as f64 / gib * 0.1;
-    assert!((cost.client_egress - egress).abs() < 1e-3, "{} vs {egress}", cost.client_egress);
+    let egress =
+        report.regions[0].bytes as f64 / gib * 0.05 + report.regions[1].bytes as f64 / gib * 0.1;
+    assert!(
+        (cost.client_egress - egress).abs() < 1e-3,
+        "{} vs {egress}",
+        cost.client_egress
+    );
 }
 
 thread_local! {
@@ -136,15 +151,25 @@ static ALLOCATOR: Counting = Counting;
 fn peak_while_replaying(requests: u64) -> isize {
     let text = GENERATED
         .replace("requests = 20000", &format!("requests = {requests}"))
-        .replace("l1_policy = [\"lru\", \"s3fifo\", \"sieve\"]", "l1_policy = [\"s3fifo\"]");
+        .replace(
+            "l1_policy = [\"lru\", \"s3fifo\", \"sieve\"]",
+            "l1_policy = [\"s3fifo\"]",
+        );
     let scenario = scenario(&text);
     let variant = &scenario.variants[0];
     let topology = topology_of(&scenario, variant, 0).unwrap();
     let source = Source::open(&scenario).unwrap();
     let base = LIVE.with(Cell::get);
     PEAK.with(|peak| peak.set(base));
-    let report = run_variant(&scenario, variant, topology, source, &|| false, &Progress::default())
-        .unwrap();
+    let report = run_variant(
+        &scenario,
+        variant,
+        topology,
+        source,
+        &|| false,
+        &Progress::default(),
+    )
+    .unwrap();
     assert_eq!(report.total.requests, requests);
     PEAK.with(Cell::get) - base
 }
@@ -155,7 +180,10 @@ fn memory_is_bounded_by_the_caches_not_the_trace_length() {
     let long = peak_while_replaying(500_000);
     // Ten times the requests: the caches were full in both runs, so the peak is the same
     // give or take map growth steps — not ten times the trace.
-    assert!(long < short * 2 + (1 << 20), "short {short} B, long {long} B");
+    assert!(
+        long < short * 2 + (1 << 20),
+        "short {short} B, long {long} B"
+    );
 }
 
 #[test]
@@ -170,13 +198,30 @@ fn model_keys_are_checked_with_their_line_and_key() {
     let live_policy = GENERATED.replace("mode = \"model\"\n", "");
     let text = errors(&live_policy);
     assert!(text.contains("sweep.l1_policy"), "{text}");
-    assert!(text.contains("traces are replayed in model mode only"), "{text}");
+    assert!(
+        text.contains("traces are replayed in model mode only"),
+        "{text}"
+    );
     let text = errors(&GENERATED.replace("\"sieve\"]", "\"arc\"]"));
-    assert!(text.contains("sweep.l1_policy[2]") && text.contains("unknown eviction policy \"arc\""), "{text}");
-    let text = errors(&GENERATED.replace("[trace.generate]", "[trace]\nfile = \"missing.bin\"\n[trace.generate]"));
-    assert!(text.contains("give `file` or `generate`, not both"), "{text}");
+    assert!(
+        text.contains("sweep.l1_policy[2]") && text.contains("unknown eviction policy \"arc\""),
+        "{text}"
+    );
+    let text = errors(&GENERATED.replace(
+        "[trace.generate]",
+        "[trace]\nfile = \"missing.bin\"\n[trace.generate]",
+    ));
+    assert!(
+        text.contains("give `file` or `generate`, not both"),
+        "{text}"
+    );
     let text = errors(&GENERATED.replace("zipf = 0.9", "zipf = -1.0"));
     assert!(text.contains("trace.generate.zipf"), "{text}");
-    let text = errors(&format!("{GENERATED}\n[cost]\negress_per_gib = {{ mars = 1.0 }}\n"));
-    assert!(text.contains("cost.egress_per_gib.mars") && text.contains("no clients in region"), "{text}");
+    let text = errors(&format!(
+        "{GENERATED}\n[cost]\negress_per_gib = {{ mars = 1.0 }}\n"
+    ));
+    assert!(
+        text.contains("cost.egress_per_gib.mars") && text.contains("no clients in region"),
+        "{text}"
+    );
 }

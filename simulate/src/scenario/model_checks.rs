@@ -3,6 +3,9 @@
 use super::*;
 use crate::trace::{Format, generate};
 
+/// Why a live scenario may not choose an L1 policy.
+pub(super) const LIVE_L1_POLICY: &str = "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`";
+
 pub(super) fn check_mode(c: &mut Collector<'_>, raw: Option<&str>, target: &Target) -> Mode {
     let mode = match raw {
         None | Some("live") => Mode::Live,
@@ -65,10 +68,7 @@ pub(super) fn check_trace(
         (Some(file), None) => {
             let path = base_dir.join(&file);
             if !path.is_file() {
-                c.error(
-                    "trace.file",
-                    format!("no trace file at {}", path.display()),
-                );
+                c.error("trace.file", format!("no trace file at {}", path.display()));
             }
             Some(TraceSpec::File { path, format })
         }
@@ -125,10 +125,7 @@ pub(super) fn check_sweep(
         policies.push(None);
     }
     if mode == Mode::Live && raw.l1_policy.is_some() {
-        c.error(
-            "sweep.l1_policy",
-            "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`",
-        );
+        c.error("sweep.l1_policy", LIVE_L1_POLICY);
     }
     let mut swept = Vec::new();
     for variant in variants {
@@ -171,7 +168,10 @@ pub(super) fn check_cost(
     mode: Mode,
 ) -> CostModel {
     if mode == Mode::Live {
-        c.error("cost", "the cost table is computed in model mode; add `mode = \"model\"`");
+        c.error(
+            "cost",
+            "the cost table is computed in model mode; add `mode = \"model\"`",
+        );
     }
     let mut price = |key: &str, value: Option<f64>| {
         let value = value.unwrap_or(0.0);

@@ -172,8 +172,10 @@ pub fn requests(options: Options) -> impl Iterator<Item = Generated> + Send + 's
         } else {
             zipf.sample(&mut rng)
         };
-        let region = (!options.regions.is_empty())
-            .then(|| (edgebox_cache_model::hash::mix64(object ^ index) % options.regions.len() as u64) as usize);
+        let region = (!options.regions.is_empty()).then(|| {
+            (edgebox_cache_model::hash::mix64(object ^ index) % options.regions.len() as u64)
+                as usize
+        });
         Generated {
             time_s,
             object,
@@ -204,7 +206,11 @@ pub fn write(options: &Options, format: Format, zstd: bool, out: &Path) -> io::R
     for request in requests(options.clone()) {
         match format {
             Format::Csv => {
-                write!(sink, "{:.3},{},{}", request.time_s, request.object, request.size)?;
+                write!(
+                    sink,
+                    "{:.3},{},{}",
+                    request.time_s, request.object, request.size
+                )?;
                 match request.region {
                     Some(region) => writeln!(sink, ",{}", options.regions[region])?,
                     None => writeln!(sink)?,
@@ -242,7 +248,10 @@ pub fn problems(options: &Options) -> Vec<(&'static str, String)> {
         ));
     }
     if !options.zipf.is_finite() || options.zipf < 0.0 || options.zipf > 10.0 {
-        problems.push(("zipf", format!("zipf must be in [0, 10], got {}", options.zipf)));
+        problems.push((
+            "zipf",
+            format!("zipf must be in [0, 10], got {}", options.zipf),
+        ));
     }
     if !(0.0..=1.0).contains(&options.one_hit_wonders) {
         problems.push((
@@ -265,7 +274,7 @@ pub fn problems(options: &Options) -> Vec<(&'static str, String)> {
             "oracleGeneral records hold sizes below 4 GiB".to_owned(),
         ));
     }
-    if !(options.span_s >= 1.0) {
+    if options.span_s.is_nan() || options.span_s < 1.0 {
         problems.push(("span", "the trace must span at least 1s".to_owned()));
     }
     problems

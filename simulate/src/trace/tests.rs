@@ -10,9 +10,14 @@ fn regions() -> Vec<String> {
 }
 
 fn csv(text: &str) -> Vec<Result<Record, TraceError>> {
-    from_reader(Cursor::new(text.to_owned().into_bytes()), "t.csv", Format::Csv, &regions())
-        .unwrap()
-        .collect()
+    from_reader(
+        Cursor::new(text.to_owned().into_bytes()),
+        "t.csv",
+        Format::Csv,
+        &regions(),
+    )
+    .unwrap()
+    .collect()
 }
 
 fn oracle_bytes(records: &[(u32, u64, u32)]) -> Vec<u8> {
@@ -28,13 +33,27 @@ fn oracle_bytes(records: &[(u32, u64, u32)]) -> Vec<u8> {
 
 #[test]
 fn csv_records_are_read_with_optional_region_and_ttl_relative_to_the_first_time() {
-    let records = csv("timestamp,object_id,size,region,ttl\n100.5,7,1024,us-east,60\n101,8,2048,eu-west,0\n\n");
+    let records = csv(
+        "timestamp,object_id,size,region,ttl\n100.5,7,1024,us-east,60\n101,8,2048,eu-west,0\n\n",
+    );
     let records: Vec<Record> = records.into_iter().map(Result::unwrap).collect();
     assert_eq!(
         records,
         vec![
-            Record { time_ms: 0, object: 7, size: 1024, region: Some(1), ttl_s: Some(60) },
-            Record { time_ms: 500, object: 8, size: 2048, region: Some(0), ttl_s: Some(0) },
+            Record {
+                time_ms: 0,
+                object: 7,
+                size: 1024,
+                region: Some(1),
+                ttl_s: Some(60)
+            },
+            Record {
+                time_ms: 500,
+                object: 8,
+                size: 2048,
+                region: Some(0),
+                ttl_s: Some(0)
+            },
         ]
     );
 }
@@ -42,13 +61,34 @@ fn csv_records_are_read_with_optional_region_and_ttl_relative_to_the_first_time(
 #[test]
 fn csv_errors_name_the_file_record_and_field() {
     let cases = [
-        ("timestamp,object_id,size\n1,2,3\n1,x,3\n", "t.csv: record 2, field `object_id`"),
-        ("timestamp,object_id,size\n1,2,0\n", "t.csv: record 1, field `size`: an object of 0 bytes"),
-        ("timestamp,object_id,size\n1,2,99999999999999999\n", "record 1, field `size`: 99999999999999999 bytes is beyond"),
-        ("timestamp,object_id,size\n-1,2,3\n", "record 1, field `timestamp`"),
-        ("timestamp,object_id,size\n1,2\n", "record 1, field `record`: 2 fields where the header names 3"),
-        ("timestamp,object_id,size,region\n1,2,3,mars\n", "record 1, field `region`: unknown region \"mars\""),
-        ("timestamp,object_id,size,ttl\n1,2,3,soon\n", "record 1, field `ttl`"),
+        (
+            "timestamp,object_id,size\n1,2,3\n1,x,3\n",
+            "t.csv: record 2, field `object_id`",
+        ),
+        (
+            "timestamp,object_id,size\n1,2,0\n",
+            "t.csv: record 1, field `size`: an object of 0 bytes",
+        ),
+        (
+            "timestamp,object_id,size\n1,2,99999999999999999\n",
+            "record 1, field `size`: 99999999999999999 bytes is beyond",
+        ),
+        (
+            "timestamp,object_id,size\n-1,2,3\n",
+            "record 1, field `timestamp`",
+        ),
+        (
+            "timestamp,object_id,size\n1,2\n",
+            "record 1, field `record`: 2 fields where the header names 3",
+        ),
+        (
+            "timestamp,object_id,size,region\n1,2,3,mars\n",
+            "record 1, field `region`: unknown region \"mars\"",
+        ),
+        (
+            "timestamp,object_id,size,ttl\n1,2,3,soon\n",
+            "record 1, field `ttl`",
+        ),
     ];
     for (text, expected) in cases {
         let records = csv(text);
@@ -58,8 +98,18 @@ fn csv_errors_name_the_file_record_and_field() {
             .unwrap_or_else(|| panic!("{text:?} has an error"));
         assert!(error.to_string().contains(expected), "{error} ∌ {expected}");
     }
-    let header = from_reader(Cursor::new(b"time,id,size\n".to_vec()), "t.csv", Format::Csv, &[]);
-    assert!(header.unwrap_err().to_string().contains("t.csv: the first line must be the header"));
+    let header = from_reader(
+        Cursor::new(b"time,id,size\n".to_vec()),
+        "t.csv",
+        Format::Csv,
+        &[],
+    );
+    assert!(
+        header
+            .unwrap_err()
+            .to_string()
+            .contains("t.csv: the first line must be the header")
+    );
 }
 
 #[test]
@@ -70,12 +120,22 @@ fn oracle_records_are_read_plain_and_zstd_and_truncation_is_an_error() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(plain.len(), 2);
-    assert_eq!(plain[1], Record { time_ms: 2000, object: 2, size: 200, region: None, ttl_s: None });
+    assert_eq!(
+        plain[1],
+        Record {
+            time_ms: 2000,
+            object: 2,
+            size: 200,
+            region: None,
+            ttl_s: None
+        }
+    );
     let compressed = zstd::encode_all(Cursor::new(bytes.clone()), 3).unwrap();
-    let unpacked: Vec<Record> = from_reader(Cursor::new(compressed), "t.bin.zst", Format::Oracle, &[])
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let unpacked: Vec<Record> =
+        from_reader(Cursor::new(compressed), "t.bin.zst", Format::Oracle, &[])
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
     assert_eq!(unpacked, plain);
 
     let mut truncated = bytes.clone();
@@ -93,7 +153,12 @@ fn oracle_records_are_read_plain_and_zstd_and_truncation_is_an_error() {
         .unwrap()
         .find_map(Result::err)
         .unwrap();
-    assert!(error.to_string().starts_with("t.bin: record 2, field `size`"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("t.bin: record 2, field `size`"),
+        "{error}"
+    );
 }
 
 /// Counts bytes handed out: the reader must pull the file through, not slurp it.
@@ -148,7 +213,10 @@ fn generated_traces_are_reproducible_skewed_and_follow_the_day() {
     let a: Vec<_> = generate::requests(options.clone()).collect();
     let b: Vec<_> = generate::requests(options.clone()).collect();
     assert_eq!(a, b);
-    let one_hits = a.iter().filter(|r| r.object > generate::ONE_HIT_BASE).count();
+    let one_hits = a
+        .iter()
+        .filter(|r| r.object > generate::ONE_HIT_BASE)
+        .count();
     assert!((9_000..11_000).contains(&one_hits), "{one_hits}");
     let top = a.iter().filter(|r| r.object == 1).count() as f64 / 40_000.0;
     // Zipf(1.0) over 10,000 objects: rank 1 has 1/H(10000) ≈ 10.2% of the catalogue share.
@@ -160,7 +228,12 @@ fn generated_traces_are_reproducible_skewed_and_follow_the_day() {
             .filter(|r| r.time_s >= q * 21_600.0 && r.time_s < (q + 1.0) * 21_600.0)
             .count()
     };
-    assert!(quarter(0.0) as f64 > quarter(2.0) as f64 * 1.5, "{} vs {}", quarter(0.0), quarter(2.0));
+    assert!(
+        quarter(0.0) as f64 > quarter(2.0) as f64 * 1.5,
+        "{} vs {}",
+        quarter(0.0),
+        quarter(2.0)
+    );
     let zipf = Zipf::new(5, 1.2);
     let mut rng = crate::workload::Rng::new(1);
     assert!((0..1000).all(|_| (1..=5).contains(&zipf.sample(&mut rng))));
