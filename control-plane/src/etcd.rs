@@ -515,9 +515,18 @@ mod tests {
         .unwrap();
         assert!(!txn.succeeded);
         assert_eq!(txn.header.revision.0, 7);
-        let range = txn.responses.into_iter().next().unwrap().response_range.unwrap();
+        let range = txn
+            .responses
+            .into_iter()
+            .next()
+            .unwrap()
+            .response_range
+            .unwrap();
         let kv = Kv::from(range.kvs.into_iter().next().unwrap());
-        assert_eq!((kv.key.as_slice(), kv.value.as_slice(), kv.mod_revision), (&b"/a"[..], &b"hello"[..], 5));
+        assert_eq!(
+            (kv.key.as_slice(), kv.value.as_slice(), kv.mod_revision),
+            (&b"/a"[..], &b"hello"[..], 5)
+        );
         let envelope: RawWatchEnvelope = serde_json::from_str(
             r#"{"result":{"header":{"revision":"3"},"events":[{"type":"DELETE","kv":{"key":"L2E=","mod_revision":"3"}}]}}"#,
         )

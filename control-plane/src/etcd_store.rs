@@ -94,7 +94,10 @@ impl EtcdStore {
 
     /// A cheap linearizable read, to tell whether etcd answers (a quorum is there).
     pub async fn probe(&self) -> Result<(), EtcdError> {
-        self.client.range(&self.current_key(), false).await.map(drop)
+        self.client
+            .range(&self.current_key(), false)
+            .await
+            .map(drop)
     }
 
     pub async fn load(&self) -> Result<Loaded, EtcdError> {
@@ -114,7 +117,10 @@ impl EtcdStore {
             .collect();
         history.sort_by_key(|meta| meta.version);
         let current = match pointer.kvs.first() {
-            Some(kv) => Some(self.stored(parse_version(&kv.value)?, kv.mod_revision).await?),
+            Some(kv) => Some(
+                self.stored(parse_version(&kv.value)?, kv.mod_revision)
+                    .await?,
+            ),
             None => None,
         };
         let nodes = self.client.range(&self.key("nodes/"), true).await?;
@@ -123,7 +129,8 @@ impl EtcdStore {
             .kvs
             .iter()
             .filter_map(|kv| {
-                let name = String::from_utf8(kv.key.strip_prefix(node_prefix.as_slice())?.to_vec()).ok()?;
+                let name = String::from_utf8(kv.key.strip_prefix(node_prefix.as_slice())?.to_vec())
+                    .ok()?;
                 let report = serde_json::from_slice(&kv.value).ok()?;
                 Some((name, report))
             })
@@ -138,8 +145,14 @@ impl EtcdStore {
 
     /// Version `version` with its text, the pointer having been written at `revision`.
     async fn stored(&self, version: u64, revision: i64) -> Result<Stored, EtcdError> {
-        let meta = self.meta(version).await?.ok_or_else(|| missing(version, "metadata"))?;
-        let text = self.text(version).await?.ok_or_else(|| missing(version, "text"))?;
+        let meta = self
+            .meta(version)
+            .await?
+            .ok_or_else(|| missing(version, "metadata"))?;
+        let text = self
+            .text(version)
+            .await?
+            .ok_or_else(|| missing(version, "text"))?;
         Ok(Stored {
             meta,
             text,
@@ -207,7 +220,9 @@ impl EtcdStore {
         match now {
             Some(kv) => {
                 let version = parse_version(&kv.value)?;
-                Ok(Append::Conflict(Some(self.stored(version, kv.mod_revision).await?)))
+                Ok(Append::Conflict(Some(
+                    self.stored(version, kv.mod_revision).await?,
+                )))
             }
             None => Ok(Append::Conflict(None)),
         }
@@ -248,7 +263,10 @@ impl EtcdStore {
                     )
                     .await?;
                 if outcome.succeeded {
-                    tracing::info!(secret = name, "published the secret to etcd for the other replicas");
+                    tracing::info!(
+                        secret = name,
+                        "published the secret to etcd for the other replicas"
+                    );
                     candidate
                 } else {
                     outcome
@@ -304,7 +322,9 @@ impl EtcdStore {
         }
         if let Some(number) = rest.strip_prefix("config/meta/") {
             let _: u64 = number.parse().ok()?;
-            return serde_json::from_slice(&event.kv.value).ok().map(Change::Meta);
+            return serde_json::from_slice(&event.kv.value)
+                .ok()
+                .map(Change::Meta);
         }
         if let Some(number) = rest.strip_prefix("config/text/") {
             let version = number.parse().ok()?;

@@ -125,7 +125,8 @@ impl AppState {
         let base_dir = started.base_dir.clone();
         let (backend, current) = match &started.control_plane.store {
             StoreSettings::File => {
-                let (store, current) = tokio::task::block_in_place(|| open_file_store(&started, node))?;
+                let (store, current) =
+                    tokio::task::block_in_place(|| open_file_store(&started, node))?;
                 (Backend::File(Mutex::new(store)), current)
             }
             StoreSettings::Etcd(settings) => {
@@ -369,7 +370,13 @@ impl AppState {
                         .lock()
                         .expect("history lock")
                         .insert(version, meta.clone());
-                    self.publish(meta, text.to_owned(), Arc::clone(&deployment), revision, tokens.take());
+                    self.publish(
+                        meta,
+                        text.to_owned(),
+                        Arc::clone(&deployment),
+                        revision,
+                        tokens.take(),
+                    );
                     return Ok(Applied {
                         version,
                         changed: true,
@@ -419,8 +426,8 @@ impl AppState {
     ) -> bool {
         let version = meta.version;
         let source = meta.source.clone();
-        let listen_changed = self.current().deployment.control_plane_addr()
-            != deployment.control_plane_addr();
+        let listen_changed =
+            self.current().deployment.control_plane_addr() != deployment.control_plane_addr();
         let replaced = self.current.send_if_modified(|current| {
             let newer = meta.version > current.meta.version
                 || (meta.version == current.meta.version && revision != current.revision);
@@ -535,7 +542,8 @@ impl AppState {
                 }
             }
         };
-        self.apply(&text, format!("rollback to {version}"), None).await
+        self.apply(&text, format!("rollback to {version}"), None)
+            .await
     }
 
     /// Forgets the cached node listing (something it shows changed).
@@ -716,7 +724,9 @@ fn store_unavailable(reason: &str) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
-        format!("the config store (etcd) cannot be reached, so nothing can be changed now: {reason}"),
+        format!(
+            "the config store (etcd) cannot be reached, so nothing can be changed now: {reason}"
+        ),
     )
 }
 

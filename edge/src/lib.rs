@@ -272,17 +272,14 @@ fn watch_control_plane(
     }
     let handle_state = Arc::clone(state);
     let state = Arc::clone(state);
-    let handle = edgebox_node::agent::spawn(
-        config,
-        move |deployment, version| {
-            let state = Arc::clone(&state);
-            async move {
-                let local = state.reload(deployment).await?;
-                tracing::info!(version, local_version = local, "applied config");
-                Ok(())
-            }
-        },
-    );
+    let handle = edgebox_node::agent::spawn(config, move |deployment, version| {
+        let state = Arc::clone(&state);
+        async move {
+            let local = state.reload(deployment).await?;
+            tracing::info!(version, local_version = local, "applied config");
+            Ok(())
+        }
+    });
     let _ = handle_state.agent_link.set(handle.link());
     Some(handle)
 }

@@ -123,9 +123,7 @@ impl LinkWatch {
             url: state.url.clone(),
             urls: state.urls.clone(),
             applied_version: state.applied,
-            last_contact_ms: state
-                .last_contact
-                .map(|at| at.elapsed().as_millis() as u64),
+            last_contact_ms: state.last_contact.map(|at| at.elapsed().as_millis() as u64),
             error: state.error.clone(),
         }
     }
@@ -365,7 +363,8 @@ async fn poll(
         config.node
     );
     let timeout = config.poll_timeout + Duration::from_secs(10);
-    let (status, body) = exchange(http, config, base, http::Method::GET, &path, None, timeout).await?;
+    let (status, body) =
+        exchange(http, config, base, http::Method::GET, &path, None, timeout).await?;
     match status {
         http::StatusCode::NO_CONTENT => Ok(None),
         status if status.is_success() => Ok(Some(serde_json::from_slice(&body)?)),

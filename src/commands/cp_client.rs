@@ -94,7 +94,12 @@ impl Client {
                     .control_plane_urls()
                     .into_iter()
                     .next()
-                    .ok_or_else(|| anyhow!("{} has no control-plane node at a known address", deployment.source))?
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{} has no control-plane node at a known address",
+                            deployment.source
+                        )
+                    })?
             }
         };
         let token = match &args.token {

@@ -220,7 +220,8 @@ impl Fleet {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_origin_and_sandbox() {
+async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_origin_and_sandbox()
+{
     let network = match Network::create(HOSTS) {
         Ok(network) => network,
         Err(why) => {

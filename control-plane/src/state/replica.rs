@@ -46,15 +46,16 @@ impl AppState {
             None if self.current().meta.version == 0 => {
                 let started = Arc::clone(&self.started_with);
                 match self
-                    .apply(
-                        &started.text,
-                        format!("startup {}", started.source),
-                        None,
-                    )
+                    .apply(&started.text, format!("startup {}", started.source), None)
                     .await
                 {
-                    Ok(applied) => tracing::info!(version = applied.version, "adopted the start-up config into etcd"),
-                    Err(error) => tracing::error!(error = %error.message, "could not store the start-up config in etcd"),
+                    Ok(applied) => tracing::info!(
+                        version = applied.version,
+                        "adopted the start-up config into etcd"
+                    ),
+                    Err(error) => {
+                        tracing::error!(error = %error.message, "could not store the start-up config in etcd")
+                    }
                 }
             }
             None => tracing::error!(
@@ -68,10 +69,8 @@ impl AppState {
     /// Runs until shutdown: watch, and on any failure mark the store down, back off,
     /// read everything again and watch from there.
     pub(super) async fn follow_etcd(self: Arc<Self>, mut revision: Option<i64>) {
-        let mut backoff = edgebox_node::backoff::Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_secs(2),
-        );
+        let mut backoff =
+            edgebox_node::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let outcome = match revision.take() {
                 Some(revision) => {
@@ -158,7 +157,10 @@ impl AppState {
                 None => match replica.store.meta(version).await? {
                     Some(meta) => meta,
                     None => {
-                        tracing::error!(version, "etcd's current pointer names a version without metadata");
+                        tracing::error!(
+                            version,
+                            "etcd's current pointer names a version without metadata"
+                        );
                         return Ok(());
                     }
                 },
@@ -168,7 +170,10 @@ impl AppState {
                 None => match replica.store.text(version).await? {
                     Some(text) => text,
                     None => {
-                        tracing::error!(version, "etcd's current pointer names a version without text");
+                        tracing::error!(
+                            version,
+                            "etcd's current pointer names a version without text"
+                        );
                         return Ok(());
                     }
                 },

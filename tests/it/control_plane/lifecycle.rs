@@ -342,10 +342,14 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
     .await;
     assert_eq!(real.fetch("edge-a", "/index.html").await.0, 200);
     // ... and says so on its /healthz, still `ok`: it serves.
-    let health = eventually("the edge's /healthz says it lost the control plane", Duration::from_secs(10), || async {
-        let health = edge_health(&real, "edge-a").await;
-        (health["control_plane"]["connected"] == false).then_some(health)
-    })
+    let health = eventually(
+        "the edge's /healthz says it lost the control plane",
+        Duration::from_secs(10),
+        || async {
+            let health = edge_health(&real, "edge-a").await;
+            (health["control_plane"]["connected"] == false).then_some(health)
+        },
+    )
     .await;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["control_plane"]["applied_version"], 2, "{health}");
@@ -379,10 +383,14 @@ async fn nodes_keep_their_config_while_the_control_plane_is_away_and_catch_up() 
         real.edge_stats("edge-a").await.policy,
         LbPolicy::LatencyAware
     );
-    let health = eventually("the edge's /healthz says it is back", Duration::from_secs(10), || async {
-        let health = edge_health(&real, "edge-a").await;
-        (health["control_plane"]["applied_version"] == 3).then_some(health)
-    })
+    let health = eventually(
+        "the edge's /healthz says it is back",
+        Duration::from_secs(10),
+        || async {
+            let health = edge_health(&real, "edge-a").await;
+            (health["control_plane"]["applied_version"] == 3).then_some(health)
+        },
+    )
     .await;
     assert_eq!(health["control_plane"]["connected"], true, "{health}");
     assert!(

@@ -88,7 +88,10 @@ async fn two_replicas_serve_one_history_and_agents_fail_over_between_them() {
     for cp in [&a, &b] {
         let health = healthz(cp).await;
         assert_eq!(health["status"], "ok", "{health}");
-        assert_eq!(health["store"], json!({"backend": "etcd", "reachable": true}));
+        assert_eq!(
+            health["store"],
+            json!({"backend": "etcd", "reachable": true})
+        );
         let (_, current) = cp.get("/v1/config").await;
         assert_eq!(current["version"], 1, "{current}");
         assert_eq!(current["toml"], v1.as_str());
@@ -105,10 +108,14 @@ async fn two_replicas_serve_one_history_and_agents_fail_over_between_them() {
     .await;
     // The edge's report reaches both replicas, whichever it was sent to.
     for cp in [&a, &b] {
-        eventually("edge-1 in sync with v2 on both replicas", Duration::from_secs(30), || async {
-            let s = status_of(cp, "edge-1").await;
-            (s["version"] == 2 && s["in_sync"] == true).then_some(())
-        })
+        eventually(
+            "edge-1 in sync with v2 on both replicas",
+            Duration::from_secs(30),
+            || async {
+                let s = status_of(cp, "edge-1").await;
+                (s["version"] == 2 && s["in_sync"] == true).then_some(())
+            },
+        )
         .await;
     }
     // Rollback through the other replica: a new version, the same history on both.
@@ -118,10 +125,14 @@ async fn two_replicas_serve_one_history_and_agents_fail_over_between_them() {
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["version"], 3);
     let history_b = b.get("/v1/config/history").await.1;
-    let history_a = eventually("cp-a has the rollback in its history", Duration::from_secs(10), || async {
-        let history = a.get("/v1/config/history").await.1;
-        (history["current_version"] == 3).then_some(history)
-    })
+    let history_a = eventually(
+        "cp-a has the rollback in its history",
+        Duration::from_secs(10),
+        || async {
+            let history = a.get("/v1/config/history").await.1;
+            (history["current_version"] == 3).then_some(history)
+        },
+    )
     .await;
     assert_eq!(history_a, history_b);
     assert_eq!(history_a["versions"][2]["source"], "rollback to 1");
@@ -135,21 +146,33 @@ async fn two_replicas_serve_one_history_and_agents_fail_over_between_them() {
     let (status, applied) = b.put_config(&variant(&v1, 4)).await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["version"], 4);
-    eventually("edge-1 applied v4 through cp-b", Duration::from_secs(30), || async {
-        let health = edge_health(&edge).await;
-        (health["control_plane"]["applied_version"] == 4).then_some(())
-    })
+    eventually(
+        "edge-1 applied v4 through cp-b",
+        Duration::from_secs(30),
+        || async {
+            let health = edge_health(&edge).await;
+            (health["control_plane"]["applied_version"] == 4).then_some(())
+        },
+    )
     .await;
     let health = edge_health(&edge).await;
     assert_eq!(health["control_plane"]["connected"], true, "{health}");
-    assert_eq!(health["control_plane"]["url"], b.daemon.url("api"), "{health}");
+    assert_eq!(
+        health["control_plane"]["url"],
+        b.daemon.url("api"),
+        "{health}"
+    );
 
     // Every replica gone: the edge keeps serving its last config, and says so.
     b.daemon.kill();
-    let health = eventually("the edge says it lost every replica", Duration::from_secs(30), || async {
-        let health = edge_health(&edge).await;
-        (health["control_plane"]["connected"] == false).then_some(health)
-    })
+    let health = eventually(
+        "the edge says it lost every replica",
+        Duration::from_secs(30),
+        || async {
+            let health = edge_health(&edge).await;
+            (health["control_plane"]["connected"] == false).then_some(health)
+        },
+    )
     .await;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["control_plane"]["applied_version"], 4, "{health}");
@@ -169,12 +192,16 @@ async fn two_replicas_serve_one_history_and_agents_fail_over_between_them() {
     let (status, applied) = a.put_config(&variant(&v1, 5)).await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["version"], 5);
-    eventually("edge-1 caught up with v5", Duration::from_secs(30), || async {
-        let health = edge_health(&edge).await;
-        (health["control_plane"]["applied_version"] == 5
-            && health["control_plane"]["connected"] == true)
-            .then_some(())
-    })
+    eventually(
+        "edge-1 caught up with v5",
+        Duration::from_secs(30),
+        || async {
+            let health = edge_health(&edge).await;
+            (health["control_plane"]["applied_version"] == 5
+                && health["control_plane"]["connected"] == true)
+                .then_some(())
+        },
+    )
     .await;
     drop(b);
 }
@@ -249,9 +276,11 @@ async fn concurrent_puts_across_two_replicas_with_one_killed_lose_and_duplicate_
     }
 
     // Mid-load, cp-b is killed with SIGKILL and started again on its address.
-    eventually("a fifth of the PUTs acknowledged", Duration::from_secs(120), || async {
-        (acknowledged.load(Ordering::SeqCst) >= PUTS / 5).then_some(())
-    })
+    eventually(
+        "a fifth of the PUTs acknowledged",
+        Duration::from_secs(120),
+        || async { (acknowledged.load(Ordering::SeqCst) >= PUTS / 5).then_some(()) },
+    )
     .await;
     let restarted = {
         let b = Arc::clone(&b);
@@ -270,11 +299,15 @@ async fn concurrent_puts_across_two_replicas_with_one_killed_lose_and_duplicate_
     let b = restarted.await.unwrap();
 
     // Both replicas agree on one history.
-    let history = eventually("both replicas show the same history", Duration::from_secs(30), || async {
-        let (_, from_a) = a.get("/v1/config/history").await;
-        let (_, from_b) = b.get("/v1/config/history").await;
-        (from_a == from_b).then_some(from_a)
-    })
+    let history = eventually(
+        "both replicas show the same history",
+        Duration::from_secs(30),
+        || async {
+            let (_, from_a) = a.get("/v1/config/history").await;
+            let (_, from_b) = b.get("/v1/config/history").await;
+            (from_a == from_b).then_some(from_a)
+        },
+    )
     .await;
     // A PUT whose replica died mid-request landed or did not: it is sent again only
     // if it is not in the history (what a careful client does).
@@ -299,12 +332,20 @@ async fn concurrent_puts_across_two_replicas_with_one_killed_lose_and_duplicate_
 
     // Versions 1..=501, each once, each a different PUT's text, every PUT there
     // exactly once, and every acknowledged one at the version it was told.
-    let numbers: Vec<u64> = versions.iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = versions
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
     let expected: Vec<u64> = (1..=(PUTS as u64 + 1)).collect();
     assert_eq!(numbers, expected, "no version lost or written twice");
     let by_sha: BTreeMap<String, u64> = versions
         .iter()
-        .map(|v| (v["sha256"].as_str().unwrap().to_owned(), v["version"].as_u64().unwrap()))
+        .map(|v| {
+            (
+                v["sha256"].as_str().unwrap().to_owned(),
+                v["version"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(by_sha.len(), versions.len(), "no text stored twice");
     let mut ambiguous_landed = 0;
@@ -324,9 +365,11 @@ async fn concurrent_puts_across_two_replicas_with_one_killed_lose_and_duplicate_
     // The restarted replica serves the last version too, once its watch has seen the
     // PUTs just resent through the other one.
     let last = a.get("/v1/config").await.1["version"].clone();
-    eventually("cp-b serves the last version", Duration::from_secs(10), || async {
-        (b.get("/v1/config").await.1["version"] == last).then_some(())
-    })
+    eventually(
+        "cp-b serves the last version",
+        Duration::from_secs(10),
+        || async { (b.get("/v1/config").await.1["version"] == last).then_some(()) },
+    )
     .await;
 }
 
@@ -353,21 +396,35 @@ async fn an_etcd_that_goes_away_degrades_the_control_plane_but_not_the_nodes() {
     .await;
 
     etcd.kill();
-    let health = eventually("/healthz says etcd is away", Duration::from_secs(30), || async {
-        let health = healthz(&a).await;
-        (health["status"] == "degraded").then_some(health)
-    })
+    let health = eventually(
+        "/healthz says etcd is away",
+        Duration::from_secs(30),
+        || async {
+            let health = healthz(&a).await;
+            (health["status"] == "degraded").then_some(health)
+        },
+    )
     .await;
     assert_eq!(health["store"]["backend"], "etcd");
     assert_eq!(health["store"]["reachable"], false);
     assert!(health["store"]["error"].is_string(), "{health}");
     // Writes: 503 with a JSON reason. Reads: the last view.
     let (status, body) = a.put_config(&variant(&v1, 2)).await;
-    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    );
     let (status, body) = a
         .call(Method::POST, "/v1/config/rollback/1", Some(OPERATOR), None)
         .await;
-    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    );
     let (status, current) = a.get("/v1/config").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(current["version"], 1);
@@ -382,9 +439,11 @@ async fn an_etcd_that_goes_away_degrades_the_control_plane_but_not_the_nodes() {
 
     // etcd back: the replica reconnects by itself, and writes work again.
     etcd.restart();
-    eventually("/healthz says ok again", Duration::from_secs(30), || async {
-        (healthz(&a).await["status"] == "ok").then_some(())
-    })
+    eventually(
+        "/healthz says ok again",
+        Duration::from_secs(30),
+        || async { (healthz(&a).await["status"] == "ok").then_some(()) },
+    )
     .await;
     let (status, applied) = a.put_config(&variant(&v1, 2)).await;
     assert_eq!(status, StatusCode::OK, "{applied}");
@@ -407,13 +466,22 @@ async fn a_replica_started_while_etcd_is_down_serves_its_file_refuses_writes_and
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["config_version"], 0, "nothing stored yet: {health}");
     let (status, body) = a.put_config(&variant(&v1, 2)).await;
-    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    );
 
     etcd.restart();
-    eventually("the replica stored its start-up file as v1", Duration::from_secs(30), || async {
-        let health = healthz(&a).await;
-        (health["status"] == "ok" && health["config_version"] == 1).then_some(())
-    })
+    eventually(
+        "the replica stored its start-up file as v1",
+        Duration::from_secs(30),
+        || async {
+            let health = healthz(&a).await;
+            (health["status"] == "ok" && health["config_version"] == 1).then_some(())
+        },
+    )
     .await;
     assert_eq!(a.get("/v1/config").await.1["toml"], v1.as_str());
 }

@@ -80,7 +80,11 @@ impl Etcd {
         self.child = Some(child);
         let port = self.client_port;
         eventually_blocking("etcd to answer /health", Duration::from_secs(30), || {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("etcd exited with {status}:\n{}", self.logs());
             }
             health_answer(port)

@@ -97,7 +97,6 @@ async fn unfinished_writes_leave_nothing_servable() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-
 #[tokio::test]
 async fn a_corrupt_chunk_in_a_large_object_fails_the_read_before_it_is_handed_out() {
     let dir = tempfile::tempdir().unwrap();
