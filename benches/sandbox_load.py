@@ -24,6 +24,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "edgebox")
 RUNTIMES = os.environ.get("EDGEBOX_RUNTIME_DIR", os.path.join(ROOT, "target", "edgebox-runtimes"))
+# The sandbox's job API needs the node's credential (or the submitter token); start()
+# reads the credential the daemon minted in its data directory.
+HEADERS = {"content-type": "application/json"}
 
 
 def start(tmp, name, concurrent, extra_env=None):
@@ -51,6 +54,9 @@ queue_length = 256
         if line.startswith("edgebox-listening"):
             addr = line.strip().split("addr=")[1]
             base = f"http://{addr}"
+            credential_file = os.path.join(tmp, "data", "nodes", name, "credential")
+            with open(credential_file) as f:
+                HEADERS["authorization"] = f"Bearer {f.read().strip()}"
             # Wait until the runtimes are loaded (first job pays it otherwise).
             run(base, "pass")
             return proc, base
@@ -59,7 +65,7 @@ queue_length = 256
 
 def run(base, source, **extra):
     body = json.dumps({"language": "python", "source": source, **extra}).encode()
-    req = urllib.request.Request(f"{base}/v1/run", body, {"content-type": "application/json"})
+    req = urllib.request.Request(f"{base}/v1/run", body, HEADERS)
     with urllib.request.urlopen(req, timeout=120) as resp:
         return json.load(resp)
 
@@ -138,7 +144,7 @@ def main():
         jobs = []
         for _ in range(cores):
             body = json.dumps({"language": "python", "source": "import time\nx = bytearray(4 << 20)\ntime.sleep(3)\n"}).encode()
-            req = urllib.request.Request(f"{base}/v1/jobs", body, {"content-type": "application/json"})
+            req = urllib.request.Request(f"{base}/v1/jobs", body, HEADERS)
             with urllib.request.urlopen(req) as resp:
                 jobs.append(json.load(resp)["id"])
         time.sleep(1.5)

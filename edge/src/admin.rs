@@ -22,6 +22,13 @@ use crate::state::EdgeState;
 /// Largest reload body accepted.
 const MAX_BODY: usize = 4 << 20;
 
+/// A per-origin Prometheus family: name, help and how to read the value.
+type OriginGauge = (
+    &'static str,
+    &'static str,
+    fn(&UpstreamOrigin) -> Option<f64>,
+);
+
 pub struct AdminApp {
     pub state: Arc<EdgeState>,
 }
@@ -150,7 +157,7 @@ impl AdminApp {
             &[("node", node)],
             stats.config_version,
         );
-        let per_origin: [(&str, &str, fn(&UpstreamOrigin) -> Option<f64>); 4] = [
+        let per_origin: [OriginGauge; 4] = [
             (
                 "edgebox_edge_origin_healthy",
                 "1 when the origin is in rotation.",

@@ -268,8 +268,8 @@ fn print_table(
 ) {
     println!();
     println!(
-        "  {:<12} {:<14} {:<10} {:<8} {:<8} {}",
-        "NODE", "ROLE", "REGION", "PID", "SERVICE", "ADDRESS"
+        "  {:<12} {:<14} {:<10} {:<8} {:<8} ADDRESS",
+        "NODE", "ROLE", "REGION", "PID", "SERVICE"
     );
     let mut rows: Vec<&Supervised> = supervised.values().collect();
     rows.sort_by_key(|s| (s.node.role_name(), s.node.name.clone()));

@@ -144,10 +144,10 @@ impl Daemon {
         let (tx, announcements) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(announcement) = edgebox_node::parse_announcement(&line) {
-                    if tx.send(announcement).is_err() {
-                        break;
-                    }
+                if let Some(announcement) = edgebox_node::parse_announcement(&line)
+                    && tx.send(announcement).is_err()
+                {
+                    break;
                 }
             }
         });

@@ -4,7 +4,7 @@
 //! (`support::etcd`), the real control plane, origin and edge.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -45,11 +45,11 @@ fn replicated(etcd: &Etcd, edges: &[&str]) -> String {
         )
 }
 
-fn replica(config: &PathBuf, node: &str) -> Cp {
+fn replica(config: &Path, node: &str) -> Cp {
     Cp {
         daemon: Daemon::start("control-plane", config, node, &["api"]),
         http: client(),
-        config: config.clone(),
+        config: config.to_path_buf(),
     }
 }
 

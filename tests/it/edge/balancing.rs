@@ -407,7 +407,7 @@ async fn a_503_from_one_origin_is_retried_on_another_for_get_and_head() {
         .find(|o| o.address == origins[1].addr.to_string())
         .unwrap()
         .clone();
-    assert_eq!(o1.failures, origins[1].requests() as u64, "{body:?}");
+    assert_eq!(o1.failures, origins[1].requests(), "{body:?}");
 }
 
 #[tokio::test]

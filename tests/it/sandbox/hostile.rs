@@ -88,14 +88,14 @@ async fn output_floods_are_capped() {
         .run(json!({"language": "python", "source": "while True:\n    print('x' * 1000)\n", "limits": {"output_bytes": 100_000}}))
         .await;
     assert_eq!(result.head.state, JobState::OutputExceeded, "{result:?}");
-    assert_eq!(result.head.truncated, true);
+    assert!(result.head.truncated);
     assert_eq!(result.stdout.as_str().len(), 100_000);
     // Alternating single bytes between stdout and stderr: bounded bookkeeping too.
     let result = sandbox
         .run(json!({"language": "python", "source": "import os\nwhile True:\n    os.write(1, b'a')\n    os.write(2, b'b')\n", "limits": {"output_bytes": 1_000_000}}))
         .await;
     assert_eq!(result.head.state, JobState::OutputExceeded, "{result:?}");
-    assert_eq!(result.head.truncated, true);
+    assert!(result.head.truncated);
     let kept = result.stdout.as_str().len() + result.stderr.as_str().len();
     assert!((60_000..=2_000_000).contains(&kept), "{kept}");
     still_serving(&sandbox).await;

@@ -132,9 +132,10 @@ async fn scratch_quota_is_enforced_at_each_write_and_create() {
                 let (bytes, entries) = scratch_usage(tmp.path());
                 assert!(bytes <= quota_bytes, "{what}: {bytes} bytes on disk");
                 assert!(entries <= 50, "{what}: {entries} entries on disk");
-                let mut most = seen.lock().unwrap();
-                *most = (most.0.max(bytes), most.1.max(entries));
-                drop(most);
+                {
+                    let mut most = seen.lock().unwrap();
+                    *most = (most.0.max(bytes), most.1.max(entries));
+                }
                 let view = sandbox.job(&id).await.expect("job");
                 view.head.state.is_final().then_some(view)
             },
