@@ -437,3 +437,34 @@ fn edge_hosts_and_the_hop_key_are_checked() {
         Vec::new()
     );
 }
+
+/// Every example deployment under `config/examples/` passes the daemons' own check, and
+/// the two-sandbox one really has two sandbox nodes for the control plane to spread jobs
+/// over.
+#[test]
+fn example_deployments_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).expect("config/examples") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "toml") {
+            continue;
+        }
+        let output = edgebox(&["check-config", path.to_str().unwrap()]);
+        assert!(output.status.success(), "{}: {output:?}", path.display());
+        checked += 1;
+    }
+    assert!(
+        checked >= 1,
+        "no example deployments in {}",
+        examples.display()
+    );
+    let deployment = edgebox_config::load_file(&examples.join("two-sandboxes.toml"))
+        .expect("two-sandboxes.toml");
+    let sandboxes = deployment
+        .nodes
+        .iter()
+        .filter(|node| matches!(node.role, edgebox_config::Role::Sandbox(_)))
+        .count();
+    assert_eq!(sandboxes, 2);
+}
