@@ -263,6 +263,11 @@ impl Calibration {
                     return true;
                 };
                 let line = submitted_line(memory, frame, DASH_C_FILENAME);
+                // A tick can land between the flush and the loop (lines 4–5, more likely
+                // on a loaded machine): the frame decoded fine, so look again next tick.
+                if matches!(line, Some(3..=5)) {
+                    return false;
+                }
                 if !matches!(line, Some(6 | 7)) {
                     state.failed = Some(format!(
                         "decoding the known frame gave line {line:?}, expected 6 or 7"
@@ -293,6 +298,12 @@ impl Calibration {
                         };
                         match probe.current_line(memory) {
                             Some(12 | 13) => state.found = Some(probe),
+                            // Still writing or flushing the id (lines 9–11): the probe
+                            // found the frame; confirm on the next tick.
+                            Some(9..=11) => {
+                                state.candidates = Some(vec![cframe_word]);
+                                return false;
+                            }
                             other => {
                                 state.failed =
                                     Some(format!("probe read line {other:?}, expected 12 or 13"))
