@@ -149,7 +149,10 @@ pub enum Whereabouts {
     Unknown,
     On(String),
     /// On a node that is out of rotation because it stopped answering.
-    Down { node: String, reason: String },
+    Down {
+        node: String,
+        reason: String,
+    },
 }
 
 impl Fleet {
@@ -298,7 +301,11 @@ impl Fleet {
         }
         inner.pending_bytes -= started_bytes;
         if restarted {
-            tracing::warn!(node, jobs = to_move.len(), "sandbox restarted: submitting its queued jobs again");
+            tracing::warn!(
+                node,
+                jobs = to_move.len(),
+                "sandbox restarted: submitting its queued jobs again"
+            );
         }
         (to_move, duplicates)
     }
@@ -484,9 +491,7 @@ pub async fn run(state: Arc<AppState>) {
                 let sent = Instant::now();
                 let result = poll(&state, &sandbox).await;
                 let (to_move, duplicates) =
-                    state
-                        .fleet
-                        .polled(&sandbox.node, sent, placed_then, result);
+                    state.fleet.polled(&sandbox.node, sent, placed_then, result);
                 if !duplicates.is_empty() {
                     tokio::spawn(cancel_duplicates(state.clone(), sandbox, duplicates));
                 }
@@ -628,6 +633,9 @@ impl Fleet {
     /// Out of rotation (polled or called, and found down or draining).
     pub fn is_down(&self, node: &str) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.nodes.get(node).is_some_and(|node| node.up == Some(false))
+        inner
+            .nodes
+            .get(node)
+            .is_some_and(|node| node.up == Some(false))
     }
 }

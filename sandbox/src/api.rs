@@ -12,12 +12,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edgebox_node::credentials::Caller;
 use edgebox_wire::health::{HealthStatus, NodeHealth};
 use edgebox_wire::sandbox::{
-    ClientMessage, EventError, JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport,
-    JOB_ID_HEADER, OutputChunk, OutputStream, QueueReport, RuntimeInfo, SandboxStats,
+    ClientMessage, EventError, JOB_ID_HEADER, JobAccepted, JobEvent, LanguageInfo, Languages,
+    LineSupport, OutputChunk, OutputStream, QueueReport, RuntimeInfo, SandboxStats,
 };
-use edgebox_node::credentials::Caller;
 use edgebox_wire::{ErrorBody, ErrorDetail};
 
 use crate::jobs::output::LossyUtf8;

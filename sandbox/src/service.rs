@@ -956,6 +956,7 @@ async fn deliver_callback(job: Arc<Job>, callbacks: edgebox_config::CallbackSett
         attempts: callbacks.attempts,
         timeout: callbacks.timeout,
         backoff: callbacks.backoff,
+        ca_file: callbacks.ca_file.clone(),
     };
     let mut tried = 0;
     let delivered = webhook::deliver(

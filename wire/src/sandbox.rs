@@ -132,7 +132,9 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive: Option<bool>,
     /// When the job ends, its final view is POSTed here (signed: `X-Edgebox-Timestamp`,
-    /// `X-Edgebox-Signature`). Only destinations in `sandbox.callbacks.allow`; `http://`.
+    /// `X-Edgebox-Signature`). Only destinations in `sandbox.callbacks.allow`; `http://`
+    /// or `https://` (the certificate verified against the system roots and
+    /// `sandbox.callbacks.ca_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
 }

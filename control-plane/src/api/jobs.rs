@@ -485,9 +485,7 @@ async fn by_id(
 }
 
 /// A sandbox's answer: status, content type and the whole body.
-async fn read(
-    response: reqwest::Response,
-) -> Result<(StatusCode, String, Bytes), reqwest::Error> {
+async fn read(response: reqwest::Response) -> Result<(StatusCode, String, Bytes), reqwest::Error> {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response

@@ -131,7 +131,12 @@ token = "{SUBMITTER}"
     /// Job `id` through the control plane.
     async fn job(&self, id: &str) -> (StatusCode, Value) {
         self.cp
-            .call(Method::GET, &format!("/v1/jobs/{id}"), Some(SUBMITTER), None)
+            .call(
+                Method::GET,
+                &format!("/v1/jobs/{id}"),
+                Some(SUBMITTER),
+                None,
+            )
             .await
     }
 
@@ -244,13 +249,19 @@ async fn jobs_go_to_the_sandbox_with_the_fewest_outstanding_jobs() {
     let (mut on_a, mut on_b) = (0, 0);
     for id in &burst {
         assert_eq!(fleet.finished(id).await["state"], "succeeded");
-        match (fleet.holds(&fleet.a, id).await, fleet.holds(&fleet.b, id).await) {
+        match (
+            fleet.holds(&fleet.a, id).await,
+            fleet.holds(&fleet.b, id).await,
+        ) {
             (true, false) => on_a += 1,
             (false, true) => on_b += 1,
             other => panic!("job {id} on A and B: {other:?}"),
         }
     }
-    assert!(on_a >= 2 && on_b >= 2, "6 jobs on idle nodes: {on_a} on A, {on_b} on B");
+    assert!(
+        on_a >= 2 && on_b >= 2,
+        "6 jobs on idle nodes: {on_a} on A, {on_b} on B"
+    );
     let (status, stats) = fleet.cp.get("/v1/stats").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -265,10 +276,7 @@ async fn a_killed_sandbox_leaves_the_rotation_and_its_queued_jobs_finish_elsewhe
     let mut fleet = TwoSandboxes::start(&dir).await;
 
     // One long job on each node, then six short ones queued behind them, three each.
-    let blockers = [
-        fleet.submit(blocker()).await,
-        fleet.submit(blocker()).await,
-    ];
+    let blockers = [fleet.submit(blocker()).await, fleet.submit(blocker()).await];
     let mut queued = Vec::new();
     for _ in 0..6 {
         queued.push(fleet.submit(short()).await);
@@ -311,7 +319,9 @@ async fn a_killed_sandbox_leaves_the_rotation_and_its_queued_jobs_finish_elsewhe
     )
     .await;
     assert!(
-        sandboxes["sandbox-b"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        sandboxes["sandbox-b"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
         "{sandboxes}"
     );
 
