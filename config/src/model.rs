@@ -516,6 +516,8 @@ pub struct CallbackSettings {
     pub backoff: Duration,
     #[serde(skip)]
     pub secret: TokenSecret,
+    /// CA certificates (PEM) trusted for `https://` callbacks besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// One allowed callback destination.

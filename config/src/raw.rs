@@ -770,6 +770,9 @@ pub struct RawCallbacks {
     pub secret_env: Option<String>,
     /// File holding the key (relative to the data dir); generated when missing.
     pub secret_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for `https://` callbacks besides the
+    /// system's roots (relative to the config file), e.g. a private CA of the receivers.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RawCallbacks {
@@ -782,6 +785,7 @@ impl Default for RawCallbacks {
             secret: None,
             secret_env: None,
             secret_file: None,
+            ca_file: None,
         }
     }
 }

@@ -383,10 +383,12 @@ impl Service {
 
     /// Validates an admitted submission (`ticket` from [`Service::admit`]) and queues it;
     /// the job starts when a slot frees up.
+    /// `id` is the one the control plane chose (`wire::sandbox::JOB_ID_HEADER`), if any.
     pub async fn submit(
         self: &Arc<Self>,
         submission: Submission,
         mut ticket: Ticket,
+        id: Option<String>,
     ) -> Result<Arc<Job>, Rejection> {
         let language = Language::parse(&submission.language).ok_or_else(|| {
             Rejection::new(
@@ -462,7 +464,7 @@ impl Service {
             app: app.map(Arc::new),
         };
         let mut job = Job::new(
-            uuid::Uuid::now_v7().to_string(),
+            id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             language,
             limits,
             submission.scratch.unwrap_or(false),
@@ -477,7 +479,13 @@ impl Service {
             job = job.with_files(Arc::new(app.paths.clone()), Arc::new(app.guest_names()));
         }
         let job = Arc::new(job);
-        self.jobs.insert(job.clone());
+        if !self.jobs.insert(job.clone()) {
+            return Err(Rejection::new(
+                409,
+                "job_exists",
+                format!("a job with id {} exists on this node", job.id),
+            ));
+        }
         // From here the job owns the queue place: `run_job` gives it back.
         ticket.used = true;
         let this = self.clone();
@@ -948,6 +956,7 @@ async fn deliver_callback(job: Arc<Job>, callbacks: edgebox_config::CallbackSett
         attempts: callbacks.attempts,
         timeout: callbacks.timeout,
         backoff: callbacks.backoff,
+        ca_file: callbacks.ca_file.clone(),
     };
     let mut tried = 0;
     let delivered = webhook::deliver(

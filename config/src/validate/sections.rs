@@ -462,8 +462,9 @@ pub(super) fn check_sandbox(
     c: &mut Collector<'_>,
     raw: RawSandbox,
     data_dir: &Path,
+    base_dir: &Path,
 ) -> SandboxSettings {
-    let callbacks = check_callbacks(c, raw.callbacks, data_dir);
+    let callbacks = check_callbacks(c, raw.callbacks, data_dir, base_dir);
     let limits = |limits: &RawJobLimits| JobLimits {
         wall: limits.wall.get(),
         cpu: limits.cpu.get(),
@@ -579,7 +580,12 @@ pub(super) fn check_sandbox(
     }
 }
 
-fn check_callbacks(c: &mut Collector<'_>, raw: RawCallbacks, data_dir: &Path) -> CallbackSettings {
+fn check_callbacks(
+    c: &mut Collector<'_>,
+    raw: RawCallbacks,
+    data_dir: &Path,
+    base_dir: &Path,
+) -> CallbackSettings {
     let default_file = || TokenSecret::File(data_dir.join("secrets/callback-key"));
     let secret = match (raw.secret, raw.secret_env, raw.secret_file) {
         (None, None, None) => default_file(),
@@ -615,12 +621,27 @@ fn check_callbacks(c: &mut Collector<'_>, raw: RawCallbacks, data_dir: &Path) ->
     if raw.timeout.get().is_zero() {
         c.error("sandbox.callbacks.timeout", "timeout must be positive");
     }
+    let ca_file = raw.ca_file.map(|file| base_dir.join(file));
+    if let Some(file) = &ca_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => c.error(
+                "sandbox.callbacks.ca_file",
+                format!("{} holds no PEM certificate", file.display()),
+            ),
+            Err(error) => c.error(
+                "sandbox.callbacks.ca_file",
+                format!("cannot read {}: {error}", file.display()),
+            ),
+        }
+    }
     CallbackSettings {
         allow,
         attempts: raw.attempts,
         timeout: raw.timeout.get(),
         backoff: raw.backoff.get(),
         secret,
+        ca_file,
     }
 }
 
