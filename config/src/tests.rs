@@ -43,6 +43,38 @@ fn sandbox_bounds_are_validated() {
 }
 mod properties;
 
+#[test]
+fn callback_ca_file_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    let text = |file: &str| {
+        format!(
+            "[regions.local]\n[latency]\nenabled = false\n\
+             [[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\n\
+             listen = \"127.0.0.1:0\"\n[sandbox.callbacks]\nca_file = \"{file}\"\n"
+        )
+    };
+    for file in ["missing.pem", "empty.pem"] {
+        let errors = parse(&text(file), "test.toml", dir.path()).unwrap_err();
+        let found = errors
+            .diagnostics
+            .iter()
+            .find(|d| d.path == "sandbox.callbacks.ca_file")
+            .unwrap_or_else(|| panic!("{file}: {errors}"));
+        assert!(found.message.contains(file), "{found:?}");
+    }
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let deployment = parse(&text("ca.pem"), "test.toml", dir.path()).unwrap();
+    assert_eq!(
+        deployment.sandbox.callbacks.ca_file,
+        Some(dir.path().join("ca.pem"))
+    );
+}
+
 /// Nodes on separate machines are named by host name, resolved when the file is loaded;
 /// one that does not resolve is an error naming the node and the host.
 #[test]

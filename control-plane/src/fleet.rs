@@ -13,7 +13,8 @@
 //!   forgotten job is found by asking every node, as before), and kept submissions
 //!   [`MAX_PENDING_BYTES`] in total (a submission that does not fit is not kept: that
 //!   job cannot be moved). A submission is dropped as soon as a poll shows its job
-//!   left the queue, or after [`MAX_MOVES`] failed attempts to move it.
+//!   left the queue, or after [`MAX_MOVES`] attempts to move it that nodes refused
+//!   (while no node is in rotation, it waits for one).
 //! - Each replica of the control plane keeps its own view: loads come from the nodes,
 //!   so replicas agree on them up to their own placements since the last poll.
 
@@ -324,15 +325,16 @@ impl Fleet {
         }
     }
 
-    /// No node took job `id` this time; after [`MAX_MOVES`] tries it is given up.
-    fn move_failed(&self, id: &str) {
+    /// No node took job `id` this time (`tried`: some node was asked); after
+    /// [`MAX_MOVES`] such tries it is given up.
+    fn move_failed(&self, id: &str, tried: bool) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut freed = 0;
         if let Some(route) = inner.routes.get_mut(id)
             && let Some(pending) = &mut route.pending
         {
             pending.moving = false;
-            pending.moves += 1;
+            pending.moves += u32::from(tried);
             if pending.moves >= MAX_MOVES {
                 tracing::warn!(job = %id, node = %route.node, "job could not be moved to another sandbox; giving it up");
                 freed = pending.body.len();
@@ -564,7 +566,7 @@ pub async fn move_jobs(state: Arc<AppState>, jobs: Vec<ToMove>) {
     let mut jobs = VecDeque::from(jobs);
     while let Some(job) = jobs.pop_front() {
         let Some(known) = sandboxes(&state) else {
-            state.fleet.move_failed(&job.id);
+            state.fleet.move_failed(&job.id, false);
             continue;
         };
         // A restarted node may take its own jobs back; a down one may not.
@@ -573,11 +575,12 @@ pub async fn move_jobs(state: Arc<AppState>, jobs: Vec<ToMove>) {
             _ => None,
         };
         let candidates = state.fleet.order(known, exclude);
-        let mut moved = false;
+        let (mut moved, mut tried) = (false, false);
         for sandbox in candidates {
             if state.fleet.is_down(&sandbox.node) {
                 continue;
             }
+            tried = true;
             let answer = post_job(
                 &state,
                 &sandbox,
@@ -610,7 +613,9 @@ pub async fn move_jobs(state: Arc<AppState>, jobs: Vec<ToMove>) {
             }
         }
         if !moved {
-            state.fleet.move_failed(&job.id);
+            // With no node in rotation the job waits (its submission kept) for one to
+            // come back; only refusals count towards giving up.
+            state.fleet.move_failed(&job.id, tried);
         }
     }
 }
@@ -637,5 +642,136 @@ impl Fleet {
             .nodes
             .get(node)
             .is_some_and(|node| node.up == Some(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(node: &str) -> Sandbox {
+        Sandbox {
+            node: node.to_owned(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            credential: String::new(),
+        }
+    }
+
+    fn report(node: &str, instance: &str, running: u64, queued: &[&str]) -> QueueReport {
+        QueueReport {
+            node: node.to_owned(),
+            instance: instance.to_owned(),
+            running,
+            queued: queued.len() as u64,
+            max_concurrent_jobs: 1,
+            queue_length: 16,
+            queued_ids: queued.iter().map(|id| id.to_string()).collect(),
+        }
+    }
+
+    fn names(order: Vec<Sandbox>) -> Vec<String> {
+        order.into_iter().map(|s| s.node).collect()
+    }
+
+    #[test]
+    fn least_outstanding_first_ties_in_turn_down_nodes_last() {
+        let fleet = Fleet::default();
+        let all = || vec![sandbox("a"), sandbox("b"), sandbox("c")];
+        // Equal: each node comes first in turn.
+        let firsts: HashSet<String> = (0..3)
+            .map(|_| names(fleet.order(all(), None))[0].clone())
+            .collect();
+        assert_eq!(firsts.len(), 3);
+        // a reports 3 outstanding, b gets one placement since its poll, c is down.
+        let sent = Instant::now();
+        fleet.polled("a", sent, 0, Ok(report("a", "i", 1, &["x", "y"])));
+        fleet.polled("b", sent, 0, Ok(report("b", "i", 0, &[])));
+        fleet.placed("b", "job-1", None);
+        assert!(fleet.unreachable("c", "refused".into()).is_empty());
+        for _ in 0..3 {
+            assert_eq!(names(fleet.order(all(), None)), ["b", "a", "c"]);
+        }
+        assert_eq!(names(fleet.order(all(), Some("b"))), ["a", "c"]);
+        let stats = fleet.snapshot();
+        assert_eq!((stats["a"].outstanding, stats["b"].outstanding), (3, 1));
+        assert!(!stats["c"].up && stats["c"].error.is_some());
+    }
+
+    #[test]
+    fn submissions_are_kept_until_started_and_moved_when_lost() {
+        let fleet = Fleet::default();
+        let body = Bytes::from_static(b"{\"language\":\"wat\"}");
+        fleet.placed("a", "started", Some(body.clone()));
+        fleet.placed("a", "waiting", Some(body.clone()));
+        fleet.placed("a", "run", None);
+        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, 2 * body.len());
+        // A poll sent after both placements: one left the queue (started), one waits.
+        let sent = Instant::now();
+        let (to_move, duplicates) =
+            fleet.polled("a", sent, 3, Ok(report("a", "first", 1, &["waiting"])));
+        assert!(to_move.is_empty() && duplicates.is_empty());
+        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, body.len());
+        // The node goes down: only the waiting job is handed back, once.
+        let to_move = fleet.unreachable("a", "connection refused".into());
+        assert_eq!(
+            to_move.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["waiting"]
+        );
+        assert!(fleet.unreachable("a", "again".into()).is_empty());
+        assert!(matches!(
+            fleet.whereabouts("waiting"),
+            Whereabouts::Down { .. }
+        ));
+        fleet.moved("waiting", "a", "b");
+        assert!(matches!(fleet.whereabouts("waiting"), Whereabouts::On(node) if node == "b"));
+        assert_eq!(fleet.snapshot()["a"].moved_away, 1);
+        // Back with its old queue: the stale copy of the moved job is a duplicate.
+        let (_, duplicates) = fleet.polled(
+            "a",
+            Instant::now(),
+            3,
+            Ok(report("a", "first", 0, &["waiting"])),
+        );
+        assert_eq!(duplicates, ["waiting"]);
+        // A restart (new instance) loses what was queued: handed back to move.
+        fleet.placed("a", "queued-before-restart", Some(body.clone()));
+        let sent = Instant::now();
+        let (to_move, _) = fleet.polled("a", sent, 4, Ok(report("a", "second", 0, &[])));
+        assert_eq!(to_move.len(), 1);
+        assert_eq!(to_move[0].id, "queued-before-restart");
+    }
+
+    #[test]
+    fn moves_refused_too_often_are_given_up_and_routes_are_bounded() {
+        let fleet = Fleet::default();
+        let body = Bytes::from_static(b"{}");
+        fleet.placed("a", "job", Some(body));
+        assert_eq!(fleet.unreachable("a", "refused".into()).len(), 1);
+        // No node to ask: the job waits, however long.
+        for _ in 0..10 {
+            fleet.move_failed("job", false);
+        }
+        assert_eq!(fleet.stranded().len(), 1);
+        for _ in 0..MAX_MOVES {
+            fleet.move_failed("job", true);
+        }
+        assert!(fleet.stranded().is_empty());
+        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, 0);
+
+        // A submission larger than what is left of the budget is not kept.
+        fleet.placed(
+            "a",
+            "huge",
+            Some(Bytes::from(vec![b' '; MAX_PENDING_BYTES + 1])),
+        );
+        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, 0);
+
+        for i in 0..MAX_ROUTES + 10 {
+            fleet.placed("a", &format!("job-{i}"), None);
+        }
+        let inner = fleet.inner.lock().unwrap();
+        assert_eq!(inner.routes.len(), MAX_ROUTES);
+        assert_eq!(inner.order.len(), MAX_ROUTES);
+        assert!(!inner.routes.contains_key("job-0"));
     }
 }

@@ -317,7 +317,7 @@ fn urls(job: &Job) -> JobAccepted {
 /// Admits (429 when full, before the body is even read), reads, validates and queues a
 /// submission.
 async fn accept(service: &Shared, request: Request) -> Result<Arc<Job>, Response> {
-    let id = chosen_id(&request)?;
+    let id = chosen_id(&request).map_err(IntoResponse::into_response)?;
     let ticket = service.admit().map_err(IntoResponse::into_response)?;
     let submission = read_submission(service, request.into_body()).await?;
     service
@@ -328,12 +328,12 @@ async fn accept(service: &Shared, request: Request) -> Result<Arc<Job>, Response
 
 /// The job id the control plane chose ([`JOB_ID_HEADER`]): taken from the node
 /// credential's holder only, so a submitter cannot pick ids.
-fn chosen_id(request: &Request) -> Result<Option<String>, Response> {
+fn chosen_id(request: &Request) -> Result<Option<String>, Rejection> {
     let Some(value) = request.headers().get(JOB_ID_HEADER) else {
         return Ok(None);
     };
     if request.extensions().get::<Caller>() != Some(&Caller::Node) {
-        return Err(error(
+        return Err(Rejection::new(
             403,
             "forbidden",
             format!("only the control plane may name a job ({JOB_ID_HEADER})"),
@@ -346,7 +346,7 @@ fn chosen_id(request: &Request) -> Result<Option<String>, Response> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
-        return Err(error(
+        return Err(Rejection::new(
             400,
             "invalid_job_id",
             "job ids are 1 to 128 letters, digits, `-` and `_`",

@@ -251,6 +251,11 @@ async function refreshStats() {
     for (const [tier, ratio] of Object.entries(stats.edges.hit_ratio)) tiles.push([`hit ratio ${tier}`, (ratio * 100).toFixed(1) + " %"]);
     for (const [cls, count] of Object.entries(stats.edges.requests)) if (cls !== "total") tiles.push([cls, count]);
     for (const [state, count] of Object.entries(stats.jobs || {})) tiles.push([`jobs ${state}`, count]);
+    // Each sandbox as the job relay sees it: in rotation or not, running + queued.
+    for (const [node, sandbox] of Object.entries(stats.sandboxes || {})) {
+      const jobs = sandbox.jobs || {};
+      tiles.push([`${node}${sandbox.up ? "" : " (down)"}`, `${jobs.running ?? sandbox.running} run · ${jobs.queued ?? sandbox.queued} queued`]);
+    }
     $("stats").replaceChildren(...tiles.map(([label, value]) =>
       el("div", { class: "stat" }, el("div", { class: "value" }, String(value)), el("div", { class: "label" }, label))));
     $("stats-note").textContent = stats.unreachable.length ? "unreachable: " + stats.unreachable.map((u) => u.node).join(", ") : "";

@@ -245,7 +245,8 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     );
     page.wait_for(
         "stats",
-        "document.getElementById('stats').textContent.includes('hit ratio l1')",
+        "document.getElementById('stats').textContent.includes('hit ratio l1') && \
+         [...document.querySelectorAll('#stats .stat')].some(s => s.textContent === '0 run · 0 queuedsandbox')",
     )
     .await;
 
