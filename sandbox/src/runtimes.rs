@@ -218,7 +218,8 @@ impl RuntimeDir {
 
     /// Directory of `spec`'s resources, when it has any.
     pub fn resources_dir(&self, spec: &RuntimeSpec) -> Option<PathBuf> {
-        spec.resources.map(|resources| self.path.join(resources.dir_name))
+        spec.resources
+            .map(|resources| self.path.join(resources.dir_name))
     }
 
     /// Returns the verified bytes of `spec`, fetching them with pip when absent, and

@@ -436,8 +436,14 @@ async fn current_line_follows_nested_calls() {
     assert!(inner >= 4 && caller >= 4, "lines sampled: {lines:?}");
     let first_8 = order.iter().position(|&l| l == 8).unwrap();
     assert!(order[..first_8].contains(&4), "order: {order:?}");
-    assert!(!order[first_8..].contains(&4), "line 4 after line 8: {order:?}");
-    assert!(order.iter().all(|&l| (1..=9).contains(&l)), "order: {order:?}");
+    assert!(
+        !order[first_8..].contains(&4),
+        "line 4 after line 8: {order:?}"
+    );
+    assert!(
+        order.iter().all(|&l| (1..=9).contains(&l)),
+        "order: {order:?}"
+    );
     assert_eq!(output_of(&messages), "done\n");
     assert_eq!(result_of(&messages).head.state, JobState::Succeeded);
 }
