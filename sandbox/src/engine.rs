@@ -174,6 +174,9 @@ impl SandboxEngine {
                     language: spec.language,
                     source,
                 })??;
+            if spec.language == runtimes::PYTHON.language {
+                pyline::prepare_bootstrap(&runtime).await;
+            }
             Ok(Arc::new(runtime))
         })
         .await
