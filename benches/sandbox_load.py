@@ -34,6 +34,7 @@ BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "releas
 RUNTIMES = os.environ.get("EDGEBOX_RUNTIME_DIR", os.path.join(ROOT, "target", "edgebox-runtimes"))
 HEADERS = {"content-type": "application/json"}
 CLIENTS = 8
+ROUNDS = 7
 
 # Each program times its own work and prints the seconds on its last line, so the
 # figure excludes start-up on both sides.
@@ -262,23 +263,32 @@ def main():
         proc.terminate()
         proc.wait()
 
-    # CPU-bound set, line sampling on and off, against native python3.
-    guest = {"on": {}, "off": {}}
-    for mode, env in (("on", {}), ("off", {"EDGEBOX_SANDBOX_LINE_SAMPLING": "off"})):
-        proc, base, _ = start(tmp, f"cpu-{mode}", 1, env)
-        try:
+    # CPU-bound set, line sampling on and off, against native python3: both daemons run
+    # side by side and every round times each program on, off and natively in turn, so
+    # the machine's changing load falls on all three alike.
+    daemons = {}
+    try:
+        for mode, env in (("on", {}), ("off", {"EDGEBOX_SANDBOX_LINE_SAMPLING": "off"})):
+            daemons[mode] = start(tmp, f"cpu-{mode}", 1, env)
+        samples = {key: {name: [] for name in CPU_PROGRAMS} for key in ("on", "off", "native")}
+        for name, body in CPU_PROGRAMS.items():
+            for mode in ("on", "off"):
+                guest_seconds(daemons[mode][1], timed_source(body))
+        for _ in range(ROUNDS):
             for name, body in CPU_PROGRAMS.items():
                 src = timed_source(body)
-                guest_seconds(base, src)
-                guest[mode][name] = statistics.median(guest_seconds(base, src) for _ in range(5))
-        finally:
+                samples["on"][name].append(guest_seconds(daemons["on"][1], src))
+                samples["off"][name].append(guest_seconds(daemons["off"][1], src))
+                samples["native"][name].append(native_seconds(src))
+    finally:
+        for proc, _, _ in daemons.values():
             proc.terminate()
             proc.wait()
-    nat = {name: statistics.median(native_seconds(timed_source(body)) for _ in range(5))
-           for name, body in CPU_PROGRAMS.items()}
+    guest = {mode: {name: statistics.median(samples[mode][name]) for name in CPU_PROGRAMS} for mode in ("on", "off")}
+    nat = {name: statistics.median(samples["native"][name]) for name in CPU_PROGRAMS}
     out.append("## CPU-bound Python against native CPython\n")
-    out.append(f"Each program times its own work with `time.perf_counter` (start-up excluded on both sides); median of 5; "
-               f"one job at a time. Ratio = native time / sandbox time (1.0 = native speed). Native: `{native_version}`.\n")
+    out.append(f"Each program times its own work with `time.perf_counter` (start-up excluded on both sides); median of {ROUNDS} "
+               f"rounds, each round running every program with sampling on, off and natively in turn; one job at a time. Ratio = native time / sandbox time (1.0 = native speed). Native: `{native_version}`.\n")
     out.append("| program | sandbox s (sampling on) | sandbox s (sampling off) | native s | ratio (on) | sampling overhead |\n|---|---|---|---|---|---|")
     ratios, overheads = [], []
     for name in CPU_PROGRAMS:
