@@ -337,6 +337,32 @@ async fn stdin_args_and_exit_codes() {
     assert!(stderr.contains("ValueError: boom"), "{stderr}");
 }
 
+/// Every Python job starts from the same pre-initialised image, and none sees what an
+/// earlier one did: module attributes, globals and files written are gone, and `random`
+/// is seeded anew (from WASI's random source) in each.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_jobs_share_no_state() {
+    let sandbox = Sandbox::start();
+    let first = sandbox
+        .run(python(
+            "import sys, json, random\nsys.edgebox_marker = 1\njson.edgebox_marker = 1\n\
+             __builtins__.edgebox_marker = 1\nprint(random.random())",
+        ))
+        .await;
+    assert_eq!(first.head.state, JobState::Succeeded, "{first:?}");
+    let second = sandbox
+        .run(python(
+            "import sys, json, random, builtins\n\
+             print([hasattr(m, 'edgebox_marker') for m in (sys, json, builtins)])\n\
+             print(random.random())",
+        ))
+        .await;
+    assert_eq!(second.head.state, JobState::Succeeded, "{second:?}");
+    let mut lines = second.stdout.lines();
+    assert_eq!(lines.next(), Some("[False, False, False]"), "{second:?}");
+    assert_ne!(lines.next(), first.stdout.lines().next(), "same random state");
+}
+
 /// Line 7 busy-loops for about a second, then line 12 does: the WebSocket status
 /// messages report those lines, in that order, with a running time and start time.
 #[tokio::test(flavor = "multi_thread")]
