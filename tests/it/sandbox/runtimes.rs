@@ -13,12 +13,11 @@ use crate::support::{self, Daemon, ONE_REGION, TestDir};
 fn tampered_dir(test: &TestDir) -> std::path::PathBuf {
     let dir = test.path().join("runtimes");
     std::fs::create_dir_all(&dir).unwrap();
+    super::runtimes_ready();
     let shared = std::path::Path::new(&runtime_dir()).to_owned();
-    std::os::unix::fs::symlink(
-        shared.join("python-3.12.0.wasm"),
-        dir.join("python-3.12.0.wasm"),
-    )
-    .unwrap();
+    for name in ["python-3.15.0-snapshot.wasm", "python-3.15.0-lib"] {
+        std::os::unix::fs::symlink(shared.join(name), dir.join(name)).unwrap();
+    }
     std::os::unix::fs::symlink(shared.join("compiled"), dir.join("compiled")).unwrap();
     let mut js = std::fs::read(shared.join("quickjs.wasm")).expect("shared quickjs.wasm");
     let last = js.len() - 1;
@@ -107,4 +106,69 @@ async fn the_daemon_refuses_a_tampered_runtime() {
         .await
         .unwrap();
     assert_eq!(result.stdout, "ok\n", "{result:?}");
+}
+
+/// A compiled artifact is native code the daemon maps and runs: one whose bytes no longer
+/// match the SHA-256 recorded when it was written is compiled anew, never loaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_artifact_is_rebuilt_not_run() {
+    use sha2::Digest;
+    super::runtimes_ready();
+    let test = TestDir::new();
+    let dir = test.path().join("runtimes");
+    let compiled = dir.join("compiled");
+    std::fs::create_dir_all(&compiled).unwrap();
+    let shared = std::path::Path::new(&runtime_dir()).to_owned();
+    std::os::unix::fs::symlink(shared.join("quickjs.wasm"), dir.join("quickjs.wasm")).unwrap();
+    // QuickJS's artifact (small), copied with its checksum, then damaged.
+    let mut artifact = None;
+    for entry in std::fs::read_dir(shared.join("compiled")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("quickjs.wasm-") && name.ends_with(".cwasm") {
+            std::fs::copy(&path, compiled.join(&name)).unwrap();
+            let sum = path.with_extension("cwasm.sha256");
+            std::fs::copy(&sum, compiled.join(sum.file_name().unwrap())).unwrap();
+            artifact = Some(compiled.join(&name));
+        }
+    }
+    let artifact = artifact.expect("the shared directory has QuickJS's artifact");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+
+    let config = test.config(&format!(
+        "{ONE_REGION}\n[[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\n"
+    ));
+    let daemon = Daemon::start_with(
+        "sandbox",
+        &config,
+        "sandbox",
+        &["api"],
+        &[("EDGEBOX_RUNTIME_DIR", dir.to_str().unwrap())],
+    );
+    let result: edgebox_wire::sandbox::JobView = daemon
+        .authed_client()
+        .post(format!("{}/v1/run", daemon.url("api")))
+        .json(&json!({"language": "javascript", "source": "console.log(6 * 7)"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result.head.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout, "42\n");
+    // Rebuilt: the file on disk is whole again and matches its recorded checksum.
+    let rebuilt = std::fs::read(&artifact).unwrap();
+    assert_ne!(rebuilt, bytes);
+    let recorded = std::fs::read_to_string(artifact.with_extension("cwasm.sha256")).unwrap();
+    assert_eq!(hex_sha256(&rebuilt), recorded.trim());
+    fn hex_sha256(bytes: &[u8]) -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
