@@ -83,7 +83,7 @@ async fn healthz(AxState(service): AxState<Shared>) -> Response {
         },
         node: service.node.clone(),
         region: None,
-        uptime_ms: None,
+        uptime_ms: Some(service.started.elapsed().as_millis() as u64),
         config_version: None,
         running: Some(service.running.load(Ordering::Relaxed) as u64),
         queued: Some(service.waiting.load(Ordering::Relaxed) as u64),

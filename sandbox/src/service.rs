@@ -128,6 +128,8 @@ fn check_args(args: &[String]) -> Result<(), Rejection> {
 
 pub struct Service {
     pub node: String,
+    /// When the daemon started, for the uptime in `/healthz`.
+    pub started: std::time::Instant,
     /// Limits and sizes; swapped whole by a config reload.
     pub settings: ArcSwap<SandboxSettings>,
     pub engine: Arc<SandboxEngine>,
@@ -202,6 +204,7 @@ impl Service {
         let compile_slots = settings.compile_concurrency.max(1);
         Self {
             node,
+            started: std::time::Instant::now(),
             slots: Arc::new(Semaphore::new(settings.max_concurrent_jobs.max(1))),
             compiling: Arc::new(Semaphore::new(compile_slots)),
             engine,
