@@ -11,7 +11,7 @@ use crate::report::{
 use crate::scenario::{CostModel, Scenario, Variant};
 
 use super::histogram::Histogram;
-use super::{Answer, ModelRequest, Topology};
+use super::{Answer, ModelRequest, Served, Topology};
 
 /// Timeline buckets at most; the bucket width doubles when a trace outlasts them.
 const MAX_POINTS: usize = 240;
@@ -72,30 +72,28 @@ pub struct Counters {
     bucket_ms: u64,
     points: Vec<Point>,
     last_ms: u64,
-    /// Requests per edge (by the route taken).
-    per_edge: BTreeMap<usize, u64>,
+    /// Requests per edge (by the route taken), indexed like `Topology::edges`.
+    per_edge: Vec<u64>,
 }
 
 impl Counters {
-    pub fn new(scenario: &Scenario, origins: usize) -> Self {
+    pub fn new(scenario: &Scenario, topology: &Topology) -> Self {
         Self {
             regions: vec![RegionCounters::default(); scenario.clients.len()],
-            origins: vec![OriginCounter::default(); origins],
+            origins: vec![OriginCounter::default(); topology.origins.len()],
             bucket_ms: 1000,
-            points: Vec::new(),
+            points: Vec::with_capacity(MAX_POINTS),
             last_ms: 0,
-            per_edge: BTreeMap::new(),
+            per_edge: vec![0; topology.edges.len()],
         }
     }
 
     #[inline]
-    pub fn record(
-        &mut self,
-        request: &ModelRequest,
-        answer: Answer,
-        ms: f64,
-        origin: Option<usize>,
-    ) {
+    pub fn record(&mut self, request: &ModelRequest, served: &Served) {
+        let Served {
+            answer, ms, origin, ..
+        } = *served;
+        self.per_edge[served.edge] += 1;
         self.regions[request.region].record(request, answer, ms);
         self.last_ms = self.last_ms.max(request.time_ms);
         let mut bucket = (request.time_ms / self.bucket_ms) as usize;
@@ -123,11 +121,6 @@ impl Counters {
             counter.peak.0 = counter.peak.0.max(counter.in_second.0);
             counter.peak.1 = counter.peak.1.max(counter.in_second.1);
         }
-    }
-
-    /// Counts a request against the edge it was routed to.
-    pub fn routed(&mut self, edge: usize) {
-        *self.per_edge.entry(edge).or_default() += 1;
     }
 
     fn coarsen(&mut self) {
@@ -199,7 +192,7 @@ impl Counters {
                     region: client.name.clone(),
                     edge: topology.edges[*edge].name.clone(),
                     url: "model".to_owned(),
-                    requests: self.per_edge.get(edge).copied().unwrap_or(0),
+                    requests: self.per_edge[*edge],
                     edge_reported: None,
                 })
             })
