@@ -349,9 +349,13 @@ impl Topology {
     /// served it (if one did) and the client-facing edge it was sent to.
     pub fn serve(&mut self, request: &ModelRequest) -> Served {
         let routes = &self.routes[request.region];
-        let slot = self.route_next[request.region];
-        self.route_next[request.region] = slot.wrapping_add(1);
-        let edge = routes[slot % routes.len()];
+        let edge = if routes.len() == 1 {
+            routes[0]
+        } else {
+            let slot = self.route_next[request.region];
+            self.route_next[request.region] = slot.wrapping_add(1);
+            routes[slot % routes.len()]
+        };
         let mut ms = self.hop(
             self.client_regions[request.region],
             self.edges[edge].region_index,

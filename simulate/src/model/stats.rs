@@ -71,6 +71,9 @@ pub struct Counters {
     origins: Vec<OriginCounter>,
     bucket_ms: u64,
     points: Vec<Point>,
+    /// The timeline bucket of the last request, as `(first ms, end ms, index)`: traces are
+    /// in time order, so most requests fall in it without a division.
+    cursor: (u64, u64, usize),
     last_ms: u64,
     /// Requests per edge (by the route taken), indexed like `Topology::edges`.
     per_edge: Vec<u64>,
@@ -83,6 +86,7 @@ impl Counters {
             origins: vec![OriginCounter::default(); topology.origins.len()],
             bucket_ms: 1000,
             points: Vec::with_capacity(MAX_POINTS),
+            cursor: (0, 0, 0),
             last_ms: 0,
             per_edge: vec![0; topology.edges.len()],
         }
@@ -96,14 +100,12 @@ impl Counters {
         self.per_edge[served.edge] += 1;
         self.regions[request.region].record(request, answer, ms);
         self.last_ms = self.last_ms.max(request.time_ms);
-        let mut bucket = (request.time_ms / self.bucket_ms) as usize;
-        while bucket >= MAX_POINTS {
-            self.coarsen();
-            bucket = (request.time_ms / self.bucket_ms) as usize;
-        }
-        if self.points.len() <= bucket {
-            self.points.resize(bucket + 1, Point::default());
-        }
+        let (first, end, cached) = self.cursor;
+        let bucket = if request.time_ms >= first && request.time_ms < end {
+            cached
+        } else {
+            self.locate(request.time_ms)
+        };
         let point = &mut self.points[bucket];
         point.requests += 1;
         point.tiers[answer.index()] += 1;
@@ -121,6 +123,22 @@ impl Counters {
             counter.peak.0 = counter.peak.0.max(counter.in_second.0);
             counter.peak.1 = counter.peak.1.max(counter.in_second.1);
         }
+    }
+
+    /// The timeline bucket of `time_ms`, coarsening the timeline when it would outgrow
+    /// [`MAX_POINTS`]; remembered as the cursor.
+    fn locate(&mut self, time_ms: u64) -> usize {
+        let mut bucket = (time_ms / self.bucket_ms) as usize;
+        while bucket >= MAX_POINTS {
+            self.coarsen();
+            bucket = (time_ms / self.bucket_ms) as usize;
+        }
+        if self.points.len() <= bucket {
+            self.points.resize(bucket + 1, Point::default());
+        }
+        let first = bucket as u64 * self.bucket_ms;
+        self.cursor = (first, first + self.bucket_ms, bucket);
+        bucket
     }
 
     fn coarsen(&mut self) {
