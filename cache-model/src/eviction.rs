@@ -693,10 +693,13 @@ impl S3Fifo {
 }
 
 /// pingora's TinyUFO behind the same interface. Its weights are `u16`, so sizes are
-/// counted in units of `unit` bytes, rounded up: the smallest power of two that lets an
-/// object of an eighth of the capacity (L1's per-object cap, [`crate::admission`]) weigh
-/// at most `u16::MAX` units. Bytes held are counted exactly here; TinyUFO's own limit sees
-/// the rounded weights.
+/// counted in units of `unit` bytes: the smallest power of two that lets an object of
+/// [`UFO_LARGEST_SHARE`] of the capacity weigh at most `u16::MAX` units (8 KiB for a
+/// 16 GiB tier, 64 B for 256 MiB), so that a typical object weighs several units. A size
+/// is rounded up or down by a hash of its key in proportion to the remainder, so weights
+/// add up to the bytes on average (always rounding up made a 16 GiB tier of 16 KiB objects
+/// behave like half its size). Objects too heavy for a `u16` weight are not admitted.
+/// Bytes held are counted exactly here; TinyUFO's own limit sees the weights.
 pub struct Ufo {
     cache: tinyufo::TinyUfo<u64, (u64, u64)>,
     unit: u64,
@@ -707,10 +710,13 @@ pub struct Ufo {
     missed: Option<u64>,
 }
 
+/// The largest object TinyUFO's `u16` weights represent, as a share of the capacity.
+pub const UFO_LARGEST_SHARE: u64 = 64;
+
 impl Ufo {
     pub fn new(capacity: u64, expected_objects: usize) -> Self {
         let mut unit = 1u64;
-        while (capacity / 8).div_ceil(unit) > u64::from(u16::MAX) {
+        while (capacity / UFO_LARGEST_SHARE).div_ceil(unit) > u64::from(u16::MAX) {
             unit *= 2;
         }
         // TinyLFU's sketch must be sized for the objects the tier can hold, or its counters
@@ -746,7 +752,12 @@ impl Ufo {
         if self.missed.take() != Some(key) {
             self.remove(key);
         }
-        let weight = size.div_ceil(self.unit).clamp(1, u64::from(u16::MAX)) as u16;
+        let remainder = size & (self.unit - 1);
+        let round_up = remainder > 0 && crate::hash::mix64(key) & (self.unit - 1) < remainder;
+        let weight = (size / self.unit + u64::from(round_up)).max(1);
+        let Ok(weight) = u16::try_from(weight) else {
+            return false;
+        };
         let evicted = self.cache.put(key, (payload, size), weight);
         self.usage.objects += 1;
         self.usage.bytes += size;

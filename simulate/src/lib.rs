@@ -516,12 +516,11 @@ async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError
                     trace_live::trace_name(scenario)
                 );
                 let checking = scenario.clone();
-                let checked = tokio::task::spawn_blocking(move || {
-                    trace_live::prepare(&checking, &root)
-                })
-                .await
-                .expect("the trace check does not panic")
-                .map_err(model::ModelError::from)?;
+                let checked =
+                    tokio::task::spawn_blocking(move || trace_live::prepare(&checking, &root))
+                        .await
+                        .expect("the trace check does not panic")
+                        .map_err(model::ModelError::from)?;
                 text = format!(
                     "trace {} ({} requests over {:.0} s of trace time, {} objects, replayed at {} requests/s), {text}",
                     trace_live::trace_name(scenario),
@@ -731,7 +730,8 @@ async fn run_one(
     cancel: &CancellationToken,
 ) -> Result<(report::VariantReport, Option<trace::TraceError>), SimError> {
     let client = load::client(scenario)?;
-    let requests = load::Requests::open(scenario, sampler, scale).map_err(model::ModelError::from)?;
+    let requests =
+        load::Requests::open(scenario, sampler, scale).map_err(model::ModelError::from)?;
     let before = report::edge_counters(targets).await;
     let counters = Arc::new(load::Counters::default());
     let progress = progress_bar(

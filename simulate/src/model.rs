@@ -619,9 +619,10 @@ fn cost_estimate(variant: &Variant) -> u64 {
         _ => 1,
     };
     // Larger tiers miss the CPU caches more.
-    let size = variant.settings.l1_capacity.map_or(30, |bytes| {
-        u64::from(64 - bytes.max(1).leading_zeros())
-    });
+    let size = variant
+        .settings
+        .l1_capacity
+        .map_or(30, |bytes| u64::from(64 - bytes.max(1).leading_zeros()));
     policy * (size + 10)
 }
 

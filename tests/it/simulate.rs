@@ -614,7 +614,12 @@ async fn ctrl_c_stops_the_load_and_writes_a_partial_report() {
 
 #[test]
 fn built_in_examples_check_and_print() {
-    for example in ["tiering", "lb-policies", "policies", "trace-live"] {
+    for (example, section) in [
+        ("tiering", "[[variants]]"),
+        ("lb-policies", "[[variants]]"),
+        ("policies", "[sweep]"),
+        ("trace-live", "[trace.generate]"),
+    ] {
         let output = edgebox(&["simulate", "--example", example, "--check"]);
         assert!(
             output.status.success(),
@@ -622,7 +627,7 @@ fn built_in_examples_check_and_print() {
             String::from_utf8_lossy(&output.stderr)
         );
         let printed = edgebox(&["simulate", "--example", example, "--print"]);
-        assert!(String::from_utf8_lossy(&printed.stdout).contains("[[variants]]"));
+        assert!(String::from_utf8_lossy(&printed.stdout).contains(section));
     }
     let output = edgebox(&["simulate", "--example", "nope"]);
     assert_eq!(output.status.code(), Some(64));
@@ -1075,11 +1080,7 @@ span = "10m"
     }
     let agreement = &report.agreement[0];
     assert_eq!(agreement.variant, "baseline");
-    assert!(
-        agreement.max_difference_pp <= 2.0,
-        "{:#?}",
-        agreement.rows
-    );
+    assert!(agreement.max_difference_pp <= 2.0, "{:#?}", agreement.rows);
     assert!(live.tiers["parent"].requests > 0 && live.tiers["l1"].requests > 0);
     let html = std::fs::read_to_string(dir.path().join("out").join("report.html")).unwrap();
     assert!(html.contains("Live against model"));

@@ -128,7 +128,11 @@ fn lazy_lru_evicts_exactly_what_a_textbook_lru_evicts() {
     let mut state = 7u64;
     for step in 0..200_000u64 {
         state = crate::hash::mix64(state);
-        let key = if state % 3 == 0 { state % 15 } else { state % 400 };
+        let key = if state.is_multiple_of(3) {
+            state % 15
+        } else {
+            state % 400
+        };
         let size = 1 + (state >> 20) % 300;
         match (state >> 40) % 10 {
             0 => {

@@ -246,7 +246,10 @@ fn a_bad_record_mid_stream_stops_with_partial_reports() {
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
     let outcome = run_all(&scenario, &AtomicBool::new(false), &Progress::default(), 2).unwrap();
-    let error = outcome.error.expect("the bad record stops the run").to_string();
+    let error = outcome
+        .error
+        .expect("the bad record stops the run")
+        .to_string();
     assert!(
         error.contains("bad.csv: record 20001, field `size`"),
         "{error}"
