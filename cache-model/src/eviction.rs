@@ -18,6 +18,7 @@
 //!   seed, so its hit ratio varies slightly from run to run; the other policies are exact.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::str::FromStr;
 
@@ -218,37 +219,46 @@ impl List {
         self.free.push(index);
         self.nodes[index as usize]
     }
-
-    fn move_front(&mut self, index: u32) {
-        if self.head == index {
-            return;
-        }
-        self.unlink(index);
-        let node = &mut self.nodes[index as usize];
-        node.prev = NIL;
-        node.next = self.head;
-        if self.head != NIL {
-            self.nodes[self.head as usize].prev = index;
-        }
-        self.head = index;
-        if self.tail == NIL {
-            self.tail = index;
-        }
-    }
 }
 
-/// Least recently used, size-aware.
+/// Least recently used, size-aware, with lazy promotion: a hit does not move a list node
+/// (which touches the node, both neighbours and the head: four cache misses on a large
+/// tier) but bumps the entry's generation and appends `(slot, generation)` to the access
+/// queue. The queue is in access order, and an entry's live record is its latest, so
+/// evicting the first live record from the front is exactly LRU. Stale records are dropped
+/// when they reach the front, and the queue is compacted when it holds more than twice the
+/// live entries, so its memory stays proportional to the tier's objects.
 pub struct Lru {
-    list: List,
     map: IdMap<u32>,
+    slots: Vec<LruSlot>,
+    /// Per slot, bumped on every access and on release, so that older queue records of
+    /// the slot (or of its previous occupant) no longer match. Apart from the slots so
+    /// that the liveness checks of eviction and compaction touch a dense array.
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    /// `(slot, generation)` per access, oldest first.
+    order: VecDeque<(u32, u32)>,
     usage: Usage,
 }
+
+#[derive(Clone, Copy)]
+struct LruSlot {
+    key: u64,
+    size: u64,
+    payload: u64,
+}
+
+/// Stale records the access queue may hold beyond twice the live entries.
+const LRU_QUEUE_SLACK: usize = 1024;
 
 impl Lru {
     pub fn new(capacity: u64, expected_objects: usize) -> Self {
         Self {
-            list: List::new(expected_objects),
             map: id_map(expected_objects),
+            slots: Vec::with_capacity(expected_objects),
+            generations: Vec::with_capacity(expected_objects),
+            free: Vec::new(),
+            order: VecDeque::with_capacity(expected_objects * 2),
             usage: Usage {
                 capacity,
                 ..Usage::default()
@@ -258,9 +268,21 @@ impl Lru {
 
     #[inline]
     pub fn get(&mut self, key: u64) -> Option<u64> {
-        let index = *self.map.get(&key)?;
-        self.list.move_front(index);
-        Some(self.list.nodes[index as usize].payload)
+        let slot = *self.map.get(&key)?;
+        self.touch(slot);
+        Some(self.slots[slot as usize].payload)
+    }
+
+    #[inline]
+    fn touch(&mut self, slot: u32) {
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        self.order.push_back((slot, *generation));
+        if self.order.len() > 2 * self.usage.objects as usize + LRU_QUEUE_SLACK {
+            let generations = &self.generations;
+            self.order
+                .retain(|&(slot, generation)| generations[slot as usize] == generation);
+        }
     }
 
     /// Whether `key` is held, without counting an access.
@@ -273,14 +295,14 @@ impl Lru {
             self.remove(key);
             return false;
         }
-        if let Some(&index) = self.map.get(&key) {
-            let node = &mut self.list.nodes[index as usize];
-            self.usage.bytes = self.usage.bytes - node.size + size;
-            node.size = size;
-            node.payload = payload;
-            self.list.move_front(index);
+        if let Some(&slot) = self.map.get(&key) {
+            let entry = &mut self.slots[slot as usize];
+            self.usage.bytes = self.usage.bytes - entry.size + size;
+            entry.size = size;
+            entry.payload = payload;
+            self.touch(slot);
             // The replaced entry may have grown: evict others (never itself, it is newest).
-            while self.usage.bytes > self.usage.capacity && self.list.tail != index {
+            while self.usage.bytes > self.usage.capacity && self.usage.objects > 1 {
                 self.evict_one();
             }
             return true;
@@ -288,30 +310,54 @@ impl Lru {
         while self.usage.bytes + size > self.usage.capacity {
             self.evict_one();
         }
-        let index = self.list.push_front(key, size, payload);
-        self.map.insert(key, index);
+        let entry = LruSlot { key, size, payload };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.slots.push(entry);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, slot);
         self.usage.bytes += size;
         self.usage.objects += 1;
+        self.touch(slot);
         true
     }
 
     fn evict_one(&mut self) {
-        let tail = self.list.tail;
-        debug_assert!(tail != NIL, "something to evict while over capacity");
-        let node = self.list.release(tail);
-        self.map.remove(&node.key);
-        self.usage.bytes -= node.size;
-        self.usage.objects -= 1;
+        let slot = loop {
+            let (slot, generation) = self
+                .order
+                .pop_front()
+                .expect("a live record to evict while over capacity");
+            if self.generations[slot as usize] == generation {
+                break slot;
+            }
+        };
+        let key = self.slots[slot as usize].key;
+        self.map.remove(&key);
+        self.release(slot);
         self.usage.evictions += 1;
     }
 
+    fn release(&mut self, slot: u32) {
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        self.free.push(slot);
+        self.usage.bytes -= self.slots[slot as usize].size;
+        self.usage.objects -= 1;
+    }
+
     pub fn remove(&mut self, key: u64) -> bool {
-        let Some(index) = self.map.remove(&key) else {
+        let Some(slot) = self.map.remove(&key) else {
             return false;
         };
-        let node = self.list.release(index);
-        self.usage.bytes -= node.size;
-        self.usage.objects -= 1;
+        self.release(slot);
         true
     }
 
@@ -544,31 +590,29 @@ impl S3Fifo {
         self.usage.bytes += size;
     }
 
-    fn live(&self, key: u64, generation: u32, main: bool) -> bool {
-        self.map
-            .get(&key)
-            .is_some_and(|entry| entry.generation == generation && entry.main == main)
-    }
-
     /// Moves accessed objects from the small FIFO to main until one unaccessed object is
-    /// evicted (to the ghost), or the small FIFO is empty.
+    /// evicted (to the ghost), or the small FIFO is empty. One map lookup per queue slot:
+    /// a slot whose generation or queue no longer matches its entry is stale (the entry
+    /// was removed or replaced) and skipped.
     fn evict_small(&mut self) {
         while let Some((key, generation)) = self.small.pop_front() {
-            if !self.live(key, generation, false) {
+            let Entry::Occupied(mut slot) = self.map.entry(key) else {
+                continue;
+            };
+            let entry = slot.get_mut();
+            if entry.generation != generation || entry.main {
                 continue;
             }
-            let entry = self.map.get_mut(&key).expect("live");
+            let size = entry.size;
             if entry.freq >= 1 {
                 entry.main = true;
                 entry.freq = 0;
-                let size = entry.size;
                 self.small_bytes -= size;
                 self.main_bytes += size;
                 self.main.push_back((key, generation));
                 continue;
             }
-            let size = entry.size;
-            self.map.remove(&key);
+            slot.remove();
             self.small_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -580,17 +624,20 @@ impl S3Fifo {
 
     fn evict_main(&mut self) {
         while let Some((key, generation)) = self.main.pop_front() {
-            if !self.live(key, generation, true) {
+            let Entry::Occupied(mut slot) = self.map.entry(key) else {
+                continue;
+            };
+            let entry = slot.get_mut();
+            if entry.generation != generation || !entry.main {
                 continue;
             }
-            let entry = self.map.get_mut(&key).expect("live");
             if entry.freq > 0 {
                 entry.freq -= 1;
                 self.main.push_back((key, generation));
                 continue;
             }
             let size = entry.size;
-            self.map.remove(&key);
+            slot.remove();
             self.main_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -646,20 +693,30 @@ impl S3Fifo {
 }
 
 /// pingora's TinyUFO behind the same interface. Its weights are `u16`, so sizes are
-/// counted in units of `unit` bytes, rounded up: the smallest power of two that lets an
-/// object of an eighth of the capacity (L1's per-object cap, [`crate::admission`]) weigh
-/// at most `u16::MAX` units. Bytes held are counted exactly here; TinyUFO's own limit sees
-/// the rounded weights.
+/// counted in units of `unit` bytes: the smallest power of two that lets an object of
+/// [`UFO_LARGEST_SHARE`] of the capacity weigh at most `u16::MAX` units (8 KiB for a
+/// 16 GiB tier, 64 B for 256 MiB), so that a typical object weighs several units. A size
+/// is rounded up or down by a hash of its key in proportion to the remainder, so weights
+/// add up to the bytes on average (always rounding up made a 16 GiB tier of 16 KiB objects
+/// behave like half its size). Objects too heavy for a `u16` weight are not admitted.
+/// Bytes held are counted exactly here; TinyUFO's own limit sees the weights.
 pub struct Ufo {
     cache: tinyufo::TinyUfo<u64, (u64, u64)>,
     unit: u64,
     usage: Usage,
+    /// The key the last `get` missed, while nothing else has been stored or removed since:
+    /// the insert that follows a miss then skips removing a key it knows is absent (each
+    /// lookup in TinyUFO's concurrent map costs an epoch pin).
+    missed: Option<u64>,
 }
+
+/// The largest object TinyUFO's `u16` weights represent, as a share of the capacity.
+pub const UFO_LARGEST_SHARE: u64 = 64;
 
 impl Ufo {
     pub fn new(capacity: u64, expected_objects: usize) -> Self {
         let mut unit = 1u64;
-        while (capacity / 8).div_ceil(unit) > u64::from(u16::MAX) {
+        while (capacity / UFO_LARGEST_SHARE).div_ceil(unit) > u64::from(u16::MAX) {
             unit *= 2;
         }
         // TinyLFU's sketch must be sized for the objects the tier can hold, or its counters
@@ -676,12 +733,15 @@ impl Ufo {
                 capacity,
                 ..Usage::default()
             },
+            missed: None,
         }
     }
 
     #[inline]
     pub fn get(&mut self, key: u64) -> Option<u64> {
-        self.cache.get(&key).map(|(payload, _)| payload)
+        let found = self.cache.get(&key).map(|(payload, _)| payload);
+        self.missed = found.is_none().then_some(key);
+        found
     }
 
     pub fn insert(&mut self, key: u64, size: u64, payload: u64) -> bool {
@@ -689,8 +749,15 @@ impl Ufo {
             self.remove(key);
             return false;
         }
-        self.remove(key);
-        let weight = size.div_ceil(self.unit).clamp(1, u64::from(u16::MAX)) as u16;
+        if self.missed.take() != Some(key) {
+            self.remove(key);
+        }
+        let remainder = size & (self.unit - 1);
+        let round_up = remainder > 0 && crate::hash::mix64(key) & (self.unit - 1) < remainder;
+        let weight = (size / self.unit + u64::from(round_up)).max(1);
+        let Ok(weight) = u16::try_from(weight) else {
+            return false;
+        };
         let evicted = self.cache.put(key, (payload, size), weight);
         self.usage.objects += 1;
         self.usage.bytes += size;
@@ -710,6 +777,7 @@ impl Ufo {
     }
 
     pub fn remove(&mut self, key: u64) -> bool {
+        self.missed = None;
         match self.cache.remove(&key) {
             Some((_, size)) => {
                 self.usage.objects -= 1;
