@@ -162,7 +162,14 @@ impl SandboxEngine {
         spec: &RuntimeSpec,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Runtime, EngineError> {
-        let wasm = self.dir.ensure(spec, progress)?;
+        let mut wasm = self.dir.ensure(spec, progress)?;
+        if spec.language == runtimes::JAVASCRIPT.language {
+            // Its loops report their line (`crate::jsline`).
+            wasm = crate::jsline::instrument(&wasm).map_err(|error| EngineError::Compile {
+                what: spec.file_name.to_owned(),
+                source: wasmtime::Error::msg(error.to_string()),
+            })?;
+        }
         progress(Progress::Compiling { spec: *spec });
         let module = self.compile_cached(spec.file_name, &wasm)?;
         let pre = self
