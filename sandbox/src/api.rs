@@ -108,7 +108,12 @@ async fn languages() -> Json<Languages> {
             file: spec.member.to_owned(),
             sha256: spec.sha256.to_owned(),
         }),
-        current_line: LineSupport::Known(name == Language::Python),
+        current_line: match name {
+            Language::Javascript => {
+                LineSupport::When("single-file programs: the loop it is running".to_owned())
+            }
+            _ => LineSupport::Known(name == Language::Python),
+        },
         packages: spec.packages.iter().map(|p| (*p).to_owned()).collect(),
     };
     let module = |name: Language, version: &str| LanguageInfo {

@@ -696,6 +696,12 @@ impl Service {
                 Ok(runtime) => {
                     let sampler = match job.language {
                         Language::Python if self.line_sampling => Sampler::Python(runtime.probe),
+                        // A multi-file program's line would need the file too: none.
+                        Language::Javascript if self.line_sampling && launch.app.is_none() => {
+                            Sampler::JavaScript {
+                                lines: launch.source.lines().count() as u32,
+                            }
+                        }
                         _ => Sampler::None,
                     };
                     (runtime.pre.clone(), sampler, runtime.entry())
