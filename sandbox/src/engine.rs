@@ -293,6 +293,7 @@ impl SandboxEngine {
         write_atomic(&sum_path, runtimes::sha256_hex(&compiled).as_bytes())?;
         write_atomic(&path, &compiled)?;
         drop(compiled);
+        remove_stale_artifacts(&path, name);
         tracing::info!(artifact = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled runtime");
         // SAFETY: as above; the file was just written by this engine.
         unsafe { Module::deserialize_file(&self.engine, &path) }.map_err(|source| {
@@ -301,6 +302,37 @@ impl SandboxEngine {
                 source,
             }
         })
+    }
+}
+
+/// Removes the artifacts of `name` other than `current` (another engine configuration,
+/// wasmtime version or module): CPython's is ~290 MB, and a directory must not collect
+/// one per upgrade.
+fn remove_stale_artifacts(current: &Path, name: &str) {
+    let Some(dir) = current.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let keep = current
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    for entry in entries.filter_map(Result::ok) {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let stale = file.starts_with(&format!("{name}-"))
+            && (file.ends_with(".cwasm") || file.ends_with(".cwasm.sha256"))
+            && keep.as_deref().is_some_and(|keep| !file.starts_with(keep));
+        if stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(artifact = %entry.path().display(), "removed a stale artifact")
+                }
+                Err(error) => {
+                    tracing::warn!(artifact = %entry.path().display(), %error, "could not remove a stale artifact")
+                }
+            }
+        }
     }
 }
 
