@@ -360,7 +360,11 @@ async fn python_jobs_share_no_state() {
     assert_eq!(second.head.state, JobState::Succeeded, "{second:?}");
     let mut lines = second.stdout.lines();
     assert_eq!(lines.next(), Some("[False, False, False]"), "{second:?}");
-    assert_ne!(lines.next(), first.stdout.lines().next(), "same random state");
+    assert_ne!(
+        lines.next(),
+        first.stdout.lines().next(),
+        "same random state"
+    );
 }
 
 /// Line 7 busy-loops for about a second, then line 12 does: the WebSocket status
