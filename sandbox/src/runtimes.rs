@@ -262,7 +262,8 @@ impl RuntimeDir {
             } else {
                 Ok(None)
             };
-            let resources = resources.join().unwrap_or_else(|_| Ok(false));
+            // A panicked check counts as "not present": the files are fetched and verified anew.
+            let resources = resources.join().unwrap_or(Ok(false));
             (present, resources)
         });
         let (present, resources_present) = (present?, resources_present?);
