@@ -132,6 +132,9 @@ async fn a_corrupted_artifact_is_rebuilt_not_run() {
         }
     }
     let artifact = artifact.expect("the shared directory has QuickJS's artifact");
+    // An artifact of another engine configuration, which the rebuild replaces.
+    let stale = compiled.join("quickjs.wasm-0000000000000000-0000000000000000.cwasm");
+    std::fs::write(&stale, b"stale").unwrap();
     let mut bytes = std::fs::read(&artifact).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -166,4 +169,5 @@ async fn a_corrupted_artifact_is_rebuilt_not_run() {
     let mut crc = flate2::Crc::new();
     crc.update(&rebuilt);
     assert_eq!(format!("{:08x}", crc.sum()), recorded.trim());
+    assert!(!stale.exists(), "the stale artifact is removed");
 }
