@@ -214,7 +214,7 @@ impl SandboxEngine {
             None
         };
         progress(Progress::Compiling { spec: *spec });
-        let module = self.compile_cached(spec.file_name, &wasm)?;
+        let module = self.compile_cached(spec.file_name, spec.sha256, &wasm)?;
         drop(wasm);
         let pre = self
             .linker
@@ -238,28 +238,37 @@ impl SandboxEngine {
         })
     }
 
-    /// Where the precompiled artifact of `wasm` lives: keyed by the engine's compatibility
-    /// hash (so a different wasmtime or config compiles anew) and the module's SHA-256.
-    pub fn artifact_path(&self, name: &str, wasm: &[u8]) -> PathBuf {
+    /// Where the precompiled artifact of a module lives: keyed by the engine's
+    /// compatibility hash (so a different wasmtime or config compiles anew) and the
+    /// module's SHA-256 (`sha256`, already verified).
+    pub fn artifact_path(&self, name: &str, sha256: &str) -> PathBuf {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
-        let sha = runtimes::sha256_hex(wasm);
-        self.dir.path.join("compiled").join(format!(
-            "{name}-{}-{:016x}.cwasm",
-            &sha[..16],
-            hasher.finish()
-        ))
+        let short = sha256.get(..16).unwrap_or(sha256);
+        self.dir
+            .path
+            .join("compiled")
+            .join(format!("{name}-{short}-{:016x}.cwasm", hasher.finish()))
     }
 
     /// Loads the cached artifact or compiles and stores it, under a lock so that daemons
-    /// sharing the directory compile once. The artifact's SHA-256, written beside it when
-    /// it is made, is checked before every load: a damaged or replaced artifact (native
-    /// code the process would map and run) is compiled anew, never loaded.
-    pub fn compile_cached(&self, name: &str, wasm: &[u8]) -> Result<Module, EngineError> {
-        let path = self.artifact_path(name, wasm);
-        let sum_path = path.with_extension("cwasm.sha256");
+    /// sharing the directory compile once. The artifact's CRC-32, written beside it when
+    /// it is made, is checked before every load: a damaged artifact (native code the
+    /// process would map and run) is compiled anew, never loaded. A checksum, not a
+    /// digest: it guards against corruption on disk (a truncated write, a flipped bit);
+    /// the directory is writable only by the daemon's user, who could rewrite the sum
+    /// as well, and at ~10 GB/s it keeps a restart with CPython's ~290 MB artifact
+    /// well under a second, where SHA-256 alone took a third of one.
+    pub fn compile_cached(
+        &self,
+        name: &str,
+        sha256: &str,
+        wasm: &[u8],
+    ) -> Result<Module, EngineError> {
+        let path = self.artifact_path(name, sha256);
+        let sum_path = path.with_extension("cwasm.crc32");
         let _lock = self.dir.lock(&format!("compile-{name}"))?;
         if path.exists() {
             match artifact_intact(&path, &sum_path) {
@@ -297,9 +306,10 @@ impl SandboxEngine {
                     source,
                 })?;
         // The checksum first: an artifact without a matching one is never loaded.
-        write_atomic(&sum_path, runtimes::sha256_hex(&compiled).as_bytes())?;
+        write_atomic(&sum_path, crc32_hex(&compiled).as_bytes())?;
         write_atomic(&path, &compiled)?;
         drop(compiled);
+        remove_stale_artifacts(&path, name);
         tracing::info!(artifact = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled runtime");
         // SAFETY: as above; the file was just written by this engine.
         unsafe { Module::deserialize_file(&self.engine, &path) }.map_err(|source| {
@@ -311,34 +321,62 @@ impl SandboxEngine {
     }
 }
 
-/// Whether the artifact at `path` still has the SHA-256 recorded beside it.
+/// Removes the artifacts of `name` other than `current` (another engine configuration,
+/// wasmtime version or module): CPython's is ~290 MB, and a directory must not collect
+/// one per upgrade.
+fn remove_stale_artifacts(current: &Path, name: &str) {
+    let Some(dir) = current.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let Some(keep) = current
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return;
+    };
+    let keep_sum = format!("{keep}.crc32");
+    for entry in entries.filter_map(Result::ok) {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        // Sums of the older SHA-256 kind are left over too.
+        let stale = file.starts_with(&format!("{name}-"))
+            && [".cwasm", ".cwasm.crc32", ".cwasm.sha256"]
+                .iter()
+                .any(|ext| file.ends_with(ext))
+            && file != keep
+            && file != keep_sum;
+        if stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(artifact = %entry.path().display(), "removed a stale artifact")
+                }
+                Err(error) => {
+                    tracing::warn!(artifact = %entry.path().display(), %error, "could not remove a stale artifact")
+                }
+            }
+        }
+    }
+}
+
+/// Whether the artifact at `path` still has the CRC-32 recorded beside it.
 fn artifact_intact(path: &Path, sum_path: &Path) -> Result<(), String> {
     let expected = std::fs::read_to_string(sum_path)
         .map_err(|error| format!("no checksum at {}: {error}", sum_path.display()))?;
-    let actual = sha256_file(path).map_err(|error| format!("reading it: {error}"))?;
+    let bytes = std::fs::read(path).map_err(|error| format!("reading it: {error}"))?;
+    let actual = crc32_hex(&bytes);
     if actual != expected.trim() {
         return Err(format!(
-            "SHA-256 {actual} differs from the recorded {}",
+            "CRC-32 {actual} differs from the recorded {}",
             expected.trim()
         ));
     }
     Ok(())
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+fn crc32_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {

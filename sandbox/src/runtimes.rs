@@ -232,26 +232,41 @@ impl RuntimeDir {
     ) -> Result<Vec<u8>, FetchError> {
         let _lock = self.lock(spec.file_name)?;
         let path = self.file(spec);
-        let mut present = None;
-        if path.exists() {
-            let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
-            verify(spec.sha256, &bytes, &path.display().to_string())?;
-            present = Some(bytes);
-        }
-        // Resources are checked the same way: a damaged one is refused, a missing one
-        // fetched.
-        let mut resources_present = true;
-        if let (Some(resources), Some(dir)) = (spec.resources, self.resources_dir(spec)) {
-            for file in resources.files {
-                let path = dir.join(file.file_name);
-                if !path.exists() {
-                    resources_present = false;
-                    continue;
+        // The resources are checked on a second thread while this one hashes the module:
+        // a restart reads and hashes ~150 MB for CPython.
+        let check_resources = || -> Result<bool, FetchError> {
+            // A damaged resource is refused, a missing one fetched.
+            let mut present = true;
+            if let (Some(resources), Some(dir)) = (spec.resources, self.resources_dir(spec)) {
+                for file in resources.files {
+                    let path = dir.join(file.file_name);
+                    if !path.exists() {
+                        present = false;
+                        continue;
+                    }
+                    let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+                    verify(file.sha256, &bytes, &path.display().to_string())?;
                 }
-                let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
-                verify(file.sha256, &bytes, &path.display().to_string())?;
             }
-        }
+            Ok(present)
+        };
+        let (present, resources_present) = std::thread::scope(|scope| {
+            let resources = scope.spawn(check_resources);
+            let present = if path.exists() {
+                std::fs::read(&path)
+                    .map_err(io("reading", &path))
+                    .and_then(|bytes| {
+                        verify(spec.sha256, &bytes, &path.display().to_string())?;
+                        Ok(Some(bytes))
+                    })
+            } else {
+                Ok(None)
+            };
+            // A panicked check counts as "not present": the files are fetched and verified anew.
+            let resources = resources.join().unwrap_or(Ok(false));
+            (present, resources)
+        });
+        let (present, resources_present) = (present?, resources_present?);
         if let (Some(bytes), true) = (present, resources_present) {
             progress(Progress::Cached { spec: *spec });
             return Ok(bytes);

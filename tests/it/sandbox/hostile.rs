@@ -126,6 +126,10 @@ make('../../../../../../etc', '/scratch/up')
 attempt('symlink-dir', lambda: os.listdir('/scratch/up'))
 make('../../../../../../etc/passwd', '/scratch/up-file')
 attempt('symlink-file', lambda: open('/scratch/up-file').read())
+# The runtime's own files are shown read-only, and nothing beside them.
+attempt('runtime-write', lambda: open('/usr/local/lib/python315.zip', 'r+b').write(b'x'))
+attempt('runtime-create', lambda: open('/usr/local/lib/new.py', 'w').write('x'))
+attempt('runtime-parent', lambda: os.listdir('/usr/local/lib/..'))
 with open('/scratch/mine.txt', 'w') as f:
     f.write('ok')
 print('scratch', open('/scratch/mine.txt').read())
@@ -145,6 +149,9 @@ print('argv', sys.argv)
         "symlink",
         "symlink-dir",
         "symlink-file",
+        "runtime-write",
+        "runtime-create",
+        "runtime-parent",
     ] {
         assert!(
             stdout.contains(&format!("{what} blocked")),

@@ -109,10 +109,9 @@ async fn the_daemon_refuses_a_tampered_runtime() {
 }
 
 /// A compiled artifact is native code the daemon maps and runs: one whose bytes no longer
-/// match the SHA-256 recorded when it was written is compiled anew, never loaded.
+/// match the CRC-32 recorded when it was written is compiled anew, never loaded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_artifact_is_rebuilt_not_run() {
-    use sha2::Digest;
     super::runtimes_ready();
     let test = TestDir::new();
     let dir = test.path().join("runtimes");
@@ -127,12 +126,15 @@ async fn a_corrupted_artifact_is_rebuilt_not_run() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("quickjs.wasm-") && name.ends_with(".cwasm") {
             std::fs::copy(&path, compiled.join(&name)).unwrap();
-            let sum = path.with_extension("cwasm.sha256");
+            let sum = path.with_extension("cwasm.crc32");
             std::fs::copy(&sum, compiled.join(sum.file_name().unwrap())).unwrap();
             artifact = Some(compiled.join(&name));
         }
     }
     let artifact = artifact.expect("the shared directory has QuickJS's artifact");
+    // An artifact of another engine configuration, which the rebuild replaces.
+    let stale = compiled.join("quickjs.wasm-0000000000000000-0000000000000000.cwasm");
+    std::fs::write(&stale, b"stale").unwrap();
     let mut bytes = std::fs::read(&artifact).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -163,12 +165,9 @@ async fn a_corrupted_artifact_is_rebuilt_not_run() {
     // Rebuilt: the file on disk is whole again and matches its recorded checksum.
     let rebuilt = std::fs::read(&artifact).unwrap();
     assert_ne!(rebuilt, bytes);
-    let recorded = std::fs::read_to_string(artifact.with_extension("cwasm.sha256")).unwrap();
-    assert_eq!(hex_sha256(&rebuilt), recorded.trim());
-    fn hex_sha256(bytes: &[u8]) -> String {
-        sha2::Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
+    let recorded = std::fs::read_to_string(artifact.with_extension("cwasm.crc32")).unwrap();
+    let mut crc = flate2::Crc::new();
+    crc.update(&rebuilt);
+    assert_eq!(format!("{:08x}", crc.sum()), recorded.trim());
+    assert!(!stale.exists(), "the stale artifact is removed");
 }
