@@ -136,6 +136,47 @@ impl L1 {
             Self::Tinyufo(p) => p.usage,
         }
     }
+
+    /// From now on, remember the payload of every entry evicted to make room (not of
+    /// removed or replaced ones, nor of a newcomer TinyLFU turns away: `insert` says that),
+    /// for [`L1::drain_evicted`]. A cache that keeps the objects elsewhere (the edge's L1
+    /// keeps each object's key as its payload) learns this way which ones to drop. Off
+    /// unless asked for, so the model pays nothing.
+    pub fn log_evictions(&mut self) {
+        let log = match self {
+            Self::Lru(p) => &mut p.log,
+            Self::S3fifo(p) => &mut p.log,
+            Self::Sieve(p) => &mut p.log,
+            Self::Tinyufo(p) => &mut p.log,
+        };
+        log.0.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the payloads evicted since the last call into `out`.
+    pub fn drain_evicted(&mut self, out: &mut Vec<u64>) {
+        let log = match self {
+            Self::Lru(p) => &mut p.log,
+            Self::S3fifo(p) => &mut p.log,
+            Self::Sieve(p) => &mut p.log,
+            Self::Tinyufo(p) => &mut p.log,
+        };
+        if let Some(evicted) = &mut log.0 {
+            out.append(evicted);
+        }
+    }
+}
+
+/// Payloads of evicted entries, when [`L1::log_evictions`] asked for them.
+#[derive(Default)]
+struct EvictionLog(Option<Vec<u64>>);
+
+impl EvictionLog {
+    #[inline]
+    fn note(&mut self, payload: u64) {
+        if let Some(evicted) = &mut self.0 {
+            evicted.push(payload);
+        }
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -242,6 +283,7 @@ pub struct Lru {
     list: List,
     map: IdMap<u32>,
     usage: Usage,
+    log: EvictionLog,
 }
 
 impl Lru {
@@ -253,6 +295,7 @@ impl Lru {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -303,6 +346,7 @@ impl Lru {
         self.usage.bytes -= node.size;
         self.usage.objects -= 1;
         self.usage.evictions += 1;
+        self.log.note(node.payload);
     }
 
     pub fn remove(&mut self, key: u64) -> bool {
@@ -326,6 +370,7 @@ pub struct Sieve {
     map: IdMap<u32>,
     hand: u32,
     usage: Usage,
+    log: EvictionLog,
 }
 
 impl Sieve {
@@ -338,6 +383,7 @@ impl Sieve {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -402,6 +448,7 @@ impl Sieve {
         self.usage.bytes -= node.size;
         self.usage.objects -= 1;
         self.usage.evictions += 1;
+        self.log.note(node.payload);
     }
 
     /// Whether `key` is held, without counting an access.
@@ -449,6 +496,7 @@ pub struct S3Fifo {
     ghost_target: u64,
     generation: u32,
     usage: Usage,
+    log: EvictionLog,
 }
 
 /// Small FIFO share of the capacity and ghost FIFO size, as in the paper and libCacheSim.
@@ -474,6 +522,7 @@ impl S3Fifo {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -567,8 +616,9 @@ impl S3Fifo {
                 self.main.push_back((key, generation));
                 continue;
             }
-            let size = entry.size;
+            let (size, payload) = (entry.size, entry.payload);
             self.map.remove(&key);
+            self.log.note(payload);
             self.small_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -589,8 +639,9 @@ impl S3Fifo {
                 self.main.push_back((key, generation));
                 continue;
             }
-            let size = entry.size;
+            let (size, payload) = (entry.size, entry.payload);
             self.map.remove(&key);
+            self.log.note(payload);
             self.main_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -654,6 +705,7 @@ pub struct Ufo {
     cache: tinyufo::TinyUfo<u64, (u64, u64)>,
     unit: u64,
     usage: Usage,
+    log: EvictionLog,
 }
 
 impl Ufo {
@@ -676,6 +728,7 @@ impl Ufo {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -704,6 +757,7 @@ impl Ufo {
                 admitted = false;
             } else {
                 self.usage.evictions += 1;
+                self.log.note(kv.data.0);
             }
         }
         admitted
