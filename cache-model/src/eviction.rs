@@ -137,6 +137,47 @@ impl L1 {
             Self::Tinyufo(p) => p.usage,
         }
     }
+
+    /// From now on, remember the payload of every entry evicted to make room (not of
+    /// removed or replaced ones, nor of a newcomer TinyLFU turns away: `insert` says that),
+    /// for [`L1::drain_evicted`]. A cache that keeps the objects elsewhere (the edge's L1
+    /// keeps each object's key as its payload) learns this way which ones to drop. Off
+    /// unless asked for, so the model pays nothing.
+    pub fn log_evictions(&mut self) {
+        let log = match self {
+            Self::Lru(p) => &mut p.log,
+            Self::S3fifo(p) => &mut p.log,
+            Self::Sieve(p) => &mut p.log,
+            Self::Tinyufo(p) => &mut p.log,
+        };
+        log.0.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the payloads evicted since the last call into `out`.
+    pub fn drain_evicted(&mut self, out: &mut Vec<u64>) {
+        let log = match self {
+            Self::Lru(p) => &mut p.log,
+            Self::S3fifo(p) => &mut p.log,
+            Self::Sieve(p) => &mut p.log,
+            Self::Tinyufo(p) => &mut p.log,
+        };
+        if let Some(evicted) = &mut log.0 {
+            out.append(evicted);
+        }
+    }
+}
+
+/// Payloads of evicted entries, when [`L1::log_evictions`] asked for them.
+#[derive(Default)]
+struct EvictionLog(Option<Vec<u64>>);
+
+impl EvictionLog {
+    #[inline]
+    fn note(&mut self, payload: u64) {
+        if let Some(evicted) = &mut self.0 {
+            evicted.push(payload);
+        }
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -241,6 +282,7 @@ pub struct Lru {
     /// `(slot, generation)` per access, oldest first.
     order: VecDeque<(u32, u32)>,
     usage: Usage,
+    log: EvictionLog,
 }
 
 #[derive(Clone, Copy)]
@@ -264,6 +306,7 @@ impl Lru {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -342,9 +385,12 @@ impl Lru {
             }
         };
         let key = self.slots[slot as usize].key;
-        self.map.remove(&key);
+        let evicted = self.map.remove(&key);
         self.release(slot);
         self.usage.evictions += 1;
+        if let Some((_, payload)) = evicted {
+            self.log.note(payload);
+        }
     }
 
     fn release(&mut self, slot: u32) {
@@ -374,6 +420,7 @@ pub struct Sieve {
     map: IdMap<u32>,
     hand: u32,
     usage: Usage,
+    log: EvictionLog,
 }
 
 impl Sieve {
@@ -386,6 +433,7 @@ impl Sieve {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -450,6 +498,7 @@ impl Sieve {
         self.usage.bytes -= node.size;
         self.usage.objects -= 1;
         self.usage.evictions += 1;
+        self.log.note(node.payload);
     }
 
     /// Whether `key` is held, without counting an access.
@@ -497,6 +546,7 @@ pub struct S3Fifo {
     ghost_target: u64,
     generation: u32,
     usage: Usage,
+    log: EvictionLog,
 }
 
 /// Small FIFO share of the capacity and ghost FIFO size, as in the paper and libCacheSim.
@@ -522,6 +572,7 @@ impl S3Fifo {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -614,7 +665,9 @@ impl S3Fifo {
                 self.main.push_back((key, generation));
                 continue;
             }
+            let payload = entry.payload;
             slot.remove();
+            self.log.note(payload);
             self.small_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -638,8 +691,9 @@ impl S3Fifo {
                 self.main.push_back((key, generation));
                 continue;
             }
-            let size = entry.size;
+            let (size, payload) = (entry.size, entry.payload);
             slot.remove();
+            self.log.note(payload);
             self.main_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -710,6 +764,7 @@ pub struct Ufo {
     /// the insert that follows a miss then skips removing a key it knows is absent (each
     /// lookup in TinyUFO's concurrent map costs an epoch pin).
     missed: Option<u64>,
+    log: EvictionLog,
 }
 
 /// The largest object TinyUFO's `u16` weights represent, as a share of the capacity.
@@ -736,6 +791,7 @@ impl Ufo {
                 ..Usage::default()
             },
             missed: None,
+            log: EvictionLog::default(),
         }
     }
 
@@ -773,6 +829,7 @@ impl Ufo {
                 admitted = false;
             } else {
                 self.usage.evictions += 1;
+                self.log.note(kv.data.0);
             }
         }
         admitted

@@ -75,6 +75,33 @@ fn callback_ca_file_must_hold_a_certificate() {
     );
 }
 
+/// `[cache] l1_policy`: the simulator's policy names and moka; anything else is an error
+/// at the key, with its line, listing the known names.
+#[test]
+fn the_l1_policy_is_one_of_the_known_names() {
+    let text = |policy: &str| {
+        format!("[regions.local]\n[latency]\nenabled = false\n[cache]\nl1_policy = \"{policy}\"\n")
+    };
+    for policy in L1Policy::ALL {
+        let deployment = parse(&text(policy.as_str()), "test.toml", Path::new("/tmp"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(deployment.cache.l1_policy, policy);
+    }
+    let errors = parse(&text("arc"), "test.toml", Path::new("/tmp")).unwrap_err();
+    let problem = errors
+        .diagnostics
+        .iter()
+        .find(|d| d.path == "cache.l1_policy")
+        .unwrap_or_else(|| panic!("not reported at cache.l1_policy: {errors}"));
+    assert!(
+        problem.message.contains("\"arc\"") && problem.message.contains("s3fifo"),
+        "{errors}"
+    );
+    assert!(errors.to_string().contains("test.toml:5"), "{errors}");
+    let defaults = parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, Path::new("/tmp")).unwrap();
+    assert_eq!(defaults.cache.l1_policy, L1Policy::Moka);
+}
+
 /// Nodes on separate machines are named by host name, resolved when the file is loaded;
 /// one that does not resolve is an error naming the node and the host.
 #[test]

@@ -397,9 +397,27 @@ pub(super) fn check_cache(c: &mut Collector<'_>, raw: RawCache) -> CacheSettings
             "the memory tier needs some capacity; set cache.enabled = false to turn caching off",
         );
     }
+    let l1_policy = match raw.l1_policy.as_deref() {
+        None => L1Policy::default(),
+        Some(name) => L1Policy::ALL
+            .into_iter()
+            .find(|policy| policy.as_str() == name)
+            .unwrap_or_else(|| {
+                let known: Vec<&str> = L1Policy::ALL.iter().map(|p| p.as_str()).collect();
+                c.error(
+                    "cache.l1_policy",
+                    format!(
+                        "unknown L1 eviction policy {name:?}; known: {}",
+                        known.join(", ")
+                    ),
+                );
+                L1Policy::default()
+            }),
+    };
     CacheSettings {
         enabled: raw.enabled,
         l1_capacity: raw.l1_capacity.bytes(),
+        l1_policy,
         l2_capacity: raw.l2_capacity.bytes(),
         max_object_size: raw.max_object_size.bytes(),
         stale_while_revalidate: raw.stale_while_revalidate.get(),
