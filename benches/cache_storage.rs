@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
         let storage = TieredStorage::open_static(&CacheOptions {
             l1_capacity,
             l1_max_object: l1_capacity / 8,
+            l1_policy: Default::default(),
             l2_dir: Some(dir.path().join(tier)),
             l2_capacity: 256 * MIB,
             max_object_size: 64 * MIB,

@@ -89,6 +89,16 @@ wait_for_line "$WORK/edge.out" "service=admin" || { cat "$WORK/edge.err"; exit 1
 # The origin's count of accepted connections (nginx stub_status, third number of line 3).
 origin_accepts() { curl -sf "http://127.0.0.1:$STATUS_PORT/" | awk 'NR==3 {print $1}'; }
 
+LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
+# Whose CPU time a target's requests cost (the origin's own is the same for both proxies).
+server_pids() { # TARGET
+  case $1 in
+    edge) echo "$EDGE_PID" ;;
+    nginx) pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ' ;;
+    origin) pgrep -P "$(cat "$WORK/origin/nginx.pid")" | tr '\n' ' ' ;;
+  esac
+}
+declare -A CPU
 declare -A RPS P99 P50 P50US P99US CONNS_OPENED PORT=([origin]=$ORIGIN_PORT [edge]=$EDGE_PORT [nginx]=$PROXY_PORT)
 run() { # ROUND TARGET MODE(load|single)
   local url="http://127.0.0.1:${PORT[$2]}/object.txt" key="$1 $2 $3"
@@ -100,7 +110,8 @@ run() { # ROUND TARGET MODE(load|single)
       > "$WORK/perf.log" 2>&1 &
     perf_pid=$!
   fi
-  if [ "$3" = load ]; then measure "$url"; else measure "$url" 1 1; fi
+  if [ "$3" = load ]; then CPU_PIDS=$(server_pids "$2") measure "$url"; else CPU_PIDS=$(server_pids "$2") measure "$url" 1 1; fi
+  CPU[$key]=$M_CPU_US
   [ -n "$perf_pid" ] && wait "$perf_pid"
   local after; after=$(origin_accepts)
   # The status request itself is one accepted connection.
@@ -130,13 +141,17 @@ done
   echo "${EDGE_THREADS:-one per core}; cache, compression and latency simulation off, logs at warn."
   echo "\"origin conns\" = connections the origin accepted during that run (warm-up included)."
   echo
-  echo "| round | mode | target | requests/s | p50 | p99 | origin conns |"
-  echo "|---|---|---|---:|---:|---:|---:|"
+  echo "Machine load (uptime) at the start: $LOAD_BEFORE; at the end: $(uptime | sed 's/.*load average: //')."
+  echo "\"CPU µs/request\" = CPU time (user + system) of the target's own processes per request during"
+  echo "the measurement (edge process; nginx proxy workers; origin workers), from /proc."
+  echo
+  echo "| round | mode | target | requests/s | p50 | p99 | origin conns | CPU µs/request |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|"
   for round in $(seq "$ROUNDS"); do
     for mode in load single; do
       for name in origin edge nginx; do
         key="$round $name $mode"
-        echo "| $round | $mode | $name | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} | ${CONNS_OPENED[$key]} |"
+        echo "| $round | $mode | $name | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} | ${CONNS_OPENED[$key]} | ${CPU[$key]} |"
       done
     done
   done
@@ -145,11 +160,17 @@ done
   echo
   echo "| round | mode | edge / nginx (requests/s) | edge added p50 | nginx added p50 |"
   echo "|---|---|---:|---:|---:|"
+  declare -A R_RPS R_ADDED
   for round in $(seq "$ROUNDS"); do
     for mode in load single; do
       o=${P50US[$round origin $mode]}
-      echo "| $round | $mode | $(ratio "${RPS[$round edge $mode]}" "${RPS[$round nginx $mode]}") | $((${P50US[$round edge $mode]} - o)) µs | $((${P50US[$round nginx $mode]} - o)) µs |"
+      r=$(ratio "${RPS[$round edge $mode]}" "${RPS[$round nginx $mode]}")
+      R_RPS[$mode]="${R_RPS[$mode]:-} $r"; R_ADDED[$mode]="${R_ADDED[$mode]:-} $((${P50US[$round edge $mode]} - o))"
+      echo "| $round | $mode | $r | $((${P50US[$round edge $mode]} - o)) µs | $((${P50US[$round nginx $mode]} - o)) µs |"
     done
   done
+  echo
+  echo "Medians over the rounds: load edge / nginx $(median ${R_RPS[load]}), added p50 $(median ${R_ADDED[load]}) µs;"
+  echo "single edge / nginx $(median ${R_RPS[single]}), added p50 $(median ${R_ADDED[single]}) µs."
 } > "$RESULTS"
 echo "wrote $RESULTS"

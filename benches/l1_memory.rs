@@ -5,7 +5,8 @@
 //! Two figures: heap bytes still allocated (a counting global allocator around the system
 //! one: exact, excludes allocator slack) and resident memory (RSS from `/proc`, includes
 //! slack and fragmentation). Run: `cargo bench --bench l1_memory` (release profile);
-//! `OBJECTS=N` and `BODY=bytes` change the defaults (100,000 objects of 100 bytes).
+//! `OBJECTS=N` and `BODY=bytes` change the defaults (100,000 objects of 100 bytes),
+//! `POLICY=lru|s3fifo|sieve|tinyufo` the L1 eviction policy (default moka).
 //! Results: `benches/results/l1_memory.md`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -83,6 +84,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    let policy = std::env::var("POLICY").map_or(edgebox_config::L1Policy::Moka, |name| {
+        edgebox_config::L1Policy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .unwrap_or_else(|| panic!("unknown POLICY {name:?}"))
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,6 +97,7 @@ fn main() {
     let storage: &'static TieredStorage = TieredStorage::open_static(&CacheOptions {
         l1_capacity: 1 << 34,
         l1_max_object: 1 << 20,
+        l1_policy: policy,
         l2_dir: None,
         l2_capacity: 0,
         max_object_size: 1 << 20,
@@ -126,7 +134,10 @@ fn main() {
     });
     let (heap2, rss2) = (LIVE.load(Relaxed), rss_bytes());
     let per = |bytes: i64| bytes as f64 / objects as f64 - body_len as f64;
-    println!("objects stored: {objects} of {body_len} body bytes; L1 holds {held}");
+    println!(
+        "L1 policy {}: objects stored: {objects} of {body_len} body bytes; L1 holds {held}",
+        policy.as_str()
+    );
     println!(
         "after storing: heap {:.0} B/object beyond the body (allocator slack excluded), RSS {:.0} B/object beyond the body",
         per(heap1 - heap0),

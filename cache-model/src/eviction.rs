@@ -18,6 +18,7 @@
 //!   seed, so its hit ratio varies slightly from run to run; the other policies are exact.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::str::FromStr;
 
@@ -136,6 +137,47 @@ impl L1 {
             Self::Tinyufo(p) => p.usage,
         }
     }
+
+    /// From now on, remember the payload of every entry evicted to make room (not of
+    /// removed or replaced ones, nor of a newcomer TinyLFU turns away: `insert` says that),
+    /// for [`L1::drain_evicted`]. A cache that keeps the objects elsewhere (the edge's L1
+    /// keeps each object's key as its payload) learns this way which ones to drop. Off
+    /// unless asked for, so the model pays nothing.
+    pub fn log_evictions(&mut self) {
+        let log = match self {
+            Self::Lru(p) => &mut p.log,
+            Self::S3fifo(p) => &mut p.log,
+            Self::Sieve(p) => &mut p.log,
+            Self::Tinyufo(p) => &mut p.log,
+        };
+        log.0.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the payloads evicted since the last call into `out`.
+    pub fn drain_evicted(&mut self, out: &mut Vec<u64>) {
+        let log = match self {
+            Self::Lru(p) => &mut p.log,
+            Self::S3fifo(p) => &mut p.log,
+            Self::Sieve(p) => &mut p.log,
+            Self::Tinyufo(p) => &mut p.log,
+        };
+        if let Some(evicted) = &mut log.0 {
+            out.append(evicted);
+        }
+    }
+}
+
+/// Payloads of evicted entries, when [`L1::log_evictions`] asked for them.
+#[derive(Default)]
+struct EvictionLog(Option<Vec<u64>>);
+
+impl EvictionLog {
+    #[inline]
+    fn note(&mut self, payload: u64) {
+        if let Some(evicted) = &mut self.0 {
+            evicted.push(payload);
+        }
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -218,49 +260,73 @@ impl List {
         self.free.push(index);
         self.nodes[index as usize]
     }
-
-    fn move_front(&mut self, index: u32) {
-        if self.head == index {
-            return;
-        }
-        self.unlink(index);
-        let node = &mut self.nodes[index as usize];
-        node.prev = NIL;
-        node.next = self.head;
-        if self.head != NIL {
-            self.nodes[self.head as usize].prev = index;
-        }
-        self.head = index;
-        if self.tail == NIL {
-            self.tail = index;
-        }
-    }
 }
 
-/// Least recently used, size-aware.
+/// Least recently used, size-aware, with lazy promotion: a hit does not move a list node
+/// (which touches the node, both neighbours and the head: four cache misses on a large
+/// tier) but bumps the entry's generation and appends `(slot, generation)` to the access
+/// queue. The queue is in access order, and an entry's live record is its latest, so
+/// evicting the first live record from the front is exactly LRU. Stale records are dropped
+/// when they reach the front, and the queue is compacted when it holds more than twice the
+/// live entries, so its memory stays proportional to the tier's objects.
 pub struct Lru {
-    list: List,
-    map: IdMap<u32>,
+    /// Key to `(slot, payload)`: a hit reads the payload from the bucket it found, not
+    /// from the slot (one cache miss less).
+    map: IdMap<(u32, u64)>,
+    slots: Vec<LruSlot>,
+    /// Per slot, bumped on every access and on release, so that older queue records of
+    /// the slot (or of its previous occupant) no longer match. Apart from the slots so
+    /// that the liveness checks of eviction and compaction touch a dense array.
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    /// `(slot, generation)` per access, oldest first.
+    order: VecDeque<(u32, u32)>,
     usage: Usage,
+    log: EvictionLog,
 }
+
+#[derive(Clone, Copy)]
+struct LruSlot {
+    key: u64,
+    size: u64,
+}
+
+/// Stale records the access queue may hold beyond twice the live entries.
+const LRU_QUEUE_SLACK: usize = 1024;
 
 impl Lru {
     pub fn new(capacity: u64, expected_objects: usize) -> Self {
         Self {
-            list: List::new(expected_objects),
             map: id_map(expected_objects),
+            slots: Vec::with_capacity(expected_objects),
+            generations: Vec::with_capacity(expected_objects),
+            free: Vec::new(),
+            order: VecDeque::with_capacity(expected_objects * 2),
             usage: Usage {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
     #[inline]
     pub fn get(&mut self, key: u64) -> Option<u64> {
-        let index = *self.map.get(&key)?;
-        self.list.move_front(index);
-        Some(self.list.nodes[index as usize].payload)
+        let (slot, payload) = *self.map.get(&key)?;
+        self.touch(slot);
+        Some(payload)
+    }
+
+    #[inline]
+    fn touch(&mut self, slot: u32) {
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        self.order.push_back((slot, *generation));
+        if self.order.len() > 2 * self.usage.objects as usize + LRU_QUEUE_SLACK {
+            let generations = &self.generations;
+            self.order
+                .retain(|&(slot, generation)| generations[slot as usize] == generation);
+        }
     }
 
     /// Whether `key` is held, without counting an access.
@@ -273,14 +339,15 @@ impl Lru {
             self.remove(key);
             return false;
         }
-        if let Some(&index) = self.map.get(&key) {
-            let node = &mut self.list.nodes[index as usize];
-            self.usage.bytes = self.usage.bytes - node.size + size;
-            node.size = size;
-            node.payload = payload;
-            self.list.move_front(index);
+        if let Some(held) = self.map.get_mut(&key) {
+            held.1 = payload;
+            let slot = held.0;
+            let entry = &mut self.slots[slot as usize];
+            self.usage.bytes = self.usage.bytes - entry.size + size;
+            entry.size = size;
+            self.touch(slot);
             // The replaced entry may have grown: evict others (never itself, it is newest).
-            while self.usage.bytes > self.usage.capacity && self.list.tail != index {
+            while self.usage.bytes > self.usage.capacity && self.usage.objects > 1 {
                 self.evict_one();
             }
             return true;
@@ -288,30 +355,57 @@ impl Lru {
         while self.usage.bytes + size > self.usage.capacity {
             self.evict_one();
         }
-        let index = self.list.push_front(key, size, payload);
-        self.map.insert(key, index);
+        let entry = LruSlot { key, size };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.slots.push(entry);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, (slot, payload));
         self.usage.bytes += size;
         self.usage.objects += 1;
+        self.touch(slot);
         true
     }
 
     fn evict_one(&mut self) {
-        let tail = self.list.tail;
-        debug_assert!(tail != NIL, "something to evict while over capacity");
-        let node = self.list.release(tail);
-        self.map.remove(&node.key);
-        self.usage.bytes -= node.size;
-        self.usage.objects -= 1;
+        let slot = loop {
+            let (slot, generation) = self
+                .order
+                .pop_front()
+                .expect("a live record to evict while over capacity");
+            if self.generations[slot as usize] == generation {
+                break slot;
+            }
+        };
+        let key = self.slots[slot as usize].key;
+        let evicted = self.map.remove(&key);
+        self.release(slot);
         self.usage.evictions += 1;
+        if let Some((_, payload)) = evicted {
+            self.log.note(payload);
+        }
+    }
+
+    fn release(&mut self, slot: u32) {
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        self.free.push(slot);
+        self.usage.bytes -= self.slots[slot as usize].size;
+        self.usage.objects -= 1;
     }
 
     pub fn remove(&mut self, key: u64) -> bool {
-        let Some(index) = self.map.remove(&key) else {
+        let Some((slot, _)) = self.map.remove(&key) else {
             return false;
         };
-        let node = self.list.release(index);
-        self.usage.bytes -= node.size;
-        self.usage.objects -= 1;
+        self.release(slot);
         true
     }
 
@@ -326,6 +420,7 @@ pub struct Sieve {
     map: IdMap<u32>,
     hand: u32,
     usage: Usage,
+    log: EvictionLog,
 }
 
 impl Sieve {
@@ -338,6 +433,7 @@ impl Sieve {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -402,6 +498,7 @@ impl Sieve {
         self.usage.bytes -= node.size;
         self.usage.objects -= 1;
         self.usage.evictions += 1;
+        self.log.note(node.payload);
     }
 
     /// Whether `key` is held, without counting an access.
@@ -449,6 +546,7 @@ pub struct S3Fifo {
     ghost_target: u64,
     generation: u32,
     usage: Usage,
+    log: EvictionLog,
 }
 
 /// Small FIFO share of the capacity and ghost FIFO size, as in the paper and libCacheSim.
@@ -474,6 +572,7 @@ impl S3Fifo {
                 capacity,
                 ..Usage::default()
             },
+            log: EvictionLog::default(),
         }
     }
 
@@ -544,31 +643,31 @@ impl S3Fifo {
         self.usage.bytes += size;
     }
 
-    fn live(&self, key: u64, generation: u32, main: bool) -> bool {
-        self.map
-            .get(&key)
-            .is_some_and(|entry| entry.generation == generation && entry.main == main)
-    }
-
     /// Moves accessed objects from the small FIFO to main until one unaccessed object is
-    /// evicted (to the ghost), or the small FIFO is empty.
+    /// evicted (to the ghost), or the small FIFO is empty. One map lookup per queue slot:
+    /// a slot whose generation or queue no longer matches its entry is stale (the entry
+    /// was removed or replaced) and skipped.
     fn evict_small(&mut self) {
         while let Some((key, generation)) = self.small.pop_front() {
-            if !self.live(key, generation, false) {
+            let Entry::Occupied(mut slot) = self.map.entry(key) else {
+                continue;
+            };
+            let entry = slot.get_mut();
+            if entry.generation != generation || entry.main {
                 continue;
             }
-            let entry = self.map.get_mut(&key).expect("live");
+            let size = entry.size;
             if entry.freq >= 1 {
                 entry.main = true;
                 entry.freq = 0;
-                let size = entry.size;
                 self.small_bytes -= size;
                 self.main_bytes += size;
                 self.main.push_back((key, generation));
                 continue;
             }
-            let size = entry.size;
-            self.map.remove(&key);
+            let payload = entry.payload;
+            slot.remove();
+            self.log.note(payload);
             self.small_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -580,17 +679,21 @@ impl S3Fifo {
 
     fn evict_main(&mut self) {
         while let Some((key, generation)) = self.main.pop_front() {
-            if !self.live(key, generation, true) {
+            let Entry::Occupied(mut slot) = self.map.entry(key) else {
+                continue;
+            };
+            let entry = slot.get_mut();
+            if entry.generation != generation || !entry.main {
                 continue;
             }
-            let entry = self.map.get_mut(&key).expect("live");
             if entry.freq > 0 {
                 entry.freq -= 1;
                 self.main.push_back((key, generation));
                 continue;
             }
-            let size = entry.size;
-            self.map.remove(&key);
+            let (size, payload) = (entry.size, entry.payload);
+            slot.remove();
+            self.log.note(payload);
             self.main_bytes -= size;
             self.usage.objects -= 1;
             self.usage.bytes -= size;
@@ -646,20 +749,31 @@ impl S3Fifo {
 }
 
 /// pingora's TinyUFO behind the same interface. Its weights are `u16`, so sizes are
-/// counted in units of `unit` bytes, rounded up: the smallest power of two that lets an
-/// object of an eighth of the capacity (L1's per-object cap, [`crate::admission`]) weigh
-/// at most `u16::MAX` units. Bytes held are counted exactly here; TinyUFO's own limit sees
-/// the rounded weights.
+/// counted in units of `unit` bytes: the smallest power of two that lets an object of
+/// [`UFO_LARGEST_SHARE`] of the capacity weigh at most `u16::MAX` units (8 KiB for a
+/// 16 GiB tier, 64 B for 256 MiB), so that a typical object weighs several units. A size
+/// is rounded up or down by a hash of its key in proportion to the remainder, so weights
+/// add up to the bytes on average (always rounding up made a 16 GiB tier of 16 KiB objects
+/// behave like half its size). Objects too heavy for a `u16` weight are not admitted.
+/// Bytes held are counted exactly here; TinyUFO's own limit sees the weights.
 pub struct Ufo {
     cache: tinyufo::TinyUfo<u64, (u64, u64)>,
     unit: u64,
     usage: Usage,
+    /// The key the last `get` missed, while nothing else has been stored or removed since:
+    /// the insert that follows a miss then skips removing a key it knows is absent (each
+    /// lookup in TinyUFO's concurrent map costs an epoch pin).
+    missed: Option<u64>,
+    log: EvictionLog,
 }
+
+/// The largest object TinyUFO's `u16` weights represent, as a share of the capacity.
+pub const UFO_LARGEST_SHARE: u64 = 64;
 
 impl Ufo {
     pub fn new(capacity: u64, expected_objects: usize) -> Self {
         let mut unit = 1u64;
-        while (capacity / 8).div_ceil(unit) > u64::from(u16::MAX) {
+        while (capacity / UFO_LARGEST_SHARE).div_ceil(unit) > u64::from(u16::MAX) {
             unit *= 2;
         }
         // TinyLFU's sketch must be sized for the objects the tier can hold, or its counters
@@ -676,12 +790,16 @@ impl Ufo {
                 capacity,
                 ..Usage::default()
             },
+            missed: None,
+            log: EvictionLog::default(),
         }
     }
 
     #[inline]
     pub fn get(&mut self, key: u64) -> Option<u64> {
-        self.cache.get(&key).map(|(payload, _)| payload)
+        let found = self.cache.get(&key).map(|(payload, _)| payload);
+        self.missed = found.is_none().then_some(key);
+        found
     }
 
     pub fn insert(&mut self, key: u64, size: u64, payload: u64) -> bool {
@@ -689,8 +807,15 @@ impl Ufo {
             self.remove(key);
             return false;
         }
-        self.remove(key);
-        let weight = size.div_ceil(self.unit).clamp(1, u64::from(u16::MAX)) as u16;
+        if self.missed.take() != Some(key) {
+            self.remove(key);
+        }
+        let remainder = size & (self.unit - 1);
+        let round_up = remainder > 0 && crate::hash::mix64(key) & (self.unit - 1) < remainder;
+        let weight = (size / self.unit + u64::from(round_up)).max(1);
+        let Ok(weight) = u16::try_from(weight) else {
+            return false;
+        };
         let evicted = self.cache.put(key, (payload, size), weight);
         self.usage.objects += 1;
         self.usage.bytes += size;
@@ -704,12 +829,14 @@ impl Ufo {
                 admitted = false;
             } else {
                 self.usage.evictions += 1;
+                self.log.note(kv.data.0);
             }
         }
         admitted
     }
 
     pub fn remove(&mut self, key: u64) -> bool {
+        self.missed = None;
         match self.cache.remove(&key) {
             Some((_, size)) => {
                 self.usage.objects -= 1;

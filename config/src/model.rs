@@ -431,6 +431,8 @@ pub struct CacheSettings {
     pub enabled: bool,
     /// Default memory-tier capacity; each edge's own is on `EdgeNode`.
     pub l1_capacity: u64,
+    /// The memory tier's eviction policy.
+    pub l1_policy: L1Policy,
     /// Default disk-tier budget; each edge's own is on `EdgeNode`.
     pub l2_capacity: u64,
     pub max_object_size: u64,
@@ -450,6 +452,40 @@ impl CacheSettings {
             .iter()
             .find(|rule| rule.pattern.matches(path))
             .map(|rule| rule.ttl)
+    }
+}
+
+/// `[cache] l1_policy`: which eviction policy the edge's memory tier runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L1Policy {
+    /// moka's W-TinyLFU.
+    #[default]
+    Moka,
+    /// The simulator's policies (`edgebox-cache-model`), by the same names.
+    Lru,
+    S3fifo,
+    Sieve,
+    Tinyufo,
+}
+
+impl L1Policy {
+    pub const ALL: [L1Policy; 5] = [
+        Self::Moka,
+        Self::Lru,
+        Self::S3fifo,
+        Self::Sieve,
+        Self::Tinyufo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Moka => "moka",
+            Self::Lru => "lru",
+            Self::S3fifo => "s3fifo",
+            Self::Sieve => "sieve",
+            Self::Tinyufo => "tinyufo",
+        }
     }
 }
 
@@ -516,6 +552,8 @@ pub struct CallbackSettings {
     pub backoff: Duration,
     #[serde(skip)]
     pub secret: TokenSecret,
+    /// CA certificates (PEM) trusted for `https://` callbacks besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// One allowed callback destination.

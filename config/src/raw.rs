@@ -516,6 +516,11 @@ pub struct RawCache {
     /// Memory tier capacity per edge.
     #[serde(default = "default_l1")]
     pub l1_capacity: ByteSize,
+    /// The memory tier's eviction policy: `"moka"` (the default: moka's W-TinyLFU),
+    /// or one of the policies the simulator models, run from the same code
+    /// (`edgebox-cache-model`): `"lru"`, `"s3fifo"`, `"sieve"`, `"tinyufo"` (pingora's
+    /// TinyLFU + S3-FIFO). Fixed for the life of an edge process, like the capacities.
+    pub l1_policy: Option<String>,
     /// Disk tier budget per edge; `"0B"` turns the disk tier off.
     #[serde(default = "default_l2")]
     pub l2_capacity: ByteSize,
@@ -547,6 +552,7 @@ impl Default for RawCache {
         Self {
             enabled: true,
             l1_capacity: default_l1(),
+            l1_policy: None,
             l2_capacity: default_l2(),
             max_object_size: default_max_object(),
             stale_while_revalidate: default_swr(),
@@ -770,6 +776,9 @@ pub struct RawCallbacks {
     pub secret_env: Option<String>,
     /// File holding the key (relative to the data dir); generated when missing.
     pub secret_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for `https://` callbacks besides the
+    /// system's roots (relative to the config file), e.g. a private CA of the receivers.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RawCallbacks {
@@ -782,6 +791,7 @@ impl Default for RawCallbacks {
             secret: None,
             secret_env: None,
             secret_file: None,
+            ca_file: None,
         }
     }
 }

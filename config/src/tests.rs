@@ -43,6 +43,65 @@ fn sandbox_bounds_are_validated() {
 }
 mod properties;
 
+#[test]
+fn callback_ca_file_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    let text = |file: &str| {
+        format!(
+            "[regions.local]\n[latency]\nenabled = false\n\
+             [[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\n\
+             listen = \"127.0.0.1:0\"\n[sandbox.callbacks]\nca_file = \"{file}\"\n"
+        )
+    };
+    for file in ["missing.pem", "empty.pem"] {
+        let errors = parse(&text(file), "test.toml", dir.path()).unwrap_err();
+        let found = errors
+            .diagnostics
+            .iter()
+            .find(|d| d.path == "sandbox.callbacks.ca_file")
+            .unwrap_or_else(|| panic!("{file}: {errors}"));
+        assert!(found.message.contains(file), "{found:?}");
+    }
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let deployment = parse(&text("ca.pem"), "test.toml", dir.path()).unwrap();
+    assert_eq!(
+        deployment.sandbox.callbacks.ca_file,
+        Some(dir.path().join("ca.pem"))
+    );
+}
+
+/// `[cache] l1_policy`: the simulator's policy names and moka; anything else is an error
+/// at the key, with its line, listing the known names.
+#[test]
+fn the_l1_policy_is_one_of_the_known_names() {
+    let text = |policy: &str| {
+        format!("[regions.local]\n[latency]\nenabled = false\n[cache]\nl1_policy = \"{policy}\"\n")
+    };
+    for policy in L1Policy::ALL {
+        let deployment = parse(&text(policy.as_str()), "test.toml", Path::new("/tmp"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(deployment.cache.l1_policy, policy);
+    }
+    let errors = parse(&text("arc"), "test.toml", Path::new("/tmp")).unwrap_err();
+    let problem = errors
+        .diagnostics
+        .iter()
+        .find(|d| d.path == "cache.l1_policy")
+        .unwrap_or_else(|| panic!("not reported at cache.l1_policy: {errors}"));
+    assert!(
+        problem.message.contains("\"arc\"") && problem.message.contains("s3fifo"),
+        "{errors}"
+    );
+    assert!(errors.to_string().contains("test.toml:5"), "{errors}");
+    let defaults = parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, Path::new("/tmp")).unwrap();
+    assert_eq!(defaults.cache.l1_policy, L1Policy::Moka);
+}
+
 /// Nodes on separate machines are named by host name, resolved when the file is loaded;
 /// one that does not resolve is an error naming the node and the host.
 #[test]

@@ -155,7 +155,7 @@ fn check(
     let origin = check_origin(c, raw.origin.unwrap_or_default());
     let edge = check_edge(c, raw.edge.unwrap_or_default(), &data_dir);
     let tls = check_tls(c, raw.tls.unwrap_or_default(), base_dir);
-    let sandbox = check_sandbox(c, raw.sandbox.unwrap_or_default(), &data_dir);
+    let sandbox = check_sandbox(c, raw.sandbox.unwrap_or_default(), &data_dir, base_dir);
     let control_plane = check_control_plane(
         c,
         raw.control_plane.unwrap_or_default(),

@@ -9,6 +9,8 @@ mod nodes;
 mod purge;
 mod stats;
 
+pub(crate) use nodes::describe;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -9,6 +9,7 @@ mod dashboard;
 mod error;
 mod etcd;
 mod etcd_store;
+mod fleet;
 mod metrics;
 mod state;
 mod store;
@@ -82,6 +83,8 @@ async fn serve(deployment: Deployment, node: &str) -> Result<(), RunError> {
         tracing::info!("signal received; shutting down");
         shutdown.cancel();
     });
+    // Sandbox loads and job moves: the relay's view of the sandbox nodes.
+    tokio::spawn(fleet::run(state.clone()));
     let app = api::app(state.clone());
     let server =
         axum::serve(listener, app).with_graceful_shutdown(state.shutdown.clone().cancelled_owned());

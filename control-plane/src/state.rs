@@ -102,6 +102,8 @@ pub struct AppState {
     /// Bumped whenever what the listing shows changes (reports, drains, configs);
     /// a cached listing from an older generation is not reused.
     pub listing_generation: std::sync::atomic::AtomicU64,
+    /// The sandbox nodes' loads and where the jobs this replica placed are.
+    pub fleet: crate::fleet::Fleet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             node_listing: tokio::sync::Mutex::new(None),
             listing_generation: std::sync::atomic::AtomicU64::new(0),
+            fleet: crate::fleet::Fleet::default(),
         });
         if matches!(state.backend, Backend::Etcd(_)) {
             // One synchronous round so that a replica that can reach etcd serves

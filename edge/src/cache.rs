@@ -1,4 +1,4 @@
-//! The edge's cache storage: L1 memory (moka) → L2 disk, behind pingora-cache's `Storage`,
+//! The edge's cache storage: L1 memory (moka or a cache-model policy) → L2 disk, behind pingora-cache's `Storage`,
 //! with a purge index (URL, prefix, surrogate tag, everything) and counters.
 //!
 //! pingora-cache does the HTTP caching (freshness, Vary, revalidation, stale serving, the
@@ -123,6 +123,8 @@ pub struct CacheOptions {
     pub l1_capacity: u64,
     /// Largest object (meta + body) admitted to L1.
     pub l1_max_object: u64,
+    /// L1's eviction policy (`[cache] l1_policy`).
+    pub l1_policy: edgebox_config::L1Policy,
     /// Where L2 lives; `None` = no disk tier.
     pub l2_dir: Option<PathBuf>,
     /// L2 byte budget (0 = no disk tier).
@@ -148,6 +150,7 @@ impl CacheOptions {
                 edge.l1_capacity,
                 settings.max_object_size,
             ),
+            l1_policy: settings.l1_policy,
             l2_dir: Some(deployment.node_data_dir(node).join("cache")),
             l2_capacity: edge.l2_capacity,
             max_object_size: settings.max_object_size,

@@ -2,17 +2,23 @@
 //! `X-Edgebox-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, so that a
 //! receiver can check who sent it and reject replays; destinations checked against an
 //! allow-list (by name, or by every address a name resolves to), and delivery with
-//! bounded attempts and exponential backoff over plain hyper HTTP/1.1.
+//! bounded attempts and exponential backoff over hyper HTTP/1.1, plain or over rustls
+//! (`https://`: the certificate verified against the system's roots plus configured
+//! CAs).
+//!
+//! Each attempt resolves the name again, checks the addresses, connects to one of them
+//! and checks the address actually connected to before anything is sent, so a name
+//! that later resolves to an internal address (DNS rebinding) is refused at delivery.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use edgebox_config::CallbackDestination;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 
 use crate::credentials::{hex, hmac_sha256};
 
@@ -42,14 +48,16 @@ pub struct Target {
     host: String,
     port: u16,
     path_and_query: String,
+    /// `https://`.
+    tls: bool,
 }
 
 /// Why a callback URL is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("callback_url {0:?} is not an absolute http:// URL")]
+    #[error("callback_url {0:?} is not an absolute http:// or https:// URL")]
     Malformed(String),
-    #[error("callback_url must be http:// (got {0})")]
+    #[error("callback_url must be http:// or https:// (got {0})")]
     Scheme(String),
     #[error(
         "callback_url host {host} is not an allowed callback destination (sandbox.callbacks.allow)"
@@ -69,9 +77,11 @@ pub async fn check(url: &str, allow: &[CallbackDestination]) -> Result<Target, T
     let scheme = uri
         .scheme_str()
         .ok_or_else(|| TargetError::Malformed(url.to_owned()))?;
-    if scheme != "http" {
-        return Err(TargetError::Scheme(scheme.to_owned()));
-    }
+    let tls = match scheme {
+        "http" => false,
+        "https" => true,
+        _ => return Err(TargetError::Scheme(scheme.to_owned())),
+    };
     let host = uri
         .host()
         .ok_or_else(|| TargetError::Malformed(url.to_owned()))?
@@ -79,11 +89,12 @@ pub async fn check(url: &str, allow: &[CallbackDestination]) -> Result<Target, T
         .to_ascii_lowercase();
     let target = Target {
         url: url.to_owned(),
-        port: uri.port_u16().unwrap_or(80),
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
         path_and_query: uri
             .path_and_query()
             .map_or("/".to_owned(), |path| path.as_str().to_owned()),
         host,
+        tls,
     };
     // A name allowed as a name is resolved at delivery only (it need not resolve now).
     let by_name = target.host.parse::<IpAddr>().is_err()
@@ -139,6 +150,57 @@ impl Target {
         }
         Ok(resolved)
     }
+
+    /// Whether the address a connection reached may receive this callback: any, for a
+    /// host allowed by name; otherwise one inside an allowed network.
+    fn allows_peer(&self, peer: IpAddr, allow: &[CallbackDestination]) -> bool {
+        let by_name = self.host.parse::<IpAddr>().is_err()
+            && allow.iter().any(|rule| rule.allows(&self.host, None));
+        by_name || allow.iter().any(|rule| rule.allows("", Some(peer)))
+    }
+}
+
+/// Why the TLS client for `https://` callbacks could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("reading the callback CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("the TLS verifier: {0}")]
+    Verifier(#[from] rustls::Error),
+}
+
+/// The TLS client configuration for `https://` callbacks: certificates verified against
+/// the system's roots (as reqwest does in the control plane and CLI) plus the CA
+/// certificates of `ca_file`, if given.
+pub fn tls_client(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let extra: Vec<CertificateDer<'static>> = match ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            let error = |reason: String| TlsSetupError::CaFile {
+                path: path.to_owned(),
+                reason,
+            };
+            let certificates = CertificateDer::pem_file_iter(path)
+                .map_err(|e| error(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(error("no PEM certificate in it".into()));
+            }
+            certificates
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// How a delivery is tried.
@@ -149,6 +211,8 @@ pub struct Policy {
     pub timeout: Duration,
     /// Before the first retry; doubled for each later one.
     pub backoff: Duration,
+    /// CA certificates trusted for `https://` besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One delivery attempt, as it ended.
@@ -172,43 +236,30 @@ pub async fn deliver(
     policy: &Policy,
     mut on_attempt: impl FnMut(AttemptReport),
 ) -> bool {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    // Set up once per delivery (not per attempt); a failure fails every attempt with it.
+    let tls = match target.tls {
+        false => Ok(None),
+        true => tls_client(policy.ca_file.as_deref())
+            .map(Some)
+            .map_err(|error| error.to_string()),
+    };
     let mut backoff = crate::backoff::Backoff::new(policy.backoff, policy.backoff * 64);
     for attempt in 1..=policy.attempts.max(1) {
         let started = SystemTime::now();
         let clock = Instant::now();
-        let result = tokio::time::timeout(policy.timeout, async {
-            let addrs = target
-                .addresses(allow)
-                .await
-                .map_err(|error| error.to_string())?;
-            let addr = addrs[0];
-            let timestamp = started
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            let authority = match target.host.parse::<IpAddr>() {
-                Ok(IpAddr::V6(_)) => format!("[{}]:{}", target.host, target.port),
-                _ => format!("{}:{}", target.host, target.port),
-            };
-            // Connect to the address just checked; the receiver still sees its name.
-            let request = http::Request::post(format!("http://{addr}{}", target.path_and_query))
-                .header(http::header::HOST, authority)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(SIGNATURE_HEADER, signature(key, timestamp, &body))
-                .header(http::header::USER_AGENT, "edgebox-callback")
-                .body(Full::new(body.clone()))
-                .map_err(|error| error.to_string())?;
-            let response = client
-                .request(request)
-                .await
-                .map_err(|error| crate::agent::error_chain(&error))?;
-            Ok::<_, String>(response.status().as_u16())
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", policy.timeout)));
+        let timestamp = started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let result = match &tls {
+            Err(error) => Err(error.clone()),
+            Ok(tls) => tokio::time::timeout(
+                policy.timeout,
+                post(target, allow, tls.as_ref(), &body, key, timestamp),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", policy.timeout))),
+        };
         let (status, error) = match result {
             Ok(status) if (200..300).contains(&status) => (Some(status), None),
             Ok(status) => (
@@ -233,6 +284,77 @@ pub async fn deliver(
         }
     }
     false
+}
+
+/// One attempt: resolve and check, connect, check the peer, (TLS,) POST. The status.
+async fn post(
+    target: &Target,
+    allow: &[CallbackDestination],
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: &Bytes,
+    key: &[u8],
+    timestamp: u64,
+) -> Result<u16, String> {
+    let addrs = target
+        .addresses(allow)
+        .await
+        .map_err(|error| error.to_string())?;
+    let addr = addrs[0];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|error| format!("connecting to {addr}: {error}"))?;
+    // The address connected to, not only the one looked up, must be allowed.
+    let peer = tcp
+        .peer_addr()
+        .map_err(|error| format!("connecting to {addr}: {error}"))?;
+    if !target.allows_peer(peer.ip(), allow) {
+        return Err(format!(
+            "connected to {peer}, which is not an allowed callback destination"
+        ));
+    }
+    let authority = match target.host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{}]:{}", target.host, target.port),
+        _ => format!("{}:{}", target.host, target.port),
+    };
+    // The receiver sees its own name (Host, and SNI over TLS), whatever address it has.
+    let request = http::Request::post(target.path_and_query.as_str())
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(SIGNATURE_HEADER, signature(key, timestamp, body))
+        .header(http::header::USER_AGENT, "edgebox-callback")
+        .body(Full::new(body.clone()))
+        .map_err(|error| error.to_string())?;
+    match tls {
+        None => send(TokioIo::new(tcp), request).await,
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|error| format!("{}: {error}", target.host))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|error| format!("TLS with {}: {error}", target.host))?;
+            send(TokioIo::new(stream), request).await
+        }
+    }
+}
+
+async fn send<I>(io: I, request: http::Request<Full<Bytes>>) -> Result<u16, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|error| crate::agent::error_chain(&error))?;
+    // One request per connection: the connection task ends with it.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| crate::agent::error_chain(&error))?;
+    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
@@ -274,8 +396,25 @@ mod tests {
             check("http://10.0.0.1/hook", &allow).await,
             Err(TargetError::NotAllowed { .. })
         ));
+        assert!(check("https://127.0.0.1/hook", &allow).await.is_ok());
+        // The address a delivery connected to is checked again (a name that resolved
+        // to an allowed address at submission may resolve elsewhere later).
+        let by_network = Target {
+            url: "http://rebound.test/".into(),
+            host: "rebound.test".into(),
+            port: 80,
+            path_and_query: "/".into(),
+            tls: false,
+        };
+        assert!(by_network.allows_peer("127.0.0.1".parse().unwrap(), &allow));
+        assert!(!by_network.allows_peer("10.0.0.1".parse().unwrap(), &allow));
+        let by_name = Target {
+            host: "hooks.example.com".into(),
+            ..by_network
+        };
+        assert!(by_name.allows_peer("10.0.0.1".parse().unwrap(), &allow));
         assert!(matches!(
-            check("https://127.0.0.1/hook", &allow).await,
+            check("ftp://127.0.0.1/hook", &allow).await,
             Err(TargetError::Scheme(_))
         ));
         assert!(matches!(

@@ -12,10 +12,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use edgebox_node::credentials::Caller;
 use edgebox_wire::health::{HealthStatus, NodeHealth};
 use edgebox_wire::sandbox::{
-    ClientMessage, EventError, JobAccepted, JobEvent, LanguageInfo, Languages, LineSupport,
-    OutputChunk, OutputStream, RuntimeInfo, SandboxStats,
+    ClientMessage, EventError, JOB_ID_HEADER, JobAccepted, JobEvent, LanguageInfo, Languages,
+    LineSupport, OutputChunk, OutputStream, QueueReport, RuntimeInfo, SandboxStats,
 };
 use edgebox_wire::{ErrorBody, ErrorDetail};
 
@@ -38,6 +39,7 @@ pub fn router(service: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/languages", get(languages))
         .route("/v1/stats", get(stats))
+        .route("/v1/queue", get(queue))
         .route("/v1/jobs", post(submit))
         .route("/v1/run", post(run))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
@@ -81,7 +83,7 @@ async fn healthz(AxState(service): AxState<Shared>) -> Response {
         },
         node: service.node.clone(),
         region: None,
-        uptime_ms: None,
+        uptime_ms: Some(service.started.elapsed().as_millis() as u64),
         config_version: None,
         running: Some(service.running.load(Ordering::Relaxed) as u64),
         queued: Some(service.waiting.load(Ordering::Relaxed) as u64),
@@ -106,7 +108,12 @@ async fn languages() -> Json<Languages> {
             file: spec.member.to_owned(),
             sha256: spec.sha256.to_owned(),
         }),
-        current_line: LineSupport::Known(name == Language::Python),
+        current_line: match name {
+            Language::Javascript => {
+                LineSupport::When("single-file programs: the loop it is running".to_owned())
+            }
+            _ => LineSupport::Known(name == Language::Python),
+        },
         packages: spec.packages.iter().map(|p| (*p).to_owned()).collect(),
     };
     let module = |name: Language, version: &str| LanguageInfo {
@@ -161,6 +168,33 @@ fn stats_of(service: &Service) -> SandboxStats {
 
 async fn stats(AxState(service): AxState<Shared>) -> Json<SandboxStats> {
     Json(stats_of(&service))
+}
+
+/// This process's id in [`QueueReport::instance`]: a restarted sandbox has a new one.
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// What the control plane polls: load, and which jobs have not started yet.
+async fn queue(AxState(service): AxState<Shared>) -> Json<QueueReport> {
+    let settings = service.settings.load();
+    let queued_ids = service
+        .jobs
+        .all()
+        .into_iter()
+        .filter(|job| job.state() == JobState::Queued)
+        .map(|job| job.id.clone())
+        .collect();
+    Json(QueueReport {
+        node: service.node.clone(),
+        instance: instance().to_owned(),
+        running: service.running.load(Ordering::Relaxed) as u64,
+        queued: service.waiting.load(Ordering::Relaxed) as u64,
+        max_concurrent_jobs: settings.max_concurrent_jobs as u64,
+        queue_length: settings.queue_length as u64,
+        queued_ids,
+    })
 }
 
 async fn metrics(AxState(service): AxState<Shared>) -> Response {
@@ -290,12 +324,42 @@ fn urls(job: &Job) -> JobAccepted {
 /// Admits (429 when full, before the body is even read), reads, validates and queues a
 /// submission.
 async fn accept(service: &Shared, request: Request) -> Result<Arc<Job>, Response> {
+    let id = chosen_id(&request).map_err(IntoResponse::into_response)?;
     let ticket = service.admit().map_err(IntoResponse::into_response)?;
     let submission = read_submission(service, request.into_body()).await?;
     service
-        .submit(submission, ticket)
+        .submit(submission, ticket, id)
         .await
         .map_err(IntoResponse::into_response)
+}
+
+/// The job id the control plane chose ([`JOB_ID_HEADER`]): taken from the node
+/// credential's holder only, so a submitter cannot pick ids.
+fn chosen_id(request: &Request) -> Result<Option<String>, Rejection> {
+    let Some(value) = request.headers().get(JOB_ID_HEADER) else {
+        return Ok(None);
+    };
+    if request.extensions().get::<Caller>() != Some(&Caller::Node) {
+        return Err(Rejection::new(
+            403,
+            "forbidden",
+            format!("only the control plane may name a job ({JOB_ID_HEADER})"),
+        ));
+    }
+    let id = value.to_str().unwrap_or_default();
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(Rejection::new(
+            400,
+            "invalid_job_id",
+            "job ids are 1 to 128 letters, digits, `-` and `_`",
+        ));
+    }
+    Ok(Some(id.to_owned()))
 }
 
 async fn submit(AxState(service): AxState<Shared>, request: Request) -> Response {

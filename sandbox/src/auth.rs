@@ -55,9 +55,10 @@ async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Nex
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    if let Err(refusal) = gate.check(authorization, query_token.as_deref(), audience) {
-        return refuse(&request, refusal);
-    }
+    let caller = match gate.check(authorization, query_token.as_deref(), audience) {
+        Ok(caller) => caller,
+        Err(refusal) => return refuse(&request, refusal),
+    };
     if request.method() == Method::POST {
         let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
         if !credentials::content_type_is(content_type, "application/json") {
@@ -67,6 +68,9 @@ async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Nex
             );
         }
     }
+    // Handlers that trust only the control plane (a job id it chose) read who called.
+    let mut request = request;
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 

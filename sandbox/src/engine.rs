@@ -189,7 +189,14 @@ impl SandboxEngine {
         spec: &RuntimeSpec,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Runtime, EngineError> {
-        let wasm = self.dir.ensure(spec, progress)?;
+        let mut wasm = self.dir.ensure(spec, progress)?;
+        if spec.language == runtimes::JAVASCRIPT.language {
+            // Its loops report their line (`crate::jsline`).
+            wasm = crate::jsline::instrument(&wasm).map_err(|error| EngineError::Compile {
+                what: spec.file_name.to_owned(),
+                source: wasmtime::Error::msg(error.to_string()),
+            })?;
+        }
         // CPython's line sampler finds the interpreter's state through the debug offsets
         // in the module's own data; without them lines are unknown, the jobs still run.
         let probe = if spec.language == runtimes::PYTHON.language {

@@ -27,6 +27,8 @@ pub struct JobCtx {
     memory: Option<Memory>,
     /// CPython's line probe, for the line a read of stdin is made from.
     line_probe: Option<pyline::Probe>,
+    /// The instrumented QuickJS runtime's line globals (`crate::jsline`).
+    js_probe: Option<crate::jsline::Probe>,
 }
 
 impl JobCtx {
@@ -165,7 +167,10 @@ pub enum Sampler {
     Python(Option<pyline::Probe>),
     /// Modules: wasmtime's backtrace symbols (DWARF), when the module has them.
     Backtrace,
-    /// Not known (QuickJS exposes nothing cheap).
+    /// QuickJS: the line of the loop last jumped back to, in a source of this many
+    /// lines (`crate::jsline`).
+    JavaScript { lines: u32 },
+    /// Not known.
     None,
 }
 
@@ -383,6 +388,7 @@ pub fn start(
             hit: memory_hit.clone(),
         },
         memory: None,
+        js_probe: None,
     };
     let engine = program.pre.module().engine().clone();
     let mut store = Store::new(&engine, ctx);
@@ -393,7 +399,7 @@ pub fn start(
     let callback_slot = slot.clone();
     let mut sampler = program.sampler;
     let mut tick: u64 = 0;
-    store.epoch_deadline_callback(move |cx| {
+    store.epoch_deadline_callback(move |mut cx| {
         // Before attachment the instance is initialising for a job not yet known: it runs
         // unlimited by time (it only ever blocks on stdin, and the pool bounds how many).
         let Some((job, started)) = callback_slot.job() else {
@@ -426,6 +432,12 @@ pub fn start(
                     .flat_map(|frame| frame.symbols())
                     .find_map(|symbol| symbol.line());
                 job.set_current_line(line);
+            }
+            Sampler::JavaScript { lines } if tick.is_multiple_of(2) => {
+                if let (Some(memory), Some(probe)) = (cx.data().memory, cx.data().js_probe) {
+                    let lines = *lines;
+                    job.set_current_line(probe.line(&mut cx, memory, lines));
+                }
             }
             _ => {}
         }
@@ -505,6 +517,7 @@ async fn run_start(
     let instance = pre.instantiate_async(&mut *store).await?;
     let memory = instance.get_memory(&mut *store, "memory");
     store.data_mut().memory = memory;
+    store.data_mut().js_probe = crate::jsline::Probe::find(&instance, &mut *store);
     match entry {
         crate::runtimes::Entry::Start => {
             let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;

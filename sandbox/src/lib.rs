@@ -13,6 +13,7 @@ mod auth;
 pub mod engine;
 pub mod exec;
 pub mod jobs;
+pub mod jsline;
 pub mod judge;
 pub mod pyline;
 pub mod runtimes;

@@ -128,6 +128,8 @@ fn check_args(args: &[String]) -> Result<(), Rejection> {
 
 pub struct Service {
     pub node: String,
+    /// When the daemon started, for the uptime in `/healthz`.
+    pub started: std::time::Instant,
     /// Limits and sizes; swapped whole by a config reload.
     pub settings: ArcSwap<SandboxSettings>,
     pub engine: Arc<SandboxEngine>,
@@ -202,6 +204,7 @@ impl Service {
         let compile_slots = settings.compile_concurrency.max(1);
         Self {
             node,
+            started: std::time::Instant::now(),
             slots: Arc::new(Semaphore::new(settings.max_concurrent_jobs.max(1))),
             compiling: Arc::new(Semaphore::new(compile_slots)),
             engine,
@@ -384,10 +387,12 @@ impl Service {
 
     /// Validates an admitted submission (`ticket` from [`Service::admit`]) and queues it;
     /// the job starts when a slot frees up.
+    /// `id` is the one the control plane chose (`wire::sandbox::JOB_ID_HEADER`), if any.
     pub async fn submit(
         self: &Arc<Self>,
         submission: Submission,
         mut ticket: Ticket,
+        id: Option<String>,
     ) -> Result<Arc<Job>, Rejection> {
         let language = Language::parse(&submission.language).ok_or_else(|| {
             Rejection::new(
@@ -463,7 +468,7 @@ impl Service {
             app: app.map(Arc::new),
         };
         let mut job = Job::new(
-            uuid::Uuid::now_v7().to_string(),
+            id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             language,
             limits,
             submission.scratch.unwrap_or(false),
@@ -478,7 +483,13 @@ impl Service {
             job = job.with_files(Arc::new(app.paths.clone()), Arc::new(app.guest_names()));
         }
         let job = Arc::new(job);
-        self.jobs.insert(job.clone());
+        if !self.jobs.insert(job.clone()) {
+            return Err(Rejection::new(
+                409,
+                "job_exists",
+                format!("a job with id {} exists on this node", job.id),
+            ));
+        }
         // From here the job owns the queue place: `run_job` gives it back.
         ticket.used = true;
         let this = self.clone();
@@ -685,6 +696,12 @@ impl Service {
                 Ok(runtime) => {
                     let sampler = match job.language {
                         Language::Python if self.line_sampling => Sampler::Python(runtime.probe),
+                        // A multi-file program's line would need the file too: none.
+                        Language::Javascript if self.line_sampling && launch.app.is_none() => {
+                            Sampler::JavaScript {
+                                lines: launch.source.lines().count() as u32,
+                            }
+                        }
                         _ => Sampler::None,
                     };
                     (runtime.pre.clone(), sampler, runtime.entry())
@@ -962,6 +979,7 @@ async fn deliver_callback(job: Arc<Job>, callbacks: edgebox_config::CallbackSett
         attempts: callbacks.attempts,
         timeout: callbacks.timeout,
         backoff: callbacks.backoff,
+        ca_file: callbacks.ca_file.clone(),
     };
     let mut tried = 0;
     let delivered = webhook::deliver(

@@ -1,7 +1,8 @@
 //! Figures for `benches/results/simulate.md`: replays an `oracleGeneral` trace
 //! (1) through each L1 eviction policy alone — object sizes only, no TTL, no tiers, the
 //! setting libCacheSim simulates — printing miss ratios and requests/s, and (2) through
-//! model mode (single tier, one thread) for LRU and S3-FIFO, printing requests/s.
+//! model mode (single tier, one thread, one variant at a time) for each policy at the
+//! smallest and largest size, printing requests/s.
 //!
 //! `cargo run --release -p edgebox-simulate --example model_bench -- TRACE SIZE...`
 //! (sizes in bytes). Output is tab-separated, one line per run.
@@ -65,8 +66,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // Model mode, one thread: the whole path (trace parsing, routing, freshness, tiers,
-    // latency model, counters) for a single-tier edge.
-    let size = sizes.last().copied().ok_or("give at least one size")?;
+    // latency model, counters) for a single-tier edge, every policy at the smallest and
+    // the largest size.
+    let (first, last) = (
+        sizes.first().copied().ok_or("give at least one size")?,
+        sizes.last().copied().ok_or("give at least one size")?,
+    );
+    let mut model_sizes = vec![first];
+    if last != first {
+        model_sizes.push(last);
+    }
+    let model_policies: Vec<&str> = PolicyKind::ALL
+        .into_iter()
+        .filter(|policy| only.as_ref().is_none_or(|only| only.contains(policy)))
+        .map(PolicyKind::as_str)
+        .collect();
     let text = format!(
         r#"
 mode = "model"
@@ -79,20 +93,25 @@ rate = 1
 file = {path:?}
 format = "oracle"
 [sweep]
-l1_policy = ["lru", "s3fifo"]
-l1_capacity = [{size}]
+l1_policy = {policies:?}
+l1_capacity = {sizes:?}
 "#,
-        path = path.display().to_string()
+        path = path.display().to_string(),
+        policies = model_policies,
+        sizes = model_sizes,
     );
     let cwd = std::env::current_dir()?;
     let scenario = scenario::parse(&text, "bench.toml", &cwd, "bench")?;
-    for result in model::run_all(
-        &scenario,
-        &AtomicBool::new(false),
-        &model::Progress::default(),
-        1,
-    ) {
-        let variant = result?;
+    // One variant at a time, on this thread (not in lockstep): each one's own speed.
+    for variant in &scenario.variants {
+        let variant = model::run_variant(
+            &scenario,
+            variant,
+            model::topology_of(&scenario, variant, 0)?,
+            model::Source::open(&scenario)?,
+            &|| false,
+            &model::Progress::default(),
+        )?;
         let stats = variant.model.expect("model mode reports model stats");
         println!(
             "model\t{}\t{}\t{}\t{:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.0}",
@@ -112,17 +131,19 @@ l1_capacity = [{size}]
 fn example(name: &str, threads: usize) -> Result<(), Box<dyn std::error::Error>> {
     let scenario = edgebox_simulate::examples::load(name).ok_or("no such example")??;
     let started = Instant::now();
-    let results = model::run_all(
+    let outcome = model::run_all(
         &scenario,
         &AtomicBool::new(false),
         &model::Progress::default(),
         threads,
-    );
+    )?;
     let wall = started.elapsed().as_secs_f64();
+    if let Some(err) = outcome.error {
+        return Err(err.into());
+    }
     println!("variant\thit_ratio\tbyte_hit_ratio\tcpu_s\trequests_per_cpu_s");
     let mut cpu = 0.0;
-    for result in results {
-        let variant = result?;
+    for variant in outcome.reports {
         let stats = variant.model.expect("model mode reports model stats");
         cpu += stats.cpu_s;
         println!(

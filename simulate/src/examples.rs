@@ -10,6 +10,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("tiering", include_str!("examples/tiering.toml")),
     ("lb-policies", include_str!("examples/lb-policies.toml")),
     ("policies", include_str!("examples/policies.toml")),
+    ("trace-live", include_str!("examples/trace-live.toml")),
 ];
 
 /// The names of the built-in examples.

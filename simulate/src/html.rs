@@ -92,6 +92,28 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
         escape(&report.finished_at),
     );
 
+    if !report.agreement.is_empty() {
+        html.push_str("<h2>Live against model</h2>\n<p class=\"muted\">The same requests replayed against real edges and through model mode: the share of answered requests each tier served.</p>\n");
+        for agreement in &report.agreement {
+            let _ = writeln!(
+                html,
+                "<h3>{}: largest difference {:.2} percentage points</h3>\n<table><tr><th>tier</th><th>live</th><th>model</th><th>difference (pp)</th></tr>",
+                escape(&agreement.variant),
+                agreement.max_difference_pp
+            );
+            for row in &agreement.rows {
+                let _ = writeln!(
+                    html,
+                    "<tr><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.2}</td></tr>",
+                    escape(&row.tier),
+                    row.live * 100.0,
+                    row.model * 100.0,
+                    row.difference_pp
+                );
+            }
+            html.push_str("</table>\n");
+        }
+    }
     if !report.variants.is_empty() {
         html.push_str("<h2>Variants compared</h2>\n");
         comparison_table(&mut html, &report.variants);

@@ -21,6 +21,7 @@ pub mod report;
 pub mod scenario;
 pub mod target;
 pub mod trace;
+pub mod trace_live;
 pub mod variant;
 pub mod workload;
 
@@ -78,6 +79,9 @@ pub struct Outcome {
     pub report: report::Report,
     pub json_path: PathBuf,
     pub html_path: PathBuf,
+    /// The run was stopped mid-stream by a bad trace record (`report.error` says which):
+    /// bad input, not an unavailable deployment.
+    pub trace_error: bool,
 }
 
 fn now_rfc3339() -> String {
@@ -93,6 +97,8 @@ enum Prepared {
         base_dir: PathBuf,
         catalogue_root: PathBuf,
         base: Box<Deployment>,
+        /// A trace replayed live: what its read-through found.
+        trace: Option<trace_live::Checked>,
     },
     Running {
         control_plane: control::ControlPlane,
@@ -106,13 +112,65 @@ enum Prepared {
 /// sending any load when the target cannot be reached or the scenario does not fit it.
 /// Cancelling `cancel` stops the load promptly; the partial report is still written.
 pub async fn run(
+    scenario: Scenario,
+    options: &Options,
+    cancel: CancellationToken,
+) -> Result<Outcome, SimError> {
+    match scenario.mode {
+        scenario::Mode::Model => run_model(scenario, options, cancel).await,
+        scenario::Mode::Live => run_live(scenario, options, cancel).await,
+        scenario::Mode::Compare => run_compare(scenario, options, cancel).await,
+    }
+}
+
+/// `compare` mode: the scenario live, then the same requests in model mode; one report
+/// with both sets of variants and, per variant, the share each tier answered side by side.
+async fn run_compare(
+    scenario: Scenario,
+    options: &Options,
+    cancel: CancellationToken,
+) -> Result<Outcome, SimError> {
+    let mut model_scenario = scenario.clone();
+    model_scenario.mode = scenario::Mode::Model;
+    let live = run_live(scenario, options, cancel.clone()).await?;
+    if live.report.interrupted || live.report.error.is_some() {
+        return Ok(live);
+    }
+    eprintln!("edgebox simulate: the same requests in model mode");
+    let model = run_model(model_scenario, options, cancel).await?;
+    let mut report = live.report;
+    report.mode = "compare".to_owned();
+    report.agreement = report
+        .variants
+        .iter()
+        .zip(&model.report.variants)
+        .map(|(live, model)| report::agreement(live, model))
+        .collect();
+    let mut variants = Vec::new();
+    for (mut variant, suffix) in report
+        .variants
+        .drain(..)
+        .map(|v| (v, "live"))
+        .chain(model.report.variants.into_iter().map(|v| (v, "model")))
+    {
+        variant.name = format!("{} ({suffix})", variant.name);
+        variants.push(variant);
+    }
+    report.variants = variants;
+    report.interrupted = model.report.interrupted;
+    report.error = model.report.error;
+    report.finished_at = now_rfc3339();
+    let mut written = write_report(&report, &options.out_dir)?;
+    written.trace_error = model.trace_error;
+    Ok(written)
+}
+
+/// Live mode: real processes, real HTTP, on the wall clock.
+async fn run_live(
     mut scenario: Scenario,
     options: &Options,
     cancel: CancellationToken,
 ) -> Result<Outcome, SimError> {
-    if scenario.mode == scenario::Mode::Model {
-        return run_model(scenario, options, cancel).await;
-    }
     edgebox_node::install_crypto();
     let started_at = now_rfc3339();
 
@@ -126,7 +184,17 @@ pub async fn run(
         scenario.catalogue.popularity,
         workload::object_count(&scenario.catalogue.objects),
     ));
-    let (digest, planned) = workload::digest(&scenario, sampler.clone());
+    let checked_trace = match &prepared {
+        Prepared::Started { trace, .. } => trace.clone(),
+        _ => None,
+    };
+    let (digest, planned) = match &checked_trace {
+        Some(checked) => (checked.digest.clone(), checked.records),
+        None => workload::digest(&scenario, sampler.clone()),
+    };
+    let scale = checked_trace
+        .as_ref()
+        .map_or(0.0, |checked| checked.scale(scenario.total_rate()));
     let summary = report::summarize(&scenario, digest, planned, target_text);
     let mut report = report::Report {
         scenario: summary,
@@ -136,9 +204,20 @@ pub async fn run(
         error: None,
         mode: "live".to_owned(),
         variants: Vec::new(),
+        agreement: Vec::new(),
     };
 
-    let result = run_variants(&scenario, options, &prepared, sampler, &cancel, &mut report).await;
+    let mut trace_error = false;
+    let result = run_variants(
+        &scenario,
+        options,
+        &prepared,
+        (sampler, scale),
+        &cancel,
+        &mut report,
+        &mut trace_error,
+    )
+    .await;
 
     if let Prepared::Running {
         control_plane,
@@ -161,7 +240,9 @@ pub async fn run(
     }
     report.interrupted |= cancel.is_cancelled();
     report.finished_at = now_rfc3339();
-    write_report(&report, &options.out_dir)
+    let mut written = write_report(&report, &options.out_dir)?;
+    written.trace_error = trace_error;
+    Ok(written)
 }
 
 /// Model mode: checks the trace whole first (a bad record stops the run before any
@@ -240,6 +321,7 @@ async fn run_model(
         error: None,
         mode: "model".to_owned(),
         variants: Vec::new(),
+        agreement: Vec::new(),
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = Arc::new(model::Progress::default());
@@ -257,7 +339,7 @@ async fn run_model(
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let shared = Arc::new(scenario);
-    let results = {
+    let outcome = {
         let (scenario, stop, progress) = (shared.clone(), stop.clone(), progress.clone());
         tokio::task::spawn_blocking(move || model::run_all(&scenario, &stop, &progress, threads))
             .await
@@ -268,22 +350,18 @@ async fn run_model(
         ticker.abort();
         bar.finish_and_clear();
     }
-    for result in results {
-        match result {
-            Ok(variant) => report.variants.push(variant),
-            Err(err) => {
-                if report.variants.is_empty() {
-                    return Err(err.into());
-                }
-                eprintln!("edgebox simulate: {err}; writing the partial report");
-                report.error = Some(err.to_string());
-                break;
-            }
-        }
+    let outcome = outcome?;
+    report.variants = outcome.reports;
+    let trace_error = outcome.error.is_some();
+    if let Some(err) = outcome.error {
+        eprintln!("edgebox simulate: {err}; writing the partial report");
+        report.error = Some(err.to_string());
     }
     report.interrupted = cancel.is_cancelled();
     report.finished_at = now_rfc3339();
-    write_report(&report, &options.out_dir)
+    let mut written = write_report(&report, &options.out_dir)?;
+    written.trace_error = trace_error;
+    Ok(written)
 }
 
 fn scenario_trace_name(scenario: &Scenario) -> String {
@@ -347,6 +425,7 @@ pub fn write_report(report: &report::Report, out_dir: &Path) -> Result<Outcome, 
         report: report.clone(),
         json_path,
         html_path,
+        trace_error: false,
     })
 }
 
@@ -424,29 +503,54 @@ async fn prepare(scenario: &mut Scenario) -> Result<(Prepared, String), SimError
                     source,
                 })?;
             let catalogue_root = work.path().join("catalogue");
-            let objects = scenario.catalogue.objects.clone();
-            let seed = scenario.seed;
             let root = catalogue_root.clone();
-            let bytes = tokio::task::spawn_blocking(move || {
-                workload::write_catalogue(&objects, seed, &root)
-            })
-            .await
-            .expect("catalogue writer does not panic")
-            .map_err(|source| SimError::Io {
-                what: format!("writing the catalogue under {}", catalogue_root.display()),
-                source,
-            })?;
-            tracing::info!(bytes, root = %catalogue_root.display(), "catalogue written");
-            let text = format!(
+            let mut trace = None;
+            let mut text = format!(
                 "{} started by the simulator (edges and origins, on free ports)",
                 deployment.source
             );
+            if scenario.trace.is_some() {
+                // Every record is checked (and the objects written) before any load.
+                eprintln!(
+                    "edgebox simulate: checking {} and writing its objects",
+                    trace_live::trace_name(scenario)
+                );
+                let checking = scenario.clone();
+                let checked =
+                    tokio::task::spawn_blocking(move || trace_live::prepare(&checking, &root))
+                        .await
+                        .expect("the trace check does not panic")
+                        .map_err(model::ModelError::from)?;
+                text = format!(
+                    "trace {} ({} requests over {:.0} s of trace time, {} objects, replayed at {} requests/s), {text}",
+                    trace_live::trace_name(scenario),
+                    checked.records,
+                    checked.span_ms as f64 / 1000.0,
+                    checked.objects,
+                    scenario.total_rate(),
+                );
+                trace = Some(checked);
+            } else {
+                let objects = scenario.catalogue.objects.clone();
+                let seed = scenario.seed;
+                let bytes = tokio::task::spawn_blocking(move || {
+                    workload::write_catalogue(&objects, seed, &root)
+                })
+                .await
+                .expect("catalogue writer does not panic")
+                .map_err(|source| SimError::Io {
+                    what: format!("writing the catalogue under {}", catalogue_root.display()),
+                    source,
+                })?;
+                tracing::info!(bytes, root = %catalogue_root.display(), "catalogue written");
+            }
             Ok((
                 Prepared::Started {
                     work,
                     base_dir: scenario::deployment_base_dir(&location),
                     catalogue_root,
                     base: deployment,
+                    trace,
                 },
                 text,
             ))
@@ -458,9 +562,10 @@ async fn run_variants(
     scenario: &Scenario,
     options: &Options,
     prepared: &Prepared,
-    sampler: Arc<workload::Sampler>,
+    (sampler, scale): (Arc<workload::Sampler>, f64),
     cancel: &CancellationToken,
     report: &mut report::Report,
+    trace_error: &mut bool,
 ) -> Result<(), SimError> {
     for (index, variant) in scenario.variants.iter().enumerate() {
         if cancel.is_cancelled() {
@@ -493,6 +598,7 @@ async fn run_variants(
                 base_dir,
                 catalogue_root,
                 base,
+                ..
             } => {
                 let text = variant.deployment_text.as_deref().unwrap_or(&base.text);
                 let dir = work.path().join(format!("variant-{index}"));
@@ -543,7 +649,7 @@ async fn run_variants(
             variant,
             index,
             &targets,
-            sampler.clone(),
+            (sampler.clone(), scale),
             options,
             cancel,
         )
@@ -551,7 +657,14 @@ async fn run_variants(
         if let Some(mut running) = started {
             running.stop(Duration::from_secs(15)).await;
         }
-        report.variants.push(outcome?);
+        let (variant_report, error) = outcome?;
+        report.variants.push(variant_report);
+        if let Some(err) = error {
+            // A bad record mid-stream: this variant's partial report is kept, no other
+            // variant runs.
+            *trace_error = true;
+            return Err(model::ModelError::from(err).into());
+        }
     }
     Ok(())
 }
@@ -612,11 +725,13 @@ async fn run_one(
     variant: &scenario::Variant,
     index: usize,
     targets: &target::Targets,
-    sampler: Arc<workload::Sampler>,
+    (sampler, scale): (Arc<workload::Sampler>, f64),
     options: &Options,
     cancel: &CancellationToken,
-) -> Result<report::VariantReport, SimError> {
+) -> Result<(report::VariantReport, Option<trace::TraceError>), SimError> {
     let client = load::client(scenario)?;
+    let requests =
+        load::Requests::open(scenario, sampler, scale).map_err(model::ModelError::from)?;
     let before = report::edge_counters(targets).await;
     let counters = Arc::new(load::Counters::default());
     let progress = progress_bar(
@@ -627,14 +742,15 @@ async fn run_one(
         options.progress,
         counters.clone(),
     );
-    let run = load::run(scenario, sampler, targets, client, counters, cancel).await;
+    let mut run = load::run(scenario, requests, targets, client, counters, cancel).await;
     if let Some((bar, ticker)) = progress {
         ticker.abort();
         bar.finish_and_clear();
     }
     let after = report::edge_counters(targets).await;
     let edges = report::edge_stats(targets, &before, &after);
-    Ok(report::variant_report(
+    let error = run.error.take();
+    let report = report::variant_report(
         scenario,
         &variant.name,
         &variant.description,
@@ -642,7 +758,8 @@ async fn run_one(
         &run,
         targets,
         edges,
-    ))
+    );
+    Ok((report, error))
 }
 
 fn progress_bar(

@@ -15,9 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::SimError;
-use super::scenario::{Limit, Protocol, Scenario};
+use super::model::Source;
+use super::scenario::{CatalogueObjects, Limit, Protocol, Scenario};
 use super::target::Targets;
-use super::workload::{Plan, PlannedRequest, Sampler, object_path};
+use super::trace::TraceError;
+use super::variant::OBJECTS_PREFIX;
+use super::workload::{Plan, Sampler, object_path};
 
 /// A request sent this long after its planned time counts as late.
 pub const LATE_AFTER: Duration = Duration::from_millis(100);
@@ -78,7 +81,7 @@ pub struct Sample {
     pub region: usize,
     /// Position in the plan; also picks the region's edge (`index % edges`).
     pub index: u64,
-    pub object: u32,
+    pub object: u64,
     pub cacheable: bool,
     /// Planned send time from the start of the run.
     pub at: Duration,
@@ -120,6 +123,112 @@ pub struct LoadRun {
     /// that were not interrupted): what achieved rates are measured over.
     pub send_window: Duration,
     pub interrupted: bool,
+    /// The trace record that stopped the replay mid-stream.
+    pub error: Option<TraceError>,
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// When to send it, from the start of the run.
+    pub at: Duration,
+    /// Index into the scenario's client regions.
+    pub region: usize,
+    /// Position in the whole run.
+    pub index: u64,
+    pub object: u64,
+    pub cacheable: bool,
+    pub path: String,
+}
+
+/// The URL path a traced object is served at: a file the simulator writes for the
+/// origins, of the object's traced size ([`crate::trace_live`]).
+pub fn trace_path(object: u64) -> String {
+    format!("{OBJECTS_PREFIX}t{object:016x}.bin")
+}
+
+/// What a live run sends: the scenario's synthetic plan, or a trace replayed on the wall
+/// clock, `scale` real seconds per trace second.
+pub enum Requests {
+    Plan {
+        plan: Plan,
+        objects: Arc<CatalogueObjects>,
+    },
+    Trace {
+        source: Box<Source>,
+        scale: f64,
+        /// Requests per second, for a trace whose records all share one instant.
+        rate: f64,
+        index: u64,
+    },
+}
+
+impl Requests {
+    /// The scenario's requests from the start: its trace when it names one (`scale`
+    /// real seconds per trace second), else its plan.
+    pub fn open(
+        scenario: &Scenario,
+        sampler: Arc<Sampler>,
+        scale: f64,
+    ) -> Result<Self, TraceError> {
+        Ok(match &scenario.trace {
+            Some(_) => Self::Trace {
+                source: Box::new(Source::open(scenario)?),
+                scale,
+                rate: scenario.total_rate(),
+                index: 0,
+            },
+            None => Self::Plan {
+                plan: Plan::new(scenario, sampler),
+                objects: Arc::new(scenario.catalogue.objects.clone()),
+            },
+        })
+    }
+}
+
+impl Iterator for Requests {
+    type Item = Result<Outgoing, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Plan { plan, objects } => plan.next().map(|planned| {
+                Ok(Outgoing {
+                    at: planned.at,
+                    region: planned.region,
+                    index: planned.index,
+                    object: u64::from(planned.object),
+                    cacheable: planned.cacheable,
+                    path: object_path(objects, planned.object, planned.cacheable),
+                })
+            }),
+            Self::Trace {
+                source,
+                scale,
+                rate,
+                index,
+            } => {
+                let request = match source.next()? {
+                    Ok(request) => request,
+                    Err(err) => return Some(Err(err)),
+                };
+                let at = if *scale > 0.0 {
+                    request.time_ms as f64 / 1000.0 * *scale
+                } else {
+                    *index as f64 / *rate
+                };
+                let outgoing = Outgoing {
+                    at: Duration::from_secs_f64(at),
+                    region: request.region,
+                    index: *index,
+                    object: request.object,
+                    cacheable: request.cacheable,
+                    path: trace_path(request.object),
+                };
+                *index += 1;
+                Some(Ok(outgoing))
+            }
+        }
+    }
 }
 
 /// Live counters for the progress display.
@@ -197,10 +306,10 @@ pub async fn check_reachable(targets: &Targets) -> Result<(), SimError> {
     Ok(())
 }
 
-/// Runs the scenario's plan once against `targets`.
+/// Sends `requests` once against `targets`, each at its time.
 pub async fn run(
     scenario: &Scenario,
-    sampler: Arc<Sampler>,
+    requests: Requests,
     targets: &Targets,
     client: reqwest::Client,
     counters: Arc<Counters>,
@@ -215,17 +324,26 @@ pub async fn run(
         elapsed: Duration::ZERO,
         send_window: Duration::ZERO,
         interrupted: false,
+        error: None,
     };
     let limit = Arc::new(Semaphore::new(scenario.workload.concurrency));
     let mut in_flight: JoinSet<Sample> = JoinSet::new();
     let region_names: Arc<Vec<String>> =
         Arc::new(scenario.clients.iter().map(|c| c.name.clone()).collect());
-    let objects = Arc::new(scenario.catalogue.objects.clone());
     let seed = scenario.seed;
     let start = tokio::time::Instant::now();
-    let mut plan = Plan::new(scenario, sampler);
+    let mut plan = requests;
 
     while let Some(request) = plan.next() {
+        let request = match request {
+            Ok(request) => request,
+            Err(err) => {
+                // A bad record mid-stream: stop sending; what was sent is reported.
+                run.error = Some(err);
+                run.interrupted = true;
+                break;
+            }
+        };
         while let Some(done) = in_flight.try_join_next() {
             if let Ok(sample) = done {
                 record(&counters, &sample);
@@ -254,11 +372,7 @@ pub async fn run(
         counters.sent.fetch_add(1, Ordering::Relaxed);
         let edges = &targets.per_region[request.region];
         let edge = &edges[(request.index % edges.len() as u64) as usize];
-        let url = format!(
-            "{}{}",
-            edge.url,
-            object_path(&objects, request.object, request.cacheable)
-        );
+        let url = format!("{}{}", edge.url, request.path);
         let client = client.clone();
         let region = region_names[request.region].clone();
         let cancel = cancel.clone();
@@ -268,8 +382,8 @@ pub async fn run(
             async move {
                 let _permit = permit;
                 tokio::select! {
-                    sample = send(&client, &url, &region, seed, request, lag) => sample,
-                    _ = cancel.cancelled() => cancelled(request, lag),
+                    sample = send(&client, &url, &region, seed, &request, lag) => sample,
+                    _ = cancel.cancelled() => cancelled(&request, lag),
                 }
             }
             .instrument(span),
@@ -277,6 +391,7 @@ pub async fn run(
     }
     if let Limit::Duration(duration) = scenario.workload.limit
         && !run.interrupted
+        && scenario.trace.is_none()
     {
         // The plan ends with its last request; the run lasts its whole duration.
         tokio::select! {
@@ -312,7 +427,7 @@ fn record(counters: &Counters, sample: &Sample) {
     }
 }
 
-fn cancelled(request: PlannedRequest, lag: Duration) -> Sample {
+fn cancelled(request: &Outgoing, lag: Duration) -> Sample {
     Sample {
         region: request.region,
         index: request.index,
@@ -335,7 +450,7 @@ async fn send(
     url: &str,
     region: &str,
     seed: u64,
-    request: PlannedRequest,
+    request: &Outgoing,
     lag: Duration,
 ) -> Sample {
     let mut sample = cancelled(request, lag);

@@ -11,13 +11,13 @@
 //! constant, whatever the trace's length.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use edgebox_cache_model::admission;
 use edgebox_cache_model::eviction::{L1, Lru, PolicyKind};
 use edgebox_cache_model::freshness::{self, OriginFreshness};
-use edgebox_cache_model::latency::{self, Link};
+use edgebox_cache_model::latency::{self, Link, LinkMs};
 use edgebox_cache_model::lb::{self, Chooser};
 use edgebox_config::{Deployment, LbPolicy, OriginTarget, Role};
 
@@ -37,8 +37,9 @@ use stats::Counters;
 /// Freshness the simulator's origins give generated objects (`max-age=86400`, see
 /// `variant::for_started`), used when a trace gives no `ttl`.
 pub const ORIGIN_MAX_AGE_S: u32 = 86_400;
-/// Requests between checks of the cancel flag and progress updates.
-const BATCH: u64 = 1 << 16;
+/// Requests a worker reads from its source before replaying them through each of its
+/// variants in turn (and between checks of the cancel flag and progress updates).
+const BATCH: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -123,7 +124,7 @@ pub struct Topology {
     route_next: Vec<usize>,
     /// `links[a * region_count + b]`: the link between regions `a` and `b` of the
     /// deployment, when the latency model is on (looked up once, not per request).
-    links: Vec<Option<Link>>,
+    links: Vec<Option<LinkMs>>,
     region_count: usize,
     /// Region index of each client region.
     client_regions: Vec<usize>,
@@ -298,12 +299,13 @@ impl Topology {
         if deployment.latency.enabled {
             for (a, from) in region_names.iter().enumerate() {
                 for (b, to) in region_names.iter().enumerate() {
-                    links[a * region_count + b] =
-                        deployment.latency.link(from, to).map(|link| Link {
+                    links[a * region_count + b] = deployment.latency.link(from, to).map(|link| {
+                        LinkMs::from(&Link {
                             rtt: link.rtt,
                             jitter: link.jitter,
                             loss: link.loss,
-                        });
+                        })
+                    });
                 }
             }
         }
@@ -326,10 +328,11 @@ impl Topology {
     /// One exchange between two regions (indices into the region table), in milliseconds.
     #[inline]
     fn hop(&mut self, a: usize, b: usize) -> f64 {
-        let Some(link) = self.links.get(a * self.region_count + b).copied().flatten() else {
+        let Some(link) = self.links[a * self.region_count + b] else {
             return 0.0;
         };
-        let jitter = if link.jitter.is_zero() {
+        // The same draws as the edge makes: none for a link without jitter or loss.
+        let jitter = if link.jitter_ms == 0.0 {
             0.5
         } else {
             self.rng.next_f64()
@@ -339,16 +342,20 @@ impl Topology {
         } else {
             1.0
         };
-        latency::exchange(&link, jitter, loss).as_secs_f64() * 1000.0
+        latency::exchange_ms(&link, jitter, loss)
     }
 
     /// Serves one request: where it was answered, the simulated milliseconds, which origin
     /// served it (if one did) and the client-facing edge it was sent to.
     pub fn serve(&mut self, request: &ModelRequest) -> Served {
         let routes = &self.routes[request.region];
-        let slot = self.route_next[request.region];
-        self.route_next[request.region] = slot.wrapping_add(1);
-        let edge = routes[slot % routes.len()];
+        let edge = if routes.len() == 1 {
+            routes[0]
+        } else {
+            let slot = self.route_next[request.region];
+            self.route_next[request.region] = slot.wrapping_add(1);
+            routes[slot % routes.len()]
+        };
         let mut ms = self.hop(
             self.client_regions[request.region],
             self.edges[edge].region_index,
@@ -477,84 +484,217 @@ pub struct Progress {
     pub simulated_ms: AtomicU64,
 }
 
-/// Runs one variant over `source`; `stop` is asked between batches of requests (the
-/// partial result is reported as interrupted).
-pub fn run_variant(
+/// One variant being replayed: its topology and counters, and the wall time it has spent
+/// serving requests.
+struct Replay<'s> {
+    index: usize,
+    variant: &'s Variant,
+    topology: Topology,
+    counters: Counters,
+    busy: Duration,
+}
+
+impl Replay<'_> {
+    /// The hot loop: no allocation, no clock, no lock — the topology serves, the counters
+    /// add.
+    fn replay(&mut self, batch: &[ModelRequest]) {
+        let started = Instant::now();
+        for request in batch {
+            let served = self.topology.serve(request);
+            self.counters.record(request, &served);
+        }
+        self.busy += started.elapsed();
+    }
+}
+
+/// What a run of every variant gave: one report per variant in the scenario's order
+/// (partial, marked interrupted, when it was stopped), and the trace error that stopped
+/// it mid-stream, if one did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub reports: Vec<VariantReport>,
+    pub error: Option<TraceError>,
+}
+
+/// Replays `replays` in lockstep over one stream of requests: a batch is read (or
+/// generated) once and served by each variant in turn, so a sweep reads its trace once per
+/// worker, not once per variant. Each variant's time is its own serving time plus an
+/// equal share of the reading; CPU time is the thread's, shared out in the same
+/// proportions.
+fn run_group(
     scenario: &Scenario,
-    variant: &Variant,
-    mut topology: Topology,
-    source: Source,
+    mut replays: Vec<Replay<'_>>,
+    mut source: Source,
     stop: &dyn Fn() -> bool,
     progress: &Progress,
-) -> Result<VariantReport, ModelError> {
+) -> (Vec<(usize, VariantReport)>, Option<TraceError>) {
     let started = Instant::now();
     let cpu_started = thread_cpu_seconds();
-    let mut counters = Counters::new(scenario, topology.origins.len());
-    let mut done = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut reading = Duration::ZERO;
+    let mut error = None;
     let mut interrupted = false;
-    for request in source {
-        let request = request?;
-        let served = topology.serve(&request);
-        counters.record(&request, served.answer, served.ms, served.origin);
-        counters.routed(served.edge);
-        done += 1;
-        if done.is_multiple_of(BATCH) {
-            progress.done.fetch_add(BATCH, Ordering::Relaxed);
+    loop {
+        let read_started = Instant::now();
+        batch.clear();
+        let filled = source.fill(&mut batch, BATCH);
+        reading += read_started.elapsed();
+        for replay in &mut replays {
+            replay.replay(&batch);
+        }
+        progress
+            .done
+            .fetch_add((batch.len() * replays.len()) as u64, Ordering::Relaxed);
+        if let Some(last) = batch.last() {
             progress
                 .simulated_ms
-                .fetch_max(request.time_ms, Ordering::Relaxed);
-            if stop() {
+                .fetch_max(last.time_ms, Ordering::Relaxed);
+        }
+        match filled {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(err) => {
+                error = Some(err);
                 interrupted = true;
                 break;
             }
         }
+        if stop() {
+            interrupted = true;
+            break;
+        }
     }
-    progress.done.fetch_add(done % BATCH, Ordering::Relaxed);
-    let wall_s = started.elapsed().as_secs_f64();
-    let cpu_s = cpu_started
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_started
         .zip(thread_cpu_seconds())
-        .map_or(wall_s, |(before, after)| after - before);
-    Ok(counters.report(scenario, variant, &topology, (wall_s, cpu_s), interrupted))
+        .map_or(wall, |(before, after)| after - before);
+    let cpu_per_wall = if wall > 0.0 { cpu / wall } else { 1.0 };
+    let share = reading.as_secs_f64() / replays.len().max(1) as f64;
+    let reports = replays
+        .iter()
+        .map(|replay| {
+            let wall_s = replay.busy.as_secs_f64() + share;
+            let report = replay.counters.report(
+                scenario,
+                replay.variant,
+                &replay.topology,
+                (wall_s, wall_s * cpu_per_wall),
+                interrupted,
+            );
+            (replay.index, report)
+        })
+        .collect();
+    (reports, error)
 }
 
-/// Runs every variant, in parallel over `threads` workers, each over its own stream of the
-/// same requests. Results come back in the scenario's variant order, up to the first that
-/// failed (a failure stops the others; so does `cancel`).
+/// Runs one variant over `source` on this thread (`stop` is asked between batches).
+pub fn run_variant(
+    scenario: &Scenario,
+    variant: &Variant,
+    topology: Topology,
+    source: Source,
+    stop: &dyn Fn() -> bool,
+    progress: &Progress,
+) -> Result<VariantReport, ModelError> {
+    let counters = Counters::new(scenario, &topology);
+    let replay = Replay {
+        index: 0,
+        variant,
+        topology,
+        counters,
+        busy: Duration::ZERO,
+    };
+    let (mut reports, error) = run_group(scenario, vec![replay], source, stop, progress);
+    match error {
+        Some(err) => Err(err.into()),
+        None => Ok(reports.pop().expect("one variant").1),
+    }
+}
+
+/// Relative cost of replaying a variant, to balance workers: TinyUFO (a concurrent cache
+/// behind locks and epochs) costs about three times the others.
+fn cost_estimate(variant: &Variant) -> u64 {
+    let policy = match variant.settings.l1_policy {
+        Some(PolicyKind::Tinyufo) => 3,
+        _ => 1,
+    };
+    // Larger tiers miss the CPU caches more.
+    let size = variant
+        .settings
+        .l1_capacity
+        .map_or(30, |bytes| u64::from(64 - bytes.max(1).leading_zeros()));
+    policy * (size + 10)
+}
+
+/// Runs every variant, split over `threads` workers that each replay their variants in
+/// lockstep over their own stream of the requests (largest first to the least loaded
+/// worker). Topologies and sources are all built before any replay starts, so a bad
+/// deployment or an unreadable trace fails the run with nothing replayed. Reports come back
+/// in the scenario's variant order; a trace error mid-stream (or `cancel`) stops every
+/// worker, and the partial reports come back with the error.
 pub fn run_all(
     scenario: &Scenario,
     cancel: &AtomicBool,
     progress: &Progress,
     threads: usize,
-) -> Vec<Result<VariantReport, ModelError>> {
-    let next = AtomicUsize::new(0);
+) -> Result<Outcome, ModelError> {
+    let count = scenario.variants.len();
+    let workers = threads.clamp(1, count.max(1));
+    let mut order: Vec<usize> = (0..count).collect();
+    order.sort_by_key(|index| std::cmp::Reverse(cost_estimate(&scenario.variants[*index])));
+    let mut groups: Vec<(u64, Vec<Replay<'_>>)> = (0..workers).map(|_| (0, Vec::new())).collect();
+    for index in order {
+        let variant = &scenario.variants[index];
+        let topology = topology_of(scenario, variant, index)?;
+        let counters = Counters::new(scenario, &topology);
+        let group = groups
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one worker");
+        group.0 += cost_estimate(variant);
+        group.1.push(Replay {
+            index,
+            variant,
+            topology,
+            counters,
+            busy: Duration::ZERO,
+        });
+    }
+    let mut work = Vec::new();
+    for (_, replays) in groups {
+        if !replays.is_empty() {
+            work.push((replays, Source::open(scenario)?));
+        }
+    }
     let failed = AtomicBool::new(false);
     let stop = || cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
-    let results: Vec<Mutex<Option<Result<VariantReport, ModelError>>>> =
-        scenario.variants.iter().map(|_| Mutex::new(None)).collect();
+    let results: Mutex<Vec<(usize, VariantReport)>> = Mutex::new(Vec::with_capacity(count));
+    let first_error: Mutex<Option<TraceError>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, scenario.variants.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(variant) = scenario.variants.get(index) else {
-                        break;
-                    };
-                    if stop() {
-                        break;
-                    }
-                    let result = prepare_and_run(scenario, variant, index, &stop, progress);
-                    if result.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    *results[index].lock().expect("not poisoned") = Some(result);
+        for (replays, source) in work {
+            let (stop, failed, results, first_error) = (&stop, &failed, &results, &first_error);
+            scope.spawn(move || {
+                let (reports, error) = run_group(scenario, replays, source, stop, progress);
+                if let Some(err) = error {
+                    failed.store(true, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(err);
                 }
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(reports);
             });
         }
     });
-    results
-        .into_iter()
-        .map_while(|slot| slot.into_inner().expect("not poisoned"))
-        .collect()
+    let mut reports = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    reports.sort_by_key(|(index, _)| *index);
+    Ok(Outcome {
+        reports: reports.into_iter().map(|(_, report)| report).collect(),
+        error: first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
+    })
 }
 
 /// The topology of a variant: its deployment as bound by the scenario check.
@@ -584,18 +724,6 @@ pub fn topology_of(
         scenario.seed ^ index as u64,
     )
     .map_err(topology_error)
-}
-
-fn prepare_and_run(
-    scenario: &Scenario,
-    variant: &Variant,
-    index: usize,
-    stop: &dyn Fn() -> bool,
-    progress: &Progress,
-) -> Result<VariantReport, ModelError> {
-    let topology = topology_of(scenario, variant, index)?;
-    let source = Source::open(scenario)?;
-    run_variant(scenario, variant, topology, source, stop, progress)
 }
 
 #[cfg(test)]

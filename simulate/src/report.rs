@@ -29,6 +29,78 @@ pub struct Report {
     #[serde(default = "live")]
     pub mode: String,
     pub variants: Vec<VariantReport>,
+    /// `compare` mode: each variant's share of requests per tier, live against model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agreement: Vec<Agreement>,
+}
+
+/// One variant run live and in model mode: who answered, side by side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Agreement {
+    pub variant: String,
+    /// `l1`, `l2`, `parent`, `origin`, then `offload` (origin offload by requests).
+    pub rows: Vec<AgreementRow>,
+    /// The largest difference of any row, in percentage points.
+    pub max_difference_pp: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgreementRow {
+    pub tier: String,
+    pub live: f64,
+    pub model: f64,
+    pub difference_pp: f64,
+}
+
+/// Live and model shares per tier, live counted over the requests that were answered
+/// (a request dropped at the concurrency bound or failed has no tier to compare).
+pub fn agreement(live: &VariantReport, model: &VariantReport) -> Agreement {
+    let answered: u64 = ["l1", "l2", "parent", "origin"]
+        .iter()
+        .map(|tier| live.total.tiers.get(*tier).map_or(0, |t| t.requests))
+        .sum();
+    let share = |report: &VariantReport, tier: &str, total: u64| {
+        let requests = report.total.tiers.get(tier).map_or(0, |t| t.requests);
+        if total == 0 {
+            0.0
+        } else {
+            requests as f64 / total as f64
+        }
+    };
+    let mut rows: Vec<AgreementRow> = ["l1", "l2", "parent", "origin"]
+        .iter()
+        .map(|tier| {
+            let live_share = share(live, tier, answered);
+            let model_share = share(model, tier, model.total.requests);
+            AgreementRow {
+                tier: (*tier).to_owned(),
+                live: live_share,
+                model: model_share,
+                difference_pp: (live_share - model_share).abs() * 100.0,
+            }
+        })
+        .collect();
+    let origin = |rows: &[AgreementRow], pick: fn(&AgreementRow) -> f64| {
+        1.0 - rows
+            .iter()
+            .find(|row| row.tier == "origin")
+            .map_or(0.0, pick)
+    };
+    let (live_offload, model_offload) = (
+        origin(&rows, |row| row.live),
+        origin(&rows, |row| row.model),
+    );
+    rows.push(AgreementRow {
+        tier: "offload".to_owned(),
+        live: live_offload,
+        model: model_offload,
+        difference_pp: (live_offload - model_offload).abs() * 100.0,
+    });
+    Agreement {
+        variant: live.name.clone(),
+        max_difference_pp: rows.iter().map(|row| row.difference_pp).fold(0.0, f64::max),
+        rows,
+    }
 }
 
 fn live() -> String {
@@ -582,6 +654,23 @@ pub fn table(report: &Report) -> String {
     }
     if let Some(error) = &report.error {
         let _ = writeln!(out, "STOPPED EARLY: {error}");
+    }
+    for agreement in &report.agreement {
+        let _ = writeln!(
+            out,
+            "\nlive vs model, variant {:?} (share of answered requests; largest difference {:.2} pp)",
+            agreement.variant, agreement.max_difference_pp
+        );
+        for row in &agreement.rows {
+            let _ = writeln!(
+                out,
+                "  {:<8} live {:>6.2}%  model {:>6.2}%  difference {:>5.2} pp",
+                row.tier,
+                row.live * 100.0,
+                row.model * 100.0,
+                row.difference_pp
+            );
+        }
     }
     for variant in &report.variants {
         let _ = writeln!(

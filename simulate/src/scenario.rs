@@ -90,7 +90,7 @@ pub struct Scenario {
     pub base_settings: Settings,
     pub ready_timeout: Duration,
     pub mode: Mode,
-    /// Requests from a trace rather than the synthetic workload (model mode).
+    /// Requests from a trace rather than the synthetic workload.
     pub trace: Option<TraceSpec>,
     /// Prices for the cost table (model mode).
     pub cost: Option<CostModel>,
@@ -104,6 +104,8 @@ pub enum Mode {
     Live,
     /// The deployment's cache policy in-process, on a virtual clock.
     Model,
+    /// Live, then the same requests in model mode, with the tiers' shares side by side.
+    Compare,
 }
 
 impl Mode {
@@ -111,6 +113,7 @@ impl Mode {
         match self {
             Self::Live => "live",
             Self::Model => "model",
+            Self::Compare => "compare",
         }
     }
 }
@@ -467,8 +470,8 @@ pub fn parse(
         .unwrap_or_default();
     let (target, target_known) = check_target(&mut c, raw_deployment, base_dir);
     let mode = check_mode(&mut c, raw_mode.as_deref(), &target);
-    let trace =
-        raw_trace.and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode));
+    let trace = raw_trace
+        .and_then(|raw| check_trace(&mut c, raw, base_dir, scenario_seed(seed), mode, &target));
     let model = mode == Mode::Model;
     let workload = check_workload(
         &mut c,
@@ -532,7 +535,7 @@ pub fn parse(
     if let Some(raw) = raw_sweep {
         variants = check_sweep(&mut c, raw, variants, declared, mode);
     }
-    if mode == Mode::Live {
+    if mode != Mode::Model {
         for variant in &variants {
             if variant.settings.l1_policy.is_some() {
                 c.error(format!("{}.l1_policy", variant.key_path), LIVE_L1_POLICY);

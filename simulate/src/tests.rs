@@ -240,7 +240,11 @@ fn the_examples_are_valid_against_the_embedded_default() {
         let scenario = examples::load(name)
             .unwrap()
             .unwrap_or_else(|errors| panic!("{errors}"));
-        assert!(scenario.variants.len() >= 2, "{name} compares variants");
+        // trace-live compares modes (live against model) on one variant.
+        assert!(
+            scenario.variants.len() >= 2 || scenario.mode == scenario::Mode::Compare,
+            "{name} compares variants"
+        );
         assert!(
             scenario
                 .variants
@@ -317,4 +321,44 @@ fn a_running_deployment_is_checked_once_its_config_is_known() {
         "{variant_text}"
     );
     assert!(fine.deployment().is_some());
+}
+
+/// A trace prepared for live replay: every record checked, one file per object at its
+/// traced size (named as the load generator requests it), the replay timed to the
+/// clients' rate; a `ttl` column (model-only) is refused with the file and record.
+#[test]
+fn a_trace_is_prepared_for_live_replay_with_its_objects_at_their_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "timestamp,object_id,size,region\n0,7,1000,eu-west\n5,9,20,us-east\n10,7,1000,us-east\n20,11,3,eu-west\n",
+    )
+    .unwrap();
+    let text = "[deployment.settings]\nlatency = false\n[clients.eu-west]\nrate = 2\n[clients.us-east]\nrate = 2\n[trace]\nfile = \"t.csv\"\n";
+    let live = scenario::parse(text, "live.toml", dir.path(), "live")
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(live.mode, scenario::Mode::Live);
+    let root = dir.path().join("root");
+    let checked = super::trace_live::prepare(&live, &root).unwrap();
+    assert_eq!((checked.records, checked.objects), (4, 3));
+    assert_eq!(checked.span_ms, 20_000);
+    // Four requests at 4/s: one second of wall clock for 20 s of trace time.
+    assert!((checked.scale(4.0) - 0.05).abs() < 1e-9);
+    for (object, size) in [(7u64, 1000u64), (9, 20), (11, 3)] {
+        let path = root.join(super::load::trace_path(object).trim_start_matches('/'));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "{path:?}");
+    }
+
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "timestamp,object_id,size,ttl\n0,7,1000,60\n",
+    )
+    .unwrap();
+    let error = super::trace_live::prepare(&live, &dir.path().join("root2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("t.csv") && error.contains("record 1") && error.contains("ttl"),
+        "{error}"
+    );
 }

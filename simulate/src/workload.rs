@@ -259,11 +259,16 @@ impl Plan {
 
     /// How many requests the plan holds (walks a copy of it).
     pub fn len_hint(scenario: &Scenario) -> u64 {
-        match scenario.workload.limit {
+        let limit = match scenario.workload.limit {
             Limit::Requests(count) => count,
             Limit::Duration(duration) => {
                 (scenario.total_rate() * duration.as_secs_f64()).round() as u64
             }
+        };
+        match &scenario.trace {
+            // A generated trace holds a known number of requests.
+            Some(super::scenario::TraceSpec::Generate(options)) => limit.min(options.requests),
+            _ => limit,
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct Args {
     /// Scenario file (TOML): deployment, workload, clients per region, catalogue, variants.
     #[arg(value_name = "SCENARIO")]
     pub scenario: Option<PathBuf>,
-    /// Run a built-in scenario instead: `tiering` or `lb-policies`.
+    /// Run a built-in scenario instead: `tiering`, `lb-policies`, `policies` or `trace-live`.
     #[arg(long, value_name = "NAME")]
     pub example: Option<String>,
     /// Re-render the table and report.html (into --out) from an earlier report.json.
@@ -49,9 +49,9 @@ pub struct Args {
     /// No progress bar (it is only drawn on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
-    /// Run the scenario this way instead of its `mode`: `live` (real processes and HTTP)
-    /// or `model` (in-process on a virtual clock).
-    #[arg(long, value_name = "MODE", value_parser = ["live", "model"])]
+    /// Run the scenario this way instead of its `mode`: `live` (real processes and HTTP),
+    /// `model` (in-process on a virtual clock) or `compare` (live, then model, side by side).
+    #[arg(long, value_name = "MODE", value_parser = ["live", "model", "compare"])]
     pub mode: Option<String>,
     /// Model mode: variants replayed at once [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -283,8 +283,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 print!("{}", simulate::report::table(&outcome.report));
                 println!("\nreport: {}", outcome.html_path.display());
                 println!("json:   {}", outcome.json_path.display());
-                Ok(if outcome.report.interrupted {
+                Ok(if outcome.report.interrupted && !outcome.trace_error {
                     ExitCode::from(EXIT_INTERRUPTED)
+                } else if outcome.trace_error {
+                    // A bad record mid-stream: bad input, like a bad scenario.
+                    ExitCode::from(edgebox_config::EXIT_CONFIG as u8)
                 } else if outcome.report.error.is_some() {
                     ExitCode::from(EXIT_UNAVAILABLE)
                 } else {
@@ -293,6 +296,13 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(SimError::Scenario(errors)) => {
                 eprint!("{errors}");
+                Ok(ExitCode::from(edgebox_config::EXIT_CONFIG as u8))
+            }
+            Err(SimError::Model(error)) => {
+                // A bad trace (file, record and field) or a variant whose deployment does
+                // not build: bad input, found before any request was replayed.
+                eprintln!("edgebox simulate: {error}");
+                eprintln!("edgebox simulate: nothing was replayed");
                 Ok(ExitCode::from(edgebox_config::EXIT_CONFIG as u8))
             }
             Err(SimError::Interrupted) => {

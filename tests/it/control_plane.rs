@@ -14,6 +14,7 @@ mod jobs;
 mod lifecycle;
 mod real;
 mod replicas;
+mod sandboxes;
 mod standins;
 mod trust;
 

@@ -859,9 +859,10 @@ async fn sample_site_is_identical_across_origins_and_streams_with_flat_memory() 
     // Under mimalloc (the binary's allocator since the edge's hot-path work) a 128 KiB
     // read buffer freed on another worker thread than the one that allocated it waits in
     // that thread's free list, so ~6 MiB of buffers can be resident at once (0.6 MiB under
-    // glibc). Either way far below the 24 MiB file: the body is never held whole.
+    // glibc), and on a loaded machine (the reader falling behind) up to ~12 MiB was seen.
+    // Holding the body whole would cost at least the file's 24 MiB, which this rules out.
     assert!(
-        growth_kib < 12 * 1024,
+        growth_kib < 20 * 1024,
         "RSS grew by {growth_kib} KiB while streaming a 24 MiB file ({rss_before} KiB before)"
     );
 

@@ -367,6 +367,63 @@ async fn python_jobs_share_no_state() {
     );
 }
 
+/// JavaScript: the line of the loop the program is running (QuickJS instrumented at its
+/// backward jumps), moving from the first loop to the second; a multi-file program and
+/// the languages list say what is not known.
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_reports_the_line_of_the_running_loop() {
+    let sandbox = Sandbox::start();
+    let source = [
+        "let n = 0;",                               // 1
+        "let end = Date.now() + 800;",              // 2
+        "",                                         // 3
+        "while (Date.now() < end) {",               // 4
+        "  n += 1;",                                // 5
+        "}",                                        // 6
+        "console.log('first loop done');",          // 7
+        "end = Date.now() + 800;",                  // 8
+        "for (let i = 0; Date.now() < end; i++) {", // 9
+        "  n += i % 3;",                            // 10
+        "}",                                        // 11
+        "console.log('second loop done', n > 0);",  // 12
+    ]
+    .join("\n");
+    let id = sandbox
+        .submit(json!({"language": "javascript", "source": source}))
+        .await;
+    let messages = sandbox.events(&id).await;
+    let lines: Vec<Option<u32>> = running_statuses(&messages)
+        .iter()
+        .map(|m| m.current_line)
+        .collect();
+    let mut order: Vec<u32> = Vec::new();
+    for line in lines.iter().flatten() {
+        if order.last() != Some(line) {
+            order.push(*line);
+        }
+    }
+    let first = lines.iter().filter(|l| matches!(l, Some(4..=6))).count();
+    let second = lines.iter().filter(|l| matches!(l, Some(9..=11))).count();
+    assert!(first >= 3 && second >= 3, "lines sampled: {lines:?}");
+    let first_second = order.iter().position(|l| (9..=11).contains(l)).unwrap();
+    assert!(
+        order[first_second..].iter().all(|l| !(4..=6).contains(l)),
+        "the first loop after the second: {order:?}"
+    );
+    // Each loop is shown at its head: the line of its condition.
+    assert_eq!(order, [4, 9], "lines sampled: {lines:?}");
+    let JobEvent::Result(result) = messages.last().unwrap() else {
+        panic!("no result: {messages:?}")
+    };
+    assert_eq!(result.stdout, "first loop done\nsecond loop done true\n");
+
+    let (_, languages) = sandbox.get("/v1/languages").await;
+    assert_eq!(
+        languages["languages"][1]["current_line"],
+        "single-file programs: the loop it is running"
+    );
+}
+
 /// Line 7 busy-loops for about a second, then line 12 does: the WebSocket status
 /// messages report those lines, in that order, with a running time and start time.
 #[tokio::test(flavor = "multi_thread")]
@@ -593,6 +650,7 @@ async fn stats_metrics_health_and_graceful_stop() {
         (status, health.status),
         (200, edgebox_wire::health::HealthStatus::Ok)
     );
+    assert!(health.uptime_ms.is_some(), "{health:?}");
     let metrics = sandbox
         .client
         .get(format!("{}/metrics", sandbox.base))

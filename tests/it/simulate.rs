@@ -614,7 +614,12 @@ async fn ctrl_c_stops_the_load_and_writes_a_partial_report() {
 
 #[test]
 fn built_in_examples_check_and_print() {
-    for example in ["tiering", "lb-policies"] {
+    for (example, section) in [
+        ("tiering", "[[variants]]"),
+        ("lb-policies", "[[variants]]"),
+        ("policies", "[sweep]"),
+        ("trace-live", "[trace.generate]"),
+    ] {
         let output = edgebox(&["simulate", "--example", example, "--check"]);
         assert!(
             output.status.success(),
@@ -622,7 +627,7 @@ fn built_in_examples_check_and_print() {
             String::from_utf8_lossy(&output.stderr)
         );
         let printed = edgebox(&["simulate", "--example", example, "--print"]);
-        assert!(String::from_utf8_lossy(&printed.stdout).contains("[[variants]]"));
+        assert!(String::from_utf8_lossy(&printed.stdout).contains(section));
     }
     let output = edgebox(&["simulate", "--example", "nope"]);
     assert_eq!(output.status.code(), Some(64));
@@ -969,12 +974,48 @@ fn model_mode_through_the_cli_replays_traces_and_reports_bad_records() {
     let bad_out = dir.path().join("bad");
     let output = run(&bad_out);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    // Bad input exits like a bad scenario or config (sysexits' EX_CONFIG), before any
+    // request is replayed.
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("day.csv: record 5001, field `size`: an object of 0 bytes"),
         "{stderr}"
     );
     assert!(!bad_out.join("report.json").exists());
+
+    // A truncated oracleGeneral file: the record it ends in is named.
+    let oracle = dir.path().join("cut.oracleGeneral");
+    let output = edgebox(&[
+        "simulate",
+        "trace-gen",
+        "--requests",
+        "100",
+        "--objects",
+        "10",
+        "--out",
+        oracle.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    let mut bytes = std::fs::read(&oracle).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&oracle, bytes).unwrap();
+    let cut = dir.write(
+        "cut.toml",
+        "mode = \"model\"\n[clients.eu-west]\nrate = 1\n[trace]\nfile = \"cut.oracleGeneral\"\n",
+    );
+    let output = edgebox(&[
+        "simulate",
+        cut.to_str().unwrap(),
+        "--out",
+        dir.path().join("cut").to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("cut.oracleGeneral: truncated: the file ends inside record 100"),
+        "{stderr}"
+    );
 
     let example = dir.path().join("policies");
     let output = edgebox(&[
@@ -994,4 +1035,53 @@ fn model_mode_through_the_cli_replays_traces_and_reports_bad_records() {
     );
     let html = std::fs::read_to_string(example.join("report.html")).unwrap();
     assert!(html.contains("Hit ratio against L1 size") && html.contains("<h2>Cost</h2>"));
+}
+
+/// A trace replayed live (`mode = "compare"`): its objects are served at their traced
+/// sizes by real origins behind real edges, then the same requests go through model mode,
+/// and the report shows the tiers' shares side by side — within 2 percentage points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_replayed_live_agrees_with_model_mode() {
+    let dir = TestDir::new();
+    let text = r#"
+name = "trace-compare"
+mode = "compare"
+seed = 3
+[deployment.settings]
+latency = false
+[workload]
+concurrency = 64
+[clients.eu-west]
+rate = 120
+[clients.us-east]
+rate = 80
+[trace.generate]
+requests = 1500
+objects = 200
+zipf = 0.9
+one_hit_wonders = 0.05
+size = "4KiB"
+size_sigma = 0.5
+max_size = "64KiB"
+span = "10m"
+"#;
+    let report = run_library(text, dir.path()).await;
+    assert_eq!(report.mode, "compare");
+    let names: Vec<&str> = report.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["baseline (live)", "baseline (model)"]);
+    let (live, model) = (&report.variants[0].total, &report.variants[1].total);
+    assert_eq!(live.errors, 0, "{:?}", live.errors_by_kind);
+    assert_eq!(model.requests, 1500);
+    assert_eq!(live.requests + live.dropped, 1500);
+    assert!(live.ok * 10 >= 1500 * 9, "live answered {}", live.ok);
+    if live.dropped == 0 {
+        // Every object came back at its traced size.
+        assert_eq!(live.bytes, model.bytes);
+    }
+    let agreement = &report.agreement[0];
+    assert_eq!(agreement.variant, "baseline");
+    assert!(agreement.max_difference_pp <= 2.0, "{:#?}", agreement.rows);
+    assert!(live.tiers["parent"].requests > 0 && live.tiers["l1"].requests > 0);
+    let html = std::fs::read_to_string(dir.path().join("out").join("report.html")).unwrap();
+    assert!(html.contains("Live against model"));
 }

@@ -250,6 +250,36 @@ pub struct StatsResponse {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub per_node: BTreeMap<String, serde_json::Value>,
     pub unreachable: Vec<Unreachable>,
+    /// Each sandbox node as the job relay sees it, by node name.
+    #[serde(default)]
+    pub sandboxes: BTreeMap<String, SandboxNodeStats>,
+}
+
+/// One sandbox node in `/v1/stats`: its jobs and how the relay places jobs on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SandboxNodeStats {
+    /// In rotation: its last load poll answered (new jobs go only to nodes that are up,
+    /// unless none is).
+    pub up: bool,
+    /// Why it is out of rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Jobs running and queued there at its last poll.
+    pub running: u64,
+    pub queued: u64,
+    /// What the relay counts against the node when it chooses one (least outstanding
+    /// first): running and queued at the last poll plus jobs placed there since.
+    pub outstanding: u64,
+    /// The jobs the node holds now, by state (from its stats; absent when it did not
+    /// answer).
+    pub jobs: BTreeMap<crate::sandbox::JobState, u64>,
+    /// Jobs this control plane placed on the node since it started (resubmissions
+    /// included).
+    pub placed: u64,
+    /// Jobs that were queued there when it went down (or restarted) and were
+    /// submitted again elsewhere.
+    pub moved_away: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -132,7 +132,9 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive: Option<bool>,
     /// When the job ends, its final view is POSTed here (signed: `X-Edgebox-Timestamp`,
-    /// `X-Edgebox-Signature`). Only destinations in `sandbox.callbacks.allow`; `http://`.
+    /// `X-Edgebox-Signature`). Only destinations in `sandbox.callbacks.allow`; `http://`
+    /// or `https://` (the certificate verified against the system roots and
+    /// `sandbox.callbacks.ca_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
 }
@@ -514,6 +516,28 @@ pub struct SandboxStats {
     /// Programs prepared (modules compiled and pre-linked, runtimes resolved) since
     /// start: one per job, however many test cases it has.
     pub programs_prepared: u64,
+}
+
+/// The header by which the control plane names the job it submits (`POST /v1/jobs`,
+/// `/v1/run`), so that a job moved to another sandbox node keeps its id. A sandbox
+/// honours it only from a caller holding its node credential.
+pub const JOB_ID_HEADER: &str = "x-edgebox-job-id";
+
+/// `GET /v1/queue` of a sandbox node (node credential only): its load and the jobs
+/// waiting for a slot, which the control plane polls to choose nodes and to know which
+/// of the jobs it placed have started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueReport {
+    pub node: String,
+    /// Changes whenever the sandbox process restarts: jobs it held before are gone.
+    pub instance: String,
+    pub running: u64,
+    pub queued: u64,
+    pub max_concurrent_jobs: u64,
+    pub queue_length: u64,
+    /// Ids of the jobs waiting for a slot (at most slots + queue of them).
+    pub queued_ids: Vec<String>,
 }
 
 /// The finished jobs the sandbox keeps, against their bounds.

@@ -115,3 +115,91 @@ fn every_policy_parses_and_stays_within_capacity_on_a_skewed_stream() {
     }
     assert!("arc".parse::<PolicyKind>().is_err());
 }
+
+/// The lazily promoted LRU against the textbook one (a list in recency order, searched
+/// linearly): the same gets, inserts, replacements and removals leave the same entries,
+/// across many compactions of the access queue.
+#[test]
+fn lazy_lru_evicts_exactly_what_a_textbook_lru_evicts() {
+    let capacity = 5_000;
+    let mut lazy = Lru::new(capacity, 4);
+    // (key, size, payload), most recent first.
+    let mut reference: Vec<(u64, u64, u64)> = Vec::new();
+    let mut state = 7u64;
+    for step in 0..200_000u64 {
+        state = crate::hash::mix64(state);
+        let key = if state.is_multiple_of(3) {
+            state % 15
+        } else {
+            state % 400
+        };
+        let size = 1 + (state >> 20) % 300;
+        match (state >> 40) % 10 {
+            0 => {
+                assert_eq!(
+                    lazy.remove(key),
+                    reference.iter().any(|entry| entry.0 == key)
+                );
+                reference.retain(|entry| entry.0 != key);
+            }
+            1 => {
+                // A refreshed object: replaced (perhaps larger), the newest entry.
+                assert!(lazy.insert(key, size, step));
+                reference.retain(|entry| entry.0 != key);
+                reference.insert(0, (key, size, step));
+                while reference.iter().map(|entry| entry.1).sum::<u64>() > capacity {
+                    reference.pop();
+                }
+            }
+            _ => {
+                let found = reference.iter().position(|entry| entry.0 == key);
+                let expected = found.map(|at| {
+                    let entry = reference.remove(at);
+                    reference.insert(0, entry);
+                    entry.2
+                });
+                assert_eq!(lazy.get(key), expected, "step {step}");
+                if expected.is_none() {
+                    lazy.insert(key, size, step);
+                    reference.insert(0, (key, size, step));
+                    while reference.iter().map(|entry| entry.1).sum::<u64>() > capacity {
+                        reference.pop();
+                    }
+                }
+            }
+        }
+        assert_eq!(lazy.usage().objects, reference.len() as u64, "step {step}");
+        assert!(lazy.order.len() <= 2 * reference.len() + LRU_QUEUE_SLACK + 1);
+    }
+    for (key, _, payload) in reference.clone() {
+        assert!(lazy.contains(key));
+        assert_eq!(lazy.get(key), Some(payload));
+    }
+}
+
+#[test]
+fn the_eviction_log_names_exactly_the_entries_that_left_to_make_room() {
+    for kind in PolicyKind::ALL {
+        let mut policy = L1::new(kind, 64 * 100, 256);
+        policy.log_evictions();
+        let mut held: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut evicted = Vec::new();
+        // Payload = key, as the edge stores it; a skewed stream with re-accesses.
+        for step in 0..5_000u64 {
+            let key = (step * 7919) % 400 + if step % 3 == 0 { 0 } else { step % 17 };
+            if policy.get(key).is_none() && policy.insert(key, 64 + key % 64, key) {
+                held.insert(key);
+            }
+            if step % 500 == 0 && held.remove(&(key + 1)) {
+                assert!(policy.remove(key + 1), "{kind}");
+            }
+            policy.drain_evicted(&mut evicted);
+            for key in evicted.drain(..) {
+                assert!(held.remove(&key), "{kind}: {key} evicted but not held");
+            }
+        }
+        // What the caller still believes held is exactly what the policy holds.
+        assert_eq!(held.len() as u64, policy.usage().objects, "{kind}");
+        assert!(policy.usage().evictions > 0, "{kind}");
+    }
+}

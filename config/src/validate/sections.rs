@@ -397,9 +397,27 @@ pub(super) fn check_cache(c: &mut Collector<'_>, raw: RawCache) -> CacheSettings
             "the memory tier needs some capacity; set cache.enabled = false to turn caching off",
         );
     }
+    let l1_policy = match raw.l1_policy.as_deref() {
+        None => L1Policy::default(),
+        Some(name) => L1Policy::ALL
+            .into_iter()
+            .find(|policy| policy.as_str() == name)
+            .unwrap_or_else(|| {
+                let known: Vec<&str> = L1Policy::ALL.iter().map(|p| p.as_str()).collect();
+                c.error(
+                    "cache.l1_policy",
+                    format!(
+                        "unknown L1 eviction policy {name:?}; known: {}",
+                        known.join(", ")
+                    ),
+                );
+                L1Policy::default()
+            }),
+    };
     CacheSettings {
         enabled: raw.enabled,
         l1_capacity: raw.l1_capacity.bytes(),
+        l1_policy,
         l2_capacity: raw.l2_capacity.bytes(),
         max_object_size: raw.max_object_size.bytes(),
         stale_while_revalidate: raw.stale_while_revalidate.get(),
@@ -462,8 +480,9 @@ pub(super) fn check_sandbox(
     c: &mut Collector<'_>,
     raw: RawSandbox,
     data_dir: &Path,
+    base_dir: &Path,
 ) -> SandboxSettings {
-    let callbacks = check_callbacks(c, raw.callbacks, data_dir);
+    let callbacks = check_callbacks(c, raw.callbacks, data_dir, base_dir);
     let limits = |limits: &RawJobLimits| JobLimits {
         wall: limits.wall.get(),
         cpu: limits.cpu.get(),
@@ -579,7 +598,12 @@ pub(super) fn check_sandbox(
     }
 }
 
-fn check_callbacks(c: &mut Collector<'_>, raw: RawCallbacks, data_dir: &Path) -> CallbackSettings {
+fn check_callbacks(
+    c: &mut Collector<'_>,
+    raw: RawCallbacks,
+    data_dir: &Path,
+    base_dir: &Path,
+) -> CallbackSettings {
     let default_file = || TokenSecret::File(data_dir.join("secrets/callback-key"));
     let secret = match (raw.secret, raw.secret_env, raw.secret_file) {
         (None, None, None) => default_file(),
@@ -615,12 +639,27 @@ fn check_callbacks(c: &mut Collector<'_>, raw: RawCallbacks, data_dir: &Path) ->
     if raw.timeout.get().is_zero() {
         c.error("sandbox.callbacks.timeout", "timeout must be positive");
     }
+    let ca_file = raw.ca_file.map(|file| base_dir.join(file));
+    if let Some(file) = &ca_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => c.error(
+                "sandbox.callbacks.ca_file",
+                format!("{} holds no PEM certificate", file.display()),
+            ),
+            Err(error) => c.error(
+                "sandbox.callbacks.ca_file",
+                format!("cannot read {}: {error}", file.display()),
+            ),
+        }
+    }
     CallbackSettings {
         allow,
         attempts: raw.attempts,
         timeout: raw.timeout.get(),
         backoff: raw.backoff.get(),
         secret,
+        ca_file,
     }
 }
 

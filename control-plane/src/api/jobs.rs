@@ -1,11 +1,12 @@
 //! The sandbox relay: job calls forwarded to the sandbox nodes, and a job's events
-//! WebSocket relayed message by message, so clients need only the control plane. New
-//! jobs spread over every sandbox and go on to the next when one is down or full; a
-//! call about a job finds the sandbox that holds it.
+//! WebSocket relayed message by message, so clients need only the control plane. A new
+//! job goes to the sandbox with the fewest outstanding jobs (`crate::fleet`) under an id
+//! chosen here, and on to the next when one is down or full; a call about a job goes
+//! to the sandbox it was placed on (or, for a job this replica did not place, finds
+//! the sandbox that holds it).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -14,13 +15,13 @@ use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgebox_config::Role;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use super::nodes::describe;
 use crate::auth::Submitter;
 use crate::error::{ApiError, Json, Path};
+use crate::fleet::{self, Sandbox, Whereabouts};
 use crate::state::AppState;
 use edgebox_wire::control_plane::ErrorBody;
 #[allow(unused_imports)] // `JobView` is named by the OpenAPI annotations only.
@@ -55,21 +56,13 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let job = job_request(&state, request).await?;
     tracing::info!(token = %caller.0.token, language = %job.language, "job submitted");
-    forward(
-        &state,
-        Method::POST,
-        "/v1/jobs",
-        Some(job),
-        CALL_TIMEOUT,
-        Next::Submit,
-    )
-    .await
+    place(&state, "/v1/jobs", &job, CALL_TIMEOUT, Next::Submit).await
 }
 
 /// The submitted job, decoded once a sandbox is known to exist (so that a deployment
 /// without one answers `no_sandbox` whatever the body).
 async fn job_request(state: &Arc<AppState>, request: Request) -> Result<JobRequest, ApiError> {
-    sandboxes(state)?;
+    known_sandboxes(state)?;
     let Json(job) = Json::<JobRequest>::from_request(request, state).await?;
     Ok(job)
 }
@@ -86,15 +79,7 @@ pub async fn run(
     request: Request,
 ) -> Result<Response, ApiError> {
     let job = job_request(&state, request).await?;
-    forward(
-        &state,
-        Method::POST,
-        "/v1/run",
-        Some(job),
-        RUN_TIMEOUT,
-        Next::Rerun,
-    )
-    .await
+    place(&state, "/v1/run", &job, RUN_TIMEOUT, Next::Rerun).await
 }
 
 /// A job's state, times, current line and output.
@@ -108,15 +93,7 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    forward(
-        &state,
-        Method::GET,
-        &format!("/v1/jobs/{id}"),
-        None,
-        CALL_TIMEOUT,
-        Next::ById,
-    )
-    .await
+    by_id(&state, Method::GET, &id, CALL_TIMEOUT).await
 }
 
 /// Cancels a job.
@@ -130,15 +107,7 @@ pub async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    forward(
-        &state,
-        Method::DELETE,
-        &format!("/v1/jobs/{id}"),
-        None,
-        CALL_TIMEOUT,
-        Next::ById,
-    )
-    .await
+    by_id(&state, Method::DELETE, &id, CALL_TIMEOUT).await
 }
 
 /// The job's events (status, current line, output chunks, judged cases, the result:
@@ -176,12 +145,13 @@ pub async fn events(
         .max_frame_size(Some(max_message));
     // Connect upstream before accepting the client, so a missing job or a down
     // sandbox is an HTTP error the client can read, not a socket that closes at once.
-    // The job is on one sandbox: the others answer 404 or are skipped when down.
+    // The job is on one sandbox (the one it was placed on, when this control plane
+    // placed it): the others answer 404 or are skipped when down.
     let mut outcome = Err(ApiError::bad_gateway(
         "sandbox_unreachable",
         "no sandbox could be reached",
     ));
-    for sandbox in sandboxes(&state)? {
+    for sandbox in holders(&state, &id)? {
         let mut url = tungstenite::client::IntoClientRequest::into_client_request(format!(
             "ws://{}/v1/jobs/{id}/events",
             sandbox.addr
@@ -215,10 +185,17 @@ pub async fn events(
                     return Ok(answer);
                 }
             }
-            Ok(Err(err)) => Err(ApiError::bad_gateway(
-                "sandbox_unreachable",
-                format!("sandbox {}: {err}", sandbox.node),
-            )),
+            Ok(Err(err)) => {
+                if let tungstenite::Error::Io(io) = &err
+                    && io.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    lost(&state, &sandbox.node, err.to_string());
+                }
+                Err(ApiError::bad_gateway(
+                    "sandbox_unreachable",
+                    format!("sandbox {}: {err}", sandbox.node),
+                ))
+            }
             Ok(Ok((upstream, _))) => {
                 outcome = Ok(Ok(upstream));
                 break;
@@ -330,43 +307,15 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A sandbox node jobs can go to: its name, address and the credential calls present.
-struct Sandbox {
-    node: String,
-    addr: SocketAddr,
-    credential: String,
-}
-
-/// Where the next submission starts in the list of sandboxes (one further each time),
-/// so that jobs spread over every sandbox of the deployment.
-static NEXT_SANDBOX: AtomicUsize = AtomicUsize::new(0);
-
-/// The sandbox nodes with a known address, in the config's order.
-fn sandboxes(state: &AppState) -> Result<Vec<Sandbox>, ApiError> {
-    let current = state.current();
-    let nodes: Vec<_> = current
-        .deployment
-        .nodes
-        .iter()
-        .filter(|node| matches!(node.role, Role::Sandbox(_)))
-        .collect();
-    if nodes.is_empty() {
+/// The sandbox nodes with a known address (the deployment's errors when there are none).
+fn known_sandboxes(state: &AppState) -> Result<Vec<Sandbox>, ApiError> {
+    let Some(known) = fleet::sandboxes(state) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_sandbox",
             "the deployment has no sandbox node",
         ));
-    }
-    let known: Vec<Sandbox> = nodes
-        .into_iter()
-        .filter_map(|node| {
-            Some(Sandbox {
-                addr: state.service_addr(node, "api")?,
-                credential: state.credential_for(node),
-                node: node.name.clone(),
-            })
-        })
-        .collect();
+    };
     if known.is_empty() {
         return Err(ApiError::bad_gateway(
             "sandbox_address_unknown",
@@ -374,6 +323,38 @@ fn sandboxes(state: &AppState) -> Result<Vec<Sandbox>, ApiError> {
         ));
     }
     Ok(known)
+}
+
+/// The sandboxes to ask about job `id`: the one it was placed on, when this control
+/// plane placed it (another replica's jobs, or ones forgotten, are asked of all).
+fn holders(state: &AppState, id: &str) -> Result<Vec<Sandbox>, ApiError> {
+    let known = known_sandboxes(state)?;
+    match state.fleet.whereabouts(id) {
+        Whereabouts::Unknown => Ok(known),
+        Whereabouts::Down { node, reason } => Err(ApiError::bad_gateway(
+            "sandbox_down",
+            format!(
+                "job {id} is on sandbox {node}, which is down ({reason}); a job that had \
+                 not started would have been moved to another sandbox"
+            ),
+        )),
+        Whereabouts::On(node) => {
+            let holder: Vec<Sandbox> = known
+                .iter()
+                .filter(|sandbox| sandbox.node == node)
+                .cloned()
+                .collect();
+            Ok(if holder.is_empty() { known } else { holder })
+        }
+    }
+}
+
+/// A call to `node` could not connect: it leaves the rotation and its queued jobs move.
+fn lost(state: &Arc<AppState>, node: &str, reason: String) {
+    let to_move = state.fleet.unreachable(node, reason);
+    if !to_move.is_empty() {
+        tokio::spawn(fleet::move_jobs(state.clone(), to_move));
+    }
 }
 
 /// When a call goes on to the next sandbox instead of answering the client.
@@ -387,46 +368,54 @@ enum Next {
     /// nothing but its request and leaves nothing behind, so running it again on
     /// another sandbox is safe (what the client sees is one run's result).
     Rerun,
-    /// A call about one job (get, cancel: both idempotent): the sandbox that holds the
-    /// id answers, the others say 404 or are down.
-    ById,
 }
 
-async fn forward(
-    state: &AppState,
-    method: Method,
+/// Places a new job: on the sandbox with the fewest outstanding jobs that takes it,
+/// under an id chosen here so that the job keeps it if it has to move.
+async fn place(
+    state: &Arc<AppState>,
     path: &str,
-    body: Option<JobRequest>,
+    job: &JobRequest,
     timeout: Duration,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = Bytes::from(
+        serde_json::to_vec(job).map_err(|err| ApiError::internal(format!("job JSON: {err}")))?,
+    );
+    let candidates = state.fleet.order(known_sandboxes(state)?, None);
     let mut outcome = Err(ApiError::bad_gateway(
         "sandbox_unreachable",
         "no sandbox could be reached",
     ));
-    let mut candidates = sandboxes(state)?;
-    if next != Next::ById {
-        let start = NEXT_SANDBOX.fetch_add(1, Ordering::Relaxed) % candidates.len();
-        candidates.rotate_left(start);
-    }
     for sandbox in candidates {
-        let answer = call(state, &sandbox, &method, path, body.as_ref(), timeout).await;
+        let answer = match fleet::post_job(state, &sandbox, path, &id, body.clone(), timeout).await
+        {
+            Ok(response) => read(response).await,
+            Err(err) => Err(err),
+        };
         let go_on = match &answer {
-            Ok((status, _, _)) => match next {
-                Next::Submit | Next::Rerun => *status == StatusCode::TOO_MANY_REQUESTS,
-                Next::ById => *status == StatusCode::NOT_FOUND,
-            },
+            Ok((status, _, _)) => *status == StatusCode::TOO_MANY_REQUESTS,
             // A timeout may mean a job still running there: not one to start twice.
-            Err(err) => !err.is_timeout() && (err.is_connect() || next != Next::Submit),
+            Err(err) => !err.is_timeout() && (err.is_connect() || next == Next::Rerun),
         };
         outcome = match answer {
             Ok((status, content_type, bytes)) => {
-                tracing::debug!(%method, path, %status, sandbox = %sandbox.node, "relayed to sandbox");
+                tracing::debug!(path, %status, sandbox = %sandbox.node, job = %id, "job placed");
+                if status.is_success() {
+                    // A submitted job's request is kept until it starts, to move it
+                    // if its node goes down; a run is run again by this call instead.
+                    let keep = (next == Next::Submit).then(|| body.clone());
+                    state.fleet.placed(&sandbox.node, &id, keep);
+                }
                 Ok(passthrough(status, rewrite_urls(bytes), &content_type))
             }
             Err(err) => {
                 let reason = format!("sandbox {}: {}", sandbox.node, describe(&err));
-                tracing::warn!(%method, path, sandbox = %sandbox.node, error = %reason, next_sandbox = go_on, "sandbox call failed");
+                tracing::warn!(path, sandbox = %sandbox.node, error = %reason, next_sandbox = go_on, "sandbox call failed");
+                if err.is_connect() && !err.is_timeout() {
+                    lost(state, &sandbox.node, describe(&err));
+                }
                 Err(if err.is_timeout() {
                     ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", reason)
                 } else {
@@ -441,24 +430,62 @@ async fn forward(
     outcome
 }
 
-/// One call to one sandbox: status, content type and the whole body.
-async fn call(
-    state: &AppState,
-    sandbox: &Sandbox,
-    method: &Method,
-    path: &str,
-    body: Option<&JobRequest>,
+/// A call about one job (get, cancel: both idempotent): the sandbox that holds the id
+/// answers; others asked say 404 or are down.
+async fn by_id(
+    state: &Arc<AppState>,
+    method: Method,
+    id: &str,
     timeout: Duration,
-) -> Result<(StatusCode, String, Bytes), reqwest::Error> {
-    let mut request = state
-        .http
-        .request(method.clone(), format!("http://{}{path}", sandbox.addr))
-        .bearer_auth(&sandbox.credential)
-        .timeout(timeout);
-    if let Some(body) = body {
-        request = request.json(body);
+) -> Result<Response, ApiError> {
+    let path = format!("/v1/jobs/{id}");
+    let mut outcome = Err(ApiError::bad_gateway(
+        "sandbox_unreachable",
+        "no sandbox could be reached",
+    ));
+    for sandbox in holders(state, id)? {
+        let answer = state
+            .http
+            .request(method.clone(), format!("http://{}{path}", sandbox.addr))
+            .bearer_auth(&sandbox.credential)
+            .timeout(timeout)
+            .send()
+            .await;
+        let answer = match answer {
+            Ok(response) => read(response).await,
+            Err(err) => Err(err),
+        };
+        let go_on = match &answer {
+            Ok((status, _, _)) => *status == StatusCode::NOT_FOUND,
+            Err(err) => !err.is_timeout(),
+        };
+        outcome = match answer {
+            Ok((status, content_type, bytes)) => {
+                tracing::debug!(%method, path, %status, sandbox = %sandbox.node, "relayed to sandbox");
+                Ok(passthrough(status, bytes, &content_type))
+            }
+            Err(err) => {
+                let reason = format!("sandbox {}: {}", sandbox.node, describe(&err));
+                tracing::warn!(%method, path, sandbox = %sandbox.node, error = %reason, "sandbox call failed");
+                if err.is_connect() && !err.is_timeout() {
+                    lost(state, &sandbox.node, describe(&err));
+                }
+                Err(if err.is_timeout() {
+                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", reason)
+                } else {
+                    ApiError::bad_gateway("sandbox_unreachable", reason)
+                })
+            }
+        };
+        if !go_on {
+            break;
+        }
     }
-    let response = request.send().await?;
+    outcome
+}
+
+/// A sandbox's answer: status, content type and the whole body.
+async fn read(response: reqwest::Response) -> Result<(StatusCode, String, Bytes), reqwest::Error> {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response

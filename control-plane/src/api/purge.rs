@@ -1,5 +1,8 @@
-//! Purge fan-out: one request to the control plane, one to every edge, concurrently.
+//! Purge fan-out: one request to the control plane, one to every edge. Edges are
+//! purged tier by tier, parents first: a child purged before its shield could refill
+//! from the shield's still-cached old copy and keep it for a whole TTL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,6 +15,7 @@ use super::nodes::describe;
 use crate::auth::Operator;
 use crate::error::{ApiError, Json};
 use crate::state::AppState;
+use edgebox_config::{Deployment, Node};
 use edgebox_wire::control_plane::{EdgeResult, ErrorBody, PurgeRequest, PurgeResponse};
 
 /// Per-edge bound: a down or stuck edge is reported, not waited on.
@@ -32,67 +36,16 @@ pub async fn purge(
 ) -> Result<(StatusCode, Json<PurgeResponse>), ApiError> {
     check(&request)?;
     let current = state.current();
-    let calls = current.deployment.edges().map(|(node, _)| {
-        let state = state.clone();
-        let request = &request;
-        async move {
-            let started = Instant::now();
-            let mut result = EdgeResult {
-                node: node.name.clone(),
-                ok: false,
-                status: None,
-                purged: None,
-                error: None,
-                elapsed_ms: 0,
-            };
-            match state.service_addr(node, "admin") {
-                None => {
-                    result.error = Some("admin address not known yet (port 0, not reported)".into())
-                }
-                Some(addr) => {
-                    let response = state
-                        .http
-                        .post(format!("http://{addr}/purge"))
-                        .bearer_auth(state.credential_for(node))
-                        .json(request)
-                        .timeout(PURGE_TIMEOUT)
-                        .send()
-                        .await;
-                    match response {
-                        Ok(response) => {
-                            let status = response.status();
-                            result.status = Some(status.as_u16());
-                            let body: serde_json::Value = response.json().await.unwrap_or_default();
-                            if status.is_success() {
-                                result.ok = true;
-                                result.purged =
-                                    body.get("purged").and_then(serde_json::Value::as_u64);
-                            } else {
-                                result.error = Some(
-                                    body.pointer("/error/message")
-                                        .and_then(serde_json::Value::as_str)
-                                        .map_or_else(
-                                            || format!("answered {status}"),
-                                            str::to_owned,
-                                        ),
-                                );
-                            }
-                        }
-                        Err(err) => result.error = Some(describe(&err)),
-                    }
-                }
-            }
-            result.elapsed_ms = started.elapsed().as_millis() as u64;
-            if !result.ok {
-                state
-                    .metrics
-                    .fanout_failures
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            result
-        }
-    });
-    let results = join_all(calls).await;
+    let mut results = Vec::new();
+    for wave in tiers_parents_first(&current.deployment) {
+        results.extend(
+            join_all(
+                wave.into_iter()
+                    .map(|node| purge_one(&state, node, &request)),
+            )
+            .await,
+        );
+    }
     let ok = results.iter().all(|result| result.ok);
     tracing::info!(
         ?request,
@@ -107,6 +60,89 @@ pub async fn purge(
         StatusCode::MULTI_STATUS
     };
     Ok((status, Json(PurgeResponse { ok, results })))
+}
+
+/// The deployment's edges grouped by their distance from the top of their parent
+/// chain: edges without a parent first, then their children, and so on. Validation
+/// rejects parent loops; the depth bound keeps a bad config from looping here anyway.
+fn tiers_parents_first<'a>(deployment: &'a Deployment) -> Vec<Vec<&'a Node>> {
+    let parents: HashMap<&str, Option<&str>> = deployment
+        .edges()
+        .map(|(node, edge)| (node.name.as_str(), edge.parent.as_deref()))
+        .collect();
+    let depth = |mut name: &'a str| {
+        let mut depth = 0;
+        while let Some(Some(parent)) = parents.get(name) {
+            depth += 1;
+            name = parent;
+            if depth > parents.len() {
+                break;
+            }
+        }
+        depth
+    };
+    let mut waves: Vec<Vec<&Node>> = Vec::new();
+    for (node, _) in deployment.edges() {
+        let depth = depth(&node.name);
+        if waves.len() <= depth {
+            waves.resize_with(depth + 1, Vec::new);
+        }
+        waves[depth].push(node);
+    }
+    waves.retain(|wave| !wave.is_empty());
+    waves
+}
+
+/// Purges on one edge, bounded by [`PURGE_TIMEOUT`]; failures are reported, not raised.
+async fn purge_one(state: &Arc<AppState>, node: &Node, request: &PurgeRequest) -> EdgeResult {
+    let started = Instant::now();
+    let mut result = EdgeResult {
+        node: node.name.clone(),
+        ok: false,
+        status: None,
+        purged: None,
+        error: None,
+        elapsed_ms: 0,
+    };
+    match state.service_addr(node, "admin") {
+        None => result.error = Some("admin address not known yet (port 0, not reported)".into()),
+        Some(addr) => {
+            let response = state
+                .http
+                .post(format!("http://{addr}/purge"))
+                .bearer_auth(state.credential_for(node))
+                .json(request)
+                .timeout(PURGE_TIMEOUT)
+                .send()
+                .await;
+            match response {
+                Ok(response) => {
+                    let status = response.status();
+                    result.status = Some(status.as_u16());
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    if status.is_success() {
+                        result.ok = true;
+                        result.purged = body.get("purged").and_then(serde_json::Value::as_u64);
+                    } else {
+                        result.error = Some(
+                            body.pointer("/error/message")
+                                .and_then(serde_json::Value::as_str)
+                                .map_or_else(|| format!("answered {status}"), str::to_owned),
+                        );
+                    }
+                }
+                Err(err) => result.error = Some(describe(&err)),
+            }
+        }
+    }
+    result.elapsed_ms = started.elapsed().as_millis() as u64;
+    if !result.ok {
+        state
+            .metrics
+            .fanout_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    result
 }
 
 fn check(request: &PurgeRequest) -> Result<(), ApiError> {
@@ -149,4 +185,27 @@ fn check(request: &PurgeRequest) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shields_are_purged_before_the_edges_that_fetch_from_them() {
+        let deployment = edgebox_config::parse(
+            edgebox_config::EMBEDDED_DEFAULT,
+            "default.toml",
+            std::path::Path::new("/tmp"),
+        )
+        .expect("the embedded default is valid");
+        let waves: Vec<Vec<&str>> = tiers_parents_first(&deployment)
+            .iter()
+            .map(|wave| wave.iter().map(|node| node.name.as_str()).collect())
+            .collect();
+        assert_eq!(
+            waves,
+            [vec!["shield-eu"], vec!["edge-eu", "edge-us", "edge-ap"]]
+        );
+    }
 }

@@ -21,7 +21,9 @@ use edgebox_wire::sandbox::SandboxStats;
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Requests, bytes, cache counters and hit ratio per tier summed over edges; jobs by
-/// state from the sandbox; each node's own document; nodes that did not answer.
+/// state summed over sandboxes and per sandbox (with whether the relay has it in
+/// rotation, its load and the jobs placed on it); each node's own document; nodes that
+/// did not answer.
 #[utoipa::path(get, path = "/v1/stats", tag = "stats", security(("bearer" = [])),
     responses((status = 200, description = "OK", body = StatsResponse), (status = 401, description = "Missing or unknown bearer token", body = ErrorBody), (status = 403, description = "The token's role may not do this", body = ErrorBody)))]
 pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<StatsResponse> {
@@ -51,6 +53,14 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
     let mut jobs = BTreeMap::new();
     let mut per_node = BTreeMap::new();
     let mut unreachable = Vec::new();
+    // The relay's view of each sandbox (up, load, placements), with its jobs by state.
+    let mut sandboxes = state.fleet.snapshot();
+    for node in &current.deployment.nodes {
+        if matches!(node.role, Role::Sandbox(_)) {
+            sandboxes.entry(node.name.clone()).or_default();
+        }
+    }
+    sandboxes.retain(|name, _| current.deployment.node(name).is_some());
     for (node, result) in join_all(fetches).await {
         let document = match result {
             Ok(document) => document,
@@ -87,9 +97,10 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
             },
             _ => match serde_json::from_value::<SandboxStats>(document.clone()) {
                 Ok(stats) => {
-                    for (state, count) in stats.jobs {
-                        *jobs.entry(state).or_default() += count;
+                    for (state, count) in &stats.jobs {
+                        *jobs.entry(*state).or_default() += count;
                     }
+                    sandboxes.entry(node.name.clone()).or_default().jobs = stats.jobs;
                 }
                 Err(error) => {
                     unreachable.push(Unreachable {
@@ -112,6 +123,7 @@ pub async fn stats(_: Operator, State(state): State<Arc<AppState>>) -> Json<Stat
         jobs,
         per_node,
         unreachable,
+        sandboxes,
     })
 }
 

@@ -251,6 +251,11 @@ async function refreshStats() {
     for (const [tier, ratio] of Object.entries(stats.edges.hit_ratio)) tiles.push([`hit ratio ${tier}`, (ratio * 100).toFixed(1) + " %"]);
     for (const [cls, count] of Object.entries(stats.edges.requests)) if (cls !== "total") tiles.push([cls, count]);
     for (const [state, count] of Object.entries(stats.jobs || {})) tiles.push([`jobs ${state}`, count]);
+    // Each sandbox as the job relay sees it: in rotation or not, running + queued.
+    for (const [node, sandbox] of Object.entries(stats.sandboxes || {})) {
+      const jobs = sandbox.jobs || {};
+      tiles.push([`${node}${sandbox.up ? "" : " (down)"}`, `${jobs.running ?? sandbox.running} run · ${jobs.queued ?? sandbox.queued} queued`]);
+    }
     $("stats").replaceChildren(...tiles.map(([label, value]) =>
       el("div", { class: "stat" }, el("div", { class: "value" }, String(value)), el("div", { class: "label" }, label))));
     $("stats-note").textContent = stats.unreachable.length ? "unreachable: " + stats.unreachable.map((u) => u.node).join(", ") : "";
@@ -313,8 +318,33 @@ function renderStatus() {
   $("job-status").textContent = `${job.state} · ${line} · ${(runtime / 1000).toFixed(2)} s` + (job.started ? ` · started ${job.started}` : "");
 }
 
+// Interactive stdin: while an interactive job runs, each line typed is sent over the
+// events socket (`{"type": "stdin"}`), and EOF closes the program's stdin.
+function stdinOpen(open) {
+  for (const id of ["stdin-line", "stdin-send", "stdin-eof"]) $(id).disabled = !open;
+}
+
+function sendToJob(message) {
+  if (!job || !job.socket || job.socket.readyState !== WebSocket.OPEN) return false;
+  job.socket.send(JSON.stringify(message));
+  return true;
+}
+
+$("stdin-form").addEventListener("submit", () => {
+  const line = $("stdin-line").value + "\n";
+  if (sendToJob({ type: "stdin", data: line })) {
+    appendOutput("stdin", line);
+    $("stdin-line").value = "";
+  }
+});
+
+$("stdin-eof").addEventListener("click", () => {
+  if (sendToJob({ type: "stdin_eof" })) stdinOpen(false);
+});
+
 function finish(event) {
   if (!job) return;
+  stdinOpen(false);
   job.state = event.state || job.state;
   if (event.runtime_ms != null) job.runtimeMs = event.runtime_ms;
   for (const stream of ["stdout", "stderr"]) {
@@ -334,7 +364,8 @@ $("run").addEventListener("click", async () => {
   $("output").replaceChildren();
   $("run").disabled = true;
   try {
-    const accepted = await api("POST", "/v1/jobs", { language: $("language").value, source });
+    const interactive = $("interactive").checked;
+    const accepted = await api("POST", "/v1/jobs", { language: $("language").value, source, interactive });
     job = { id: accepted.id, state: "queued", runtimeMs: 0, line: null, printed: { stdout: 0, stderr: 0 } };
     showCode(source);
     delete $("code-view").dataset.final;
@@ -346,9 +377,12 @@ $("run").addEventListener("click", async () => {
     const hex = Array.from(new TextEncoder().encode(token()), (b) => b.toString(16).padStart(2, "0")).join("");
     const socket = new WebSocket(`${scheme}://${location.host}/v1/jobs/${accepted.id}/events`, ["edgebox", "bearer." + hex]);
     job.socket = socket;
+    if (interactive) socket.onopen = () => { stdinOpen(true); $("stdin-line").focus(); };
     socket.onmessage = (message) => {
       let event;
       try { event = JSON.parse(message.data); } catch { return; }
+      // A refused client message (stdin after EOF, too much stdin): the job goes on.
+      if (event.type === "error") { appendOutput("error", `${event.code}: ${event.message}\n`); return; }
       const data = event.data ?? event.text ?? event.chunk;
       if (event.stream && typeof data === "string") {
         job.printed[event.stream === "stderr" ? "stderr" : "stdout"] += data.length;
@@ -361,6 +395,7 @@ $("run").addEventListener("click", async () => {
       if (TERMINAL.includes(event.state)) finish(event);
     };
     socket.onclose = async () => {
+      stdinOpen(false);
       if (job && !TERMINAL.includes(job.state)) {
         try { finish(await api("GET", `/v1/jobs/${job.id}`)); } catch (error) { appendOutput("stderr", error.message); finish({}); }
       }

@@ -30,6 +30,7 @@ fn options(dir: &Path, l1: u64, l2: u64) -> CacheOptions {
     CacheOptions {
         l1_capacity: l1,
         l1_max_object: l1 / 8,
+        l1_policy: Default::default(),
         l2_dir: Some(dir.join("cache")),
         l2_capacity: l2,
         max_object_size: 64 * MIB,
@@ -186,6 +187,53 @@ async fn l1_evicts_by_bytes_and_evicted_objects_still_come_from_l2() {
         from_l2 += (tier == Tier::L2) as usize;
     }
     assert!(from_l2 > 0);
+}
+
+/// Every `[cache] l1_policy` keeps L1 within its bytes, counts its evictions, and keeps
+/// the purge index true: what L1 reports holding is what it answers for, and a purge of
+/// everything empties it.
+#[tokio::test]
+async fn every_l1_policy_evicts_by_bytes_and_keeps_the_purge_index_true() {
+    for policy in edgebox_config::L1Policy::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = TieredStorage::open_static(&CacheOptions {
+            l1_policy: policy,
+            ..options(dir.path(), 64 * 1024, 64 * MIB)
+        });
+        let keys: Vec<_> = (0..40)
+            .map(|i| cache_key("h", &format!("/o/{i}")))
+            .collect();
+        for (round, key) in keys.iter().chain(&keys[..10]).enumerate() {
+            store(storage, key, &body(4096, round as u8)).await;
+            // Popular objects: the first ten are read again and again.
+            for key in &keys[..(round % 10)] {
+                let _ = fetch(storage, key).await;
+            }
+        }
+        storage.sync();
+        let stats = storage.snapshot();
+        assert!(stats.l1.bytes <= 64 * 1024, "{policy:?}: {stats:?}");
+        assert!(
+            stats.l1.objects > 0 && stats.l1.objects < 40,
+            "{policy:?}: {stats:?}"
+        );
+        let held = keys.iter().filter(|k| storage.holds(k, Tier::L1)).count() as u64;
+        assert_eq!(held, stats.l1.objects, "{policy:?}");
+        if policy != edgebox_config::L1Policy::Moka {
+            // moka counts evictions in its own batches; the others at once.
+            assert!(stats.l1.evictions > 0, "{policy:?}: {stats:?}");
+        }
+        let purged = storage
+            .purge_by(&PurgeRequest::All, PurgeKind::Remove)
+            .await;
+        assert!(purged >= 40, "{policy:?}: {purged}");
+        storage.sync();
+        assert_eq!(storage.snapshot().l1.objects, 0, "{policy:?}");
+        assert!(
+            keys.iter().all(|k| !storage.holds(k, Tier::L1)),
+            "{policy:?}"
+        );
+    }
 }
 
 #[tokio::test]

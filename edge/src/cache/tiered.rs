@@ -42,7 +42,12 @@ impl TieredStorage {
     /// once and left out: the edge keeps serving with memory caching only.
     pub fn open(options: &CacheOptions) -> Self {
         let shared = Arc::new(Shared::default());
-        let l1 = MemoryTier::new(options.l1_capacity, options.l1_max_object, shared.clone());
+        let l1 = MemoryTier::new(
+            options.l1_capacity,
+            options.l1_max_object,
+            options.l1_policy,
+            shared.clone(),
+        );
         let l2 = match &options.l2_dir {
             Some(dir) if options.l2_capacity > 0 => {
                 match DiskTier::open(

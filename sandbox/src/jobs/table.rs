@@ -66,9 +66,16 @@ pub struct JobTable {
 }
 
 impl JobTable {
-    pub fn insert(&self, job: Arc<Job>) {
+    /// Adds `job`; false (and nothing changed) when its id is taken, which only an id
+    /// the control plane chose can cause.
+    pub fn insert(&self, job: Arc<Job>) -> bool {
+        let mut table = self.table.lock().unwrap();
+        if table.jobs.contains_key(&job.id) {
+            return false;
+        }
         self.submitted.fetch_add(1, Ordering::Relaxed);
-        self.table.lock().unwrap().jobs.insert(job.id.clone(), job);
+        table.jobs.insert(job.id.clone(), job);
+        true
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {

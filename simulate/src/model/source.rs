@@ -1,6 +1,7 @@
 //! Where model mode's requests come from: a trace file (streamed), a generated trace
 //! (streamed from its generator, nothing written), or the scenario's synthetic workload
-//! (the same plan live mode sends). Each variant opens its own stream.
+//! (the same plan live mode sends). Each worker opens its own stream and replays it through
+//! all of its variants.
 
 use std::sync::Arc;
 
@@ -48,7 +49,11 @@ impl Split {
         }
     }
 
+    #[inline]
     fn region(&self, record: u64) -> usize {
+        if self.cumulative.len() < 2 {
+            return 0;
+        }
         let u = (mix64(self.seed ^ record.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 11) as f64
             / (1u64 << 53) as f64;
         self.cumulative
@@ -103,6 +108,21 @@ impl Source {
             limit: scenario.workload.limit,
             emitted: 0,
         })
+    }
+}
+
+impl Source {
+    /// Appends requests to `batch` until it holds `max`. `Ok(false)`: the stream ended
+    /// (what it had is in `batch`); an error comes after the requests before it.
+    pub fn fill(&mut self, batch: &mut Vec<ModelRequest>, max: usize) -> Result<bool, TraceError> {
+        while batch.len() < max {
+            match self.next() {
+                Some(Ok(request)) => batch.push(request),
+                Some(Err(err)) => return Err(err),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 

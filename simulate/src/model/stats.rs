@@ -11,7 +11,7 @@ use crate::report::{
 use crate::scenario::{CostModel, Scenario, Variant};
 
 use super::histogram::Histogram;
-use super::{Answer, ModelRequest, Topology};
+use super::{Answer, ModelRequest, Served, Topology};
 
 /// Timeline buckets at most; the bucket width doubles when a trace outlasts them.
 const MAX_POINTS: usize = 240;
@@ -71,41 +71,41 @@ pub struct Counters {
     origins: Vec<OriginCounter>,
     bucket_ms: u64,
     points: Vec<Point>,
+    /// The timeline bucket of the last request, as `(first ms, end ms, index)`: traces are
+    /// in time order, so most requests fall in it without a division.
+    cursor: (u64, u64, usize),
     last_ms: u64,
-    /// Requests per edge (by the route taken).
-    per_edge: BTreeMap<usize, u64>,
+    /// Requests per edge (by the route taken), indexed like `Topology::edges`.
+    per_edge: Vec<u64>,
 }
 
 impl Counters {
-    pub fn new(scenario: &Scenario, origins: usize) -> Self {
+    pub fn new(scenario: &Scenario, topology: &Topology) -> Self {
         Self {
             regions: vec![RegionCounters::default(); scenario.clients.len()],
-            origins: vec![OriginCounter::default(); origins],
+            origins: vec![OriginCounter::default(); topology.origins.len()],
             bucket_ms: 1000,
-            points: Vec::new(),
+            points: Vec::with_capacity(MAX_POINTS),
+            cursor: (0, 0, 0),
             last_ms: 0,
-            per_edge: BTreeMap::new(),
+            per_edge: vec![0; topology.edges.len()],
         }
     }
 
     #[inline]
-    pub fn record(
-        &mut self,
-        request: &ModelRequest,
-        answer: Answer,
-        ms: f64,
-        origin: Option<usize>,
-    ) {
+    pub fn record(&mut self, request: &ModelRequest, served: &Served) {
+        let Served {
+            answer, ms, origin, ..
+        } = *served;
+        self.per_edge[served.edge] += 1;
         self.regions[request.region].record(request, answer, ms);
         self.last_ms = self.last_ms.max(request.time_ms);
-        let mut bucket = (request.time_ms / self.bucket_ms) as usize;
-        while bucket >= MAX_POINTS {
-            self.coarsen();
-            bucket = (request.time_ms / self.bucket_ms) as usize;
-        }
-        if self.points.len() <= bucket {
-            self.points.resize(bucket + 1, Point::default());
-        }
+        let (first, end, cached) = self.cursor;
+        let bucket = if request.time_ms >= first && request.time_ms < end {
+            cached
+        } else {
+            self.locate(request.time_ms)
+        };
         let point = &mut self.points[bucket];
         point.requests += 1;
         point.tiers[answer.index()] += 1;
@@ -125,9 +125,20 @@ impl Counters {
         }
     }
 
-    /// Counts a request against the edge it was routed to.
-    pub fn routed(&mut self, edge: usize) {
-        *self.per_edge.entry(edge).or_default() += 1;
+    /// The timeline bucket of `time_ms`, coarsening the timeline when it would outgrow
+    /// [`MAX_POINTS`]; remembered as the cursor.
+    fn locate(&mut self, time_ms: u64) -> usize {
+        let mut bucket = (time_ms / self.bucket_ms) as usize;
+        while bucket >= MAX_POINTS {
+            self.coarsen();
+            bucket = (time_ms / self.bucket_ms) as usize;
+        }
+        if self.points.len() <= bucket {
+            self.points.resize(bucket + 1, Point::default());
+        }
+        let first = bucket as u64 * self.bucket_ms;
+        self.cursor = (first, first + self.bucket_ms, bucket);
+        bucket
     }
 
     fn coarsen(&mut self) {
@@ -199,7 +210,7 @@ impl Counters {
                     region: client.name.clone(),
                     edge: topology.edges[*edge].name.clone(),
                     url: "model".to_owned(),
-                    requests: self.per_edge.get(edge).copied().unwrap_or(0),
+                    requests: self.per_edge[*edge],
                     edge_reported: None,
                 })
             })

@@ -4,24 +4,28 @@ use super::*;
 use crate::trace::{Format, generate};
 
 /// Why a live scenario may not choose an L1 policy.
-pub(super) const LIVE_L1_POLICY: &str = "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); add `mode = \"model\"`";
+pub(super) const LIVE_L1_POLICY: &str = "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); use `mode = \"model\"`";
 
 pub(super) fn check_mode(c: &mut Collector<'_>, raw: Option<&str>, target: &Target) -> Mode {
     let mode = match raw {
         None | Some("live") => Mode::Live,
         Some("model") => Mode::Model,
+        Some("compare") => Mode::Compare,
         Some(other) => {
             c.error(
                 "mode",
-                format!("unknown mode {other:?}; expected \"live\" or \"model\""),
+                format!("unknown mode {other:?}; expected \"live\", \"model\" or \"compare\""),
             );
             Mode::Live
         }
     };
-    if mode == Mode::Model && !matches!(target, Target::Start { .. }) {
+    if mode != Mode::Live && !matches!(target, Target::Start { .. }) {
         c.error(
             "mode",
-            "model mode simulates a deployment from its config: give `deployment.file`, or nothing for the embedded default",
+            format!(
+                "{} mode simulates a deployment from its config: give `deployment.file`, or nothing for the embedded default",
+                mode.as_str()
+            ),
         );
     }
     mode
@@ -33,11 +37,12 @@ pub(super) fn check_trace(
     base_dir: &Path,
     seed: u64,
     mode: Mode,
+    target: &Target,
 ) -> Option<TraceSpec> {
-    if mode == Mode::Live {
+    if mode != Mode::Model && !matches!(target, Target::Start { .. }) {
         c.error(
             "trace",
-            "traces are replayed in model mode only for now; add `mode = \"model\"`",
+            "a trace is replayed live against a deployment the simulator starts (its origins serve the traced objects): give `deployment.file`, or nothing for the embedded default; or use `mode = \"model\"`",
         );
     }
     let format = match raw.format.as_deref() {
@@ -90,6 +95,14 @@ pub(super) fn check_trace(
             for message in generate::problems(&options) {
                 c.error(format!("trace.generate.{}", message.0), message.1);
             }
+            if mode != Mode::Model && options.requests as f64 > MAX_PLANNED {
+                c.error(
+                    "trace.generate.requests",
+                    format!(
+                        "at most {MAX_PLANNED} requests are replayed live (each is kept for the report); use `mode = \"model\"` for more"
+                    ),
+                );
+            }
             Some(TraceSpec::Generate(options))
         }
     }
@@ -124,7 +137,7 @@ pub(super) fn check_sweep(
     if policies.is_empty() {
         policies.push(None);
     }
-    if mode == Mode::Live && raw.l1_policy.is_some() {
+    if mode != Mode::Model && raw.l1_policy.is_some() {
         c.error("sweep.l1_policy", LIVE_L1_POLICY);
     }
     let mut swept = Vec::new();

@@ -237,3 +237,39 @@ async fn an_unusable_cache_directory_leaves_memory_caching_and_serving_intact() 
         edge.daemon.logs()
     );
 }
+
+/// `[cache] l1_policy`: each of the simulator's policies runs the real edge's memory tier:
+/// a hit after the fill comes from L1 (through the fast path), a purge removes it, and the
+/// stats count what L1 holds.
+#[tokio::test]
+async fn every_l1_policy_serves_hits_from_l1_and_purges_them() {
+    let origin = Origin::start(&[("p.txt", b"policy object")], "", FRESH);
+    for policy in ["lru", "s3fifo", "sieve", "tinyufo"] {
+        let edge = Edge::start(&origin, "", &format!("[cache]\nl1_policy = \"{policy}\"\n"));
+        assert_eq!(get(&edge.daemon, "/p.txt", &[]).await.how(), "MISS origin");
+        let hit = get(&edge.daemon, "/p.txt", &[]).await;
+        assert_eq!(
+            (hit.how().as_str(), &hit.body[..]),
+            ("HIT l1", &b"policy object"[..]),
+            "{policy}"
+        );
+        let stats = cache_stats(&edge.daemon).await;
+        assert_eq!(
+            (stats.l1.objects, stats.l1.hits),
+            (1, 1),
+            "{policy}: {stats:?}"
+        );
+        let (status, answer) = purge(&edge.daemon, r#"{"url": "/p.txt"}"#).await;
+        assert_eq!(
+            (status, answer["purged"].as_u64()),
+            (200, Some(1)),
+            "{policy}"
+        );
+        assert_eq!(cache_stats(&edge.daemon).await.l1.objects, 0, "{policy}");
+        assert_eq!(
+            get(&edge.daemon, "/p.txt", &[]).await.how(),
+            "MISS origin",
+            "{policy}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The dashboard in headless Chromium, driven over the DevTools protocol: sign-in with the
 //! token kept out of the URL, the request-path drawing, live charts that follow the
 //! traffic, purge (a soft one turning the next response into a revalidation), and the code
-//! runner with its live line highlight and streamed output.
+//! runner with its live line highlight, streamed output and interactive stdin.
 //!
 //! Chromium is Debian's `chromium` package; the test installs it when missing.
 
@@ -245,7 +245,8 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     );
     page.wait_for(
         "stats",
-        "document.getElementById('stats').textContent.includes('hit ratio l1')",
+        "document.getElementById('stats').textContent.includes('hit ratio l1') && \
+         [...document.querySelectorAll('#stats .stat')].some(s => s.textContent === '0 run · 0 queuedsandbox')",
     )
     .await;
 
@@ -367,4 +368,64 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
             && seen_lines.iter().all(|l| (1..=7).contains(l)),
         "lines highlighted: {seen_lines:?}"
     );
+
+    // Interactive stdin from the input box: the program waits in `input()` (that line
+    // highlighted), each line sent resumes it, a malformed frame is answered with an
+    // error shown in the output while the job goes on, and EOF ends its reading.
+    let source = "name = input('name? ')\nprint('hello', name, flush=True)\nrest = input()\nprint('more', rest, flush=True)\ntry:\n    input()\nexcept EOFError:\n    print('eof')\n";
+    page.eval(&format!("document.getElementById('editor').value = {}; document.getElementById('interactive').checked = true; \
+        document.getElementById('run').click(); true", json!(source))).await;
+    page.wait_for(
+        "the program waiting in input() on line 1, the input box open",
+        "!document.getElementById('stdin-send').disabled && \
+         document.getElementById('output').textContent === 'name? ' && \
+         [...document.querySelectorAll('#code-view li')].findIndex(li => li.classList.contains('current')) === 0",
+    )
+    .await;
+    page.eval("job.socket.send('not json'); true").await;
+    page.wait_for(
+        "the refusal shown",
+        "document.querySelector('#output .error')?.textContent.startsWith('invalid_message')",
+    )
+    .await;
+    let send_line = |line: &str| {
+        format!(
+            "document.getElementById('stdin-line').value = {}; \
+             document.getElementById('stdin-send').click(); true",
+            json!(line)
+        )
+    };
+    page.eval(&send_line("dashboard")).await;
+    page.wait_for(
+        "the first answer",
+        "document.getElementById('output').textContent.includes('hello dashboard')",
+    )
+    .await;
+    page.wait_for(
+        "the second input() highlighted",
+        "[...document.querySelectorAll('#code-view li')].findIndex(li => li.classList.contains('current')) === 2",
+    )
+    .await;
+    page.eval(&send_line("second")).await;
+    page.wait_for(
+        "the second answer",
+        "document.getElementById('output').textContent.includes('more second')",
+    )
+    .await;
+    page.eval("document.getElementById('stdin-eof').click(); true")
+        .await;
+    let done = page
+        .wait_for(
+            "the job to end after EOF",
+            "document.getElementById('job-status').textContent.startsWith('succeeded') && \
+             JSON.stringify({output: [...document.querySelectorAll('#output span:not(.error)')].map(s => s.textContent).join(''), \
+             closed: document.getElementById('stdin-send').disabled && document.getElementById('stdin-line').disabled})",
+        )
+        .await;
+    let done: Value = serde_json::from_str(done.as_str().unwrap()).unwrap();
+    assert_eq!(
+        done["output"], "name? dashboard\nhello dashboard\nsecond\nmore second\neof\n",
+        "{done}"
+    );
+    assert_eq!(done["closed"], true, "the input box closes with the job");
 }

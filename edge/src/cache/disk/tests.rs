@@ -153,6 +153,7 @@ async fn the_index_rebuild_deletes_hostile_entries() {
     let options = crate::cache::CacheOptions {
         l1_capacity: 1 << 20,
         l1_max_object: 1 << 17,
+        l1_policy: Default::default(),
         l2_dir: Some(root),
         l2_capacity: 1 << 24,
         max_object_size: 1 << 20,

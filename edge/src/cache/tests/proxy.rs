@@ -296,6 +296,7 @@ fn storage(dir: &std::path::Path, l1: u64) -> &'static TieredStorage {
     TieredStorage::open_static(&CacheOptions {
         l1_capacity: l1,
         l1_max_object: l1 / 8,
+        l1_policy: Default::default(),
         l2_dir: Some(dir.join("cache")),
         l2_capacity: 256 * 1024 * 1024,
         max_object_size: 64 * 1024 * 1024,
