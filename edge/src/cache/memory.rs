@@ -61,6 +61,9 @@ pub struct MemoryTier {
     max_object: u64,
 }
 
+// One per process: the size difference costs nothing, a box would cost an indirection
+// per hit.
+#[allow(clippy::large_enum_variant)]
 enum Store {
     Moka(moka::sync::Cache<HashBinary, Arc<MemEntry>>),
     Model(Mutex<Model>, Arc<Shared>),
@@ -211,7 +214,7 @@ impl MemoryTier {
             Store::Model(model, shared) => {
                 let mut model = model.lock();
                 let id = id_of(key);
-                if !model.objects.get(&id).is_some_and(|(held, _)| held == key) {
+                if model.objects.get(&id).is_none_or(|(held, _)| held != key) {
                     return false;
                 }
                 model.objects.remove(&id);
