@@ -4,7 +4,7 @@
 use pingora::Result;
 use pingora::proxy::Session;
 
-use super::headers::{REQUEST_ID, via, via_chain};
+use super::headers::{via, via_chain};
 use super::{EdgeProxy, RequestCtx, request_cache_key};
 use crate::cache::Tier;
 
@@ -64,24 +64,21 @@ impl EdgeProxy {
             ctx.cache_key = Some(key);
             return Ok(false);
         }
-        let mut header = Box::new(hot.header.clone());
-        header.insert_header(http::header::AGE, hot.age(now).as_secs())?;
         let cache_status = super::cache_status::Entry {
             status: edgebox_wire::edge::CacheStatus::Hit,
             collapsed: false,
             stored: false,
             ttl: Some(super::cache_status::ttl(hot.fresh_until, now)),
         };
-        header.insert_header(
-            super::cache_status::NAME,
-            cache_status.header(&self.state.cache_status_name, None),
+        let header = hot.response(
+            now,
+            crate::cache::hot::PerRequest {
+                cache_status: cache_status.header(&self.state.cache_status_name, None),
+                via: via_chain(hot.stored_via.as_ref(), via(&self.state, session)),
+                request_id: ctx.request_id.clone(),
+                server_timing: ctx.server_timing(),
+            },
         )?;
-        header.insert_header(
-            http::header::VIA,
-            via_chain(hot.stored_via.as_ref(), via(&self.state, session)),
-        )?;
-        header.insert_header(REQUEST_ID, ctx.request_id.clone())?;
-        header.insert_header("server-timing", ctx.server_timing())?;
         ctx.cache_tier = Some(Tier::L1);
         ctx.served = Some((
             edgebox_wire::edge::Tier::L1,
