@@ -190,12 +190,16 @@ impl SandboxEngine {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Runtime, EngineError> {
         let mut wasm = self.dir.ensure(spec, progress)?;
+        // The artifact is keyed by the bytes compiled: the pinned SHA-256 (verified) for a
+        // module compiled as published, the digest of the result for one rewritten first.
+        let mut key = spec.sha256.to_owned();
         if spec.language == runtimes::JAVASCRIPT.language {
             // Its loops report their line (`crate::jsline`).
             wasm = crate::jsline::instrument(&wasm).map_err(|error| EngineError::Compile {
                 what: spec.file_name.to_owned(),
                 source: wasmtime::Error::msg(error.to_string()),
             })?;
+            key = runtimes::sha256_hex(&wasm);
         }
         // CPython's line sampler finds the interpreter's state through the debug offsets
         // in the module's own data; without them lines are unknown, the jobs still run.
@@ -214,7 +218,7 @@ impl SandboxEngine {
             None
         };
         progress(Progress::Compiling { spec: *spec });
-        let module = self.compile_cached(spec.file_name, spec.sha256, &wasm)?;
+        let module = self.compile_cached(spec.file_name, &key, &wasm)?;
         drop(wasm);
         let pre = self
             .linker
@@ -240,7 +244,7 @@ impl SandboxEngine {
 
     /// Where the precompiled artifact of a module lives: keyed by the engine's
     /// compatibility hash (so a different wasmtime or config compiles anew) and the
-    /// module's SHA-256 (`sha256`, already verified).
+    /// SHA-256 of the module compiled (`sha256`).
     pub fn artifact_path(&self, name: &str, sha256: &str) -> PathBuf {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
