@@ -492,11 +492,21 @@ async fn a_deployment_across_hosts_serves_purges_runs_jobs_and_survives_a_lost_o
         .text()
         .await
         .unwrap();
+    // Jobs go to the sandbox with the fewest outstanding jobs, ties in turn: with four
+    // jobs one after another on idle nodes, the second host's sandbox runs some of them
+    // (how many depends on when the control plane last polled each node's load).
+    let on_sandbox_2: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                "edgebox_sandbox_jobs_finished_total{node=\"sandbox-2\",state=\"succeeded\"} ",
+            )
+        })
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0);
     assert!(
-        metrics.contains(
-            "edgebox_sandbox_jobs_finished_total{node=\"sandbox-2\",state=\"succeeded\"} 2"
-        ),
-        "every other job ran on sandbox-2:\n{metrics}"
+        (1..=3).contains(&on_sandbox_2),
+        "jobs were spread over both sandboxes (sandbox-2 ran {on_sandbox_2} of 4):\n{metrics}"
     );
     let api = fleet.api.clone();
     let (total, failures) = kill_under_load(&mut fleet, "sandbox-2", 10, 40, move |http, _, _| {
