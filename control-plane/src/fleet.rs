@@ -704,13 +704,27 @@ mod tests {
         fleet.placed("a", "started", Some(body.clone()));
         fleet.placed("a", "waiting", Some(body.clone()));
         fleet.placed("a", "run", None);
-        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, 2 * body.len());
+        assert_eq!(
+            fleet
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending_bytes,
+            2 * body.len()
+        );
         // A poll sent after both placements: one left the queue (started), one waits.
         let sent = Instant::now();
         let (to_move, duplicates) =
             fleet.polled("a", sent, 3, Ok(report("a", "first", 1, &["waiting"])));
         assert!(to_move.is_empty() && duplicates.is_empty());
-        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, body.len());
+        assert_eq!(
+            fleet
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending_bytes,
+            body.len()
+        );
         // The node goes down: only the waiting job is handed back, once.
         let to_move = fleet.unreachable("a", "connection refused".into());
         assert_eq!(
@@ -756,7 +770,14 @@ mod tests {
             fleet.move_failed("job", true);
         }
         assert!(fleet.stranded().is_empty());
-        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, 0);
+        assert_eq!(
+            fleet
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending_bytes,
+            0
+        );
 
         // A submission larger than what is left of the budget is not kept.
         fleet.placed(
@@ -764,12 +785,19 @@ mod tests {
             "huge",
             Some(Bytes::from(vec![b' '; MAX_PENDING_BYTES + 1])),
         );
-        assert_eq!(fleet.inner.lock().unwrap().pending_bytes, 0);
+        assert_eq!(
+            fleet
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending_bytes,
+            0
+        );
 
         for i in 0..MAX_ROUTES + 10 {
             fleet.placed("a", &format!("job-{i}"), None);
         }
-        let inner = fleet.inner.lock().unwrap();
+        let inner = fleet.inner.lock().unwrap_or_else(|p| p.into_inner());
         assert_eq!(inner.routes.len(), MAX_ROUTES);
         assert_eq!(inner.order.len(), MAX_ROUTES);
         assert!(!inner.routes.contains_key("job-0"));

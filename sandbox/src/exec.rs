@@ -63,7 +63,7 @@ impl Slot {
         if self.job.get().is_some() {
             return;
         }
-        *self.stdin.lock().unwrap() = Some(stdin);
+        *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = Some(stdin);
         let _ = self.job.set((job, Instant::now()));
         self.attached.notify_waiters();
         self.attached.notify_one();
@@ -95,7 +95,13 @@ impl Pollable for SlotStdin {
     async fn ready(&mut self) {
         let job = loop {
             let notified = self.0.attached.notified();
-            match self.0.stdin.lock().unwrap().as_ref() {
+            match self
+                .0
+                .stdin
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
                 Some(rest) if !rest.is_empty() => return,
                 Some(_) => break self.0.job().map(|(job, _)| job.clone()),
                 None => {}
@@ -113,7 +119,7 @@ impl Pollable for SlotStdin {
 #[wasmtime_wasi::async_trait]
 impl InputStream for SlotStdin {
     fn read(&mut self, size: usize) -> Result<Bytes, StreamError> {
-        let mut stdin = self.0.stdin.lock().unwrap();
+        let mut stdin = self.0.stdin.lock().unwrap_or_else(|p| p.into_inner());
         match stdin.as_mut() {
             None => Ok(Bytes::new()),
             Some(rest) if rest.is_empty() => match self.0.job() {

@@ -190,7 +190,7 @@ impl Job {
 
     /// Gives the job a callback to `target`, delivered when it ends.
     pub fn with_callback(mut self, target: edgebox_node::webhook::Target) -> Self {
-        *self.callback.lock().unwrap() = Some(CallbackView {
+        *self.callback.lock().unwrap_or_else(|p| p.into_inner()) = Some(CallbackView {
             url: target.url.clone(),
             state: CallbackState::Pending,
             attempts: Vec::new(),
@@ -201,7 +201,12 @@ impl Job {
 
     /// Records a callback delivery attempt, and the delivery's state.
     pub fn record_callback(&self, attempt: CallbackAttempt, state: CallbackState) {
-        if let Some(callback) = self.callback.lock().unwrap().as_mut() {
+        if let Some(callback) = self
+            .callback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             callback.attempts.push(attempt);
             callback.state = state;
         }
@@ -251,7 +256,7 @@ impl Job {
     }
 
     pub fn state(&self) -> JobState {
-        self.inner.lock().unwrap().state
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).state
     }
 
     pub fn current_line(&self) -> Option<u32> {
@@ -266,7 +271,7 @@ impl Job {
 
     /// Asks the guest to stop for `reason`; the first reason wins.
     pub fn request_stop(&self, reason: StopReason) {
-        let mut stop = self.stop.lock().unwrap();
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
         if stop.is_none() {
             *stop = Some(reason);
         }
@@ -276,14 +281,14 @@ impl Job {
     /// Records why the job will end badly without stopping the guest (a refused
     /// scratch write: the guest sees the error and may go on); the first reason wins.
     pub fn note_stop(&self, reason: StopReason) {
-        let mut stop = self.stop.lock().unwrap();
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
         if stop.is_none() {
             *stop = Some(reason);
         }
     }
 
     pub fn stop_reason(&self) -> Option<StopReason> {
-        *self.stop.lock().unwrap()
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Cancels a queued or running job. Returns false when it had already finished.
@@ -303,7 +308,7 @@ impl Job {
     }
 
     pub fn mark_running(&self) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.state = JobState::Running;
         inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
         drop(inner);
@@ -316,7 +321,7 @@ impl Job {
     /// makes the final state visible, so that whoever sees the job finished also sees it
     /// counted and retained. A second call does nothing.
     pub fn finish(&self, outcome: Outcome, retire: impl FnOnce(JobState, u64)) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.state.is_final() || inner.frozen {
             return;
         }
@@ -329,7 +334,7 @@ impl Job {
         let bytes = Self::held(&inner, &self.id);
         drop(inner);
         retire(outcome.state, bytes);
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.state = outcome.state;
         inner.exit_code = outcome.exit_code;
         inner.finished = Some(Instant::now());
@@ -343,7 +348,10 @@ impl Job {
     /// Heap bytes this job holds, as the retention budget counts them: output, output
     /// bookkeeping, error text and a fixed allowance for the job itself.
     pub fn retained_bytes(&self) -> u64 {
-        Self::held(&self.inner.lock().unwrap(), &self.id)
+        Self::held(
+            &self.inner.lock().unwrap_or_else(|p| p.into_inner()),
+            &self.id,
+        )
     }
 
     fn held(inner: &JobInner, id: &str) -> u64 {
@@ -373,7 +381,7 @@ impl Job {
     /// Appends guest output, keeping at most `limits.output_bytes` per stream. Returns
     /// false when some of it was dropped.
     pub fn push_output(&self, stream: Stream, data: &[u8]) -> bool {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.state.is_final() || inner.frozen {
             return false;
         }
@@ -412,13 +420,16 @@ impl Job {
     }
 
     pub fn finished_at(&self) -> Option<Instant> {
-        self.inner.lock().unwrap().finished
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finished
     }
 
     /// Output produced after `cursor`, in order, advancing the cursor; each chunk is at
     /// most [`output::CHUNK`] bytes (complete chunks are shared, not copied).
     pub fn output_since(&self, cursor: &mut OutputCursor) -> Vec<Chunk> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut chunks = Vec::new();
         for (i, segment) in inner.segments.iter().enumerate().skip(cursor.segment) {
             let from = if i == cursor.segment {
@@ -448,13 +459,13 @@ impl Job {
 
     /// Everything kept of one stream so far, copied.
     pub fn output(&self, stream: Stream) -> Vec<u8> {
-        self.inner.lock().unwrap().output[stream as usize].to_vec()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).output[stream as usize].to_vec()
     }
 
     /// The head and the output as of now, taken together (output by reference).
     pub fn snapshot(&self) -> Snapshot {
         let head = self.head();
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
             head,
             stdout: inner.output[Stream::Stdout as usize].all(),
@@ -465,7 +476,7 @@ impl Job {
     /// The text of the final `result` event, built once however many subscribers send it
     /// at the same time.
     pub fn result_text(&self) -> Arc<String> {
-        let mut cached = self.result_text.lock().unwrap();
+        let mut cached = self.result_text.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(text) = cached.upgrade() {
             return text;
         }
@@ -476,7 +487,7 @@ impl Job {
 
     /// The short status sent over the WebSocket at least every 100 ms.
     pub fn status(&self) -> JobStatus {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (case, current_line, current_location) = match &inner.running_case {
             Some((case, CaseJob(job))) => (
                 Some(case.clone()),
@@ -499,7 +510,7 @@ impl Job {
 
     /// Everything `GET /v1/jobs/{id}` shows but the output (see [`view`] for the rest).
     pub fn head(&self) -> JobHead {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         JobHead {
             id: self.id.clone(),
             language: self.language,
@@ -521,7 +532,11 @@ impl Job {
             scratch: self.scratch,
             error: inner.error.clone(),
             tests: inner.tests.clone(),
-            callback: self.callback.lock().unwrap().clone(),
+            callback: self
+                .callback
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -536,7 +551,7 @@ impl Job {
 
     /// Makes this a judged job of `total` cases compared by `compare`.
     pub fn start_tests(&self, total: u32, compare: CompareMode) {
-        self.inner.lock().unwrap().tests = Some(TestSummary {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).tests = Some(TestSummary {
             passed: 0,
             total,
             compare,
@@ -548,14 +563,17 @@ impl Job {
 
     /// Which case runs now (`None` between and after cases); its instance serves `job`.
     pub fn set_running_case(&self, case: Option<(RunningCase, Arc<Job>)>) {
-        self.inner.lock().unwrap().running_case = case.map(|(case, job)| (case, CaseJob(job)));
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running_case = case.map(|(case, job)| (case, CaseJob(job)));
         self.changed();
     }
 
     /// Records a judged case (its instance's CPU time joins the job's), and the overall
     /// verdict once every case has one.
     pub fn push_case(&self, result: CaseResult, case_cpu_ticks: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         self.cpu_ticks.fetch_add(case_cpu_ticks, Ordering::Relaxed);
         inner.running_case = None;
         if let Some(tests) = &mut inner.tests {
@@ -580,7 +598,7 @@ impl Job {
 
     /// Case results judged after `cursor` (a count of cases already seen), advancing it.
     pub fn cases_since(&self, cursor: &mut usize) -> Vec<CaseResult> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let cases = inner.tests.as_ref().map_or(&[][..], |tests| {
             tests.cases.get(*cursor..).unwrap_or_default()
         });

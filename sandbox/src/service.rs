@@ -878,7 +878,11 @@ impl Service {
         {
             return None;
         }
-        let started = self.python_pool.lock().unwrap().pop();
+        let started = self
+            .python_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         let this = self.clone();
         self.jobs_runtime
             .spawn(async move { this.refill_pool().await });
@@ -895,7 +899,12 @@ impl Service {
             return;
         };
         let _guard = self.refilling.lock().await;
-        while self.python_pool.lock().unwrap().len() < self.settings.load().max_concurrent_jobs
+        while self
+            .python_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            < self.settings.load().max_concurrent_jobs
             && !self.is_draining()
         {
             let program = Program {
@@ -911,7 +920,11 @@ impl Service {
                 app: None,
             };
             match exec::start(program, self.settings.load().maximums.memory as usize, None) {
-                Ok(started) => self.python_pool.lock().unwrap().push(started),
+                Ok(started) => self
+                    .python_pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(started),
                 Err(outcome) => {
                     tracing::warn!(error = ?outcome.error, "could not pre-start a Python instance");
                     return;

@@ -66,7 +66,7 @@ impl Pipe {
 
     /// Appends `data`, unless the pipe is closed or the job's stdin would pass `limit`.
     pub fn write(&self, data: Bytes, limit: u64) -> Result<(), PipeError> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !inner.interactive {
             return Err(PipeError::NotInteractive);
         }
@@ -88,7 +88,7 @@ impl Pipe {
 
     /// Ends the stream: the guest reads what is left, then end of file.
     pub fn close(&self) -> Result<(), PipeError> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !inner.interactive {
             return Err(PipeError::NotInteractive);
         }
@@ -103,7 +103,7 @@ impl Pipe {
 
     /// Up to `size` bytes: `Some(empty)` when nothing is there yet, `None` at end of file.
     pub fn read(&self, size: usize) -> Option<Bytes> {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let open = inner.interactive && !inner.eof;
         match inner.chunks.front_mut() {
             Some(chunk) if chunk.len() > size => Some(chunk.split_to(size)),
@@ -119,7 +119,7 @@ impl Pipe {
             // Registered before the check, so a write in between still wakes it.
             let written = self.readable.notified();
             {
-                let inner = self.inner.lock().unwrap();
+                let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
                 if !inner.chunks.is_empty() || inner.eof || !inner.interactive {
                     return;
                 }

@@ -209,7 +209,7 @@ impl DiskTier {
         // Older files first, so the LRU order approximates the last use before the restart
         // (a hit does not rewrite the file; the modification time is when it was stored).
         found.sort_by_key(|(used, _, _)| *used);
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (_, size, entry) in &found {
             state.insert(entry.key, *size);
         }
@@ -243,12 +243,16 @@ impl DiskTier {
 
     /// (objects, bytes, budget)
     pub fn usage(&self) -> (u64, u64, u64) {
-        let state = self.state.lock().unwrap();
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         (state.entries.len() as u64, state.bytes, self.budget)
     }
 
     pub fn contains(&self, key: &HashBinary) -> bool {
-        self.state.lock().unwrap().entries.contains_key(key)
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .contains_key(key)
     }
 
     /// Find `key` on disk. Damage is detected, counted, the entry deleted, and reported as a miss.
@@ -260,7 +264,10 @@ impl DiskTier {
         let result = tokio::task::spawn_blocking(move || open_entry(&path, &key)).await;
         match result {
             Ok(Ok(object)) => {
-                self.state.lock().unwrap().touch(&key);
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .touch(&key);
                 Some(object)
             }
             Ok(Err(DiskError::Io(e))) if e.kind() == io::ErrorKind::NotFound => {
@@ -287,7 +294,11 @@ impl DiskTier {
     }
 
     fn forget(&self, key: &HashBinary) -> bool {
-        let removed = self.state.lock().unwrap().remove(key);
+        let removed = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         if removed {
             self.shared.index.forget(key, Tier::L2);
         }
@@ -329,7 +340,7 @@ impl DiskTier {
             tokio::task::spawn_blocking(move || rewrite_meta(&path, &temp, &key, &meta)).await;
         match result {
             Ok(Ok(size)) => {
-                let mut state = self.state.lock().unwrap();
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if state.entries.contains_key(&key) {
                     state.insert(key, size);
                 }

@@ -60,7 +60,7 @@ struct Record {
 impl PurgeIndex {
     /// Note that `tier` now holds `key` for `url` with `tags` (replacing the tags it had).
     pub fn record(&self, key: HashBinary, url: &str, tags: &[String], tier: Tier) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *inner;
         let record = inner.records.entry(key).or_insert_with(|| Record {
             url: url.to_owned(),
@@ -92,7 +92,7 @@ impl PurgeIndex {
 
     /// Note that `tier` no longer holds `key`; the record goes when no tier does.
     pub fn forget(&self, key: &HashBinary, tier: Tier) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(record) = inner.records.get_mut(key) else {
             return;
         };
@@ -107,13 +107,13 @@ impl PurgeIndex {
 
     /// Drop the record for `key` whatever holds it (after a purge removed it everywhere).
     pub fn remove(&self, key: &HashBinary) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         remove_record(&mut inner, key);
     }
 
     /// The objects whose URL is exactly `url` (all their variants).
     pub fn by_url(&self, url: &str) -> Vec<HashBinary> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .by_url
             .get(url)
@@ -123,7 +123,7 @@ impl PurgeIndex {
 
     /// The objects whose URL starts with `prefix`.
     pub fn by_prefix(&self, prefix: &str) -> Vec<HashBinary> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // URLs sharing a prefix are contiguous in the ordered map, from the prefix itself on.
         inner
             .by_url
@@ -138,7 +138,7 @@ impl PurgeIndex {
 
     /// The objects tagged `tag`.
     pub fn by_tag(&self, tag: &str) -> Vec<HashBinary> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .by_tag
             .get(tag)
@@ -148,12 +148,22 @@ impl PurgeIndex {
 
     /// Every indexed object.
     pub fn all(&self) -> Vec<HashBinary> {
-        self.inner.lock().unwrap().records.keys().copied().collect()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// How many objects are indexed (for tests and stats).
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().records.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -69,7 +69,7 @@ impl JobTable {
     /// Adds `job`; false (and nothing changed) when its id is taken, which only an id
     /// the control plane chose can cause.
     pub fn insert(&self, job: Arc<Job>) -> bool {
-        let mut table = self.table.lock().unwrap();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if table.jobs.contains_key(&job.id) {
             return false;
         }
@@ -79,15 +79,25 @@ impl JobTable {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        self.table.lock().unwrap().jobs.get(id).cloned()
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .jobs
+            .get(id)
+            .cloned()
     }
 
     /// Counts job `id` as finished in `state` and moves it to the retained ones with
     /// the `bytes` it holds, forgetting the oldest until the bounds hold again. The
     /// `retire` step of [`Job::finish`], once per job.
     pub fn retire(&self, id: &str, state: JobState, bytes: u64, retention: Retention) {
-        *self.finished.lock().unwrap().entry(state).or_default() += 1;
-        let mut table = self.table.lock().unwrap();
+        *self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(state)
+            .or_default() += 1;
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if !table.jobs.contains_key(id) {
             return; // never inserted, or already forgotten
         }
@@ -103,7 +113,7 @@ impl JobTable {
     /// Forgets finished jobs older than `retention.keep`, and the oldest beyond the
     /// count and byte bounds (after a reload lowered them, say).
     pub fn enforce(&self, retention: Retention) {
-        let mut table = self.table.lock().unwrap();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         while table
             .finished
             .front()
@@ -126,7 +136,13 @@ impl JobTable {
     /// Jobs currently in the table, counted by state.
     pub fn counts(&self) -> HashMap<JobState, u64> {
         let mut counts = HashMap::new();
-        for job in self.table.lock().unwrap().jobs.values() {
+        for job in self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .jobs
+            .values()
+        {
             *counts.entry(job.state()).or_default() += 1;
         }
         counts
@@ -134,12 +150,15 @@ impl JobTable {
 
     /// Finished jobs since start, by final state.
     pub fn finished_totals(&self) -> HashMap<JobState, u64> {
-        self.finished.lock().unwrap().clone()
+        self.finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The retained finished jobs against `retention`.
     pub fn retained(&self, retention: Retention) -> RetainedStats {
-        let table = self.table.lock().unwrap();
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         RetainedStats {
             jobs: table.finished.len() as u64,
             bytes: table.finished_bytes,
@@ -150,7 +169,13 @@ impl JobTable {
     }
 
     pub fn all(&self) -> Vec<Arc<Job>> {
-        self.table.lock().unwrap().jobs.values().cloned().collect()
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .jobs
+            .values()
+            .cloned()
+            .collect()
     }
 }
 

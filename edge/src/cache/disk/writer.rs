@@ -178,7 +178,7 @@ impl DiskWriter {
                 }
                 fs::rename(&temp, &path)?;
                 let victims = {
-                    let mut state = tier.state.lock().unwrap();
+                    let mut state = tier.state.lock().unwrap_or_else(|p| p.into_inner());
                     state.insert(key, size);
                     state.evict_to(tier.budget)
                 };
