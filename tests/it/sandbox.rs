@@ -13,9 +13,11 @@ mod scratch;
 use std::time::Duration;
 
 use edgebox_wire::ErrorBody;
-use edgebox_wire::sandbox::{JobEvent, JobState, JobStatus, JobView};
-use futures_util::StreamExt;
+use edgebox_wire::sandbox::{ClientMessage, JobEvent, JobState, JobStatus, JobView};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, Daemon, ONE_REGION, TestDir};
 
@@ -171,6 +173,31 @@ impl Sandbox {
 
     /// Every message of the job's event stream, until the final result.
     pub async fn events(&self, id: &str) -> Vec<JobEvent> {
+        self.events_with(id, Vec::new(), None).await
+    }
+
+    /// The events of an interactive job that waits for a line of stdin before it does
+    /// what the test watches: the line is sent once the socket is open, so no status is
+    /// missed however late the socket connects on a loaded machine.
+    pub async fn events_from_go(&self, id: &str) -> Vec<JobEvent> {
+        let go = ClientMessage::Stdin {
+            data: "go\n".into(),
+        };
+        self.events_with(id, vec![go], None).await
+    }
+
+    /// The events of a job that runs until cancelled: once `lines` running statuses with
+    /// a current line have come, the socket sends `cancel`.
+    pub async fn events_until_lines(&self, id: &str, lines: usize) -> Vec<JobEvent> {
+        self.events_with(id, Vec::new(), Some(lines)).await
+    }
+
+    async fn events_with(
+        &self,
+        id: &str,
+        on_open: Vec<ClientMessage>,
+        cancel_after_lines: Option<usize>,
+    ) -> Vec<JobEvent> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut url = format!("ws://{}/v1/jobs/{id}/events", self.daemon.addr("api"))
             .into_client_request()
@@ -182,11 +209,25 @@ impl Sandbox {
             .expect("WebSocket connect");
         let mut messages = Vec::new();
         let read = async {
+            for message in on_open {
+                let text = serde_json::to_string(&message).unwrap();
+                socket.send(Message::text(text)).await.expect("send");
+            }
+            let mut lines_seen = 0;
             while let Some(message) = socket.next().await {
                 let message = message.expect("WebSocket message");
-                if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                if let Message::Text(text) = message {
                     let event: JobEvent = serde_json::from_str(&text).expect("an event");
                     let done = matches!(event, JobEvent::Result(_));
+                    if let JobEvent::Status(status) = &event {
+                        if status.state == JobState::Running && status.current_line.is_some() {
+                            lines_seen += 1;
+                            if cancel_after_lines == Some(lines_seen) {
+                                let text = serde_json::to_string(&ClientMessage::Cancel).unwrap();
+                                socket.send(Message::text(text)).await.expect("send");
+                            }
+                        }
+                    }
                     messages.push(event);
                     if done {
                         break;
@@ -233,6 +274,12 @@ fn result_of(events: &[JobEvent]) -> &JobView {
 
 fn python(source: &str) -> Value {
     json!({"language": "python", "source": source})
+}
+
+/// An interactive job of `language`: its program reads a line before it starts the work
+/// the test watches (see [`Sandbox::events_from_go`]).
+fn gated(language: &str, source: &str) -> Value {
+    json!({"language": language, "source": source, "interactive": true})
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -374,7 +421,7 @@ async fn python_jobs_share_no_state() {
 async fn javascript_reports_the_line_of_the_running_loop() {
     let sandbox = Sandbox::start();
     let source = [
-        "let n = 0;",                               // 1
+        "let n = 0; std.in.getline();",             // 1
         "let end = Date.now() + 800;",              // 2
         "",                                         // 3
         "while (Date.now() < end) {",               // 4
@@ -388,10 +435,8 @@ async fn javascript_reports_the_line_of_the_running_loop() {
         "console.log('second loop done', n > 0);",  // 12
     ]
     .join("\n");
-    let id = sandbox
-        .submit(json!({"language": "javascript", "source": source}))
-        .await;
-    let messages = sandbox.events(&id).await;
+    let id = sandbox.submit(gated("javascript", &source)).await;
+    let messages = sandbox.events_from_go(&id).await;
     let lines: Vec<Option<u32>> = running_statuses(&messages)
         .iter()
         .map(|m| m.current_line)
@@ -430,7 +475,7 @@ async fn javascript_reports_the_line_of_the_running_loop() {
 async fn current_line_is_reported_live_over_the_websocket() {
     let sandbox = Sandbox::start();
     let source = [
-        "import time",                                  // 1
+        "import time; input()",                         // 1
         "start = time.monotonic()",                     // 2
         "n = 0",                                        // 3
         "",                                             // 4
@@ -445,8 +490,8 @@ async fn current_line_is_reported_live_over_the_websocket() {
         "print('second loop done')",                    // 13
     ]
     .join("\n");
-    let id = sandbox.submit(python(&source)).await;
-    let messages = sandbox.events(&id).await;
+    let id = sandbox.submit(gated("python", &source)).await;
+    let messages = sandbox.events_from_go(&id).await;
     let statuses = running_statuses(&messages);
     let lines: Vec<Option<u32>> = statuses.iter().map(|m| m.current_line).collect();
     // Collapse runs of the same line to see the order of the loops.
@@ -495,7 +540,7 @@ async fn current_line_is_reported_live_over_the_websocket() {
 async fn current_line_follows_nested_calls() {
     let sandbox = Sandbox::start();
     let source = [
-        "import time",                                        // 1
+        "import time; input()",                               // 1
         "def work(seconds):",                                 // 2
         "    start = time.monotonic()",                       // 3
         "    while time.monotonic() - start < seconds: pass", // 4
@@ -506,8 +551,8 @@ async fn current_line_follows_nested_calls() {
         "print('done')",                                      // 9
     ]
     .join("\n");
-    let id = sandbox.submit(python(&source)).await;
-    let messages = sandbox.events(&id).await;
+    let id = sandbox.submit(gated("python", &source)).await;
+    let messages = sandbox.events_from_go(&id).await;
     let lines: Vec<Option<u32>> = running_statuses(&messages)
         .iter()
         .map(|m| m.current_line)
@@ -685,9 +730,10 @@ async fn wat_current_line_from_dwarf() {
     ]
     .join("\n");
     let id = sandbox
-        .submit(json!({"language": "wat", "source": source, "limits": {"wall_ms": 1500}}))
+        .submit(json!({"language": "wat", "source": source, "limits": {"wall_ms": 60_000}}))
         .await;
-    let messages = sandbox.events(&id).await;
+    // Cancelled once five lines came: however late the socket connects, it sees them.
+    let messages = sandbox.events_until_lines(&id, 5).await;
     let lines: Vec<u32> = running_statuses(&messages)
         .iter()
         .filter_map(|m| m.current_line)
@@ -698,5 +744,5 @@ async fn wat_current_line_from_dwarf() {
         "lines: {lines:?}"
     );
     let result = result_of(&messages);
-    assert_eq!(result.head.state, JobState::TimedOut, "{result:?}");
+    assert_eq!(result.head.state, JobState::Cancelled, "{result:?}");
 }

@@ -327,9 +327,25 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     assert_eq!(real.fetch("edge-a", "/index.html").await.1, "MISS");
 
     // Code runner: a real Python program with two busy loops. The highlighted line
-    // moves from one loop to the other while it runs, and its output streams in.
-    let source = "import time\nfor i in range(3):\n    end = time.monotonic() + 0.3\n    while time.monotonic() < end: pass\n    print('tick', i, flush=True)\n    end = time.monotonic() + 0.3\n    while time.monotonic() < end: pass\n";
-    page.eval(&format!("document.getElementById('editor').value = {}; document.getElementById('run').click(); true", json!(source))).await;
+    // moves from one loop to the other while it runs, and its output streams in. The
+    // program waits for a line of stdin first, so that the page is watching before the
+    // loops start however loaded the machine is.
+    let send_line = |line: &str| {
+        format!(
+            "document.getElementById('stdin-line').value = {}; \
+             document.getElementById('stdin-send').click(); true",
+            json!(line)
+        )
+    };
+    let source = "input()\nimport time\nfor i in range(3):\n    end = time.monotonic() + 0.3\n    while time.monotonic() < end: pass\n    print('tick', i, flush=True)\n    end = time.monotonic() + 0.3\n    while time.monotonic() < end: pass\n";
+    page.eval(&format!("document.getElementById('editor').value = {}; document.getElementById('interactive').checked = true; \
+        document.getElementById('run').click(); true", json!(source))).await;
+    page.wait_for(
+        "the program waiting in input(), the input box open",
+        "!document.getElementById('stdin-send').disabled",
+    )
+    .await;
+    page.eval(&send_line("go")).await;
     let mut seen_lines = std::collections::BTreeSet::new();
     let mut saw_running_time = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -352,7 +368,7 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
             saw_running_time = true;
         }
         if status.starts_with("succeeded") {
-            assert_eq!(state["output"], "tick 0\ntick 1\ntick 2\n");
+            assert_eq!(state["output"], "go\ntick 0\ntick 1\ntick 2\n");
             break;
         }
         assert!(
@@ -363,9 +379,9 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
     }
     assert!(saw_running_time, "the running time was shown while running");
     assert!(
-        seen_lines.contains(&4)
-            && seen_lines.contains(&7)
-            && seen_lines.iter().all(|l| (1..=7).contains(l)),
+        seen_lines.contains(&5)
+            && seen_lines.contains(&8)
+            && seen_lines.iter().all(|l| (1..=8).contains(l)),
         "lines highlighted: {seen_lines:?}"
     );
 
@@ -388,13 +404,6 @@ async fn dashboard_shows_topology_purges_and_runs_code_with_the_live_line() {
         "document.querySelector('#output .error')?.textContent.startsWith('invalid_message')",
     )
     .await;
-    let send_line = |line: &str| {
-        format!(
-            "document.getElementById('stdin-line').value = {}; \
-             document.getElementById('stdin-send').click(); true",
-            json!(line)
-        )
-    };
     page.eval(&send_line("dashboard")).await;
     page.wait_for(
         "the first answer",

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -56,7 +56,9 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
             Method::POST,
             "/v1/jobs",
             Some(SUBMITTER),
-            Some(json!({"language": "python", "source": CHUNKS})),
+            // Waits for a line of stdin, sent once the socket is open, so that the
+            // running statuses are seen however late the socket connects.
+            Some(json!({"language": "python", "source": format!("input()\n{CHUNKS}"), "interactive": true})),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
@@ -79,6 +81,12 @@ async fn jobs_are_relayed_with_events_in_order_and_abandoned_sockets_cleaned_up(
     let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("WebSocket through the control plane");
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"type": "stdin", "data": "go\n"}).to_string(),
+        ))
+        .await
+        .expect("stdin through the relay");
     let mut events = Vec::new();
     let mut closed = false;
     while let Some(message) = tokio::time::timeout(Duration::from_secs(60), socket.next())
