@@ -120,3 +120,16 @@ pub async fn reload(edge: &Daemon, toml: String) -> (u16, serde_json::Value) {
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// Two regions with simulated latency on: 2 ms within a region, 80 ms between them.
+pub const NEAR_FAR_80MS: &str = "[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
+
+/// The simulated milliseconds (`sim;dur=`) of a `Server-Timing` header.
+pub fn sim_ms(server_timing: &str) -> f64 {
+    server_timing
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("sim;dur="))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sim entry in {server_timing}"))
+}

@@ -219,13 +219,14 @@ impl Sandbox {
                 if let Message::Text(text) = message {
                     let event: JobEvent = serde_json::from_str(&text).expect("an event");
                     let done = matches!(event, JobEvent::Result(_));
-                    if let JobEvent::Status(status) = &event {
-                        if status.state == JobState::Running && status.current_line.is_some() {
-                            lines_seen += 1;
-                            if cancel_after_lines == Some(lines_seen) {
-                                let text = serde_json::to_string(&ClientMessage::Cancel).unwrap();
-                                socket.send(Message::text(text)).await.expect("send");
-                            }
+                    if let JobEvent::Status(status) = &event
+                        && status.state == JobState::Running
+                        && status.current_line.is_some()
+                    {
+                        lines_seen += 1;
+                        if cancel_after_lines == Some(lines_seen) {
+                            let text = serde_json::to_string(&ClientMessage::Cancel).unwrap();
+                            socket.send(Message::text(text)).await.expect("send");
                         }
                     }
                     messages.push(event);
@@ -251,6 +252,18 @@ fn running_statuses(events: &[JobEvent]) -> Vec<&JobStatus> {
             _ => None,
         })
         .collect()
+}
+
+/// The lines sampled, with runs of the same line collapsed: the order in which the
+/// program's loops ran.
+fn line_order(lines: &[Option<u32>]) -> Vec<u32> {
+    let mut order: Vec<u32> = Vec::new();
+    for &line in lines.iter().flatten() {
+        if order.last() != Some(&line) {
+            order.push(line);
+        }
+    }
+    order
 }
 
 /// The output events' text, in order.
@@ -441,12 +454,7 @@ async fn javascript_reports_the_line_of_the_running_loop() {
         .iter()
         .map(|m| m.current_line)
         .collect();
-    let mut order: Vec<u32> = Vec::new();
-    for line in lines.iter().flatten() {
-        if order.last() != Some(line) {
-            order.push(*line);
-        }
-    }
+    let order = line_order(&lines);
     let first = lines.iter().filter(|l| matches!(l, Some(4..=6))).count();
     let second = lines.iter().filter(|l| matches!(l, Some(9..=11))).count();
     assert!(first >= 3 && second >= 3, "lines sampled: {lines:?}");
@@ -494,13 +502,7 @@ async fn current_line_is_reported_live_over_the_websocket() {
     let messages = sandbox.events_from_go(&id).await;
     let statuses = running_statuses(&messages);
     let lines: Vec<Option<u32>> = statuses.iter().map(|m| m.current_line).collect();
-    // Collapse runs of the same line to see the order of the loops.
-    let mut order: Vec<u32> = Vec::new();
-    for line in lines.iter().flatten() {
-        if order.last() != Some(line) {
-            order.push(*line);
-        }
-    }
+    let order = line_order(&lines);
     let seven = lines.iter().filter(|l| **l == Some(7)).count();
     let twelve = lines.iter().filter(|l| **l == Some(12)).count();
     assert!(seven >= 4 && twelve >= 4, "lines sampled: {lines:?}");
@@ -557,12 +559,7 @@ async fn current_line_follows_nested_calls() {
         .iter()
         .map(|m| m.current_line)
         .collect();
-    let mut order: Vec<u32> = Vec::new();
-    for line in lines.iter().flatten() {
-        if order.last() != Some(line) {
-            order.push(*line);
-        }
-    }
+    let order = line_order(&lines);
     let inner = lines.iter().filter(|l| **l == Some(4)).count();
     let caller = lines.iter().filter(|l| **l == Some(8)).count();
     assert!(inner >= 4 && caller >= 4, "lines sampled: {lines:?}");

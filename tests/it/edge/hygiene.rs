@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::origin::text_body;
-use super::{Deploy, TestOrigin};
+use super::{Deploy, NEAR_FAR_80MS, TestOrigin, sim_ms};
 use crate::support::{TestDir, client};
 
 #[tokio::test]
@@ -283,20 +283,11 @@ async fn compression_round_trips_for_each_algorithm() {
     );
 }
 
-fn sim_ms(server_timing: &str) -> f64 {
-    server_timing
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("sim;dur="))
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sim entry in {server_timing}"))
-}
-
 #[tokio::test]
 async fn simulated_latency_shows_in_server_timing_and_in_measured_time() {
     let origin = TestOrigin::start("o0");
     let dir = TestDir::new();
-    let regions = "[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
+    let regions = NEAR_FAR_80MS;
     let deploy = Deploy {
         regions,
         edge_region: "near",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Deploy, TestOrigin};
+use super::{Deploy, NEAR_FAR_80MS, TestOrigin, sim_ms};
 use crate::support::{Daemon, TestDir, client};
 
 /// Sends `request` raw and returns (status, head, body) of the answer.
@@ -192,20 +192,11 @@ async fn responses_with_set_cookie_are_never_stored_with_the_cookie() {
     assert_eq!(origin.requests_for("/cookie"), 1);
 }
 
-fn sim_ms(server_timing: &str) -> f64 {
-    server_timing
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("sim;dur="))
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sim entry in {server_timing}"))
-}
-
 #[tokio::test]
 async fn a_client_claiming_to_be_an_edge_still_pays_the_simulated_client_hop() {
     let origin = TestOrigin::start("o0");
     let dir = TestDir::new();
-    let regions = "[regions.near]\n[regions.far]\n\n[latency]\nenabled = true\nintra_region = { rtt = \"2ms\", jitter = \"0ms\", loss = 0.0 }\n[[latency.links]]\nbetween = [\"near\", \"far\"]\nrtt = \"80ms\"\njitter = \"0ms\"\nloss = 0.0\n";
+    let regions = NEAR_FAR_80MS;
     let deploy = Deploy {
         regions,
         edge_region: "near",
