@@ -537,6 +537,9 @@ pub struct SandboxSettings {
     pub max_test_cases: usize,
     /// Bytes of a job's test cases together (stdin, arguments, expected output).
     pub max_tests_size: u64,
+    /// Job slots a judged job may use at once: its own plus slots free at the time
+    /// (never taken from a queued job); never 0.
+    pub max_parallel_cases: usize,
     pub defaults: JobLimits,
     pub maximums: JobLimits,
 }

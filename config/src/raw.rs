@@ -667,6 +667,11 @@ pub struct RawSandbox {
     /// more get 413.
     #[serde(default = "default_max_tests_size")]
     pub max_tests_size: ByteSize,
+    /// Job slots one judged job may use at once: its own plus slots free when it runs
+    /// (a free slot is never taken from a job waiting for one). 1 runs cases one after
+    /// the other.
+    #[serde(default = "default_max_parallel_cases")]
+    pub max_parallel_cases: usize,
     /// Where jobs' `callback_url` may point, and how results are delivered there.
     #[serde(default)]
     pub callbacks: RawCallbacks,
@@ -698,6 +703,7 @@ impl Default for RawSandbox {
             callbacks: RawCallbacks::default(),
             max_test_cases: default_max_test_cases(),
             max_tests_size: default_max_tests_size(),
+            max_parallel_cases: default_max_parallel_cases(),
             defaults: RawJobLimits::defaults(),
             maximums: RawJobLimits::maximums(),
         }
@@ -745,6 +751,9 @@ fn default_max_files() -> usize {
 }
 fn default_max_test_cases() -> usize {
     64
+}
+fn default_max_parallel_cases() -> usize {
+    2
 }
 fn default_max_tests_size() -> ByteSize {
     ByteSize::from_bytes(4 * 1024 * 1024)

@@ -21,7 +21,7 @@ fn sandbox_bounds_are_validated() {
         [[nodes]]\nname = \"sandbox\"\nrole = \"sandbox\"\nregion = \"local\"\nlisten = \"127.0.0.1:0\"\n\
         [sandbox]\nmax_finished_jobs = 0\nmax_finished_bytes = \"1MiB\"\n\
         max_subscribers_per_job = 9\nmax_subscribers = 4\nsubscriber_send_timeout = \"0s\"\n\
-        compile_concurrency = 0\nscratch_files = 0\nmax_test_cases = 0\n\
+        compile_concurrency = 0\nscratch_files = 0\nmax_test_cases = 0\nmax_parallel_cases = 0\n\
         maximums = { wall = \"60s\", cpu = \"60s\", memory = \"1GiB\", output = \"1MiB\" }\n";
     let errors = parse(text, "test.toml", Path::new("/tmp")).unwrap_err();
     let paths: Vec<&str> = errors.diagnostics.iter().map(|d| d.path.as_str()).collect();
@@ -33,6 +33,7 @@ fn sandbox_bounds_are_validated() {
         "sandbox.compile_concurrency",
         "sandbox.scratch_files",
         "sandbox.max_test_cases",
+        "sandbox.max_parallel_cases",
     ] {
         assert!(paths.contains(&key), "{key} not reported: {errors}");
     }

@@ -127,8 +127,9 @@ struct JobInner {
     frozen: bool,
     /// Judged jobs: the cases judged so far.
     tests: Option<TestSummary>,
-    /// Judged jobs: the case running now and the job its instance serves.
-    running_case: Option<(RunningCase, CaseJob)>,
+    /// Judged jobs: the cases running now (in the order they started, so the first is
+    /// the lowest index) and the job each one's instance serves.
+    running_cases: Vec<(RunningCase, CaseJob)>,
 }
 
 /// The job a judged job's running case is (shown in `Debug` by its id).
@@ -168,7 +169,7 @@ impl Job {
                 error: None,
                 frozen: false,
                 tests: None,
-                running_case: None,
+                running_cases: Vec::new(),
             }),
             current_line: AtomicI64::new(NO_LINE),
             cpu_ticks: AtomicU64::new(0),
@@ -488,7 +489,7 @@ impl Job {
     /// The short status sent over the WebSocket at least every 100 ms.
     pub fn status(&self) -> JobStatus {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (case, current_line, current_location) = match &inner.running_case {
+        let (case, current_line, current_location) = match inner.running_cases.first() {
             Some((case, CaseJob(job))) => (
                 Some(case.clone()),
                 job.current_line(),
@@ -518,11 +519,11 @@ impl Job {
             start_time: start_time(&inner),
             runtime_ms: runtime_ms(&inner),
             cpu_ms: self.cpu_ms(&inner),
-            current_line: match &inner.running_case {
+            current_line: match inner.running_cases.first() {
                 Some((_, CaseJob(job))) => job.current_line(),
                 None => self.current_line(),
             },
-            current_location: match &inner.running_case {
+            current_location: match inner.running_cases.first() {
                 Some((_, CaseJob(job))) => job.current_location(),
                 None => self.current_location(),
             },
@@ -540,12 +541,14 @@ impl Job {
         }
     }
 
-    /// CPU time of the job's own instance, or of every case so far for a judged job.
+    /// CPU time of the job's own instance, or of every case so far (finished and
+    /// running) for a judged job.
     fn cpu_ms(&self, inner: &JobInner) -> u64 {
-        let running = inner
-            .running_case
-            .as_ref()
-            .map_or(0, |(_, CaseJob(job))| job.cpu_ticks.load(Ordering::Relaxed));
+        let running: u64 = inner
+            .running_cases
+            .iter()
+            .map(|(_, CaseJob(job))| job.cpu_ticks.load(Ordering::Relaxed))
+            .sum();
         self.cpu_ticks.load(Ordering::Relaxed) + running
     }
 
@@ -561,21 +564,30 @@ impl Job {
         self.changed();
     }
 
-    /// Which case runs now (`None` between and after cases); its instance serves `job`.
-    pub fn set_running_case(&self, case: Option<(RunningCase, Arc<Job>)>) {
+    /// A case started running; its instance serves `job`. Cases start in index order.
+    pub fn case_started(&self, case: RunningCase, job: Arc<Job>) {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .running_case = case.map(|(case, job)| (case, CaseJob(job)));
+            .running_cases
+            .push((case, CaseJob(job)));
         self.changed();
     }
 
-    /// Records a judged case (its instance's CPU time joins the job's), and the overall
-    /// verdict once every case has one.
-    pub fn push_case(&self, result: CaseResult, case_cpu_ticks: u64) {
+    /// Case `index` stopped running: its instance's CPU time joins the job's (in the
+    /// same step, so the job's CPU time never drops in between).
+    pub fn case_stopped(&self, index: u32, case_cpu_ticks: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         self.cpu_ticks.fetch_add(case_cpu_ticks, Ordering::Relaxed);
-        inner.running_case = None;
+        inner.running_cases.retain(|(case, _)| case.index != index);
+        drop(inner);
+        self.changed();
+    }
+
+    /// Records a judged case's result (results come in index order), and the overall
+    /// verdict once every case has one.
+    pub fn push_case(&self, result: CaseResult) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tests) = &mut inner.tests {
             if result.verdict == Verdict::Accepted {
                 tests.passed += 1;

@@ -104,6 +104,12 @@ enum Input {
     },
 }
 
+/// Judged cases finished out of order, held until every earlier one is recorded.
+struct JudgedCases {
+    next: usize,
+    done: std::collections::BTreeMap<usize, edgebox_wire::sandbox::CaseResult>,
+}
+
 /// A judged job's program, prepared once, and its cases.
 struct Tests {
     pre: InstancePre<JobCtx>,
@@ -678,7 +684,7 @@ impl Service {
             _ = job.cancelled.notified() => None,
         };
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let Some(_permit) = permit else {
+        let Some(permit) = permit else {
             self.finish(&job, cancelled());
             return;
         };
@@ -760,6 +766,10 @@ impl Service {
             }
         };
         self.running.fetch_sub(1, Ordering::AcqRel);
+        // The slot is free before the job is seen finished: a client that submits its
+        // next job on seeing this one's result finds the slot free (a judged job that
+        // looks for free slots at once would otherwise miss it).
+        drop(permit);
         self.finish(&job, outcome);
     }
 
@@ -777,83 +787,52 @@ impl Service {
         }
     }
 
-    /// Runs every case of a judged job, one after the other, each in its own fresh
-    /// instance of the program prepared once, with the job's limits; a cancel of the
-    /// job stops the running case and skips the rest.
+    /// Runs every case of a judged job, each in its own fresh instance of the program
+    /// prepared once, with the job's limits. The job's own slot runs cases one after the
+    /// other; up to `max_parallel_cases - 1` more slots that are free when judging starts
+    /// (a free slot is never taken from a queued job: the semaphore hands released
+    /// permits to waiters first) run cases beside it, and are given back at the end.
+    /// Results are recorded in case order; a cancel of the job stops the running cases
+    /// and skips the rest.
     async fn judge(self: &Arc<Self>, job: &Arc<Job>, tests: Tests) -> Outcome {
-        let total = tests.cases.len() as u32;
-        job.start_tests(total, tests.compare);
-        for (index, case) in tests.cases.iter().enumerate() {
-            if job.cancel_requested() {
-                break;
-            }
-            // The case's own job: its output, limits, line and stop flags, not in the table.
-            let case_job = Arc::new(
-                Job::new(
-                    format!("{}/{index}", job.id),
-                    job.language,
-                    job.limits,
-                    job.scratch,
-                )
-                .with_files(job.file_paths.clone(), job.guest_files.clone()),
-            );
-            case_job.mark_running();
-            let running = RunningCase {
-                index: index as u32,
-                total,
-                name: case.name.clone(),
-            };
-            job.set_running_case(Some((running, case_job.clone())));
-            let (argv, stdin) = tests.launch.invocation(
-                case.args.as_deref().unwrap_or_default(),
-                case.stdin.as_bytes(),
-            );
-            let program = Program {
-                pre: tests.pre.clone(),
-                entry: tests.entry.clone(),
-                argv,
-                stdin,
-                sampler: tests.sampler.clone(),
-                scratch: tests.scratch,
-                app: tests.launch.app.clone(),
-            };
-            let run = self.run_instance(&case_job, program);
-            tokio::pin!(run);
-            let outcome = tokio::select! {
-                outcome = &mut run => outcome,
-                _ = job.cancelled.notified() => {
-                    case_job.cancel();
-                    run.await
+        let total = tests.cases.len();
+        job.start_tests(total as u32, tests.compare);
+        let wanted = self
+            .settings
+            .load()
+            .max_parallel_cases
+            .min(total)
+            .saturating_sub(1);
+        let extra: Vec<_> = (0..wanted)
+            .map_while(|_| self.slots.clone().try_acquire_owned().ok())
+            .collect();
+        let lanes = 1 + extra.len();
+        tracing::debug!(lanes, total, "judging");
+        let next = AtomicUsize::new(0);
+        // Finished cases not yet recorded because an earlier one is still running.
+        let pending = std::sync::Mutex::new(JudgedCases {
+            next: 0,
+            done: std::collections::BTreeMap::new(),
+        });
+        let lane = || async {
+            loop {
+                let index = next.fetch_add(1, Ordering::AcqRel);
+                if index >= total || job.cancel_requested() {
+                    break;
                 }
-            };
-            if job.cancel_requested() {
-                break;
+                let result = self.judge_case(job, &tests, index).await;
+                let Some(result) = result else { break };
+                let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
+                let pending = &mut *guard;
+                pending.done.insert(index, result);
+                while let Some(result) = pending.done.remove(&pending.next) {
+                    job.push_case(result);
+                    pending.next += 1;
+                }
             }
-            let (state, exit_code, error) =
-                (outcome.state, outcome.exit_code, outcome.error.clone());
-            case_job.finish(outcome, |_, _| {});
-            let head = case_job.head();
-            let stdout = case_job.output(Stream::Stdout);
-            let stderr = case_job.output(Stream::Stderr);
-            let result = judge::judge(
-                index,
-                case,
-                tests.compare,
-                judge::CaseRun {
-                    state,
-                    exit_code,
-                    error,
-                    stdout: &stdout,
-                    stderr: &stderr,
-                    truncated: head.truncated,
-                    runtime_ms: head.runtime_ms,
-                    cpu_ms: head.cpu_ms,
-                },
-            );
-            tracing::debug!(case = index, verdict = result.verdict.name(), "case judged");
-            job.push_case(result, head.cpu_ms);
-        }
-        job.set_running_case(None);
+        };
+        futures_util::future::join_all((0..lanes).map(|_| lane())).await;
+        drop(extra);
         if job.cancel_requested() {
             return Outcome {
                 state: JobState::Cancelled,
@@ -866,6 +845,82 @@ impl Service {
             exit_code: None,
             error: None,
         }
+    }
+
+    /// Runs case `index` of a judged job in its own fresh instance and judges it; `None`
+    /// when the job was cancelled meanwhile.
+    async fn judge_case(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        tests: &Tests,
+        index: usize,
+    ) -> Option<edgebox_wire::sandbox::CaseResult> {
+        let case = &tests.cases[index];
+        // The case's own job: its output, limits, line and stop flags, not in the table.
+        let case_job = Arc::new(
+            Job::new(
+                format!("{}/{index}", job.id),
+                job.language,
+                job.limits,
+                job.scratch,
+            )
+            .with_files(job.file_paths.clone(), job.guest_files.clone()),
+        );
+        case_job.mark_running();
+        let running = RunningCase {
+            index: index as u32,
+            total: tests.cases.len() as u32,
+            name: case.name.clone(),
+        };
+        job.case_started(running, case_job.clone());
+        let (argv, stdin) = tests.launch.invocation(
+            case.args.as_deref().unwrap_or_default(),
+            case.stdin.as_bytes(),
+        );
+        let program = Program {
+            pre: tests.pre.clone(),
+            entry: tests.entry.clone(),
+            argv,
+            stdin,
+            sampler: tests.sampler.clone(),
+            scratch: tests.scratch,
+            app: tests.launch.app.clone(),
+        };
+        let run = self.run_instance(&case_job, program);
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome,
+            _ = job.cancelled.notified() => {
+                case_job.cancel();
+                run.await
+            }
+        };
+        let (state, exit_code, error) = (outcome.state, outcome.exit_code, outcome.error.clone());
+        case_job.finish(outcome, |_, _| {});
+        let head = case_job.head();
+        job.case_stopped(index as u32, head.cpu_ms);
+        if job.cancel_requested() {
+            return None;
+        }
+        let stdout = case_job.output(Stream::Stdout);
+        let stderr = case_job.output(Stream::Stderr);
+        let result = judge::judge(
+            index,
+            case,
+            tests.compare,
+            judge::CaseRun {
+                state,
+                exit_code,
+                error,
+                stdout: &stdout,
+                stderr: &stderr,
+                truncated: head.truncated,
+                runtime_ms: head.runtime_ms,
+                cpu_ms: head.cpu_ms,
+            },
+        );
+        tracing::debug!(case = index, verdict = result.verdict.name(), "case judged");
+        Some(result)
     }
 
     /// A pre-started CPython instance for `job` if one is ready (jobs with a scratch

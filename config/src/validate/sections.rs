@@ -528,6 +528,7 @@ pub(super) fn check_sandbox(
         ("max_subscribers", raw.max_subscribers as u64),
         ("compile_concurrency", raw.compile_concurrency as u64),
         ("max_test_cases", raw.max_test_cases as u64),
+        ("max_parallel_cases", raw.max_parallel_cases as u64),
         ("max_files", raw.max_files as u64),
         ("scratch_files", raw.scratch_files),
         ("scratch_size", raw.scratch_size.bytes()),
@@ -593,6 +594,7 @@ pub(super) fn check_sandbox(
         callbacks,
         max_test_cases: raw.max_test_cases,
         max_tests_size: raw.max_tests_size.bytes(),
+        max_parallel_cases: raw.max_parallel_cases,
         defaults,
         maximums,
     }
