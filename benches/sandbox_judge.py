@@ -45,8 +45,7 @@ max_concurrent_jobs = {SLOTS}
 max_parallel_cases = {parallel}
 queue_length = 64
 """)
-    # Every Python job ends in a wasmtime error (proc_exit): no std backtrace for each.
-    env = dict(os.environ, EDGEBOX_RUNTIME_DIR=RUNTIMES, EDGEBOX_LOG="warn", RUST_LIB_BACKTRACE="0")
+    env = dict(os.environ, EDGEBOX_RUNTIME_DIR=RUNTIMES, EDGEBOX_LOG="warn")
     proc = subprocess.Popen([BIN, "sandbox", "--config", cfg, "--node", "sandbox"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     for line in proc.stdout:
