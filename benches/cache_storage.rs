@@ -85,7 +85,12 @@ async fn store(storage: &'static TieredStorage, key: &CacheKey, body: Bytes) {
     store_with(storage, key, &meta(), body).await;
 }
 
-async fn store_with(storage: &'static TieredStorage, key: &CacheKey, meta: &CacheMeta, body: Bytes) {
+async fn store_with(
+    storage: &'static TieredStorage,
+    key: &CacheKey,
+    meta: &CacheMeta,
+    body: Bytes,
+) {
     let span = Span::inactive().handle();
     let mut miss = storage.get_miss_handler(key, meta, &span).await.unwrap();
     miss.write_body(body, true).await.unwrap();
@@ -155,7 +160,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("fast_hit");
     for (name, meta) in [("1KiB", meta()), ("nginx-1KiB", nginx_meta())] {
         let key = cache_key("bench.example", &format!("/fast/{name}"));
-        runtime.block_on(store_with(storage, &key, &meta, Bytes::from(vec![7u8; 1024])));
+        runtime.block_on(store_with(
+            storage,
+            &key,
+            &meta,
+            Bytes::from(vec![7u8; 1024]),
+        ));
         group.bench_function(format!("lookup+header/{name}"), |b| {
             b.iter(|| {
                 let now = SystemTime::now();

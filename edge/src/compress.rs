@@ -77,8 +77,8 @@ impl Policy {
                 .filter(|v| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
                 .and_then(|v| std::str::from_utf8(v).ok())
         };
-        if let Some(length) = text(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        if let Some(length) =
+            text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok())
             && length < self.min_size
         {
             return false;

@@ -401,7 +401,9 @@ fn hot_layout(meta: &CacheMeta, fields: &[(&[u8], &HeaderValue)]) -> Option<Box<
     let mut header = meta.response_header_copy();
     let placeholder = |value: &'static str| HeaderValue::from_static(value);
     // 1. cache_hit_header
-    header.insert_header(AGE, placeholder(AGE_PLACEHOLDER)).ok()?;
+    header
+        .insert_header(AGE, placeholder(AGE_PLACEHOLDER))
+        .ok()?;
     header.set_version(Version::HTTP_11);
     let status = header.status.as_u16();
     let no_body = matches!(status, 204 | 304);
@@ -428,8 +430,12 @@ fn hot_layout(meta: &CacheMeta, fields: &[(&[u8], &HeaderValue)]) -> Option<Box<
     header
         .insert_header(CACHE_STATUS, placeholder(CACHE_STATUS_PLACEHOLDER))
         .ok()?;
-    header.insert_header(AGE, placeholder(AGE_PLACEHOLDER)).ok()?;
-    header.insert_header(VIA, placeholder(VIA_PLACEHOLDER)).ok()?;
+    header
+        .insert_header(AGE, placeholder(AGE_PLACEHOLDER))
+        .ok()?;
+    header
+        .insert_header(VIA, placeholder(VIA_PLACEHOLDER))
+        .ok()?;
     header
         .insert_header(X_REQUEST_ID, placeholder(REQUEST_ID_PLACEHOLDER))
         .ok()?;
@@ -514,9 +520,7 @@ mod tests {
             header.append_header(name.to_string(), *value).unwrap();
         }
         let now = SystemTime::now();
-        let (internal, header) = CacheMeta::new(now, now, 0, 0, header)
-            .serialize()
-            .unwrap();
+        let (internal, header) = CacheMeta::new(now, now, 0, 0, header).serialize().unwrap();
         CacheMeta::deserialize(&internal, &header).unwrap()
     }
 
@@ -634,7 +638,10 @@ mod tests {
             let compact = CompactHeader::new(&meta).unwrap();
             let epoch = meta.epoch();
             let now = epoch + Duration::from_secs(3);
-            let built = compact.response(now, epoch, per_request()).unwrap().unwrap();
+            let built = compact
+                .response(now, epoch, per_request())
+                .unwrap()
+                .unwrap();
             let template = compact.template().unwrap().unwrap();
             let filled = fill(&template, age(now, epoch), per_request()).unwrap();
             assert_eq!(wire(&filled), wire(&built));

@@ -72,7 +72,10 @@ impl EdgeProxy {
             now,
             crate::cache::hot::PerRequest {
                 cache_status: cache_status.header(&self.state.cache_status_name, None),
-                via: via_chain(entry.header.stored_via().as_ref(), via(&self.state, session)),
+                via: via_chain(
+                    entry.header.stored_via().as_ref(),
+                    via(&self.state, session),
+                ),
                 request_id: ctx.request_id.clone(),
                 server_timing: ctx.server_timing(),
             },
