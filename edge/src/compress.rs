@@ -56,21 +56,34 @@ impl Policy {
     /// Whether this response may be compressed at all (type, size, not already encoded).
     /// Also answers whether it varies by `Accept-Encoding`.
     pub fn eligible(&self, response: &ResponseHeader) -> bool {
-        let status = response.status.as_u16();
-        if status != 200
-            || response
-                .headers
-                .contains_key(http::header::CONTENT_ENCODING)
-        {
+        self.eligible_fields(response.status.as_u16(), |name| {
+            response.headers.get(name).map(|v| v.as_bytes())
+        })
+    }
+
+    /// [`Self::eligible`] for a response given as its status and a lookup of a field's
+    /// (first) value by name: the L1 fast path holds its header in compact form.
+    pub fn eligible_fields<'a>(
+        &self,
+        status: u16,
+        get: impl Fn(&http::HeaderName) -> Option<&'a [u8]>,
+    ) -> bool {
+        if status != 200 || get(&http::header::CONTENT_ENCODING).is_some() {
             return false;
         }
-        if let Some(length) = header_str(response, http::header::CONTENT_LENGTH)
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        // As `HeaderValue::to_str`: visible ASCII and tabs only.
+        let text = |name| {
+            get(&name)
+                .filter(|v| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        if let Some(length) =
+            text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok())
             && length < self.min_size
         {
             return false;
         }
-        let Some(content_type) = header_str(response, http::header::CONTENT_TYPE) else {
+        let Some(content_type) = text(http::header::CONTENT_TYPE) else {
             return false;
         };
         let mime = content_type
@@ -86,10 +99,6 @@ impl Policy {
                 None => *pattern == mime,
             })
     }
-}
-
-fn header_str(response: &ResponseHeader, name: http::HeaderName) -> Option<&str> {
-    response.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// `gzip;q=0.5, br` -> [("gzip", 0.5), ("br", 1.0)]; malformed q-values count as 0.

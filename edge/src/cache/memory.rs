@@ -14,17 +14,21 @@
 //! Objects larger than the per-object cap never enter L1: they would evict many small
 //! popular objects for one large one, and they stream from L2 instead.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use edgebox_cache_model::eviction::{L1, PolicyKind};
 use edgebox_config::L1Policy;
 use moka::notification::RemovalCause;
 use parking_lot::Mutex;
+use pingora::cache::CacheMeta;
 use pingora::cache::key::HashBinary;
-use std::collections::HashMap;
+use pingora::http::ResponseHeader;
 
-use super::hot::HotHeader;
+use super::hot::{self, CompactHeader, PerRequest, TooLarge};
 use super::metrics::bump;
 use super::{Shared, Tier};
 
@@ -32,27 +36,110 @@ use super::{Shared, Tier};
 /// cannot exceed the capacity in real memory (the shared rule the simulator's model uses).
 const ENTRY_OVERHEAD: u64 = edgebox_cache_model::admission::L1_ENTRY_OVERHEAD;
 
-/// One object held in memory: pingora's serialised meta (internal, header) for the full
-/// hit path, the header prepared for the fast path (when the object does not vary), and the
-/// body.
+/// One object held in memory: pingora's internal meta (freshness, times, variance) as it
+/// serialises it, the response header in compact form (`cache::hot`: the full hit path's
+/// `CacheMeta` and the fast path's header are both rebuilt from it, so it is kept once),
+/// and the body.
 pub struct MemEntry {
-    pub meta: (Vec<u8>, Vec<u8>),
-    pub hot: Option<HotHeader>,
+    internal: Box<[u8]>,
+    pub header: CompactHeader,
+    /// Fresh while `now <= fresh_until` (pingora's `is_fresh`), read by the fast path.
+    pub fresh_until: SystemTime,
+    /// What `Age` counts from (pingora's `epoch`: the last revalidation, or an override).
+    pub epoch: SystemTime,
     pub body: Bytes,
 }
 
 impl MemEntry {
-    pub fn weight(&self) -> u64 {
-        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64
-            + self.hot.as_ref().map_or(0, HotHeader::weight)
-            + ENTRY_OVERHEAD
+    /// The entry for an object with `meta` (as read back from its serialised form, so that
+    /// both hit paths start from what L2 would give) and `body`.
+    pub fn new(meta: &CacheMeta, internal: Vec<u8>, body: Bytes) -> Result<Self, TooLarge> {
+        Ok(Self {
+            internal: internal.into_boxed_slice(),
+            header: CompactHeader::new(meta)?,
+            fresh_until: meta.fresh_until(),
+            epoch: meta.epoch(),
+            body,
+        })
     }
 
-    /// Bytes counted against L1's per-object cap: meta and body (not the prepared header,
-    /// which is bookkeeping like [`ENTRY_OVERHEAD`]).
-    fn size(&self) -> u64 {
-        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64
+    /// The entry for an object stored as `serialized` (pingora's internal meta and header),
+    /// or `None` when that does not decode or has no compact form.
+    pub fn from_serialized(serialized: (Vec<u8>, Vec<u8>), body: Bytes) -> Option<Self> {
+        let meta = CacheMeta::deserialize(&serialized.0, &serialized.1).ok()?;
+        Self::new(&meta, serialized.0, body).ok()
     }
+
+    /// The object's `CacheMeta`, for pingora-cache's full hit path.
+    pub fn meta(&self) -> pingora::Result<CacheMeta> {
+        super::hot::meta_of(&self.internal, &self.header)
+    }
+
+    /// Whether a fresh hit may take the fast path (see `cache::hot`).
+    pub fn is_hot(&self) -> bool {
+        self.header.is_hot()
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.size() + ENTRY_OVERHEAD
+    }
+
+    /// The response header of a fast hit of this entry at `now` (`None` when it has no
+    /// fast-path layout): this request's values in the header the layout describes.
+    ///
+    /// Building that header field by field (`CompactHeader::response`) costs more than
+    /// copying a built one (a name parse and two map inserts per field against a copy of
+    /// two maps), so each worker thread keeps the built headers of the entries it hit last
+    /// in a small direct-mapped table ([`MEMO_SLOTS`] per thread, about 6 KB each: a fixed
+    /// cost, not a per-object one). An entry is recognised by its address, held through a
+    /// `Weak` so that the address cannot be reused while the slot names it; a replaced entry
+    /// (revalidated, soft-purged) is a new allocation and misses.
+    pub fn fast_header(
+        self: &Arc<Self>,
+        now: SystemTime,
+        per_request: PerRequest,
+    ) -> Option<pingora::Result<Box<ResponseHeader>>> {
+        if !self.header.is_hot() {
+            return None;
+        }
+        let age = hot::age(now, self.epoch);
+        let address = Arc::as_ptr(self);
+        // Fibonacci hashing of the address: allocations are aligned, the low bits say
+        // little.
+        let slot = ((address as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+            % MEMO_SLOTS;
+        MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            let cell = &mut memo[slot];
+            if let Some((held, template)) = cell.as_ref()
+                && std::ptr::eq(held.as_ptr(), address)
+            {
+                return Some(hot::fill(template, age, per_request));
+            }
+            let template = match self.header.template()? {
+                Ok(template) => template,
+                Err(error) => return Some(Err(error)),
+            };
+            let header = hot::fill(&template, age, per_request);
+            *cell = Some((Arc::downgrade(self), template));
+            Some(header)
+        })
+    }
+
+    /// Bytes counted against L1's per-object cap: meta (internal and header) and body.
+    fn size(&self) -> u64 {
+        self.internal.len() as u64 + self.header.heap_bytes() + self.body.len() as u64
+    }
+}
+
+/// Built fast-hit headers kept per worker thread (see [`MemEntry::fast_header`]).
+pub const MEMO_SLOTS: usize = 128;
+
+type MemoSlot = Option<(Weak<MemEntry>, ResponseHeader)>;
+
+thread_local! {
+    static MEMO: RefCell<Box<[MemoSlot]>> =
+        RefCell::new((0..MEMO_SLOTS).map(|_| None).collect());
 }
 
 pub struct MemoryTier {

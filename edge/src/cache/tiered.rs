@@ -22,7 +22,6 @@ use pingora::{Error, ErrorType, Result};
 use tracing::{debug, warn};
 
 use super::disk::{self, Admission, ChunkedBody, DiskBody, DiskError, DiskTier, DiskWriter};
-use super::hot::HotHeader;
 use super::index::tags_from_headers;
 use super::memory::{MemEntry, MemoryTier};
 use super::metrics::{CacheStats, add, bump};
@@ -189,33 +188,32 @@ impl TieredStorage {
     /// Mark one object stale as of `at` in every tier that holds it, keeping its body; true
     /// when some tier held it. The fast path reads freshness from the rewritten L1 entry.
     async fn mark_stale(&'static self, hash: &HashBinary, at: std::time::SystemTime) -> bool {
-        let expire = |stored: &(Vec<u8>, Vec<u8>)| {
-            let mut meta = CacheMeta::deserialize(&stored.0, &stored.1).ok()?;
+        let expire = |mut meta: CacheMeta| {
             meta.expire_at(at);
             meta.serialize().ok()
         };
         let mut marked = false;
         let mut from_l1 = None;
         if let Some(entry) = self.l1.get(hash)
-            && let Some(serialized) = expire(&entry.meta)
+            && let Some(serialized) = entry.meta().ok().and_then(expire)
         {
-            let stale = Arc::new(MemEntry {
-                hot: prepare_stored(&serialized),
-                meta: serialized.clone(),
-                body: entry.body.clone(),
-            });
-            if self.l1.insert(*hash, stale) {
-                marked = true;
-            } else {
+            match MemEntry::from_serialized(serialized.clone(), entry.body.clone()).map(Arc::new) {
+                Some(stale) if self.l1.insert(*hash, stale.clone()) => marked = true,
                 // Never leave the fresh copy behind.
-                self.l1.remove(hash);
+                _ => {
+                    self.l1.remove(hash);
+                }
             }
             from_l1 = Some(serialized);
         }
         if let Some(disk) = &self.l2 {
             let serialized = match from_l1 {
                 Some(serialized) => Some(serialized),
-                None => disk.meta(*hash).await.as_ref().and_then(expire),
+                None => disk
+                    .meta(*hash)
+                    .await
+                    .and_then(|stored| CacheMeta::deserialize(&stored.0, &stored.1).ok())
+                    .and_then(expire),
             };
             if let Some(serialized) = serialized
                 && disk.update_meta(*hash, serialized).await
@@ -231,11 +229,7 @@ impl TieredStorage {
     /// with [`Self::note_fast_hit`], and a `None` goes on to the full path, which counts.
     pub fn fresh_l1(&self, key: &CacheKey, now: std::time::SystemTime) -> Option<Arc<MemEntry>> {
         let entry = self.l1.get(&key.combined_bin())?;
-        entry
-            .hot
-            .as_ref()
-            .is_some_and(|hot| hot.is_fresh(now))
-            .then_some(entry)
+        (entry.is_hot() && entry.fresh_until >= now).then_some(entry)
     }
 
     /// Count a hit the fast path answered with `bytes` of body.
@@ -266,7 +260,7 @@ impl Storage for TieredStorage {
         let metrics = &self.shared.metrics;
         let epoch = fill_epoch(key, &self.shared);
         if let Some(entry) = self.l1.get(&hash) {
-            let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+            let meta = entry.meta()?;
             bump(&metrics.l1_hits);
             return Ok(Some((
                 meta,
@@ -299,13 +293,11 @@ impl Storage for TieredStorage {
         let body = match object.body {
             DiskBody::Whole(body) => {
                 let size = (object.meta.0.len() + object.meta.1.len() + body.len()) as u64;
-                if self.l1.fits(size) {
+                if self.l1.fits(size)
+                    && let Ok(entry) = MemEntry::new(&meta, object.meta.0, body.clone())
+                {
                     let tags = tags_from_headers(meta.response_header());
-                    let entry = Arc::new(MemEntry {
-                        hot: HotHeader::prepare(&meta),
-                        meta: object.meta,
-                        body: body.clone(),
-                    });
+                    let entry = Arc::new(entry);
                     // Admitted like a fill (`cache::purges`): a purge that ran while the
                     // disk copy was read has removed or marked that copy, and must not
                     // find its old version back in L1.
@@ -341,13 +333,6 @@ impl Storage for TieredStorage {
         let serialized = meta.serialize()?;
         let meta_len = (serialized.0.len() + serialized.1.len()) as u64;
         let l1_body = self.l1.fits(meta_len).then(BytesMut::new);
-        // Prepared from the meta as a later full-path hit reads it back (decoded from the
-        // stored bytes), so both paths start from the same header.
-        let hot = if l1_body.is_some() {
-            prepare_stored(&serialized)
-        } else {
-            None
-        };
         let disk = match &self.l2 {
             Some(disk) => disk.writer(hash, url.clone(), serialized.clone()).await,
             None => None,
@@ -359,7 +344,6 @@ impl Storage for TieredStorage {
             url,
             tags,
             meta: serialized,
-            hot,
             meta_len,
             l1_body,
             disk,
@@ -404,16 +388,14 @@ impl Storage for TieredStorage {
         }
         let mut updated = false;
         if let Some(old) = self.l1.get(&hash) {
-            let entry = Arc::new(MemEntry {
-                hot: prepare_stored(&serialized),
-                meta: serialized.clone(),
-                body: old.body.clone(),
-            });
-            if self.l1.insert(hash, entry) {
-                self.shared.index.record(hash, &url, &tags, Tier::L1);
-                updated = true;
-            } else {
-                self.l1.remove(&hash);
+            match MemEntry::from_serialized(serialized.clone(), old.body.clone()).map(Arc::new) {
+                Some(entry) if self.l1.insert(hash, entry.clone()) => {
+                    self.shared.index.record(hash, &url, &tags, Tier::L1);
+                    updated = true;
+                }
+                _ => {
+                    self.l1.remove(&hash);
+                }
             }
         }
         if let Some(disk) = &self.l2
@@ -438,12 +420,14 @@ fn fill_epoch(key: &CacheKey, shared: &Shared) -> u64 {
         .map_or_else(|| shared.purges.epoch(), |e| e.0)
 }
 
-/// The fast-path header of a stored meta, decoded from its stored bytes.
-fn prepare_stored(serialized: &(Vec<u8>, Vec<u8>)) -> Option<HotHeader> {
-    CacheMeta::deserialize(&serialized.0, &serialized.1)
-        .ok()
-        .as_ref()
-        .and_then(HotHeader::prepare)
+/// `body` frozen, copied first when growing it in chunks left much spare capacity: L1
+/// holds it for the object's life, and the spare bytes would count nowhere.
+fn exact(body: BytesMut) -> Bytes {
+    if body.capacity() - body.len() > body.len() / 16 {
+        Bytes::copy_from_slice(&body)
+    } else {
+        body.freeze()
+    }
 }
 
 /// Which tier answered a hit, if `hit` came from a [`TieredStorage`]. Call it from
@@ -617,7 +601,6 @@ pub struct TieredMiss {
     url: String,
     tags: Vec<String>,
     meta: (Vec<u8>, Vec<u8>),
-    hot: Option<HotHeader>,
     meta_len: u64,
     /// The body so far, while it still fits L1; dropped (and never resumed) once it does not,
     /// so a large object is never held whole in memory.
@@ -692,13 +675,14 @@ impl HandleMiss for TieredMiss {
             }
             _ => {}
         }
-        let in_l1 = match self.l1_body.take() {
-            Some(body) => {
-                let entry = Arc::new(MemEntry {
-                    meta: std::mem::take(&mut self.meta),
-                    hot: self.hot.take(),
-                    body: body.freeze(),
-                });
+        // Decoded from the stored bytes, as a later full-path hit from L2 reads it back, so
+        // that every path starts from the same header.
+        let entry = self.l1_body.take().and_then(|body| {
+            MemEntry::from_serialized(std::mem::take(&mut self.meta), exact(body))
+        });
+        let in_l1 = match entry {
+            Some(entry) => {
+                let entry = Arc::new(entry);
                 // Admitted under the purge log's lock, like the disk entry (`cache::purges`).
                 let purges = shared.purges.lock();
                 if purges.purged_since(self.epoch, &self.url, &self.tags) {

@@ -53,13 +53,11 @@ impl EdgeProxy {
             ctx.cache_key = Some(key);
             return Ok(false);
         };
-        let Some(hot) = entry.hot.as_ref() else {
-            ctx.cache_key = Some(key);
-            return Ok(false);
-        };
+        // The fast-path header adds nothing the compression policy reads (status,
+        // `Content-Encoding`, `Content-Length`, `Content-Type`), so the stored fields decide.
         if let Some(policy) = &ctx.snapshot.compression
             && !head
-            && policy.eligible(&hot.header)
+            && policy.eligible_fields(entry.header.status(), |name| entry.header.get(name))
         {
             ctx.cache_key = Some(key);
             return Ok(false);
@@ -68,17 +66,25 @@ impl EdgeProxy {
             status: edgebox_wire::edge::CacheStatus::Hit,
             collapsed: false,
             stored: false,
-            ttl: Some(super::cache_status::ttl(hot.fresh_until, now)),
+            ttl: Some(super::cache_status::ttl(entry.fresh_until, now)),
         };
-        let header = hot.response(
+        let Some(header) = entry.fast_header(
             now,
             crate::cache::hot::PerRequest {
                 cache_status: cache_status.header(&self.state.cache_status_name, None),
-                via: via_chain(hot.stored_via.as_ref(), via(&self.state, session)),
+                via: via_chain(
+                    entry.header.stored_via().as_ref(),
+                    via(&self.state, session),
+                ),
                 request_id: ctx.request_id.clone(),
                 server_timing: ctx.server_timing(),
             },
-        )?;
+        ) else {
+            // `fresh_l1` only returns entries with a fast-path layout.
+            ctx.cache_key = Some(key);
+            return Ok(false);
+        };
+        let header = header?;
         ctx.cache_tier = Some(Tier::L1);
         ctx.served = Some((
             edgebox_wire::edge::Tier::L1,
