@@ -133,8 +133,9 @@ fn case_of(name: &HeaderName) -> &'static str {
 /// `ADDED_BIT | i` for `ADDED[i]`.
 const ADDED_BIT: u16 = 0x8000;
 
-/// Why an object's header has no compact form (it then stays out of L1; it is far beyond
-/// what an origin sends: pingora reads at most 256 header fields).
+/// Why an object's header has no compact form: its names and values take more than 64 KiB
+/// (offsets are 16-bit: 32 bytes less per object of L1 for a header far beyond what
+/// origins send). The object then stays out of L1; the disk tier still keeps it.
 #[derive(Debug)]
 pub struct TooLarge;
 
@@ -143,17 +144,22 @@ pub struct CompactHeader {
     status: u16,
     /// The stored header's version (a fast hit always answers HTTP/1.1).
     version: Version,
-    /// A reason phrase other than the status's canonical one.
-    reason: Option<Box<str>>,
-    /// Names and values back to back: name 0, value 0, name 1, ...
+    /// The length of a reason phrase other than the status's canonical one, kept at the
+    /// end of `bytes` (0: the canonical one). In the buffer rather than a field of its own:
+    /// a second pointer would cost every object 16 bytes for what almost none has.
+    reason_len: u16,
+    /// Names and values back to back: name 0, value 0, name 1, ..., then the reason.
     bytes: Bytes,
-    /// Per stored field: where its name ends and where its value ends in `bytes` (each
-    /// starts where the previous one ended).
-    ends: Box<[[u32; 2]]>,
-    /// The fast hit's layout, or `None` when hits must take the full path whatever the
-    /// request: the object varies (`Vary`, or a secondary variant), or the layout came out
-    /// with a field the edits are not known to add.
-    hot: Option<Box<[u16]>>,
+    /// How many stored fields there are.
+    fields: u16,
+    /// Per stored field, where its name ends and where its value ends in `bytes` (each
+    /// starts where the previous one ended): `2 * fields` entries. Then, when `hot`, the
+    /// fast hit's layout. One allocation for both: every object has them.
+    table: Box<[u16]>,
+    /// Whether `table` holds the fast hit's layout: not when hits must take the full path
+    /// whatever the request (the object varies: `Vary`, or a secondary variant), or the
+    /// layout came out with a field the edits are not known to add.
+    hot: bool,
     /// The stored `Via` (a parent's; the first one) when it reads as text: this edge
     /// appends itself to it, as the full path does.
     stored_via: Option<u16>,
@@ -192,40 +198,69 @@ impl CompactHeader {
             return Err(TooLarge);
         }
         let total: usize = fields.iter().map(|(n, v)| n.len() + v.len()).sum();
-        if total > u32::MAX as usize {
+        if total > usize::from(u16::MAX) {
             return Err(TooLarge);
-        }
-        let mut bytes = Vec::with_capacity(total);
-        let mut ends = Vec::with_capacity(fields.len());
-        for (name, value) in &fields {
-            bytes.extend_from_slice(name);
-            let name_end = bytes.len() as u32;
-            bytes.extend_from_slice(value.as_bytes());
-            ends.push([name_end, bytes.len() as u32]);
         }
         let reason = header
             .get_reason_phrase()
             .filter(|reason| Some(*reason) != header.status.canonical_reason())
-            .map(Box::from);
+            .unwrap_or("");
+        let reason_len = u16::try_from(reason.len()).map_err(|_| TooLarge)?;
+        let mut bytes = Vec::with_capacity(total + reason.len());
+        let layout = hot_layout(meta, &fields);
+        let mut table =
+            Vec::with_capacity(2 * fields.len() + layout.as_ref().map_or(0, |l| l.len()));
+        for (name, value) in &fields {
+            bytes.extend_from_slice(name);
+            // At most `total`, checked above.
+            table.push(bytes.len() as u16);
+            bytes.extend_from_slice(value.as_bytes());
+            table.push(bytes.len() as u16);
+        }
+        bytes.extend_from_slice(reason.as_bytes());
         let stored_via = fields
             .iter()
             .position(|(name, value)| name.eq_ignore_ascii_case(b"via") && value.to_str().is_ok())
             .map(|i| i as u16);
-        let hot = hot_layout(meta, &fields);
+        let hot = layout.is_some();
+        table.extend(layout.into_iter().flatten());
         Ok(Self {
             status: header.status.as_u16(),
             version: header.version,
-            reason,
+            reason_len,
             bytes: Bytes::from(bytes),
-            ends: ends.into_boxed_slice(),
+            // Fewer than `ADDED_BIT`, checked above.
+            fields: fields.len() as u16,
+            table: table.into_boxed_slice(),
             hot,
             stored_via,
         })
     }
 
+    /// A reason phrase other than the status's canonical one.
+    fn reason(&self) -> Option<&str> {
+        let start = self.bytes.len() - usize::from(self.reason_len);
+        // It was a `&str` when stored.
+        (self.reason_len > 0).then(|| std::str::from_utf8(&self.bytes[start..]).unwrap_or(""))
+    }
+
     /// Whether a fresh hit of this object may take the fast path.
     pub fn is_hot(&self) -> bool {
-        self.hot.is_some()
+        self.hot
+    }
+
+    fn field_count(&self) -> usize {
+        usize::from(self.fields)
+    }
+
+    /// Where field `i`'s name starts, where it ends and where its value ends.
+    fn bounds(&self, i: usize) -> [usize; 3] {
+        let start = if i == 0 { 0 } else { self.table[2 * i - 1] };
+        [start, self.table[2 * i], self.table[2 * i + 1]].map(usize::from)
+    }
+
+    fn layout(&self) -> Option<&[u16]> {
+        self.hot.then(|| &self.table[2 * self.field_count()..])
     }
 
     pub fn status(&self) -> u16 {
@@ -233,30 +268,28 @@ impl CompactHeader {
     }
 
     fn name(&self, i: usize) -> Bytes {
-        let start = if i == 0 { 0 } else { self.ends[i - 1][1] };
-        self.bytes.slice(start as usize..self.ends[i][0] as usize)
+        let [start, name_end, _] = self.bounds(i);
+        self.bytes.slice(start..name_end)
     }
 
     fn value(&self, i: usize) -> HeaderValue {
-        let [name_end, value_end] = self.ends[i];
+        let [_, name_end, value_end] = self.bounds(i);
         // The bytes were a header value already; rebuilt as pingora's parser builds one.
-        pingora::http::header_value_from_raw(
-            self.bytes.slice(name_end as usize..value_end as usize),
-        )
+        pingora::http::header_value_from_raw(self.bytes.slice(name_end..value_end))
     }
 
     fn value_bytes(&self, i: usize) -> &[u8] {
-        let [name_end, value_end] = self.ends[i];
-        &self.bytes[name_end as usize..value_end as usize]
+        let [_, name_end, value_end] = self.bounds(i);
+        &self.bytes[name_end..value_end]
     }
 
     /// The first stored value of `name` (compared without case).
     pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
         let wanted = name.as_str().as_bytes();
-        (0..self.ends.len())
+        (0..self.field_count())
             .find(|&i| {
-                let start = if i == 0 { 0 } else { self.ends[i - 1][1] } as usize;
-                self.bytes[start..self.ends[i][0] as usize].eq_ignore_ascii_case(wanted)
+                let [start, name_end, _] = self.bounds(i);
+                self.bytes[start..name_end].eq_ignore_ascii_case(wanted)
             })
             .map(|i| self.value_bytes(i))
     }
@@ -268,12 +301,12 @@ impl CompactHeader {
 
     /// The stored header, as pingora-cache's full hit path reads it.
     pub fn stored(&self) -> pingora::Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(self.status, Some(self.ends.len()))?;
+        let mut header = ResponseHeader::build(self.status, Some(self.field_count()))?;
         header.set_version(self.version);
-        if let Some(reason) = &self.reason {
+        if let Some(reason) = self.reason() {
             header.set_reason_phrase(Some(reason))?;
         }
-        for i in 0..self.ends.len() {
+        for i in 0..self.field_count() {
             header.append_header(self.name(i), self.value(i))?;
         }
         Ok(header)
@@ -290,14 +323,14 @@ impl CompactHeader {
         epoch: SystemTime,
         per_request: PerRequest,
     ) -> Option<pingora::Result<Box<ResponseHeader>>> {
-        let layout = self.hot.as_deref()?;
+        let layout = self.layout()?;
         Some(self.build(layout, age(now, epoch), per_request))
     }
 
     /// The fast hit's header with placeholders for the per-request values, for
     /// [`fill`] (`None` without a fast-path layout).
     pub fn template(&self) -> Option<pingora::Result<ResponseHeader>> {
-        let layout = self.hot.as_deref()?;
+        let layout = self.layout()?;
         let placeholders = PerRequest {
             cache_status: HeaderValue::from_static(CACHE_STATUS_PLACEHOLDER),
             via: HeaderValue::from_static(VIA_PLACEHOLDER),
@@ -317,7 +350,7 @@ impl CompactHeader {
         per_request: PerRequest,
     ) -> pingora::Result<Box<ResponseHeader>> {
         let mut header = Box::new(ResponseHeader::build(self.status, Some(layout.len()))?);
-        if let Some(reason) = &self.reason {
+        if let Some(reason) = self.reason() {
             header.set_reason_phrase(Some(reason))?;
         }
         let PerRequest {
@@ -358,10 +391,7 @@ impl CompactHeader {
 
     /// Heap bytes this header holds (for L1's weigher).
     pub fn heap_bytes(&self) -> u64 {
-        (self.bytes.len()
-            + self.ends.len() * size_of::<[u32; 2]>()
-            + self.hot.as_ref().map_or(0, |h| h.len() * 2)
-            + self.reason.as_ref().map_or(0, |r| r.len())) as u64
+        (self.bytes.len() + self.table.len() * size_of::<u16>()) as u64
     }
 }
 
