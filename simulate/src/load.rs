@@ -506,7 +506,10 @@ const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// How one request goes out.
 enum Exchange {
     Pooled(Arc<EdgePool>),
-    Reqwest { client: reqwest::Client, url: String },
+    Reqwest {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 fn record(counters: &Counters, sample: &Sample) {
@@ -665,7 +668,10 @@ pub fn parse_server_timing<'a>(
         };
         if name.eq_ignore_ascii_case("sim") {
             exact_sim = Some(duration);
-        } else if name.get(..3).is_some_and(|head| head.eq_ignore_ascii_case("sim")) {
+        } else if name
+            .get(..3)
+            .is_some_and(|head| head.eq_ignore_ascii_case("sim"))
+        {
             *sim_parts.get_or_insert(0.0) += duration;
         } else if name.eq_ignore_ascii_case("total") {
             total = Some(duration);

@@ -106,7 +106,9 @@ impl EdgePool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Empty<Bytes>>>> {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, Failure> {

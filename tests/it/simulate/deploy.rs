@@ -288,7 +288,11 @@ async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
         }
         assert!(total.tiers["origin"].requests > 0 && total.tiers["l1"].requests > 0);
         // The variant's `l1_policy` reached the edges' config: each says so in `/stats`.
-        let policy = if variant.name == "flat" { "sieve" } else { "moka" };
+        let policy = if variant.name == "flat" {
+            "sieve"
+        } else {
+            "moka"
+        };
         assert!(!variant.edges.is_empty());
         for edge in &variant.edges {
             let running = edge.cache.as_ref().and_then(|c| c.l1_policy.as_deref());
