@@ -125,10 +125,29 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Resu
     result
 }
 
+/// Connections waiting to be accepted per listener (the kernel caps it at
+/// `net.core.somaxconn`). std's `TcpListener::bind` asks for 128: a burst of new client
+/// connections beyond that while the workers are busy drops SYNs, and each dropped one
+/// costs its client a second before the retry. pingora's own listeners ask for 65,535.
+const LISTEN_BACKLOG: u32 = 65_535;
+
 /// Binds `addr` (port 0 allowed) and registers the socket in pingora's fd table under
 /// the key its listener will look up.
 fn bind(fds: &ListenFds, addr: SocketAddr) -> Result<SocketAddr, RunError> {
-    let listener = TcpListener::bind(addr).io_context(format!("binding {addr}"))?;
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .io_context(format!("creating a socket for {addr}"))?;
+    // As std's bind does: a restarted edge can bind while old connections linger.
+    socket
+        .set_reuseaddr(true)
+        .io_context(format!("configuring {addr}"))?;
+    socket.bind(addr).io_context(format!("binding {addr}"))?;
+    let listener: TcpListener = socket
+        .listen(LISTEN_BACKLOG)
+        .and_then(|listener| listener.into_std())
+        .io_context(format!("listening on {addr}"))?;
     listener
         .set_nonblocking(true)
         .io_context(format!("configuring {addr}"))?;

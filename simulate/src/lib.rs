@@ -25,6 +25,7 @@ pub mod trace_live;
 pub mod variant;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -733,6 +734,9 @@ async fn run_one(
     let requests =
         load::Requests::open(scenario, sampler, scale).map_err(model::ModelError::from)?;
     let before = report::edge_counters(targets).await;
+    if let Some(policy) = variant.settings.l1_policy {
+        check_l1_policy(policy, &before)?;
+    }
     let counters = Arc::new(load::Counters::default());
     let progress = progress_bar(
         scenario,
@@ -760,6 +764,28 @@ async fn run_one(
         edges,
     );
     Ok((report, error))
+}
+
+/// Fails a variant whose edges say they run another L1 policy than it asks for: an edge
+/// builds L1 when it starts and a reload keeps it, so a running deployment reconfigured
+/// through its control plane keeps its old policy (a deployment the simulator starts runs
+/// the variant's config from the start). Edges that do not say are not held against it.
+fn check_l1_policy(
+    policy: edgebox_cache_model::eviction::PolicyKind,
+    stats: &BTreeMap<String, Result<edgebox_wire::edge::EdgeStats, String>>,
+) -> Result<(), SimError> {
+    for (edge, stats) in stats {
+        if let Ok(stats) = stats
+            && let Some(running) = &stats.cache.l1_policy
+            && running != policy.as_str()
+        {
+            return Err(SimError::Deployment(format!(
+                "edge {edge} runs L1 policy {running:?}, the variant asks for {:?}: an edge builds L1 when it starts and a reload keeps it; restart the edges (or let the simulator start the deployment)",
+                policy.as_str()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(

@@ -4,15 +4,20 @@
 //! A request sent more than [`LATE_AFTER`] after its time (the scheduler fell behind)
 //! is counted as late.
 
+mod conn;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+
+use conn::EdgePool;
 
 use super::SimError;
 use super::model::Source;
@@ -47,16 +52,13 @@ impl Tier {
     ];
 
     pub fn parse(value: Option<&str>) -> Self {
-        match value
-            .map(|value| value.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("l1") => Self::L1,
-            Some("l2") => Self::L2,
-            Some("parent") => Self::Parent,
-            Some("origin") => Self::Origin,
-            _ => Self::Unknown,
-        }
+        let Some(value) = value.map(str::trim) else {
+            return Self::Unknown;
+        };
+        [Self::L1, Self::L2, Self::Parent, Self::Origin]
+            .into_iter()
+            .find(|tier| value.eq_ignore_ascii_case(tier.name()))
+            .unwrap_or(Self::Unknown)
     }
 
     pub fn name(self) -> &'static str {
@@ -241,37 +243,100 @@ pub struct Counters {
     pub offloaded: AtomicU64,
 }
 
+/// The HTTP client of a run.
+#[derive(Clone)]
+pub enum Client {
+    /// Plain HTTP: the generator's own keep-alive connections per edge ([`conn`]).
+    Http {
+        timeout: Duration,
+        connect_timeout: Duration,
+    },
+    /// HTTPS through reqwest, which checks the edges' certificates.
+    Https(reqwest::Client),
+}
+
 /// Builds the HTTP client used for a run.
-pub fn client(scenario: &Scenario) -> Result<reqwest::Client, SimError> {
-    edgebox_node::install_crypto();
+pub fn client(scenario: &Scenario) -> Result<Client, SimError> {
     let workload = &scenario.workload;
+    let connect_timeout = workload.timeout.min(Duration::from_secs(5));
+    if workload.protocol != Protocol::Https {
+        return Ok(Client::Http {
+            timeout: workload.timeout,
+            connect_timeout,
+        });
+    }
+    edgebox_node::install_crypto();
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(workload.timeout)
-        .connect_timeout(workload.timeout.min(Duration::from_secs(5)))
+        .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(workload.concurrency);
-    if workload.protocol == Protocol::Https {
-        match &workload.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| SimError::Io {
-                    what: format!("reading the CA file {}", path.display()),
-                    source,
-                })?;
-                let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| {
-                    SimError::Deployment(format!(
-                        "{} is not a PEM certificate: {err}",
-                        path.display()
-                    ))
-                })?;
-                builder = builder.tls_certs_only([certificate]);
-            }
-            None => builder = builder.tls_danger_accept_invalid_certs(true),
+    match &workload.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| SimError::Io {
+                what: format!("reading the CA file {}", path.display()),
+                source,
+            })?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| {
+                SimError::Deployment(format!(
+                    "{} is not a PEM certificate: {err}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.tls_certs_only([certificate]);
         }
+        None => builder = builder.tls_danger_accept_invalid_certs(true),
     }
     builder
         .build()
+        .map(Client::Https)
         .map_err(|err| SimError::Deployment(format!("building the HTTP client: {err}")))
+}
+
+/// Where one region's requests go: per edge of the region, its base URL and (plain
+/// HTTP) its connection pool.
+struct Route {
+    url: String,
+    pool: Option<Arc<EdgePool>>,
+}
+
+/// One pool per edge URL (regions that share an edge share its pool), connections
+/// opened before the clock starts.
+async fn routes(targets: &Targets, client: &Client, concurrency: usize) -> Vec<Vec<Route>> {
+    let mut pools: HashMap<&str, Arc<EdgePool>> = HashMap::new();
+    let routes: Vec<Vec<Route>> = targets
+        .per_region
+        .iter()
+        .map(|edges| {
+            edges
+                .iter()
+                .map(|edge| {
+                    let pool = match client {
+                        Client::Http {
+                            connect_timeout, ..
+                        } => pools
+                            .entry(edge.url.as_str())
+                            .or_insert_with(|| {
+                                Arc::new(EdgePool::new(&edge.url, *connect_timeout).expect(
+                                    "the scenario check gives every edge an http:// URL under protocol = \"http\"",
+                                ))
+                            })
+                            .clone()
+                            .into(),
+                        Client::Https(_) => None,
+                    };
+                    Route {
+                        url: edge.url.clone(),
+                        pool,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let each = conn::PREOPEN_PER_EDGE.min(concurrency / pools.len().max(1));
+    futures_util::future::join_all(pools.values().map(|pool| pool.preopen(each))).await;
+    routes
 }
 
 /// Checks that every edge accepts TCP connections, without sending a request.
@@ -311,7 +376,7 @@ pub async fn run(
     scenario: &Scenario,
     requests: Requests,
     targets: &Targets,
-    client: reqwest::Client,
+    client: Client,
     counters: Arc<Counters>,
     cancel: &CancellationToken,
 ) -> LoadRun {
@@ -326,10 +391,17 @@ pub async fn run(
         interrupted: false,
         error: None,
     };
-    let limit = Arc::new(Semaphore::new(scenario.workload.concurrency));
+    let concurrency = scenario.workload.concurrency;
+    let routes = routes(targets, &client, concurrency).await;
+    let limit = Arc::new(Semaphore::new(concurrency));
     let mut in_flight: JoinSet<Sample> = JoinSet::new();
-    let region_names: Arc<Vec<String>> =
-        Arc::new(scenario.clients.iter().map(|c| c.name.clone()).collect());
+    // Header values made once: each request clones a reference-counted buffer.
+    let region_names: Vec<HeaderValue> = scenario
+        .clients
+        .iter()
+        .map(|c| HeaderValue::from_str(&c.name).expect("the scenario check refuses other names"))
+        .collect();
+    let timeout = scenario.workload.timeout;
     let seed = scenario.seed;
     let start = tokio::time::Instant::now();
     let mut plan = requests;
@@ -351,14 +423,22 @@ pub async fn run(
             }
         }
         let due = start + request.at;
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                run.interrupted = true;
-                run.unsent = 1 + plan.by_ref().count() as u64;
-                break;
+        // Only wait when the request is not due yet: at thousands per second most are
+        // due by the time the previous one is sent, and a timer each costs CPU.
+        if tokio::time::Instant::now() < due {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    run.interrupted = true;
+                    run.unsent = 1 + plan.by_ref().count() as u64;
+                    break;
+                }
+                _ = tokio::time::sleep_until(due) => {}
             }
-            _ = tokio::time::sleep_until(due) => {}
+        } else if cancel.is_cancelled() {
+            run.interrupted = true;
+            run.unsent = 1 + plan.by_ref().count() as u64;
+            break;
         }
         let lag = tokio::time::Instant::now().saturating_duration_since(due);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -370,24 +450,32 @@ pub async fn run(
             run.late[request.region] += 1;
         }
         counters.sent.fetch_add(1, Ordering::Relaxed);
-        let edges = &targets.per_region[request.region];
-        let edge = &edges[(request.index % edges.len() as u64) as usize];
-        let url = format!("{}{}", edge.url, request.path);
-        let client = client.clone();
-        let region = region_names[request.region].clone();
+        let edges = &routes[request.region];
+        let route = &edges[(request.index % edges.len() as u64) as usize];
+        let headers = [
+            (REGION_HEADER, region_names[request.region].clone()),
+            (
+                REQUEST_ID_HEADER,
+                HeaderValue::try_from(format!("sim-{seed}-{}", request.index))
+                    .expect("digits and dashes"),
+            ),
+        ];
+        let exchange = match (&route.pool, &client) {
+            (Some(pool), _) => Exchange::Pooled(pool.clone()),
+            (None, Client::Https(client)) => Exchange::Reqwest {
+                client: client.clone(),
+                url: format!("{}{}", route.url, request.path),
+            },
+            (None, Client::Http { .. }) => unreachable!("plain HTTP routes have a pool"),
+        };
         let cancel = cancel.clone();
-        let span =
-            tracing::debug_span!("request", region = %region, index = request.index, url = %url);
-        in_flight.spawn(
-            async move {
-                let _permit = permit;
-                tokio::select! {
-                    sample = send(&client, &url, &region, seed, &request, lag) => sample,
-                    _ = cancel.cancelled() => cancelled(&request, lag),
-                }
+        in_flight.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                sample = send(exchange, headers, timeout, &request, lag) => sample,
+                _ = cancel.cancelled() => cancelled(&request, lag),
             }
-            .instrument(span),
-        );
+        });
     }
     if let Limit::Duration(duration) = scenario.workload.limit
         && !run.interrupted
@@ -410,6 +498,18 @@ pub async fn run(
     run.elapsed = start.elapsed();
     run.samples.sort_by_key(|sample| sample.at);
     run
+}
+
+const REGION_HEADER: HeaderName = HeaderName::from_static("x-edgebox-region");
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How one request goes out.
+enum Exchange {
+    Pooled(Arc<EdgePool>),
+    Reqwest {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 fn record(counters: &Counters, sample: &Sample) {
@@ -446,66 +546,92 @@ fn cancelled(request: &Outgoing, lag: Duration) -> Sample {
 }
 
 async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    region: &str,
-    seed: u64,
+    exchange: Exchange,
+    headers: [(HeaderName, HeaderValue); 2],
+    timeout: Duration,
     request: &Outgoing,
     lag: Duration,
 ) -> Sample {
     let mut sample = cancelled(request, lag);
     let started = Instant::now();
-    let response = client
-        .get(url)
-        .header("X-Edgebox-Region", region)
-        .header("X-Request-Id", format!("sim-{seed}-{}", request.index))
-        .send()
-        .await;
-    let mut response = match response {
-        Ok(response) => response,
-        Err(err) => {
-            sample.latency = started.elapsed();
-            sample.outcome = Outcome::Failed(classify(&err));
-            tracing::debug!(error = %err, "request failed");
-            return sample;
+    match exchange {
+        Exchange::Pooled(pool) => {
+            let target = match pool.target(&request.path) {
+                Ok(target) => target,
+                Err(err) => {
+                    tracing::debug!(error = %err, path = %request.path, "not a request target");
+                    sample.outcome = Outcome::Failed("request");
+                    return sample;
+                }
+            };
+            match tokio::time::timeout(timeout, pool.get(&target, &headers)).await {
+                Ok(Ok(answer)) => {
+                    read_headers(&answer.head.headers, &mut sample);
+                    sample.bytes = answer.bytes;
+                    sample.outcome = Outcome::Status(answer.head.status.as_u16());
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "request failed");
+                    sample.outcome = Outcome::Failed(err.kind());
+                }
+                Err(_) => sample.outcome = Outcome::Failed("timeout"),
+            }
         }
-    };
-    let headers = response.headers();
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    sample.tier = Tier::parse(header("x-cache-tier").as_deref());
-    sample.x_cache = header("x-cache").map(|value| {
+        Exchange::Reqwest { client, url } => {
+            let [region, id] = headers;
+            let response = client
+                .get(url)
+                .header(region.0, region.1)
+                .header(id.0, id.1)
+                .send()
+                .await;
+            let mut response = match response {
+                Ok(response) => response,
+                Err(err) => {
+                    sample.latency = started.elapsed();
+                    sample.outcome = Outcome::Failed(classify(&err));
+                    tracing::debug!(error = %err, "request failed");
+                    return sample;
+                }
+            };
+            read_headers(response.headers(), &mut sample);
+            let status = response.status().as_u16();
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => sample.bytes += chunk.len() as u64,
+                    Ok(None) => break,
+                    Err(err) => {
+                        sample.latency = started.elapsed();
+                        sample.outcome =
+                            Outcome::Failed(if err.is_timeout() { "timeout" } else { "body" });
+                        return sample;
+                    }
+                }
+            }
+            sample.outcome = Outcome::Status(status);
+        }
+    }
+    sample.latency = started.elapsed();
+    sample
+}
+
+/// The tier, `X-Cache` and `Server-Timing` of a response into `sample`.
+fn read_headers(headers: &HeaderMap, sample: &mut Sample) {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    sample.tier = Tier::parse(text("x-cache-tier"));
+    sample.x_cache = text("x-cache").map(|value| {
         value
             .split([',', ' '])
             .next()
             .unwrap_or_default()
             .to_ascii_uppercase()
     });
-    let timing: Vec<String> = headers
-        .get_all("server-timing")
-        .iter()
-        .filter_map(|value| value.to_str().ok().map(str::to_owned))
-        .collect();
-    (sample.simulated_ms, sample.server_total_ms) = parse_server_timing(&timing);
-    let status = response.status().as_u16();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => sample.bytes += chunk.len() as u64,
-            Ok(None) => break,
-            Err(err) => {
-                sample.latency = started.elapsed();
-                sample.outcome = Outcome::Failed(if err.is_timeout() { "timeout" } else { "body" });
-                return sample;
-            }
-        }
-    }
-    sample.latency = started.elapsed();
-    sample.outcome = Outcome::Status(status);
-    sample
+    (sample.simulated_ms, sample.server_total_ms) = parse_server_timing(
+        headers
+            .get_all("server-timing")
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    );
 }
 
 fn classify(err: &reqwest::Error) -> &'static str {
@@ -520,13 +646,15 @@ fn classify(err: &reqwest::Error) -> &'static str {
 
 /// Reads `Server-Timing` values: returns the simulated part (an entry named `sim`, or
 /// else the sum of entries whose name starts with `sim`) and the `total` entry.
-pub fn parse_server_timing(values: &[String]) -> (Option<f64>, Option<f64>) {
+pub fn parse_server_timing<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> (Option<f64>, Option<f64>) {
     let mut exact_sim = None;
     let mut sim_parts: Option<f64> = None;
     let mut total = None;
-    for entry in values.iter().flat_map(|value| value.split(',')) {
+    for entry in values.into_iter().flat_map(|value| value.split(',')) {
         let mut params = entry.split(';').map(str::trim);
-        let name = params.next().unwrap_or_default().to_ascii_lowercase();
+        let name = params.next().unwrap_or_default();
         let duration = params.find_map(|param| {
             let (key, value) = param.split_once('=')?;
             if key.trim().eq_ignore_ascii_case("dur") {
@@ -538,11 +666,14 @@ pub fn parse_server_timing(values: &[String]) -> (Option<f64>, Option<f64>) {
         let Some(duration) = duration.filter(|d| d.is_finite() && *d >= 0.0) else {
             continue;
         };
-        if name == "sim" {
+        if name.eq_ignore_ascii_case("sim") {
             exact_sim = Some(duration);
-        } else if name.starts_with("sim") {
+        } else if name
+            .get(..3)
+            .is_some_and(|head| head.eq_ignore_ascii_case("sim"))
+        {
             *sim_parts.get_or_insert(0.0) += duration;
-        } else if name == "total" {
+        } else if name.eq_ignore_ascii_case("total") {
             total = Some(duration);
         }
     }

@@ -19,7 +19,7 @@ use edgebox_cache_model::eviction::{L1, Lru, PolicyKind};
 use edgebox_cache_model::freshness::{self, OriginFreshness};
 use edgebox_cache_model::latency::{self, Link, LinkMs};
 use edgebox_cache_model::lb::{self, Chooser};
-use edgebox_config::{Deployment, LbPolicy, OriginTarget, Role};
+use edgebox_config::{Deployment, L1Policy, LbPolicy, OriginTarget, Role};
 
 use crate::report::VariantReport;
 use crate::scenario::{Scenario, Variant};
@@ -715,7 +715,17 @@ pub fn topology_of(
             .map_err(|errors| topology_error(errors.to_string()))?,
         None => base.clone(),
     };
-    let policy = variant.settings.l1_policy.unwrap_or(PolicyKind::Lru);
+    // The variant's policy, else the deployment's own `[cache] l1_policy`; moka (the
+    // edge's default, a W-TinyLFU the model does not have) is simulated as LRU.
+    let policy = variant
+        .settings
+        .l1_policy
+        .unwrap_or(match deployment.cache.l1_policy {
+            L1Policy::Moka | L1Policy::Lru => PolicyKind::Lru,
+            L1Policy::S3fifo => PolicyKind::S3fifo,
+            L1Policy::Sieve => PolicyKind::Sieve,
+            L1Policy::Tinyufo => PolicyKind::Tinyufo,
+        });
     Topology::new(
         &deployment,
         base,

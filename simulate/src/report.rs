@@ -746,7 +746,11 @@ pub fn table(report: &Report) -> String {
             .edges
             .iter()
             .map(|edge| match (edge.requests, &edge.error) {
-                (Some(requests), _) => format!("{} {requests}", edge.edge),
+                (Some(requests), _) => match edge.cache.as_ref().and_then(|c| c.l1_policy.as_ref())
+                {
+                    Some(policy) => format!("{} {requests} (L1 {policy})", edge.edge),
+                    None => format!("{} {requests}", edge.edge),
+                },
                 (None, Some(error)) => format!("{} ? ({error})", edge.edge),
                 (None, None) => format!("{} ?", edge.edge),
             })

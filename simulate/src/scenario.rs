@@ -17,7 +17,7 @@ mod target_checks;
 mod workload_checks;
 
 use edgebox_cache_model::eviction::PolicyKind;
-use model_checks::{LIVE_L1_POLICY, check_cost, check_mode, check_sweep, check_trace};
+use model_checks::{check_cost, check_mode, check_sweep, check_trace};
 use target_checks::{bind_deployment, check_target};
 use workload_checks::{POLICIES, check_catalogue, check_clients, check_settings, check_workload};
 
@@ -267,7 +267,8 @@ pub struct Settings {
     pub latency_scale: Option<f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub origin_delay: BTreeMap<String, u64>,
-    /// L1 eviction policy (model mode; live edges run their own L1).
+    /// L1 eviction policy: written to the live edges' `[cache] l1_policy`, and the
+    /// policy model mode simulates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l1_policy: Option<PolicyKind>,
 }
@@ -533,14 +534,7 @@ pub fn parse(
         });
     }
     if let Some(raw) = raw_sweep {
-        variants = check_sweep(&mut c, raw, variants, declared, mode);
-    }
-    if mode != Mode::Model {
-        for variant in &variants {
-            if variant.settings.l1_policy.is_some() {
-                c.error(format!("{}.l1_policy", variant.key_path), LIVE_L1_POLICY);
-            }
-        }
+        variants = check_sweep(&mut c, raw, variants, declared);
     }
     if let Target::Edges { .. } = &target {
         for (index, variant) in variants.iter().enumerate() {

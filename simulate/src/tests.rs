@@ -130,6 +130,7 @@ fn variants_rewrite_the_deployment() {
         origin_delay: [("origin-1".to_owned(), 250_000)].into(),
         latency_scale: Some(2.0),
         cache: Some(false),
+        l1_policy: Some(edgebox_cache_model::eviction::PolicyKind::S3fifo),
         ..Default::default()
     };
     let text = variant::apply(base, &settings).unwrap();
@@ -148,6 +149,7 @@ fn variants_rewrite_the_deployment() {
             .all(|g| g.policy == edgebox_config::LbPolicy::RoundRobin)
     );
     assert!(!deployment.cache.enabled);
+    assert_eq!(deployment.cache.l1_policy, edgebox_config::L1Policy::S3fifo);
     let Some(edgebox_config::Role::Origin(origin)) = deployment.node("origin-1").map(|n| &n.role)
     else {
         panic!()
@@ -257,17 +259,11 @@ fn the_examples_are_valid_against_the_embedded_default() {
 
 #[test]
 fn server_timing_and_tiers_are_read_leniently() {
-    let values = vec![
-        "edge;dur=1.5, sim;dur=12.3".to_owned(),
-        "total;dur=20".to_owned(),
-    ];
-    assert_eq!(parse_server_timing(&values), (Some(12.3), Some(20.0)));
-    let parts = vec!["sim-client;dur=2, sim-origin;dur=3;desc=\"x\", total;dur=9".to_owned()];
-    assert_eq!(parse_server_timing(&parts), (Some(5.0), Some(9.0)));
-    assert_eq!(
-        parse_server_timing(&["garbage;;,".to_owned()]),
-        (None, None)
-    );
+    let values = ["edge;dur=1.5, SIM;dur=12.3", "total;dur=20"];
+    assert_eq!(parse_server_timing(values), (Some(12.3), Some(20.0)));
+    let parts = ["sim-client;dur=2, sim-origin;dur=3;desc=\"x\", Total;dur=9"];
+    assert_eq!(parse_server_timing(parts), (Some(5.0), Some(9.0)));
+    assert_eq!(parse_server_timing(["garbage;;,"]), (None, None));
     assert_eq!(Tier::parse(Some(" L2 ")), Tier::L2);
     assert_eq!(Tier::parse(Some("shield")), Tier::Unknown);
     assert_eq!(Tier::parse(None), Tier::Unknown);

@@ -64,6 +64,10 @@ pub fn apply(text: &str, settings: &Settings) -> Result<String, VariantError> {
     if let Some(enabled) = settings.cache {
         table_mut(&mut doc, "cache").insert("enabled".into(), Value::Boolean(enabled));
     }
+    if let Some(policy) = settings.l1_policy {
+        // The edge's `[cache] l1_policy` takes the simulator's names (and `moka`).
+        table_mut(&mut doc, "cache").insert("l1_policy".into(), Value::String(policy.to_string()));
+    }
     if let Some(enabled) = settings.latency {
         table_mut(&mut doc, "latency").insert("enabled".into(), Value::Boolean(enabled));
     }

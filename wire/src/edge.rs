@@ -293,6 +293,10 @@ pub struct UpstreamOrigin {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CacheStats {
+    /// The eviction policy this edge's L1 runs (`[cache] l1_policy`: `moka`, `lru`,
+    /// `s3fifo`, `sieve`, `tinyufo`); an edge's own, left empty in fleet totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1_policy: Option<String>,
     pub l1: TierStats,
     pub l2: TierStats,
     /// Whether the disk tier is in use (false when off in config or its directory is unusable).

@@ -72,6 +72,7 @@ impl Metrics {
         let shards = &self.shards;
         let get = |field: fn(&Counters) -> &AtomicU64| shards.sum(field);
         CacheStats {
+            l1_policy: None,
             l1: TierStats {
                 hits: get(|c| &c.l1_hits),
                 misses: get(|c| &c.l1_misses),

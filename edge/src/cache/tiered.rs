@@ -34,6 +34,8 @@ pub struct TieredStorage {
     l1: MemoryTier,
     l2: Option<DiskTier>,
     shared: Arc<Shared>,
+    /// What L1 was built with (a reload does not rebuild it), for `/stats`.
+    l1_policy: edgebox_config::L1Policy,
 }
 
 impl TieredStorage {
@@ -75,7 +77,12 @@ impl TieredStorage {
             }
             _ => None,
         };
-        Self { l1, l2, shared }
+        Self {
+            l1,
+            l2,
+            shared,
+            l1_policy: options.l1_policy,
+        }
     }
 
     /// [`Self::open`] and leak the result, for pingora's `&'static` storage.
@@ -86,9 +93,12 @@ impl TieredStorage {
     /// Counters and occupancy for `/stats` and `/metrics`.
     pub fn snapshot(&self) -> CacheStats {
         let l2 = self.l2.as_ref().map_or((0, 0, 0), DiskTier::usage);
-        self.shared
+        let mut stats = self
+            .shared
             .metrics
-            .snapshot(self.l1.usage(), l2, self.l2.is_some())
+            .snapshot(self.l1.usage(), l2, self.l2.is_some());
+        stats.l1_policy = Some(self.l1_policy.as_str().to_owned());
+        stats
     }
 
     /// Count a request that waited on the cache lock (the proxy calls this when

@@ -3,9 +3,6 @@
 use super::*;
 use crate::trace::{Format, generate};
 
-/// Why a live scenario may not choose an L1 policy.
-pub(super) const LIVE_L1_POLICY: &str = "l1_policy is simulated in model mode only (live edges run their own L1, moka's W-TinyLFU); use `mode = \"model\"`";
-
 pub(super) fn check_mode(c: &mut Collector<'_>, raw: Option<&str>, target: &Target) -> Mode {
     let mode = match raw {
         None | Some("live") => Mode::Live,
@@ -114,7 +111,6 @@ pub(super) fn check_sweep(
     raw: RawSweep,
     variants: Vec<Variant>,
     declared: bool,
-    mode: Mode,
 ) -> Vec<Variant> {
     let capacities: Vec<Option<u64>> = match &raw.l1_capacity {
         Some(list) if list.is_empty() => {
@@ -136,9 +132,6 @@ pub(super) fn check_sweep(
     }
     if policies.is_empty() {
         policies.push(None);
-    }
-    if mode != Mode::Model && raw.l1_policy.is_some() {
-        c.error("sweep.l1_policy", LIVE_L1_POLICY);
     }
     let mut swept = Vec::new();
     for variant in variants {

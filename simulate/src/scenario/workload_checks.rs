@@ -127,6 +127,14 @@ pub(super) fn check_clients(
     }
     let mut clients = Vec::new();
     for (name, client) in raw {
+        if http::HeaderValue::from_str(&name).is_err() {
+            // The name is sent in `X-Edgebox-Region`.
+            c.error(
+                join_key_path("clients", &name),
+                "a region name is printable ASCII (it is sent in the X-Edgebox-Region header)",
+            );
+            continue;
+        }
         let path = join_key_path(&join_key_path("clients", &name), "rate");
         if !client.rate.is_finite() || client.rate <= 0.0 {
             c.error(

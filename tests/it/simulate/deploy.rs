@@ -224,12 +224,14 @@ name = "tiered"
 [[variants]]
 name = "flat"
 tiering = false
+l1_policy = "sieve"
 "#;
 
 /// The whole path for a deployment the simulator starts, on the real daemons: the catalogue is written and served, each variant
 /// gets its own processes on free ports, clients reach their region's client-facing edge
 /// (never the shield, even when a variant removes it as a parent), what the simulator
-/// sent agrees with each edge's own counter, and every node is stopped at the end.
+/// sent agrees with each edge's own counter, a variant's `l1_policy` is the policy its
+/// edges run, and every node is stopped at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
     use edgebox_simulate as simulate;
@@ -285,6 +287,17 @@ async fn a_started_deployment_runs_each_variant_on_its_own_processes() {
             );
         }
         assert!(total.tiers["origin"].requests > 0 && total.tiers["l1"].requests > 0);
+        // The variant's `l1_policy` reached the edges' config: each says so in `/stats`.
+        let policy = if variant.name == "flat" {
+            "sieve"
+        } else {
+            "moka"
+        };
+        assert!(!variant.edges.is_empty());
+        for edge in &variant.edges {
+            let running = edge.cache.as_ref().and_then(|c| c.l1_policy.as_deref());
+            assert_eq!(running, Some(policy), "{}: {}", variant.name, edge.edge);
+        }
         assert!(
             out.join(format!("logs/{}/edge-a.log", variant.name))
                 .is_file()
