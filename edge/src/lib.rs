@@ -161,15 +161,14 @@ enum Scheduling {
 }
 
 impl Scheduling {
-    /// `EDGEBOX_RUNTIME=per-core` selects the per-core mode, anything else the default
-    /// work-stealing one. An experiment, not a config key yet: one noisy A/B on the loaded
-    /// build machine (benches/results/edge_profile.md §9) gave it ~12 % less CPU per
-    /// pass-through request under load and nothing conclusive one request at a time; it
-    /// becomes the default (and a `[edge]` key) only after a quiet-machine run shows it pays.
+    /// Per-core unless `EDGEBOX_RUNTIME=work-stealing` (kept for A/B runs): in two
+    /// alternating A/B runs on the shared build machine per-core cost 12-15 % less CPU per
+    /// pass-through request under load and served 40-70 % more requests/s in the quieter
+    /// run (benches/results/edge_profile.md §9).
     fn from_env() -> Self {
         match std::env::var("EDGEBOX_RUNTIME").as_deref() {
-            Ok("per-core") => Self::PerCore,
-            _ => Self::WorkStealing,
+            Ok("work-stealing") => Self::WorkStealing,
+            _ => Self::PerCore,
         }
     }
 }
