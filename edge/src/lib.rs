@@ -107,42 +107,20 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Resu
         });
     };
     let edge = edge.clone();
-    // One request thread per core by default: measured on 2 cores, 1-4 threads served
-    // cache hits within the run-to-run noise of each other (benches/results/edge_profile.md §8).
+    // One worker per core by default: measured on 2 cores, 1-4 workers served cache hits
+    // within the run-to-run noise of each other (benches/results/edge_hot_path.md).
     let threads = match deployment.edge.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let scheduling = Scheduling::from_env();
-    let runtime = match scheduling {
-        Scheduling::WorkStealing => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .thread_name("edge")
-            .build(),
-        // The proxy runs on its own threads (`ProxyThreads`); this runtime only has the
-        // admin listener, health checks, DNS, the config agent and the drain to run.
-        Scheduling::PerCore => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("edge-main")
-            .build(),
-    }
-    .io_context("starting the async runtime")?;
-    let mut proxy_threads = ProxyThreads::default();
-    let result = runtime.block_on(serve(
-        deployment,
-        node.to_owned(),
-        edge,
-        location,
-        Workers {
-            threads,
-            scheduling,
-        },
-        &mut proxy_threads,
-    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .thread_name("edge")
+        .build()
+        .io_context("starting the async runtime")?;
+    let result = runtime.block_on(serve(deployment, node.to_owned(), edge, location));
     // In-flight work has finished or its grace has run out; do not wait on stragglers.
-    proxy_threads.stop();
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
 }
@@ -152,62 +130,6 @@ pub fn run(deployment: Deployment, node: &str, location: ConfigLocation) -> Resu
 /// connections beyond that while the workers are busy drops SYNs, and each dropped one
 /// costs its client a second before the retry. pingora's own listeners ask for 65,535.
 const LISTEN_BACKLOG: u32 = 65_535;
-
-/// How the proxy's connections are scheduled onto threads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scheduling {
-    /// One tokio work-stealing runtime for everything: a connection's tasks, the upstream
-    /// pool's idle-watch tasks and wake-ups move between threads.
-    WorkStealing,
-    /// One single-threaded runtime per request thread, each with its own listening socket
-    /// (`SO_REUSEPORT`: the kernel spreads connections over them), its own pingora proxy
-    /// and so its own upstream connection pool: a request and the upstream connection it
-    /// uses stay on one thread, like an nginx worker.
-    PerCore,
-}
-
-impl Scheduling {
-    /// Per-core unless `EDGEBOX_RUNTIME=work-stealing` (kept for A/B runs): in two
-    /// alternating A/B runs on the shared build machine per-core cost 12-15 % less CPU per
-    /// pass-through request under load and served 40-70 % more requests/s in the quieter
-    /// run (benches/results/edge_profile.md §9).
-    fn from_env() -> Self {
-        match std::env::var("EDGEBOX_RUNTIME").as_deref() {
-            Ok("work-stealing") => Self::WorkStealing,
-            _ => Self::PerCore,
-        }
-    }
-}
-
-struct Workers {
-    threads: usize,
-    scheduling: Scheduling,
-}
-
-/// The per-core proxy threads (`Scheduling::PerCore`): told to stop and joined when the
-/// edge stops, and also if start-up fails half-way (on drop).
-#[derive(Default)]
-struct ProxyThreads {
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl ProxyThreads {
-    fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Drop for ProxyThreads {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Binds `addr` (port 0 allowed) and registers the socket in pingora's fd table under
 /// the key its listener will look up.
@@ -236,87 +158,11 @@ fn bind(fds: &ListenFds, addr: SocketAddr) -> Result<SocketAddr, RunError> {
     Ok(bound)
 }
 
-/// Binds `addr` once per fd table, every socket with `SO_REUSEPORT` on the same port (a
-/// port 0 is chosen by the first bind), and registers each in its table: the kernel then
-/// spreads new connections over the sockets, one per proxy thread. Only sockets of this
-/// process's user can join the group (Linux checks the owner).
-fn bind_shared(tables: &[ListenFds], addr: SocketAddr) -> Result<SocketAddr, RunError> {
-    if let [only] = tables {
-        return bind(only, addr);
-    }
-    let mut port = addr.port();
-    let mut bound = addr;
-    for fds in tables {
-        let at = SocketAddr::new(addr.ip(), port);
-        let socket = reuseport_listener(at).io_context(format!("binding {at}"))?;
-        bound = socket
-            .local_addr()
-            .io_context(format!("reading the address bound for {addr}"))?;
-        port = bound.port();
-        fds.lock().add(bound.to_string(), socket.into_raw_fd());
-    }
-    Ok(bound)
-}
-
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // What std's `TcpListener::bind` sets, plus the port sharing.
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    // Listening from here on, like std's bind (pingora raises the backlog when it takes
-    // the socket over); the std listener is non-blocking.
-    socket.listen(LISTEN_BACKLOG)?.into_std()
-}
-
-type ProxyService = pingora::services::listening::Service<
-    client_timeout::ClientTimeout<pingora::proxy::HttpProxy<proxy::EdgeProxy>>,
->;
-
-/// One pingora proxy service (its own upstream connection pool) listening on the sockets
-/// of `fds` registered for `http` and `https`.
-fn proxy_service(
-    conf: &Arc<ServerConf>,
-    state: &Arc<state::EdgeState>,
-    certs: Option<&Arc<tls::CertStore>>,
-    http: Option<SocketAddr>,
-    https: Option<SocketAddr>,
-) -> Result<ProxyService, RunError> {
-    let mut proxy = pingora::services::listening::Service::new(
-        "edge proxy".to_owned(),
-        client_timeout::ClientTimeout {
-            inner: Arc::new(pingora::proxy::http_proxy(
-                conf,
-                proxy::EdgeProxy {
-                    state: state.clone(),
-                },
-            )),
-            state: state.clone(),
-        },
-    );
-    if let Some(bound) = http {
-        proxy.add_listener(listener(bound));
-    }
-    if let (Some(bound), Some(certs)) = (https, certs) {
-        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
-            .map_err(|e| RunError::TlsSettings(e.to_string()))?;
-        settings.set_cert_resolver(certs.resolver.clone());
-        settings.enable_h2();
-        proxy.add_listener(listener(bound).tls(settings));
-    }
-    Ok(proxy)
-}
-
 async fn serve(
     deployment: Deployment,
     node: String,
     edge: edgebox_config::EdgeNode,
     location: ConfigLocation,
-    workers: Workers,
-    proxy_threads: &mut ProxyThreads,
 ) -> Result<(), RunError> {
     // Installed before anything is announced, so a signal right after is not lost.
     let signals = edgebox_node::shutdown::on_signals().io_context("installing signal handlers")?;
@@ -351,26 +197,31 @@ async fn serve(
     });
     let mut announce = Vec::new();
 
-    // One fd table per proxy service: the main runtime's, or one per proxy thread.
-    let tables: Vec<ListenFds> = match workers.scheduling {
-        Scheduling::WorkStealing => vec![fds.clone()],
-        Scheduling::PerCore => (0..workers.threads)
-            .map(|_| Arc::new(parking_lot::Mutex::new(Fds::new())))
-            .collect(),
-    };
-    let http = match edge.http {
-        Some(addr) => Some(bind_shared(&tables, addr)?),
-        None => None,
-    };
-    let https = match (edge.https, &certs) {
-        (Some(addr), Some(_)) => Some(bind_shared(&tables, addr)?),
-        _ => None,
-    };
-    announce.extend(http.map(|bound| ("http", bound)));
-    announce.extend(https.map(|bound| ("https", bound)));
-    let mut proxies = Vec::with_capacity(tables.len());
-    for _ in &tables {
-        proxies.push(proxy_service(&conf, &state, certs.as_ref(), http, https)?);
+    let mut proxy = pingora::services::listening::Service::new(
+        "edge proxy".to_owned(),
+        client_timeout::ClientTimeout {
+            inner: Arc::new(pingora::proxy::http_proxy(
+                &conf,
+                proxy::EdgeProxy {
+                    state: state.clone(),
+                },
+            )),
+            state: state.clone(),
+        },
+    );
+    if let Some(addr) = edge.http {
+        let bound = bind(&fds, addr)?;
+        proxy.add_listener(listener(bound));
+        announce.push(("http", bound));
+    }
+    if let (Some(addr), Some(certs)) = (edge.https, &certs) {
+        let bound = bind(&fds, addr)?;
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| RunError::TlsSettings(e.to_string()))?;
+        settings.set_cert_resolver(certs.resolver.clone());
+        settings.enable_h2();
+        proxy.add_listener(listener(bound).tls(settings));
+        announce.push(("https", bound));
     }
     let mut admin = pingora::services::listening::Service::new(
         "edge admin".to_owned(),
@@ -387,39 +238,11 @@ async fn serve(
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut services = Vec::new();
-    match workers.scheduling {
-        Scheduling::WorkStealing => {
-            for mut proxy in proxies {
-                let (fds, rx) = (fds.clone(), shutdown_rx.clone());
-                services.push(tokio::spawn(async move {
-                    proxy.start_service(Some(fds), rx, 1).await;
-                }));
-            }
-        }
-        Scheduling::PerCore => {
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            proxy_threads.stop = Some(stop_tx);
-            for (index, (mut proxy, fds)) in proxies.into_iter().zip(tables).enumerate() {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .io_context("starting a proxy thread's runtime")?;
-                let (rx, mut stop) = (shutdown_rx.clone(), stop_rx.clone());
-                let thread = std::thread::Builder::new()
-                    .name(format!("edge-{index}"))
-                    .spawn(move || {
-                        // Stops accepting on `rx` (shutdown); keeps serving the requests in
-                        // flight until `stop`, sent once they have drained.
-                        runtime.spawn(async move { proxy.start_service(Some(fds), rx, 1).await });
-                        runtime.block_on(async move {
-                            let _ = stop.wait_for(|stopped| *stopped).await;
-                        });
-                        runtime.shutdown_timeout(Duration::from_millis(200));
-                    })
-                    .io_context("starting a proxy thread")?;
-                proxy_threads.handles.push(thread);
-            }
-        }
+    {
+        let (fds, rx) = (fds.clone(), shutdown_rx.clone());
+        services.push(tokio::spawn(async move {
+            proxy.start_service(Some(fds), rx, 1).await;
+        }));
     }
     {
         let (fds, rx) = (fds.clone(), shutdown_rx.clone());
