@@ -4,42 +4,7 @@
 use std::path::Path;
 
 use super::{Deploy, SECOND, TestOrigin, reload};
-use crate::support::{Daemon, TestDir, eventually, tls_client};
-
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(
-                params,
-                rcgen::KeyPair::generate().unwrap(),
-            )
-            .unwrap(),
-        }
-    }
-
-    fn pem(&self) -> Vec<u8> {
-        self.issuer.pem().into_bytes()
-    }
-
-    /// A leaf for `names`, as (cert PEM, key PEM).
-    fn leaf(&self, names: &[&str]) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
+use crate::support::{Daemon, TestCa, TestDir, eventually, tls_client};
 
 async fn ok(client: &reqwest::Client, url: &str) -> bool {
     matches!(client.get(url).send().await, Ok(r) if r.status().is_success())
@@ -139,7 +104,7 @@ fn write_pair(dir: &Path, name: &str, pair: &(String, String)) {
 async fn sni_picks_the_certificate_and_swaps_take_effect_without_restart() {
     let origin = TestOrigin::start("o0");
     let dir = TestDir::new();
-    let (ca_a, ca_b) = (Ca::new("CA A"), Ca::new("CA B"));
+    let (ca_a, ca_b) = (TestCa::new("CA A"), TestCa::new("CA B"));
     write_pair(dir.path(), "a", &ca_a.leaf(&["a.test", "www.a.test"]));
     write_pair(dir.path(), "b", &ca_b.leaf(&["b.test", "*.b.test"]));
     let tls = "[tls]\ncertificates = [\n  { names = [\"a.test\", \"www.a.test\"], cert = \"a.pem\", key = \"a-key.pem\" },\n  { names = [\"b.test\", \"*.b.test\"], cert = \"b.pem\", key = \"b-key.pem\" },\n]\n";

@@ -16,7 +16,7 @@ use edgebox_wire::sandbox::{CallbackState, JobState, JobView};
 use serde_json::json;
 
 use super::Sandbox;
-use crate::support;
+use crate::support::{self, TestCa};
 
 const KEY: &str = "test-callback-key-0123456789";
 
@@ -157,48 +157,23 @@ async fn results_are_posted_signed_and_failures_retried_then_given_up() {
     }
 }
 
-/// A test CA and the PEM files of a leaf for 127.0.0.1 it signed.
-struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+/// A server config for 127.0.0.1 with a certificate `ca` signed.
+fn server_config(ca: &TestCa) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = ca.leaf(&["127.0.0.1"]);
+    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    Arc::new(config)
 }
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(
-                params,
-                rcgen::KeyPair::generate().unwrap(),
-            )
-            .unwrap(),
-        }
-    }
-
-    /// A server config for 127.0.0.1 with a certificate this CA signed.
-    fn server(&self) -> Arc<rustls::ServerConfig> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let chain = vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        Arc::new(config)
-    }
-}
-
 /// Serves `POST /hook` over TLS on 127.0.0.1:0 (any path, answering 200); counts
 /// handshakes that failed.
 async fn tls_receiver(
@@ -264,14 +239,14 @@ async fn tls_receiver(
 async fn https_callbacks_reach_receivers_whose_certificate_chains_to_the_configured_ca() {
     let trusted = TestCa::new("edgebox test callbacks CA");
     let dir = support::TestDir::new();
-    let ca_file = dir.write("receivers-ca.pem", trusted.issuer.pem());
+    let ca_file = dir.write("receivers-ca.pem", trusted.pem());
     let sandbox = Sandbox::start_with(&format!(
         "[sandbox.callbacks]\nallow = [\"127.0.0.1/32\"]\nattempts = 2\nbackoff = \"50ms\"\n\
          timeout = \"2s\"\nsecret = \"{KEY}\"\nca_file = \"{}\"\n",
         ca_file.display()
     ));
 
-    let (url, received, _) = tls_receiver(trusted.server()).await;
+    let (url, received, _) = tls_receiver(server_config(&trusted)).await;
     let id = sandbox
         .submit(json!({"language": "wat", "source": super::HELLO_WAT, "callback_url": url}))
         .await;
@@ -289,7 +264,7 @@ async fn https_callbacks_reach_receivers_whose_certificate_chains_to_the_configu
 
     // A receiver whose certificate another CA signed is never sent the result.
     let stranger = TestCa::new("someone else's CA");
-    let (url, received, failed_handshakes) = tls_receiver(stranger.server()).await;
+    let (url, received, failed_handshakes) = tls_receiver(server_config(&stranger)).await;
     let id = sandbox
         .submit(json!({"language": "wat", "source": super::HELLO_WAT, "callback_url": url}))
         .await;
