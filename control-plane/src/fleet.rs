@@ -108,6 +108,9 @@ struct NodeState {
     instance: Option<String>,
     placed: u64,
     moved_away: u64,
+    /// When the node last accepted a job: a poll sent before then that failed says
+    /// nothing about the node any more.
+    accepted_at: Option<Instant>,
 }
 
 impl NodeState {
@@ -180,7 +183,18 @@ impl Fleet {
     /// (within the budget) until it starts, for a job that may be moved.
     pub fn placed(&self, node: &str, id: &str, body: Option<Bytes>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.nodes.entry(node.to_owned()).or_default().placed += 1;
+        let state = inner.nodes.entry(node.to_owned()).or_default();
+        state.placed += 1;
+        state.accepted_at = Some(Instant::now());
+        // It answered: back in rotation without waiting for the next poll (a job placed
+        // on a node while it was marked down, when every node was, must not be reported
+        // lost, nor moved as stranded).
+        if state.up == Some(false) && state.error.as_deref() != Some("draining") {
+            tracing::info!(node, "sandbox accepted a job: in rotation");
+            state.up = Some(true);
+            state.error = None;
+            state.failures = 0;
+        }
         let pending = body.and_then(|body| {
             if inner.pending_bytes + body.len() > MAX_PENDING_BYTES {
                 tracing::warn!(job = %id, bytes = body.len(), "submission budget full: this job cannot be moved if its node goes down");
@@ -229,6 +243,16 @@ impl Fleet {
         result: Result<QueueReport, PollError>,
     ) -> (Vec<ToMove>, Vec<String>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let answered_since = inner
+            .nodes
+            .get(node)
+            .and_then(|state| state.accepted_at)
+            .is_some_and(|accepted| accepted > sent);
+        if result.is_err() && answered_since {
+            // A poll sent before the node came up (or before it last answered) failed:
+            // stale news.
+            return (Vec::new(), Vec::new());
+        }
         let report = match result {
             Ok(report) => report,
             Err(PollError::Draining) => {
