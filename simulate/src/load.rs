@@ -303,7 +303,12 @@ struct Route {
 
 /// One pool per edge URL (regions that share an edge share its pool), connections
 /// opened before the clock starts.
-async fn routes(targets: &Targets, client: &Client, concurrency: usize) -> Vec<Vec<Route>> {
+async fn routes(
+    targets: &Targets,
+    client: &Client,
+    concurrency: usize,
+    connections_per_edge: usize,
+) -> Vec<Vec<Route>> {
     let mut pools: HashMap<&str, Arc<EdgePool>> = HashMap::new();
     let routes: Vec<Vec<Route>> = targets
         .per_region
@@ -318,7 +323,7 @@ async fn routes(targets: &Targets, client: &Client, concurrency: usize) -> Vec<V
                         } => pools
                             .entry(edge.url.as_str())
                             .or_insert_with(|| {
-                                Arc::new(EdgePool::new(&edge.url, *connect_timeout).expect(
+                                Arc::new(EdgePool::new(&edge.url, *connect_timeout, connections_per_edge).expect(
                                     "the scenario check gives every edge an http:// URL under protocol = \"http\"",
                                 ))
                             })
@@ -334,7 +339,9 @@ async fn routes(targets: &Targets, client: &Client, concurrency: usize) -> Vec<V
                 .collect()
         })
         .collect();
-    let each = conn::PREOPEN_PER_EDGE.min(concurrency / pools.len().max(1));
+    let each = conn::PREOPEN_PER_EDGE
+        .min(concurrency / pools.len().max(1))
+        .min(connections_per_edge);
     futures_util::future::join_all(pools.values().map(|pool| pool.preopen(each))).await;
     routes
 }
@@ -392,7 +399,13 @@ pub async fn run(
         error: None,
     };
     let concurrency = scenario.workload.concurrency;
-    let routes = routes(targets, &client, concurrency).await;
+    let routes = routes(
+        targets,
+        &client,
+        concurrency,
+        scenario.workload.connections_per_edge,
+    )
+    .await;
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut in_flight: JoinSet<Sample> = JoinSet::new();
     // Header values made once: each request clones a reference-counted buffer.

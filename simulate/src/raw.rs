@@ -61,6 +61,9 @@ pub struct RawWorkload {
     pub requests: Option<u64>,
     /// Requests in flight at most; requests due while the bound is reached are dropped.
     pub concurrency: Option<u64>,
+    /// Plain HTTP: keep-alive connections to each edge at most; a request that finds them
+    /// all busy waits for one.
+    pub connections_per_edge: Option<u64>,
     /// A request that has not completed after this long is an error.
     pub timeout: Option<Duration>,
     /// `"poisson"` (exponential gaps, the default) or `"constant"` (evenly spaced).

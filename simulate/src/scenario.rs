@@ -15,6 +15,7 @@ use toml::de::DeTable;
 mod model_checks;
 mod target_checks;
 mod workload_checks;
+pub use workload_checks::DEFAULT_CONNECTIONS_PER_EDGE;
 
 use edgebox_cache_model::eviction::PolicyKind;
 use model_checks::{check_cost, check_mode, check_sweep, check_trace};
@@ -201,6 +202,8 @@ pub enum Protocol {
 pub struct Workload {
     pub limit: Limit,
     pub concurrency: usize,
+    /// Plain HTTP: connections the generator keeps to each edge at most.
+    pub connections_per_edge: usize,
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
     pub arrivals: Arrivals,

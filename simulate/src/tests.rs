@@ -358,3 +358,30 @@ fn a_trace_is_prepared_for_live_replay_with_its_objects_at_their_sizes() {
         "{error}"
     );
 }
+
+#[test]
+fn connections_per_edge_defaults_to_a_bound_and_refuses_zero() {
+    assert_eq!(
+        scenario(EDGES).workload.connections_per_edge,
+        scenario::DEFAULT_CONNECTIONS_PER_EDGE as usize
+    );
+    let bounded = EDGES.replace(
+        "duration = \"10s\"",
+        "duration = \"10s\"\nconnections_per_edge = 8",
+    );
+    assert_eq!(scenario(&bounded).workload.connections_per_edge, 8);
+    let zero = EDGES.replace(
+        "duration = \"10s\"",
+        "duration = \"10s\"\nconnections_per_edge = 0",
+    );
+    let cwd = std::env::current_dir().unwrap();
+    let errors = scenario::parse(&zero, "test.toml", &cwd, "test")
+        .expect_err("0 connections is refused")
+        .to_string();
+    assert!(
+        errors.contains(
+            "workload.connections_per_edge: connections_per_edge must be between 1 and 10000, got 0"
+        ),
+        "{errors}"
+    );
+}

@@ -248,6 +248,37 @@ async fn requests_over_the_concurrency_bound_are_dropped_not_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_connections_per_edge_wait_for_a_connection() {
+    let dir = TestDir::new();
+    let slow = StandIn::start(Duration::from_millis(50)).await;
+    // 60 requests/s for 1 s at 50 ms each need ~3 connections; 2 are allowed, and the
+    // concurrency bound is far above, so requests queue for a connection, none dropped.
+    let text = scenario_text(
+        &[("a", slow.url())],
+        &[("a", 60.0)],
+        1,
+        "duration = \"1s\"\narrivals = \"constant\"\nconcurrency = 100\nconnections_per_edge = 2",
+    );
+    let report = run_library(&text, dir.path()).await;
+    let total = &report.variants[0].total;
+    assert_eq!(total.dropped, 0);
+    assert_eq!(total.errors, 0);
+    assert_eq!(total.requests, 60);
+    assert_eq!(slow.count(), 60);
+    // Two for requests, and the reachability check's connect before the load.
+    assert!(
+        slow.connections() <= 3,
+        "{} connections opened",
+        slow.connections()
+    );
+    assert!(
+        slow.max_in_flight() <= 2,
+        "{} in flight",
+        slow.max_in_flight()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_edges_are_verified_against_the_given_ca() {
     let (edge, ca) = StandIn::start_tls(Duration::ZERO).await;
     let (other, _) = StandIn::start_tls(Duration::ZERO).await;

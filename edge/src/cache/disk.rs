@@ -24,15 +24,26 @@
 //! our dependency tree, running at several GB/s.
 //!
 //! # Why a corrupt object is never served
-//! - Writes go to a `.tmp` file in the same directory, which is fsync'd and then renamed over
-//!   the final name (then the directory is fsync'd): a reader sees the old entry or the
-//!   complete new one, and a crash leaves at worst a `.tmp` file, deleted at the next start.
+//! - Writes go to a `.tmp` file in the same directory, which is renamed over the final name
+//!   once complete: a reader sees the old entry or the complete new one, and a crash of the
+//!   process leaves at worst a `.tmp` file, deleted at the next start.
+//! - After a power loss, a renamed entry whose data had not reached the disk can be short
+//!   or hold zeros: the length and checksum checks below catch it like any other damage.
 //! - A lookup checks the header, the header checksum and that the file has exactly the length
 //!   the header promises (so truncation is caught before any byte is served).
 //! - Bodies up to [`VERIFY_WHOLE_MAX`] are read and verified whole before the hit is returned.
 //!   Larger bodies are streamed: each chunk is verified before it is handed out, and a bad
 //!   chunk fails the read with an error (the proxy aborts the response, never sending the bad
 //!   bytes) and deletes the entry. Either way the damage is counted and the next request misses.
+//!
+//! # Why entries are not fsynced
+//! A cache entry is a copy that the origin can give again; what must never happen is serving
+//! a damaged one, which the checksums prevent whether or not the bytes were flushed. An fsync
+//! per entry (and one of its directory) cost ~7.6 ms each on this project's build machine and
+//! the filesystem journal serialises them: with four edges filling 500 objects at once, the
+//! fills — and every request waiting on their cache locks — queued behind the disk for
+//! seconds (benches/results/simulate.md, "Live replay: what stalled"). nginx's and Varnish's
+//! caches do not fsync objects either. The kernel writes the pages back in the background.
 
 mod entry;
 mod writer;

@@ -1,5 +1,7 @@
 //! The load generator's plain-HTTP client: HTTP/1.1 keep-alive connections per edge,
-//! opened ahead of the run and reused most-recently-used first.
+//! opened ahead of the run, reused most-recently-used first, and bounded per edge
+//! (`workload.connections_per_edge`): a request that finds every connection busy waits
+//! for one rather than opening more.
 //!
 //! Why not reqwest here (it stays for HTTPS): per request it parses a URL, looks the
 //! host up in a pool behind a lock, and runs its layers; a request here is a path and
@@ -18,6 +20,7 @@ use http::header::{HOST, HeaderValue};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
 
 /// Connections opened to each edge before the run (at most the concurrency bound):
 /// enough for the requests in flight at a few thousand per second with tens of
@@ -61,8 +64,9 @@ pub struct Answer {
     pub bytes: u64,
 }
 
-/// Idle keep-alive connections to one edge. Each holds at most one request at a time,
-/// so the connections are bounded by the generator's concurrency bound.
+/// Keep-alive connections to one edge. Each carries one request at a time, and a request
+/// holds one of `slots` while it uses a connection, so at most `slots`' permits
+/// connections are open at once (a new one is opened only when none is idle).
 pub struct EdgePool {
     /// `host:port`, connected to as such (an IP address is not looked up).
     authority: String,
@@ -71,12 +75,14 @@ pub struct EdgePool {
     base: String,
     connect_timeout: Duration,
     idle: Mutex<Vec<SendRequest<Empty<Bytes>>>>,
+    /// One permit per connection the pool may have open; waiters are served in order.
+    slots: Semaphore,
 }
 
 impl EdgePool {
     /// A pool for the edge at `url` (`http://HOST:PORT[/base]`, as the scenario check
     /// allows), or `None` when `url` is not plain HTTP.
-    pub fn new(url: &str, connect_timeout: Duration) -> Option<Self> {
+    pub fn new(url: &str, connect_timeout: Duration, max_connections: usize) -> Option<Self> {
         let rest = url.strip_prefix("http://")?;
         let (authority, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         Some(Self {
@@ -85,6 +91,7 @@ impl EdgePool {
             base: base.trim_end_matches('/').to_owned(),
             connect_timeout,
             idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(max_connections.max(1)),
         })
     }
 
@@ -159,6 +166,12 @@ impl EdgePool {
         path: &http::Uri,
         headers: &[(http::HeaderName, HeaderValue)],
     ) -> Result<Answer, Failure> {
+        // Never closed, so acquiring only waits; the wait is part of the request's latency.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the pool never closes its slots");
         let (mut sender, mut reused) = self.take().await?;
         let response = loop {
             let mut request = http::Request::new(Empty::<Bytes>::new());

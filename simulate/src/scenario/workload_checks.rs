@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// Connections the load generator keeps to one edge at most, unless the scenario says
+/// otherwise. Without a bound, a stall of a few hundred milliseconds made the generator
+/// open a connection per request due meanwhile (2,800 to one edge in one 20 s run), and
+/// the edges' cost of accepting them prolonged the stall (benches/results/simulate.md,
+/// "Live replay: what stalled"). 256 covers 2,500 requests/s at 100 ms of latency per edge.
+pub const DEFAULT_CONNECTIONS_PER_EDGE: u64 = 256;
+
 /// `model`: the scenario runs in model mode, where only counters are kept, so the live
 /// limits on planned requests and rates do not apply. `whole_trace`: requests come from a
 /// trace, which may be replayed whole (neither `duration` nor `requests`).
@@ -51,6 +58,15 @@ pub(super) fn check_workload(
         c.error(
             "workload.concurrency",
             format!("concurrency must be between 1 and 10000, got {concurrency}"),
+        );
+    }
+    let connections_per_edge = raw
+        .connections_per_edge
+        .unwrap_or(DEFAULT_CONNECTIONS_PER_EDGE);
+    if !(1..=10_000).contains(&connections_per_edge) {
+        c.error(
+            "workload.connections_per_edge",
+            format!("connections_per_edge must be between 1 and 10000, got {connections_per_edge}"),
         );
     }
     let timeout = raw.timeout.map_or(Duration::from_secs(10), |t| t.get());
@@ -104,6 +120,7 @@ pub(super) fn check_workload(
     Workload {
         limit,
         concurrency: concurrency.clamp(1, 10_000) as usize,
+        connections_per_edge: connections_per_edge.clamp(1, 10_000) as usize,
         timeout,
         arrivals,
         uncacheable: uncacheable.clamp(0.0, 1.0),

@@ -42,6 +42,7 @@ struct State {
     cached: HashSet<String>,
     in_flight: usize,
     max_in_flight: usize,
+    connections: usize,
 }
 
 pub struct StandIn {
@@ -86,6 +87,7 @@ impl StandIn {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                shared.lock().unwrap().connections += 1;
                 let state = shared.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -127,6 +129,11 @@ impl StandIn {
 
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
+    }
+
+    /// TCP connections accepted since the start.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     /// Requests answered per tier, by this server's own count.

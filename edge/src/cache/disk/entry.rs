@@ -270,8 +270,8 @@ pub(super) fn rewrite_meta(
             out.write_all(&body.read_chunk(index)?)?;
         }
         out.write_all(&table)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        // Flushed to the file, not fsynced (`cache/disk.rs`: why entries are not fsynced).
+        out.into_inner().map_err(|e| e.into_error())?;
         fs::rename(temp, path)?;
         Ok(())
     })();

@@ -1,5 +1,6 @@
 //! Writing an entry: body chunks stream to a temp file as they fill, each checksummed; the
-//! commit writes the chunk table and the real header, fsyncs and renames into place.
+//! commit writes the chunk table and the real header and renames into place (no fsync: see
+//! "Why entries are not fsynced" in `cache/disk.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -142,7 +143,7 @@ impl DiskWriter {
         result
     }
 
-    /// Finish the entry: write the chunk table and the real header, fsync, and — when
+    /// Finish the entry: write the chunk table and the real header, and — when
     /// `admission` still holds — rename into place, index it and evict least recently used
     /// entries beyond the budget. `Ok(None)`: a purge since the fill started selects the
     /// entry, so it was dropped unseen.
@@ -169,7 +170,6 @@ impl DiskWriter {
             tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<HashBinary>>> {
                 file.write_all_at(&table, table_at)?;
                 file.write_all_at(&header.encode(), 0)?;
-                file.sync_all()?;
                 let purges = tier.shared.purges.lock();
                 if purges.purged_since(admission.epoch, &admission.url, &admission.tags) {
                     drop(purges);
@@ -186,10 +186,6 @@ impl DiskWriter {
                     .index
                     .record(key, &admission.url, &admission.tags, Tier::L2);
                 drop(purges);
-                // Make the rename itself durable.
-                if let Some(dir) = path.parent() {
-                    File::open(dir)?.sync_all()?;
-                }
                 Ok(Some(victims))
             })
             .await
