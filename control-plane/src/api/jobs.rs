@@ -413,14 +413,7 @@ async fn place(
             Err(err) => {
                 let reason = format!("sandbox {}: {}", sandbox.node, describe(&err));
                 tracing::warn!(path, sandbox = %sandbox.node, error = %reason, next_sandbox = go_on, "sandbox call failed");
-                if err.is_connect() && !err.is_timeout() {
-                    lost(state, &sandbox.node, describe(&err));
-                }
-                Err(if err.is_timeout() {
-                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", reason)
-                } else {
-                    ApiError::bad_gateway("sandbox_unreachable", reason)
-                })
+                Err(call_failed(state, &sandbox.node, &err, reason))
             }
         };
         if !go_on {
@@ -467,14 +460,7 @@ async fn by_id(
             Err(err) => {
                 let reason = format!("sandbox {}: {}", sandbox.node, describe(&err));
                 tracing::warn!(%method, path, sandbox = %sandbox.node, error = %reason, "sandbox call failed");
-                if err.is_connect() && !err.is_timeout() {
-                    lost(state, &sandbox.node, describe(&err));
-                }
-                Err(if err.is_timeout() {
-                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", reason)
-                } else {
-                    ApiError::bad_gateway("sandbox_unreachable", reason)
-                })
+                Err(call_failed(state, &sandbox.node, &err, reason))
             }
         };
         if !go_on {
@@ -482,6 +468,24 @@ async fn by_id(
         }
     }
     outcome
+}
+
+/// The client's error for a call to a sandbox that failed: 504 when it timed out (the call
+/// may still take effect there), 502 otherwise. A refused connection also takes the node
+/// out of rotation until a poll finds it again.
+fn call_failed(
+    state: &Arc<AppState>,
+    node: &str,
+    err: &reqwest::Error,
+    reason: String,
+) -> ApiError {
+    if err.is_timeout() {
+        return ApiError::new(StatusCode::GATEWAY_TIMEOUT, "sandbox_timeout", reason);
+    }
+    if err.is_connect() {
+        lost(state, node, describe(err));
+    }
+    ApiError::bad_gateway("sandbox_unreachable", reason)
 }
 
 /// A sandbox's answer: status, content type and the whole body.
