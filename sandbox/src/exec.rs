@@ -513,6 +513,61 @@ pub fn start(
     })
 }
 
+/// Instantiates `pre` with `mount` preopened as jobs have it, runs `source` through the
+/// `turn` export, and returns the instance's linear memory and what it wrote on stdout
+/// once `turn` returned 0 (the prepared CPython image, `engine`). Its stderr is kept
+/// for the error that says why it failed. Bounded to `limit` of wall time.
+pub async fn memory_after_turn(
+    pre: &InstancePre<JobCtx>,
+    mount: Option<&Mount>,
+    source: &'static str,
+    limit: Duration,
+) -> wasmtime::Result<(Vec<u8>, Vec<u8>)> {
+    let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 * 1024);
+    let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 * 1024);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_blocking_current_thread(true);
+    if let Some(mount) = mount {
+        wasi.preopened_dir(&mount.host, mount.guest, FsPerms::ReadOnly)?;
+    }
+    let ctx = JobCtx {
+        line_probe: None,
+        wasi: wasi.build_p1(),
+        scratch: None,
+        limiter: Limiter {
+            default_bytes: usize::MAX,
+            slot: Arc::new(Slot::default()),
+            hit: Arc::new(AtomicBool::new(false)),
+        },
+        memory: None,
+        js_probe: None,
+    };
+    let mut store = Store::new(pre.module().engine(), ctx);
+    store.limiter(|ctx| &mut ctx.limiter);
+    store.set_epoch_deadline(1);
+    let started = Instant::now();
+    store.epoch_deadline_callback(move |_| {
+        if started.elapsed() >= limit {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    let status = run_start(&mut store, pre, crate::runtimes::Entry::Turn { source }).await;
+    let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+    match status {
+        Ok(0) => {}
+        Ok(status) => wasmtime::bail!("the set-up returned {status}: {stderr}"),
+        Err(error) => return Err(error.context(stderr)),
+    }
+    let memory = store
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+    Ok((memory.data(&store).to_vec(), stdout.contents().to_vec()))
+}
+
 /// Instantiates and runs the guest; the exit status it returned (0 for a command that
 /// returned from `_start`), or how it stopped.
 async fn run_start(
@@ -535,6 +590,24 @@ async fn run_start(
             // WASI and returns the program's exit status.
             let run = instance.get_typed_func::<(), i32>(&mut *store, "run")?;
             run.call_async(&mut *store, ()).await
+        }
+        crate::runtimes::Entry::Turn { source } => {
+            let memory = memory.ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+            let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
+            let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
+            let len = i32::try_from(source.len())?;
+            let ptr = alloc.call_async(&mut *store, len).await?;
+            memory.write(&mut *store, ptr as u32 as usize, source.as_bytes())?;
+            turn.call_async(&mut *store, (ptr, len)).await
+        }
+        crate::runtimes::Entry::Call { function, object } => {
+            let object = instance
+                .get_global(&mut *store, object)
+                .and_then(|global| global.get(&mut *store).i32())
+                .ok_or_else(|| wasmtime::Error::msg("the module exports no entry object"))?;
+            let call = instance.get_typed_func::<i32, i32>(&mut *store, function)?;
+            let result = call.call_async(&mut *store, object).await?;
+            Ok(if result == 0 { 1 } else { 0 })
         }
     }
 }

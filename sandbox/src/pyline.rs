@@ -542,7 +542,7 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 /// instance with `os._exit` once the program's `atexit` functions ran and its streams
 /// are flushed: the instance is thrown away, so CPython's own finalisation (a full
 /// collection, every module torn down) would be time spent on nothing.
-const BOOTSTRAP: &str = r#"import os, sys
+pub const BOOTSTRAP_DEFS: &str = r#"import os, sys
 def _edgebox_read(n):
     parts = []
     while n > 0:
@@ -596,8 +596,50 @@ def _edgebox_exit(status):
         except BaseException:
             pass
     os._exit(status & 0xff if status >= 0 else 1)
-_edgebox_exit(_edgebox_main())
 "#;
+
+/// The bootstrap's last statement: runs the job an instance reads on stdin, then ends
+/// the instance.
+pub const BOOTSTRAP_RUN: &str = "_edgebox_exit(_edgebox_main())\n";
+
+/// What the prepared CPython image (`engine`) ran once through `turn` before its memory
+/// was taken: the bootstrap's functions defined in `__main__`, with `_edgebox_run` (a
+/// job's instance calls only it; its address, which `id` is, on stdout as
+/// `edgebox-entry ADDRESS`), stdout and stderr made unbuffered as `-u` makes them
+/// for jobs entered through `run` (the old streams kept, so that they are never
+/// finalised), `atexit` imported (a job's end would import it through importlib), and
+/// every object made so far frozen out of the collector's sight, as
+/// the published snapshot has its own.
+pub static PREPARE_SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{BOOTSTRAP_DEFS}{}",
+        r#"def _edgebox_stdio():
+    import io
+    kept = []
+    for fd, name in ((1, 'stdout'), (2, 'stderr')):
+        old = getattr(sys, name)
+        kept.append(old)
+        stream = io.TextIOWrapper(io.FileIO(fd, 'wb', closefd=False), encoding=old.encoding,
+                                  errors=old.errors, write_through=True)
+        setattr(sys, name, stream)
+        setattr(sys, '__' + name + '__', stream)
+    return kept
+_edgebox_kept = _edgebox_stdio()
+del _edgebox_stdio
+def _edgebox_run():
+    _edgebox_exit(_edgebox_main())
+sys.stdout.write('edgebox-entry %d\n' % id(_edgebox_run))
+import atexit, gc
+gc.collect()
+gc.freeze()
+"#
+    )
+});
+
+/// The whole bootstrap's source.
+fn bootstrap_source() -> String {
+    format!("{BOOTSTRAP_DEFS}{BOOTSTRAP_RUN}")
+}
 
 /// The bootstrap compiled once by the runtime itself, as the hex of its `marshal`
 /// form: each job then loads a code object instead of compiling ~50 lines of Python
@@ -610,7 +652,7 @@ pub fn bootstrap_argv() -> Vec<String> {
         Some(hex) => dash_c_argv(&format!(
             "import marshal\nexec(marshal.loads(bytes.fromhex('{hex}')))"
         )),
-        None => dash_c_argv(BOOTSTRAP),
+        None => dash_c_argv(&bootstrap_source()),
     }
 }
 
@@ -636,7 +678,7 @@ pub async fn prepare_bootstrap(runtime: &crate::engine::Runtime) {
     let source = format!(
         "import marshal, sys\nsource = bytes.fromhex('{}').decode()\n\
          sys.stdout.write(marshal.dumps(compile(source, '<string>', 'exec')).hex())",
-        hex::encode(BOOTSTRAP)
+        hex::encode(bootstrap_source())
     );
     let program = Program {
         pre: runtime.pre.clone(),

@@ -44,6 +44,18 @@ pub enum Entry {
     /// arguments, returns the exit status) runs the job's WASI argv on the
     /// already-initialised interpreter.
     Snapshot,
+    /// A snapshot reactor entered through its `turn(ptr, len)` export: the source it is
+    /// given (written into guest memory through `host_alloc`) runs in `__main__` of the
+    /// interpreter as the image left it, with no argv handling.
+    Turn { source: &'static str },
+    /// A re-imaged snapshot (`crate::reimage`) entered by calling its exported function
+    /// `function(object)`, `object` being the value of its exported global `object`:
+    /// CPython's `PyObject_CallNoArgs` on a function the image holds. A null result (an
+    /// exception escaped) is exit status 1.
+    Call {
+        function: &'static str,
+        object: &'static str,
+    },
 }
 
 /// Files published beside a runtime (a standard library archive), verified like it and

@@ -64,12 +64,21 @@ struct Launch {
 
 impl Launch {
     /// argv and stdin of one instance running the program with `args` and `stdin`.
-    fn invocation(&self, args: &[String], stdin: &[u8]) -> (Vec<String>, Bytes) {
+    fn invocation(
+        &self,
+        point: &EntryPoint,
+        args: &[String],
+        stdin: &[u8],
+    ) -> (Vec<String>, Bytes) {
         let entry = self.app.as_ref().map(|app| app.guest_entry());
         match self.language {
-            // The bootstrap reads the source and arguments ahead of the job's stdin.
+            // The bootstrap reads the source and arguments ahead of the job's stdin; the
+            // prepared image has it loaded already and takes no argv.
             Language::Python => (
-                pyline::bootstrap_argv(),
+                match point.entry {
+                    runtimes::Entry::Turn { .. } => vec!["python".to_owned()],
+                    _ => pyline::bootstrap_argv(),
+                },
                 pyline::bootstrap_stdin(&self.source, args, entry.as_deref().unwrap_or(""), stdin),
             ),
             Language::Javascript => {
@@ -740,7 +749,7 @@ impl Service {
         });
         let outcome = match input {
             Input::Single { args, stdin } => {
-                let (argv, stdin) = launch.invocation(&args, &stdin);
+                let (argv, stdin) = launch.invocation(&entry, &args, &stdin);
                 let program = Program {
                     pre,
                     entry,
@@ -874,6 +883,7 @@ impl Service {
         };
         job.case_started(running, case_job.clone());
         let (argv, stdin) = tests.launch.invocation(
+            &tests.entry,
             case.args.as_deref().unwrap_or_default(),
             case.stdin.as_bytes(),
         );
