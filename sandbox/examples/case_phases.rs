@@ -66,8 +66,56 @@ fn main() {
             .expect("CPython runtime");
         let source = std::env::var("CASE_SOURCE")
             .unwrap_or_else(|_| "print('hello', input())\n".to_owned());
-        let stdin = pyline::bootstrap_stdin(&source, &[], "", b"case\n");
+        let stdin = pyline::bootstrap_stdin(
+            source.as_bytes(),
+            pyline::Form::Source,
+            &[],
+            "",
+            b"case\n",
+        );
+        // The program compiled once, as a judged job does.
+        let compile_job = Arc::new(Job::new(
+            "compile".into(),
+            Language::Python,
+            Limits {
+                wall_ms: 10_000,
+                cpu_ms: 10_000,
+                memory_mb: 256,
+                output_bytes: 1 << 20,
+            },
+            false,
+        ));
+        let job_argv = match runtime.prepared {
+            true => vec!["python".to_owned()],
+            false => pyline::bootstrap_argv(),
+        };
+        exec::run(
+            compile_job.clone(),
+            Program {
+                pre: runtime.pre.clone(),
+                entry: runtime.entry(),
+                argv: job_argv.clone(),
+                stdin: pyline::bootstrap_stdin(
+                    source.as_bytes(),
+                    pyline::Form::Compile,
+                    &[],
+                    "",
+                    b"",
+                ),
+                sampler: Sampler::None,
+                scratch: None,
+                app: None,
+            },
+        )
+        .await;
+        let code = compile_job.output(Stream::Stdout);
+        let code_stdin = pyline::bootstrap_stdin(&code, pyline::Form::Code, &[], "", b"case\n");
         let variants: Vec<(&str, Vec<String>, runtimes::Entry)> = vec![
+            (
+                "job entry, compiled once",
+                job_argv.clone(),
+                runtime.entry().entry,
+            ),
             (
                 "job entry (hello world)",
                 match runtime.prepared {
@@ -139,7 +187,10 @@ fn main() {
                     pre: runtime.pre.clone(),
                     entry: point,
                     argv: argv.clone(),
-                    stdin: stdin.clone(),
+                    stdin: match index {
+                        0 => code_stdin.clone(),
+                        _ => stdin.clone(),
+                    },
                     sampler: Sampler::Python(runtime.probe),
                     scratch: None,
                     app: None,

@@ -93,7 +93,7 @@ pub struct PoolSizes {
 
 /// Version of how the prepared CPython image is made ([`crate::reimage`] and
 /// `load_prepared`), part of its artifact's key.
-const PREPARED_FORMAT: &str = "reimage-2";
+const PREPARED_FORMAT: &str = "reimage-3";
 
 /// How an instance of the prepared CPython image is entered: `PyObject_CallNoArgs` of
 /// the bootstrap's `_edgebox_run`, whose address the image exports as a global. No
@@ -101,7 +101,9 @@ const PREPARED_FORMAT: &str = "reimage-2";
 pub const PREPARED_ENTRY: runtimes::Entry = runtimes::Entry::Call {
     function: ENTRY_FUNCTION,
     object: ENTRY_OBJECT,
+    print_error: ENTRY_PRINT_ERROR,
 };
+const ENTRY_PRINT_ERROR: &str = "edgebox_print_error";
 const ENTRY_FUNCTION: &str = "edgebox_call_object";
 const ENTRY_OBJECT: &str = "edgebox_entry_object";
 
@@ -355,7 +357,10 @@ impl SandboxEngine {
                 .map(|address| address as i32)
                 .ok_or_else(|| prepare(format!("no entry address in its output {stdout:?}")))?;
             let additions = crate::reimage::Additions {
-                functions: &[(ENTRY_FUNCTION, "PyObject_CallNoArgs")],
+                functions: &[
+                    (ENTRY_FUNCTION, "PyObject_CallNoArgs"),
+                    (ENTRY_PRINT_ERROR, "PyErr_Print"),
+                ],
                 globals: &[(ENTRY_OBJECT, entry)],
             };
             let image = crate::reimage::with_memory(wasm, &memory, &additions)

@@ -501,16 +501,62 @@ pub fn start(
                 job.set_location(Some(location));
             }
         }
-        drop(store);
-        drop(scratch);
-        drop(app);
-        let _ = done_tx.send(classify(&job, result, memory_hit.load(Ordering::Relaxed)));
+        let outcome = classify(&job, result, memory_hit.load(Ordering::Relaxed));
+        // Dropping the store resets the instance's pool slot (its memory restored from
+        // the image). The outcome is known before: with a spare deferral the reset runs
+        // on a blocking thread while the caller goes on (the next judged case starts on
+        // another slot, a job's result is reported); else here, first.
+        match DeferredDrop::try_new() {
+            Some(deferred) => {
+                let _ = done_tx.send(outcome);
+                tokio::task::spawn_blocking(move || {
+                    drop(store);
+                    drop(scratch);
+                    drop(app);
+                    drop(deferred);
+                });
+            }
+            None => {
+                drop(store);
+                drop(scratch);
+                drop(app);
+                let _ = done_tx.send(outcome);
+            }
+        }
     });
     Ok(Started {
         slot,
         attach: attach_tx,
         done: done_rx,
     })
+}
+
+/// Instances whose drop (their pool slot's reset) may be pending at once. Bounded so that
+/// instances alive never exceed the running ones by more than this: the engine's pool has
+/// room for `2 * max_concurrent_jobs + 4` (`crate::run`), and instances run at most
+/// `max_concurrent_jobs` at a time (judged cases in parallel take free job slots).
+const MAX_DEFERRED_DROPS: usize = 2;
+
+static DEFERRED_DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_DEFERRED_DROPS`], held until the instance is dropped.
+struct DeferredDrop;
+
+impl DeferredDrop {
+    fn try_new() -> Option<Self> {
+        DEFERRED_DROPS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
+                (pending < MAX_DEFERRED_DROPS).then_some(pending + 1)
+            })
+            .ok()
+            .map(|_| DeferredDrop)
+    }
+}
+
+impl Drop for DeferredDrop {
+    fn drop(&mut self) {
+        DEFERRED_DROPS.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Instantiates `pre` with `mount` preopened as jobs have it, runs `source` through the
@@ -600,14 +646,24 @@ async fn run_start(
             memory.write(&mut *store, ptr as u32 as usize, source.as_bytes())?;
             turn.call_async(&mut *store, (ptr, len)).await
         }
-        crate::runtimes::Entry::Call { function, object } => {
+        crate::runtimes::Entry::Call {
+            function,
+            object,
+            print_error,
+        } => {
             let object = instance
                 .get_global(&mut *store, object)
                 .and_then(|global| global.get(&mut *store).i32())
                 .ok_or_else(|| wasmtime::Error::msg("the module exports no entry object"))?;
             let call = instance.get_typed_func::<i32, i32>(&mut *store, function)?;
-            let result = call.call_async(&mut *store, object).await?;
-            Ok(if result == 0 { 1 } else { 0 })
+            if call.call_async(&mut *store, object).await? != 0 {
+                return Ok(0);
+            }
+            // An exception escaped the bootstrap (one raised while it reported another:
+            // a MemoryError): printed in C, as CPython's top level prints it.
+            let print = instance.get_typed_func::<(), ()>(&mut *store, print_error)?;
+            print.call_async(&mut *store, ()).await?;
+            Ok(1)
         }
     }
 }

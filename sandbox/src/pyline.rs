@@ -532,9 +532,9 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 }
 
 /// The program every Python job's instance runs. It initialises CPython, then reads its
-/// job from stdin (a 36-byte header with the lengths of the source, of the
-/// NUL-separated arguments and of the file name, then those three; what follows is the
-/// job's own stdin), compiles the source as `<main>` (or, for a multi-file program, as
+/// job from stdin (a 48-byte header with the lengths of the program, of the
+/// NUL-separated arguments and of the file name and the program's [`Form`], then those
+/// three; what follows is the job's own stdin), compiles the source as `<main>` (or, for a multi-file program, as
 /// its entry's `/app/...` name, with `/app`'s directory first on `sys.path` so that
 /// imports between the files work) so that line numbers are the submitted ones, and
 /// runs it as `__main__`. Instances can thus start before their job arrives (the
@@ -553,22 +553,33 @@ def _edgebox_read(n):
         n -= len(chunk)
     return b''.join(parts)
 def _edgebox_main():
-    header = _edgebox_read(36)
-    source = _edgebox_read(int(header[:12])).decode()
+    header = _edgebox_read(48)
+    program = _edgebox_read(int(header[:12]))
     args = _edgebox_read(int(header[12:24])).decode()
-    filename = _edgebox_read(int(header[24:])).decode() or '<main>'
+    filename = _edgebox_read(int(header[24:36])).decode() or '<main>'
+    form = int(header[36:])
+    if form == 1:
+        import marshal
+        code = marshal.loads(program)
+    else:
+        try:
+            code = compile(program.decode(), filename, 'exec')
+        except SyntaxError as error:
+            import traceback
+            traceback.print_exception(type(error), error, None)
+            return 1
+        if form == 2:
+            import marshal
+            rest = memoryview(marshal.dumps(code))
+            while rest:
+                rest = rest[os.write(1, rest):]
+            return 0
+    del program
     sys.argv = [filename if filename != '<main>' else '-c'] + (args.split('\0') if args else [])
     namespace = {'__name__': '__main__', '__builtins__': __builtins__}
     if filename != '<main>':
         sys.path.insert(0, os.path.dirname(filename))
         namespace['__file__'] = filename
-    try:
-        code = compile(source, filename, 'exec')
-    except SyntaxError as error:
-        import traceback
-        traceback.print_exception(type(error), error, None)
-        return 1
-    del source
     try:
         exec(code, namespace)
     except SystemExit as error:
@@ -708,22 +719,42 @@ pub async fn prepare_bootstrap(runtime: &crate::engine::Runtime) {
     }
 }
 
+/// What the bootstrap is given as the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Source, compiled and run.
+    Source = 0,
+    /// A code object `marshal.dumps` made from the source by [`Form::Compile`] (a judged
+    /// job's program, compiled once for all its cases), loaded and run.
+    Code = 1,
+    /// Source compiled only: the instance writes the code object's `marshal` form on
+    /// stdout and exits 0 (a syntax error: the traceback on stderr, status 1).
+    Compile = 2,
+}
+
 /// What a Python job's instance reads on stdin: its job, then the job's stdin.
 /// `filename` is the entry's guest path for a multi-file program, else empty.
-pub fn bootstrap_stdin(source: &str, args: &[String], filename: &str, stdin: &[u8]) -> Bytes {
+pub fn bootstrap_stdin(
+    program: &[u8],
+    form: Form,
+    args: &[String],
+    filename: &str,
+    stdin: &[u8],
+) -> Bytes {
     let args = args.join("\0");
     let mut bytes =
-        Vec::with_capacity(36 + source.len() + args.len() + filename.len() + stdin.len());
+        Vec::with_capacity(48 + program.len() + args.len() + filename.len() + stdin.len());
     bytes.extend_from_slice(
         format!(
-            "{:012}{:012}{:012}",
-            source.len(),
+            "{:012}{:012}{:012}{:012}",
+            program.len(),
             args.len(),
-            filename.len()
+            filename.len(),
+            form as u8
         )
         .as_bytes(),
     );
-    bytes.extend_from_slice(source.as_bytes());
+    bytes.extend_from_slice(program);
     bytes.extend_from_slice(args.as_bytes());
     bytes.extend_from_slice(filename.as_bytes());
     bytes.extend_from_slice(stdin);

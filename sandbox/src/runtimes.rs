@@ -51,10 +51,12 @@ pub enum Entry {
     /// A re-imaged snapshot (`crate::reimage`) entered by calling its exported function
     /// `function(object)`, `object` being the value of its exported global `object`:
     /// CPython's `PyObject_CallNoArgs` on a function the image holds. A null result (an
-    /// exception escaped) is exit status 1.
+    /// exception escaped) is reported by calling `print_error` (`PyErr_Print`, as
+    /// CPython's top level does) and is exit status 1.
     Call {
         function: &'static str,
         object: &'static str,
+        print_error: &'static str,
     },
 }
 

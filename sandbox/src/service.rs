@@ -48,6 +48,10 @@ use edgebox_wire::sandbox::{
 };
 pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 
+/// The most bytes a judged program's compiled form may take (`compile_once`); a larger
+/// one is compiled by each case instead.
+const MAX_COMPILED: u64 = 4 << 20;
+
 /// What a job will run once it gets a slot.
 enum Prepared {
     Runtime(runtimes::RuntimeSpec),
@@ -64,9 +68,11 @@ struct Launch {
 
 impl Launch {
     /// argv and stdin of one instance running the program with `args` and `stdin`.
+    /// `code` is the program compiled once ([`pyline::Form::Code`]), when it was.
     fn invocation(
         &self,
         point: &EntryPoint,
+        code: Option<&[u8]>,
         args: &[String],
         stdin: &[u8],
     ) -> (Vec<String>, Bytes) {
@@ -79,7 +85,22 @@ impl Launch {
                     runtimes::Entry::Turn { .. } => vec!["python".to_owned()],
                     _ => pyline::bootstrap_argv(),
                 },
-                pyline::bootstrap_stdin(&self.source, args, entry.as_deref().unwrap_or(""), stdin),
+                match code {
+                    Some(code) => pyline::bootstrap_stdin(
+                        code,
+                        pyline::Form::Code,
+                        args,
+                        entry.as_deref().unwrap_or(""),
+                        stdin,
+                    ),
+                    None => pyline::bootstrap_stdin(
+                        self.source.as_bytes(),
+                        pyline::Form::Source,
+                        args,
+                        entry.as_deref().unwrap_or(""),
+                        stdin,
+                    ),
+                },
             ),
             Language::Javascript => {
                 // A multi-file program's entry runs as an ES module from its file, so
@@ -128,6 +149,8 @@ struct Tests {
     launch: Launch,
     cases: Vec<TestCase>,
     compare: CompareMode,
+    /// A Python program compiled once for every case ([`pyline::Form::Code`]).
+    code: Option<Bytes>,
 }
 
 fn check_args(args: &[String]) -> Result<(), Rejection> {
@@ -749,7 +772,7 @@ impl Service {
         });
         let outcome = match input {
             Input::Single { args, stdin } => {
-                let (argv, stdin) = launch.invocation(&entry, &args, &stdin);
+                let (argv, stdin) = launch.invocation(&entry, None, &args, &stdin);
                 let program = Program {
                     pre,
                     entry,
@@ -770,6 +793,7 @@ impl Service {
                     launch,
                     cases,
                     compare,
+                    code: None,
                 };
                 self.judge(&job, tests).await
             }
@@ -803,9 +827,12 @@ impl Service {
     /// permits to waiters first) run cases beside it, and are given back at the end.
     /// Results are recorded in case order; a cancel of the job stops the running cases
     /// and skips the rest.
-    async fn judge(self: &Arc<Self>, job: &Arc<Job>, tests: Tests) -> Outcome {
+    async fn judge(self: &Arc<Self>, job: &Arc<Job>, mut tests: Tests) -> Outcome {
         let total = tests.cases.len();
         job.start_tests(total as u32, tests.compare);
+        if job.language == Language::Python && total > 1 {
+            tests.code = self.compile_once(job, &tests).await;
+        }
         let wanted = self
             .settings
             .load()
@@ -856,6 +883,60 @@ impl Service {
         }
     }
 
+    /// A judged Python program compiled once in an instance of its own, as the `marshal`
+    /// form of its code object, which each case then loads instead of compiling the
+    /// source again. `None` (every case compiles the source, with the same result) when
+    /// it does not compile, or the instance failed or ran out of the job's limits or of
+    /// [`MAX_COMPILED`].
+    async fn compile_once(self: &Arc<Self>, job: &Arc<Job>, tests: &Tests) -> Option<Bytes> {
+        let entry = tests.launch.app.as_ref().map(|app| app.guest_entry());
+        let limits = Limits {
+            output_bytes: MAX_COMPILED,
+            ..job.limits
+        };
+        let compile_job = Arc::new(Job::new(
+            format!("{}/compile", job.id),
+            job.language,
+            limits,
+            false,
+        ));
+        compile_job.mark_running();
+        let (argv, _) = tests.launch.invocation(&tests.entry, None, &[], &[]);
+        let program = Program {
+            pre: tests.pre.clone(),
+            entry: tests.entry.clone(),
+            argv,
+            stdin: pyline::bootstrap_stdin(
+                tests.launch.source.as_bytes(),
+                pyline::Form::Compile,
+                &[],
+                entry.as_deref().unwrap_or(""),
+                &[],
+            ),
+            sampler: Sampler::None,
+            scratch: None,
+            app: tests.launch.app.clone(),
+        };
+        let run = exec::run(compile_job.clone(), program);
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome,
+            _ = job.cancelled.notified() => {
+                compile_job.cancel();
+                run.await
+            }
+        };
+        // Its CPU is the judged job's.
+        job.cpu_ticks.fetch_add(
+            compile_job.cpu_ticks.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        let code = compile_job.output(Stream::Stdout);
+        let ok = outcome.state == JobState::Succeeded && !compile_job.head().truncated;
+        tracing::debug!(ok, bytes = code.len(), "judged program compiled once");
+        (ok && !code.is_empty()).then(|| Bytes::from(code))
+    }
+
     /// Runs case `index` of a judged job in its own fresh instance and judges it; `None`
     /// when the job was cancelled meanwhile.
     async fn judge_case(
@@ -884,6 +965,7 @@ impl Service {
         job.case_started(running, case_job.clone());
         let (argv, stdin) = tests.launch.invocation(
             &tests.entry,
+            tests.code.as_deref(),
             case.args.as_deref().unwrap_or_default(),
             case.stdin.as_bytes(),
         );
