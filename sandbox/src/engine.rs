@@ -126,9 +126,7 @@ pub fn build_engine(pool: &PoolSizes) -> Result<Engine, EngineError> {
         // PAGEMAP_SCAN where the kernel has it), so the next job on the slot does not
         // take a page fault for every page of the snapshot it touches again.
         .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(
-            std::env::var("EDGEBOX_KEEP_TMP").ok().and_then(|v| v.parse().ok()).unwrap_or(KEEP_RESIDENT),
-        )
+        .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(1 << 20);
     let mut config = Config::new();
     config
@@ -139,9 +137,6 @@ pub fn build_engine(pool: &PoolSizes) -> Result<Engine, EngineError> {
         .wasm_backtrace_details(WasmBacktraceDetails::Enable)
         .max_wasm_stack(1 << 20)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    if std::env::var_os("EDGEBOX_PERF_MAP_TMP").is_some() {
-        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
     Engine::new(&config).map_err(EngineError::Engine)
 }
 
