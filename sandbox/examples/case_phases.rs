@@ -23,7 +23,12 @@ fn cpu_seconds() -> f64 {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -64,15 +69,10 @@ fn main() {
             .runtime(&runtimes::PYTHON)
             .await
             .expect("CPython runtime");
-        let source = std::env::var("CASE_SOURCE")
-            .unwrap_or_else(|_| "print('hello', input())\n".to_owned());
-        let stdin = pyline::bootstrap_stdin(
-            source.as_bytes(),
-            pyline::Form::Source,
-            &[],
-            "",
-            b"case\n",
-        );
+        let source =
+            std::env::var("CASE_SOURCE").unwrap_or_else(|_| "print('hello', input())\n".to_owned());
+        let stdin =
+            pyline::bootstrap_stdin(source.as_bytes(), pyline::Form::Source, &[], "", b"case\n");
         // The program compiled once, as a judged job does.
         let compile_job = Arc::new(Job::new(
             "compile".into(),
@@ -201,7 +201,11 @@ fn main() {
                     wall += started.elapsed().as_secs_f64();
                 } else if i == 0 {
                     out = job.output(Stream::Stdout);
-                    println!("{name}: {outcome:?} stdout {:?} stderr {:?}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&job.output(Stream::Stderr)));
+                    println!(
+                        "{name}: {outcome:?} stdout {:?} stderr {:?}",
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(&job.output(Stream::Stderr))
+                    );
                 }
             }
             let cpu = cpu_seconds() - cpu_start;

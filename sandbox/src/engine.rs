@@ -311,13 +311,13 @@ impl SandboxEngine {
         );
         self.compile_cached_with(&name, &key, || {
             let original = self.compile_cached(spec.file_name, spec.sha256, wasm)?;
-            let pre = self
-                .linker
-                .instantiate_pre(&original)
-                .map_err(|source| EngineError::Compile {
-                    what: spec.file_name.to_owned(),
-                    source,
-                })?;
+            let pre =
+                self.linker
+                    .instantiate_pre(&original)
+                    .map_err(|source| EngineError::Compile {
+                        what: spec.file_name.to_owned(),
+                        source,
+                    })?;
             let prepare = |error: String| EngineError::Prepare {
                 what: spec.file_name,
                 error,

@@ -638,7 +638,8 @@ async fn run_start(
             run.call_async(&mut *store, ()).await
         }
         crate::runtimes::Entry::Turn { source } => {
-            let memory = memory.ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+            let memory =
+                memory.ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
             let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
             let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
             let len = i32::try_from(source.len())?;

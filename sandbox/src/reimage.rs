@@ -67,8 +67,7 @@ fn survey(wasm: &[u8], additions: &Additions<'_>) -> Result<Survey, ReimageError
                     if let Name::Function(map) = name? {
                         for naming in map {
                             let naming = naming?;
-                            for (slot, (_, wanted)) in
-                                functions.iter_mut().zip(additions.functions)
+                            for (slot, (_, wanted)) in functions.iter_mut().zip(additions.functions)
                             {
                                 if naming.name == *wanted && slot.is_none() {
                                     *slot = Some(naming.index);
@@ -169,7 +168,10 @@ pub fn with_memory(
                     bytes.extend_from_slice(&[0x7f, 0x00]);
                     ConstExpr::i32_const(*value).encode(&mut bytes);
                 }
-                module.section(&RawSection { id: 6, data: &bytes });
+                module.section(&RawSection {
+                    id: 6,
+                    data: &bytes,
+                });
                 globals_seen = true;
                 continue;
             }
@@ -224,7 +226,11 @@ pub fn with_memory(
                 }
                 let mut section = DataSection::new();
                 for (offset, bytes) in &segments {
-                    section.active(0, &ConstExpr::i32_const(*offset as i32), bytes.iter().copied());
+                    section.active(
+                        0,
+                        &ConstExpr::i32_const(*offset as i32),
+                        bytes.iter().copied(),
+                    );
                 }
                 for bytes in &passive {
                     section.passive(bytes.iter().copied());
@@ -249,10 +255,14 @@ pub fn with_memory(
         }
     }
     if !globals_seen {
-        return Err(ReimageError::Unsupported("has no global section to add globals to"));
+        return Err(ReimageError::Unsupported(
+            "has no global section to add globals to",
+        ));
     }
     if memories != 1 {
-        return Err(ReimageError::Unsupported("does not define exactly one memory"));
+        return Err(ReimageError::Unsupported(
+            "does not define exactly one memory",
+        ));
     }
     if data_count_seen && !passive.is_empty() {
         // `memory.init`/`data.drop` name passive segments by index, which moved.
@@ -350,11 +360,17 @@ mod tests {
         let module = wasmtime::Module::new(&engine, &reimaged).unwrap();
         let mut store = wasmtime::Store::new(&engine, ());
         let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
-        let at = instance.get_global(&mut store, "where").unwrap().get(&mut store);
+        let at = instance
+            .get_global(&mut store, "where")
+            .unwrap()
+            .get(&mut store);
         let peek = instance
             .get_typed_func::<i32, i32>(&mut store, "peek")
             .unwrap();
-        assert_eq!(peek.call(&mut store, at.unwrap_i32()).unwrap(), i32::from(b'a'));
+        assert_eq!(
+            peek.call(&mut store, at.unwrap_i32()).unwrap(),
+            i32::from(b'a')
+        );
         let mem = instance.get_memory(&mut store, "memory").unwrap();
         assert_eq!(mem.data_size(&store), 2 * 65536);
         assert_eq!(&mem.data(&store)[16..22], b"after!");
