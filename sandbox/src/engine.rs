@@ -93,7 +93,7 @@ pub struct PoolSizes {
 
 /// Version of how the prepared CPython image is made ([`crate::reimage`] and
 /// `load_prepared`), part of its artifact's key.
-const PREPARED_FORMAT: &str = "reimage-3";
+const PREPARED_FORMAT: &str = "reimage-4";
 
 /// How an instance of the prepared CPython image is entered: `PyObject_CallNoArgs` of
 /// the bootstrap's `_edgebox_run`, whose address the image exports as a global. No
@@ -101,8 +101,10 @@ const PREPARED_FORMAT: &str = "reimage-3";
 pub const PREPARED_ENTRY: runtimes::Entry = runtimes::Entry::Call {
     function: ENTRY_FUNCTION,
     object: ENTRY_OBJECT,
+    status: ENTRY_STATUS,
     print_error: ENTRY_PRINT_ERROR,
 };
+const ENTRY_STATUS: &str = "edgebox_status";
 const ENTRY_PRINT_ERROR: &str = "edgebox_print_error";
 const ENTRY_FUNCTION: &str = "edgebox_call_object";
 const ENTRY_OBJECT: &str = "edgebox_entry_object";
@@ -354,6 +356,7 @@ impl SandboxEngine {
             let additions = crate::reimage::Additions {
                 functions: &[
                     (ENTRY_FUNCTION, "PyObject_CallNoArgs"),
+                    (ENTRY_STATUS, "PyLong_AsLong"),
                     (ENTRY_PRINT_ERROR, "PyErr_Print"),
                 ],
                 globals: &[(ENTRY_OBJECT, entry)],

@@ -502,6 +502,10 @@ pub fn start(
             }
         }
         let outcome = classify(&job, result, memory_hit.load(Ordering::Relaxed));
+        // A finished job leaves no scratch or program directory behind (the guest is done
+        // with them).
+        drop(scratch);
+        drop(app);
         // Dropping the store resets the instance's pool slot (its memory restored from
         // the image). The outcome is known before: with a spare deferral the reset runs
         // on a blocking thread while the caller goes on (the next judged case starts on
@@ -511,15 +515,11 @@ pub fn start(
                 let _ = done_tx.send(outcome);
                 tokio::task::spawn_blocking(move || {
                     drop(store);
-                    drop(scratch);
-                    drop(app);
                     drop(deferred);
                 });
             }
             None => {
                 drop(store);
-                drop(scratch);
-                drop(app);
                 let _ = done_tx.send(outcome);
             }
         }
@@ -650,6 +650,7 @@ async fn run_start(
         crate::runtimes::Entry::Call {
             function,
             object,
+            status,
             print_error,
         } => {
             let object = instance
@@ -657,8 +658,10 @@ async fn run_start(
                 .and_then(|global| global.get(&mut *store).i32())
                 .ok_or_else(|| wasmtime::Error::msg("the module exports no entry object"))?;
             let call = instance.get_typed_func::<i32, i32>(&mut *store, function)?;
-            if call.call_async(&mut *store, object).await? != 0 {
-                return Ok(0);
+            let result = call.call_async(&mut *store, object).await?;
+            if result != 0 {
+                let status = instance.get_typed_func::<i32, i32>(&mut *store, status)?;
+                return status.call_async(&mut *store, result).await;
             }
             // An exception escaped the bootstrap (one raised while it reported another:
             // a MemoryError): printed in C, as CPython's top level prints it.

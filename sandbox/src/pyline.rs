@@ -595,7 +595,7 @@ def _edgebox_main():
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         return 1
     return 0
-def _edgebox_exit(status):
+def _edgebox_finish(status):
     try:
         import atexit
         atexit._run_exitfuncs()
@@ -606,7 +606,9 @@ def _edgebox_exit(status):
             stream.flush()
         except BaseException:
             pass
-    os._exit(status & 0xff if status >= 0 else 1)
+    return status & 0xff if status >= 0 else 1
+def _edgebox_exit(status):
+    os._exit(_edgebox_finish(status))
 "#;
 
 /// The bootstrap's last statement: runs the job an instance reads on stdin, then ends
@@ -616,7 +618,8 @@ pub const BOOTSTRAP_RUN: &str = "_edgebox_exit(_edgebox_main())\n";
 /// What the prepared CPython image (`engine`) ran once through `turn` before its memory
 /// was taken: the bootstrap's functions defined in `__main__`, with `_edgebox_run` (a
 /// job's instance calls only it; its address, which `id` is, on stdout as
-/// `edgebox-entry ADDRESS`), stdout and stderr made unbuffered as `-u` makes them
+/// `edgebox-entry ADDRESS`; it returns the exit status rather than calling `os._exit`,
+/// whose trap out of the guest costs a backtrace and an unwind), stdout and stderr made unbuffered as `-u` makes them
 /// for jobs entered through `run` (the old streams kept, so that they are never
 /// finalised), `atexit` imported (a job's end would import it through importlib), and
 /// every object made so far frozen out of the collector's sight, as
@@ -638,7 +641,7 @@ pub static PREPARE_SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::ne
 _edgebox_kept = _edgebox_stdio()
 del _edgebox_stdio
 def _edgebox_run():
-    _edgebox_exit(_edgebox_main())
+    return _edgebox_finish(_edgebox_main())
 sys.stdout.write('edgebox-entry %d\n' % id(_edgebox_run))
 import atexit, gc
 gc.collect()

@@ -50,12 +50,14 @@ pub enum Entry {
     Turn { source: &'static str },
     /// A re-imaged snapshot (`crate::reimage`) entered by calling its exported function
     /// `function(object)`, `object` being the value of its exported global `object`:
-    /// CPython's `PyObject_CallNoArgs` on a function the image holds. A null result (an
-    /// exception escaped) is reported by calling `print_error` (`PyErr_Print`, as
-    /// CPython's top level does) and is exit status 1.
+    /// CPython's `PyObject_CallNoArgs` on a function the image holds, which returns the
+    /// exit status as an `int` object, read with `status` (`PyLong_AsLong`). A null
+    /// result (an exception escaped) is reported by calling `print_error`
+    /// (`PyErr_Print`, as CPython's top level does) and is exit status 1.
     Call {
         function: &'static str,
         object: &'static str,
+        status: &'static str,
         print_error: &'static str,
     },
 }
