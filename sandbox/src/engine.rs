@@ -98,12 +98,12 @@ const PREPARED_FORMAT: &str = "reimage-4";
 /// How an instance of the prepared CPython image is entered: `PyObject_CallNoArgs` of
 /// the bootstrap's `_edgebox_run`, whose address the image exports as a global. No
 /// source is compiled and no reactor code runs: only the job's own program is compiled.
-pub const PREPARED_ENTRY: runtimes::Entry = runtimes::Entry::Call {
+pub const PREPARED_ENTRY: runtimes::Entry = runtimes::Entry::Call(&runtimes::CallEntry {
     function: ENTRY_FUNCTION,
     object: ENTRY_OBJECT,
     status: ENTRY_STATUS,
     print_error: ENTRY_PRINT_ERROR,
-};
+});
 const ENTRY_STATUS: &str = "edgebox_status";
 const ENTRY_PRINT_ERROR: &str = "edgebox_print_error";
 const ENTRY_FUNCTION: &str = "edgebox_call_object";

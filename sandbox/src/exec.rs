@@ -647,12 +647,12 @@ async fn run_start(
             memory.write(&mut *store, ptr as u32 as usize, source.as_bytes())?;
             turn.call_async(&mut *store, (ptr, len)).await
         }
-        crate::runtimes::Entry::Call {
+        crate::runtimes::Entry::Call(&crate::runtimes::CallEntry {
             function,
             object,
             status,
             print_error,
-        } => {
+        }) => {
             let object = instance
                 .get_global(&mut *store, object)
                 .and_then(|global| global.get(&mut *store).i32())

@@ -48,18 +48,23 @@ pub enum Entry {
     /// given (written into guest memory through `host_alloc`) runs in `__main__` of the
     /// interpreter as the image left it, with no argv handling.
     Turn { source: &'static str },
-    /// A re-imaged snapshot (`crate::reimage`) entered by calling its exported function
-    /// `function(object)`, `object` being the value of its exported global `object`:
-    /// CPython's `PyObject_CallNoArgs` on a function the image holds, which returns the
-    /// exit status as an `int` object, read with `status` (`PyLong_AsLong`). A null
-    /// result (an exception escaped) is reported by calling `print_error`
-    /// (`PyErr_Print`, as CPython's top level does) and is exit status 1.
-    Call {
-        function: &'static str,
-        object: &'static str,
-        status: &'static str,
-        print_error: &'static str,
-    },
+    /// A re-imaged snapshot (`crate::reimage`) entered by calling one of its exported
+    /// functions ([`CallEntry`]).
+    Call(&'static CallEntry),
+}
+
+/// The exports an instance entered by [`Entry::Call`] is run with: `function(object)`,
+/// `object` being the value of the exported global `object` (CPython's
+/// `PyObject_CallNoArgs` on a function the image holds), which returns the exit status as
+/// an `int` object, read with `status` (`PyLong_AsLong`). A null result (an exception
+/// escaped) is reported by calling `print_error` (`PyErr_Print`, as CPython's top level
+/// does) and is exit status 1.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CallEntry {
+    pub function: &'static str,
+    pub object: &'static str,
+    pub status: &'static str,
+    pub print_error: &'static str,
 }
 
 /// Files published beside a runtime (a standard library archive), verified like it and
