@@ -149,8 +149,9 @@ struct Tests {
     launch: Launch,
     cases: Vec<TestCase>,
     compare: CompareMode,
-    /// A Python program compiled once for every case ([`pyline::Form::Code`]).
-    code: Option<Bytes>,
+    /// A Python program compiled once for every case ([`pyline::Form::Code`]), once it
+    /// is.
+    code: std::sync::OnceLock<Bytes>,
 }
 
 fn check_args(args: &[String]) -> Result<(), Rejection> {
@@ -793,7 +794,7 @@ impl Service {
                     launch,
                     cases,
                     compare,
-                    code: None,
+                    code: std::sync::OnceLock::new(),
                 };
                 self.judge(&job, tests).await
             }
@@ -827,12 +828,19 @@ impl Service {
     /// permits to waiters first) run cases beside it, and are given back at the end.
     /// Results are recorded in case order; a cancel of the job stops the running cases
     /// and skips the rest.
-    async fn judge(self: &Arc<Self>, job: &Arc<Job>, mut tests: Tests) -> Outcome {
+    async fn judge(self: &Arc<Self>, job: &Arc<Job>, tests: Tests) -> Outcome {
         let total = tests.cases.len();
         job.start_tests(total as u32, tests.compare);
-        if job.language == Language::Python && total > 1 {
-            tests.code = self.compile_once(job, &tests).await;
-        }
+        // A Python program is compiled once beside the first cases, which compile the
+        // source themselves until its code is there (the same code either way).
+        let compile = async {
+            if job.language == Language::Python
+                && total > 1
+                && let Some(code) = self.compile_once(job, &tests).await
+            {
+                let _ = tests.code.set(code);
+            }
+        };
         let wanted = self
             .settings
             .load()
@@ -867,7 +875,11 @@ impl Service {
                 }
             }
         };
-        futures_util::future::join_all((0..lanes).map(|_| lane())).await;
+        futures_util::future::join(
+            compile,
+            futures_util::future::join_all((0..lanes).map(|_| lane())),
+        )
+        .await;
         drop(extra);
         if job.cancel_requested() {
             return Outcome {
@@ -965,7 +977,7 @@ impl Service {
         job.case_started(running, case_job.clone());
         let (argv, stdin) = tests.launch.invocation(
             &tests.entry,
-            tests.code.as_deref(),
+            tests.code.get().map(|code| &code[..]),
             case.args.as_deref().unwrap_or_default(),
             case.stdin.as_bytes(),
         );
