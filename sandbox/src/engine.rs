@@ -37,6 +37,9 @@ pub enum EngineError {
     },
     #[error("building the wasmtime engine: {0:#}")]
     Engine(wasmtime::Error),
+    /// The prepared CPython image could not be made (jobs then use the published one).
+    #[error("preparing the image of {what}: {error}")]
+    Prepare { what: &'static str, error: String },
     /// The blocking task that loads a runtime panicked or was cancelled.
     #[error("loading {language}: {source}")]
     Loader {
@@ -54,13 +57,19 @@ pub struct Runtime {
     pub probe: Option<pyline::Probe>,
     /// The verified resources' directory, shown read-only at the spec's `guest_dir`.
     pub resources: Option<Arc<exec::Mount>>,
+    /// CPython from the prepared image: the bootstrap is loaded, an instance is entered
+    /// by calling it ([`PREPARED_ENTRY`]) and needs no argv.
+    pub prepared: bool,
 }
 
 impl Runtime {
     /// How an instance of this runtime is entered and what it is shown.
     pub fn entry(&self) -> exec::EntryPoint {
         exec::EntryPoint {
-            entry: self.spec.entry,
+            entry: match self.prepared {
+                true => PREPARED_ENTRY,
+                false => self.spec.entry,
+            },
             mount: self.resources.clone(),
         }
     }
@@ -81,6 +90,24 @@ pub struct PoolSizes {
     pub instances: u32,
     pub max_memory: u64,
 }
+
+/// Version of how the prepared CPython image is made ([`crate::reimage`] and
+/// `load_prepared`), part of its artifact's key.
+const PREPARED_FORMAT: &str = "reimage-4";
+
+/// How an instance of the prepared CPython image is entered: `PyObject_CallNoArgs` of
+/// the bootstrap's `_edgebox_run`, whose address the image exports as a global. No
+/// source is compiled and no reactor code runs: only the job's own program is compiled.
+pub const PREPARED_ENTRY: runtimes::Entry = runtimes::Entry::Call(&runtimes::CallEntry {
+    function: ENTRY_FUNCTION,
+    object: ENTRY_OBJECT,
+    status: ENTRY_STATUS,
+    print_error: ENTRY_PRINT_ERROR,
+});
+const ENTRY_STATUS: &str = "edgebox_status";
+const ENTRY_PRINT_ERROR: &str = "edgebox_print_error";
+const ENTRY_FUNCTION: &str = "edgebox_call_object";
+const ENTRY_OBJECT: &str = "edgebox_entry_object";
 
 /// Memory a freed instance slot keeps resident (see [`build_engine`]).
 const KEEP_RESIDENT: usize = 16 << 20;
@@ -174,7 +201,7 @@ impl SandboxEngine {
                     language: spec.language,
                     source,
                 })??;
-            if spec.language == runtimes::PYTHON.language {
+            if spec.language == runtimes::PYTHON.language && !runtime.prepared {
                 pyline::prepare_bootstrap(&runtime).await;
             }
             Ok(Arc::new(runtime))
@@ -218,7 +245,31 @@ impl SandboxEngine {
             None
         };
         progress(Progress::Compiling { spec: *spec });
-        let module = self.compile_cached(spec.file_name, &key, &wasm)?;
+        let resources = match (spec.resources, self.dir.resources_dir(spec)) {
+            (Some(resources), Some(host)) => Some(Arc::new(exec::Mount {
+                host,
+                guest: resources.guest_dir,
+            })),
+            _ => None,
+        };
+        let prepared = if spec.language == runtimes::PYTHON.language
+            && spec.entry == runtimes::Entry::Snapshot
+        {
+            match self.load_prepared(spec, &wasm, resources.as_deref()) {
+                Ok(module) => Some(module),
+                Err(error) => {
+                    tracing::warn!(%error, "no prepared CPython image: jobs load the bootstrap themselves");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let is_prepared = prepared.is_some();
+        let module = match prepared {
+            Some(module) => module,
+            None => self.compile_cached(spec.file_name, &key, &wasm)?,
+        };
         drop(wasm);
         let pre = self
             .linker
@@ -227,18 +278,97 @@ impl SandboxEngine {
                 what: spec.file_name.to_owned(),
                 source,
             })?;
-        let resources = match (spec.resources, self.dir.resources_dir(spec)) {
-            (Some(resources), Some(host)) => Some(Arc::new(exec::Mount {
-                host,
-                guest: resources.guest_dir,
-            })),
-            _ => None,
-        };
         Ok(Runtime {
             spec: *spec,
             pre,
             probe,
             resources,
+            prepared: is_prepared,
+        })
+    }
+
+    /// CPython's prepared image: the published snapshot after it ran
+    /// [`pyline::PREPARE_SOURCE`] once (the bootstrap loaded into `__main__`), its memory
+    /// taken as the new module's initial memory ([`crate::reimage`]), compiled and cached
+    /// like any runtime. The artifact is keyed by the digest of what it is made from (the
+    /// published module's SHA-256 and the set-up's source), so a restart loads it without
+    /// running anything, and a changed set-up or module makes a new one (the stale one
+    /// removed). Made once per machine: it costs one instance of the published module and
+    /// one more compilation.
+    fn load_prepared(
+        &self,
+        spec: &RuntimeSpec,
+        wasm: &[u8],
+        mount: Option<&exec::Mount>,
+    ) -> Result<Module, EngineError> {
+        let name = format!("{}.prepared", spec.file_name);
+        let key = runtimes::sha256_hex(
+            format!(
+                "{}\n{}\n{}",
+                spec.sha256,
+                PREPARED_FORMAT,
+                pyline::PREPARE_SOURCE.as_str()
+            )
+            .as_bytes(),
+        );
+        self.compile_cached_with(&name, &key, || {
+            let original = self.compile_cached(spec.file_name, spec.sha256, wasm)?;
+            let pre =
+                self.linker
+                    .instantiate_pre(&original)
+                    .map_err(|source| EngineError::Compile {
+                        what: spec.file_name.to_owned(),
+                        source,
+                    })?;
+            let prepare = |error: String| EngineError::Prepare {
+                what: spec.file_name,
+                error,
+            };
+            // The instance is async (the linker's WASI is): it runs on a thread of its own
+            // with a runtime of its own, whatever context this is called from.
+            let (memory, stdout) = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|error| error.to_string())?;
+                        runtime
+                            .block_on(exec::memory_after_turn(
+                                &pre,
+                                mount,
+                                pyline::PREPARE_SOURCE.as_str(),
+                                Duration::from_secs(60),
+                            ))
+                            .map_err(|error| format!("{error:#}"))
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err("the set-up thread panicked".into()))
+            })
+            .map_err(prepare)?;
+            let stdout = String::from_utf8_lossy(&stdout);
+            let entry: i32 = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("edgebox-entry "))
+                .and_then(|address| address.trim().parse::<u32>().ok())
+                .map(|address| address as i32)
+                .ok_or_else(|| prepare(format!("no entry address in its output {stdout:?}")))?;
+            let additions = crate::reimage::Additions {
+                functions: &[
+                    (ENTRY_FUNCTION, "PyObject_CallNoArgs"),
+                    (ENTRY_STATUS, "PyLong_AsLong"),
+                    (ENTRY_PRINT_ERROR, "PyErr_Print"),
+                ],
+                globals: &[(ENTRY_OBJECT, entry)],
+            };
+            let image = crate::reimage::with_memory(wasm, &memory, &additions)
+                .map_err(|error| prepare(error.to_string()))?;
+            tracing::info!(
+                memory_bytes = memory.len(),
+                module_bytes = image.len(),
+                "CPython image prepared with the job bootstrap loaded"
+            );
+            Ok(std::borrow::Cow::Owned(image))
         })
     }
 
@@ -271,6 +401,17 @@ impl SandboxEngine {
         sha256: &str,
         wasm: &[u8],
     ) -> Result<Module, EngineError> {
+        self.compile_cached_with(name, sha256, || Ok(std::borrow::Cow::Borrowed(wasm)))
+    }
+
+    /// [`Self::compile_cached`] of the module `make` returns, called only when the
+    /// artifact keyed by `sha256` is absent or damaged.
+    fn compile_cached_with<'w>(
+        &self,
+        name: &str,
+        sha256: &str,
+        make: impl FnOnce() -> Result<std::borrow::Cow<'w, [u8]>, EngineError>,
+    ) -> Result<Module, EngineError> {
         let path = self.artifact_path(name, sha256);
         let sum_path = path.with_extension("cwasm.crc32");
         let _lock = self.dir.lock(&format!("compile-{name}"))?;
@@ -302,9 +443,10 @@ impl SandboxEngine {
             runtime = name,
             "compiling runtime (once per machine and engine)"
         );
+        let wasm = make()?;
         let compiled =
             self.engine
-                .precompile_module(wasm)
+                .precompile_module(&wasm)
                 .map_err(|source| EngineError::Compile {
                     what: name.to_owned(),
                     source,

@@ -501,16 +501,117 @@ pub fn start(
                 job.set_location(Some(location));
             }
         }
-        drop(store);
+        let outcome = classify(&job, result, memory_hit.load(Ordering::Relaxed));
+        // A finished job leaves no scratch or program directory behind (the guest is done
+        // with them).
         drop(scratch);
         drop(app);
-        let _ = done_tx.send(classify(&job, result, memory_hit.load(Ordering::Relaxed)));
+        // Dropping the store resets the instance's pool slot (its memory restored from
+        // the image). The outcome is known before: with a spare deferral the reset runs
+        // on a blocking thread while the caller goes on (the next judged case starts on
+        // another slot, a job's result is reported); else here, first.
+        match DeferredDrop::try_new() {
+            Some(deferred) => {
+                let _ = done_tx.send(outcome);
+                tokio::task::spawn_blocking(move || {
+                    drop(store);
+                    drop(deferred);
+                });
+            }
+            None => {
+                drop(store);
+                let _ = done_tx.send(outcome);
+            }
+        }
     });
     Ok(Started {
         slot,
         attach: attach_tx,
         done: done_rx,
     })
+}
+
+/// Instances whose drop (their pool slot's reset) may be pending at once. Bounded so that
+/// instances alive never exceed the running ones by more than this: the engine's pool has
+/// room for `2 * max_concurrent_jobs + 4` (`crate::run`), and instances run at most
+/// `max_concurrent_jobs` at a time (judged cases in parallel take free job slots).
+const MAX_DEFERRED_DROPS: usize = 2;
+
+static DEFERRED_DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_DEFERRED_DROPS`], held until the instance is dropped.
+struct DeferredDrop;
+
+impl DeferredDrop {
+    fn try_new() -> Option<Self> {
+        DEFERRED_DROPS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
+                (pending < MAX_DEFERRED_DROPS).then_some(pending + 1)
+            })
+            .ok()
+            .map(|_| DeferredDrop)
+    }
+}
+
+impl Drop for DeferredDrop {
+    fn drop(&mut self) {
+        DEFERRED_DROPS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Instantiates `pre` with `mount` preopened as jobs have it, runs `source` through the
+/// `turn` export, and returns the instance's linear memory and what it wrote on stdout
+/// once `turn` returned 0 (the prepared CPython image, `engine`). Its stderr is kept
+/// for the error that says why it failed. Bounded to `limit` of wall time.
+pub async fn memory_after_turn(
+    pre: &InstancePre<JobCtx>,
+    mount: Option<&Mount>,
+    source: &'static str,
+    limit: Duration,
+) -> wasmtime::Result<(Vec<u8>, Vec<u8>)> {
+    let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 * 1024);
+    let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 * 1024);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_blocking_current_thread(true);
+    if let Some(mount) = mount {
+        wasi.preopened_dir(&mount.host, mount.guest, FsPerms::ReadOnly)?;
+    }
+    let ctx = JobCtx {
+        line_probe: None,
+        wasi: wasi.build_p1(),
+        scratch: None,
+        limiter: Limiter {
+            default_bytes: usize::MAX,
+            slot: Arc::new(Slot::default()),
+            hit: Arc::new(AtomicBool::new(false)),
+        },
+        memory: None,
+        js_probe: None,
+    };
+    let mut store = Store::new(pre.module().engine(), ctx);
+    store.limiter(|ctx| &mut ctx.limiter);
+    store.set_epoch_deadline(1);
+    let started = Instant::now();
+    store.epoch_deadline_callback(move |_| {
+        if started.elapsed() >= limit {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    let status = run_start(&mut store, pre, crate::runtimes::Entry::Turn { source }).await;
+    let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+    match status {
+        Ok(0) => {}
+        Ok(status) => wasmtime::bail!("the set-up returned {status}: {stderr}"),
+        Err(error) => return Err(error.context(stderr)),
+    }
+    let memory = store
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+    Ok((memory.data(&store).to_vec(), stdout.contents().to_vec()))
 }
 
 /// Instantiates and runs the guest; the exit status it returned (0 for a command that
@@ -535,6 +636,38 @@ async fn run_start(
             // WASI and returns the program's exit status.
             let run = instance.get_typed_func::<(), i32>(&mut *store, "run")?;
             run.call_async(&mut *store, ()).await
+        }
+        crate::runtimes::Entry::Turn { source } => {
+            let memory =
+                memory.ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+            let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
+            let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
+            let len = i32::try_from(source.len())?;
+            let ptr = alloc.call_async(&mut *store, len).await?;
+            memory.write(&mut *store, ptr as u32 as usize, source.as_bytes())?;
+            turn.call_async(&mut *store, (ptr, len)).await
+        }
+        crate::runtimes::Entry::Call(&crate::runtimes::CallEntry {
+            function,
+            object,
+            status,
+            print_error,
+        }) => {
+            let object = instance
+                .get_global(&mut *store, object)
+                .and_then(|global| global.get(&mut *store).i32())
+                .ok_or_else(|| wasmtime::Error::msg("the module exports no entry object"))?;
+            let call = instance.get_typed_func::<i32, i32>(&mut *store, function)?;
+            let result = call.call_async(&mut *store, object).await?;
+            if result != 0 {
+                let status = instance.get_typed_func::<i32, i32>(&mut *store, status)?;
+                return status.call_async(&mut *store, result).await;
+            }
+            // An exception escaped the bootstrap (one raised while it reported another:
+            // a MemoryError): printed in C, as CPython's top level prints it.
+            let print = instance.get_typed_func::<(), ()>(&mut *store, print_error)?;
+            print.call_async(&mut *store, ()).await?;
+            Ok(1)
         }
     }
 }

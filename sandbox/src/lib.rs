@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod jsline;
 pub mod judge;
 pub mod pyline;
+pub mod reimage;
 pub mod runtimes;
 pub mod scratch;
 pub mod service;

@@ -532,9 +532,9 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 }
 
 /// The program every Python job's instance runs. It initialises CPython, then reads its
-/// job from stdin (a 36-byte header with the lengths of the source, of the
-/// NUL-separated arguments and of the file name, then those three; what follows is the
-/// job's own stdin), compiles the source as `<main>` (or, for a multi-file program, as
+/// job from stdin (a 48-byte header with the lengths of the program, of the
+/// NUL-separated arguments and of the file name and the program's [`Form`], then those
+/// three; what follows is the job's own stdin), compiles the source as `<main>` (or, for a multi-file program, as
 /// its entry's `/app/...` name, with `/app`'s directory first on `sys.path` so that
 /// imports between the files work) so that line numbers are the submitted ones, and
 /// runs it as `__main__`. Instances can thus start before their job arrives (the
@@ -542,7 +542,7 @@ fn dash_c_argv(source: &str) -> Vec<String> {
 /// instance with `os._exit` once the program's `atexit` functions ran and its streams
 /// are flushed: the instance is thrown away, so CPython's own finalisation (a full
 /// collection, every module torn down) would be time spent on nothing.
-const BOOTSTRAP: &str = r#"import os, sys
+pub const BOOTSTRAP_DEFS: &str = r#"import os, sys
 def _edgebox_read(n):
     parts = []
     while n > 0:
@@ -553,22 +553,33 @@ def _edgebox_read(n):
         n -= len(chunk)
     return b''.join(parts)
 def _edgebox_main():
-    header = _edgebox_read(36)
-    source = _edgebox_read(int(header[:12])).decode()
+    header = _edgebox_read(48)
+    program = _edgebox_read(int(header[:12]))
     args = _edgebox_read(int(header[12:24])).decode()
-    filename = _edgebox_read(int(header[24:])).decode() or '<main>'
+    filename = _edgebox_read(int(header[24:36])).decode() or '<main>'
+    form = int(header[36:])
+    if form == 1:
+        import marshal
+        code = marshal.loads(program)
+    else:
+        try:
+            code = compile(program.decode(), filename, 'exec')
+        except SyntaxError as error:
+            import traceback
+            traceback.print_exception(type(error), error, None)
+            return 1
+        if form == 2:
+            import marshal
+            rest = memoryview(marshal.dumps(code))
+            while rest:
+                rest = rest[os.write(1, rest):]
+            return 0
+    del program
     sys.argv = [filename if filename != '<main>' else '-c'] + (args.split('\0') if args else [])
     namespace = {'__name__': '__main__', '__builtins__': __builtins__}
     if filename != '<main>':
         sys.path.insert(0, os.path.dirname(filename))
         namespace['__file__'] = filename
-    try:
-        code = compile(source, filename, 'exec')
-    except SyntaxError as error:
-        import traceback
-        traceback.print_exception(type(error), error, None)
-        return 1
-    del source
     try:
         exec(code, namespace)
     except SystemExit as error:
@@ -584,7 +595,7 @@ def _edgebox_main():
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         return 1
     return 0
-def _edgebox_exit(status):
+def _edgebox_finish(status):
     try:
         import atexit
         atexit._run_exitfuncs()
@@ -595,9 +606,54 @@ def _edgebox_exit(status):
             stream.flush()
         except BaseException:
             pass
-    os._exit(status & 0xff if status >= 0 else 1)
-_edgebox_exit(_edgebox_main())
+    return status & 0xff if status >= 0 else 1
+def _edgebox_exit(status):
+    os._exit(_edgebox_finish(status))
 "#;
+
+/// The bootstrap's last statement: runs the job an instance reads on stdin, then ends
+/// the instance.
+pub const BOOTSTRAP_RUN: &str = "_edgebox_exit(_edgebox_main())\n";
+
+/// What the prepared CPython image (`engine`) ran once through `turn` before its memory
+/// was taken: the bootstrap's functions defined in `__main__`, with `_edgebox_run` (a
+/// job's instance calls only it; its address, which `id` is, on stdout as
+/// `edgebox-entry ADDRESS`; it returns the exit status rather than calling `os._exit`,
+/// whose trap out of the guest costs a backtrace and an unwind), stdout and stderr made unbuffered as `-u` makes them
+/// for jobs entered through `run` (the old streams kept, so that they are never
+/// finalised), `atexit` imported (a job's end would import it through importlib), and
+/// every object made so far frozen out of the collector's sight, as
+/// the published snapshot has its own.
+pub static PREPARE_SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{BOOTSTRAP_DEFS}{}",
+        r#"def _edgebox_stdio():
+    import io
+    kept = []
+    for fd, name in ((1, 'stdout'), (2, 'stderr')):
+        old = getattr(sys, name)
+        kept.append(old)
+        stream = io.TextIOWrapper(io.FileIO(fd, 'wb', closefd=False), encoding=old.encoding,
+                                  errors=old.errors, write_through=True)
+        setattr(sys, name, stream)
+        setattr(sys, '__' + name + '__', stream)
+    return kept
+_edgebox_kept = _edgebox_stdio()
+del _edgebox_stdio
+def _edgebox_run():
+    return _edgebox_finish(_edgebox_main())
+sys.stdout.write('edgebox-entry %d\n' % id(_edgebox_run))
+import atexit, gc
+gc.collect()
+gc.freeze()
+"#
+    )
+});
+
+/// The whole bootstrap's source.
+fn bootstrap_source() -> String {
+    format!("{BOOTSTRAP_DEFS}{BOOTSTRAP_RUN}")
+}
 
 /// The bootstrap compiled once by the runtime itself, as the hex of its `marshal`
 /// form: each job then loads a code object instead of compiling ~50 lines of Python
@@ -610,7 +666,7 @@ pub fn bootstrap_argv() -> Vec<String> {
         Some(hex) => dash_c_argv(&format!(
             "import marshal\nexec(marshal.loads(bytes.fromhex('{hex}')))"
         )),
-        None => dash_c_argv(BOOTSTRAP),
+        None => dash_c_argv(&bootstrap_source()),
     }
 }
 
@@ -636,7 +692,7 @@ pub async fn prepare_bootstrap(runtime: &crate::engine::Runtime) {
     let source = format!(
         "import marshal, sys\nsource = bytes.fromhex('{}').decode()\n\
          sys.stdout.write(marshal.dumps(compile(source, '<string>', 'exec')).hex())",
-        hex::encode(BOOTSTRAP)
+        hex::encode(bootstrap_source())
     );
     let program = Program {
         pre: runtime.pre.clone(),
@@ -666,22 +722,42 @@ pub async fn prepare_bootstrap(runtime: &crate::engine::Runtime) {
     }
 }
 
+/// What the bootstrap is given as the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Source, compiled and run.
+    Source = 0,
+    /// A code object `marshal.dumps` made from the source by [`Form::Compile`] (a judged
+    /// job's program, compiled once for all its cases), loaded and run.
+    Code = 1,
+    /// Source compiled only: the instance writes the code object's `marshal` form on
+    /// stdout and exits 0 (a syntax error: the traceback on stderr, status 1).
+    Compile = 2,
+}
+
 /// What a Python job's instance reads on stdin: its job, then the job's stdin.
 /// `filename` is the entry's guest path for a multi-file program, else empty.
-pub fn bootstrap_stdin(source: &str, args: &[String], filename: &str, stdin: &[u8]) -> Bytes {
+pub fn bootstrap_stdin(
+    program: &[u8],
+    form: Form,
+    args: &[String],
+    filename: &str,
+    stdin: &[u8],
+) -> Bytes {
     let args = args.join("\0");
     let mut bytes =
-        Vec::with_capacity(36 + source.len() + args.len() + filename.len() + stdin.len());
+        Vec::with_capacity(48 + program.len() + args.len() + filename.len() + stdin.len());
     bytes.extend_from_slice(
         format!(
-            "{:012}{:012}{:012}",
-            source.len(),
+            "{:012}{:012}{:012}{:012}",
+            program.len(),
             args.len(),
-            filename.len()
+            filename.len(),
+            form as u8
         )
         .as_bytes(),
     );
-    bytes.extend_from_slice(source.as_bytes());
+    bytes.extend_from_slice(program);
     bytes.extend_from_slice(args.as_bytes());
     bytes.extend_from_slice(filename.as_bytes());
     bytes.extend_from_slice(stdin);

@@ -44,6 +44,27 @@ pub enum Entry {
     /// arguments, returns the exit status) runs the job's WASI argv on the
     /// already-initialised interpreter.
     Snapshot,
+    /// A snapshot reactor entered through its `turn(ptr, len)` export: the source it is
+    /// given (written into guest memory through `host_alloc`) runs in `__main__` of the
+    /// interpreter as the image left it, with no argv handling.
+    Turn { source: &'static str },
+    /// A re-imaged snapshot (`crate::reimage`) entered by calling one of its exported
+    /// functions ([`CallEntry`]).
+    Call(&'static CallEntry),
+}
+
+/// The exports an instance entered by [`Entry::Call`] is run with: `function(object)`,
+/// `object` being the value of the exported global `object` (CPython's
+/// `PyObject_CallNoArgs` on a function the image holds), which returns the exit status as
+/// an `int` object, read with `status` (`PyLong_AsLong`). A null result (an exception
+/// escaped) is reported by calling `print_error` (`PyErr_Print`, as CPython's top level
+/// does) and is exit status 1.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CallEntry {
+    pub function: &'static str,
+    pub object: &'static str,
+    pub status: &'static str,
+    pub print_error: &'static str,
 }
 
 /// Files published beside a runtime (a standard library archive), verified like it and

@@ -48,6 +48,10 @@ use edgebox_wire::sandbox::{
 };
 pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 
+/// The most bytes a judged program's compiled form may take (`compile_once`); a larger
+/// one is compiled by each case instead.
+const MAX_COMPILED: u64 = 4 << 20;
+
 /// What a job will run once it gets a slot.
 enum Prepared {
     Runtime(runtimes::RuntimeSpec),
@@ -64,13 +68,39 @@ struct Launch {
 
 impl Launch {
     /// argv and stdin of one instance running the program with `args` and `stdin`.
-    fn invocation(&self, args: &[String], stdin: &[u8]) -> (Vec<String>, Bytes) {
+    /// `code` is the program compiled once ([`pyline::Form::Code`]), when it was.
+    fn invocation(
+        &self,
+        point: &EntryPoint,
+        code: Option<&[u8]>,
+        args: &[String],
+        stdin: &[u8],
+    ) -> (Vec<String>, Bytes) {
         let entry = self.app.as_ref().map(|app| app.guest_entry());
         match self.language {
-            // The bootstrap reads the source and arguments ahead of the job's stdin.
+            // The bootstrap reads the source and arguments ahead of the job's stdin; the
+            // prepared image has it loaded already and takes no argv.
             Language::Python => (
-                pyline::bootstrap_argv(),
-                pyline::bootstrap_stdin(&self.source, args, entry.as_deref().unwrap_or(""), stdin),
+                match point.entry {
+                    runtimes::Entry::Turn { .. } => vec!["python".to_owned()],
+                    _ => pyline::bootstrap_argv(),
+                },
+                match code {
+                    Some(code) => pyline::bootstrap_stdin(
+                        code,
+                        pyline::Form::Code,
+                        args,
+                        entry.as_deref().unwrap_or(""),
+                        stdin,
+                    ),
+                    None => pyline::bootstrap_stdin(
+                        self.source.as_bytes(),
+                        pyline::Form::Source,
+                        args,
+                        entry.as_deref().unwrap_or(""),
+                        stdin,
+                    ),
+                },
             ),
             Language::Javascript => {
                 // A multi-file program's entry runs as an ES module from its file, so
@@ -119,6 +149,9 @@ struct Tests {
     launch: Launch,
     cases: Vec<TestCase>,
     compare: CompareMode,
+    /// A Python program compiled once for every case ([`pyline::Form::Code`]), once it
+    /// is.
+    code: std::sync::OnceLock<Bytes>,
 }
 
 fn check_args(args: &[String]) -> Result<(), Rejection> {
@@ -740,7 +773,7 @@ impl Service {
         });
         let outcome = match input {
             Input::Single { args, stdin } => {
-                let (argv, stdin) = launch.invocation(&args, &stdin);
+                let (argv, stdin) = launch.invocation(&entry, None, &args, &stdin);
                 let program = Program {
                     pre,
                     entry,
@@ -761,6 +794,7 @@ impl Service {
                     launch,
                     cases,
                     compare,
+                    code: std::sync::OnceLock::new(),
                 };
                 self.judge(&job, tests).await
             }
@@ -797,6 +831,16 @@ impl Service {
     async fn judge(self: &Arc<Self>, job: &Arc<Job>, tests: Tests) -> Outcome {
         let total = tests.cases.len();
         job.start_tests(total as u32, tests.compare);
+        // A Python program is compiled once beside the first cases, which compile the
+        // source themselves until its code is there (the same code either way).
+        let compile = async {
+            if job.language == Language::Python
+                && total > 1
+                && let Some(code) = self.compile_once(job, &tests).await
+            {
+                let _ = tests.code.set(code);
+            }
+        };
         let wanted = self
             .settings
             .load()
@@ -831,7 +875,11 @@ impl Service {
                 }
             }
         };
-        futures_util::future::join_all((0..lanes).map(|_| lane())).await;
+        futures_util::future::join(
+            compile,
+            futures_util::future::join_all((0..lanes).map(|_| lane())),
+        )
+        .await;
         drop(extra);
         if job.cancel_requested() {
             return Outcome {
@@ -845,6 +893,60 @@ impl Service {
             exit_code: None,
             error: None,
         }
+    }
+
+    /// A judged Python program compiled once in an instance of its own, as the `marshal`
+    /// form of its code object, which each case then loads instead of compiling the
+    /// source again. `None` (every case compiles the source, with the same result) when
+    /// it does not compile, or the instance failed or ran out of the job's limits or of
+    /// [`MAX_COMPILED`].
+    async fn compile_once(self: &Arc<Self>, job: &Arc<Job>, tests: &Tests) -> Option<Bytes> {
+        let entry = tests.launch.app.as_ref().map(|app| app.guest_entry());
+        let limits = Limits {
+            output_bytes: MAX_COMPILED,
+            ..job.limits
+        };
+        let compile_job = Arc::new(Job::new(
+            format!("{}/compile", job.id),
+            job.language,
+            limits,
+            false,
+        ));
+        compile_job.mark_running();
+        let (argv, _) = tests.launch.invocation(&tests.entry, None, &[], &[]);
+        let program = Program {
+            pre: tests.pre.clone(),
+            entry: tests.entry.clone(),
+            argv,
+            stdin: pyline::bootstrap_stdin(
+                tests.launch.source.as_bytes(),
+                pyline::Form::Compile,
+                &[],
+                entry.as_deref().unwrap_or(""),
+                &[],
+            ),
+            sampler: Sampler::None,
+            scratch: None,
+            app: tests.launch.app.clone(),
+        };
+        let run = exec::run(compile_job.clone(), program);
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome,
+            _ = job.cancelled.notified() => {
+                compile_job.cancel();
+                run.await
+            }
+        };
+        // Its CPU is the judged job's.
+        job.cpu_ticks.fetch_add(
+            compile_job.cpu_ticks.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        let code = compile_job.output(Stream::Stdout);
+        let ok = outcome.state == JobState::Succeeded && !compile_job.head().truncated;
+        tracing::debug!(ok, bytes = code.len(), "judged program compiled once");
+        (ok && !code.is_empty()).then(|| Bytes::from(code))
     }
 
     /// Runs case `index` of a judged job in its own fresh instance and judges it; `None`
@@ -874,6 +976,8 @@ impl Service {
         };
         job.case_started(running, case_job.clone());
         let (argv, stdin) = tests.launch.invocation(
+            &tests.entry,
+            tests.code.get().map(|code| &code[..]),
             case.args.as_deref().unwrap_or_default(),
             case.stdin.as_bytes(),
         );
