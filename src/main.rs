@@ -26,14 +26,6 @@ fn main() -> ExitCode {
         // environment concurrently.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
-    // mimalloc advises its arenas for transparent huge pages, so a fresh page of heap is a
-    // 2 MiB one, zeroed whole on first touch. The edge gives each new connection a 64 KiB
-    // read buffer (pingora) of which a small request touches 4 KiB: a burst of new
-    // connections then spent ~35 % of the edge's CPU in the kernel zeroing huge pages, and
-    // the burst fed on itself (benches/results/simulate.md, "Live replay: what stalled").
-    // With THP off for the process, only the pages touched are faulted in. Best effort: a
-    // kernel without the prctl just keeps its setting.
-    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = commands::Cli::parse();
     commands::init_tracing(cli.log_format);
     match commands::run(cli.command) {
