@@ -668,8 +668,9 @@ pub struct RawSandbox {
     #[serde(default = "default_max_tests_size")]
     pub max_tests_size: ByteSize,
     /// Job slots one judged job may use at once: its own plus slots free when it runs
-    /// (a free slot is never taken from a job waiting for one). 1 runs cases one after
-    /// the other.
+    /// (a free slot is never taken from a job waiting for one), used once a case has
+    /// taken 10 ms (shorter cases run faster one after the other). 1 runs cases one
+    /// after the other.
     #[serde(default = "default_max_parallel_cases")]
     pub max_parallel_cases: usize,
     /// Where jobs' `callback_url` may point, and how results are delivered there.

@@ -48,6 +48,14 @@ use edgebox_wire::sandbox::{
 };
 pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 
+/// A judged job's cases run one at a time until one of them takes this long; then the
+/// extra lanes (`max_parallel_cases`) join. Two instances at once in one process contend
+/// in the kernel (page faults and the slot resets' `madvise` on one address space): with
+/// hello-world cases (~0.7 ms each) two lanes took 11.2-12.6x one job against 8.8-9.3x for
+/// one (benches/results/sandbox.md), while four cases sleeping 0.3 s took 0.64 s on two
+/// lanes against 1.25 s on one.
+const PARALLEL_CASES_AFTER: Duration = Duration::from_millis(10);
+
 /// The most bytes a judged program's compiled form may take (`compile_once`); a larger
 /// one is compiled by each case instead.
 const MAX_COMPILED: u64 = 4 << 20;
@@ -825,9 +833,9 @@ impl Service {
     /// prepared once, with the job's limits. The job's own slot runs cases one after the
     /// other; up to `max_parallel_cases - 1` more slots that are free when judging starts
     /// (a free slot is never taken from a queued job: the semaphore hands released
-    /// permits to waiters first) run cases beside it, and are given back at the end.
-    /// Results are recorded in case order; a cancel of the job stops the running cases
-    /// and skips the rest.
+    /// permits to waiters first) run cases beside it once a case has taken
+    /// [`PARALLEL_CASES_AFTER`], and are given back at the end. Results are recorded in
+    /// case order; a cancel of the job stops the running cases and skips the rest.
     async fn judge(self: &Arc<Self>, job: &Arc<Job>, tests: Tests) -> Outcome {
         let total = tests.cases.len();
         job.start_tests(total as u32, tests.compare);
@@ -853,6 +861,10 @@ impl Service {
         let lanes = 1 + extra.len();
         tracing::debug!(lanes, total, "judging");
         let next = AtomicUsize::new(0);
+        // Set (and the waiting extra lanes woken) once a case has taken long enough for a
+        // second instance beside it to pay, or when every case has been taken.
+        let slow = AtomicBool::new(false);
+        let slow_seen = tokio::sync::Notify::new();
         // Finished cases not yet recorded because an earlier one is still running.
         let pending = std::sync::Mutex::new(JudgedCases {
             next: 0,
@@ -864,7 +876,11 @@ impl Service {
                 if index >= total || job.cancel_requested() {
                     break;
                 }
+                let started = std::time::Instant::now();
                 let result = self.judge_case(job, &tests, index).await;
+                if started.elapsed() >= PARALLEL_CASES_AFTER && !slow.swap(true, Ordering::AcqRel) {
+                    slow_seen.notify_waiters();
+                }
                 let Some(result) = result else { break };
                 let mut guard = pending.lock().unwrap_or_else(|p| p.into_inner());
                 let pending = &mut *guard;
@@ -875,9 +891,26 @@ impl Service {
                 }
             }
         };
-        futures_util::future::join(
+        let first_lane = async {
+            lane().await;
+            // Every case is taken: extra lanes still waiting have nothing left to join.
+            slow.store(true, Ordering::Release);
+            slow_seen.notify_waiters();
+        };
+        let extra_lane = || async {
+            let woken = slow_seen.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a wake-up between the two is not lost.
+            woken.as_mut().enable();
+            if !slow.load(Ordering::Acquire) {
+                woken.await;
+            }
+            lane().await;
+        };
+        futures_util::future::join3(
             compile,
-            futures_util::future::join_all((0..lanes).map(|_| lane())),
+            first_lane,
+            futures_util::future::join_all((1..lanes).map(|_| extra_lane())),
         )
         .await;
         drop(extra);
