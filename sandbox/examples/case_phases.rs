@@ -15,6 +15,14 @@ use edgebox_sandbox::exec::{self, Program, Sampler};
 use edgebox_sandbox::jobs::{Job, Language, Limits, Stream};
 use edgebox_sandbox::{pyline, runtimes};
 
+/// Every timed instance's limits: far above what a hello world needs.
+const LIMITS: Limits = Limits {
+    wall_ms: 10_000,
+    cpu_ms: 10_000,
+    memory_mb: 256,
+    output_bytes: 1 << 20,
+};
+
 /// User plus system CPU of this process, in seconds (clock ticks of 10 ms).
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -74,17 +82,7 @@ fn main() {
         let stdin =
             pyline::bootstrap_stdin(source.as_bytes(), pyline::Form::Source, &[], "", b"case\n");
         // The program compiled once, as a judged job does.
-        let compile_job = Arc::new(Job::new(
-            "compile".into(),
-            Language::Python,
-            Limits {
-                wall_ms: 10_000,
-                cpu_ms: 10_000,
-                memory_mb: 256,
-                output_bytes: 1 << 20,
-            },
-            false,
-        ));
+        let compile_job = Arc::new(Job::new("compile".into(), Language::Python, LIMITS, false));
         let job_argv = match runtime.prepared {
             true => vec!["python".to_owned()],
             false => pyline::bootstrap_argv(),
@@ -170,17 +168,7 @@ fn main() {
             let faults_start = minor_faults();
             let mut out = Vec::new();
             for i in 0..n + 10 {
-                let job = Arc::new(Job::new(
-                    "phase".into(),
-                    Language::Python,
-                    Limits {
-                        wall_ms: 10_000,
-                        cpu_ms: 10_000,
-                        memory_mb: 256,
-                        output_bytes: 1 << 20,
-                    },
-                    false,
-                ));
+                let job = Arc::new(Job::new("phase".into(), Language::Python, LIMITS, false));
                 let mut point = runtime.entry();
                 point.entry = entry;
                 let program = Program {

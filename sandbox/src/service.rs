@@ -56,6 +56,24 @@ pub use edgebox_wire::sandbox::{JobRequest as Submission, RequestedLimits};
 /// lanes against 1.25 s on one.
 const PARALLEL_CASES_AFTER: Duration = Duration::from_millis(10);
 
+/// Runs `run`, the instance of `child`, a job working for `parent` (a judged job's case or
+/// its compile): a cancel of the parent cancels the child, whose run then ends as any
+/// cancelled run does.
+async fn until_parent_cancels(
+    parent: &Job,
+    child: &Job,
+    run: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    tokio::pin!(run);
+    tokio::select! {
+        outcome = &mut run => outcome,
+        _ = parent.cancelled.notified() => {
+            child.cancel();
+            run.await
+        }
+    }
+}
+
 /// The most bytes a judged program's compiled form may take (`compile_once`); a larger
 /// one is compiled by each case instead.
 const MAX_COMPILED: u64 = 4 << 20;
@@ -962,15 +980,8 @@ impl Service {
             scratch: None,
             app: tests.launch.app.clone(),
         };
-        let run = exec::run(compile_job.clone(), program);
-        tokio::pin!(run);
-        let outcome = tokio::select! {
-            outcome = &mut run => outcome,
-            _ = job.cancelled.notified() => {
-                compile_job.cancel();
-                run.await
-            }
-        };
+        let outcome =
+            until_parent_cancels(job, &compile_job, exec::run(compile_job.clone(), program)).await;
         // Its CPU is the judged job's.
         job.cpu_ticks.fetch_add(
             compile_job.cpu_ticks.load(Ordering::Relaxed),
@@ -1023,15 +1034,8 @@ impl Service {
             scratch: tests.scratch,
             app: tests.launch.app.clone(),
         };
-        let run = self.run_instance(&case_job, program);
-        tokio::pin!(run);
-        let outcome = tokio::select! {
-            outcome = &mut run => outcome,
-            _ = job.cancelled.notified() => {
-                case_job.cancel();
-                run.await
-            }
-        };
+        let outcome =
+            until_parent_cancels(job, &case_job, self.run_instance(&case_job, program)).await;
         let (state, exit_code, error) = (outcome.state, outcome.exit_code, outcome.error.clone());
         case_job.finish(outcome, |_, _| {});
         let head = case_job.head();
