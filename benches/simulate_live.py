@@ -9,7 +9,8 @@ and what each process spent.
 
 Environment: EDGEBOX_BIN (default target/release/edgebox), ROUNDS (1), RATE (5000: total
 requests/s, split 50/30/20 % over eu-west/us-east/ap-south), REQUESTS (100000),
-CONCURRENCY (4096), OBJECTS (500), KEEP (a directory to keep each round's report in).
+CONCURRENCY (4096), OBJECTS (500), CONNECTIONS (the
+scenario's `connections_per_edge`; unset: the simulator's default), KEEP (a directory to keep each round's report in).
 
 Figures per round: requests answered (status < 400) over the send window, dropped at the
 concurrency bound, latency percentiles from the report; the load generator's own CPU
@@ -40,7 +41,7 @@ seed = 5
 [workload]
 concurrency = {concurrency}
 timeout = "10s"
-[clients.eu-west]
+{connections}[clients.eu-west]
 rate = {eu}
 [clients.us-east]
 rate = {us}
@@ -186,6 +187,11 @@ def main():
             ap=rate - rate * 5 // 10 - rate * 3 // 10,
             requests=int(os.environ.get("REQUESTS", "100000")),
             objects=int(os.environ.get("OBJECTS", "500")),
+            connections=(
+                f"connections_per_edge = {int(os.environ['CONNECTIONS'])}\n"
+                if os.environ.get("CONNECTIONS")
+                else ""
+            ),
         )
     )
     keep = os.environ.get("KEEP")
