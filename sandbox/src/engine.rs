@@ -93,7 +93,7 @@ pub struct PoolSizes {
 
 /// Version of how the prepared CPython image is made ([`crate::reimage`] and
 /// `load_prepared`), part of its artifact's key.
-const PREPARED_FORMAT: &str = "reimage-4";
+const PREPARED_FORMAT: &str = "reimage-5";
 
 /// How an instance of the prepared CPython image is entered: `PyObject_CallNoArgs` of
 /// the bootstrap's `_edgebox_run`, whose address the image exports as a global. No
@@ -326,7 +326,7 @@ impl SandboxEngine {
             };
             // The instance is async (the linker's WASI is): it runs on a thread of its own
             // with a runtime of its own, whatever context this is called from.
-            let (memory, stdout) = std::thread::scope(|scope| {
+            let (mut memory, stdout) = std::thread::scope(|scope| {
                 scope
                     .spawn(|| {
                         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -353,6 +353,18 @@ impl SandboxEngine {
                 .and_then(|address| address.trim().parse::<u32>().ok())
                 .map(|address| address as i32)
                 .ok_or_else(|| prepare(format!("no entry address in its output {stdout:?}")))?;
+            let (at, count) = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("edgebox-immortal "))
+                .and_then(|rest| rest.split_once(' '))
+                .and_then(|(at, count)| Some((at.parse().ok()?, count.trim().parse().ok()?)))
+                .ok_or_else(|| prepare(format!("no object list in its output {stdout:?}")))?;
+            let immortal = pyline::immortalize(&mut memory, at, count).map_err(prepare)?;
+            tracing::info!(
+                objects = immortal.objects,
+                already = immortal.already,
+                "CPython image: its objects made immortal"
+            );
             let additions = crate::reimage::Additions {
                 functions: &[
                     (ENTRY_FUNCTION, "PyObject_CallNoArgs"),

@@ -623,7 +623,10 @@ pub const BOOTSTRAP_RUN: &str = "_edgebox_exit(_edgebox_main())\n";
 /// for jobs entered through `run` (the old streams kept, so that they are never
 /// finalised), `atexit` imported (a job's end would import it through importlib), and
 /// every object made so far frozen out of the collector's sight, as
-/// the published snapshot has its own.
+/// the published snapshot has its own. Before that it lists every object it can reach
+/// (the collector's, and what they refer to, transitively) as `edgebox-immortal AT COUNT`
+/// (an array of addresses), all kept alive by a global, for the host to make immortal in
+/// the image ([`immortalize`]).
 pub static PREPARE_SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{BOOTSTRAP_DEFS}{}",
@@ -644,11 +647,89 @@ def _edgebox_run():
     return _edgebox_finish(_edgebox_main())
 sys.stdout.write('edgebox-entry %d\n' % id(_edgebox_run))
 import atexit, gc
+def _edgebox_everything():
+    import array
+    gc.unfreeze()
+    gc.collect()
+    found = {}
+    todo = gc.get_objects()
+    todo.append(sys.modules)
+    code = type(_edgebox_everything.__code__)
+    while todo:
+        obj = todo.pop()
+        if id(obj) in found:
+            continue
+        found[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+        if type(obj) is code:
+            todo.extend((obj.co_consts, obj.co_names, obj.co_filename, obj.co_name,
+                         obj.co_qualname))
+    return list(found.values()), array.array('I', found)
+_edgebox_objects, _edgebox_addresses = _edgebox_everything()
+del _edgebox_everything
+sys.stdout.write('edgebox-immortal %d %d\n' % _edgebox_addresses.buffer_info())
 gc.collect()
 gc.freeze()
 "#
     )
 });
+
+/// The reference count CPython gives an object it makes immortal on a 32-bit build
+/// (`_Py_IMMORTAL_INITIAL_REFCNT` in CPython 3.14/3.15's `Include/refcount.h`): from
+/// `_Py_IMMORTAL_MINIMUM_REFCNT` (1 << 30) up an object is immortal, `Py_INCREF` and
+/// `Py_DECREF` leave its count alone and it is never freed; from
+/// `_Py_STATIC_IMMORTAL_MINIMUM_REFCNT` (6 << 28) up it would count as statically
+/// allocated, which a heap object must not.
+const IMMORTAL_REFCNT: u32 = 5 << 28;
+const IMMORTAL_MINIMUM_REFCNT: u32 = 1 << 30;
+
+/// What [`immortalize`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Immortalized {
+    /// Objects whose count was set to immortal.
+    pub objects: usize,
+    /// Objects that already were (static types, small ints, interned strings).
+    pub already: usize,
+}
+
+/// Makes immortal every object of CPython's memory `memory` whose address is in the
+/// array of `count` little-endian `u32`s at `at` (what [`PREPARE_SOURCE`] lists as
+/// `edgebox-immortal AT COUNT`: every object it could reach, all kept alive by a global
+/// list, so each address is a live object's). An instance of the image then never writes
+/// those objects' reference counts, which are spread over the whole heap: a case
+/// dirties only the pages it really changes, so fewer pages are faulted in again after
+/// the pool slot's reset and fewer are restored by it. An object is never freed once
+/// immortal; the instance is thrown away after one job, so that leaks nothing.
+/// `ob_refcnt` is the first word of an object (a build without `Py_TRACE_REFS`, which
+/// the probe's offsets assume too). An address outside the memory, or a count that is
+/// not one (0), is refused: the list is not what it should be.
+pub fn immortalize(memory: &mut [u8], at: u32, count: u32) -> Result<Immortalized, String> {
+    let word = |memory: &[u8], address: usize| -> Option<u32> {
+        let bytes = memory.get(address..address.checked_add(4)?)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    };
+    let mut done = Immortalized {
+        objects: 0,
+        already: 0,
+    };
+    for index in 0..count as usize {
+        let address = word(memory, at as usize + 4 * index)
+            .ok_or_else(|| format!("the address list ends outside the memory (entry {index})"))?
+            as usize;
+        let refcnt = word(memory, address)
+            .ok_or_else(|| format!("object address {address:#x} is outside the memory"))?;
+        if refcnt == 0 {
+            return Err(format!("the object at {address:#x} has no references"));
+        }
+        if refcnt >= IMMORTAL_MINIMUM_REFCNT {
+            done.already += 1;
+            continue;
+        }
+        memory[address..address + 4].copy_from_slice(&IMMORTAL_REFCNT.to_le_bytes());
+        done.objects += 1;
+    }
+    Ok(done)
+}
 
 /// The whole bootstrap's source.
 fn bootstrap_source() -> String {

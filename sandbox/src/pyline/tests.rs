@@ -473,3 +473,33 @@ mod properties {
         assert_eq!(line_for_index(&table, 3, last_in_budget + 1), None);
     }
 }
+
+/// Listed objects get the immortal count; already immortal ones are left as they are;
+/// a list that points outside the memory or at a zero count is refused.
+#[test]
+fn immortalize_sets_the_counts_the_list_names() {
+    use super::{Immortalized, immortalize};
+    let put = |memory: &mut [u8], at: usize, value: u32| {
+        memory[at..at + 4].copy_from_slice(&value.to_le_bytes())
+    };
+    let get = |memory: &[u8], at: usize| u32::from_le_bytes(memory[at..at + 4].try_into().unwrap());
+    let mut memory = vec![0u8; 4096];
+    put(&mut memory, 100, 3);
+    put(&mut memory, 200, 7 << 28);
+    put(&mut memory, 1000, 100);
+    put(&mut memory, 1004, 200);
+    assert_eq!(
+        immortalize(&mut memory, 1000, 2),
+        Ok(Immortalized {
+            objects: 1,
+            already: 1
+        })
+    );
+    assert_eq!(get(&memory, 100), 5 << 28);
+    assert_eq!(get(&memory, 200), 7 << 28);
+    put(&mut memory, 1008, 4094);
+    assert!(immortalize(&mut memory, 1000, 3).is_err());
+    put(&mut memory, 1008, 300);
+    assert!(immortalize(&mut memory, 1000, 3).is_err());
+    assert!(immortalize(&mut memory, 4092, 2).is_err());
+}

@@ -211,3 +211,29 @@ async fn judged_jobs_refuse_bad_cases() {
     assert_eq!(verdicts, [Verdict::Accepted, Verdict::WrongAnswer]);
     assert_eq!(summary.verdict, Some(Verdict::WrongAnswer));
 }
+
+/// Each case is a fresh instance of the prepared image: what one case changes (a
+/// module's attribute, `builtins`, `sys.path`, its own globals, an object of the image it
+/// mutates in place) no later case sees, whether the cases run one after the other or on
+/// two lanes at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn judged_cases_share_no_state() {
+    let sandbox = Sandbox::start_with("max_concurrent_jobs = 1\nmax_parallel_cases = 2\n");
+    let program = r#"import sys, json, builtins
+seen = [hasattr(sys, 'edgebox_case'), hasattr(json, 'edgebox_case'),
+        hasattr(builtins, 'edgebox_case'), 'edgebox_case' in globals(),
+        sys.path.count('/edgebox-case'), len(sys.modules['__main__'].__dict__.get('_edgebox_case', []))]
+sys.edgebox_case = json.edgebox_case = builtins.edgebox_case = edgebox_case = 1
+sys.path.append('/edgebox-case')
+sys.modules['__main__'].__dict__.setdefault('_edgebox_case', []).append(input())
+print(seen)
+"#;
+    let tests: Vec<Value> = (0..6)
+        .map(|i| json!({"stdin": format!("{i}\n"), "expected_stdout": "[False, False, False, False, 0, 0]\n"}))
+        .collect();
+    let result = sandbox
+        .run(json!({"language": "python", "source": program, "tests": tests}))
+        .await;
+    let summary = result.head.tests.expect("the judging summary");
+    assert_eq!((summary.passed, summary.total), (6, 6), "{summary:#?}");
+}
