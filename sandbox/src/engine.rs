@@ -93,7 +93,7 @@ pub struct PoolSizes {
 
 /// Version of how the prepared CPython image is made ([`crate::reimage`] and
 /// `load_prepared`), part of its artifact's key.
-const PREPARED_FORMAT: &str = "reimage-5";
+const PREPARED_FORMAT: &str = "reimage-6";
 
 /// How an instance of the prepared CPython image is entered: `PyObject_CallNoArgs` of
 /// the bootstrap's `_edgebox_run`, whose address the image exports as a global. No
@@ -338,6 +338,7 @@ impl SandboxEngine {
                                 &pre,
                                 mount,
                                 pyline::PREPARE_SOURCE.as_str(),
+                                pyline::warm_up_stdin(),
                                 Duration::from_secs(60),
                             ))
                             .map_err(|error| format!("{error:#}"))

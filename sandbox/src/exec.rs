@@ -560,19 +560,21 @@ impl Drop for DeferredDrop {
 }
 
 /// Instantiates `pre` with `mount` preopened as jobs have it, runs `source` through the
-/// `turn` export, and returns the instance's linear memory and what it wrote on stdout
+/// `turn` export with `stdin` on its standard input, and returns the instance's linear memory and what it wrote on stdout
 /// once `turn` returned 0 (the prepared CPython image, `engine`). Its stderr is kept
 /// for the error that says why it failed. Bounded to `limit` of wall time.
 pub async fn memory_after_turn(
     pre: &InstancePre<JobCtx>,
     mount: Option<&Mount>,
     source: &'static str,
+    stdin: Vec<u8>,
     limit: Duration,
 ) -> wasmtime::Result<(Vec<u8>, Vec<u8>)> {
     let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 * 1024);
     let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 * 1024);
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(stdout.clone())
+    wasi.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(stdin))
+        .stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_blocking_current_thread(true);
     if let Some(mount) = mount {

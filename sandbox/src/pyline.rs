@@ -626,7 +626,13 @@ pub const BOOTSTRAP_RUN: &str = "_edgebox_exit(_edgebox_main())\n";
 /// the published snapshot has its own. Before that it lists every object it can reach
 /// (the collector's, and what they refer to, transitively) as `edgebox-immortal AT COUNT`
 /// (an array of addresses), all kept alive by a global, for the host to make immortal in
-/// the image ([`immortalize`]).
+/// the image ([`immortalize`]). Before both it runs a few jobs through the entry
+/// ([`warm_up_stdin`]). Last, it fills the allocator's free chunks: this CPython has no
+/// pymalloc, every object is a `dlmalloc` chunk, and the chunks the set-up freed are
+/// scattered over the image's heap, where a job's new objects would land, each on a page
+/// of its own; allocating (and keeping) blocks of every size up to 2 KiB until each size
+/// comes from one run of adjacent chunks leaves a job's allocations on a few contiguous
+/// pages.
 pub static PREPARE_SOURCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{BOOTSTRAP_DEFS}{}",
@@ -647,6 +653,13 @@ def _edgebox_run():
     return _edgebox_finish(_edgebox_main())
 sys.stdout.write('edgebox-entry %d\n' % id(_edgebox_run))
 import atexit, gc
+def _edgebox_warm():
+    argv = sys.argv
+    for _ in range(int(os.read(0, 12))):
+        _edgebox_run()
+    sys.argv = argv
+_edgebox_warm()
+del _edgebox_warm
 def _edgebox_everything():
     import array
     gc.unfreeze()
@@ -670,9 +683,46 @@ del _edgebox_everything
 sys.stdout.write('edgebox-immortal %d %d\n' % _edgebox_addresses.buffer_info())
 gc.collect()
 gc.freeze()
+def _edgebox_fill():
+    kept = [None] * 65536
+    count = 0
+    for size in [0] + list(range(2, 2048, 8)):
+        run = step = last = 0
+        while run < 8 and count < len(kept):
+            block = bytes(size) if size else object()
+            kept[count] = block
+            count += 1
+            distance = id(block) - last
+            run = run + 1 if 0 < distance <= size + 64 and distance == step else 0
+            step, last = distance, id(block)
+    return kept
+_edgebox_filled = _edgebox_fill()
+del _edgebox_fill
 "#
     )
 });
+
+/// What the set-up ([`PREPARE_SOURCE`]) reads on stdin: how many jobs it runs through
+/// the bootstrap's entry before its memory is taken, then those jobs. A job's first run
+/// of the bootstrap's functions specializes their bytecode (CPython's adaptive
+/// interpreter rewrites it in place) and gives the dictionaries they read a keys version:
+/// done once in the image, every job's instance is spared those writes, scattered over
+/// the image's pages. The jobs write nothing and never touch `sys.stdin` (whose buffer
+/// would carry what it read into the image).
+pub fn warm_up_stdin() -> Vec<u8> {
+    const RUNS: usize = 4;
+    let mut stdin = format!("{RUNS:012}").into_bytes();
+    for _ in 0..RUNS {
+        stdin.extend_from_slice(&bootstrap_stdin(
+            b"import sys\nprint(end='')\n",
+            Form::Source,
+            &[],
+            "",
+            b"",
+        ));
+    }
+    stdin
+}
 
 /// The reference count CPython gives an object it makes immortal on a 32-bit build
 /// (`_Py_IMMORTAL_INITIAL_REFCNT` in CPython 3.14/3.15's `Include/refcount.h`): from
