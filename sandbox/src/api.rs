@@ -374,12 +374,7 @@ async fn run(AxState(service): AxState<Shared>, request: Request) -> Response {
         Ok(job) => job,
         Err(response) => return response,
     };
-    let mut changes = job.subscribe();
-    while !job.state().is_final() {
-        if changes.changed().await.is_err() {
-            break;
-        }
-    }
+    job.until_final().await;
     view_response(&job)
 }
 
@@ -421,15 +416,7 @@ async fn cancel_job(AxState(service): AxState<Shared>, Path(id): Path<String>) -
         );
     }
     // Report the final state: cancellation takes effect within an epoch tick.
-    let mut changes = job.subscribe();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while !job.state().is_final() {
-            if changes.changed().await.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), job.until_final()).await;
     view_response(&job)
 }
 

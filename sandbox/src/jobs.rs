@@ -93,6 +93,10 @@ pub struct Job {
     pub stop_flag: AtomicBool,
     /// Bumped on every change so that WebSocket subscribers wake up.
     changes: watch::Sender<u64>,
+    /// Set once the final state is visible: what waits only for the end (`POST /v1/run`)
+    /// wakes once, not on each of a judged job's ~3 changes per case, each a wake-up
+    /// across threads.
+    done: watch::Sender<bool>,
     /// Event subscribers connected now (bounded by `max_subscribers_per_job`).
     pub subscribers: AtomicUsize,
     /// The final `result` event's text while some subscriber is sending it, shared so
@@ -178,6 +182,7 @@ impl Job {
             stop: Mutex::new(None),
             stop_flag: AtomicBool::new(false),
             changes: watch::Sender::new(0),
+            done: watch::Sender::new(false),
             subscribers: AtomicUsize::new(0),
             result_text: Mutex::new(Weak::new()),
             stdin: crate::stdin::Pipe::default(),
@@ -343,7 +348,15 @@ impl Job {
             inner.started = Some((Instant::now(), OffsetDateTime::now_utc()));
         }
         drop(inner);
+        self.done.send_replace(true);
         self.changed();
+    }
+
+    /// Returns once the job's final state is visible.
+    pub async fn until_final(&self) {
+        let mut done = self.done.subscribe();
+        // The sender lives as long as the job, which the caller holds: never an error.
+        let _ = done.wait_for(|done| *done).await;
     }
 
     /// Heap bytes this job holds, as the retention budget counts them: output, output
