@@ -237,3 +237,42 @@ print(seen)
     let summary = result.head.tests.expect("the judging summary");
     assert_eq!((summary.passed, summary.total), (6, 6), "{summary:#?}");
 }
+
+/// Cancelling a judged job stops the case that is running (whatever runs its instance)
+/// and skips the rest: the cancel's answer already shows the job cancelled.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_judged_job_stops_its_running_case() {
+    let sandbox = Sandbox::start_with("max_concurrent_jobs = 2\n");
+    let tests: Vec<Value> = (0..3).map(|_| json!({"stdin": ""})).collect();
+    let id = sandbox
+        .submit(json!({
+            "language": "python",
+            "source": "n = 0\nwhile True:\n    n += 1\n",
+            "tests": tests,
+            "limits": {"wall_ms": 30000, "cpu_ms": 30000},
+        }))
+        .await;
+    // A case's instance is running once its line is sampled.
+    crate::support::eventually(
+        "a case to run",
+        std::time::Duration::from_secs(60),
+        || async {
+            let job = sandbox.job(&id).await.expect("the job is known");
+            job.head.current_line.is_some().then_some(())
+        },
+    )
+    .await;
+    let response = sandbox
+        .client
+        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["state"], json!("cancelled"), "{view}");
+    let job = sandbox.wait(&id).await;
+    assert_eq!(job.head.state, JobState::Cancelled, "{job:?}");
+    let summary = job.head.tests.expect("the judging summary");
+    assert!(summary.cases.len() < 3, "{summary:?}");
+}
