@@ -15,7 +15,9 @@
 #
 # Knobs: DURATION (8s), WARMUP (2s), CONNS (32), THREADS (2), ROUNDS (2), SIZE (bytes, 1024),
 # SERVER_CPUS, LOAD_CPUS, EDGE_THREADS, EDGEBOX_BIN, RELEASE (1 = release build, the default),
-# PROFILE (a file: `perf record` the edge during round 1's loaded run), RESULTS.
+# PROFILE (a file: `perf record` the edge during round 1's loaded run), RESULTS,
+# EDGEBOX_BIN_B (a second prebuilt edge binary, measured as `edge-b` in the same rounds with
+# the same config and origin, before `edge` in even rounds: an interleaved A/B of two builds).
 # Needs: wrk, nginx (installed with apt-get when missing and possible).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,10 +83,28 @@ enabled = false
 [cache]
 enabled = false
 TOML
-(cd "$WORK" && EDGEBOX_LOG=warn exec taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
-EDGE_PID=$!
-PIDS+=("$EDGE_PID")
-wait_for_line "$WORK/edge.out" "service=admin" || { cat "$WORK/edge.err"; exit 1; }
+start_edge() { # DIR EDGE_PORT ADMIN_PORT -> EDGE_PID
+  sed -e "s/127.0.0.1:$EDGE_PORT/127.0.0.1:$2/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$3/" \
+    "$WORK/edgebox.toml" > "$1/edgebox.toml"
+  (cd "$1" && EDGEBOX_LOG=warn exec taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
+  EDGE_PID=$!
+  PIDS+=("$EDGE_PID")
+  wait_for_line "$1/edge.out" "service=admin" || { cat "$1/edge.err"; exit 1; }
+}
+mkdir -p "$WORK/a"
+mv "$WORK/edgebox" "$WORK/a/edgebox"
+start_edge "$WORK/a" "$EDGE_PORT" "$ADMIN_PORT"
+EDGE_A_PID=$EDGE_PID
+TARGETS_AB=(edge)
+if [ -n "${EDGEBOX_BIN_B:-}" ]; then
+  mkdir -p "$WORK/b"
+  cp "$EDGEBOX_BIN_B" "$WORK/b/edgebox"
+  EDGE_B_PORT=$(free_port); ADMIN_B_PORT=$(free_port)
+  start_edge "$WORK/b" "$EDGE_B_PORT" "$ADMIN_B_PORT"
+  EDGE_B_PID=$EDGE_PID
+  TARGETS_AB=(edge edge-b)
+fi
+EDGE_PID=$EDGE_A_PID
 
 # The origin's count of accepted connections (nginx stub_status, third number of line 3).
 origin_accepts() { curl -sf "http://127.0.0.1:$STATUS_PORT/" | awk 'NR==3 {print $1}'; }
@@ -93,13 +113,14 @@ LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
 # Whose CPU time a target's requests cost (the origin's own is the same for both proxies).
 server_pids() { # TARGET
   case $1 in
-    edge) echo "$EDGE_PID" ;;
+    edge) echo "$EDGE_A_PID" ;;
+    edge-b) echo "$EDGE_B_PID" ;;
     nginx) pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ' ;;
     origin) pgrep -P "$(cat "$WORK/origin/nginx.pid")" | tr '\n' ' ' ;;
   esac
 }
 declare -A CPU
-declare -A RPS P99 P50 P50US P99US CONNS_OPENED PORT=([origin]=$ORIGIN_PORT [edge]=$EDGE_PORT [nginx]=$PROXY_PORT)
+declare -A RPS P99 P50 P50US P99US CONNS_OPENED PORT=([origin]=$ORIGIN_PORT [edge]=$EDGE_PORT [nginx]=$PROXY_PORT [edge-b]=${EDGE_B_PORT:-})
 run() { # ROUND TARGET MODE(load|single)
   local url="http://127.0.0.1:${PORT[$2]}/object.txt" key="$1 $2 $3"
   curl -sf "$url" -o /dev/null || { echo "$2 does not answer $url" >&2; exit 1; }
@@ -122,7 +143,9 @@ run() { # ROUND TARGET MODE(load|single)
 }
 for round in $(seq "$ROUNDS"); do
   for mode in load single; do
-    for target in origin edge nginx; do run "$round" "$target" "$mode"; done
+    # With an edge-b, the two edges alternate which goes first.
+    if [ $((round % 2)) = 0 ] && [ ${#TARGETS_AB[@]} = 2 ]; then ab="edge-b edge"; else ab="${TARGETS_AB[*]}"; fi
+    for target in origin $ab nginx; do run "$round" "$target" "$mode"; done
   done
 done
 
@@ -138,6 +161,7 @@ done
   echo "latency without queueing), each after a $WARMUP warm-up, $ROUNDS interleaved rounds."
   echo "Origin: nginx (1 worker) serving the file. nginx proxy: $(nginx -v 2>&1 | sed 's/.*: //'), 2 workers,"
   echo "upstream keep-alive 64. Edge: \`edgebox edge\`, $BUILD_NOTE; worker threads"
+  [ -n "${EDGEBOX_BIN_B:-}" ] && echo "edge-b: prebuilt binary \`$EDGEBOX_BIN_B\`, same config (an A/B of two builds; it runs before \`edge\` in even rounds)."
   echo "${EDGE_THREADS:-one per core}; cache, compression and latency simulation off, logs at warn."
   echo "\"origin conns\" = connections the origin accepted during that run (warm-up included)."
   echo
@@ -149,7 +173,7 @@ done
   echo "|---|---|---|---:|---:|---:|---:|---:|"
   for round in $(seq "$ROUNDS"); do
     for mode in load single; do
-      for name in origin edge nginx; do
+      for name in origin "${TARGETS_AB[@]}" nginx; do
         key="$round $name $mode"
         echo "| $round | $mode | $name | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} | ${CONNS_OPENED[$key]} | ${CPU[$key]} |"
       done
@@ -172,5 +196,22 @@ done
   echo
   echo "Medians over the rounds: load edge / nginx $(median ${R_RPS[load]}), added p50 $(median ${R_ADDED[load]}) µs;"
   echo "single edge / nginx $(median ${R_RPS[single]}), added p50 $(median ${R_ADDED[single]}) µs."
+  if [ ${#TARGETS_AB[@]} = 2 ]; then
+    echo
+    echo "A/B, edge-b against edge (medians over the rounds):"
+    echo
+    echo "| mode | edge CPU µs/request | edge-b CPU µs/request | edge-b / edge requests/s | edge added p50 | edge-b added p50 |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for mode in load single; do
+      ca=""; cb=""; rr=""; pa=""; pb=""
+      for round in $(seq "$ROUNDS"); do
+        o=${P50US[$round origin $mode]}
+        ca="$ca ${CPU[$round edge $mode]}"; cb="$cb ${CPU[$round edge-b $mode]}"
+        rr="$rr $(ratio "${RPS[$round edge-b $mode]}" "${RPS[$round edge $mode]}")"
+        pa="$pa $((${P50US[$round edge $mode]} - o))"; pb="$pb $((${P50US[$round edge-b $mode]} - o))"
+      done
+      echo "| $mode | $(median $ca) | $(median $cb) | $(median $rr) | $(median $pa) µs | $(median $pb) µs |"
+    done
+  fi
 } > "$RESULTS"
 echo "wrote $RESULTS"
