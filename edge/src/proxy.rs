@@ -46,11 +46,11 @@ use crate::state::{EdgeState, Snapshot};
 use crate::upstream::ActiveGuard;
 use failure::{Failure, ORIGIN_5XX, replayable, retryable_status};
 use headers::{
-    HOP_HEADER, HopByHop, REGION_HEADER, REQUEST_ID, UNKEYED, header_str, hop_signed,
+    HOP_HEADER, HopByHop, REQUEST_ID, UNKEYED, forwarded_for, header_str, hop_signed, name,
     parent_simulated, via, via_chain,
 };
 
-pub use cache_status::cache_name;
+pub use cache_status::{Fixed as CacheStatusFixed, cache_name};
 
 pub struct EdgeProxy {
     pub state: Arc<EdgeState>,
@@ -80,6 +80,9 @@ pub struct RequestCtx {
     /// The virtual host the request is served as (`proxy/host.rs`): the cache key's host
     /// and the `Host` sent upstream.
     host: String,
+    /// The client's `Host` value when it is `host` byte for byte (the usual case): sent
+    /// upstream as it is, a shared copy, instead of a new value made from `host`.
+    host_value: Option<http::HeaderValue>,
     /// The cache key, computed once for the fast path and handed to pingora-cache.
     cache_key: Option<CacheKey>,
     tried: Vec<SocketAddr>,
@@ -145,6 +148,7 @@ impl ProxyHttp for EdgeProxy {
             client_region: None,
             client: None,
             host: String::new(),
+            host_value: None,
             cache_key: None,
             snapshot,
             request_id: http::HeaderValue::from_static(""),
@@ -173,7 +177,10 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id = self.state.ids.for_request(req.headers.get(REQUEST_ID));
+        ctx.request_id = self
+            .state
+            .ids
+            .for_request(req.headers.get(&name::REQUEST_ID));
         ctx.span = tracing::info_span!(
             "request",
             node = %self.state.node,
@@ -197,7 +204,8 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
             return Ok(true);
         }
-        if let Some(length) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
+        if let Some(length) =
+            header_str(req, http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
             && length > ctx.snapshot.max_body_size
         {
             let message = format!(
@@ -209,7 +217,14 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         match host::resolve(req, &ctx.snapshot.deployment.edge.hosts) {
-            Ok(host) => ctx.host = host,
+            Ok(host) => {
+                ctx.host_value = req
+                    .headers
+                    .get(http::header::HOST)
+                    .filter(|v| v.as_bytes() == host.as_bytes())
+                    .cloned();
+                ctx.host = host;
+            }
             Err(refusal) => {
                 let host::Refusal {
                     status,
@@ -221,13 +236,13 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(true);
             }
         }
-        let from_edge = req.headers.get(HOP_HEADER).is_some_and(|value| {
+        let from_edge = req.headers.get(&name::HOP).is_some_and(|value| {
             ctx.snapshot
                 .hop_key
                 .verify(value.as_bytes(), &hop_signed(req), SystemTime::now())
         });
         if let Some(sim) = &ctx.snapshot.latency
-            && let Some(region) = header_str(req, REGION_HEADER)
+            && let Some(region) = header_str(req, &name::REGION)
             && (sim.knows(region) || region == ctx.snapshot.region)
         {
             ctx.client_region = Some(region.to_owned());
@@ -455,29 +470,38 @@ impl ProxyHttp for EdgeProxy {
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip());
         if let Some(ip) = client_ip {
             let forwarded = match upstream_request
                 .headers
-                .get("x-forwarded-for")
+                .get(&name::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
-                Some(previous) => format!("{previous}, {ip}"),
-                None => ip,
+                Some(previous) => http::HeaderValue::try_from(format!("{previous}, {ip}"))
+                    .map_err(|e| {
+                        Error::because(ErrorType::InvalidHTTPHeader, "x-forwarded-for", e)
+                    })?,
+                None => forwarded_for(ip),
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        // Static values: a `&str` value would be copied into a new allocation.
+        let proto = if tls { "https" } else { "http" };
+        upstream_request
+            .insert_header("x-forwarded-proto", http::HeaderValue::from_static(proto))?;
         let via_value = via_chain(
-            upstream_request.headers.get("via"),
+            upstream_request.headers.get(http::header::VIA),
             via(&self.state, session),
         );
         upstream_request.insert_header("via", via_value)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         // The upstream sees the host the cache key holds, in origin-form (an absolute
         // target's authority was checked against it and is dropped).
-        upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+        match &ctx.host_value {
+            Some(host) => upstream_request.insert_header(http::header::HOST, host.clone())?,
+            None => upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?,
+        }
         if upstream_request.uri.authority().is_some() {
             let target = upstream_request
                 .uri
@@ -490,8 +514,8 @@ impl ProxyHttp for EdgeProxy {
         for name in &UNKEYED {
             upstream_request.remove_header(name);
         }
-        upstream_request.remove_header(REGION_HEADER);
-        upstream_request.remove_header(HOP_HEADER);
+        upstream_request.remove_header(&name::REGION);
+        upstream_request.remove_header(&name::HOP);
         if ctx.snapshot.edge.parent.is_some() {
             let signature = ctx
                 .snapshot
@@ -499,7 +523,10 @@ impl ProxyHttp for EdgeProxy {
                 .sign(&hop_signed(upstream_request), SystemTime::now());
             upstream_request.insert_header(HOP_HEADER, signature)?;
         }
-        if let Some(region) = ctx.active.as_ref().map(|a| a.stats().region.clone()) {
+        // Only with the latency simulation on: the region names are copied for the await.
+        if ctx.snapshot.latency.is_some()
+            && let Some(region) = ctx.active.as_ref().map(|a| a.stats().region.clone())
+        {
             let own = ctx.snapshot.region.clone();
             let span = ctx.span.clone();
             self.simulate(ctx, &own, &region).instrument(span).await;
@@ -562,7 +589,7 @@ impl ProxyHttp for EdgeProxy {
         if ctx.snapshot.edge.parent.is_some() {
             let parent_cached = upstream_response
                 .headers
-                .get("x-cache")
+                .get(&name::X_CACHE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(CacheStatus::parse)
                 .is_some_and(|status| {
@@ -580,7 +607,7 @@ impl ProxyHttp for EdgeProxy {
             // simulated here, not as real upstream time.
             let parent_sim = upstream_response
                 .headers
-                .get("server-timing")
+                .get(&name::SERVER_TIMING)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parent_simulated);
             if let Some(parent_sim) = parent_sim {
@@ -589,13 +616,13 @@ impl ProxyHttp for EdgeProxy {
                 ctx.origin_time -= parent_sim;
             }
         }
-        upstream_response.remove_header("server-timing");
-        upstream_response.remove_header("x-cache");
-        upstream_response.remove_header("x-cache-tier");
+        upstream_response.remove_header(&name::SERVER_TIMING);
+        upstream_response.remove_header(&name::X_CACHE);
+        upstream_response.remove_header(&name::X_CACHE_TIER);
         // The upstream's `Cache-Status` describes this request only: chained onto this
         // edge's entry in `response_filter`, never stored (a later hit here did not pass
         // through the upstream).
-        ctx.upstream_cache_status = upstream_response.remove_header("cache-status");
+        ctx.upstream_cache_status = upstream_response.remove_header(&name::CACHE_STATUS);
         ctx.upstream_age = upstream_response
             .headers
             .get(http::header::AGE)
@@ -653,8 +680,12 @@ impl ProxyHttp for EdgeProxy {
             _ => ctx.upstream_tier,
         };
         let status = cache::policy::x_cache(phase);
-        response.insert_header("x-cache", status.as_str())?;
-        response.insert_header("x-cache-tier", tier.as_str())?;
+        // Static values: a `&str` value would be copied into a new allocation.
+        response.insert_header("x-cache", http::HeaderValue::from_static(status.as_str()))?;
+        response.insert_header(
+            "x-cache-tier",
+            http::HeaderValue::from_static(tier.as_str()),
+        )?;
         let meta = session.cache.maybe_cache_meta();
         // `X-Cache: BYPASS` covers both a request the cache never handled and a response
         // it declined to store; `Cache-Status` tells them apart (`fwd=bypass` vs a miss
@@ -671,7 +702,8 @@ impl ProxyHttp for EdgeProxy {
         };
         response.insert_header(
             cache_status::NAME,
-            entry.header(
+            entry.value(
+                &self.state.cache_status_fixed,
                 &self.state.cache_status_name,
                 ctx.upstream_cache_status.as_ref(),
             ),
@@ -680,7 +712,10 @@ impl ProxyHttp for EdgeProxy {
         if from_cache && let Some(meta) = session.cache.maybe_cache_meta() {
             response.insert_header(http::header::AGE, meta.age().as_secs().to_string())?;
         }
-        let via_value = via_chain(response.headers.get("via"), via(&self.state, session));
+        let via_value = via_chain(
+            response.headers.get(http::header::VIA),
+            via(&self.state, session),
+        );
         response.insert_header("via", via_value)?;
         response.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         response.insert_header("server-timing", ctx.server_timing())?;
@@ -758,14 +793,15 @@ impl ProxyHttp for EdgeProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.state.stats.record(status, ctx.response_bytes);
-        self.state.stats.record_latency(ctx.started.elapsed());
+        let elapsed = ctx.started.elapsed();
+        self.state.stats.record_latency(elapsed);
         if let Some((tier, cache_status)) = ctx.served {
             self.state
                 .stats
                 .record_served(tier, cache_status, ctx.response_bytes);
         }
         self.log_access(session, ctx);
-        let elapsed_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         match e {
             Some(error) => {
                 tracing::warn!(parent: &ctx.span, status, elapsed_ms, tried = ctx.tried.len(), error = %error, "request failed")

@@ -174,6 +174,8 @@ pub struct EdgeState {
     pub via_h2: http::HeaderValue,
     /// This edge's name in `Cache-Status` (`proxy/cache_status.rs`), made once.
     pub cache_status_name: String,
+    /// The `Cache-Status` values without a per-request part, made once.
+    pub cache_status_fixed: crate::proxy::CacheStatusFixed,
     reload_lock: tokio::sync::Mutex<()>,
     /// The config agent's view of the control plane (set once the agent runs), for
     /// `/healthz`.
@@ -223,6 +225,9 @@ impl EdgeState {
             via_h1: via_value("1.1", node)?,
             via_h2: via_value("2", node)?,
             cache_status_name: crate::proxy::cache_name(node),
+            cache_status_fixed: crate::proxy::CacheStatusFixed::new(&crate::proxy::cache_name(
+                node,
+            )),
             reload_lock: tokio::sync::Mutex::new(()),
             agent_link: std::sync::OnceLock::new(),
         })
@@ -282,8 +287,12 @@ fn access_log_destination(
     })
 }
 
+/// Made once per process (an edge's state) and never freed: every request clones it twice,
+/// and a static `Bytes` is cloned and dropped without touching a reference count that all
+/// worker threads would share.
 fn via_value(version: &str, node: &str) -> Result<http::HeaderValue, ReloadError> {
-    http::HeaderValue::from_str(&format!("{version} edgebox-{node}"))
+    let text: &'static [u8] = Box::leak(format!("{version} edgebox-{node}").into_bytes().into());
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_static(text))
         .map_err(|_| ReloadError::NodeName(node.to_owned()))
 }
 

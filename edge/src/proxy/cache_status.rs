@@ -30,7 +30,53 @@ pub struct Entry {
     pub ttl: Option<i64>,
 }
 
+/// The entries every pass-through response carries, made once per edge: they hold no
+/// per-request value (no ttl, no upstream part), so a response takes a shared copy instead
+/// of formatting and allocating one.
+pub struct Fixed {
+    /// `NAME; fwd=bypass`: a request the cache did not handle (e.g. the cache is off).
+    bypass: HeaderValue,
+    /// `NAME; fwd=uri-miss`: a miss whose response is not stored.
+    miss: HeaderValue,
+}
+
+impl Fixed {
+    /// The entries for the cache named `name` ([`cache_name`]).
+    pub fn new(name: &str) -> Self {
+        let fixed = |status| {
+            let entry = Entry {
+                status,
+                collapsed: false,
+                stored: false,
+                ttl: None,
+            };
+            // Made once per process (an edge's state), never freed: a static `Bytes` is
+            // cloned and dropped without touching a reference count shared by all threads.
+            let text: &'static [u8] = Box::leak(entry.header(name, None).as_bytes().into());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_static(text))
+                .expect("made from a valid header value")
+        };
+        Self {
+            bypass: fixed(CacheStatus::Bypass),
+            miss: fixed(CacheStatus::Miss),
+        }
+    }
+}
+
 impl Entry {
+    /// As [`Entry::header`], taken from `fixed` when this entry's text is one of those.
+    pub fn value(&self, fixed: &Fixed, name: &str, upstream: Option<&HeaderValue>) -> HeaderValue {
+        if upstream.is_none() && !self.collapsed && !self.stored {
+            match self.status {
+                CacheStatus::Bypass if self.ttl.is_none() => return fixed.bypass.clone(),
+                // A miss that is not stored shows no ttl.
+                CacheStatus::Miss => return fixed.miss.clone(),
+                _ => {}
+            }
+        }
+        self.header(name, upstream)
+    }
+
     /// `upstream, this` (or this alone) as a header value; `name` is [`cache_name`].
     pub fn header(&self, name: &str, upstream: Option<&HeaderValue>) -> HeaderValue {
         let mut value = String::with_capacity(64);
@@ -139,6 +185,41 @@ mod tests {
             collapsed.header("a", None),
             "a; fwd=uri-miss; collapsed; ttl=5"
         );
+    }
+
+    #[test]
+    fn fixed_entries_read_as_formatted_ones() {
+        let fixed = Fixed::new("edge-a");
+        let upstream = HeaderValue::from_static("shield; hit; ttl=3");
+        for status in [
+            CacheStatus::Hit,
+            CacheStatus::Stale,
+            CacheStatus::Miss,
+            CacheStatus::Expired,
+            CacheStatus::Revalidated,
+            CacheStatus::Bypass,
+        ] {
+            for (collapsed, stored, ttl) in [
+                (false, false, None),
+                (false, false, Some(7)),
+                (false, true, Some(7)),
+                (true, false, Some(-2)),
+            ] {
+                let entry = Entry {
+                    status,
+                    collapsed,
+                    stored,
+                    ttl,
+                };
+                for upstream in [None, Some(&upstream)] {
+                    assert_eq!(
+                        entry.value(&fixed, "edge-a", upstream),
+                        entry.header("edge-a", upstream),
+                        "{status:?} {collapsed} {stored} {ttl:?} {upstream:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,24 @@ pub const REGION_HEADER: &str = "x-edgebox-region";
 pub const HOP_HEADER: &str = "x-edgebox-hop";
 pub(super) const REQUEST_ID: &str = "x-request-id";
 
+/// The names read or removed on every request, parsed once. A `&str` name is parsed
+/// (standard-name table, lower-case check) on every `get`/`remove`; a `HeaderName` is
+/// hashed directly. Inserts keep `&'static str` names: pingora's `insert_header` parses
+/// whatever name it gets anyway (a `HeaderName` is first copied back to bytes for its
+/// case map), so a static string is the cheapest form there.
+pub(super) mod name {
+    use http::HeaderName;
+
+    pub static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID);
+    pub static REGION: HeaderName = HeaderName::from_static(super::REGION_HEADER);
+    pub static HOP: HeaderName = HeaderName::from_static(super::HOP_HEADER);
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+    pub static X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
+    pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+    pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+}
+
 /// Request headers some origins read to build their answer (absolute URLs, a rewritten
 /// path, another method) that are not part of the cache key: a client's copies are
 /// dropped before forwarding, so none can change a response others are served from
@@ -40,9 +58,16 @@ pub(super) static UNKEYED: [http::HeaderName; 10] = [
 pub(super) fn hop_signed(req: &RequestHeader) -> crate::hop::Signed<'_> {
     crate::hop::Signed {
         method: req.method.as_str(),
-        host: header_str(req, "host").unwrap_or(""),
+        host: req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
         target: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        request_id: req.headers.get(REQUEST_ID).map_or(&[], |v| v.as_bytes()),
+        request_id: req
+            .headers
+            .get(&name::REQUEST_ID)
+            .map_or(&[], |v| v.as_bytes()),
     }
 }
 
@@ -93,8 +118,35 @@ pub(super) fn via_chain(
     }
 }
 
-pub(super) fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+pub(super) fn header_str<'a>(
+    req: &'a RequestHeader,
+    name: impl http::header::AsHeaderName,
+) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `X-Forwarded-For` for a request from `client` that brought none (or an unreadable one).
+/// Consecutive requests on a worker thread mostly come from one client (keep-alive), so
+/// the last value made is kept per thread and reused: no address formatting and no
+/// allocation per request then (the value's bytes are shared).
+pub(super) fn forwarded_for(client: std::net::IpAddr) -> http::HeaderValue {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(std::net::IpAddr, http::HeaderValue)>> =
+            const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, value)) = last.as_ref()
+            && *ip == client
+        {
+            return value.clone();
+        }
+        let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+            .expect("an address's text is a valid header value");
+        *last = Some((client, value.clone()));
+        value
+    })
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
