@@ -119,7 +119,7 @@ server_pids() { # TARGET
     origin) pgrep -P "$(cat "$WORK/origin/nginx.pid")" | tr '\n' ' ' ;;
   esac
 }
-declare -A CPU
+declare -A CPU USER
 declare -A RPS P99 P50 P50US P99US CONNS_OPENED PORT=([origin]=$ORIGIN_PORT [edge]=$EDGE_PORT [nginx]=$PROXY_PORT [edge-b]=${EDGE_B_PORT:-})
 run() { # ROUND TARGET MODE(load|single)
   local url="http://127.0.0.1:${PORT[$2]}/object.txt" key="$1 $2 $3"
@@ -132,7 +132,7 @@ run() { # ROUND TARGET MODE(load|single)
     perf_pid=$!
   fi
   if [ "$3" = load ]; then CPU_PIDS=$(server_pids "$2") measure "$url"; else CPU_PIDS=$(server_pids "$2") measure "$url" 1 1; fi
-  CPU[$key]=$M_CPU_US
+  CPU[$key]=$M_CPU_US; USER[$key]=$M_USER_US
   [ -n "$perf_pid" ] && wait "$perf_pid"
   local after; after=$(origin_accepts)
   # The status request itself is one accepted connection.
@@ -167,15 +167,17 @@ done
   echo
   echo "Machine load (uptime) at the start: $LOAD_BEFORE; at the end: $(uptime | sed 's/.*load average: //')."
   echo "\"CPU µs/request\" = CPU time (user + system) of the target's own processes per request during"
-  echo "the measurement (edge process; nginx proxy workers; origin workers), from /proc."
+  echo "the measurement (edge process; nginx proxy workers; origin workers), from /proc; \"of which"
+  echo "user\" = its user-mode part: the processes' own code (the kernel's part is also charged with the"
+  echo "loopback peer's packet processing, which makes it the noisier part)."
   echo
-  echo "| round | mode | target | requests/s | p50 | p99 | origin conns | CPU µs/request |"
-  echo "|---|---|---|---:|---:|---:|---:|---:|"
+  echo "| round | mode | target | requests/s | p50 | p99 | origin conns | CPU µs/request | of which user |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
   for round in $(seq "$ROUNDS"); do
     for mode in load single; do
       for name in origin "${TARGETS_AB[@]}" nginx; do
         key="$round $name $mode"
-        echo "| $round | $mode | $name | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} | ${CONNS_OPENED[$key]} | ${CPU[$key]} |"
+        echo "| $round | $mode | $name | ${RPS[$key]} | ${P50[$key]} | ${P99[$key]} | ${CONNS_OPENED[$key]} | ${CPU[$key]} | ${USER[$key]} |"
       done
     done
   done
@@ -200,17 +202,18 @@ done
     echo
     echo "A/B, edge-b against edge (medians over the rounds):"
     echo
-    echo "| mode | edge CPU µs/request | edge-b CPU µs/request | edge-b / edge requests/s | edge added p50 | edge-b added p50 |"
+    echo "| mode | edge CPU µs/request (user) | edge-b CPU µs/request (user) | edge-b / edge requests/s | edge added p50 | edge-b added p50 |"
     echo "|---|---:|---:|---:|---:|---:|"
     for mode in load single; do
-      ca=""; cb=""; rr=""; pa=""; pb=""
+      ca=""; cb=""; ua=""; ub=""; rr=""; pa=""; pb=""
       for round in $(seq "$ROUNDS"); do
         o=${P50US[$round origin $mode]}
         ca="$ca ${CPU[$round edge $mode]}"; cb="$cb ${CPU[$round edge-b $mode]}"
+        ua="$ua ${USER[$round edge $mode]}"; ub="$ub ${USER[$round edge-b $mode]}"
         rr="$rr $(ratio "${RPS[$round edge-b $mode]}" "${RPS[$round edge $mode]}")"
         pa="$pa $((${P50US[$round edge $mode]} - o))"; pb="$pb $((${P50US[$round edge-b $mode]} - o))"
       done
-      echo "| $mode | $(median $ca) | $(median $cb) | $(median $rr) | $(median $pa) µs | $(median $pb) µs |"
+      echo "| $mode | $(median $ca) ($(median $ua)) | $(median $cb) ($(median $ub)) | $(median $rr) | $(median $pa) µs | $(median $pb) µs |"
     done
   fi
 } > "$RESULTS"

@@ -103,21 +103,36 @@ cpu_ticks() { # PIDS...
   echo "$total"
 }
 
+# User-mode CPU time (clock ticks) of PIDS...: the server's own code, without the kernel's
+# send/receive work (on loopback the kernel also charges the peer's packet processing to
+# whoever sends, which makes system time the noisier part).
+user_ticks() { # PIDS...
+  local total=0 pid
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
 # wrk against URL: a warm-up, then the measurement. Sets M_RPS, M_P50, M_P99 (as wrk prints
 # them) and M_P50_US, M_P99_US (microseconds). With CPU_PIDS set (a list of server pids),
 # also M_CPU_US: the CPU time those processes used during the measurement per request
 # served, in microseconds — a figure much less sensitive than requests/s to what else the
-# machine runs, since it does not count the time the server waited for a core.
+# machine runs, since it does not count the time the server waited for a core — and
+# M_USER_US, the user-mode part of it.
 measure() { # URL [CONNS] [THREADS]
   local conns=${2:-$CONNS} threads=${3:-$THREADS}
   taskset -c "$LOAD_CPUS" wrk -t"$threads" -c"$conns" -d"$WARMUP" "$1" > /dev/null
   local ticks0; ticks0=$(cpu_ticks ${CPU_PIDS:-})
+  local user0; user0=$(user_ticks ${CPU_PIDS:-})
   local out; out=$(taskset -c "$LOAD_CPUS" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "$1")
   local ticks1; ticks1=$(cpu_ticks ${CPU_PIDS:-})
+  local user1; user1=$(user_ticks ${CPU_PIDS:-})
   local requests; requests=$(awk '/requests in/ {print $1}' <<<"$out")
-  M_CPU_US="—"
+  M_CPU_US="—"; M_USER_US="—"
   if [ -n "${CPU_PIDS:-}" ] && [ "${requests:-0}" -gt 0 ]; then
     M_CPU_US=$(python3 -c "print(f'{($ticks1 - $ticks0) * 1e6 / $(getconf CLK_TCK) / $requests:.1f}')")
+    M_USER_US=$(python3 -c "print(f'{($user1 - $user0) * 1e6 / $(getconf CLK_TCK) / $requests:.1f}')")
   fi
   if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
     echo "wrk saw errors against $1:" >&2

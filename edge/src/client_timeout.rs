@@ -33,7 +33,7 @@ where
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let timeout = self.state.snapshot().client_timeout;
+        let timeout = self.state.client_timeout();
         // At least a second: pingora counts keep-alive in whole seconds and 0 means "off".
         session.set_keepalive(Some(timeout.as_secs().max(1)));
         self.inner.process_new_http(session, shutdown).await

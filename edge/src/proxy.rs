@@ -428,7 +428,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<Box<HttpPeer>> {
         // A retry ends the previous attempt's accounting.
         ctx.active = None;
-        let upstream = ctx.snapshot.upstream.clone();
+        let upstream = &ctx.snapshot.upstream;
         let req = session.req_header();
         let key: &[u8] = match upstream.hash_key() {
             Some(HashKey::Header(name)) => req

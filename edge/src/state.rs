@@ -237,6 +237,12 @@ impl EdgeState {
         self.snapshot.load_full()
     }
 
+    /// `edge.limits.client_timeout` of the current snapshot, read without taking a
+    /// reference to it (`snapshot()` bumps a count that every worker thread shares).
+    pub fn client_timeout(&self) -> std::time::Duration {
+        self.snapshot.load().client_timeout
+    }
+
     /// Applies a new deployment: everything is built and checked first, then swapped in
     /// at once; on any error nothing changes.
     pub async fn reload(&self, deployment: Deployment) -> Result<u64, ReloadError> {

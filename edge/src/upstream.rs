@@ -128,11 +128,13 @@ impl OriginStats {
         ewma * decay * (self.active() + 1) as f64
     }
 
-    /// Starts one request; the guard ends it.
-    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
+    /// Starts one request; the guard ends it. Takes the `Arc` the pick returned, so a
+    /// request moves one reference instead of cloning another (the count is shared by
+    /// every worker thread).
+    pub fn begin(self: Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
+        ActiveGuard(self)
     }
 
     pub fn observe_latency(&self, latency: Duration) {

@@ -26,8 +26,8 @@ fn round_robin_cycles_exactly() {
 #[test]
 fn least_connections_prefers_idle() {
     let (pool, stats) = pool(LbPolicy::LeastConnections, 3);
-    let _busy0 = stats[0].begin();
-    let _busy1 = stats[1].begin();
+    let _busy0 = stats[0].clone().begin();
+    let _busy1 = stats[1].clone().begin();
     for _ in 0..10 {
         assert_eq!(pool.pick(b"", &[]).unwrap().addr, stats[2].addr);
     }
