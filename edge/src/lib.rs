@@ -25,6 +25,7 @@ mod client;
 mod client_timeout;
 mod compress;
 mod discovery;
+mod header_arena;
 mod health;
 mod hop;
 mod latency;
