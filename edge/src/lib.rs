@@ -25,7 +25,6 @@ mod client;
 mod client_timeout;
 mod compress;
 mod discovery;
-mod header_arena;
 mod health;
 mod hop;
 mod latency;

@@ -48,23 +48,12 @@ impl RequestIds {
         let n = self.next();
         let mut buf = [0u8; 20];
         let digits = hex(n, &mut buf);
-        // Written on the stack, then into the thread's header block (`header_arena`): no
-        // allocation per id. A node name too long for the buffer takes a `Vec`.
-        let mut stack = [0u8; 128];
-        let mut heap = Vec::new();
-        let len = self.prefix.len() + digits.len();
-        let id = match stack.get_mut(..len) {
-            Some(id) => id,
-            None => {
-                heap.resize(len, 0);
-                &mut heap[..]
-            }
-        };
-        id[..self.prefix.len()].copy_from_slice(&self.prefix);
-        id[self.prefix.len()..].copy_from_slice(digits);
+        let mut id = Vec::with_capacity(self.prefix.len() + digits.len());
+        id.extend_from_slice(&self.prefix);
+        id.extend_from_slice(digits);
         // The node name is validated as a DNS-like label by the config; hex digits are ASCII.
-        crate::header_arena::value(id)
-            .unwrap_or_else(|| HeaderValue::from_static("invalid-node-name"))
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid-node-name"))
     }
 
     fn next(&self) -> u64 {

@@ -20,7 +20,7 @@ pub fn server_timing(simulated: Duration, origin: Duration, total: Duration) -> 
     out.tenths(edge);
     out.push(b", total;dur=");
     out.tenths(total);
-    crate::header_arena::value(out.as_bytes()).expect("digits and ASCII punctuation only")
+    HeaderValue::from_bytes(out.as_bytes()).expect("digits and ASCII punctuation only")
 }
 
 /// Enough for four durations of up to 20 digits each and the fixed text.

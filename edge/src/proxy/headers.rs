@@ -118,10 +118,10 @@ pub(super) fn via_chain(
     }
 }
 
-pub(super) fn header_str(
-    req: &RequestHeader,
+pub(super) fn header_str<'a>(
+    req: &'a RequestHeader,
     name: impl http::header::AsHeaderName,
-) -> Option<&str> {
+) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
