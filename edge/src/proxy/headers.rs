@@ -118,10 +118,10 @@ pub(super) fn via_chain(
     }
 }
 
-pub(super) fn header_str<'a>(
-    req: &'a RequestHeader,
+pub(super) fn header_str(
+    req: &RequestHeader,
     name: impl http::header::AsHeaderName,
-) -> Option<&'a str> {
+) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
