@@ -5,10 +5,12 @@
 # `perf stat` for exactly one wrk run (-c32 `load`, then -c1 `single`), divided by the
 # requests the edge's own /metrics counter saw in between. Unlike CPU time it does not depend
 # on what else the machine runs, so it shows small changes an A/B of CPU time cannot.
-# Cache, compression and latency simulation off, 1 KiB object from an nginx origin.
+# Compression and latency simulation off; an object of SIZE bytes (1024) from an nginx origin;
+# the cache off, or with CACHE=1 on (the origin says max-age=3600: every request after the
+# first is a fresh L1 hit).
 #
 # Usage: benches/edge_allocs.sh TAG=BINARY [TAG=BINARY ...]   (tags: letters and digits)
-# Knobs: DURATION (3s), WARMUP (1s), RECORD (a path prefix: also `perf record` the allocation
+# Knobs: DURATION (3s), WARMUP (1s), SIZE, CACHE, RECORD (a path prefix: also `perf record` the allocation
 # probes with call graphs for 1 s of the loaded run, into RECORD.TAG, to see who allocates).
 # Needs: perf with uprobe support (root), wrk, nginx. Prints one line per build and mode.
 set -euo pipefail
@@ -24,8 +26,12 @@ cleanup() { perf probe -q -d "edgeallocs:*" 2>/dev/null || true; for p in "${PID
 trap cleanup EXIT
 ORIGIN_PORT=$(free_port)
 mkdir -p "$WORK/www" "$WORK/origin"; chmod 755 "$WORK" "$WORK/www"
-head -c 1024 /dev/zero | tr '\0' 'e' > "$WORK/www/object.txt"; chmod 644 "$WORK/www/object.txt"
-nginx_conf "$WORK/origin" 1 "server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; keepalive_requests 1000000; }"
+head -c "${SIZE:-1024}" /dev/zero | tr '\0' 'e' > "$WORK/www/object.txt"; chmod 644 "$WORK/www/object.txt"
+CACHE_HEADER=""
+[ "${CACHE:-0}" = 1 ] && CACHE_HEADER="add_header Cache-Control \"max-age=3600\";"
+nginx_conf "$WORK/origin" 1 "server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; keepalive_requests 1000000; $CACHE_HEADER }"
+CACHE_ENABLED=false
+[ "${CACHE:-0}" = 1 ] && CACHE_ENABLED=true
 for spec in "$@"; do
   tag=${spec%%=*}; bin=${spec#*=}
   EP=$(free_port); AP=$(free_port); mkdir -p "$WORK/$tag"
@@ -50,7 +56,7 @@ health = { path = "/object.txt", interval = "5s" }
 [edge.compression]
 enabled = false
 [cache]
-enabled = false
+enabled = $CACHE_ENABLED
 TOML
   (cd "$WORK/$tag" && EDGEBOX_LOG=warn exec "$bin" edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
   pid=$!; PIDS+=("$pid")

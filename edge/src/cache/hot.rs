@@ -404,13 +404,45 @@ pub fn fill(
     per_request: PerRequest,
 ) -> pingora::Result<Box<ResponseHeader>> {
     let mut header = Box::new(template.clone());
-    header.insert_header(AGE, age.as_secs())?;
+    header.insert_header(AGE, age_value(age.as_secs()))?;
     header.insert_header(CACHE_STATUS, per_request.cache_status)?;
-    header.insert_header(VIA, per_request.via)?;
+    // `"via"`, not `VIA`: pingora copies a `HeaderName` outside its short list of titled
+    // names into a new allocation for the case map; the bytes written are `via` either way.
+    header.insert_header("via", per_request.via)?;
     header.insert_header(X_REQUEST_ID, per_request.request_id)?;
     header.insert_header(SERVER_TIMING, per_request.server_timing)?;
     Ok(header)
 }
+
+/// `Age: secs`, without an allocation for the ages a hot object mostly has: the values for
+/// 0..[`AGE_VALUES`] seconds are made once per process (static bytes, so clones touch no
+/// shared count), larger ones are formatted.
+fn age_value(secs: u64) -> HeaderValue {
+    static VALUES: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
+        let text: &'static str = Box::leak(
+            (0..AGE_VALUES)
+                .map(|n| n.to_string())
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let mut at = 0;
+        (0..AGE_VALUES)
+            .map(|n| {
+                let len = n.to_string().len();
+                let value = HeaderValue::from_static(&text[at..at + len]);
+                at += len;
+                value
+            })
+            .collect()
+    });
+    match usize::try_from(secs).ok().and_then(|i| VALUES.get(i)) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from(secs),
+    }
+}
+
+/// Ages with a prepared `Age` value (an hour).
+const AGE_VALUES: u64 = 3600;
 
 /// Whole seconds since the object was stored or last revalidated, as pingora's `age()`.
 pub fn age(now: SystemTime, epoch: SystemTime) -> Duration {

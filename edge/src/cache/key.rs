@@ -29,7 +29,20 @@ pub fn primary(host: &str, path: &str, query: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(host.len() + path.len() + query.map_or(0, str::len) + 24);
     let mut part = |tag: u8, value: &str| {
         out.push(tag);
-        out.extend_from_slice(value.len().to_string().as_bytes());
+        // The length in decimal, written without a `String` per part (every request
+        // builds a key when the cache is on).
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = value.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
         out.push(b':');
         out.extend_from_slice(value.as_bytes());
     };

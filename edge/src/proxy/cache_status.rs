@@ -11,7 +11,7 @@
 //! | `REVALIDATED` | `fwd=stale; fwd-status=304; ttl=N`           |
 //! | `BYPASS`      | `fwd=bypass` (the request is not cacheable); `fwd=uri-miss` when the cache declined to store the response |
 
-use std::fmt::Write as _;
+use std::fmt::Write;
 use std::time::SystemTime;
 
 use edgebox_wire::edge::CacheStatus;
@@ -79,12 +79,30 @@ impl Entry {
 
     /// `upstream, this` (or this alone) as a header value; `name` is [`cache_name`].
     pub fn header(&self, name: &str, upstream: Option<&HeaderValue>) -> HeaderValue {
-        let mut value = String::with_capacity(64);
+        // Written on the stack when it fits (every hit has one): one allocation, the
+        // value's own, instead of a `String` and then shared bytes made from it.
+        let mut stack = StackText::default();
+        let value = if self.write(name, upstream, &mut stack).is_ok() {
+            HeaderValue::from_bytes(stack.as_bytes())
+        } else {
+            let mut text = String::with_capacity(64);
+            let _ = self.write(name, upstream, &mut text);
+            HeaderValue::from_str(&text)
+        };
+        value.unwrap_or_else(|_| HeaderValue::from_static("edgebox"))
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        upstream: Option<&HeaderValue>,
+        value: &mut impl Write,
+    ) -> std::fmt::Result {
         if let Some(previous) = upstream.and_then(|v| v.to_str().ok()) {
-            value.push_str(previous);
-            value.push_str(", ");
+            value.write_str(previous)?;
+            value.write_str(", ")?;
         }
-        value.push_str(name);
+        value.write_str(name)?;
         let params = match self.status {
             CacheStatus::Hit if self.collapsed => "; fwd=uri-miss; collapsed",
             CacheStatus::Hit | CacheStatus::Stale => "; hit",
@@ -93,17 +111,48 @@ impl Entry {
             CacheStatus::Revalidated => "; fwd=stale; fwd-status=304",
             CacheStatus::Bypass => "; fwd=bypass",
         };
-        value.push_str(params);
+        value.write_str(params)?;
         let forwarded = matches!(self.status, CacheStatus::Miss | CacheStatus::Expired);
         if forwarded && self.stored {
-            value.push_str("; stored");
+            value.write_str("; stored")?;
         }
         if let Some(ttl) = self.ttl.filter(|_| !forwarded || self.stored) {
-            let _ = write!(value, "; ttl={ttl}");
+            write!(value, "; ttl={ttl}")?;
         }
-        // The string's buffer becomes the value's (no second copy on the hit path).
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
-            .unwrap_or_else(|_| HeaderValue::from_static("edgebox"))
+        Ok(())
+    }
+}
+
+/// A fixed stack buffer that refuses (with an error) what does not fit.
+struct StackText {
+    bytes: [u8; 160],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 160],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -184,6 +233,16 @@ mod tests {
         assert_eq!(
             collapsed.header("a", None),
             "a; fwd=uri-miss; collapsed; ttl=5"
+        );
+    }
+
+    #[test]
+    fn long_entries_do_not_fit_on_the_stack_and_still_read_whole() {
+        let upstream = HeaderValue::from_str(&format!("{}; hit; ttl=3", "s".repeat(300))).unwrap();
+        let value = entry(CacheStatus::Hit, false, Some(4)).header("a", Some(&upstream));
+        assert_eq!(
+            value,
+            format!("{}; hit; ttl=3, a; hit; ttl=4", "s".repeat(300)).as_str()
         );
     }
 
