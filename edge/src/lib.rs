@@ -24,6 +24,7 @@ pub mod cache;
 mod client;
 mod client_timeout;
 mod compress;
+mod decimal;
 mod discovery;
 mod health;
 mod hop;

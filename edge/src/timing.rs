@@ -48,18 +48,8 @@ impl Buf {
     fn tenths(&mut self, d: Duration) {
         let tenths = (d.as_nanos() + 50_000) / 100_000;
         let (whole, tenth) = (tenths / 10, (tenths % 10) as u8);
-        let mut digits = [0u8; 40];
-        let mut at = digits.len();
-        let mut n = whole;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
+        let mut digits: crate::decimal::Digits = [0; 40];
+        self.push(crate::decimal::decimal(whole, &mut digits));
         self.push(&[b'.', b'0' + tenth]);
     }
 

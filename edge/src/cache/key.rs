@@ -31,18 +31,8 @@ pub fn primary(host: &str, path: &str, query: Option<&str>) -> Vec<u8> {
         out.push(tag);
         // The length in decimal, written without a `String` per part (every request
         // builds a key when the cache is on).
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = value.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&digits[at..]);
+        let mut digits: crate::decimal::Digits = [0; 40];
+        out.extend_from_slice(crate::decimal::decimal(value.len() as u128, &mut digits));
         out.push(b':');
         out.extend_from_slice(value.as_bytes());
     };
