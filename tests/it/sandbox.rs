@@ -158,6 +158,18 @@ impl Sandbox {
         accepted.id
     }
 
+    /// `DELETE /v1/jobs/{id}` (cancel): its status and JSON body.
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(format!("{}/v1/jobs/{id}", self.base))
+            .send()
+            .await
+            .expect("DELETE reaches the sandbox");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
     /// Polls `GET /v1/jobs/{id}` until the job has finished.
     pub async fn wait(&self, id: &str) -> JobView {
         support::eventually(

@@ -148,13 +148,8 @@ async fn admission_happens_before_parsing_or_compiling() {
         .await;
     assert_eq!(status, 429);
     // Once the slot is free, the same bad bodies get their own errors.
-    let response = sandbox
-        .client
-        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = sandbox.cancel(&id).await;
+    assert_eq!(status, 200, "{body}");
     support::eventually("the slot to free", Duration::from_secs(30), || async {
         (sandbox.stats().await.running == 0).then_some(())
     })

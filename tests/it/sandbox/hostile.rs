@@ -185,22 +185,12 @@ async fn cancelling_a_running_job() {
         (job.head.state == JobState::Running).then_some(())
     })
     .await;
-    let response = sandbox
-        .client
-        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = sandbox.cancel(&id).await;
+    assert_eq!(status, 200, "{body}");
     let job = sandbox.wait(&id).await;
     assert_eq!(job.head.state, JobState::Cancelled, "{job:?}");
-    let response = sandbox
-        .client
-        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 409);
+    let (status, body) = sandbox.cancel(&id).await;
+    assert_eq!(status, 409, "{body}");
     still_serving(&sandbox).await;
 }
 

@@ -262,14 +262,8 @@ async fn cancelling_a_judged_job_stops_its_running_case() {
         },
     )
     .await;
-    let response = sandbox
-        .client
-        .delete(format!("{}/v1/jobs/{id}", sandbox.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let view: Value = response.json().await.unwrap();
+    let (status, view) = sandbox.cancel(&id).await;
+    assert_eq!(status, 200, "{view}");
     assert_eq!(view["state"], json!("cancelled"), "{view}");
     let job = sandbox.wait(&id).await;
     assert_eq!(job.head.state, JobState::Cancelled, "{job:?}");
