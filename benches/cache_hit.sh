@@ -94,33 +94,13 @@ EDGE_HTTPS=""
 [ -n "$HTTPS_OBJECTS" ] && EDGE_HTTPS="https = \"127.0.0.1:$EDGE_TLS_PORT\""
 EDGE_WORKERS=""
 [ -n "${EDGE_THREADS:-}" ] && EDGE_WORKERS="worker_threads = $EDGE_THREADS"
-cat > "$WORK/edgebox.toml" <<TOML
-[deployment]
-name = "bench"
-data_dir = "data"
-[regions.local]
-[latency]
-enabled = false
-[[nodes]]
-name = "edge"
-role = "edge"
-region = "local"
-listen = "127.0.0.1:$EDGE_PORT"
-$EDGE_HTTPS
-admin = "127.0.0.1:$ADMIN_PORT"
-origin_group = "g"
-[origin_groups.g]
-policy = "round_robin"
-members = [{ host = "127.0.0.1", port = $ORIGIN_PORT }]
-health = { path = "/1k.bin", interval = "5s" }
-[edge]
+edge_config "$EDGE_PORT" "$ADMIN_PORT" /1k.bin "$EDGE_HTTPS" "[edge]
 $EDGE_WORKERS
 [edge.compression]
 enabled = false
 [cache]
 enabled = true
-l1_capacity = "64MiB"
-TOML
+l1_capacity = \"64MiB\"" > "$WORK/edgebox.toml"
 (cd "$WORK" && EDGEBOX_LOG=warn exec env ${EDGE_ENV:-} taskset -c "$SERVER_CPUS" ./edgebox edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
 EDGE_PID=$! # the subshell execs taskset, which execs the edge: one pid
 PIDS+=("$EDGE_PID")

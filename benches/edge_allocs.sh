@@ -35,29 +35,10 @@ CACHE_ENABLED=false
 for spec in "$@"; do
   tag=${spec%%=*}; bin=${spec#*=}
   EP=$(free_port); AP=$(free_port); mkdir -p "$WORK/$tag"
-  cat > "$WORK/$tag/edgebox.toml" <<TOML
-[deployment]
-name = "bench"
-data_dir = "data"
-[regions.local]
-[latency]
-enabled = false
-[[nodes]]
-name = "edge"
-role = "edge"
-region = "local"
-listen = "127.0.0.1:$EP"
-admin = "127.0.0.1:$AP"
-origin_group = "g"
-[origin_groups.g]
-policy = "round_robin"
-members = [{ host = "127.0.0.1", port = $ORIGIN_PORT }]
-health = { path = "/object.txt", interval = "5s" }
-[edge.compression]
+  edge_config "$EP" "$AP" /object.txt "" "[edge.compression]
 enabled = false
 [cache]
-enabled = $CACHE_ENABLED
-TOML
+enabled = $CACHE_ENABLED" > "$WORK/$tag/edgebox.toml"
   (cd "$WORK/$tag" && EDGEBOX_LOG=warn exec "$bin" edge --config edgebox.toml --node edge > edge.out 2> edge.err) &
   pid=$!; PIDS+=("$pid")
   wait_for_line "$WORK/$tag/edge.out" "service=admin" || { cat "$WORK/$tag/edge.err"; exit 1; }

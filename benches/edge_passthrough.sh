@@ -58,31 +58,12 @@ nginx_conf "$WORK/proxy" 2 "upstream origin { server 127.0.0.1:$ORIGIN_PORT; kee
 
 EDGE_WORKERS=""
 [ -n "${EDGE_THREADS:-}" ] && EDGE_WORKERS="worker_threads = $EDGE_THREADS"
-cat > "$WORK/edgebox.toml" <<TOML
-[deployment]
-name = "bench"
-data_dir = "data"
-[regions.local]
-[latency]
-enabled = false
-[[nodes]]
-name = "edge"
-role = "edge"
-region = "local"
-listen = "127.0.0.1:$EDGE_PORT"
-admin = "127.0.0.1:$ADMIN_PORT"
-origin_group = "g"
-[origin_groups.g]
-policy = "round_robin"
-members = [{ host = "127.0.0.1", port = $ORIGIN_PORT }]
-health = { path = "/object.txt", interval = "5s" }
-[edge]
+edge_config "$EDGE_PORT" "$ADMIN_PORT" /object.txt "" "[edge]
 $EDGE_WORKERS
 [edge.compression]
 enabled = false
 [cache]
-enabled = false
-TOML
+enabled = false" > "$WORK/edgebox.toml"
 start_edge() { # DIR EDGE_PORT ADMIN_PORT -> EDGE_PID
   sed -e "s/127.0.0.1:$EDGE_PORT/127.0.0.1:$2/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$3/" \
     "$WORK/edgebox.toml" > "$1/edgebox.toml"

@@ -57,6 +57,33 @@ build_edgebox() { # DEST
   fi
 }
 
+# Prints the config of one edge (node "edge") in front of the origin on $ORIGIN_PORT, with
+# the latency simulation off; NODE_LINES go into the node's table, TABLES (the [edge],
+# [edge.compression] and [cache] settings a bench wants) after the origin group.
+edge_config() { # EDGE_PORT ADMIN_PORT HEALTH_PATH NODE_LINES TABLES
+  cat <<TOML
+[deployment]
+name = "bench"
+data_dir = "data"
+[regions.local]
+[latency]
+enabled = false
+[[nodes]]
+name = "edge"
+role = "edge"
+region = "local"
+listen = "127.0.0.1:$1"
+admin = "127.0.0.1:$2"
+origin_group = "g"
+$4
+[origin_groups.g]
+policy = "round_robin"
+members = [{ host = "127.0.0.1", port = $ORIGIN_PORT }]
+health = { path = "$3", interval = "5s" }
+$5
+TOML
+}
+
 # Writes DIR/nginx.conf and starts nginx on the servers' CPU set.
 nginx_conf() { # DIR WORKERS BODY
   cat > "$1/nginx.conf" <<CONF
