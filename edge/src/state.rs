@@ -297,8 +297,7 @@ fn access_log_destination(
 /// and a static `Bytes` is cloned and dropped without touching a reference count that all
 /// worker threads would share.
 fn via_value(version: &str, node: &str) -> Result<http::HeaderValue, ReloadError> {
-    let text: &'static [u8] = Box::leak(format!("{version} edgebox-{node}").into_bytes().into());
-    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_static(text))
+    crate::header_text::static_value(format!("{version} edgebox-{node}").into_bytes())
         .map_err(|_| ReloadError::NodeName(node.to_owned()))
 }
 

@@ -8,54 +8,38 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::header_text::{Digits, StackText, decimal};
+
 /// The header value for these durations (`edge` is what is left of `total`).
 pub fn server_timing(simulated: Duration, origin: Duration, total: Duration) -> HeaderValue {
     let edge = total.saturating_sub(simulated + origin);
-    let mut out = Buf::default();
-    out.push(b"sim;dur=");
-    out.tenths(simulated);
-    out.push(b";desc=\"simulated network\", origin;dur=");
-    out.tenths(origin);
-    out.push(b", edge;dur=");
-    out.tenths(edge);
-    out.push(b", total;dur=");
-    out.tenths(total);
+    let mut out = StackText::<192>::default();
+    write(&mut out, [simulated, origin, edge, total])
+        .expect("192 bytes hold the fixed text and four durations of up to 39 digits");
     HeaderValue::from_bytes(out.as_bytes()).expect("digits and ASCII punctuation only")
 }
 
-/// Enough for four durations of up to 20 digits each and the fixed text.
-struct Buf {
-    bytes: [u8; 192],
-    len: usize,
+fn write(
+    out: &mut StackText<192>,
+    [simulated, origin, edge, total]: [Duration; 4],
+) -> std::fmt::Result {
+    out.push(b"sim;dur=")?;
+    tenths(out, simulated)?;
+    out.push(b";desc=\"simulated network\", origin;dur=")?;
+    tenths(out, origin)?;
+    out.push(b", edge;dur=")?;
+    tenths(out, edge)?;
+    out.push(b", total;dur=")?;
+    tenths(out, total)
 }
 
-impl Default for Buf {
-    fn default() -> Self {
-        Self {
-            bytes: [0; 192],
-            len: 0,
-        }
-    }
-}
-
-impl Buf {
-    fn push(&mut self, s: &[u8]) {
-        self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
-        self.len += s.len();
-    }
-
-    /// `d` in milliseconds rounded to a tenth, e.g. `12.3`.
-    fn tenths(&mut self, d: Duration) {
-        let tenths = (d.as_nanos() + 50_000) / 100_000;
-        let (whole, tenth) = (tenths / 10, (tenths % 10) as u8);
-        let mut digits: crate::decimal::Digits = [0; 40];
-        self.push(crate::decimal::decimal(whole, &mut digits));
-        self.push(&[b'.', b'0' + tenth]);
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
+/// `d` in milliseconds rounded to a tenth, e.g. `12.3`.
+fn tenths(out: &mut StackText<192>, d: Duration) -> std::fmt::Result {
+    let tenths = (d.as_nanos() + 50_000) / 100_000;
+    let (whole, tenth) = (tenths / 10, (tenths % 10) as u8);
+    let mut digits: Digits = [0; 40];
+    out.push(decimal(whole, &mut digits))?;
+    out.push(&[b'.', b'0' + tenth])
 }
 
 #[cfg(test)]

@@ -419,19 +419,10 @@ pub fn fill(
 /// shared count), larger ones are formatted.
 fn age_value(secs: u64) -> HeaderValue {
     static VALUES: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
-        let text: &'static str = Box::leak(
-            (0..AGE_VALUES)
-                .map(|n| n.to_string())
-                .collect::<String>()
-                .into_boxed_str(),
-        );
-        let mut at = 0;
         (0..AGE_VALUES)
             .map(|n| {
-                let len = n.to_string().len();
-                let value = HeaderValue::from_static(&text[at..at + len]);
-                at += len;
-                value
+                crate::header_text::static_value(n.to_string().into_bytes())
+                    .expect("digits are a valid value")
             })
             .collect()
     });

@@ -31,8 +31,11 @@ pub fn primary(host: &str, path: &str, query: Option<&str>) -> Vec<u8> {
         out.push(tag);
         // The length in decimal, written without a `String` per part (every request
         // builds a key when the cache is on).
-        let mut digits: crate::decimal::Digits = [0; 40];
-        out.extend_from_slice(crate::decimal::decimal(value.len() as u128, &mut digits));
+        let mut digits: crate::header_text::Digits = [0; 40];
+        out.extend_from_slice(crate::header_text::decimal(
+            value.len() as u128,
+            &mut digits,
+        ));
         out.push(b':');
         out.extend_from_slice(value.as_bytes());
     };

@@ -17,6 +17,8 @@ use std::time::SystemTime;
 use edgebox_wire::edge::CacheStatus;
 use http::HeaderValue;
 
+use crate::header_text::{StackText, static_value};
+
 pub const NAME: &str = "cache-status";
 
 /// This edge's part of the header.
@@ -50,10 +52,8 @@ impl Fixed {
                 stored: false,
                 ttl: None,
             };
-            // Made once per process (an edge's state), never freed: a static `Bytes` is
-            // cloned and dropped without touching a reference count shared by all threads.
-            let text: &'static [u8] = Box::leak(entry.header(name, None).as_bytes().into());
-            HeaderValue::from_maybe_shared(bytes::Bytes::from_static(text))
+            // Made once per process (an edge's state).
+            static_value(entry.header(name, None).as_bytes().to_vec())
                 .expect("made from a valid header value")
         };
         Self {
@@ -81,7 +81,7 @@ impl Entry {
     pub fn header(&self, name: &str, upstream: Option<&HeaderValue>) -> HeaderValue {
         // Written on the stack when it fits (every hit has one): one allocation, the
         // value's own, instead of a `String` and then shared bytes made from it.
-        let mut stack = StackText::default();
+        let mut stack = StackText::<160>::default();
         let value = if self.write(name, upstream, &mut stack).is_ok() {
             HeaderValue::from_bytes(stack.as_bytes())
         } else {
@@ -119,39 +119,6 @@ impl Entry {
         if let Some(ttl) = self.ttl.filter(|_| !forwarded || self.stored) {
             write!(value, "; ttl={ttl}")?;
         }
-        Ok(())
-    }
-}
-
-/// A fixed stack buffer that refuses (with an error) what does not fit.
-struct StackText {
-    bytes: [u8; 160],
-    len: usize,
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        Self {
-            bytes: [0; 160],
-            len: 0,
-        }
-    }
-}
-
-impl StackText {
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl Write for StackText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.bytes
-            .get_mut(self.len..end)
-            .ok_or(std::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.len = end;
         Ok(())
     }
 }
