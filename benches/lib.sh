@@ -121,25 +121,24 @@ wait_for_line() { # FILE PATTERN
   return 1
 }
 
-# CPU time (user + system, in clock ticks) the processes PIDS... have used so far.
-cpu_ticks() { # PIDS...
-  local total=0 pid
+# Clock ticks the processes PIDS... have used so far, summed over the awk expression EXPR
+# of fields of /proc/PID/stat (14: user mode, 15: kernel).
+stat_ticks() { # EXPR PIDS...
+  local expr=$1 total=0 pid
+  shift
   for pid in "$@"; do
-    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk "{print $expr}" "/proc/$pid/stat")))
   done
   echo "$total"
 }
 
+# CPU time (user + system, in clock ticks) the processes PIDS... have used so far.
+cpu_ticks() { stat_ticks '$14 + $15' "$@"; }
+
 # User-mode CPU time (clock ticks) of PIDS...: the server's own code, without the kernel's
 # send/receive work (on loopback the kernel also charges the peer's packet processing to
 # whoever sends, which makes system time the noisier part).
-user_ticks() { # PIDS...
-  local total=0 pid
-  for pid in "$@"; do
-    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
+user_ticks() { stat_ticks '$14' "$@"; }
 
 # wrk against URL: a warm-up, then the measurement. Sets M_RPS, M_P50, M_P99 (as wrk prints
 # them) and M_P50_US, M_P99_US (microseconds). With CPU_PIDS set (a list of server pids),
